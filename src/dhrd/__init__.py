@@ -1,0 +1,23 @@
+"""dhrd: Dual-Head Reasoning Distillation for decoder-only text classifiers."""
+
+from .errors import DHRDInputError
+from .evaluation import evaluate, predict, predict_proba
+from .modeling import build_classifier, load_classifier, save_classifier
+from .tasks import TASKS, Example, load_task_split
+from .training import DHRDTrainingArguments, train
+
+__version__ = "0.1.0"
+__all__ = [
+    "DHRDInputError",
+    "DHRDTrainingArguments",
+    "Example",
+    "TASKS",
+    "build_classifier",
+    "evaluate",
+    "load_classifier",
+    "load_task_split",
+    "predict",
+    "predict_proba",
+    "save_classifier",
+    "train",
+]

@@ -1,0 +1,257 @@
+"""The ``dhrd`` command line: parses options, calls the Python API, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DHRDInputError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Dual-Head Reasoning Distillation: decoder-only LMs as fast, accurate text classifiers.",
+)
+console = Console(stderr=True)
+out = Console()
+
+
+class Head(str, Enum):
+    mlp = "mlp"
+    linear = "linear"
+
+
+class Pooling(str, Enum):
+    last = "last"
+    mean = "mean"
+
+
+class InputFormat(str, Enum):
+    yesno = "yesno"
+    native = "native"
+
+
+class Truncation(str, Enum):
+    error = "error"
+    left = "left"
+
+
+def _run(fn):
+    """Bad input: one line on stderr and exit code 2, never a traceback."""
+    try:
+        return fn()
+    except DHRDInputError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: what was written so far is kept; run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
+def _metrics_table(metrics: dict, title: str) -> Table:
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("metrics")
+    table.add_column("score", justify="right")
+    for name, values in metrics["tasks"].items():
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in values.items() if k not in ("score", "examples", "rows"))
+        table.add_row(name, f"{shown} ({values['examples']} examples)", f"{values['score']:.2f}")
+    if len(metrics["tasks"]) > 1:
+        table.add_row("average", "", f"{metrics['score']:.2f}")
+    return table
+
+
+@app.command()
+def train(
+    task: str = typer.Option(
+        "cb",
+        help="SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list "
+        "'cb,rte', or 'all' for one joint model; ignored with --train-file",
+    ),
+    output_dir: Path = typer.Option(Path("runs/cb-pooled"), help="run directory: checkpoints/, model/, metrics.json"),
+    backbone: str = typer.Option(
+        None,
+        help="hub name, local directory or .gguf file [default: the shared "
+        "SmolLM2-135M-Instruct GGUF, else HuggingFaceTB/SmolLM2-135M-Instruct]",
+    ),
+    gguf_file: str = typer.Option(None, help="GGUF file name inside --backbone's directory"),
+    method: str = typer.Option("pooled", help="training method: pooled (the paper's baseline)"),
+    input_format: InputFormat = typer.Option(
+        InputFormat.yesno, help="yesno: the paper's single Yes/No prompt; native: each task's own labels"
+    ),
+    data_dir: Path = typer.Option(
+        None, help="folder with <Task>/{train,val,test}.jsonl [default: ../shared/data/superglue]"
+    ),
+    train_file: Path = typer.Option(None, help="your own CSV/JSONL/Parquet training file"),
+    validation_file: Path = typer.Option(None, help="your own validation file (the evaluation split)"),
+    text_column: str = typer.Option("text", help="text column of your files"),
+    text_pair_column: str = typer.Option(None, help="optional second text column"),
+    label_column: str = typer.Option("label", help="label column (strings or integers)"),
+    head: Head = typer.Option(
+        Head.mlp, help="mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)"
+    ),
+    pooling: Pooling = typer.Option(Pooling.last, help="last real input token (the paper's) or mean"),
+    lora: bool = typer.Option(True, "--lora/--full", help="LoRA (the paper's r=16, alpha=32) or full fine-tuning"),
+    lora_r: int = typer.Option(16),
+    lora_alpha: int = typer.Option(32),
+    learning_rate: float = typer.Option(2e-4, "--lr", "--learning-rate"),
+    epochs: float = typer.Option(3.0),
+    batch_size: int = typer.Option(8),
+    eval_batch_size: int = typer.Option(32),
+    gradient_accumulation: int = typer.Option(1),
+    max_length: int = typer.Option(
+        512, help="longest input in tokens; longer inputs are an error unless --truncation left"
+    ),
+    truncation: Truncation = typer.Option(Truncation.error, help="error, or left: drop the start of long passages"),
+    warmup_steps: int = typer.Option(5),
+    weight_decay: float = typer.Option(0.01),
+    seed: int = typer.Option(42),
+    bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast [default: where the hardware has it]"),
+    gradient_checkpointing: bool = typer.Option(False),
+    save_steps: int = typer.Option(None, help="extra resume checkpoints every N optimiser steps"),
+    max_train_examples: int = typer.Option(None, help="cap the training examples (a seeded sample)"),
+    max_eval_examples: int = typer.Option(None, help="cap the validation examples (a seeded sample)"),
+    resume: bool = typer.Option(True, "--resume/--restart", help="continue from the last checkpoint in output-dir"),
+):
+    """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it."""
+    from .training import DHRDTrainingArguments
+    from .training import train as run_training
+
+    args = DHRDTrainingArguments(
+        output_dir=str(output_dir),
+        task=task,
+        input_format=input_format.value,
+        data_dir=str(data_dir) if data_dir else None,
+        train_file=str(train_file) if train_file else None,
+        validation_file=str(validation_file) if validation_file else None,
+        text_column=text_column,
+        text_pair_column=text_pair_column,
+        label_column=label_column,
+        backbone=backbone,
+        gguf_file=gguf_file,
+        head=head.value,
+        pooling=pooling.value,
+        method=method,
+        lora=lora,
+        lora_r=lora_r,
+        lora_alpha=lora_alpha,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        gradient_accumulation_steps=gradient_accumulation,
+        max_length=max_length,
+        truncation=truncation.value,
+        warmup_steps=warmup_steps,
+        weight_decay=weight_decay,
+        seed=seed,
+        bf16=bf16,
+        gradient_checkpointing=gradient_checkpointing,
+        save_steps=save_steps,
+        max_train_examples=max_train_examples,
+        max_eval_examples=max_eval_examples,
+        resume=resume,
+    )
+    result = _run(lambda: run_training(args))
+    out.print(_metrics_table(result.metrics, f"validation metrics (best epoch) - {result.model_dir}"))
+    out.print(f"model: {result.model_dir}\nmetrics: {output_dir / 'metrics.json'}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
+    task: str = typer.Option(None, help="task to evaluate on [default: the task(s) the model was trained on]"),
+    split: str = typer.Option("validation", help="train or validation (SuperGLUE test labels are hidden)"),
+    data_dir: Path = typer.Option(None),
+    file: Path = typer.Option(None, help="your own labelled CSV/JSONL/Parquet file"),
+    text_column: str = typer.Option(None),
+    text_pair_column: str = typer.Option(None),
+    label_column: str = typer.Option(None),
+    output: Path = typer.Option(None, help="write the metrics here as JSON [default: <model>/eval-<split>.json]"),
+    batch_size: int = typer.Option(32),
+    max_examples: int = typer.Option(None, help="evaluate on the first N examples only"),
+):
+    """Compute the task's official metrics and write them as JSON."""
+    from .evaluation import evaluate as run_evaluation
+    from .modeling import find_model_dir
+
+    def go():
+        target = output or find_model_dir(model) / f"eval-{split}.json"
+        return run_evaluation(
+            model,
+            task,
+            split,
+            str(data_dir) if data_dir else None,
+            str(file) if file else None,
+            text_column,
+            text_pair_column,
+            label_column,
+            target,
+            batch_size,
+            max_examples,
+        ), target
+
+    metrics, target = _run(go)
+    out.print(_metrics_table(metrics, f"{split} metrics - {model}"))
+    out.print(
+        f"{metrics['rows']} rows in {metrics['seconds']:.1f} s ({metrics['rows_per_second']:.1f} rows/s); "
+        f"written to {target}"
+    )
+
+
+@app.command()
+def predict(
+    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
+    output: Path = typer.Option(..., help="JSONL file: one prediction per row with each label's probability"),
+    file: Path = typer.Option(None, help="CSV/JSONL/Parquet file to classify"),
+    task: str = typer.Option(None, help="or a SuperGLUE task (with --split)"),
+    split: str = typer.Option("test"),
+    data_dir: Path = typer.Option(None),
+    text_column: str = typer.Option(None),
+    text_pair_column: str = typer.Option(None),
+    batch_size: int = typer.Option(32),
+):
+    """Classify every row of a file (or a task split) and write the predictions."""
+    from .evaluation import predict as run_prediction
+
+    if file is None and task is None:
+        console.print("[bold red]error:[/] give --file or --task")
+        raise typer.Exit(2)
+    rows = _run(
+        lambda: run_prediction(
+            model,
+            output,
+            str(file) if file else None,
+            task,
+            split,
+            str(data_dir) if data_dir else None,
+            text_column,
+            text_pair_column,
+            batch_size,
+        )
+    )
+    out.print(f"{len(rows)} predictions written to {output}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except BrokenPipeError:
+        sys.exit(1)
+
+
+__all__ = ["app", "main"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,242 @@
+"""Data: the user's own CSV/JSONL/Parquet files, the training and evaluation sets, tokenisation, collation."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import DHRDInputError, where
+from .tasks import Example, load_task_split, parse_task_names, read_jsonl
+
+PAIR_SEPARATOR = "\n"
+CUSTOM_TASK = "custom"
+
+
+# ------------------------------------------------------------------------------------------- user files
+def read_table(path: str | Path) -> list[dict]:
+    """Rows of a CSV, JSONL/JSON-lines or Parquet file, as dicts."""
+    path = Path(path)
+    if not path.is_file():
+        raise DHRDInputError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return read_jsonl(path)
+    import pandas as pd
+
+    try:
+        if suffix in (".csv", ".tsv"):
+            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=object, keep_default_na=False)
+        elif suffix in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            raise DHRDInputError(f"{path}: unknown file type {suffix!r}: use .csv, .tsv, .jsonl or .parquet")
+    except DHRDInputError:
+        raise
+    except Exception as error:
+        raise DHRDInputError(f"{path}: unreadable ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    return frame.to_dict(orient="records")
+
+
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _label_key(value) -> str:
+    """Labels may be strings or integers (or ints read back as floats from a file with gaps)."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+@dataclass(frozen=True)
+class Columns:
+    text: str = "text"
+    label: str = "label"
+    text_pair: str | None = None
+
+
+def _row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
+    parts = []
+    for name in [columns.text, columns.text_pair]:
+        if name is None:
+            continue
+        if name not in row:
+            raise DHRDInputError(f"{where(path, number, name)}: missing column (columns: {', '.join(map(str, row))})")
+        value = row[name]
+        if _is_missing(value) or not str(value).strip():
+            raise DHRDInputError(f"{where(path, number, name)}: empty text")
+        parts.append(str(value).strip())
+    return PAIR_SEPARATOR.join(parts)
+
+
+def file_label_names(path: str | Path, columns: Columns) -> tuple[str, ...]:
+    """The label set, read from the training file: sorted, numerically where all labels are integers."""
+    rows = read_table(path)
+    keys = []
+    for number, row in enumerate(rows, start=1):
+        if columns.label not in row:
+            raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
+        if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
+            raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
+        keys.append(_label_key(row[columns.label]))
+    unique = set(keys)
+    if len(unique) < 2:
+        raise DHRDInputError(f"{where(path, None, columns.label)}: needs at least two labels, found {sorted(unique)}")
+    numeric = all(k.lstrip("-").isdigit() for k in unique)
+    return tuple(sorted(unique, key=int if numeric else str))
+
+
+def load_file_examples(
+    path: str | Path,
+    columns: Columns,
+    label_names: tuple[str, ...] | None,
+    require_labels: bool = True,
+    train_file: str | Path | None = None,
+) -> list[Example]:
+    """Rows of a user file as Examples; every label must be one the training file has."""
+    path = Path(path)
+    rows = read_table(path)
+    if not rows:
+        raise DHRDInputError(f"{path}: no rows")
+    examples = []
+    for number, row in enumerate(rows, start=1):
+        text = _row_text(row, columns, path, number)
+        label = None
+        if require_labels or (columns.label in row and not _is_missing(row[columns.label])):
+            if columns.label not in row:
+                raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
+            if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
+                raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
+            key = _label_key(row[columns.label])
+            if label_names is not None:
+                if key not in label_names:
+                    origin = f" in {train_file}" if train_file else ""
+                    raise DHRDInputError(
+                        f"{where(path, number, columns.label)}: label {key!r} never appears in the training "
+                        f"labels{origin} ({', '.join(label_names)})"
+                    )
+                label = label_names.index(key)
+        examples.append(Example(f"row-{number}", CUSTOM_TASK, text, label, f"row-{number}", None, number - 1))
+    return examples
+
+
+# ---------------------------------------------------------------------------------------- data sources
+@dataclass
+class DataSpec:
+    """Where the data comes from: SuperGLUE task(s) or the user's files. Saved with the model, so that
+    evaluation and prediction format inputs exactly as training did."""
+
+    tasks: list[str] | None = None
+    input_format: str = "yesno"
+    data_dir: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+
+    @property
+    def columns(self) -> Columns:
+        return Columns(self.text_column, self.label_column, self.text_pair_column)
+
+    def validate(self) -> None:
+        if self.train_file is None and not self.tasks:
+            raise DHRDInputError("give --task (a SuperGLUE task, a list, or 'all') or --train-file")
+        if self.train_file is not None and self.tasks:
+            raise DHRDInputError("give either --task or --train-file, not both")
+        if self.tasks:
+            self.tasks = parse_task_names(self.tasks)
+            if len(self.tasks) > 1 and self.input_format != "yesno":
+                raise DHRDInputError("a joint model over several tasks needs --input-format yesno (one label set)")
+
+    def label_names(self) -> tuple[str, ...]:
+        from .tasks import TASKS
+
+        if self.train_file is not None:
+            return file_label_names(self.train_file, self.columns)
+        return TASKS[self.tasks[0]].label_names(self.input_format)
+
+    def split(self, split: str, label_names: tuple[str, ...]) -> list[Example]:
+        """Rows of a split: ``train``, ``validation`` (the evaluation split) or ``test``."""
+        if self.train_file is not None:
+            path = self.train_file if split == "train" else self.validation_file
+            if path is None:
+                raise DHRDInputError(f"no {split} file: pass --validation-file")
+            return load_file_examples(path, self.columns, label_names, True, self.train_file)
+        rows: list[Example] = []
+        for task in self.tasks:
+            rows.extend(load_task_split(task, split, self.input_format, self.data_dir))
+        return rows
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+# ------------------------------------------------------------------------------------------ tokenising
+def check_lengths(lengths: list[int], max_length: int, truncation: str, source: str) -> None:
+    """Refuse to cut inputs silently: report how many are too long and how to change it."""
+    too_long = [n for n in lengths if n > max_length]
+    if too_long and truncation == "error":
+        raise DHRDInputError(
+            f"{source}: {len(too_long)} of {len(lengths)} inputs are longer than --max-length {max_length} "
+            f"(longest {max(too_long)} tokens); raise --max-length to {max(too_long)}, or pass --truncation left "
+            "to drop the start of the passage and keep the question and answer"
+        )
+
+
+def encode_texts(texts: list[str], tokenizer, max_length: int, truncation: str) -> list[list[int]]:
+    """Token ids of each input, exactly as ``tokenizer(text)`` (and so ``pipeline``) gives them; with
+    ``truncation='left'`` the start is dropped, as a tokenizer saved with ``truncation_side='left'`` does."""
+    if truncation == "left":
+        side = tokenizer.truncation_side
+        tokenizer.truncation_side = "left"
+        try:
+            return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        finally:
+            tokenizer.truncation_side = side
+    return tokenizer(texts)["input_ids"]
+
+
+def encode_examples(examples: list[Example], tokenizer, max_length: int, truncation: str, source: str) -> list[dict]:
+    """Features for the classifier: ``input_ids`` and ``labels``."""
+    texts = [e.text for e in examples]
+    ids = encode_texts(texts, tokenizer, max_length, "none")
+    check_lengths([len(i) for i in ids], max_length, truncation, source)
+    if truncation == "left" and any(len(i) > max_length for i in ids):
+        ids = encode_texts(texts, tokenizer, max_length, "left")
+    features = []
+    for example, input_ids in zip(examples, ids):
+        feature = {"input_ids": input_ids}
+        if example.label is not None:
+            feature["labels"] = example.label
+        features.append(feature)
+    return features
+
+
+class ClassificationCollator:
+    """Pads each batch to its longest row (dynamic padding) on the right; the pooled position comes from
+    the attention mask, so the pad token's identity never matters."""
+
+    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_token_id = pad_token_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, feature in enumerate(features):
+            n = len(feature["input_ids"])
+            input_ids[row, :n] = torch.tensor(feature["input_ids"], dtype=torch.long)
+            attention_mask[row, :n] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        return batch

@@ -1,0 +1,304 @@
+"""Backbones and the classifier: build from a decoder LM, save for plain transformers, load back.
+
+A linear head with last-token pooling is saved as the backbone's own ``*ForSequenceClassification``
+checkpoint (loads with no custom code: ``AutoModelForSequenceClassification``, ``pipeline``, vLLM). Any
+other head or pooling is saved with its modeling code beside the weights (``trust_remote_code=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+)
+
+from .errors import DHRDInputError
+from .hf.configuration_dhrd import DHRDConfig
+from .hf.modeling_dhrd import DHRDForSequenceClassification
+
+logger = logging.getLogger(__name__)
+
+DHRDConfig.register_for_auto_class()
+DHRDForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+
+DEFAULT_BACKBONE_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SHARED_SMOLLM2 = Path("models") / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SPEC_KEY = "dhrd"  # the config attribute that records how inputs were built
+
+
+def default_backbone() -> str:
+    """The shared SmolLM2-135M-Instruct GGUF where a ``shared/`` folder is beside us, else its hub name."""
+    if os.environ.get("DHRD_BACKBONE"):
+        return os.environ["DHRD_BACKBONE"]
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *Path.cwd().parents[:2], *here.parents[:4]]:
+        candidate = base / "shared" / SHARED_SMOLLM2
+        if candidate.is_file():
+            return str(candidate)
+    return DEFAULT_BACKBONE_HUB
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DHRD_CACHE", Path.home() / ".cache" / "dhrd"))
+
+
+def split_backbone(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
+    """``dir/file.gguf`` -> (``dir``, ``file.gguf``); anything else is passed on unchanged."""
+    if gguf_file is None and name_or_path.lower().endswith(".gguf"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise DHRDInputError(f"{path}: backbone GGUF file not found")
+        return str(path.parent), path.name
+    return name_or_path, gguf_file
+
+
+def check_decoder_only(config, name: str) -> None:
+    model_type = getattr(config, "model_type", None)
+    text_type = getattr(config.get_text_config(), "model_type", model_type)
+    if (
+        getattr(config, "is_encoder_decoder", False)
+        or text_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        or text_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    ):
+        raise DHRDInputError(
+            f"backbone {name!r} is a {model_type!r} model, not a decoder-only language model "
+            "(use e.g. Llama/SmolLM2, Qwen2/3, Gemma3 or GPT-2)"
+        )
+
+
+def _load_backbone_config(name: str, gguf_file: str | None):
+    try:
+        return AutoConfig.from_pretrained(name, gguf_file=gguf_file) if gguf_file else AutoConfig.from_pretrained(name)
+    except (OSError, ValueError) as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise DHRDInputError(
+            f"backbone {name!r} cannot be found: it is not a local model directory or GGUF file, and the "
+            f"Hugging Face hub did not provide it ({reason[:160]})"
+        ) from None
+
+
+def _gguf_cache_dir(directory: str, gguf_file: str) -> Path:
+    path = Path(directory) / gguf_file
+    stat = path.stat()
+    key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return cache_root() / "gguf" / f"{path.stem}-{key}"
+
+
+def gguf_to_hf(directory: str, gguf_file: str) -> Path:
+    """Dequantise a GGUF once (about 25 s for SmolLM2) into a cached HF directory that reloads in seconds.
+    Written to a temporary folder and renamed, so a kill never leaves a half-written cache."""
+    target = _gguf_cache_dir(directory, gguf_file)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    logger.info("converting %s/%s to %s (once)", directory, gguf_file, target)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+    config = model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # gguf-loaded models refuse to save while it is set
+    clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    clean.load_state_dict(model.state_dict())
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        clean.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if clean.generation_config is not None:
+            clean.generation_config.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def resolve_backbone(name_or_path: str | None, gguf_file: str | None = None) -> str:
+    """A directory or hub name transformers loads quickly; GGUF files go through the conversion cache."""
+    name, gguf = split_backbone(name_or_path or default_backbone(), gguf_file)
+    if gguf is not None:
+        if not (Path(name) / gguf).is_file():
+            raise DHRDInputError(f"{Path(name) / gguf}: backbone GGUF file not found")
+        check_decoder_only(_load_backbone_config(name, gguf), f"{name}/{gguf}")
+        return str(gguf_to_hf(name, gguf))
+    check_decoder_only(_load_backbone_config(name, None), name)
+    return name
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token  # only used for padding; pooling never looks at it
+    return tokenizer
+
+
+def load_causal_lm(name_or_path: str | None = None, gguf_file: str | None = None, dtype=torch.float32):
+    """The backbone as a causal LM (its LM head is the reasoning head) and its tokenizer."""
+    name = resolve_backbone(name_or_path, gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+    return model, load_tokenizer(name)
+
+
+def build_classifier(
+    backbone: str | None,
+    label_names: tuple[str, ...] | list[str],
+    head: str = "mlp",
+    pooling: str = "last",
+    head_dropout: float = 0.1,
+    gguf_file: str | None = None,
+    seed: int = 0,
+):
+    """A fresh classifier on a pretrained backbone. Returns (classifier, tokenizer, causal LM); the causal
+    LM shares its transformer with the classifier, and its LM head is the train-time reasoning head."""
+    causal_lm, tokenizer = load_causal_lm(backbone, gguf_file)
+    config = DHRDConfig(
+        text_config=causal_lm.config,
+        pooling=pooling,
+        head=head,
+        head_dropout=head_dropout,
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    config._name_or_path = str(backbone or default_backbone())
+    with torch.device("meta"):
+        classifier = DHRDForSequenceClassification(config)
+    classifier.model = causal_lm.base_model  # the pretrained transformer, shared, not copied
+    torch.manual_seed(seed)
+    classifier.score = classifier.score.to_empty(device="cpu")
+    for module in classifier.score.modules():
+        classifier._init_weights(module)
+    return classifier, tokenizer, causal_lm
+
+
+# ----------------------------------------------------------------------------------------------- saving
+def can_export_native(model: DHRDForSequenceClassification) -> bool:
+    model_type = model.config.text_config.model_type
+    return (
+        model.config.head == "linear"
+        and model.config.pooling == "last"
+        and model_type in MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES
+    )
+
+
+def to_native(model: DHRDForSequenceClassification):
+    """The same classifier as the backbone's own ``*ForSequenceClassification`` (linear head, last token)."""
+    config = model.config.text_config.__class__.from_dict(model.config.text_config.to_dict())
+    config.num_labels = model.config.num_labels
+    config.id2label = dict(model.config.id2label)
+    config.label2id = dict(model.config.label2id)
+    config.pad_token_id = model.config.pad_token_id
+    config.architectures = None
+    native = AutoModelForSequenceClassification.from_config(config, dtype=torch.float32)
+    prefix = native.base_model_prefix
+    state = {f"{prefix}.{k}": v for k, v in model.model.state_dict().items()}
+    state["score.weight"] = model.score.weight.detach()
+    missing, unexpected = native.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("lm_head.weight")]
+    if missing or unexpected:
+        raise RuntimeError(f"native export does not line up: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return native
+
+
+def from_native(native) -> DHRDForSequenceClassification:
+    """Wrap a standard ``*ForSequenceClassification`` (linear head, last token) as a DHRD classifier."""
+    text_config = native.config.__class__.from_dict(native.config.to_dict())
+    config = DHRDConfig(
+        text_config=text_config,
+        head="linear",
+        pooling="last",
+        num_labels=native.config.num_labels,
+        id2label=dict(native.config.id2label),
+        label2id=dict(native.config.label2id),
+        pad_token_id=native.config.pad_token_id,
+    )
+    setattr(config, SPEC_KEY, getattr(native.config, SPEC_KEY, None))
+    with torch.device("meta"):
+        model = DHRDForSequenceClassification(config)
+    model.model = native.base_model
+    model.score = native.score
+    return model
+
+
+def _atomic_dir(target: Path):
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+
+
+def save_classifier(
+    model: DHRDForSequenceClassification,
+    tokenizer,
+    directory: str | Path,
+    spec: dict | None = None,
+    max_length: int | None = None,
+    truncation: str = "error",
+) -> Path:
+    """Save for plain transformers, atomically (a temporary folder renamed into place)."""
+    directory = Path(directory)
+    tmp = _atomic_dir(directory)
+    try:
+        if spec is not None:
+            setattr(model.config, SPEC_KEY, spec)
+        to_save = to_native(model) if can_export_native(model) else model
+        if to_save is not model:
+            setattr(to_save.config, SPEC_KEY, getattr(model.config, SPEC_KEY, None))
+        to_save.save_pretrained(tmp)
+        if truncation == "left":
+            tokenizer.truncation_side = "left"  # pipeline(..., truncation=True) then cuts as training did
+        if max_length:
+            tokenizer.model_max_length = max_length
+        tokenizer.save_pretrained(tmp)
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def find_model_dir(path: str | Path) -> Path:
+    """A model directory, or a training run's output directory holding ``model/``."""
+    path = Path(path)
+    if (path / "model" / "config.json").is_file():
+        return path / "model"
+    if (path / "config.json").is_file():
+        return path
+    raise DHRDInputError(f"{path}: no trained model here (expected config.json, or model/config.json in a run dir)")
+
+
+def load_classifier(path: str | Path, dtype=torch.float32):
+    """(classifier, tokenizer) from a directory that ``save_classifier`` wrote, in either format."""
+    directory = find_model_dir(path)
+    config = json.loads((directory / "config.json").read_text())
+    if config.get("model_type") == DHRDConfig.model_type:
+        model = DHRDForSequenceClassification.from_pretrained(directory, dtype=dtype)
+    else:
+        model = from_native(AutoModelForSequenceClassification.from_pretrained(directory, dtype=dtype))
+    model.eval()
+    # a DHRD directory's config maps to the modeling code dhrd itself wrote; the tokenizer has none
+    return model, load_tokenizer(str(directory), trust_remote_code=config.get("model_type") == "dhrd")
+
+
+def model_spec(model) -> dict:
+    return getattr(model.config, SPEC_KEY, None) or {}

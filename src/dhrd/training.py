@@ -1,0 +1,307 @@
+"""Training: the arguments dataclass, a Trainer whose loss is the paper's weighted sum, and ``train()``.
+
+The pooled baseline is the case ``alpha = 0``: only the classification cross-entropy (times ``beta``).
+Everything else (loop, schedule, bf16 autocast, checkpoints, resume, best-model selection) is transformers'
+Trainer; LoRA is peft.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.pytorch_utils import Conv1D
+from transformers.trainer_utils import get_last_checkpoint
+
+from .data import ClassificationCollator, DataSpec, encode_examples
+from .errors import DHRDInputError
+from .evaluation import predict_proba
+from .modeling import build_classifier, load_tokenizer, resolve_backbone, save_classifier
+from .runtime import bf16_supported, write_json_atomic
+from .tasks import Example, evaluate_rows, flatten_metrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DHRDTrainingArguments:
+    """Everything a run needs. Defaults follow the paper (Appendix E): LoRA r=16, alpha 32, dropout 0.1 on
+    every attention and MLP projection, AdamW lr 2e-4, weight decay 0.01, cosine schedule, 5 warm-up steps,
+    3 epochs, evaluation and a checkpoint every epoch, the best one kept."""
+
+    output_dir: str = "runs/dhrd"
+    # data
+    task: str | None = "cb"
+    input_format: str = "yesno"
+    data_dir: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+    # model
+    backbone: str | None = None
+    gguf_file: str | None = None
+    head: str = "mlp"
+    pooling: str = "last"
+    head_dropout: float = 0.1
+    # loss: beta * L_cls + alpha * L_reason (alpha = 0: the pooled baseline)
+    method: str = "pooled"
+    alpha: float = 0.0
+    beta: float = 1.0
+    # optimisation
+    lora: bool = True
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 3.0
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    truncation: str = "error"
+    warmup_steps: int = 5
+    weight_decay: float = 0.01
+    lr_scheduler_type: str = "cosine"
+    seed: int = 42
+    bf16: bool | None = None  # None: on where the hardware supports it
+    gradient_checkpointing: bool = False
+    save_steps: int | None = None  # extra resume checkpoints between epochs
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    resume: bool = True
+    report_to: list[str] = field(default_factory=list)
+
+    def data_spec(self) -> DataSpec:
+        return DataSpec(
+            tasks=self.task if self.train_file is None else None,
+            input_format=self.input_format,
+            data_dir=self.data_dir,
+            train_file=self.train_file,
+            validation_file=self.validation_file,
+            text_column=self.text_column,
+            text_pair_column=self.text_pair_column,
+            label_column=self.label_column,
+        )
+
+    def validate(self) -> None:
+        if self.method != "pooled":
+            raise DHRDInputError(f"unknown method {self.method!r}: only 'pooled' is available in this version")
+        if self.truncation not in ("error", "left"):
+            raise DHRDInputError(f"--truncation must be 'error' or 'left', not {self.truncation!r}")
+        if self.max_length < 8:
+            raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
+        if self.train_file and not self.validation_file:
+            raise DHRDInputError("--train-file needs --validation-file (the evaluation split)")
+
+    def trainer_arguments(self) -> TrainingArguments:
+        bf16 = bf16_supported() if self.bf16 is None else self.bf16
+        return TrainingArguments(
+            output_dir=str(Path(self.output_dir) / "checkpoints"),
+            learning_rate=self.learning_rate,
+            num_train_epochs=self.num_train_epochs,
+            per_device_train_batch_size=self.per_device_train_batch_size,
+            per_device_eval_batch_size=self.per_device_eval_batch_size,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            warmup_steps=self.warmup_steps,
+            weight_decay=self.weight_decay,
+            lr_scheduler_type=self.lr_scheduler_type,
+            optim="adamw_torch",
+            seed=self.seed,
+            data_seed=self.seed,
+            bf16=bf16,
+            use_cpu=not torch.cuda.is_available(),
+            eval_strategy="epoch",
+            save_strategy="epoch",
+            load_best_model_at_end=True,
+            metric_for_best_model="score",
+            greater_is_better=True,
+            save_total_limit=self.save_total_limit,
+            logging_steps=self.logging_steps,
+            report_to=self.report_to,
+            remove_unused_columns=False,
+            label_names=["labels"],
+            dataloader_num_workers=0,
+            gradient_checkpointing=self.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False} if self.gradient_checkpointing else None,
+            disable_tqdm=False,
+        )
+
+
+class SaveEveryNSteps(TrainerCallback):
+    """Resume checkpoints between epoch checkpoints, so a kill loses at most ``n`` steps."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.n and state.global_step % self.n == 0:
+            control.should_save = True
+        return control
+
+
+class DHRDTrainer(Trainer):
+    """Trainer with the paper's loss. Here ``beta * cross-entropy``; the reasoning head adds ``alpha *
+    L_reason`` from the same forward pass."""
+
+    # the loss is a per-batch mean, so Trainer divides it by the accumulation steps
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, *args, alpha: float = 0.0, beta: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.alpha, self.beta = alpha, beta
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = self.beta * nn.functional.cross_entropy(outputs.logits.float(), labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+def lora_target_pattern(backbone: nn.Module) -> str:
+    """A regex over every linear projection inside the backbone (attention and MLP), never the head."""
+    names = sorted({n.rsplit(".", 1)[-1] for n, m in backbone.named_modules() if isinstance(m, nn.Linear | Conv1D)})
+    return rf"model\..*\.({'|'.join(names)})"
+
+
+def apply_lora(classifier, args: DHRDTrainingArguments):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        bias="none",
+        target_modules=lora_target_pattern(classifier.model),
+        modules_to_save=["score"],  # the head trains fully and is saved with the adapter
+    )
+    return get_peft_model(classifier, config)
+
+
+def _cap(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """The first ``n`` original examples of a seeded shuffle (all rows of a kept example stay together)."""
+    if not n:
+        return examples
+    groups = list(dict.fromkeys(e.group for e in examples))
+    if n >= len(groups):
+        return examples
+    keep = set(np.random.default_rng(seed).permutation(groups)[:n].tolist())
+    return [e for e in examples if e.group in keep]
+
+
+@dataclass
+class TrainResult:
+    model_dir: Path
+    metrics: dict
+    history: list[dict]
+
+
+def train(args: DHRDTrainingArguments) -> TrainResult:
+    """Train, keep the best epoch by the validation score, save the classifier and its metrics."""
+    args.validate()
+    spec = args.data_spec()
+    spec.validate()
+    output = Path(args.output_dir)
+    label_names = spec.label_names()
+    train_rows = _cap(spec.split("train", label_names), args.max_train_examples, args.seed)
+    eval_rows = _cap(spec.split("validation", label_names), args.max_eval_examples, args.seed)
+    if any(e.label is None for e in train_rows + eval_rows):
+        raise DHRDInputError("the train and validation splits must have labels")
+
+    backbone = resolve_backbone(args.backbone, args.gguf_file)
+    tokenizer = load_tokenizer(backbone)
+    train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
+    eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
+
+    classifier, tokenizer, _ = build_classifier(
+        backbone, label_names, args.head, args.pooling, args.head_dropout, seed=args.seed
+    )
+    classifier.config.dhrd = _spec_dict(args, spec)
+    if args.gradient_checkpointing:
+        classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_lora(classifier, args) if args.lora else classifier
+    input_format = spec.input_format
+
+    def compute_metrics(prediction) -> dict:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
+        return flatten_metrics(evaluate_rows(eval_rows, probs, input_format))
+
+    trainer = DHRDTrainer(
+        model=model,
+        args=args.trainer_arguments(),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=ClassificationCollator(tokenizer.pad_token_id),
+        compute_metrics=compute_metrics,
+        callbacks=[SaveEveryNSteps(args.save_steps)] if args.save_steps else None,
+        alpha=args.alpha,
+        beta=args.beta,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(output / "train_args.json", asdict(args))
+    checkpoint = (
+        get_last_checkpoint(str(output / "checkpoints")) if args.resume and (output / "checkpoints").is_dir() else None
+    )
+    if checkpoint:
+        logger.warning("resuming from %s", checkpoint)
+    start = time.perf_counter()
+    train_output = trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.perf_counter() - start
+
+    best = trainer.model.merge_and_unload() if args.lora else trainer.model
+    best.eval()
+    probs = predict_proba(
+        best,
+        tokenizer,
+        [e.text for e in eval_rows],
+        args.per_device_eval_batch_size,
+        args.max_length,
+        args.truncation,
+        args.bf16,
+    )
+    metrics = evaluate_rows(eval_rows, probs, input_format)
+    history = [h for h in trainer.state.log_history if "eval_score" in h]
+    epochs_run = train_output.metrics.get("epoch", args.num_train_epochs)
+    metrics.update(
+        split="validation",
+        best_checkpoint=trainer.state.best_model_checkpoint,
+        epochs=[{"epoch": h["epoch"], "score": h["eval_score"]} for h in history],
+        train_rows=len(train_rows),
+        eval_rows=len(eval_rows),
+        train_seconds=round(train_seconds, 2),
+        train_seconds_per_epoch=round(
+            train_output.metrics.get("train_runtime", train_seconds) / max(epochs_run, 1e-9), 2
+        ),
+        resumed_from=checkpoint,
+    )
+    model_dir = save_classifier(
+        best, tokenizer, output / "model", max_length=args.max_length, truncation=args.truncation
+    )
+    write_json_atomic(output / "metrics.json", metrics)
+    return TrainResult(model_dir, metrics, history)
+
+
+def _spec_dict(args: DHRDTrainingArguments, spec: DataSpec) -> dict:
+    return {
+        "data": spec.to_dict(),
+        "max_length": args.max_length,
+        "truncation": args.truncation,
+        "method": args.method,
+        "alpha": args.alpha,
+        "beta": args.beta,
+        "backbone": str(args.backbone or "default"),
+    }
+
+
+__all__ = ["DHRDTrainingArguments", "DHRDTrainer", "TrainResult", "train"]

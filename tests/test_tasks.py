@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+from conftest import write_jsonl
+
+from dhrd.errors import DHRDInputError
+from dhrd.tasks import TASKS, Example, evaluate_rows, load_task_split, parse_task_names, task_metrics
+
+
+def test_parse_task_names():
+    assert parse_task_names("all") == list(TASKS)
+    assert parse_task_names("CB, rte") == ["cb", "rte"]
+    assert parse_task_names(["cb", "cb"]) == ["cb"]
+    with pytest.raises(DHRDInputError, match="unknown task nope"):
+        parse_task_names("cb,nope")
+
+
+def test_yesno_format_rows(superglue_dir):
+    cb = load_task_split("cb", "validation", "yesno", superglue_dir)
+    assert len(cb) == 6 * 3  # one row per relation
+    first = cb[:3]
+    assert {e.candidate for e in first} == {"entailment", "contradiction", "neutral"}
+    assert sum(e.label for e in first) == 1  # exactly the gold relation is "Yes"
+    assert first[0].text.startswith("Passage:\nAnn said it") and first[0].text.endswith(
+        "Is the answer correct Yes or No?"
+    )
+    copa = load_task_split("copa", "train", "yesno", superglue_dir)
+    assert len(copa) == 16 and copa[0].group == copa[1].group
+    assert "What was the cause of this?" in copa[0].text and "What happened as a result?" in copa[2].text
+    multirc = load_task_split("multirc", "validation", "yesno", superglue_dir)
+    assert len(multirc) == 2 * 2 * 2 and len({e.group for e in multirc}) == 4  # grouped per question
+    rte = load_task_split("rte", "validation", "yesno", superglue_dir)
+    assert [e.label for e in rte] == [0, 1, 0, 1]
+
+
+def test_native_format_rows(superglue_dir):
+    cb = load_task_split("cb", "validation", "native", superglue_dir)
+    assert len(cb) == 6 and [e.label for e in cb[:3]] == [0, 1, 2]
+    assert cb[0].text.startswith("Premise: ")
+    copa = load_task_split("copa", "validation", "native", superglue_dir)
+    assert len(copa) == 4 and "Choice 2: The sun set." in copa[0].text and [e.label for e in copa] == [0, 1, 0, 1]
+
+
+def test_test_split_has_no_labels(superglue_dir):
+    rows = load_task_split("cb", "test", "yesno", superglue_dir)
+    assert rows and all(e.label is None for e in rows)
+
+
+def test_bad_task_files(tmp_path):
+    write_jsonl(tmp_path / "CB" / "train.jsonl", [{"premise": "a", "hypothesis": "b", "label": "maybe", "idx": 0}])
+    with pytest.raises(DHRDInputError, match=r"CB/train.jsonl: row 1: field 'label': label 'maybe'"):
+        load_task_split("cb", "train", "yesno", tmp_path)
+    write_jsonl(tmp_path / "RTE" / "train.jsonl", [{"premise": "  ", "hypothesis": "b", "label": "entailment"}])
+    with pytest.raises(DHRDInputError, match=r"row 1: field 'premise': empty text"):
+        load_task_split("rte", "train", "yesno", tmp_path)
+    (tmp_path / "COPA").mkdir()
+    (tmp_path / "COPA" / "train.jsonl").write_text('{"premise": "x"}\n{oops\n')
+    with pytest.raises(DHRDInputError, match=r"COPA/train.jsonl: row 2: unreadable JSON"):
+        load_task_split("copa", "train", "yesno", tmp_path)
+    with pytest.raises(DHRDInputError, match="WiC/train.jsonl: file not found"):
+        load_task_split("wic", "train", "yesno", tmp_path)
+
+
+def _rows(task, labels, groups, candidates=None):
+    candidates = candidates or [None] * len(labels)
+    return [Example(f"r{i}", task, "t", label, g, c) for i, (label, g, c) in enumerate(zip(labels, groups, candidates))]
+
+
+def test_copa_accuracy_from_higher_p_yes():
+    rows = _rows("copa", [1, 0, 0, 1], ["a", "a", "b", "b"], ["choice1", "choice2", "choice1", "choice2"])
+    # example a: P(yes) 0.6 vs 0.7 -> picks choice2 (wrong); example b: 0.2 vs 0.3 -> choice2 (right),
+    # even though every row alone would be called "No" in b
+    probs = np.array([[0.4, 0.6], [0.3, 0.7], [0.8, 0.2], [0.7, 0.3]])
+    assert task_metrics("copa", rows, probs, "yesno")["accuracy"] == 50.0
+
+
+def test_cb_macro_f1_over_three_relations():
+    relations = ["entailment", "contradiction", "neutral"]
+    rows = []
+    gold = ["entailment", "contradiction", "neutral", "entailment"]
+    predicted = ["entailment", "contradiction", "entailment", "entailment"]
+    probs = []
+    for k, (g, p) in enumerate(zip(gold, predicted)):
+        for r in relations:
+            rows.append(Example(f"{k}{r}", "cb", "t", int(r == g), f"g{k}", r))
+            probs.append([0.5, 0.9] if r == p else [0.5, 0.1])
+    metrics = task_metrics("cb", rows, np.array(probs), "yesno")
+    # per class F1: entailment 0.8, contradiction 1.0, neutral 0.0 -> macro 60
+    assert metrics["accuracy"] == 75.0 and metrics["f1"] == 60.0 and metrics["score"] == 67.5
+    assert metrics["examples"] == 4
+
+
+def test_multirc_f1a_and_exact_match():
+    rows = _rows("multirc", [1, 0, 1, 1], ["q1", "q1", "q2", "q2"])
+    probs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])  # q1 all right, q2 one miss
+    metrics = task_metrics("multirc", rows, probs, "yesno")
+    assert metrics["em"] == 50.0
+    assert metrics["f1a"] == pytest.approx(100 * 2 * 1.0 * (2 / 3) / (1 + 2 / 3), abs=1e-3)
+
+
+def test_superglue_average_takes_pairs_first():
+    rows = _rows("rte", [1, 0], ["a", "b"]) + _rows("multirc", [1, 0], ["q", "q"])
+    probs = np.array([[0.2, 0.8], [0.3, 0.7], [0.1, 0.9], [0.9, 0.1]])
+    metrics = evaluate_rows(rows, probs, "yesno")
+    assert metrics["tasks"]["rte"]["score"] == 50.0
+    assert metrics["tasks"]["multirc"]["score"] == 100.0
+    assert metrics["score"] == 75.0
+
+
+@pytest.mark.integration
+def test_official_files_load(shared_superglue):
+    expected = {
+        "cb": (56, 168),
+        "copa": (100, 200),
+        "rte": (277, 277),
+        "wic": (638, 638),
+        "wsc": (104, 104),
+        "boolq": (3270, 3270),
+        "multirc": (953, 4848),
+    }
+    for task, (examples, rows) in expected.items():
+        split = load_task_split(task, "validation", "yesno", shared_superglue)
+        assert len(split) == rows, task
+        assert len({e.group for e in split}) == examples, task
+        assert all(e.label in (0, 1) for e in split)
+    wic = load_task_split("wic", "validation", "yesno", shared_superglue)[0].text
+    assert "*class*" in wic  # the target word is highlighted

@@ -1,0 +1,169 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dhrd import DHRDTrainingArguments, evaluate, load_classifier, predict, train
+from dhrd.training import lora_target_pattern
+
+
+def tiny_args(tmp_path, tiny_backbone, superglue_dir, **overrides):
+    defaults = dict(
+        output_dir=str(tmp_path / "run"),
+        task="cb",
+        data_dir=str(superglue_dir),
+        backbone=str(tiny_backbone),
+        num_train_epochs=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        bf16=False,
+        max_length=128,
+    )
+    defaults.update(overrides)
+    return DHRDTrainingArguments(**defaults)
+
+
+def test_train_lora_saves_best_model_and_metrics(tmp_path, tiny_backbone, superglue_dir):
+    result = train(tiny_args(tmp_path, tiny_backbone, superglue_dir))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics["tasks"]["cb"]) >= {"f1", "accuracy", "score", "examples"}
+    assert metrics["tasks"]["cb"]["examples"] == 6 and metrics["train_rows"] == 36
+    assert [e["epoch"] for e in metrics["epochs"]] == [1.0, 2.0]
+    assert metrics["best_checkpoint"] is not None
+    assert result.model_dir == tmp_path / "run" / "model"
+    # the saved classifier is LoRA-merged: a plain model with no adapter files
+    assert not list(result.model_dir.glob("adapter_*"))
+    model, _ = load_classifier(tmp_path / "run")
+    assert model.config.dhrd["data"]["tasks"] == ["cb"]
+    # evaluating the saved model reproduces the metrics train() reported
+    again = evaluate(tmp_path / "run", output=tmp_path / "eval.json", bf16=False)
+    assert again["tasks"]["cb"] == metrics["tasks"]["cb"]
+    assert json.loads((tmp_path / "eval.json").read_text())["score"] == again["score"]
+
+
+def test_lora_targets_every_projection_and_not_the_head(tiny_backbone):
+    from dhrd.modeling import build_classifier
+
+    classifier, _, _ = build_classifier(str(tiny_backbone), ["No", "Yes"])
+    assert (
+        lora_target_pattern(classifier.model) == r"model\..*\.(down_proj|gate_proj|k_proj|o_proj|q_proj|up_proj|v_proj)"
+    )
+
+
+def test_full_finetuning_learns_a_separable_user_task(tmp_path, tiny_backbone):
+    words = {"pos": ["good", "great"], "neg": ["bad", "awful"]}
+    rows = [
+        {"review": f"the {w} movie {i}", "stars": label}
+        for i in range(12)
+        for label in ("pos", "neg")
+        for w in words[label][i % 2 : i % 2 + 1]
+    ]
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    pd.DataFrame(rows[:8]).to_json(tmp_path / "val.jsonl", orient="records", lines=True)
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        train_file=str(tmp_path / "train.csv"),
+        validation_file=str(tmp_path / "val.jsonl"),
+        text_column="review",
+        label_column="stars",
+        backbone=str(tiny_backbone),
+        lora=False,
+        head="linear",
+        learning_rate=3e-3,
+        num_train_epochs=6,
+        per_device_train_batch_size=8,
+        bf16=False,
+        warmup_steps=0,
+        task=None,
+    )
+    result = train(args)
+    assert result.metrics["tasks"]["custom"]["accuracy"] == 100.0
+    out = predict(tmp_path / "run", tmp_path / "preds.jsonl", file=str(tmp_path / "val.jsonl"), bf16=False)
+    lines = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
+    assert len(lines) == 8 == len(out)
+    assert set(lines[0]["probabilities"]) == {"neg", "pos"}
+    assert all(x["prediction"] == x["label"] for x in lines)
+    assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4
+
+
+def test_joint_model_is_evaluated_per_task(tmp_path, tiny_backbone, superglue_dir):
+    result = train(tiny_args(tmp_path, tiny_backbone, superglue_dir, task="cb,copa,rte", num_train_epochs=1))
+    assert set(result.metrics["tasks"]) == {"cb", "copa", "rte"}
+    scores = [m["score"] for m in result.metrics["tasks"].values()]
+    assert result.metrics["score"] == pytest.approx(sum(scores) / 3, abs=1e-3)
+
+
+CLI = [sys.executable, "-m", "dhrd"]
+
+
+def _train_command(out: Path, tiny_backbone, superglue_dir):
+    return [
+        *CLI,
+        "train",
+        "--task",
+        "cb",
+        "--data-dir",
+        str(superglue_dir),
+        "--backbone",
+        str(tiny_backbone),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "2",
+        "--save-steps",
+        "2",
+        "--lr",
+        "1e-3",
+        "--no-bf16",
+        "--max-length",
+        "128",
+    ]
+
+
+def test_kill_and_resume_matches_an_unbroken_run(tmp_path, tiny_backbone, superglue_dir):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    unbroken = tmp_path / "unbroken"
+    subprocess.run(
+        _train_command(unbroken, tiny_backbone, superglue_dir), check=True, env=env, capture_output=True, timeout=600
+    )
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        _train_command(killed, tiny_backbone, superglue_dir),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not list((killed / "checkpoints").glob("checkpoint-2*/trainer_state.json")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)  # at an arbitrary moment after the first checkpoint
+    process.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+
+    resumed = subprocess.run(
+        _train_command(killed, tiny_backbone, superglue_dir), env=env, capture_output=True, text=True, timeout=600
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    a = load_file(str(unbroken / "model" / "model.safetensors"))
+    b = load_file(str(killed / "model" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (unbroken, killed))
+    assert m1["tasks"] == m2["tasks"]
+    assert m2["resumed_from"] is not None
