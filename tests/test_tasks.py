@@ -124,3 +124,59 @@ def test_official_files_load(shared_superglue):
         assert all(e.label in (0, 1) for e in split)
     wic = load_task_split("wic", "validation", "yesno", shared_superglue)[0].text
     assert "*class*" in wic  # the target word is highlighted
+
+
+def test_hub_rows_map_to_the_official_schema(monkeypatch, tmp_path):
+    """Where a hub is reachable, ``super_glue`` rows (class-label ints, flat MultiRC) read like the jsonl."""
+    import datasets
+
+    hub = {
+        "cb": [{"premise": "p", "hypothesis": "h", "label": 2, "idx": 0}],
+        "multirc": [
+            {
+                "paragraph": "Ann came.",
+                "question": "Who?",
+                "answer": a,
+                "label": lab,
+                "idx": {"paragraph": 0, "question": 0, "answer": k},
+            }
+            for k, (a, lab) in enumerate([("Ann", 1), ("Bob", 0)])
+        ],
+        "wsc": [
+            {
+                "text": "Ann said she came",
+                "span1_index": 0,
+                "span2_index": 2,
+                "span1_text": "Ann",
+                "span2_text": "she",
+                "label": 1,
+                "idx": 0,
+            }
+        ],
+    }
+    calls = []
+
+    def fake_load_dataset(name, config, split):
+        calls.append((name, config, split))
+        return hub[config]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    monkeypatch.setenv("DHRD_DATA_DIR", str(tmp_path / "empty"))
+    cb = load_task_split("cb", "validation", "native")
+    assert cb[0].label == 2 and calls[-1] == ("super_glue", "cb", "validation")
+    multirc = load_task_split("multirc", "train", "yesno")
+    assert [e.label for e in multirc] == [1, 0] and multirc[0].group == multirc[1].group
+    wsc = load_task_split("wsc", "train", "yesno")
+    assert wsc[0].label == 1 and "*she*" in wsc[0].text
+
+
+def test_offline_hub_failure_is_one_clear_error(monkeypatch, tmp_path):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("DHRD_DATA_DIR", str(tmp_path))
+    with pytest.raises(DHRDInputError, match="BoolQ train split: .* the Hugging Face hub could not provide it"):
+        load_task_split("boolq", "train")

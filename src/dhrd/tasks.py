@@ -153,7 +153,10 @@ def read_records(task: Task, split: str, data_dir: str | Path | None = None) -> 
             f"{task.folder} {split} split: {local}the Hugging Face hub could not provide it "
             f"({type(error).__name__}); pass --data-dir with the official jsonl files"
         ) from None
-    return [_from_hub(task, dict(row)) for row in dataset], f"hub:super_glue/{task.hub_config}/{hub_split}"
+    rows = [_from_hub(task, dict(row)) for row in dataset]
+    if task.name == "multirc":
+        rows = _nest_multirc(rows)
+    return rows, f"hub:super_glue/{task.hub_config}/{hub_split}"
 
 
 def _from_hub(task: Task, row: dict) -> dict:
@@ -164,10 +167,24 @@ def _from_hub(task: Task, row: dict) -> dict:
         row["label"] = bool(row["label"]) if row["label"] >= 0 else None
     if task.name == "wsc" and "span1_index" in row:
         row["target"] = {k: row.pop(k) for k in ("span1_index", "span2_index", "span1_text", "span2_text")}
-    if task.name == "multirc" and "paragraph" in row:
-        # the hub flattens MultiRC to one row per answer; rebuild the official nesting
-        raise DHRDInputError("MultiRC from the hub is not supported yet: pass --data-dir with the official jsonl")
+    if task.name == "multirc" and isinstance(row.get("label"), int) and row["label"] < 0:
+        row["label"] = None
     return row
+
+
+def _nest_multirc(rows: list[dict]) -> list[dict]:
+    """The hub flattens MultiRC to one row per answer; rebuild the official passage/question/answer nesting."""
+    passages: dict[int, dict] = {}
+    for row in rows:
+        ids = row["idx"]
+        passage = passages.setdefault(
+            ids["paragraph"], {"idx": ids["paragraph"], "passage": {"text": row["paragraph"], "questions": []}}
+        )
+        questions = passage["passage"]["questions"]
+        if not questions or questions[-1]["idx"] != ids["question"]:
+            questions.append({"question": row["question"], "idx": ids["question"], "answers": []})
+        questions[-1]["answers"].append({"text": row["answer"], "idx": ids["answer"], "label": row["label"]})
+    return list(passages.values())
 
 
 # ------------------------------------------------------------------------------------------- formatting
