@@ -199,3 +199,6 @@ def test_cli_train_evaluate_predict(tiny_backbone, superglue_dir, tmp_path):
     assert code == 0, output
     rows = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert len(rows) == 8 and rows[0]["candidate"] == "choice1" and set(rows[0]["probabilities"]) == {"No", "Yes"}
+    # both rows of an example name the same chosen candidate: the one with the higher P(Yes)
+    best = max(rows[:2], key=lambda r: r["probabilities"]["Yes"])["candidate"]
+    assert rows[0]["example_prediction"] == rows[1]["example_prediction"] == best

@@ -164,6 +164,10 @@ class DataSpec:
     def split(self, split: str, label_names: tuple[str, ...]) -> list[Example]:
         """Rows of a split: ``train``, ``validation`` (the evaluation split) or ``test``."""
         if self.train_file is not None:
+            if split not in ("train", "validation"):
+                raise DHRDInputError(
+                    f"a model trained on files has train and validation splits, not {split!r}: use --file"
+                )
             path = self.train_file if split == "train" else self.validation_file
             if path is None:
                 raise DHRDInputError(f"no {split} file: pass --validation-file")

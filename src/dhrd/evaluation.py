@@ -13,7 +13,7 @@ from .data import ClassificationCollator, DataSpec, encode_texts, load_file_exam
 from .errors import DHRDInputError
 from .modeling import load_classifier, model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic, write_jsonl_atomic
-from .tasks import Example, evaluate_rows
+from .tasks import Example, choices_by_group, evaluate_rows
 
 
 @torch.inference_mode()
@@ -141,11 +141,13 @@ def predict(
     examples, _ = _examples_for(model, task, split, data_dir, file, text_column, text_pair_column, None, False)
     probs = predict_proba(model, tokenizer, [e.text for e in examples], batch_size, bf16=bf16)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    chosen = choices_by_group(examples, probs)
     rows = []
     for example, p in zip(examples, probs):
         row = {"id": example.id}
         if example.task != "custom":
             row.update(task=example.task, group=example.group, candidate=example.candidate)
+            row["example_prediction"] = chosen.get(example.group)
         row["prediction"] = names[int(np.argmax(p))]
         row["probabilities"] = {name: round(float(v), 6) for name, v in zip(names, p)}
         if example.label is not None:

@@ -366,6 +366,15 @@ def _choice_predictions(examples: Sequence[Example], probs: np.ndarray) -> tuple
     return predicted, gold
 
 
+def choices_by_group(examples: Sequence[Example], probs: np.ndarray) -> dict[str, str]:
+    """For examples split into candidate rows (yes/no COPA and CB): the candidate with the highest P(Yes)."""
+    chosen = {}
+    for group, rows in _groups(examples).items():
+        if len(rows) > 1 and examples[rows[0]].task in ("cb", "copa") and examples[rows[0]].candidate:
+            chosen[group] = examples[rows[int(np.argmax(np.asarray(probs)[rows, 1]))]].candidate
+    return chosen
+
+
 def _percent(value: float) -> float:
     return round(100.0 * float(value), 4)
 
