@@ -56,17 +56,21 @@ def test_pooled_logits_do_not_depend_on_padding(pooling):
         torch.testing.assert_close(logits, singles, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("side", ["right", "left"])
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_pool_index_gives_the_input_only_logits(pooling):
-    """Causality: pooling at the last input token of a longer sequence equals an input-only pass."""
+def test_pool_index_gives_the_input_only_logits(pooling, side):
+    """Causality: pooling at the last input token of a training sequence (input + rationale + answer)
+    equals an input-only pass, whichever side is padded. Tolerance: 1e-5 absolute in fp32."""
     model = tiny_classifier(pooling)
-    inputs = [[5, 9, 12, 7], [3, 4, 10]]
-    longer = [r + [20, 21, 22, 23, 24][: 5 - i] for i, r in enumerate(inputs)]
-    ids, mask = pad(longer, "right")
-    pool_index = torch.tensor([len(r) - 1 for r in inputs])
-    extended = model(ids, attention_mask=mask, pool_index=pool_index).logits
-    ids, mask = pad(inputs, "right")
-    torch.testing.assert_close(extended, model(ids, attention_mask=mask).logits, atol=1e-5, rtol=1e-4)
+    inputs = [[5, 9, 12, 7], [3, 4, 10], [6]]
+    longer = [r + [20, 21, 22, 23, 24, 25][: 6 - 2 * i] for i, r in enumerate(inputs)]
+    ids, mask = pad(longer, side)
+    offsets = [ids.shape[1] - len(r) if side == "left" else 0 for r in longer]
+    pool_index = torch.tensor([o + len(r) - 1 for o, r in zip(offsets, inputs)])
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    extended = model(ids, attention_mask=mask, pool_index=pool_index, position_ids=position_ids).logits
+    alone = torch.cat([model(torch.tensor([r])).logits for r in inputs])
+    torch.testing.assert_close(extended, alone, atol=1e-5, rtol=1e-4)
 
 
 def test_build_classifier_keeps_pretrained_weights(tiny_backbone):

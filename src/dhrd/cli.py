@@ -39,6 +39,18 @@ class InputFormat(str, Enum):
     native = "native"
 
 
+class RationaleMode(str, Enum):
+    consistent = "consistent"
+    only_label = "only_label"
+    shuffle_reasoning = "shuffle_reasoning"
+    shuffle_both = "shuffle_both"
+
+
+class LMScope(str, Enum):
+    all = "all"
+    reasoning = "reasoning"
+
+
 class Truncation(str, Enum):
     error = "error"
     left = "left"
@@ -83,7 +95,21 @@ def train(
         "SmolLM2-135M-Instruct GGUF, else HuggingFaceTB/SmolLM2-135M-Instruct]",
     ),
     gguf_file: str = typer.Option(None, help="GGUF file name inside --backbone's directory"),
-    method: str = typer.Option("pooled", help="training method: pooled (the paper's baseline)"),
+    method: str = typer.Option(
+        "pooled",
+        help="pooled (the paper's baseline: alpha = 0, no rationale) or dhrd (the reasoning head learns the "
+        "teacher's rationales)",
+    ),
+    alpha: float = typer.Option(None, help="weight of the reasoning (LM) loss [default: 1 for dhrd, 0 for pooled]"),
+    beta: float = typer.Option(1.0, help="weight of the classification loss"),
+    rationales: Path = typer.Option(
+        None, help="rationale file, or a folder of <Task>/train.jsonl [default: ../shared/data/rationales]"
+    ),
+    rationale_mode: RationaleMode = typer.Option(RationaleMode.consistent, help="the paper's Table 2 ablations"),
+    lm_scope: LMScope = typer.Option(
+        LMScope.all, help="what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning"
+    ),
+    max_rationale_tokens: int = typer.Option(160, help="longest rationale kept, in tokens"),
     input_format: InputFormat = typer.Option(
         InputFormat.yesno, help="yesno: the paper's single Yes/No prompt; native: each task's own labels"
     ),
@@ -140,6 +166,12 @@ def train(
         head=head.value,
         pooling=pooling.value,
         method=method,
+        alpha=alpha,
+        beta=beta,
+        rationales=str(rationales) if rationales else None,
+        rationale_mode=rationale_mode.value,
+        lm_scope=lm_scope.value,
+        max_rationale_tokens=max_rationale_tokens,
         lora=lora,
         lora_r=lora_r,
         lora_alpha=lora_alpha,

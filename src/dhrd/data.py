@@ -222,6 +222,48 @@ def encode_examples(examples: list[Example], tokenizer, max_length: int, truncat
     return features
 
 
+# The paper's training suffix (Appendix E.2), as plain text: "Reasoning:\n{r}\nFinal Answer:\n{y}".
+REASON_PREFIX = "\nReasoning:\n"
+ANSWER_PREFIX = "\nFinal Answer:\n"
+
+
+def add_reasoning_targets(
+    features: list[dict],
+    examples: list[Example],
+    tokenizer,
+    label_names: tuple[str, ...],
+    paired: list[tuple[str | None, int | None]],
+    max_rationale_tokens: int,
+    lm_scope: str,
+    mode: str,
+) -> int:
+    """Extend each input to ``[x, Reasoning:, r, Final Answer:, y, eos]`` for the reasoning head.
+
+    The pieces are tokenised separately and their ids concatenated, so the ids of ``x`` are exactly an
+    input-only pass's ids; ``pool_index`` marks the last of them. ``lm_labels`` are the ids, with -100 on ``x``
+    when ``lm_scope == "reasoning"``. Rows with no rationale (in consistent or shuffled modes) keep only ``x``
+    and no LM target: they still train the classification head. Returns how many rows that is.
+    """
+    missing = 0
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    for feature, example, (rationale, label_from) in zip(features, examples, paired):
+        x = feature["input_ids"]
+        feature["pool_index"] = len(x) - 1
+        if rationale is None and mode != "only_label":
+            missing += 1
+            feature["lm_labels"] = [-100] * len(x)
+            continue
+        label_word = label_names[examples[label_from].label if label_from is not None else example.label]
+        reason = []
+        if rationale is not None:
+            reason = tokenizer(REASON_PREFIX + rationale, add_special_tokens=False)["input_ids"][:max_rationale_tokens]
+        answer = tokenizer(ANSWER_PREFIX + label_word, add_special_tokens=False)["input_ids"] + eos
+        ids = x + reason + answer
+        feature["input_ids"] = ids
+        feature["lm_labels"] = ([-100] * len(x) if lm_scope == "reasoning" else list(x)) + reason + answer
+    return missing
+
+
 class ClassificationCollator:
     """Pads each batch to its longest row (dynamic padding) on the right; the pooled position comes from
     the attention mask, so the pad token's identity never matters."""
@@ -243,4 +285,11 @@ class ClassificationCollator:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] for f in features], dtype=torch.long)
+        if "pool_index" in features[0]:
+            batch["pool_index"] = torch.tensor([f["pool_index"] for f in features], dtype=torch.long)
+        if "lm_labels" in features[0]:
+            lm_labels = torch.full((len(features), width), -100, dtype=torch.long)  # padding never counts
+            for row, feature in enumerate(features):
+                lm_labels[row, : len(feature["lm_labels"])] = torch.tensor(feature["lm_labels"], dtype=torch.long)
+            batch["lm_labels"] = lm_labels
         return batch

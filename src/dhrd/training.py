@@ -19,10 +19,11 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.pytorch_utils import Conv1D
 from transformers.trainer_utils import get_last_checkpoint
 
-from .data import ClassificationCollator, DataSpec, encode_examples
+from .data import ClassificationCollator, DataSpec, add_reasoning_targets, encode_examples
 from .errors import DHRDInputError
 from .evaluation import predict_proba
 from .modeling import build_classifier, load_tokenizer, resolve_backbone, save_classifier
+from .rationales import pair_rationales, rationale_file, read_rationales
 from .runtime import bf16_supported, write_json_atomic
 from .tasks import Example, evaluate_rows, flatten_metrics
 
@@ -53,10 +54,14 @@ class DHRDTrainingArguments:
     head: str = "mlp"
     pooling: str = "last"
     head_dropout: float = 0.1
-    # loss: beta * L_cls + alpha * L_reason (alpha = 0: the pooled baseline)
+    # loss: beta * L_cls + alpha * L_reason; "pooled" is alpha = 0 with no rationale (the paper's baseline)
     method: str = "pooled"
-    alpha: float = 0.0
+    alpha: float | None = None  # None: 1 for dhrd, 0 for pooled
     beta: float = 1.0
+    rationales: str | None = None  # a rationale file, or a folder of <Task>/train.jsonl [default: shared set]
+    rationale_mode: str = "consistent"
+    lm_scope: str = "all"  # "all": input + rationale + answer (the paper's); "reasoning": rationale + answer
+    max_rationale_tokens: int = 160
     # optimisation
     lora: bool = True
     lora_r: int = 16
@@ -93,9 +98,21 @@ class DHRDTrainingArguments:
             label_column=self.label_column,
         )
 
+    @property
+    def lm_weight(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 1.0 if self.method == "dhrd" else 0.0
+
     def validate(self) -> None:
-        if self.method != "pooled":
-            raise DHRDInputError(f"unknown method {self.method!r}: only 'pooled' is available in this version")
+        if self.method not in ("pooled", "dhrd"):
+            raise DHRDInputError(f"unknown method {self.method!r}: choose pooled or dhrd")
+        if self.method == "pooled" and self.alpha:
+            raise DHRDInputError("--method pooled is alpha = 0; use --method dhrd to weight the reasoning loss")
+        if self.lm_weight < 0 or self.beta < 0 or self.lm_weight + self.beta == 0:
+            raise DHRDInputError("--alpha and --beta must be >= 0 and not both 0")
+        if self.lm_scope not in ("all", "reasoning"):
+            raise DHRDInputError(f"--lm-scope must be 'all' or 'reasoning', not {self.lm_scope!r}")
         if self.truncation not in ("error", "left"):
             raise DHRDInputError(f"--truncation must be 'error' or 'left', not {self.truncation!r}")
         if self.max_length < 8:
@@ -149,22 +166,55 @@ class SaveEveryNSteps(TrainerCallback):
         return control
 
 
+def reasoning_loss_sum(weight: torch.Tensor, hidden: torch.Tensor, lm_labels: torch.Tensor):
+    """Sum of next-token cross-entropies over the valid targets, and their count. Only positions with a
+    target go through the vocabulary projection (the reasoning head), which saves most of its cost."""
+    targets = lm_labels[:, 1:]
+    valid = targets != -100
+    states = hidden[:, :-1][valid]
+    logits = nn.functional.linear(states.to(weight.dtype), weight)
+    return nn.functional.cross_entropy(logits.float(), targets[valid], reduction="sum"), valid.sum()
+
+
 class DHRDTrainer(Trainer):
-    """Trainer with the paper's loss. Here ``beta * cross-entropy``; the reasoning head adds ``alpha *
-    L_reason`` from the same forward pass."""
+    """Trainer with the paper's loss, ``beta * L_cls + alpha * L_reason``, from one forward pass.
 
-    # the loss is a per-batch mean, so Trainer divides it by the accumulation steps
-    loss_is_scaled_for_ga = False
+    ``L_cls`` is the batch-mean cross-entropy of the pooled head. ``L_reason`` is the next-token loss of the
+    reasoning head (the backbone's own LM head) averaged over every valid target token of the whole
+    optimiser step: all accumulated micro-batches and all processes (``num_items_in_batch``).
+    """
 
-    def __init__(self, *args, alpha: float = 0.0, beta: float = 1.0, **kwargs):
+    # both terms are normalised over the whole accumulated step here, so Trainer must not divide again
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, alpha: float = 0.0, beta: float = 1.0, reasoning_weight=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha, self.beta = alpha, beta
+        self.reasoning_weight = reasoning_weight  # () -> the LM head's weight (tied or frozen)
+        self.model_accepts_loss_kwargs = False  # Trainer must not rescale by the number of processes
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        if not self.alpha or not batch_samples or "lm_labels" not in batch_samples[0]:
+            return None
+        count = sum((batch["lm_labels"][:, 1:] != -100).sum() for batch in batch_samples).to(device)
+        if self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        loss = self.beta * nn.functional.cross_entropy(outputs.logits.float(), labels)
+        lm_labels = inputs.pop("lm_labels", None)
+        use_lm = bool(self.alpha) and lm_labels is not None
+        outputs = model(**inputs, return_last_hidden_state=use_lm)
+        steps = getattr(self, "current_gradient_accumulation_steps", 1) if model.training else 1
+        loss = self.beta * nn.functional.cross_entropy(outputs.logits.float(), labels) / steps
+        if use_lm:
+            total, count = reasoning_loss_sum(self.reasoning_weight(), outputs.last_hidden_state, lm_labels)
+            if num_items_in_batch is not None and model.training:
+                # DDP averages gradients over processes: scale so the result is sum / all tokens of the step
+                total, count = total * self.accelerator.num_processes, num_items_in_batch
+            loss = loss + self.alpha * total / torch.clamp(torch.as_tensor(count, device=total.device), min=1)
         return (loss, outputs) if return_outputs else loss
 
 
@@ -223,7 +273,29 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
     eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
 
-    classifier, tokenizer, _ = build_classifier(
+    missing = 0
+    if args.method == "dhrd":
+        paired = pair_rationales(train_rows, _load_rationales(args, spec), args.rationale_mode, args.seed)
+        missing = add_reasoning_targets(
+            train_set,
+            train_rows,
+            tokenizer,
+            label_names,
+            paired,
+            args.max_rationale_tokens,
+            args.lm_scope,
+            args.rationale_mode,
+        )
+        if missing == len(train_rows):
+            raise DHRDInputError("no training example has a rationale: check --rationales")
+        if missing:
+            logger.warning(
+                "%d of %d training rows have no rationale: they train the classification head only",
+                missing,
+                len(train_rows),
+            )
+
+    classifier, tokenizer, causal_lm = build_classifier(
         backbone, label_names, args.head, args.pooling, args.head_dropout, seed=args.seed
     )
     classifier.config.dhrd = _spec_dict(args, spec)
@@ -245,8 +317,9 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
         data_collator=ClassificationCollator(tokenizer.pad_token_id),
         compute_metrics=compute_metrics,
         callbacks=[SaveEveryNSteps(args.save_steps)] if args.save_steps else None,
-        alpha=args.alpha,
+        alpha=args.lm_weight,
         beta=args.beta,
+        reasoning_weight=reasoning_head(classifier, causal_lm),
     )
     output.mkdir(parents=True, exist_ok=True)
     write_json_atomic(output / "train_args.json", asdict(args))
@@ -278,6 +351,7 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
         best_checkpoint=trainer.state.best_model_checkpoint,
         epochs=[{"epoch": h["epoch"], "score": h["eval_score"]} for h in history],
         train_rows=len(train_rows),
+        rows_without_rationale=missing if args.method == "dhrd" else None,
         eval_rows=len(eval_rows),
         train_seconds=round(train_seconds, 2),
         train_seconds_per_epoch=round(
@@ -292,13 +366,49 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     return TrainResult(model_dir, metrics, history)
 
 
+def reasoning_head(classifier, causal_lm):
+    """The backbone's own LM head, reused. Tied to the embeddings (SmolLM2, Qwen2.5-0.5B) it is read from
+    the classifier's embedding matrix, so it trains with it; untied it stays frozen (as under the paper's
+    LoRA) and is held outside the saved classifier, so no reasoning-head weight is ever saved."""
+    head = causal_lm.get_output_embeddings()
+    embeddings = classifier.get_input_embeddings()
+    if head.weight is embeddings.weight or head.weight.data_ptr() == embeddings.weight.data_ptr():
+        return lambda: embeddings.weight
+    frozen = head.weight.detach()
+    return lambda: frozen.to(embeddings.weight.device)
+
+
+def _load_rationales(args: DHRDTrainingArguments, spec: DataSpec) -> dict[str, dict[int, str]]:
+    if args.rationale_mode == "only_label":
+        return {}
+    tasks = spec.tasks or ["custom"]
+    found = {}
+    for task in tasks:
+        if task == "custom":
+            if not args.rationales:
+                raise DHRDInputError("--method dhrd on your own files needs --rationales (a file keyed by row idx)")
+            path = Path(args.rationales)
+            if not path.is_file():
+                raise DHRDInputError(f"{path}: rationale file not found")
+        else:
+            path = rationale_file(args.rationales, task)
+            if path is None:
+                raise DHRDInputError(
+                    f"no rationales for task {task}: pass --rationales (a file or a folder of "
+                    "<Task>/train.jsonl), or run the teacher first"
+                )
+        found[task] = read_rationales(path)
+    return found
+
+
 def _spec_dict(args: DHRDTrainingArguments, spec: DataSpec) -> dict:
     return {
         "data": spec.to_dict(),
         "max_length": args.max_length,
         "truncation": args.truncation,
         "method": args.method,
-        "alpha": args.alpha,
+        "alpha": args.lm_weight,
+        "rationale_mode": args.rationale_mode if args.method == "dhrd" else None,
         "beta": args.beta,
         "backbone": str(args.backbone or "default"),
     }

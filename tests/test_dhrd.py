@@ -1,0 +1,186 @@
+"""DHRD training: the reasoning head, the weighted loss in one pass, rationale modes."""
+
+import json
+
+import pytest
+import torch
+from conftest import write_jsonl
+from safetensors.torch import load_file
+from transformers import AutoTokenizer
+
+from dhrd import DHRDTrainingArguments, train
+from dhrd.data import ANSWER_PREFIX, REASON_PREFIX, ClassificationCollator, add_reasoning_targets, encode_examples
+from dhrd.errors import DHRDInputError
+from dhrd.modeling import build_classifier
+from dhrd.rationales import pair_rationales, read_rationales
+from dhrd.tasks import Example, load_task_split
+from dhrd.training import DHRDTrainer, reasoning_head, reasoning_loss_sum
+
+
+def _rows(n=4, per_group=1):
+    return [
+        Example(f"e{i}-{k}", "cb", f"Passage:\nday {i} row {k}", (i + k) % 2, f"g{i}", None, i)
+        for i in range(n)
+        for k in range(per_group)
+    ]
+
+
+def test_training_sequence_extends_the_exact_input_ids(tiny_backbone):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
+    rows = _rows(3)
+    features = encode_examples(rows, tokenizer, 128, "error", "t")
+    inputs = [list(f["input_ids"]) for f in features]
+    paired = [("because it rained", None), (None, None), ("the sun set", None)]
+    missing = add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "consistent")
+    assert missing == 1
+    for feature, x, row, (rationale, _) in zip(features, inputs, rows, paired):
+        assert feature["input_ids"][: len(x)] == x  # the prefix invariant
+        assert feature["pool_index"] == len(x) - 1
+        if rationale is None:  # no rationale: classification only, no LM target
+            assert feature["input_ids"] == x and set(feature["lm_labels"]) == {-100}
+            continue
+        suffix = tokenizer.decode(feature["input_ids"][len(x) :])
+        label = ("No", "Yes")[row.label]
+        assert suffix == f"{REASON_PREFIX}{rationale}{ANSWER_PREFIX}{label}{tokenizer.eos_token}"
+        assert feature["lm_labels"] == feature["input_ids"]
+    reasoning_only = encode_examples(rows[:1], tokenizer, 128, "error", "t")
+    add_reasoning_targets(reasoning_only, rows[:1], tokenizer, ("No", "Yes"), paired[:1], 64, "reasoning", "consistent")
+    assert reasoning_only[0]["lm_labels"][: len(inputs[0])] == [-100] * len(inputs[0])
+    batch = ClassificationCollator(tokenizer.pad_token_id)(features)
+    assert batch["lm_labels"].shape == batch["input_ids"].shape
+    assert (batch["lm_labels"][batch["attention_mask"] == 0] == -100).all()  # padding never counts
+
+
+def test_only_label_sequences_have_no_rationale(tiny_backbone):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_backbone)
+    rows = _rows(2)
+    features = encode_examples(rows, tokenizer, 128, "error", "t")
+    x = list(features[0]["input_ids"])
+    paired = pair_rationales(rows, {"cb": {0: "r0", 1: "r1"}}, "only_label", 0)
+    assert add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "only_label") == 0
+    assert tokenizer.decode(features[0]["input_ids"][len(x) :]) == f"{ANSWER_PREFIX}No{tokenizer.eos_token}"
+
+
+def test_rationale_modes_are_seeded_and_move_whole_examples():
+    rows = _rows(5, per_group=2)
+    by_task = {"cb": {i: f"r{i}" for i in range(5)}}
+    assert [r for r, _ in pair_rationales(rows, by_task, "consistent", 0)] == [f"r{i}" for i in range(5) for _ in "ab"]
+    shuffled = pair_rationales(rows, by_task, "shuffle_reasoning", 7)
+    assert shuffled == pair_rationales(rows, by_task, "shuffle_reasoning", 7)
+    assert shuffled != pair_rationales(rows, by_task, "shuffle_reasoning", 8)
+    for k in range(0, 10, 2):
+        assert shuffled[k] == shuffled[k + 1]  # both rows of an example get the same foreign rationale
+        assert shuffled[k][0] != f"r{k // 2}" and shuffled[k][1] is None
+    both = pair_rationales(rows, by_task, "shuffle_both", 7)
+    assert [r for r, _ in both] == [r for r, _ in shuffled]
+    assert all(rows[d].group != rows[i].group for i, (_, d) in enumerate(both))
+    with pytest.raises(DHRDInputError, match="unknown rationale mode"):
+        pair_rationales(rows, by_task, "random", 0)
+
+
+def test_loss_is_beta_ce_plus_alpha_token_mean(tiny_backbone, tmp_path):
+    classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], seed=0)
+    classifier.eval()
+    rows = _rows(4)
+    features = encode_examples(rows, tokenizer, 128, "error", "t")
+    paired = [(f"reason number {i} " * (i + 1), None) for i in range(4)]
+    add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "consistent")
+    collate = ClassificationCollator(tokenizer.pad_token_id)
+    args = DHRDTrainingArguments(output_dir=str(tmp_path)).trainer_arguments()
+    args.eval_strategy, args.load_best_model_at_end = "no", False
+    trainer = DHRDTrainer(
+        model=classifier,
+        args=args,
+        alpha=0.5,
+        beta=2.0,
+        reasoning_weight=reasoning_head(classifier, lm),
+    )
+    batch = collate(features)
+    loss = trainer.compute_loss(classifier, batch)
+    # reference: the LM loss as transformers computes it (a mean over all valid tokens of the batch)
+    with torch.no_grad():
+        full = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["lm_labels"])
+        cls = torch.nn.functional.cross_entropy(
+            classifier(**{k: batch[k] for k in ("input_ids", "attention_mask", "pool_index")}).logits, batch["labels"]
+        )
+    torch.testing.assert_close(loss, 2.0 * cls + 0.5 * full.loss, atol=1e-4, rtol=1e-4)
+    # gradient accumulation: two micro-batches normalised by the tokens of both add up to the whole
+    first, second = collate(features[:1]), collate(features[1:])
+    tokens = sum((b["lm_labels"][:, 1:] != -100).sum() for b in (first, second))
+    trainer.alpha, trainer.beta = 1.0, 0.0
+    trainer.current_gradient_accumulation_steps = 2
+    classifier.train()
+    for module in classifier.modules():  # dropout off, training branch on
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    split = trainer.compute_loss(classifier, first, num_items_in_batch=tokens) + trainer.compute_loss(
+        classifier, second, num_items_in_batch=tokens
+    )
+    torch.testing.assert_close(split, full.loss, atol=1e-4, rtol=1e-4)
+    # and the pooled baseline (alpha = 0) ignores the LM targets entirely
+    trainer.alpha, trainer.beta = 0.0, 1.0
+    classifier.eval()
+    torch.testing.assert_close(trainer.compute_loss(classifier, batch), cls, atol=1e-5, rtol=1e-5)
+
+
+def test_reasoning_loss_sum_counts_only_valid_targets():
+    weight = torch.randn(11, 4)
+    hidden = torch.randn(2, 5, 4)
+    labels = torch.tensor([[1, 2, 3, -100, -100], [-100, -100, 4, 5, 6]])
+    total, count = reasoning_loss_sum(weight, hidden, labels)
+    logits = hidden @ weight.T
+    expected = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    assert count == 5
+    torch.testing.assert_close(total, expected)
+
+
+def test_dhrd_train_end_to_end_saves_the_same_classifier_as_pooled(tmp_path, tiny_backbone, superglue_dir):
+    rationales = write_jsonl(
+        tmp_path / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so on day {i}."} for i in range(10)]
+    )  # 2 of 12 examples have none
+    common = dict(
+        task="cb",
+        data_dir=str(superglue_dir),
+        backbone=str(tiny_backbone),
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        bf16=False,
+        max_length=128,
+        head="linear",
+    )
+    dhrd_run = train(
+        DHRDTrainingArguments(output_dir=str(tmp_path / "dhrd"), method="dhrd", rationales=str(rationales), **common)
+    )
+    pooled_run = train(DHRDTrainingArguments(output_dir=str(tmp_path / "pooled"), **common))
+    assert dhrd_run.metrics["rows_without_rationale"] == 2 * 3  # CB rows are per relation
+    assert pooled_run.metrics["rows_without_rationale"] is None
+    a = load_file(str(dhrd_run.model_dir / "model.safetensors"))
+    b = load_file(str(pooled_run.model_dir / "model.safetensors"))
+    assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
+    config = json.loads((dhrd_run.model_dir / "config.json").read_text())
+    assert config["architectures"] == ["LlamaForSequenceClassification"] and config["dhrd"]["method"] == "dhrd"
+
+
+def test_dhrd_errors(tmp_path, tiny_backbone, superglue_dir):
+    base = dict(task="cb", data_dir=str(superglue_dir), backbone=str(tiny_backbone), output_dir=str(tmp_path))
+    with pytest.raises(DHRDInputError, match="method pooled is alpha = 0"):
+        train(DHRDTrainingArguments(alpha=1.0, **base))
+    with pytest.raises(DHRDInputError, match="rationale file not found"):
+        train(DHRDTrainingArguments(method="dhrd", rationales=str(tmp_path / "none"), **base))
+    torn = tmp_path / "torn.jsonl"
+    torn.write_text('{"idx": 0, "rationale": "fine"}\n{"idx": 1, "ratio')  # killed mid-line
+    assert read_rationales(torn) == {0: "fine"}
+
+
+@pytest.mark.integration
+def test_reference_rationales_cover_the_shared_train_splits(shared_superglue):
+    from dhrd.rationales import default_rationale_dir, rationale_file
+
+    if default_rationale_dir() is None:
+        pytest.skip("no shared rationales")
+    for task in ("cb", "copa", "rte", "wsc"):
+        rationales = read_rationales(rationale_file(None, task))
+        rows = load_task_split(task, "train", "yesno", shared_superglue)
+        assert {r.source_idx for r in rows} <= set(rationales), task
