@@ -184,3 +184,102 @@ def test_reference_rationales_cover_the_shared_train_splits(shared_superglue):
         rationales = read_rationales(rationale_file(None, task))
         rows = load_task_split(task, "train", "yesno", shared_superglue)
         assert {r.source_idx for r in rows} <= set(rationales), task
+
+
+def test_two_cpu_processes_match_one(tmp_path, tiny_backbone, superglue_dir):
+    """``accelerate launch`` with 2 processes (gloo on CPU) trains the same model as one process with the
+    same global batch: the token-mean LM loss is normalised over both processes' tokens."""
+    import os
+    import subprocess
+    import sys
+
+    rationales = write_jsonl(
+        tmp_path / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so {'again ' * i}."} for i in range(12)]
+    )
+    common = [
+        "train",
+        "--task",
+        "cb",
+        "--data-dir",
+        superglue_dir,
+        "--backbone",
+        tiny_backbone,
+        "--method",
+        "dhrd",
+        "--rationales",
+        rationales,
+        "--epochs",
+        "1",
+        "--full",
+        "--head",
+        "linear",
+        "--lr",
+        "1e-3",
+        "--no-bf16",
+        "--max-length",
+        "128",
+        "--warmup-steps",
+        "0",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = [sys.executable, "-m", "dhrd", *common, "--batch-size", "4", "--output-dir", tmp_path / "one"]
+    two = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        "-m",
+        "dhrd",
+        *common,
+        "--batch-size",
+        "2",
+        "--output-dir",
+        tmp_path / "two",
+    ]
+    for command in (one, two):
+        done = subprocess.run([str(c) for c in command], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
+    a = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=2e-5, rtol=1e-3, msg=key)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_gradient_checkpointing_gives_the_same_gradients_with_both_heads(tiny_backbone, tmp_path, lora):
+    from dhrd.training import apply_lora
+
+    grads = []
+    for checkpointing in (False, True):
+        classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], head_dropout=0.0, seed=0)
+        if checkpointing:
+            classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model = apply_lora(classifier, DHRDTrainingArguments(lora_dropout=0.0)) if lora else classifier
+        model.train()
+        rows = _rows(3)
+        features = encode_examples(rows, tokenizer, 128, "error", "t")
+        add_reasoning_targets(
+            features, rows, tokenizer, ("No", "Yes"), [("a reason", None)] * 3, 64, "all", "consistent"
+        )
+        args = DHRDTrainingArguments(output_dir=str(tmp_path)).trainer_arguments()
+        args.eval_strategy, args.load_best_model_at_end = "no", False
+        trainer = DHRDTrainer(
+            model=model, args=args, alpha=1.0, beta=1.0, reasoning_weight=reasoning_head(classifier, lm)
+        )
+        trainer.compute_loss(model, ClassificationCollator(tokenizer.pad_token_id)(features)).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any("lora_B" in n for n in grads[0]) == lora
+    assert any("score" in n for n in grads[0])
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)

@@ -193,6 +193,8 @@ def train(
         resume=resume,
     )
     result = _run(lambda: run_training(args))
+    if not result.is_main_process:
+        return
     out.print(_metrics_table(result.metrics, f"validation metrics (best epoch) - {result.model_dir}"))
     out.print(f"model: {result.model_dir}\nmetrics: {output_dir / 'metrics.json'}")
 

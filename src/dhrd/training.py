@@ -7,6 +7,7 @@ Trainer; LoRA is peft.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -254,6 +255,7 @@ class TrainResult:
     model_dir: Path
     metrics: dict
     history: list[dict]
+    is_main_process: bool = True
 
 
 def train(args: DHRDTrainingArguments) -> TrainResult:
@@ -332,38 +334,41 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
 
-    best = trainer.model.merge_and_unload() if args.lora else trainer.model
-    best.eval()
-    probs = predict_proba(
-        best,
-        tokenizer,
-        [e.text for e in eval_rows],
-        args.per_device_eval_batch_size,
-        args.max_length,
-        args.truncation,
-        args.bf16,
-    )
-    metrics = evaluate_rows(eval_rows, probs, input_format)
     history = [h for h in trainer.state.log_history if "eval_score" in h]
-    epochs_run = train_output.metrics.get("epoch", args.num_train_epochs)
-    metrics.update(
-        split="validation",
-        best_checkpoint=trainer.state.best_model_checkpoint,
-        epochs=[{"epoch": h["epoch"], "score": h["eval_score"]} for h in history],
-        train_rows=len(train_rows),
-        rows_without_rationale=missing if args.method == "dhrd" else None,
-        eval_rows=len(eval_rows),
-        train_seconds=round(train_seconds, 2),
-        train_seconds_per_epoch=round(
-            train_output.metrics.get("train_runtime", train_seconds) / max(epochs_run, 1e-9), 2
+    run = {
+        "split": "validation",
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "epochs": [{"epoch": h["epoch"], "score": h["eval_score"]} for h in history],
+        "train_rows": len(train_rows),
+        "rows_without_rationale": missing if args.method == "dhrd" else None,
+        "eval_rows": len(eval_rows),
+        "processes": trainer.args.world_size,
+        "train_seconds": round(train_seconds, 2),
+        "train_seconds_per_epoch": round(
+            train_output.metrics.get("train_runtime", train_seconds)
+            / max(train_output.metrics.get("epoch", args.num_train_epochs), 1e-9),
+            2,
         ),
-        resumed_from=checkpoint,
+        "resumed_from": checkpoint,
+    }
+    if trainer.is_world_process_zero():  # one writer; the other processes wait for it
+        best = trainer.model.merge_and_unload() if args.lora else trainer.model
+        _finish(best, tokenizer, eval_rows, input_format, args, output, run)
+    trainer.accelerator.wait_for_everyone()
+    metrics = json.loads((output / "metrics.json").read_text())
+    return TrainResult(output / "model", metrics, history, trainer.is_world_process_zero())
+
+
+def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict) -> None:
+    """Score the best model the way it will be served (``predict_proba``), then save it and its metrics."""
+    best.eval()
+    texts = [e.text for e in eval_rows]
+    probs = predict_proba(
+        best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
     )
-    model_dir = save_classifier(
-        best, tokenizer, output / "model", max_length=args.max_length, truncation=args.truncation
-    )
+    metrics = {**evaluate_rows(eval_rows, probs, input_format), **run}
+    save_classifier(best, tokenizer, output / "model", max_length=args.max_length, truncation=args.truncation)
     write_json_atomic(output / "metrics.json", metrics)
-    return TrainResult(model_dir, metrics, history)
 
 
 def reasoning_head(classifier, causal_lm):
