@@ -283,3 +283,49 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_both_heads(tiny_ba
     assert any("score" in n for n in grads[0])
     for name in grads[0]:
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue_dir):
+    from typer.testing import CliRunner
+
+    from dhrd.cli import app
+    from dhrd.explain import explain
+
+    rationales = write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": "Ann said so."} for i in range(12)])
+    common = dict(
+        task="cb",
+        data_dir=str(superglue_dir),
+        backbone=str(tiny_backbone),
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        bf16=False,
+        max_length=128,
+        method="dhrd",
+        rationales=str(rationales),
+    )
+    kept = train(DHRDTrainingArguments(output_dir=str(tmp_path / "kept"), keep_reasoning_head=True, **common))
+    results = explain(kept.model_dir, ["Passage:\nAnn said it rained.", "Passage:\nBob"], max_new_tokens=8)
+    assert len(results) == 2 and all(isinstance(r["rationale"], str) for r in results)
+    assert results[0]["prediction"] in ("No", "Yes") and set(results[0]["probabilities"]) == {"No", "Yes"}
+    runner = CliRunner()
+    done = runner.invoke(
+        app,
+        [
+            "explain",
+            "--model",
+            str(kept.model_dir),
+            "--task",
+            "cb",
+            "--data-dir",
+            str(superglue_dir),
+            "--max-examples",
+            "1",
+            "--max-new-tokens",
+            "4",
+        ],
+    )
+    assert done.exit_code == 0, done.output
+    assert "not used for predictions" in done.output and "classifier prediction" in done.output
+    plain = train(DHRDTrainingArguments(output_dir=str(tmp_path / "plain"), **common))
+    done = runner.invoke(app, ["explain", "--model", str(plain.model_dir), "--text", "x"])
+    assert done.exit_code == 2 and "--keep-reasoning-head" in done.output

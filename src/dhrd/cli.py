@@ -110,6 +110,9 @@ def train(
         LMScope.all, help="what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning"
     ),
     max_rationale_tokens: int = typer.Option(160, help="longest rationale kept, in tokens"),
+    keep_reasoning_head: bool = typer.Option(
+        False, help="also save the LM head beside the classifier, so that `dhrd explain` can use it"
+    ),
     input_format: InputFormat = typer.Option(
         InputFormat.yesno, help="yesno: the paper's single Yes/No prompt; native: each task's own labels"
     ),
@@ -172,6 +175,7 @@ def train(
         rationale_mode=rationale_mode.value,
         lm_scope=lm_scope.value,
         max_rationale_tokens=max_rationale_tokens,
+        keep_reasoning_head=keep_reasoning_head,
         lora=lora,
         lora_r=lora_r,
         lora_alpha=lora_alpha,
@@ -273,6 +277,48 @@ def predict(
         )
     )
     out.print(f"{len(rows)} predictions written to {output}")
+
+
+@app.command()
+def explain(
+    model: Path = typer.Option(..., help="a model trained with --method dhrd --keep-reasoning-head"),
+    text: list[str] = typer.Option(None, help="an input to explain (repeatable)"),
+    task: str = typer.Option(None, help="or explain the first examples of a task split"),
+    split: str = typer.Option("validation"),
+    data_dir: Path = typer.Option(None),
+    max_examples: int = typer.Option(3),
+    max_new_tokens: int = typer.Option(128),
+    output: Path = typer.Option(None, help="write the explanations as JSONL"),
+):
+    """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
+    come from the pooled head and never use this text."""
+    from .evaluation import _examples_for
+    from .explain import explain as run_explain
+    from .modeling import load_classifier
+    from .runtime import write_jsonl_atomic
+
+    def go():
+        texts = list(text or [])
+        if not texts:
+            if task is None:
+                raise DHRDInputError("give --text or --task")
+            classifier, _ = load_classifier(model)
+            rows, _ = _examples_for(
+                classifier, task, split, str(data_dir) if data_dir else None, None, None, None, None, False
+            )
+            texts = [r.text for r in rows[:max_examples]]
+        results = run_explain(model, texts, max_new_tokens)
+        if output is not None:
+            write_jsonl_atomic(output, results)
+        return results
+
+    console.print("[yellow]explain decodes with the reasoning head: slow, and not used for predictions[/]")
+    for result in _run(go):
+        out.print(f"[bold]input[/]: {result['input'][-300:]}")
+        out.print(
+            f"[bold]reasoning head[/]: {result['rationale']}  [dim](answer: {result['reasoning_head_answer']})[/]"
+        )
+        out.print(f"[bold]classifier prediction[/]: {result['prediction']} {result['probabilities']}\n")
 
 
 def main() -> None:

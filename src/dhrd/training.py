@@ -23,6 +23,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from .data import ClassificationCollator, DataSpec, add_reasoning_targets, encode_examples
 from .errors import DHRDInputError
 from .evaluation import predict_proba
+from .explain import save_reasoning_head
 from .modeling import build_classifier, load_tokenizer, resolve_backbone, save_classifier
 from .rationales import pair_rationales, rationale_file, read_rationales
 from .runtime import bf16_supported, write_json_atomic
@@ -63,6 +64,7 @@ class DHRDTrainingArguments:
     rationale_mode: str = "consistent"
     lm_scope: str = "all"  # "all": input + rationale + answer (the paper's); "reasoning": rationale + answer
     max_rationale_tokens: int = 160
+    keep_reasoning_head: bool = False  # save the LM head beside the classifier, for ``dhrd explain``
     # optimisation
     lora: bool = True
     lora_r: int = 16
@@ -354,6 +356,8 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     if trainer.is_world_process_zero():  # one writer; the other processes wait for it
         best = trainer.model.merge_and_unload() if args.lora else trainer.model
         _finish(best, tokenizer, eval_rows, input_format, args, output, run)
+        if args.keep_reasoning_head:
+            save_reasoning_head(trainer.reasoning_weight(), output / "model")
     trainer.accelerator.wait_for_everyone()
     metrics = json.loads((output / "metrics.json").read_text())
     return TrainResult(output / "model", metrics, history, trainer.is_world_process_zero())
