@@ -277,27 +277,7 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
     eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
 
-    missing = 0
-    if args.method == "dhrd":
-        paired = pair_rationales(train_rows, _load_rationales(args, spec), args.rationale_mode, args.seed)
-        missing = add_reasoning_targets(
-            train_set,
-            train_rows,
-            tokenizer,
-            label_names,
-            paired,
-            args.max_rationale_tokens,
-            args.lm_scope,
-            args.rationale_mode,
-        )
-        if missing == len(train_rows):
-            raise DHRDInputError("no training example has a rationale: check --rationales")
-        if missing:
-            logger.warning(
-                "%d of %d training rows have no rationale: they train the classification head only",
-                missing,
-                len(train_rows),
-            )
+    missing = _add_rationales(args, spec, train_set, train_rows, tokenizer, label_names)
 
     classifier, tokenizer, causal_lm = build_classifier(
         backbone, label_names, args.head, args.pooling, args.head_dropout, seed=args.seed
@@ -385,6 +365,33 @@ def reasoning_head(classifier, causal_lm):
         return lambda: embeddings.weight
     frozen = head.weight.detach()
     return lambda: frozen.to(embeddings.weight.device)
+
+
+def _add_rationales(args, spec, train_set, train_rows, tokenizer, label_names) -> int:
+    """For ``--method dhrd``: extend the training rows with their rationale and answer. Returns the number
+    of rows left without a rationale."""
+    if args.method != "dhrd":
+        return 0
+    paired = pair_rationales(train_rows, _load_rationales(args, spec), args.rationale_mode, args.seed)
+    missing = add_reasoning_targets(
+        train_set,
+        train_rows,
+        tokenizer,
+        label_names,
+        paired,
+        args.max_rationale_tokens,
+        args.lm_scope,
+        args.rationale_mode,
+    )
+    if missing == len(train_rows):
+        raise DHRDInputError("no training example has a rationale: check --rationales")
+    if missing:
+        logger.warning(
+            "%d of %d training rows have no rationale: they train the classification head only",
+            missing,
+            len(train_rows),
+        )
+    return missing
 
 
 def _load_rationales(args: DHRDTrainingArguments, spec: DataSpec) -> dict[str, dict[int, str]]:
