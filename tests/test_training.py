@@ -167,3 +167,13 @@ def test_kill_and_resume_matches_an_unbroken_run(tmp_path, tiny_backbone, superg
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (unbroken, killed))
     assert m1["tasks"] == m2["tasks"]
     assert m2["resumed_from"] is not None
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path, tiny_backbone, superglue_dir):
+    from dhrd.errors import DHRDInputError
+
+    train(tiny_args(tmp_path, tiny_backbone, superglue_dir, num_train_epochs=1))
+    with pytest.raises(DHRDInputError, match=r"holds a run with other settings \(task\)"):
+        train(tiny_args(tmp_path, tiny_backbone, superglue_dir, task="copa", num_train_epochs=1))
+    restarted = train(tiny_args(tmp_path, tiny_backbone, superglue_dir, task="copa", num_train_epochs=1, resume=False))
+    assert set(restarted.metrics["tasks"]) == {"copa"} and restarted.metrics["resumed_from"] is None

@@ -88,7 +88,9 @@ def train(
         help="SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list "
         "'cb,rte', or 'all' for one joint model; ignored with --train-file",
     ),
-    output_dir: Path = typer.Option(Path("runs/cb-pooled"), help="run directory: checkpoints/, model/, metrics.json"),
+    output_dir: Path = typer.Option(
+        None, help="run directory: checkpoints/, model/, metrics.json [default: runs/<task>-<method>]"
+    ),
     backbone: str = typer.Option(
         None,
         help="hub name, local directory or .gguf file [default: the shared "
@@ -154,6 +156,9 @@ def train(
     from .training import DHRDTrainingArguments
     from .training import train as run_training
 
+    if output_dir is None:
+        name = "custom" if train_file else task.replace(",", "+")
+        output_dir = Path("runs") / f"{name}-{method}"
     args = DHRDTrainingArguments(
         output_dir=str(output_dir),
         task=task,

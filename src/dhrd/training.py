@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -305,11 +306,8 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
         beta=args.beta,
         reasoning_weight=reasoning_head(classifier, causal_lm),
     )
-    output.mkdir(parents=True, exist_ok=True)
+    checkpoint = _checkpoint_to_resume(args, output)
     write_json_atomic(output / "train_args.json", asdict(args))
-    checkpoint = (
-        get_last_checkpoint(str(output / "checkpoints")) if args.resume and (output / "checkpoints").is_dir() else None
-    )
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
     start = time.perf_counter()
@@ -341,6 +339,62 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     trainer.accelerator.wait_for_everyone()
     metrics = json.loads((output / "metrics.json").read_text())
     return TrainResult(output / "model", metrics, history, trainer.is_world_process_zero())
+
+
+# Settings that change what a checkpoint means: resuming under different ones would mix two runs.
+RUN_DEFINING = (
+    "task",
+    "input_format",
+    "data_dir",
+    "train_file",
+    "validation_file",
+    "text_column",
+    "text_pair_column",
+    "label_column",
+    "max_train_examples",
+    "backbone",
+    "gguf_file",
+    "head",
+    "pooling",
+    "method",
+    "alpha",
+    "beta",
+    "rationales",
+    "rationale_mode",
+    "lm_scope",
+    "max_rationale_tokens",
+    "lora",
+    "lora_r",
+    "lora_alpha",
+    "learning_rate",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_length",
+    "truncation",
+    "seed",
+)
+
+
+def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | None:
+    """The last checkpoint of an earlier run of the same settings; ``--restart`` removes old checkpoints."""
+    checkpoints = output / "checkpoints"
+    if not args.resume and checkpoints.is_dir():
+        shutil.rmtree(checkpoints)
+    output.mkdir(parents=True, exist_ok=True)
+    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    if last is None:
+        return None
+    saved = output / "train_args.json"
+    earlier = json.loads(saved.read_text()) if saved.is_file() else {}
+    now = asdict(args)
+    changed = [k for k in RUN_DEFINING if k in earlier and earlier[k] != now[k]]
+    if changed:
+        raise DHRDInputError(
+            f"{output}: holds a run with other settings ({', '.join(changed)}); use another --output-dir, "
+            "or --restart to discard its checkpoints"
+        )
+    return last
 
 
 def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict) -> None:
