@@ -161,3 +161,18 @@ def smollm2() -> str:
     from dhrd.modeling import resolve_backbone
 
     return resolve_backbone(str(SHARED_GGUF))
+
+
+def tiny_run(backbone, data_dir, **overrides) -> dict:
+    """Arguments of a seconds-long training run on the tiny model and the tiny CB files."""
+    settings = dict(
+        task="cb",
+        data_dir=str(data_dir),
+        backbone=str(backbone),
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        bf16=False,
+        max_length=128,
+    )
+    settings.update(overrides)
+    return settings

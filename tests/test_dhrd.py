@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_jsonl
+from conftest import tiny_run, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
@@ -140,16 +140,7 @@ def test_dhrd_train_end_to_end_saves_the_same_classifier_as_pooled(tmp_path, tin
     rationales = write_jsonl(
         tmp_path / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so on day {i}."} for i in range(10)]
     )  # 2 of 12 examples have none
-    common = dict(
-        task="cb",
-        data_dir=str(superglue_dir),
-        backbone=str(tiny_backbone),
-        num_train_epochs=1,
-        per_device_train_batch_size=4,
-        bf16=False,
-        max_length=128,
-        head="linear",
-    )
+    common = tiny_run(tiny_backbone, superglue_dir, head="linear")
     dhrd_run = train(
         DHRDTrainingArguments(output_dir=str(tmp_path / "dhrd"), method="dhrd", rationales=str(rationales), **common)
     )
@@ -292,17 +283,7 @@ def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue
     from dhrd.explain import explain
 
     rationales = write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": "Ann said so."} for i in range(12)])
-    common = dict(
-        task="cb",
-        data_dir=str(superglue_dir),
-        backbone=str(tiny_backbone),
-        num_train_epochs=1,
-        per_device_train_batch_size=4,
-        bf16=False,
-        max_length=128,
-        method="dhrd",
-        rationales=str(rationales),
-    )
+    common = tiny_run(tiny_backbone, superglue_dir, method="dhrd", rationales=str(rationales))
     kept = train(DHRDTrainingArguments(output_dir=str(tmp_path / "kept"), keep_reasoning_head=True, **common))
     results = explain(kept.model_dir, ["Passage:\nAnn said it rained.", "Passage:\nBob"], max_new_tokens=8)
     assert len(results) == 2 and all(isinstance(r["rationale"], str) for r in results)

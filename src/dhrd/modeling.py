@@ -32,6 +32,7 @@ from transformers.models.auto.modeling_auto import (
 from .errors import DHRDInputError
 from .hf.configuration_dhrd import DHRDConfig
 from .hf.modeling_dhrd import DHRDForSequenceClassification
+from .runtime import find_shared
 
 logger = logging.getLogger(__name__)
 
@@ -44,15 +45,9 @@ SPEC_KEY = "dhrd"  # the config attribute that records how inputs were built
 
 
 def default_backbone() -> str:
-    """The shared SmolLM2-135M-Instruct GGUF where a ``shared/`` folder is beside us, else its hub name."""
-    if os.environ.get("DHRD_BACKBONE"):
-        return os.environ["DHRD_BACKBONE"]
-    here = Path(__file__).resolve()
-    for base in [Path.cwd(), *Path.cwd().parents[:2], *here.parents[:4]]:
-        candidate = base / "shared" / SHARED_SMOLLM2
-        if candidate.is_file():
-            return str(candidate)
-    return DEFAULT_BACKBONE_HUB
+    """``$DHRD_BACKBONE``, the shared SmolLM2-135M-Instruct GGUF, or else its hub name."""
+    found = find_shared(SHARED_SMOLLM2, "DHRD_BACKBONE")
+    return str(found) if found is not None else DEFAULT_BACKBONE_HUB
 
 
 def cache_root() -> Path:

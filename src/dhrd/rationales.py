@@ -4,27 +4,20 @@ format, one JSON object per line with ``idx`` and ``rationale``) and pair ration
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DHRDInputError, where
+from .runtime import find_shared
 from .tasks import TASKS, Example
 
 RATIONALE_MODES = ("consistent", "only_label", "shuffle_reasoning", "shuffle_both")
 
 
 def default_rationale_dir() -> Path | None:
-    """``$DHRD_RATIONALES`` or a ``shared/data/rationales`` folder beside the working directory or checkout."""
-    if os.environ.get("DHRD_RATIONALES"):
-        return Path(os.environ["DHRD_RATIONALES"])
-    here = Path(__file__).resolve()
-    for base in [Path.cwd(), *Path.cwd().parents[:2], *here.parents[:4]]:
-        candidate = base / "shared" / "data" / "rationales"
-        if candidate.is_dir():
-            return candidate
-    return None
+    """``$DHRD_RATIONALES`` or the shared reference set, ``data/rationales``."""
+    return find_shared(Path("data") / "rationales", "DHRD_RATIONALES")
 
 
 def rationale_file(source: str | Path | None, task: str) -> Path | None:

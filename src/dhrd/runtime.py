@@ -11,6 +11,19 @@ from pathlib import Path
 import torch
 
 
+def find_shared(relative: str | Path, env: str) -> Path | None:
+    """``$<env>``, else ``shared/<relative>`` beside the working directory or this checkout (the layout of a
+    clone with the team's ``shared/`` folder next to it)."""
+    if os.environ.get(env):
+        return Path(os.environ[env])
+    here = Path(__file__).resolve()
+    for base in [Path.cwd(), *Path.cwd().parents[:2], *here.parents[:4]]:
+        candidate = base / "shared" / relative
+        if candidate.exists():
+            return candidate
+    return None
+
+
 def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 

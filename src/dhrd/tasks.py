@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from .errors import DHRDInputError, where
+from .runtime import find_shared
 
 YES_NO_LABELS = ("No", "Yes")
 INPUT_FORMATS = ("yesno", "native")
@@ -97,17 +98,8 @@ def parse_task_names(spec: str | Sequence[str]) -> list[str]:
 
 
 def default_data_dir() -> Path | None:
-    """``$DHRD_DATA_DIR`` or a ``shared/data/superglue`` folder beside the working directory or this checkout."""
-    import os
-
-    if os.environ.get("DHRD_DATA_DIR"):
-        return Path(os.environ["DHRD_DATA_DIR"])
-    here = Path(__file__).resolve()
-    for base in [Path.cwd(), *Path.cwd().parents[:2], *here.parents[:4]]:
-        candidate = base / "shared" / "data" / "superglue"
-        if candidate.is_dir():
-            return candidate
-    return None
+    """``$DHRD_DATA_DIR`` or the shared ``data/superglue`` folder."""
+    return find_shared(Path("data") / "superglue", "DHRD_DATA_DIR")
 
 
 # ---------------------------------------------------------------------------------------------- reading
