@@ -132,13 +132,18 @@ def _train_command(out: Path, tiny_backbone, superglue_dir):
     ]
 
 
-def test_kill_and_resume_matches_an_unbroken_run(tmp_path, tiny_backbone, superglue_dir):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    unbroken = tmp_path / "unbroken"
-    subprocess.run(
-        _train_command(unbroken, tiny_backbone, superglue_dir), check=True, env=env, capture_output=True, timeout=600
-    )
+@pytest.fixture(scope="module")
+def unbroken_run(tmp_path_factory, tiny_backbone, superglue_dir):
+    out = tmp_path_factory.mktemp("unbroken") / "run"
+    subprocess.run(_train_command(out, tiny_backbone, superglue_dir), check=True, capture_output=True, timeout=600)
+    return out
 
+
+@pytest.mark.parametrize("delay", [0.0, 0.15, 0.4])
+def test_kill_and_resume_matches_an_unbroken_run(tmp_path, tiny_backbone, superglue_dir, unbroken_run, delay):
+    """SIGKILL at several moments after the first checkpoint (some land mid-way through writing the next
+    one); the rerun resumes and ends with the same model and metrics as a run never killed."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     killed = tmp_path / "killed"
     process = subprocess.Popen(
         _train_command(killed, tiny_backbone, superglue_dir),
@@ -148,9 +153,9 @@ def test_kill_and_resume_matches_an_unbroken_run(tmp_path, tiny_backbone, superg
     )
     deadline = time.time() + 300
     while time.time() < deadline and not list((killed / "checkpoints").glob("checkpoint-2*/trainer_state.json")):
-        time.sleep(0.05)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)  # at an arbitrary moment after the first checkpoint
+        time.sleep(0.01)
+    time.sleep(delay)
+    process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
 
@@ -159,14 +164,25 @@ def test_kill_and_resume_matches_an_unbroken_run(tmp_path, tiny_backbone, superg
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming from" in resumed.stderr
-    a = load_file(str(unbroken / "model" / "model.safetensors"))
+    a = load_file(str(unbroken_run / "model" / "model.safetensors"))
     b = load_file(str(killed / "model" / "model.safetensors"))
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
-    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (unbroken, killed))
+    m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (unbroken_run, killed))
     assert m1["tasks"] == m2["tasks"]
     assert m2["resumed_from"] is not None
+
+
+def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path):
+    from dhrd.training import latest_complete_checkpoint
+
+    for step, state in [(2, "{}"), (4, "{}"), (6, '{"global_st')]:
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-8").mkdir()  # killed before its state was written
+    assert latest_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-4"]
 
 
 def test_resuming_with_other_settings_is_refused(tmp_path, tiny_backbone, superglue_dir):

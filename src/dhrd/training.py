@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,6 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.pytorch_utils import Conv1D
-from transformers.trainer_utils import get_last_checkpoint
 
 from .data import ClassificationCollator, DataSpec, add_reasoning_targets, encode_examples
 from .errors import DHRDInputError
@@ -376,13 +376,29 @@ RUN_DEFINING = (
 )
 
 
+def latest_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint that was fully written. Trainer writes ``trainer_state.json`` last, so a
+    checkpoint without a readable one was cut by a kill: it is removed, and the one before is used."""
+    if not checkpoints.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in checkpoints.iterdir() if (m := re.fullmatch(r"checkpoint-(\d+)", p.name))]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+            return str(path)
+        except (OSError, ValueError):
+            logger.warning("removing %s: it was cut short by a kill", path)
+            shutil.rmtree(path, ignore_errors=True)
+    return None
+
+
 def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | None:
     """The last checkpoint of an earlier run of the same settings; ``--restart`` removes old checkpoints."""
     checkpoints = output / "checkpoints"
     if not args.resume and checkpoints.is_dir():
         shutil.rmtree(checkpoints)
     output.mkdir(parents=True, exist_ok=True)
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = latest_complete_checkpoint(checkpoints)
     if last is None:
         return None
     saved = output / "train_args.json"
