@@ -297,7 +297,7 @@ def explain(
 ):
     """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
     come from the pooled head and never use this text."""
-    from .evaluation import _examples_for
+    from .evaluation import examples_for_model
     from .explain import explain as run_explain
     from .modeling import load_classifier
     from .runtime import write_jsonl_atomic
@@ -308,7 +308,7 @@ def explain(
             if task is None:
                 raise DHRDInputError("give --text or --task")
             classifier, _ = load_classifier(model)
-            rows, _ = _examples_for(
+            rows, _ = examples_for_model(
                 classifier, task, split, str(data_dir) if data_dir else None, None, None, None, None, False
             )
             texts = [r.text for r in rows[:max_examples]]

@@ -50,7 +50,7 @@ def predict_proba(
     return probs
 
 
-def _examples_for(
+def examples_for_model(
     model,
     task: str | None,
     split: str,
@@ -100,7 +100,7 @@ def evaluate(
 ) -> dict:
     """The task's official metrics (or accuracy / macro-F1 on a user file) for a saved model."""
     model, tokenizer = load_classifier(model_path)
-    examples, input_format = _examples_for(
+    examples, input_format = examples_for_model(
         model, task, split, data_dir, file, text_column, text_pair_column, label_column, True
     )
     if any(e.label is None for e in examples):
@@ -138,7 +138,7 @@ def predict(
 ) -> list[dict]:
     """One prediction per row with every label's probability, written as JSONL."""
     model, tokenizer = load_classifier(model_path)
-    examples, _ = _examples_for(model, task, split, data_dir, file, text_column, text_pair_column, None, False)
+    examples, _ = examples_for_model(model, task, split, data_dir, file, text_column, text_pair_column, None, False)
     probs = predict_proba(model, tokenizer, [e.text for e in examples], batch_size, bf16=bf16)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     chosen = choices_by_group(examples, probs)
