@@ -349,10 +349,10 @@ def _groups(examples: Sequence[Example]) -> dict[str, list[int]]:
 
 def _choice_predictions(examples: Sequence[Example], probs: np.ndarray) -> tuple[list[str], list[str]]:
     """Per original example: the candidate with the highest P(Yes), and the gold candidate."""
+    chosen = choices_by_group(examples, probs)
     predicted, gold = [], []
-    for rows in _groups(examples).values():
-        yes = probs[rows, 1]
-        predicted.append(examples[rows[int(np.argmax(yes))]].candidate)
+    for group, rows in _groups(examples).items():
+        predicted.append(chosen.get(group, examples[rows[0]].candidate))
         gold_rows = [r for r in rows if examples[r].label == 1]
         gold.append(examples[gold_rows[0]].candidate if gold_rows else None)
     return predicted, gold
