@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import DHRDInputError
+from .prompts import CHECKS as CHECKS_DEFAULT
 
 app = typer.Typer(
     add_completion=False,
@@ -282,6 +283,118 @@ def predict(
         )
     )
     out.print(f"{len(rows)} predictions written to {output}")
+
+
+class PromptMode(str, Enum):
+    label = "label"
+    free = "free"
+
+
+class Policy(str, Enum):
+    retry = "retry"
+    drop = "drop"
+    keep = "keep"
+
+
+@app.command()
+def rationales(
+    task: str = typer.Option(None, help="SuperGLUE task whose training split gets rationales"),
+    train_file: Path = typer.Option(None, help="or your own labelled CSV/JSONL/Parquet training file"),
+    text_column: str = typer.Option("text"),
+    text_pair_column: str = typer.Option(None),
+    label_column: str = typer.Option("label"),
+    data_dir: Path = typer.Option(None, help="folder with <Task>/train.jsonl [default: ../shared/data/superglue]"),
+    teacher: str = typer.Option(
+        None, help="local model (hub name, directory, .gguf file), or with --base-url the served model's name"
+    ),
+    gguf_file: str = typer.Option(None, help="GGUF file inside --teacher's directory"),
+    base_url: str = typer.Option(None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
+    api_key_env: str = typer.Option("OPENAI_API_KEY", help="environment variable holding the server's key"),
+    import_file: Path = typer.Option(
+        None,
+        "--import",
+        help="rationales you already have (CSV/JSONL with idx and "
+        "rationale columns, or a folder of <Task>/train.jsonl such as "
+        "../shared/data/rationales)",
+    ),
+    output: Path = typer.Option(None, help="cache folder [default: rationales/<teacher>--<prompt id>]"),
+    prompt: PromptMode = typer.Option(
+        PromptMode.label,
+        help="label: the teacher sees the gold label and "
+        "justifies it (the paper's); free: it reasons and answers itself",
+    ),
+    template: Path = typer.Option(
+        None,
+        help="your own prompt template file (placeholders {input}, {answer}, "
+        "{answers}, {sentinel} and the example's fields)",
+    ),
+    batch_size: int = typer.Option(8, help="local teacher: prompts generated together"),
+    concurrency: int = typer.Option(8, help="server teacher: requests in flight"),
+    timeout: float = typer.Option(120.0, help="server teacher: seconds per request"),
+    max_retries: int = typer.Option(4, help="server teacher: retries of a failed request (429, 5xx, timeout)"),
+    on_problem: Policy = typer.Option(
+        Policy.retry,
+        help="bad answers (empty, truncated, repetitive, label "
+        "leak, contradicting the gold label): retry then drop, drop, or keep",
+    ),
+    retries: int = typer.Option(2, help="re-asks of a bad answer under --on-problem retry (sampled)"),
+    checks: str = typer.Option(",".join(CHECKS_DEFAULT), help="which checks count as problems"),
+    temperature: float = typer.Option(0.0, help="0: greedy"),
+    max_new_tokens: int = typer.Option(160),
+    seed: int = typer.Option(0),
+    limit: int = typer.Option(None, help="stop when the cache holds this many examples"),
+):
+    """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
+    reads. Resumable: kill it at any moment and run the same command again."""
+    from .data import Columns
+    from .teacher import make_rationales
+
+    def go():
+        return make_rationales(
+            task=None if train_file else (task or "cb"),
+            train_file=train_file,
+            columns=Columns(text_column, label_column, text_pair_column),
+            data_dir=data_dir,
+            teacher=teacher,
+            gguf_file=gguf_file,
+            base_url=base_url,
+            import_file=import_file,
+            output=output,
+            prompt_mode=prompt.value,
+            template_file=template,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_retries=max_retries,
+            api_key_env=api_key_env,
+            policy=on_problem.value,
+            retries=retries,
+            checks=[c.strip() for c in checks.split(",") if c.strip()],
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed,
+            limit=limit,
+        )
+
+    path, summary = _run(go)
+    table = Table(title=f"rationales - {summary['teacher']} / {summary['prompt_id']}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key in (
+        "examples",
+        "already_cached",
+        "written",
+        "outcomes",
+        "problems_in_written_rows",
+        "retries",
+        "teacher_agreement",
+        "rows_per_second",
+        "generated_tokens_per_second",
+        "rationales_in_cache",
+    ):
+        table.add_row(key, str(summary[key]))
+    out.print(table)
+    out.print(f"cache: {path}\ntrain with: dhrd train --method dhrd --rationales {path.parent.parent}")
 
 
 @app.command()

@@ -4,6 +4,7 @@ format, one JSON object per line with ``idx`` and ``rationale``) and pair ration
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ def read_rationales(path: Path) -> dict[int, str]:
     an error naming its row."""
     lines = path.read_text(encoding="utf-8").splitlines()
     rationales: dict[int, str] = {}
+    first_maker = None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -51,6 +53,14 @@ def read_rationales(path: Path) -> dict[int, str]:
         for name in ("idx", "rationale"):
             if name not in row:
                 raise DHRDInputError(f"{where(path, number, name)}: missing")
+        made_by = (row.get("teacher"), row.get("prompt_id"))
+        if first_maker is None:
+            first_maker = made_by
+        elif made_by != first_maker:
+            raise DHRDInputError(
+                f"{where(path, number, 'teacher')}: made by {made_by}, but earlier rows by {first_maker}: "
+                "one rationale file must come from one teacher and prompt"
+            )
         text = row["rationale"]
         if isinstance(text, str) and text.strip():
             rationales[int(row["idx"])] = text.strip()
@@ -92,3 +102,100 @@ def _derangement(n: int, rng: np.random.Generator) -> list[int]:
         order = rng.permutation(n)
         if not np.any(order == np.arange(n)):
             return order.tolist()
+
+
+# ------------------------------------------------------------------------------------------------ cache
+class RationaleCache:
+    """An append-only JSONL file of teacher rows for one (task or data file, teacher, prompt version).
+
+    Every row is written whole, flushed and fsynced as soon as it is final, and never rewritten, so a run
+    killed at any moment keeps every finished row and a rerun continues with the rest. A row torn by a
+    kill (the last line, without its newline) is cut off before appending. Rows of another teacher or
+    prompt version, and ids the data does not have, are refused instead of being mixed in."""
+
+    def __init__(self, path: str | Path, teacher: str, prompt_id: str, known_ids: set[int] | None = None):
+        self.path = Path(path)
+        self.teacher, self.prompt_id = teacher, prompt_id
+        self.rows: dict[int, dict] = {}
+        self.torn = False
+        if self.path.exists():
+            self._load(known_ids)
+
+    def _load(self, known_ids: set[int] | None) -> None:
+        raw = self.path.read_bytes()
+        lines = raw.split(b"\n")
+        complete, tail = lines[:-1], lines[-1]  # ``tail`` is empty when the file ends with a newline
+        if tail.strip():
+            try:
+                json.loads(tail)
+                complete.append(tail)  # a whole row that only lacks its newline
+            except ValueError:
+                self.torn = True
+        for number, line in enumerate(complete, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                raise DHRDInputError(f"{where(self.path, number)}: unreadable JSON in the cache") from None
+            for name, expected in (("teacher", self.teacher), ("prompt_id", self.prompt_id)):
+                if row.get(name) != expected:
+                    raise DHRDInputError(
+                        f"{where(self.path, number, name)}: made with {name} {row.get(name)!r}, not {expected!r}; "
+                        "use another --output (rows of two teachers or prompts are never mixed)"
+                    )
+            if "idx" not in row:
+                raise DHRDInputError(f"{where(self.path, number, 'idx')}: missing")
+            if known_ids is not None and row["idx"] not in known_ids:
+                raise DHRDInputError(
+                    f"{where(self.path, number, 'idx')}: id {row['idx']!r} is not in the data: "
+                    "is this the cache of another task or file?"
+                )
+            self.rows[int(row["idx"])] = row
+
+    def _repair(self) -> None:
+        """Cut a torn last row (the one in flight when a run was killed) and end the file with a newline."""
+        raw = self.path.read_bytes()
+        if not raw or raw.endswith(b"\n"):
+            return
+        cut = raw.rfind(b"\n") + 1
+        with self.path.open("r+b") as handle:
+            if self.torn:
+                handle.truncate(cut)
+            else:
+                handle.seek(0, 2)
+                handle.write(b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        self.torn = False
+
+    def __contains__(self, idx: int) -> bool:
+        return idx in self.rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def open(self) -> RationaleCache:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._repair()
+        self._handle = self.path.open("a", encoding="utf-8")
+        return self
+
+    def append(self, row: dict) -> None:
+        row = {**row, "teacher": self.teacher, "prompt_id": self.prompt_id}
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.rows[int(row["idx"])] = row
+
+    def close(self) -> None:
+        if getattr(self, "_handle", None):
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self) -> RationaleCache:
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

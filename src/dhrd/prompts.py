@@ -1,0 +1,279 @@
+"""Teacher prompts and the quality filter for their answers.
+
+The default prompt is the paper's (Appendix E.3, ``paper.md`` §3): the teacher sees the gold answer and
+justifies it in 2-5 sentences ("Let's think step by step"), never saying Yes/No/True/False or a synonym,
+ends the explanation with the sentinel ``[END OF REASONING]`` and then writes ``Answer: <label>``. The
+unconditioned variant hides the answer, so the teacher's own answer can be checked against the gold one.
+Only the explanation (the text before the sentinel) becomes the rationale.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .data import Columns, read_table
+from .errors import DHRDInputError, where
+from .tasks import COPA_QUESTIONS, TASKS, read_records
+
+SENTINEL = "[END OF REASONING]"
+PROMPT_MODES = ("label", "free")  # label-conditioned (the paper's) or unconditioned
+CHECKS = ("empty", "truncated", "repetitive", "leak", "contradicts")
+POLICIES = ("retry", "drop", "keep")
+
+# The rules go in the system turn, the example last: every request then starts with the same tokens, which
+# servers with a prompt cache (llama.cpp, vLLM) compute once per slot instead of once per example.
+_RULES = """Rules:
+1. Do not use the words Yes, No, True, False or any synonym of them in the explanation.
+2. Keep it to one short paragraph.
+3. End the explanation with {sentinel}
+4. Then, on a new line, write "Answer: " followed by {which}."""
+SYSTEM_LABEL = (
+    "You are a careful teacher. Each message gives a reading-comprehension question together with its "
+    "correct answer. Let's think step by step: in 2-5 sentences, explain why the given answer is correct.\n"
+    + _RULES.replace("{which}", "the given answer")
+)
+SYSTEM_FREE = (
+    "You are a careful teacher. Each message gives a reading-comprehension question and its possible answers. "
+    "Let's think step by step: in 2-5 sentences, work out which answer is correct.\n"
+    + _RULES.replace("{which}", "one of the possible answers")
+)
+LABEL_CONDITIONED = "{input}\nAnswer: {answer}\nReasoning:"
+UNCONDITIONED = "{input}\nPossible answers: {answers}\nReasoning:"
+BUILTIN_PROMPT_IDS = {"label": "paper-lc-v2", "free": "paper-free-v2"}
+PLACEHOLDERS = {"input", "answer", "answers", "sentinel"}
+
+# Words that give the answer away (the paper's rule 1). "no" counts only as an answer ("No, ..." or a
+# sentence of its own): as a determiner ("no women are allowed") it is ordinary English.
+_LEAK = re.compile(r"\b(yes|true|false|correct|incorrect)\b|(?:^|[.!?]\s+)no\b(?=\s*[,.!;:]|$)", re.IGNORECASE)
+_PREFIX = re.compile(r"^\s*(reasoning|explanation|rationale|reason)\s*:\s*", re.IGNORECASE)
+_ANSWER_LINE = re.compile(r"(?:^|\n)\s*\**\s*(?:final\s+)?answer\s*\**\s*:\s*\**\s*(.+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TeacherItem:
+    """One training example as the teacher sees it: its id (the cache key), gold label and prompt input."""
+
+    idx: int
+    label: str  # the native label name ("entailment", "true", "choice2", or a user file's label)
+    answer: str  # the label as the teacher writes it ("Yes", "Entailment", "Option 2", ...)
+    input: str
+    fields: dict = field(default_factory=dict)  # the record's text fields, for custom templates
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    prompt_id: str
+    system: str | None
+    user: str
+    mode: str = "label"
+    sentinel: str = SENTINEL
+
+    def messages(self, item: TeacherItem, answers: Sequence[str]) -> list[dict]:
+        values = {**item.fields, "input": item.input, "answer": item.answer, "sentinel": self.sentinel}
+        values["answers"] = " / ".join(answers)
+        messages = [{"role": "system", "content": self.system.format(**values)}] if self.system else []
+        return messages + [{"role": "user", "content": self.user.format(**values)}]
+
+
+def builtin_template(mode: str = "label") -> PromptTemplate:
+    if mode not in PROMPT_MODES:
+        raise DHRDInputError(f"unknown prompt mode {mode!r}: choose from {', '.join(PROMPT_MODES)}")
+    if mode == "label":
+        return PromptTemplate(BUILTIN_PROMPT_IDS[mode], SYSTEM_LABEL, LABEL_CONDITIONED, mode)
+    return PromptTemplate(BUILTIN_PROMPT_IDS[mode], SYSTEM_FREE, UNCONDITIONED, mode)
+
+
+def load_template(path: str | Path, mode: str, allowed_fields: Sequence[str] = ()) -> PromptTemplate:
+    """A user template: the file is the user turn; a first block ``system: ...`` ended by a line ``---``
+    sets the system turn. Its prompt id is the file name plus a hash of its text, so editing the file
+    starts a new cache instead of mixing two prompts."""
+    path = Path(path)
+    if not path.is_file():
+        raise DHRDInputError(f"{path}: template file not found")
+    text = path.read_text(encoding="utf-8")
+    system, user = None, text
+    head, sep, rest = text.partition("\n---\n")
+    if sep and head.lower().startswith("system:"):
+        system, user = head[len("system:") :].strip(), rest
+    user = user.strip("\n")
+    allowed = PLACEHOLDERS | set(allowed_fields)
+    for number, line in enumerate(text.splitlines(), start=1):  # both turns are filled in
+        try:
+            names = [name for _, name, _, _ in string.Formatter().parse(line) if name is not None]
+        except ValueError as error:
+            raise DHRDInputError(f"{where(path, number)}: bad template ({error}); write {{{{ }}}} for braces") from None
+        for name in names:
+            if name not in allowed:
+                raise DHRDInputError(
+                    f"{where(path, number)}: unknown placeholder {{{name}}}: use {', '.join(sorted(allowed))}"
+                )
+    if mode == "label" and "{answer}" not in text:
+        raise DHRDInputError(f"{path}: a label-conditioned template must show the gold label: add {{answer}}")
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    return PromptTemplate(f"{path.stem}-{digest}", system, user, mode)
+
+
+# ------------------------------------------------------------------------------------------ task items
+def _yes_no(flag) -> tuple[str, str]:
+    return ("true", "Yes") if flag else ("false", "No")
+
+
+def _task_item(task: str, record: dict, source: str, row: int) -> TeacherItem:
+    idx = record.get("idx", row - 1)
+    gold = record.get("label")
+    if gold is None:
+        raise DHRDInputError(f"{where(source, row, 'label')}: missing (the teacher needs labelled examples)")
+
+    def text(name: str) -> str:
+        value = record.get(name)
+        if not isinstance(value, str) or not value.strip():
+            raise DHRDInputError(f"{where(source, row, name)}: {'missing' if value is None else 'empty text'}")
+        return value.strip()
+
+    if task == "boolq":
+        label, answer = _yes_no(gold)
+        fields = {"passage": text("passage"), "question": text("question").rstrip("?") + "?"}
+        block = f"Passage: {fields['passage']}\nQuestion: {fields['question']}"
+    elif task in ("cb", "rte"):
+        fields = {"premise": text("premise"), "hypothesis": text("hypothesis")}
+        if gold not in TASKS[task].native_labels:
+            raise DHRDInputError(f"{where(source, row, 'label')}: label {gold!r} is not one of the task's")
+        label = gold
+        if task == "rte":
+            answer = "Yes" if gold == "entailment" else "No"
+            question = "Does the premise entail the hypothesis?"
+        else:
+            answer = {"entailment": "Entailment", "contradiction": "Contradiction", "neutral": "Neither"}[gold]
+            question = "Does the premise entail the hypothesis, contradict it, or neither?"
+        block = f"Premise: {fields['premise']}\nHypothesis: {fields['hypothesis']}\nQuestion: {question}"
+    elif task == "copa":
+        fields = {"premise": text("premise"), "choice1": text("choice1"), "choice2": text("choice2")}
+        question = COPA_QUESTIONS.get(record.get("question"))
+        if question is None:
+            raise DHRDInputError(f"{where(source, row, 'question')}: expected 'cause' or 'effect'")
+        label, answer = f"choice{int(gold) + 1}", f"Option {int(gold) + 1}"
+        block = (
+            f"Premise: {fields['premise']}\nQuestion: {question}\n"
+            f"Option 1: {fields['choice1']}\nOption 2: {fields['choice2']}"
+        )
+    elif task == "wic":
+        fields = {"word": text("word"), "sentence1": text("sentence1"), "sentence2": text("sentence2")}
+        label, answer = _yes_no(gold)
+        block = (
+            f"Word: {fields['word']}\nSentence 1: {fields['sentence1']}\nSentence 2: {fields['sentence2']}\n"
+            f'Question: Does the word "{fields["word"]}" have the same meaning in both sentences?'
+        )
+    elif task == "wsc":
+        target = record.get("target") or {}
+        fields = {"text": text("text"), "pronoun": target.get("span2_text", ""), "noun": target.get("span1_text", "")}
+        if not fields["pronoun"] or not fields["noun"]:
+            raise DHRDInputError(f"{where(source, row, 'target')}: missing span texts")
+        label, answer = _yes_no(gold)
+        block = (
+            f'Sentence: {fields["text"]}\nQuestion: Does the pronoun "{fields["pronoun"]}" refer to "{fields["noun"]}"?'
+        )
+    else:
+        raise DHRDInputError(
+            f"the teacher does not support {task}: its rationales would have to be per answer, not per passage"
+        )
+    return TeacherItem(int(idx), label, answer, block, fields)
+
+
+TASK_ANSWERS = {
+    "boolq": ("Yes", "No"),
+    "cb": ("Entailment", "Contradiction", "Neither"),
+    "copa": ("Option 1", "Option 2"),
+    "rte": ("Yes", "No"),
+    "wic": ("Yes", "No"),
+    "wsc": ("Yes", "No"),
+}
+
+
+def task_items(task: str, data_dir: str | Path | None = None, split: str = "train") -> tuple[list[TeacherItem], str]:
+    """The teacher's view of a SuperGLUE split, and the answer words it may use."""
+    if task not in TASK_ANSWERS:
+        _task_item(task, {"label": 0}, task, 1)  # raises the clear "not supported" error
+    records, source = read_records(TASKS[task], split, data_dir)
+    return [_task_item(task, record, source, row) for row, record in enumerate(records, start=1)], source
+
+
+def file_items(path: str | Path, columns: Columns) -> tuple[list[TeacherItem], tuple[str, ...]]:
+    """A user file's rows (keyed by their 0-based row number, as the trainer joins them) and its labels."""
+    from .data import _label_key, _row_text, file_label_names
+
+    path = Path(path)
+    labels = file_label_names(path, columns)
+    items = []
+    for number, row in enumerate(read_table(path), start=1):
+        block = _row_text(row, columns, path, number)
+        label = _label_key(row[columns.label])
+        fields = {"text": str(row[columns.text]).strip()}
+        if columns.text_pair:
+            fields["text_pair"] = str(row[columns.text_pair]).strip()
+        items.append(TeacherItem(number - 1, label, label, f"Text: {block}", fields))
+    return items, labels
+
+
+# --------------------------------------------------------------------------------------------- quality
+@dataclass
+class Checked:
+    rationale: str | None
+    teacher_answer: str | None  # the answer word the teacher gave, matched to ``answers``; None if none
+    problems: list[str]
+
+
+def parse_answer(text: str, answers: Sequence[str]) -> str | None:
+    """The teacher's ``Answer: X`` matched leniently (case, punctuation, markdown) to one answer word."""
+    found = _ANSWER_LINE.findall(text)
+    if not found:
+        return None
+    said = found[-1].strip().strip("*.\"' ").lower()
+    for answer in sorted(answers, key=len, reverse=True):  # "Option 1" before "1"
+        if said == answer.lower() or said.startswith(answer.lower() + " ") or said.startswith(answer.lower() + ","):
+            return answer
+    return None
+
+
+def clean_rationale(text: str, sentinel: str = SENTINEL) -> str:
+    """The explanation only: before the sentinel (or before an ``Answer:`` line when it is missing), without
+    a leading "Reasoning:" and with whitespace collapsed."""
+    before = text.split(sentinel, 1)[0]
+    answer = _ANSWER_LINE.search(before)
+    if answer:
+        before = before[: answer.start()]
+    return " ".join(_PREFIX.sub("", before.strip()).split())
+
+
+def is_repetitive(text: str) -> bool:
+    """Degenerate loops: fewer than half of the word trigrams are distinct (on 12+ words)."""
+    words = text.lower().split()
+    if len(words) < 12:
+        return False
+    trigrams = list(zip(words, words[1:], words[2:]))
+    return len(set(trigrams)) / len(trigrams) < 0.5
+
+
+def check_output(
+    text: str | None, item: TeacherItem, answers: Sequence[str], sentinel: str = SENTINEL, checks=CHECKS
+) -> Checked:
+    if not isinstance(text, str) or not text.strip():
+        return Checked(None, None, ["empty"])
+    rationale = clean_rationale(text, sentinel)
+    teacher_answer = parse_answer(text.split(sentinel, 1)[1] if sentinel in text else text, answers)
+    problems = []
+    if len(rationale) < 3:
+        problems.append("empty")
+    if "truncated" in checks and sentinel not in text:
+        problems.append("truncated")
+    if "repetitive" in checks and is_repetitive(rationale):
+        problems.append("repetitive")
+    if "leak" in checks and _LEAK.search(rationale):
+        problems.append("leak")
+    if "contradicts" in checks and teacher_answer is not None and teacher_answer != item.answer:
+        problems.append("contradicts")
+    return Checked(rationale or None, teacher_answer, problems)

@@ -1,0 +1,500 @@
+"""Teachers that write rationales, behind one small interface, and the resumable run that caches them.
+
+* ``LocalTeacher``: a transformers causal LM (hub name, directory or GGUF file), batched generation with
+  left padding and the KV cache, bf16 where the CPU supports it.
+* ``OpenAITeacher``: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI) through the official
+  ``openai`` client, N requests in flight; the client retries timeouts, 429 and 5xx with back-off.
+* ``import_rationales``: rationales the user already has (CSV/JSONL), matched by example id.
+
+``generate_rationales`` asks the teacher for every example the cache does not have yet, checks each answer
+(``prompts.check_output``), retries, drops or keeps the bad ones as the policy says, and appends each
+final row to the cache the moment it is known.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .data import read_table
+from .errors import DHRDInputError, where
+from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
+from .rationales import RationaleCache
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Generation:
+    text: str | None
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+
+
+@dataclass
+class Request:
+    item: TeacherItem
+    messages: list[dict]
+    attempt: int = 0
+
+
+class Teacher:
+    """Turns chat requests into generations, yielding ``(request, generation)`` in completion order."""
+
+    name: str
+
+    def generate(self, requests: Sequence[Request], temperature: float, max_new_tokens: int, seed: int):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+def teacher_slug(name: str) -> str:
+    """A file-system-safe name for cache folders."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "teacher"
+
+
+# ------------------------------------------------------------------------------------------ local model
+class LocalTeacher(Teacher):
+    def __init__(self, model: str, gguf_file: str | None = None, batch_size: int = 8, bf16: bool | None = None):
+        import torch
+
+        from .modeling import load_causal_lm, load_tokenizer, resolve_backbone
+        from .runtime import bf16_supported
+
+        self.torch = torch
+        path = resolve_backbone(model, gguf_file)
+        self.name = f"local:{teacher_slug(gguf_file or model)}"
+        self.bf16 = bf16_supported() if bf16 is None else bf16
+        self.tokenizer = load_tokenizer(path)
+        self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Plain bf16 weights (not autocast): half the memory traffic per decoded token, which is the cost.
+        self.model, _ = load_causal_lm(path, dtype=torch.bfloat16 if self.bf16 else torch.float32)
+        self.model.eval()
+        self.batch_size = batch_size
+
+    def prompt(self, messages: list[dict]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return "\n\n".join(m["content"] for m in messages) + "\n"
+
+    def generate(self, requests, temperature, max_new_tokens, seed):
+        torch = self.torch
+        prompts = [self.prompt(r.messages) for r in requests]
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        order = sorted(range(len(requests)), key=lambda i: lengths[i])  # similar lengths share a batch
+        configured = self.model.generation_config.eos_token_id
+        eos = set(configured if isinstance(configured, list) else [configured]) | {self.tokenizer.eos_token_id}
+        eos = [t for t in eos if t is not None]  # chat models end a turn with their own token (<|im_end|>)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            batch = self.tokenizer(
+                [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
+            )
+            torch.manual_seed(seed + start)
+            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+            with torch.inference_mode():
+                output = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                    eos_token_id=eos,
+                    use_cache=True,
+                    top_p=None,
+                    top_k=None,
+                    **sampling,
+                )
+            new = output[:, batch["input_ids"].shape[1] :]
+            for row, i in enumerate(chunk):
+                tokens = new[row].tolist()
+                ended = next((k for k, t in enumerate(tokens) if t in eos), None)
+                kept = tokens if ended is None else tokens[:ended]
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                finish = "length" if ended is None else "stop"
+                yield requests[i], Generation(text, len(kept) + (ended is not None), finish)
+
+
+# ---------------------------------------------------------------------------------------------- server
+class OpenAITeacher(Teacher):
+    """Chat completions from an OpenAI-compatible server. The key is read from ``api_key_env`` (servers
+    that need none accept any value). The official client retries connection errors, timeouts, 408, 409,
+    429 and 5xx with exponential back-off; any other 4xx stops the run with the server's message."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout: float = 120.0,
+        max_retries: int = 4,
+    ):
+        import openai
+
+        self.openai = openai
+        self.base_url, self.model = base_url, model
+        self.client = openai.OpenAI(
+            base_url=base_url,
+            api_key=os.environ.get(api_key_env) or "not-needed",
+            timeout=timeout,
+            max_retries=max_retries,
+        )
+        self.concurrency = max(1, concurrency)
+        self.name = f"openai:{model}"
+
+    def _one(self, request: Request, temperature: float, max_new_tokens: int, seed: int) -> Generation:
+        openai = self.openai
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model,
+                messages=request.messages,
+                temperature=temperature,
+                max_tokens=max_new_tokens,
+                seed=seed + request.attempt,
+            )
+        except openai.APITimeoutError:
+            raise DHRDInputError(
+                f"{self.base_url}: request for example {request.item.idx} timed out after every retry "
+                "(raise --timeout, or lower --concurrency)"
+            ) from None
+        except openai.APIConnectionError as error:
+            raise DHRDInputError(f"{self.base_url}: cannot reach the server ({error.__cause__ or error})") from None
+        except openai.APIStatusError as error:
+            raise DHRDInputError(
+                f"{self.base_url}: HTTP {error.status_code} for example {request.item.idx}: {_server_message(error)}"
+            ) from None
+        choices = getattr(response, "choices", None)
+        if not choices:
+            return Generation(None, 0, "no_choice")
+        content = getattr(choices[0].message, "content", None)
+        usage = getattr(response, "usage", None)
+        tokens = getattr(usage, "completion_tokens", None) or 0
+        return Generation(content if isinstance(content, str) else None, tokens, choices[0].finish_reason)
+
+    def generate(self, requests, temperature, max_new_tokens, seed):
+        pending = iter(requests)
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            futures = {}
+
+            def submit() -> bool:
+                request = next(pending, None)
+                if request is None:
+                    return False
+                futures[pool.submit(self._one, request, temperature, max_new_tokens, seed)] = request
+                return True
+
+            while len(futures) < self.concurrency and submit():
+                pass
+            try:
+                while futures:
+                    done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        request = futures.pop(future)
+                        yield request, future.result()
+                        submit()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _server_message(error) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])[:300]
+        return str(inner)[:300]
+    return str(error)[:300]
+
+
+# ---------------------------------------------------------------------------------------------- the run
+@dataclass
+class RunSummary:
+    examples: int = 0
+    already_cached: int = 0
+    written: int = 0
+    outcomes: Counter = field(default_factory=Counter)  # ok / kept / dropped
+    problems: Counter = field(default_factory=Counter)  # each check that failed, on every attempt
+    final_problems: Counter = field(default_factory=Counter)  # problems of the rows as written
+    retries: int = 0
+    teacher_answers: int = 0
+    teacher_agrees: int = 0
+    requests: int = 0
+    generated_tokens: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        return {
+            "examples": self.examples,
+            "already_cached": self.already_cached,
+            "written": self.written,
+            "outcomes": dict(self.outcomes),
+            "problems_seen": dict(self.problems),
+            "problems_in_written_rows": dict(self.final_problems),
+            "retries": self.retries,
+            "teacher_answers": self.teacher_answers,
+            "teacher_agreement": round(self.teacher_agrees / self.teacher_answers, 4) if self.teacher_answers else None,
+            "requests": self.requests,
+            "generated_tokens": self.generated_tokens,
+            "seconds": round(self.seconds, 2),
+            "rows_per_second": round(self.written / self.seconds, 3) if self.seconds else None,
+            "generated_tokens_per_second": round(self.generated_tokens / self.seconds, 2) if self.seconds else None,
+        }
+
+
+def _row(item: TeacherItem, checked: Checked, generation: Generation | None, outcome: str, attempts: int) -> dict:
+    return {
+        "idx": item.idx,
+        "label": item.label,
+        "rationale": checked.rationale if outcome != "dropped" else None,
+        "teacher_label": checked.teacher_answer,
+        "status": outcome,
+        "problems": checked.problems,
+        "attempts": attempts,
+        "output": generation.text if generation else None,
+    }
+
+
+def generate_rationales(
+    items: Sequence[TeacherItem],
+    answers: Sequence[str],
+    teacher: Teacher,
+    template: PromptTemplate,
+    cache: RationaleCache,
+    policy: str = "retry",
+    retries: int = 2,
+    checks: Iterable[str] = CHECKS,
+    temperature: float = 0.0,
+    retry_temperature: float = 0.7,
+    max_new_tokens: int = 160,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> RunSummary:
+    """Fill ``cache`` with a rationale row for every item it lacks. Rows are appended as they become final;
+    bad answers are re-asked (sampled, ``retry_temperature``) up to ``retries`` times under ``retry``,
+    dropped under ``drop``, kept with their problems listed under ``keep``."""
+    if policy not in POLICIES:
+        raise DHRDInputError(f"unknown policy {policy!r}: choose from {', '.join(POLICIES)}")
+    checks = tuple(checks)
+    unknown = [c for c in checks if c not in CHECKS]
+    if unknown:
+        raise DHRDInputError(f"unknown check {', '.join(unknown)}: choose from {', '.join(CHECKS)}")
+    summary = RunSummary(examples=len(items))
+    todo = [item for item in items if item.idx not in cache]
+    summary.already_cached = len(items) - len(todo)
+    if limit is not None:
+        todo = todo[: max(0, limit - summary.already_cached)]
+    requests = [Request(item, template.messages(item, answers)) for item in todo]
+    start = time.perf_counter()
+    bar = tqdm(total=len(requests), desc=f"rationales ({teacher.name})", unit="row", disable=not progress)
+    with cache:
+        while requests:
+            again = []
+            temp = temperature if requests[0].attempt == 0 else retry_temperature
+            for request, generation in teacher.generate(requests, temp, max_new_tokens, seed):
+                summary.requests += 1
+                summary.generated_tokens += generation.completion_tokens
+                checked = check_output(generation.text, request.item, answers, template.sentinel, checks)
+                summary.problems.update(checked.problems)
+                if checked.teacher_answer is not None and request.attempt == 0:
+                    summary.teacher_answers += 1
+                    summary.teacher_agrees += checked.teacher_answer == request.item.answer
+                blocking = checked.problems
+                if blocking and policy == "retry" and request.attempt < retries:
+                    summary.retries += 1
+                    again.append(Request(request.item, request.messages, request.attempt + 1))
+                    continue
+                if not blocking:
+                    outcome = "ok"
+                elif policy == "keep" and "empty" not in checked.problems:
+                    outcome = "kept"
+                else:
+                    outcome = "dropped"
+                cache.append(_row(request.item, checked, generation, outcome, request.attempt + 1))
+                summary.written += 1
+                summary.outcomes[outcome] += 1
+                summary.final_problems.update(checked.problems)
+                summary.seconds = time.perf_counter() - start
+                bar.update(1)
+                bar.set_postfix(tok_s=f"{summary.generated_tokens / max(summary.seconds, 1e-9):.1f}", refresh=False)
+            requests = again
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+# --------------------------------------------------------------------------------------------- import
+def import_rationales(
+    source: str | Path,
+    items: Sequence[TeacherItem],
+    answers: Sequence[str],
+    cache: RationaleCache,
+    id_column: str = "idx",
+    rationale_column: str = "rationale",
+    policy: str = "keep",
+    checks: Iterable[str] = ("empty", "repetitive", "leak"),
+) -> RunSummary:
+    """Copy a file of rationales the user already has into ``cache``, matched by example id. There is no
+    teacher to ask again, so ``retry`` keeps what it can (like ``keep``); ``drop`` drops flagged rows."""
+    source = Path(source)
+    by_id = {item.idx: item for item in items}
+    summary = RunSummary(examples=len(items))
+    start = time.perf_counter()
+    rows = read_table(source)
+    with cache:
+        for number, row in enumerate(rows, start=1):
+            for name in (id_column, rationale_column):
+                if name not in row:
+                    raise DHRDInputError(f"{where(source, number, name)}: missing column")
+            try:
+                idx = int(row[id_column])
+            except (TypeError, ValueError):
+                raise DHRDInputError(f"{where(source, number, id_column)}: not an integer id") from None
+            if idx not in by_id:
+                raise DHRDInputError(f"{where(source, number, id_column)}: id {idx} is not in the data")
+            if idx in cache:
+                summary.already_cached += 1
+                continue
+            item = by_id[idx]
+            text = row[rationale_column]
+            checked = check_output(text if isinstance(text, str) else None, item, answers, sentinel="\0", checks=checks)
+            outcome = (
+                "ok" if not checked.problems else ("dropped" if policy == "drop" or not checked.rationale else "kept")
+            )
+            cache.append(_row(item, checked, None, outcome, 0) | {"output": text})
+            summary.written += 1
+            summary.outcomes[outcome] += 1
+            summary.final_problems.update(checked.problems)
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+def import_identity(source: str | Path) -> tuple[str, str]:
+    """The teacher and prompt id an imported file declares in its first row (the reference set does), or a
+    name made from the file."""
+    rows = read_table(source)
+    first = rows[0] if rows else {}
+    teacher = first.get("teacher") or f"import:{Path(source).stem}"
+    return str(teacher), str(first.get("prompt_id") or "imported")
+
+
+# ------------------------------------------------------------------------------------------------- API
+def make_rationales(
+    task: str | None = None,
+    train_file: str | Path | None = None,
+    columns=None,
+    data_dir: str | Path | None = None,
+    teacher: str | None = None,
+    gguf_file: str | None = None,
+    base_url: str | None = None,
+    import_file: str | Path | None = None,
+    output: str | Path | None = None,
+    prompt_mode: str = "label",
+    template_file: str | Path | None = None,
+    batch_size: int = 8,
+    concurrency: int = 8,
+    timeout: float = 120.0,
+    max_retries: int = 4,
+    api_key_env: str = "OPENAI_API_KEY",
+    policy: str = "retry",
+    retries: int = 2,
+    checks: Sequence[str] = CHECKS,
+    temperature: float = 0.0,
+    max_new_tokens: int = 160,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: bool = True,
+) -> tuple[Path, dict]:
+    """Rationales for every training example of ``task`` (or ``train_file``) into a resumable cache:
+    from a local model (``teacher`` without ``base_url``), an OpenAI-compatible server (``base_url`` and
+    ``teacher`` as the served model name), or a file the user has (``import_file``). Returns the cache file
+    (``<output>/<Task or file stem>/train.jsonl``, which ``dhrd train --rationales <output>`` reads) and
+    the summary, also written beside it as ``train.summary.json``."""
+    from .data import Columns
+    from .prompts import TASK_ANSWERS, builtin_template, file_items, load_template, task_items
+    from .runtime import write_json_atomic
+    from .tasks import TASKS, parse_task_names
+
+    if (task is None) == (train_file is None):
+        raise DHRDInputError("give either a task or a training file")
+    if train_file is not None:
+        columns = columns or Columns()
+        items, answers = file_items(train_file, columns)
+        folder, fields = Path(train_file).stem, ["text", "text_pair"]
+    else:
+        names = parse_task_names(task)
+        if len(names) != 1:
+            raise DHRDInputError("one task at a time: run the command once per task")
+        task = names[0]
+        items, _ = task_items(task, data_dir)
+        answers, folder = TASK_ANSWERS[task], TASKS[task].folder
+        fields = sorted({key for item in items for key in item.fields})
+    known = {item.idx for item in items}
+
+    if import_file is not None:
+        source = Path(import_file)
+        if source.is_dir():
+            source = source / folder / "train.jsonl"
+        if not source.is_file():
+            raise DHRDInputError(f"{source}: rationale file not found")
+        name, prompt_id = import_identity(source)
+        directory = Path(output) if output else Path("rationales") / f"{teacher_slug(name)}--{prompt_id}"
+        cache = RationaleCache(directory / folder / "train.jsonl", name, prompt_id, known)
+        summary = import_rationales(source, items, answers, cache, policy="drop" if policy == "drop" else "keep")
+    else:
+        if not teacher:
+            raise DHRDInputError("give --teacher (a local model, or the served model's name with --base-url)")
+        template = load_template(template_file, prompt_mode, fields) if template_file else builtin_template(prompt_mode)
+        backend: Teacher = (
+            OpenAITeacher(base_url, teacher, api_key_env, concurrency, timeout, max_retries)
+            if base_url
+            else LocalTeacher(teacher, gguf_file, batch_size)
+        )
+        directory = (
+            Path(output) if output else Path("rationales") / f"{teacher_slug(backend.name)}--{template.prompt_id}"
+        )
+        cache = RationaleCache(directory / folder / "train.jsonl", backend.name, template.prompt_id, known)
+        try:
+            summary = generate_rationales(
+                items,
+                answers,
+                backend,
+                template,
+                cache,
+                policy,
+                retries,
+                checks,
+                temperature,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                limit=limit,
+                progress=progress,
+            )
+        finally:
+            backend.close()
+    result = {
+        "cache": str(cache.path),
+        "teacher": cache.teacher,
+        "prompt_id": cache.prompt_id,
+        "rows_in_cache": len(cache),
+        "rationales_in_cache": sum(1 for r in cache.rows.values() if r.get("rationale")),
+        **summary.as_dict(),
+    }
+    write_json_atomic(cache.path.with_name("train.summary.json"), result)
+    return cache.path, result
