@@ -124,7 +124,7 @@ def test_task_items_carry_the_gold_answer(superglue_dir):
 def test_file_items_are_keyed_by_row(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
     items, labels = file_items(path, Columns())
-    assert [i.idx for i in items] == [0, 1] and labels == ("neg", "pos") and items[0].answer == "pos"
+    assert [i.idx for i in items] == [0, 1] and labels == {"neg": "neg", "pos": "pos"} and items[0].answer == "pos"
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -258,6 +258,7 @@ def test_server_teacher_fills_the_cache(server, superglue_dir, tmp_path):
     assert sorted(r["idx"] for r in rows) == list(range(12))
     assert all(r["status"] == "ok" and r["rationale"] == "The text shows it plainly." for r in rows)
     assert summary["outcomes"] == {"ok": 12} and summary["teacher_agreement"] == 1.0
+    assert {r["teacher_label"] for r in rows} == {"entailment", "contradiction", "neutral"}  # mapped back
     assert summary["generated_tokens"] == 12 * 12 and (path.parent / "train.summary.json").is_file()
     assert path == tmp_path / "cache" / "CB" / "train.jsonl"
     _, again = _run_server(url, superglue_dir, tmp_path)  # everything cached: no request

@@ -391,6 +391,7 @@ def rationales(
         "rows_per_second",
         "generated_tokens_per_second",
         "rationales_in_cache",
+        "torn_row_removed",
     ):
         table.add_row(key, str(summary[key]))
     out.print(table)

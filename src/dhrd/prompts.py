@@ -184,13 +184,14 @@ def _task_item(task: str, record: dict, source: str, row: int) -> TeacherItem:
     return TeacherItem(int(idx), label, answer, block, fields)
 
 
+# The words the teacher answers with, and the label each one means (dicts keep the order of the prompt).
 TASK_ANSWERS = {
-    "boolq": ("Yes", "No"),
-    "cb": ("Entailment", "Contradiction", "Neither"),
-    "copa": ("Option 1", "Option 2"),
-    "rte": ("Yes", "No"),
-    "wic": ("Yes", "No"),
-    "wsc": ("Yes", "No"),
+    "boolq": {"Yes": "true", "No": "false"},
+    "cb": {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"},
+    "copa": {"Option 1": "choice1", "Option 2": "choice2"},
+    "rte": {"Yes": "entailment", "No": "not_entailment"},
+    "wic": {"Yes": "true", "No": "false"},
+    "wsc": {"Yes": "true", "No": "false"},
 }
 
 
@@ -202,7 +203,7 @@ def task_items(task: str, data_dir: str | Path | None = None, split: str = "trai
     return [_task_item(task, record, source, row) for row, record in enumerate(records, start=1)], source
 
 
-def file_items(path: str | Path, columns: Columns) -> tuple[list[TeacherItem], tuple[str, ...]]:
+def file_items(path: str | Path, columns: Columns) -> tuple[list[TeacherItem], dict[str, str]]:
     """A user file's rows (keyed by their 0-based row number, as the trainer joins them) and its labels."""
     from .data import _label_key, _row_text, file_label_names
 
@@ -216,7 +217,7 @@ def file_items(path: str | Path, columns: Columns) -> tuple[list[TeacherItem], t
         if columns.text_pair:
             fields["text_pair"] = str(row[columns.text_pair]).strip()
         items.append(TeacherItem(number - 1, label, label, f"Text: {block}", fields))
-    return items, labels
+    return items, {label: label for label in labels}
 
 
 # --------------------------------------------------------------------------------------------- quality

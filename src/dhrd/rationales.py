@@ -4,6 +4,7 @@ format, one JSON object per line with ``idx`` and ``rationale``) and pair ration
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import numpy as np
 from .errors import DHRDInputError, where
 from .runtime import find_shared
 from .tasks import TASKS, Example
+
+logger = logging.getLogger(__name__)
 
 RATIONALE_MODES = ("consistent", "only_label", "shuffle_reasoning", "shuffle_both")
 
@@ -161,6 +164,7 @@ class RationaleCache:
         cut = raw.rfind(b"\n") + 1
         with self.path.open("r+b") as handle:
             if self.torn:
+                logger.warning("%s: cut a torn last row left by an interrupted run; it is made again", self.path)
                 handle.truncate(cut)
             else:
                 handle.seek(0, 2)

@@ -257,12 +257,15 @@ class RunSummary:
         }
 
 
-def _row(item: TeacherItem, checked: Checked, generation: Generation | None, outcome: str, attempts: int) -> dict:
+def _row(
+    item: TeacherItem, checked: Checked, generation: Generation | None, outcome: str, attempts: int, answers
+) -> dict:
+    said = checked.teacher_answer
     return {
         "idx": item.idx,
         "label": item.label,
         "rationale": checked.rationale if outcome != "dropped" else None,
-        "teacher_label": checked.teacher_answer,
+        "teacher_label": answers.get(said, said) if isinstance(answers, dict) else said,
         "status": outcome,
         "problems": checked.problems,
         "attempts": attempts,
@@ -326,7 +329,7 @@ def generate_rationales(
                     outcome = "kept"
                 else:
                     outcome = "dropped"
-                cache.append(_row(request.item, checked, generation, outcome, request.attempt + 1))
+                cache.append(_row(request.item, checked, generation, outcome, request.attempt + 1, answers))
                 summary.written += 1
                 summary.outcomes[outcome] += 1
                 summary.final_problems.update(checked.problems)
@@ -377,7 +380,7 @@ def import_rationales(
             outcome = (
                 "ok" if not checked.problems else ("dropped" if policy == "drop" or not checked.rationale else "kept")
             )
-            cache.append(_row(item, checked, None, outcome, 0) | {"output": text})
+            cache.append(_row(item, checked, None, outcome, 0, answers) | {"output": text})
             summary.written += 1
             summary.outcomes[outcome] += 1
             summary.final_problems.update(checked.problems)
@@ -456,6 +459,7 @@ def make_rationales(
         name, prompt_id = import_identity(source)
         directory = Path(output) if output else Path("rationales") / f"{teacher_slug(name)}--{prompt_id}"
         cache = RationaleCache(directory / folder / "train.jsonl", name, prompt_id, known)
+        torn = cache.torn
         summary = import_rationales(source, items, answers, cache, policy="drop" if policy == "drop" else "keep")
     else:
         if not teacher:
@@ -470,6 +474,7 @@ def make_rationales(
             Path(output) if output else Path("rationales") / f"{teacher_slug(backend.name)}--{template.prompt_id}"
         )
         cache = RationaleCache(directory / folder / "train.jsonl", backend.name, template.prompt_id, known)
+        torn = cache.torn
         try:
             summary = generate_rationales(
                 items,
@@ -490,6 +495,7 @@ def make_rationales(
             backend.close()
     result = {
         "cache": str(cache.path),
+        "torn_row_removed": torn,
         "teacher": cache.teacher,
         "prompt_id": cache.prompt_id,
         "rows_in_cache": len(cache),
