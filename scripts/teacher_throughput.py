@@ -97,7 +97,8 @@ def main() -> None:
             server.close()
         if name in options.skip_local.split(","):
             continue
-        for batch, n in ((1, options.n_small), (options.batch, options.n_large)):
+        # two batches' worth: a local model decodes slowly, and more rows would not change the rate
+        for batch, n in ((1, options.n_small), (options.batch, min(options.n_large, 2 * options.batch))):
             row = measure(n=n, teacher=gguf, batch_size=batch, **common)
             record({"model": name, "teacher": "local (transformers, bf16)", "in_flight": batch, **row})
 

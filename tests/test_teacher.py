@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
@@ -462,3 +463,10 @@ def test_openai_teacher_reads_the_key_from_the_environment(monkeypatch):
 def _no_proxy(monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     yield
+
+
+def test_example_templates_load():
+    folder = Path(__file__).resolve().parents[1] / "examples" / "templates"
+    for path in folder.glob("*.txt"):
+        template = load_template(path, "label")
+        assert template.system and "{answer}" in template.user
