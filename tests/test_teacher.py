@@ -360,6 +360,18 @@ def test_import_reference_style_file(superglue_dir, tmp_path):
     assert read_rationales(path)[3] == "Reason 3."
 
 
+def test_cli_import_csv_with_own_columns(superglue_dir, tmp_path):
+    source = tmp_path / "mine.csv"
+    source.write_text("example,why\n" + "".join(f"{i},Because of day {i}.\n" for i in range(12)))
+    result = _cli("rationales", "--task", "cb", "--data-dir", str(superglue_dir), "--import", str(source),
+                  "--id-column", "example", "--rationale-column", "why", "--output", str(tmp_path / "c"))  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert read_rationales(tmp_path / "c" / "CB" / "train.jsonl")[5] == "Because of day 5."
+    missing = _cli("rationales", "--task", "cb", "--data-dir", str(superglue_dir), "--import", str(source),
+                   "--output", str(tmp_path / "d"))  # fmt: skip
+    assert missing.returncode == 2 and "mine.csv: row 1: field 'idx': missing column" in missing.stderr
+
+
 def test_import_with_unknown_id_names_the_row(superglue_dir, tmp_path):
     source = tmp_path / "r.csv"
     source.write_text("idx,rationale\n0,fine\n999,who\n")

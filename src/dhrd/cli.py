@@ -317,6 +317,8 @@ def rationales(
         "rationale columns, or a folder of <Task>/train.jsonl such as "
         "../shared/data/rationales)",
     ),
+    id_column: str = typer.Option("idx", help="--import: the column with the example id (row number for your files)"),
+    rationale_column: str = typer.Option("rationale", help="--import: the column with the rationale"),
     output: Path = typer.Option(None, help="cache folder [default: rationales/<teacher>--<prompt id>]"),
     prompt: PromptMode = typer.Option(
         PromptMode.label,
@@ -359,6 +361,8 @@ def rationales(
             gguf_file=gguf_file,
             base_url=base_url,
             import_file=import_file,
+            id_column=id_column,
+            rationale_column=rationale_column,
             output=output,
             prompt_mode=prompt.value,
             template_file=template,

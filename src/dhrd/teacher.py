@@ -407,6 +407,8 @@ def make_rationales(
     gguf_file: str | None = None,
     base_url: str | None = None,
     import_file: str | Path | None = None,
+    id_column: str = "idx",
+    rationale_column: str = "rationale",
     output: str | Path | None = None,
     prompt_mode: str = "label",
     template_file: str | Path | None = None,
@@ -460,7 +462,8 @@ def make_rationales(
         directory = Path(output) if output else Path("rationales") / f"{teacher_slug(name)}--{prompt_id}"
         cache = RationaleCache(directory / folder / "train.jsonl", name, prompt_id, known)
         torn = cache.torn
-        summary = import_rationales(source, items, answers, cache, policy="drop" if policy == "drop" else "keep")
+        policy = "drop" if policy == "drop" else "keep"
+        summary = import_rationales(source, items, answers, cache, id_column, rationale_column, policy)
     else:
         if not teacher:
             raise DHRDInputError("give --teacher (a local model, or the served model's name with --base-url)")
