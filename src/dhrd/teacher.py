@@ -162,7 +162,7 @@ class OpenAITeacher(Teacher):
                 messages=request.messages,
                 temperature=temperature,
                 max_tokens=max_new_tokens,
-                seed=seed + request.attempt,
+                seed=seed,
             )
         except openai.APITimeoutError:
             raise DHRDInputError(
@@ -309,8 +309,10 @@ def generate_rationales(
     with cache:
         while requests:
             again = []
-            temp = temperature if requests[0].attempt == 0 else retry_temperature
-            for request, generation in teacher.generate(requests, temp, max_new_tokens, seed):
+            attempt = requests[0].attempt  # every request of a round is on the same attempt
+            temp = temperature if attempt == 0 else retry_temperature
+            # a new seed per round, so that a second retry does not sample the first retry's answer again
+            for request, generation in teacher.generate(requests, temp, max_new_tokens, seed + 1_000_003 * attempt):
                 summary.requests += 1
                 summary.generated_tokens += generation.completion_tokens
                 checked = check_output(generation.text, request.item, answers, template.sentinel, checks)
