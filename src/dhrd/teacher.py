@@ -93,16 +93,14 @@ class LocalTeacher(Teacher):
     def generate(self, requests, temperature, max_new_tokens, seed):
         torch = self.torch
         prompts = [self.prompt(r.messages) for r in requests]
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
-        order = sorted(range(len(requests)), key=lambda i: lengths[i])  # similar lengths share a batch
+        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]  # tokenised once, padded per batch
+        order = sorted(range(len(requests)), key=lambda i: len(ids[i]))  # similar lengths share a batch
         configured = self.model.generation_config.eos_token_id
         eos = set(configured if isinstance(configured, list) else [configured]) | {self.tokenizer.eos_token_id}
         eos = [t for t in eos if t is not None]  # chat models end a turn with their own token (<|im_end|>)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            batch = self.tokenizer(
-                [prompts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False
-            )
+            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
             torch.manual_seed(seed + start)
             sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
             with torch.inference_mode():
