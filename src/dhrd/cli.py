@@ -444,6 +444,83 @@ def explain(
         out.print(f"[bold]classifier prediction[/]: {result['prediction']} {result['probabilities']}\n")
 
 
+def _csv(value: str, cast=str) -> tuple:
+    try:
+        return tuple(cast(v.strip()) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise DHRDInputError(f"cannot read {value!r} as a comma-separated list") from None
+
+
+@app.command()
+def benchmark(
+    task: str = typer.Option("cb", help="the SuperGLUE task whose validation split is measured"),
+    pooled: Path = typer.Option(None, help="a pooled classifier (run or model directory)"),
+    dhrd: Path = typer.Option(None, help="a DHRD classifier (run or model directory)"),
+    cot_finetuned: Path = typer.Option(
+        None, help="a CoT fine-tuned model: dhrd train --method dhrd --alpha 1 --beta 0 --keep-reasoning-head"
+    ),
+    zero_shot: bool = typer.Option(True, help="zero-shot CoT on the backbone"),
+    backbone: str = typer.Option(None, help="zero-shot CoT's backbone [default: the classifiers' backbone]"),
+    data_dir: Path = typer.Option(None),
+    max_examples: int = typer.Option(None, help="the first N validation examples, for every system"),
+    batch_sizes: str = typer.Option("1,32", help="comma-separated"),
+    repeats: int = typer.Option(3, help="timed passes per classifier and batch size (after a warm-up)"),
+    cot_repeats: int = typer.Option(1, help="timed passes per CoT system (each one decodes every input)"),
+    cot_settings: str = typer.Option("paper,greedy", help="paper: T=0.1 top_p=0.7 500 tokens; greedy: fitted"),
+    greedy_max_new_tokens: int = typer.Option(None, help="[default: fitted to the rationale cache's lengths]"),
+    rationales: Path = typer.Option(None, help="the rationale cache the greedy budget is fitted to"),
+    engines: str = typer.Option("transformers,llama.cpp", help="CoT engines (llama.cpp: on the backbone's GGUF)"),
+    fast_path: bool = typer.Option(True, help="measure each switch of the classifier's inference path"),
+    compile: bool = typer.Option(True, help="include torch.compile among the measured switches"),
+    threads: int = typer.Option(None, help="torch (and llama.cpp) threads [default: torch's]"),
+    output: Path = typer.Option(Path("results/benchmark"), help="writes <output>.json, .md and .png"),
+):
+    """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine."""
+    from .benchmark import COLUMNS, BenchmarkArguments, table_rows
+    from .benchmark import benchmark as run_benchmark
+
+    def go():
+        arguments = BenchmarkArguments(
+            task=task,
+            data_dir=str(data_dir) if data_dir else None,
+            max_examples=max_examples,
+            pooled=str(pooled) if pooled else None,
+            dhrd=str(dhrd) if dhrd else None,
+            cot_finetuned=str(cot_finetuned) if cot_finetuned else None,
+            backbone=backbone,
+            zero_shot=zero_shot,
+            batch_sizes=_csv(batch_sizes, int),
+            repeats=repeats,
+            cot_repeats=cot_repeats,
+            cot_settings=_csv(cot_settings),
+            greedy_max_new_tokens=greedy_max_new_tokens,
+            rationales=str(rationales) if rationales else None,
+            engines=_csv(engines),
+            fast_path=fast_path,
+            compile=compile,
+            threads=threads,
+            output=str(output),
+        )
+        return run_benchmark(arguments)
+
+    result = _run(go)
+    table = Table(title=f"{task} validation, {result.inputs.get('examples')} examples - {result.machine['cpu']}")
+    for column in COLUMNS:
+        table.add_column(column)
+    for row in table_rows(result):
+        table.add_row(*row)
+    out.print(table)
+    for ratio in result.ratios:
+        out.print(f"batch {ratio['batch_size']}: DHRD is {ratio['ratio']:.2f}x the examples/s of {ratio['dhrd_over']}")
+    for switch in result.fast_path:
+        out.print(
+            f"inference path: {switch['variant']}: {switch['examples_per_s']:.2f} ex/s "
+            f"({switch['ratio_to_default']:.3f}x)"
+        )
+    gemm = ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s" for g in result.gemm)
+    out.print(f"GEMM peak: {gemm}. Written: {output}.json, .md, .png ({result.seconds:.0f} s)")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

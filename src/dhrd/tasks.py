@@ -408,6 +408,24 @@ def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray,
     return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
 
 
+def label_metrics(task_name: str, predicted: Sequence[str | None], gold: Sequence[str]) -> dict:
+    """Official metrics, in percent, from one predicted native label per original example (systems that
+    answer in text: CoT). ``None`` (no answer could be read) is scored as wrong."""
+    if task_name == "multirc":
+        raise DHRDInputError("MultiRC is scored per answer (F1a, EM): it has no one label per example")
+    said = [p if p is not None else "<unparsed>" for p in predicted]
+    result = {"accuracy": _percent(np.mean([p == g for p, g in zip(said, gold)]))}
+    names = list(TASKS[task_name].native_labels) if task_name in TASKS else sorted(set(gold))
+    if task_name == "cb" or task_name not in TASKS:
+        result["f1" if task_name == "cb" else "macro_f1"] = _percent(
+            f1_score(gold, said, labels=names, average="macro", zero_division=0)
+        )
+    metric_names = TASKS[task_name].metrics if task_name in TASKS else ("accuracy",)
+    result["score"] = round(float(np.mean([result[m] for m in metric_names])), 4)
+    result["examples"] = len(gold)
+    return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
+
+
 def superglue_average(per_task: dict[str, dict]) -> float:
     """The paper's average: the mean of the task scores (CB and MultiRC metric pairs averaged first)."""
     return round(float(np.mean([m["score"] for m in per_task.values()])), 4)

@@ -1,0 +1,520 @@
+"""``dhrd benchmark``: accuracy and throughput of the pooled classifier, the DHRD student and CoT decoding,
+measured in one run, on one machine, on the same validation inputs.
+
+For every system and batch size: a warm-up, then ``repeats`` full passes over the inputs; examples/s from the
+fastest pass (and the median pass), per-request latency p50/p95 (a request is one model input; in a batch
+every request waits for the whole batch). The same run measures a large bf16 and fp32 GEMM, the machine's
+practical matmul limit, and reports the classifier's achieved FLOP/s as a fraction of it; and it measures
+each switch of the classifier's fast inference path by turning it off (or on, for ``torch.compile``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cot import (
+    PAPER_SETTINGS,
+    LlamaCppEngine,
+    TransformersEngine,
+    example_predictions,
+    finetuned_gold,
+    finetuned_queries,
+    fitted_max_new_tokens,
+    greedy_settings,
+    latency_stats,
+    score,
+    zero_shot_queries,
+)
+from .errors import DHRDInputError
+from .evaluation import examples_for_model, predict_proba
+from .modeling import default_backbone, load_causal_lm, load_classifier, model_spec, split_backbone
+from .rationales import rationale_file, read_rationales
+from .runtime import bf16_supported, device, write_json_atomic
+from .tasks import TASKS, Example, evaluate_rows
+
+logger = logging.getLogger(__name__)
+
+SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot-finetuned")
+ENGINES = ("transformers", "llama.cpp")
+COT_SETTINGS = ("paper", "greedy")
+
+
+@dataclass
+class BenchmarkArguments:
+    task: str = "cb"
+    data_dir: str | None = None
+    max_examples: int | None = None  # the first N validation examples, for every system alike
+    pooled: str | None = None  # a trained model (run dir or model dir)
+    dhrd: str | None = None
+    cot_finetuned: str | None = None  # trained with --method dhrd --alpha 1 --beta 0 --keep-reasoning-head
+    backbone: str | None = None  # zero-shot CoT's backbone [default: the classifiers' backbone]
+    zero_shot: bool = True
+    batch_sizes: tuple[int, ...] = (1, 32)
+    repeats: int = 3
+    cot_repeats: int = 1
+    cot_settings: tuple[str, ...] = COT_SETTINGS
+    greedy_max_new_tokens: int | None = None  # None: fitted to the rationale cache
+    rationales: str | None = None  # the cache the greedy budget is fitted to [default: the shared set]
+    engines: tuple[str, ...] = ENGINES
+    fast_path: bool = True  # measure each switch of the classifier's inference path
+    compile: bool = True  # include torch.compile among the measured switches
+    bf16: bool | None = None
+    threads: int | None = None
+    seed: int = 0
+    output: str = "results/benchmark"
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise DHRDInputError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")
+        if not (self.pooled or self.dhrd or self.cot_finetuned or self.zero_shot):
+            raise DHRDInputError("nothing to benchmark: give --pooled, --dhrd, --cot-finetuned or --zero-shot")
+        if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
+            raise DHRDInputError("--batch-sizes must be positive integers")
+        if self.repeats < 1 or self.cot_repeats < 1:
+            raise DHRDInputError("--repeats and --cot-repeats must be at least 1")
+        unknown = set(self.cot_settings) - set(COT_SETTINGS) | set(self.engines) - set(ENGINES)
+        if unknown:
+            raise DHRDInputError(f"unknown CoT setting or engine: {', '.join(sorted(unknown))}")
+
+
+# ------------------------------------------------------------------------------------------ the machine
+def machine_info(bf16: bool) -> dict:
+    info = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "dtype": "bf16 autocast" if bf16 else "fp32",
+        "python": platform.python_version(),
+        "versions": {"dhrd": __version__, "torch": torch.__version__},
+    }
+    for package in ("transformers", "peft", "llama_cpp"):
+        try:
+            info["versions"][package] = __import__(package).__version__
+        except ImportError:
+            pass
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gemm_peak(dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> dict:
+    """FLOP/s of the best of ``repeats`` n x n x n matmuls: the practical ceiling of this machine's
+    matmul units (the classifier's forward pass is almost all matmuls)."""
+    on_gpu = torch.cuda.is_available()
+    n = n or (8192 if on_gpu else 2048)
+    a = torch.randn(n, n, device=device()).to(dtype)
+    b = torch.randn(n, n, device=device()).to(dtype)
+    torch.matmul(a, b)  # warm-up: thread pool, kernels
+    best = float("inf")
+    for _ in range(repeats):
+        if on_gpu:
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        if on_gpu:
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return {"n": n, "dtype": str(dtype).replace("torch.", ""), "tflops": round(2 * n**3 / best / 1e12, 4)}
+
+
+def forward_flops(model, lengths: list[int]) -> float:
+    """Useful FLOPs of a classifier forward pass over sequences of these (unpadded) lengths: 2 per weight
+    per token (the embedding lookup is free, the LM head is never run) plus the attention scores and mix."""
+    config = model.config.text_config
+    embeddings = model.get_input_embeddings().weight.numel()
+    weights = sum(p.numel() for p in model.parameters()) - embeddings
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    return float(sum(2 * weights * n + 4 * layers * hidden * n * n for n in lengths))
+
+
+# ---------------------------------------------------------------------------------------- classifiers
+def _pass_stats(times: list[float], examples: int, rows: int) -> dict:
+    best, median = min(times), statistics.median(times)
+    return {
+        "examples": examples,
+        "rows": rows,
+        "seconds_min": round(best, 4),
+        "seconds_median": round(median, 4),
+        "examples_per_s": round(examples / best, 3),
+        "examples_per_s_median": round(examples / median, 3),
+    }
+
+
+def time_classifier(model, tokenizer, rows: list[Example], batch_size: int, repeats: int, **switches) -> dict:
+    """Warm-up, then ``repeats`` passes; the latencies and probabilities of the last pass."""
+    texts = [e.text for e in rows]
+    predict_proba(model, tokenizer, texts[:batch_size], batch_size, progress=False, **switches)
+    times, batches = [], []
+    for _ in range(repeats):
+        batches = []
+        start = time.perf_counter()
+        probs = predict_proba(model, tokenizer, texts, batch_size, progress=False, batch_seconds=batches, **switches)
+        times.append(time.perf_counter() - start)
+    latencies = [seconds for size, seconds in batches for _ in range(size)]
+    result = _pass_stats(times, len({e.group for e in rows}), len(rows))
+    result["latency_p50_ms"] = round(1000 * float(np.percentile(latencies, 50)), 2)
+    result["latency_p95_ms"] = round(1000 * float(np.percentile(latencies, 95)), 2)
+    return {**result, "probs": probs}
+
+
+def fast_path_switches(
+    model, tokenizer, rows: list[Example], batch_size: int, repeats: int, bf16: bool, compile_: bool
+):
+    """Each switch of the inference path turned off in turn (``torch.compile`` turned on), everything else at
+    the default: examples/s and the ratio to the default path."""
+    variants = {"default (sorted, inference_mode, bf16)" if bf16 else "default (sorted, inference_mode)": {}}
+    variants["no length sorting"] = {"sort_by_length": False}
+    variants["no_grad instead of inference_mode"] = {"inference_mode": False}
+    if bf16:
+        variants["fp32 (no bf16 autocast)"] = {"bf16": False}
+    results = []
+    for name, switches in variants.items():
+        timed = time_classifier(
+            model, tokenizer, rows, batch_size, repeats, bf16=switches.pop("bf16", bf16), **switches
+        )
+        results.append({"variant": name, "examples_per_s": timed["examples_per_s"]})
+    if compile_:
+        start = time.perf_counter()
+        compiled = torch.compile(model, dynamic=True)
+        timed = time_classifier(compiled, tokenizer, rows, batch_size, 1, bf16=bf16)  # includes compiling
+        compile_seconds = time.perf_counter() - start
+        timed = time_classifier(compiled, tokenizer, rows, batch_size, repeats, bf16=bf16)
+        results.append(
+            {
+                "variant": "+ torch.compile (dynamic shapes)",
+                "examples_per_s": timed["examples_per_s"],
+                "compile_and_first_pass_seconds": round(compile_seconds, 1),
+            }
+        )
+    base = results[0]["examples_per_s"]
+    for result in results:
+        result["ratio_to_default"] = round(result["examples_per_s"] / base, 3)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------ CoT
+def time_cot(engine, queries, settings, batch_size: int, repeats: int, seed: int, progress: bool) -> tuple[dict, list]:
+    engine.run(queries[:1], type(settings)(settings.name, False, 4), 1, seed, progress=False)  # warm-up
+    times, decoded = [], []
+    for r in range(repeats):
+        start = time.perf_counter()
+        decoded = engine.run(queries, settings, batch_size, seed + r, progress)
+        times.append(time.perf_counter() - start)
+    stats = _pass_stats(times, len({q.group for q in queries}), len(queries))
+    return {**stats, **latency_stats(decoded)}, decoded
+
+
+def _greedy_budget(args: BenchmarkArguments, tokenizer) -> int:
+    if args.greedy_max_new_tokens:
+        return args.greedy_max_new_tokens
+    path = rationale_file(args.rationales, args.task)
+    if path is None:
+        raise DHRDInputError(f"no rationale cache for {args.task} to fit the greedy budget: pass --rationales")
+    return fitted_max_new_tokens(read_rationales(path).values(), tokenizer)
+
+
+def _cot_settings(args: BenchmarkArguments, tokenizer) -> list:
+    settings = []
+    if "paper" in args.cot_settings:
+        settings.append(PAPER_SETTINGS)
+    if "greedy" in args.cot_settings:
+        settings.append(greedy_settings(_greedy_budget(args, tokenizer)))
+    return settings
+
+
+# -------------------------------------------------------------------------------------------- the run
+@dataclass
+class BenchmarkResult:
+    machine: dict
+    gemm: list[dict]
+    inputs: dict
+    rows: list[dict] = field(default_factory=list)
+    fast_path: list[dict] = field(default_factory=list)
+    ratios: list[dict] = field(default_factory=list)
+    cot_settings: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
+    """Run every requested system at every batch size; write JSON, a markdown table and a PNG chart."""
+    args.validate()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    began = time.perf_counter()
+    bf16 = bf16_supported() if args.bf16 is None else args.bf16
+    gemm = [gemm_peak(torch.bfloat16), gemm_peak(torch.float32)] if bf16 else [gemm_peak(torch.float32)]
+    peak = gemm[0]["tflops"] * 1e12
+    result = BenchmarkResult(machine_info(bf16), gemm, {"task": args.task, "split": "validation"})
+    out = Path(args.output)
+
+    def save():
+        result.seconds = round(time.perf_counter() - began, 1)
+        result.ratios = headline_ratios(result.rows)
+        write_json_atomic(out.with_suffix(".json"), asdict(result))  # after every row: a kill keeps the rest
+
+    groups = None
+    for system, path in (("pooled", args.pooled), ("dhrd", args.dhrd)):
+        if not path:
+            continue
+        model, tokenizer = load_classifier(path)
+        examples, input_format = examples_for_model(
+            model, args.task, "validation", args.data_dir, None, None, None, None, True
+        )
+        examples = _first_examples(examples, args.max_examples)
+        groups = groups or list(dict.fromkeys(e.group for e in examples))
+        lengths = [len(i) for i in tokenizer([e.text for e in examples])["input_ids"]]
+        result.inputs.update(
+            examples=len(groups), classifier_rows=len(examples), mean_input_tokens=round(float(np.mean(lengths)), 1)
+        )
+        flops = forward_flops(model, lengths)
+        for batch_size in args.batch_sizes:
+            timed = time_classifier(model, tokenizer, examples, batch_size, args.repeats, bf16=bf16)
+            metrics = evaluate_rows(examples, timed.pop("probs"), input_format)["tasks"][args.task]
+            achieved = flops / timed["seconds_min"]
+            row = {"system": system, "engine": "dhrd (torch)", "setting": "forward pass", "batch_size": batch_size}
+            row.update(timed, score=metrics["score"], metrics=metrics, model=str(path))
+            row.update(achieved_tflops=round(achieved / 1e12, 4), fraction_of_gemm_peak=round(achieved / peak, 4))
+            result.rows.append(row)
+            save()
+        if args.fast_path and system == ("pooled" if args.pooled else "dhrd"):
+            result.fast_path = fast_path_switches(
+                model, tokenizer, examples, max(args.batch_sizes), args.repeats, bf16, args.compile
+            )
+            save()
+        del model
+
+    if args.cot_finetuned:
+        from .explain import reasoning_lm
+
+        lm, classifier, tokenizer = reasoning_lm(args.cot_finetuned)
+        label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
+        examples, _ = examples_for_model(
+            classifier, args.task, "validation", args.data_dir, None, None, None, None, True
+        )
+        examples = _keep_groups(_first_examples(examples, args.max_examples), groups)
+        groups = groups or list(dict.fromkeys(e.group for e in examples))
+        queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
+        engine = TransformersEngine(lm, tokenizer, bf16)
+        _run_cot(result, "cot-finetuned", engine, queries, gold, _cot_settings(args, tokenizer), args, save)
+        del lm, classifier, engine
+
+    if args.zero_shot:
+        backbone = args.backbone or _classifier_backbone(args) or default_backbone()
+        lm, tokenizer = load_causal_lm(backbone)
+        if groups is None:
+            groups = [q.group for q in zero_shot_queries(args.task, tokenizer, args.data_dir)[0]][: args.max_examples]
+        queries, gold = zero_shot_queries(args.task, tokenizer, args.data_dir, groups=groups)
+        settings = _cot_settings(args, tokenizer)
+        result.inputs["examples"] = len(groups)
+        if "transformers" in args.engines:
+            _run_cot(
+                result, "cot-zero-shot", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save
+            )
+        del lm
+        gguf = _gguf_of(backbone)
+        if "llama.cpp" in args.engines:
+            if gguf is None:
+                logger.warning("llama.cpp engine skipped: the backbone %s is not a GGUF file", backbone)
+            else:
+                try:
+                    engine = LlamaCppEngine(gguf, args.threads)
+                except DHRDInputError as error:
+                    logger.warning("llama.cpp engine skipped: %s", error)
+                else:
+                    _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+    save()
+    write_markdown(result, out.with_suffix(".md"))
+    plot(result, out.with_suffix(".png"))
+    return result
+
+
+def _run_cot(result, system, engine, queries, gold, settings, args, save) -> None:
+    for setting in settings:
+        result.cot_settings[setting.name] = setting.describe()
+        for batch_size in args.batch_sizes:
+            if engine.max_batch_size and batch_size > engine.max_batch_size:
+                continue
+            timed, decoded = time_cot(engine, queries, setting, batch_size, args.cot_repeats, args.seed, args.progress)
+            predictions = example_predictions(args.task, queries, decoded)
+            metrics = score(args.task, predictions, gold)
+            row = {"system": system, "engine": engine.name, "setting": setting.name, "batch_size": batch_size}
+            row.update(timed, score=metrics["score"], metrics=metrics)
+            row.update(unparsed_rows=predictions.unparsed_rows, ambiguous_examples=predictions.ambiguous_examples)
+            row["sample_output"] = predictions.texts[0][:400] if predictions.texts else None
+            result.rows.append(row)
+            save()
+
+
+def _first_examples(examples: list[Example], n: int | None) -> list[Example]:
+    if not n:
+        return examples
+    keep = set(list(dict.fromkeys(e.group for e in examples))[:n])
+    return [e for e in examples if e.group in keep]
+
+
+def _keep_groups(examples: list[Example], groups: list[str] | None) -> list[Example]:
+    return examples if groups is None else [e for e in examples if e.group in set(groups)]
+
+
+def _classifier_backbone(args: BenchmarkArguments) -> str | None:
+    for path in (args.pooled, args.dhrd, args.cot_finetuned):
+        if path:
+            model, _ = load_classifier(path)
+            name = model_spec(model).get("backbone")
+            if name and name != "default":
+                return name
+    return None
+
+
+def _gguf_of(backbone: str) -> str | None:
+    directory, gguf_file = split_backbone(backbone)
+    return str(Path(directory) / gguf_file) if gguf_file else None
+
+
+def headline_ratios(rows: list[dict]) -> list[dict]:
+    """DHRD/pooled and DHRD/CoT examples/s at each batch size (CoT rows of every engine and setting)."""
+    ratios = []
+    for dhrd in (r for r in rows if r["system"] == "dhrd"):
+        b = dhrd["batch_size"]
+        for other in rows:
+            if other["system"] != "dhrd" and other["batch_size"] == b:
+                label = (
+                    other["system"]
+                    if other["system"] == "pooled"
+                    else f"{other['system']} [{other['engine']}, {other['setting']}]"
+                )
+                ratios.append(
+                    {
+                        "batch_size": b,
+                        "dhrd_over": label,
+                        "ratio": round(dhrd["examples_per_s"] / other["examples_per_s"], 2),
+                    }
+                )
+    return ratios
+
+
+# --------------------------------------------------------------------------------------------- output
+COLUMNS = (
+    "system",
+    "engine",
+    "setting",
+    "batch",
+    "examples/s (best)",
+    "examples/s (median)",
+    "p50 ms",
+    "p95 ms",
+    "score",
+    "GEMM peak %",
+    "notes",
+)
+
+
+def table_rows(result: BenchmarkResult) -> list[list[str]]:
+    rows = []
+    for r in result.rows:
+        notes = []
+        if "mean_new_tokens" in r:
+            notes.append(f"{r['mean_new_tokens']} new tokens/request")
+        if r.get("unparsed_rows"):
+            notes.append(f"{r['unparsed_rows']} unparsed")
+        if r.get("ambiguous_examples"):
+            notes.append(f"{r['ambiguous_examples']} ambiguous")
+        peak = r.get("fraction_of_gemm_peak")
+        rows.append(
+            [
+                r["system"],
+                r["engine"],
+                r["setting"],
+                str(r["batch_size"]),
+                f"{r['examples_per_s']:.3f}",
+                f"{r['examples_per_s_median']:.3f}",
+                f"{r['latency_p50_ms']:.1f}",
+                f"{r['latency_p95_ms']:.1f}",
+                f"{r['score']:.2f}",
+                f"{100 * peak:.1f}" if peak is not None else "–",
+                "; ".join(notes),
+            ]
+        )
+    return rows
+
+
+def write_markdown(result: BenchmarkResult, path: Path) -> Path:
+    m = result.machine
+    lines = [
+        f"# dhrd benchmark: {result.inputs['task']} validation, {result.inputs.get('examples')} examples",
+        "",
+        f"Machine: {m['cpu']} ({m['device']}), {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, "
+        f"{m['dtype']}; versions {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+        "GEMM peak: " + ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s (n={g['n']})" for g in result.gemm) + ".",
+        "CoT settings: " + "; ".join(f"{k}: {v}" for k, v in result.cot_settings.items()) + ".",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+        *("| " + " | ".join(row) + " |" for row in table_rows(result)),
+        "",
+        "| batch | DHRD examples/s over | ratio |",
+        "|---|---|---|",
+        *(f"| {r['batch_size']} | {r['dhrd_over']} | {r['ratio']:.2f}x |" for r in result.ratios),
+    ]
+    if result.fast_path:
+        lines += ["", "| classifier inference path | examples/s | ratio to default |", "|---|---|---|"]
+        lines += [
+            f"| {f['variant']} | {f['examples_per_s']:.2f} | {f['ratio_to_default']:.3f} |" for f in result.fast_path
+        ]
+    lines += ["", f"Wall time of the whole benchmark: {result.seconds:.0f} s.", ""]
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines))
+    tmp.replace(path)
+    return path
+
+
+def plot(result: BenchmarkResult, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result.rows
+    labels = [f"{r['system']} [{r['engine']}, {r['setting']}] b={r['batch_size']}" for r in rows]
+    colours = {"pooled": "tab:gray", "dhrd": "tab:blue", "cot-zero-shot": "tab:orange", "cot-finetuned": "tab:red"}
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
+    ax.barh(labels, [r["examples_per_s"] for r in rows], color=[colours.get(r["system"], "tab:green") for r in rows])
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("examples per second (log scale, best of repeats)")
+    ax.set_title(
+        f"{result.inputs['task']} validation, {result.inputs.get('examples')} examples: {result.machine['cpu']}"
+    )
+    for k, r in enumerate(rows):
+        ax.text(
+            r["examples_per_s"], k, f" {r['examples_per_s']:.3g}/s, score {r['score']:.1f}", va="center", fontsize=8
+        )
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+__all__ = ["BenchmarkArguments", "BenchmarkResult", "benchmark", "gemm_peak", "headline_ratios"]

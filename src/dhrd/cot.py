@@ -1,0 +1,336 @@
+"""The chain-of-thought baseline: the same backbone writes its reasoning, then its answer, and a parser maps
+the answer text to a label.
+
+Two CoT systems, as in the paper (Table 3 and §6):
+
+* **zero-shot**: the untouched backbone, prompted with the task's instruction (through its chat template
+  where it has one) to reason step by step and end with ``Answer: <one of the task's answer words>``; one
+  decode per original example, native labels (CB's three relations, COPA's two options).
+* **fine-tuned** ("reasoning/CoT fine-tuned", alpha=1, beta=0): a model trained by ``dhrd train --method dhrd
+  --alpha 1 --beta 0 --keep-reasoning-head`` continues ``x + "Reasoning:"`` with the LM head, exactly the
+  sequence it was trained on, and its ``Final Answer:`` is parsed. Its inputs are the classifier's rows, so
+  CB and COPA decode once per candidate and the example's answer is the one candidate it says Yes to.
+
+Unparseable answers (and candidate rows that say Yes to none or several candidates) are counted and scored
+as wrong, with the task's official metric. Decoding runs through an *engine*: transformers' batched
+``generate`` with the KV cache, or llama.cpp (llama-cpp-python) on the backbone's GGUF.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import REASON_PREFIX
+from .errors import DHRDInputError
+from .prompts import TASK_ANSWERS, parse_answer, task_items
+from .runtime import bf16_supported, device
+from .tasks import Example, label_metrics
+
+ZERO_SHOT_SYSTEM = (
+    "Answer the question. Let's think step by step: reason in 2-5 sentences, then, on a new line, write "
+    '"Answer: " followed by exactly one of: {answers}.'
+)
+
+
+# ------------------------------------------------------------------------------------------ decoding
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How CoT decodes. ``paper`` is the paper's QPS setting (§6); ``greedy`` is the fair one whose budget
+    fits the rationales the model was trained on."""
+
+    name: str
+    do_sample: bool
+    max_new_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+
+    def describe(self) -> str:
+        if self.do_sample:
+            return f"sampling T={self.temperature} top_p={self.top_p}, max_new_tokens={self.max_new_tokens}"
+        return f"greedy, max_new_tokens={self.max_new_tokens}"
+
+
+PAPER_SETTINGS = DecodeSettings("paper", True, 500, temperature=0.1, top_p=0.7)
+
+
+def greedy_settings(max_new_tokens: int) -> DecodeSettings:
+    return DecodeSettings("greedy", False, max_new_tokens)
+
+
+def fitted_max_new_tokens(rationales: Iterable[str], tokenizer, quantile: float = 0.95, answer_room: int = 16) -> int:
+    """The fair greedy budget: the ``quantile`` of the rationales' token lengths (with the "Reasoning:"
+    prefix), plus room for "Final Answer:" and the answer."""
+    lengths = [len(tokenizer(REASON_PREFIX + r, add_special_tokens=False)["input_ids"]) for r in rationales if r]
+    if not lengths:
+        raise DHRDInputError("no rationales to fit the greedy budget to: pass --greedy-max-new-tokens")
+    return int(np.quantile(lengths, quantile)) + answer_room
+
+
+@dataclass
+class Query:
+    """One decode: its prompt (token ids, and chat messages for chat engines) and how to read its answer."""
+
+    group: str  # the original example it belongs to
+    prompt_ids: list[int]
+    answers: dict[str, str]  # answer word -> label (native label, or "Yes"/"No" for candidate rows)
+    candidate: str | None = None  # the candidate this row asks about (CB/COPA in the yes/no format)
+    messages: list[dict] | None = None
+
+
+@dataclass
+class Decoded:
+    text: str
+    new_tokens: int
+    seconds: float  # the wall time of the batch it was decoded in: this request's latency
+
+
+class TransformersEngine:
+    """``generate`` with the KV cache on length-sorted, left-padded batches, bf16 weights where the hardware
+    has bf16 (decoding is bound by reading the weights, so half the bytes is the speed-up)."""
+
+    name = "transformers"
+    max_batch_size: int | None = None
+
+    def __init__(self, lm, tokenizer, bf16: bool | None = None):
+        self.bf16 = bf16_supported() if bf16 is None else bf16
+        self.lm = lm.to(device=device(), dtype=torch.bfloat16 if self.bf16 else torch.float32).eval()
+        self.tokenizer = tokenizer
+        configured = lm.generation_config.eos_token_id
+        eos = set(configured if isinstance(configured, list) else [configured]) | {tokenizer.eos_token_id}
+        self.eos = sorted(t for t in eos if t is not None)  # chat models end a turn with their own token
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
+
+    def run(self, queries: Sequence[Query], settings: DecodeSettings, batch_size: int, seed: int = 0, progress=True):
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i].prompt_ids))
+        results: list[Decoded | None] = [None] * len(queries)
+        sampling = (
+            {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": None}
+            if settings.do_sample
+            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        )
+        bar = tqdm(total=len(queries), desc=f"CoT {settings.name} b{batch_size}", unit="req", disable=not progress)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            began = time.perf_counter()
+            width = max(len(queries[i].prompt_ids) for i in chunk)
+            ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, i in enumerate(chunk):  # left padding: every row continues from its last real token
+                prompt = queries[i].prompt_ids
+                ids[row, width - len(prompt) :] = torch.tensor(prompt)
+                mask[row, width - len(prompt) :] = 1
+            torch.manual_seed(seed + start)
+            with torch.inference_mode():
+                out = self.lm.generate(
+                    input_ids=ids.to(device()),
+                    attention_mask=mask.to(device()),
+                    max_new_tokens=settings.max_new_tokens,
+                    eos_token_id=self.eos,
+                    pad_token_id=self.pad,
+                    use_cache=True,
+                    **sampling,
+                )
+            seconds = time.perf_counter() - began
+            for row, i in enumerate(chunk):
+                tokens = out[row, width:].tolist()
+                end = next((k for k, t in enumerate(tokens) if t in self.eos), None)
+                kept = tokens if end is None else tokens[:end]
+                text = self.tokenizer.decode(kept, skip_special_tokens=True)
+                results[i] = Decoded(text, len(kept) + (end is not None), seconds)
+            bar.update(len(chunk))
+        bar.close()
+        return results
+
+
+class LlamaCppEngine:
+    """llama.cpp through llama-cpp-python on a GGUF file: the optimized CPU engine, on the backbone's own
+    (quantised) weights. It decodes one sequence at a time, so it is measured at batch size 1 only."""
+
+    name = "llama.cpp"
+    max_batch_size = 1
+
+    def __init__(self, gguf_path: str | Path, threads: int | None = None, n_ctx: int = 4096):
+        try:
+            from llama_cpp import Llama
+        except ImportError as error:
+            raise DHRDInputError(
+                "the llama.cpp engine needs llama-cpp-python: bash scripts/install_llama_cpp_server.sh"
+            ) from error
+        path = Path(gguf_path)
+        if not path.is_file():
+            raise DHRDInputError(f"{path}: GGUF file not found (the llama.cpp engine runs on the backbone's GGUF)")
+        self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or torch.get_num_threads(), verbose=False)
+
+    def run(self, queries: Sequence[Query], settings: DecodeSettings, batch_size: int, seed: int = 0, progress=True):
+        results = []
+        for k, query in enumerate(
+            tqdm(queries, desc=f"CoT llama.cpp {settings.name}", unit="req", disable=not progress)
+        ):
+            began = time.perf_counter()
+            # the same prompt token ids as the transformers engine (the tokenizer was read from this GGUF)
+            out = self.llm.create_completion(
+                prompt=query.prompt_ids,
+                max_tokens=settings.max_new_tokens,
+                temperature=settings.temperature if settings.do_sample else 0.0,
+                top_p=settings.top_p if settings.do_sample else 1.0,
+                top_k=0 if settings.do_sample else 1,
+                seed=seed + k,
+            )
+            seconds = time.perf_counter() - began
+            results.append(Decoded(out["choices"][0]["text"], out["usage"]["completion_tokens"], seconds))
+        return results
+
+
+# --------------------------------------------------------------------------------------------- queries
+def zero_shot_queries(
+    task: str, tokenizer, data_dir: str | None = None, split: str = "validation", groups: Sequence[str] | None = None
+) -> tuple[list[Query], dict[str, str]]:
+    """One chat prompt per original example and the gold native label of each (``groups`` keeps only those
+    examples, in that order)."""
+    if task not in TASK_ANSWERS:
+        raise DHRDInputError(f"zero-shot CoT does not support {task}: its answers are per candidate, not per example")
+    items, _ = task_items(task, data_dir, split)
+    answers = TASK_ANSWERS[task]
+    by_group = {f"{task}-{item.idx}": item for item in items}
+    wanted = list(groups) if groups is not None else list(by_group)
+    system = ZERO_SHOT_SYSTEM.format(answers=" / ".join(answers))
+    queries, gold = [], {}
+    for group in wanted:
+        item = by_group[group]
+        messages = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": f"{item.input}\nPossible answers: {' / '.join(answers)}"},
+        ]
+        queries.append(Query(group, chat_prompt_ids(tokenizer, messages), answers, messages=messages))
+        gold[group] = item.label
+    return queries, gold
+
+
+def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer("\n\n".join(m["content"] for m in messages) + "\n")["input_ids"]
+
+
+def finetuned_queries(examples: Sequence[Example], tokenizer, label_names: Sequence[str]) -> list[Query]:
+    """The classifier's rows as the CoT-fine-tuned model was trained on them: the ids of ``x`` and of
+    "Reasoning:" tokenised separately and concatenated, as in training."""
+    reason = tokenizer(REASON_PREFIX, add_special_tokens=False)["input_ids"]
+    answers = {name: name for name in label_names}
+    return [Query(e.group, tokenizer(e.text)["input_ids"] + reason, answers, e.candidate) for e in examples]
+
+
+def finetuned_gold(examples: Sequence[Example], label_names: Sequence[str]) -> dict[str, str]:
+    """Each original example's native gold label, from its classifier rows."""
+    gold = {}
+    for example in examples:
+        if example.candidate is not None and example.task in ("cb", "copa"):
+            if example.label == 1:
+                gold[example.group] = example.candidate
+        else:
+            gold[example.group] = _native(example.task, label_names[example.label])
+    return gold
+
+
+def _native(task: str, word: str) -> str:
+    """A yes/no row's answer as the task's native label (RTE: Yes -> entailment); native words pass through."""
+    return TASK_ANSWERS.get(task, {}).get(word, word) if word in ("Yes", "No") else word
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+# "the answer is X", or "Answer: X" in the middle of a line
+_ANSWER_IS = re.compile(r"\banswer\s*(?:is\s*:?|\**\s*:)\s*\**\s*\"?([^\n.\"*]+)", re.IGNORECASE)
+
+
+def parse_label(text: str, answers: dict[str, str]) -> str | None:
+    """The label an output commits to, or None. Its last "Answer: X", "Final Answer:\\nX" or "the answer
+    is X" (case, markdown and trailing words forgiven), else an output that is only the answer word."""
+    words = list(answers)
+    for candidate in (_answer_is(text, words), parse_answer(text, words), _bare(text, words)):
+        if candidate is not None:
+            return answers[candidate]
+    return None
+
+
+def _answer_is(text: str, words: Sequence[str]) -> str | None:
+    found = _ANSWER_IS.findall(text)
+    return parse_answer(f"Answer: {found[-1]}", words) if found else None
+
+
+def _bare(text: str, words: Sequence[str]) -> str | None:
+    said = text.strip().strip("*.\"' ").lower()
+    return next((w for w in words if said == w.lower()), None)
+
+
+@dataclass
+class Predictions:
+    labels: dict[str, str | None]  # original example -> predicted native label (None: scored as wrong)
+    unparsed_rows: int = 0
+    ambiguous_examples: int = 0  # candidate rows that said Yes to none or to several candidates
+    texts: list[str] = field(default_factory=list)
+
+
+def example_predictions(task: str, queries: Sequence[Query], decoded: Sequence[Decoded]) -> Predictions:
+    """Parse every output and fold candidate rows back into one prediction per original example."""
+    labels: dict[str, str | None] = {}
+    said_yes: dict[str, list[str]] = defaultdict(list)
+    candidates: set[str] = set()
+    unparsed = 0
+    for query, out in zip(queries, decoded):
+        label = parse_label(out.text, query.answers)
+        unparsed += label is None
+        if query.candidate is not None:
+            candidates.add(query.group)
+            if label == "Yes":
+                said_yes[query.group].append(query.candidate)
+        else:
+            labels[query.group] = None if label is None else _native(task, label)
+    ambiguous = 0
+    for group in candidates:
+        chosen = said_yes.get(group, [])
+        labels[group] = chosen[0] if len(chosen) == 1 else None
+        ambiguous += len(chosen) != 1
+    return Predictions(labels, unparsed, ambiguous, [d.text for d in decoded])
+
+
+def score(task: str, predictions: Predictions, gold: dict[str, str]) -> dict:
+    groups = list(gold)
+    return label_metrics(task, [predictions.labels.get(g) for g in groups], [gold[g] for g in groups])
+
+
+def latency_stats(decoded: Sequence[Decoded]) -> dict:
+    latencies = [d.seconds for d in decoded]
+    return {
+        "latency_p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
+        "latency_p95_ms": round(1000 * float(np.percentile(latencies, 95)), 2),
+        "mean_new_tokens": round(statistics.fmean(d.new_tokens for d in decoded), 1),
+    }
+
+
+__all__ = [
+    "PAPER_SETTINGS",
+    "DecodeSettings",
+    "LlamaCppEngine",
+    "Predictions",
+    "Query",
+    "TransformersEngine",
+    "example_predictions",
+    "finetuned_gold",
+    "finetuned_queries",
+    "fitted_max_new_tokens",
+    "greedy_settings",
+    "parse_label",
+    "score",
+    "zero_shot_queries",
+]

@@ -1,0 +1,329 @@
+"""The CoT baseline (answer parser, engines, scoring) and ``dhrd benchmark`` end to end on tiny models."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import SHARED_GGUF, write_jsonl
+from typer.testing import CliRunner
+
+from dhrd import DHRDTrainingArguments, load_task_split, predict_proba, train
+from dhrd.benchmark import BenchmarkArguments, benchmark, forward_flops, gemm_peak, headline_ratios
+from dhrd.cli import app
+from dhrd.cot import (
+    Decoded,
+    Query,
+    TransformersEngine,
+    example_predictions,
+    finetuned_gold,
+    fitted_max_new_tokens,
+    greedy_settings,
+    parse_label,
+    zero_shot_queries,
+)
+from dhrd.errors import DHRDInputError
+from dhrd.modeling import load_causal_lm
+from dhrd.tasks import label_metrics
+
+CB_WORDS = {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"}
+YES_NO = {"No": "No", "Yes": "Yes"}
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The premise says so.\nAnswer: Entailment", "entailment"),
+        ("reasoning...\n**Answer:** neither.", "neutral"),
+        ("Step 1 ... Answer: Contradiction, because the premise denies it", "contradiction"),
+        ("So the answer is Neither.", "neutral"),
+        ("Answer: Entailment\nOn reflection... Answer: Contradiction", "contradiction"),  # the last answer counts
+        ("Entailment", "entailment"),
+        ("The premise is about rain.", None),
+        ("Answer: maybe", None),
+        ("", None),
+    ],
+)
+def test_parse_label_is_lenient_but_never_guesses(text, expected):
+    assert parse_label(text, CB_WORDS) == expected
+
+
+def test_parse_label_reads_the_finetuned_format():
+    assert parse_label("Ann said it.\nFinal Answer:\nYes", YES_NO) == "Yes"
+    assert parse_label("Ann said it.\nFinal Answer:\nNo\n", YES_NO) == "No"
+    assert parse_label("Ann said it. Final Answer:", YES_NO) is None
+
+
+def _decoded(*texts):
+    return [Decoded(t, 3, 0.1) for t in texts]
+
+
+def test_candidate_rows_fold_into_one_prediction_and_ambiguity_is_wrong():
+    rows = []
+    for group in ("cb-0", "cb-1", "cb-2"):
+        rows += [Query(group, [1], YES_NO, relation) for relation in ("entailment", "contradiction", "neutral")]
+    outputs = _decoded(
+        *("Final Answer:\nNo", "Final Answer:\nYes", "Final Answer:\nNo"),  # one Yes: contradiction
+        *("Final Answer:\nYes", "Final Answer:\nYes", "Final Answer:\nNo"),  # two Yes: ambiguous
+        *("Final Answer:\nNo", "gibberish", "Final Answer:\nNo"),  # no Yes, one unparseable
+    )
+    predictions = example_predictions("cb", rows, outputs)
+    assert predictions.labels == {"cb-0": "contradiction", "cb-1": None, "cb-2": None}
+    assert predictions.unparsed_rows == 1 and predictions.ambiguous_examples == 2
+    metrics = label_metrics("cb", [predictions.labels[g] for g in ("cb-0", "cb-1", "cb-2")], ["contradiction"] * 3)
+    assert metrics["accuracy"] == pytest.approx(100 / 3, abs=1e-3)
+    assert set(metrics) >= {"f1", "accuracy", "score", "examples"}
+
+
+def test_single_row_yes_no_answers_map_to_native_labels():
+    rows = [Query(f"rte-{i}", [1], YES_NO) for i in range(3)]
+    predictions = example_predictions("rte", rows, _decoded("Final Answer:\nYes", "Final Answer:\nNo", "?"))
+    assert predictions.labels == {"rte-0": "entailment", "rte-1": "not_entailment", "rte-2": None}
+    metrics = label_metrics("rte", list(predictions.labels.values()), ["entailment", "entailment", "not_entailment"])
+    assert metrics["accuracy"] == pytest.approx(100 / 3, abs=1e-3)  # the unparsed one is scored as wrong
+
+
+def test_label_metrics_match_the_classifier_metrics_on_the_same_predictions():
+    gold = ["entailment", "contradiction", "neutral", "entailment"]
+    said = ["entailment", "neutral", "neutral", "contradiction"]
+    from sklearn.metrics import f1_score
+
+    metrics = label_metrics("cb", said, gold)
+    assert metrics["accuracy"] == 50.0
+    assert metrics["f1"] == pytest.approx(100 * f1_score(gold, said, average="macro"), abs=1e-3)
+    with pytest.raises(DHRDInputError, match="MultiRC"):
+        label_metrics("multirc", said, gold)
+
+
+def test_finetuned_gold_comes_from_the_classifier_rows(superglue_dir):
+    rows = load_task_split("cb", "validation", "yesno", superglue_dir)
+    gold = finetuned_gold(rows, ("No", "Yes"))
+    assert gold["cb-0"] == "entailment" and gold["cb-1"] == "contradiction" and len(gold) == 6
+    rte = load_task_split("rte", "validation", "yesno", superglue_dir)
+    assert set(finetuned_gold(rte, ("No", "Yes")).values()) == {"entailment", "not_entailment"}
+
+
+def test_zero_shot_prompts_name_the_answers(tiny_backbone, superglue_dir):
+    from dhrd.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    queries, gold = zero_shot_queries("copa", tokenizer, str(superglue_dir), groups=["copa-1", "copa-0"])
+    assert [q.group for q in queries] == ["copa-1", "copa-0"] and gold == {"copa-1": "choice2", "copa-0": "choice1"}
+    assert "Option 1 / Option 2" in queries[0].messages[0]["content"]
+    assert queries[0].answers == {"Option 1": "choice1", "Option 2": "choice2"}
+    with pytest.raises(DHRDInputError, match="multirc"):
+        zero_shot_queries("multirc", tokenizer, str(superglue_dir))
+
+
+def test_greedy_budget_fits_the_rationale_lengths(tiny_backbone):
+    from dhrd.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    short = fitted_max_new_tokens(["Ann said so."] * 20, tokenizer)
+    long = fitted_max_new_tokens(["Ann said it certainly rained on day 3 and the man turned the tap."] * 20, tokenizer)
+    assert 16 < short < long
+    with pytest.raises(DHRDInputError):
+        fitted_max_new_tokens([], tokenizer)
+
+
+def test_batched_greedy_decoding_equals_one_at_a_time(tiny_backbone):
+    lm, tokenizer = load_causal_lm(str(tiny_backbone))
+    engine = TransformersEngine(lm, tokenizer, bf16=False)
+    texts = ["Passage: Ann said", "The museum is in Bilbao and the", "Question:", "the man turned on the tap water"]
+    queries = [Query(str(i), tokenizer(t)["input_ids"], YES_NO) for i, t in enumerate(texts)]
+    one = engine.run(queries, greedy_settings(12), batch_size=1, progress=False)
+    four = engine.run(queries, greedy_settings(12), batch_size=4, progress=False)
+    assert [d.text for d in one] == [d.text for d in four]
+    assert all(0 < d.new_tokens <= 12 for d in one)
+
+
+def test_fast_path_switches_do_not_change_predictions(tiny_backbone, superglue_dir):
+    from dhrd.modeling import build_classifier
+
+    model, tokenizer, _ = build_classifier(str(tiny_backbone), ("No", "Yes"))
+    texts = [e.text for e in load_task_split("cb", "validation", "yesno", superglue_dir)]
+    timed = []
+    base = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False, batch_seconds=timed)
+    assert sum(n for n, _ in timed) == len(texts) and all(s > 0 for _, s in timed)
+    unsorted = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False, sort_by_length=False)
+    no_grad = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False, inference_mode=False)
+    np.testing.assert_allclose(unsorted, base, atol=1e-5)
+    np.testing.assert_allclose(no_grad, base, atol=1e-6)
+
+
+def test_gemm_peak_and_flop_count(tiny_backbone):
+    from dhrd.modeling import build_classifier
+
+    peak = gemm_peak(torch.float32, n=256, repeats=2)
+    assert peak["tflops"] > 0 and peak["dtype"] == "float32"
+    model, _, _ = build_classifier(str(tiny_backbone), ("No", "Yes"))
+    one, two = forward_flops(model, [10]), forward_flops(model, [10, 10])
+    assert two == 2 * one and forward_flops(model, [20]) > 2 * one  # attention grows with the square
+
+
+# ------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_backbone, superglue_dir):
+    """Pooled, DHRD and CoT-fine-tuned (alpha 1, beta 0, reasoning head kept) tiny CB models."""
+    root = tmp_path_factory.mktemp("bench")
+    rationales = write_jsonl(
+        root / "CB" / "train.jsonl", [{"idx": i, "rationale": f"Ann said so {i}."} for i in range(12)]
+    )
+    common = dict(
+        task="cb",
+        data_dir=str(superglue_dir),
+        backbone=str(tiny_backbone),
+        num_train_epochs=1,
+        per_device_train_batch_size=4,
+        bf16=False,
+        max_length=128,
+        rationales=str(rationales),
+    )
+    runs = {
+        "pooled": DHRDTrainingArguments(output_dir=str(root / "pooled"), **common),
+        "dhrd": DHRDTrainingArguments(output_dir=str(root / "dhrd"), method="dhrd", **common),
+        "cot": DHRDTrainingArguments(
+            output_dir=str(root / "cot"), method="dhrd", alpha=1.0, beta=0.0, keep_reasoning_head=True, **common
+        ),
+    }
+    return {name: train(args).model_dir for name, args in runs.items()} | {"root": root, "rationales": rationales}
+
+
+def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, superglue_dir):
+    out = trained["root"] / "bench"
+    result = benchmark(
+        BenchmarkArguments(
+            task="cb",
+            data_dir=str(superglue_dir),
+            max_examples=4,
+            pooled=str(trained["pooled"]),
+            dhrd=str(trained["dhrd"]),
+            cot_finetuned=str(trained["cot"]),
+            backbone=str(tiny_backbone),
+            batch_sizes=(1, 4),
+            repeats=2,
+            cot_settings=("greedy",),
+            rationales=str(trained["rationales"]),
+            engines=("transformers",),
+            compile=False,
+            bf16=False,
+            output=str(out),
+            progress=False,
+        )
+    )
+    systems = {(r["system"], r["batch_size"]) for r in result.rows}
+    assert systems == {(s, b) for s in ("pooled", "dhrd", "cot-finetuned", "cot-zero-shot") for b in (1, 4)}
+    for row in result.rows:
+        assert row["examples"] == 4 and row["examples_per_s"] > 0 and row["latency_p95_ms"] >= row["latency_p50_ms"]
+        assert row["examples_per_s"] >= row["examples_per_s_median"]
+        assert 0 <= row["score"] <= 100
+    classifier = [r for r in result.rows if r["system"] in ("pooled", "dhrd")]
+    assert all(r["rows"] == 12 and 0 < r["fraction_of_gemm_peak"] for r in classifier)  # 3 relation rows each
+    finetuned = [r for r in result.rows if r["system"] == "cot-finetuned"]
+    assert all(r["rows"] == 12 and r["setting"] == "greedy" for r in finetuned)
+    zero_shot = [r for r in result.rows if r["system"] == "cot-zero-shot"]
+    assert all(r["rows"] == 4 for r in zero_shot)  # one decode per example, native answers
+    assert {r["dhrd_over"] for r in result.ratios} >= {"pooled", "cot-finetuned [transformers, greedy]"}
+    assert [f["variant"].split(" ")[0] for f in result.fast_path] == ["default", "no", "no_grad"]
+    assert result.cot_settings["greedy"].startswith("greedy, max_new_tokens=")
+    saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["machine"]["versions"]["torch"] == torch.__version__ and saved["gemm"][0]["tflops"] > 0
+    assert "DHRD examples/s over" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_accuracy_matches_evaluate(trained, superglue_dir):
+    """The classifier rows score the same predictions ``dhrd evaluate`` makes."""
+    from dhrd import evaluate
+
+    result = benchmark(
+        BenchmarkArguments(
+            task="cb",
+            data_dir=str(superglue_dir),
+            pooled=str(trained["pooled"]),
+            zero_shot=False,
+            batch_sizes=(2,),
+            repeats=1,
+            fast_path=False,
+            bf16=False,
+            output=str(trained["root"] / "bench-eval"),
+            progress=False,
+        )
+    )
+    expected = evaluate(trained["pooled"], data_dir=str(superglue_dir), bf16=False)["tasks"]["cb"]["score"]
+    assert result.rows[0]["score"] == pytest.approx(expected)
+
+
+def test_headline_ratios():
+    rows = [
+        {"system": "pooled", "engine": "t", "setting": "f", "batch_size": 1, "examples_per_s": 10.0},
+        {"system": "dhrd", "engine": "t", "setting": "f", "batch_size": 1, "examples_per_s": 9.0},
+        {"system": "cot-zero-shot", "engine": "llama.cpp", "setting": "paper", "batch_size": 1, "examples_per_s": 0.1},
+    ]
+    assert headline_ratios(rows) == [
+        {"batch_size": 1, "dhrd_over": "pooled", "ratio": 0.9},
+        {"batch_size": 1, "dhrd_over": "cot-zero-shot [llama.cpp, paper]", "ratio": 90.0},
+    ]
+
+
+def test_cli_benchmark_errors_are_one_line(tmp_path, trained):
+    runner = CliRunner()
+    result = runner.invoke(app, ["benchmark", "--pooled", str(tmp_path / "none"), "--no-zero-shot"])
+    assert (
+        result.exit_code == 2
+        and result.output.strip().startswith("error:")
+        and "no trained model here" in result.output
+    )
+    result = runner.invoke(app, ["benchmark", "--batch-sizes", "1,x"])
+    assert result.exit_code == 2 and "comma-separated" in result.output
+    result = runner.invoke(app, ["benchmark", "--cot-finetuned", str(trained["pooled"]), "--no-zero-shot"])
+    assert result.exit_code == 2 and "no reasoning head was kept" in result.output
+    result = runner.invoke(app, ["benchmark", "--no-zero-shot"])
+    assert result.exit_code == 2 and "nothing to benchmark" in result.output
+
+
+def test_cli_benchmark_prints_the_table(tmp_path, trained, superglue_dir):
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "benchmark",
+            "--data-dir",
+            str(superglue_dir),
+            "--pooled",
+            str(trained["pooled"]),
+            "--dhrd",
+            str(trained["dhrd"]),
+            "--no-zero-shot",
+            "--batch-sizes",
+            "2",
+            "--repeats",
+            "1",
+            "--no-compile",
+            "--output",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "DHRD is" in result.output and "GEMM peak" in result.output
+    assert (tmp_path / "b.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------ real model
+@pytest.mark.integration
+def test_llama_cpp_engine_reads_the_same_prompt_tokens(smollm2, shared_superglue):
+    pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs llama-cpp-python")
+    from dhrd.cot import LlamaCppEngine
+    from dhrd.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(smollm2)
+    queries, gold = zero_shot_queries("rte", tokenizer, str(shared_superglue))
+    engine = LlamaCppEngine(SHARED_GGUF, threads=2)
+    text = tokenizer.decode(queries[0].prompt_ids)
+    assert engine.llm.tokenize(text.encode(), add_bos=False, special=True) == queries[0].prompt_ids
+    decoded = engine.run(queries[:2], greedy_settings(24), 1, progress=False)
+    assert all(d.text.strip() and 0 < d.new_tokens <= 24 for d in decoded)
+    predictions = example_predictions("rte", queries[:2], decoded)
+    assert set(predictions.labels) == {q.group for q in queries[:2]}
+    with pytest.raises(DHRDInputError, match="GGUF file not found"):
+        LlamaCppEngine(SHARED_GGUF.with_name("missing.gguf"))
