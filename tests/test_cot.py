@@ -327,3 +327,29 @@ def test_llama_cpp_engine_reads_the_same_prompt_tokens(smollm2, shared_superglue
     assert set(predictions.labels) == {q.group for q in queries[:2]}
     with pytest.raises(DHRDInputError, match="GGUF file not found"):
         LlamaCppEngine(SHARED_GGUF.with_name("missing.gguf"))
+
+
+def test_a_failing_torch_compile_is_reported_not_fatal(monkeypatch, tiny_backbone, superglue_dir):
+    from dhrd.benchmark import fast_path_switches
+    from dhrd.modeling import build_classifier
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model, tokenizer, _ = build_classifier(str(tiny_backbone), ("No", "Yes"))
+    rows = load_task_split("cb", "validation", "yesno", superglue_dir)
+    switches = fast_path_switches(model, tokenizer, rows, 4, 1, bf16=False, compile_=True)
+    assert switches[-1]["examples_per_s"] is None and switches[-1]["error"] == "no C++ compiler found"
+    assert switches[-1]["ratio_to_default"] is None and switches[0]["ratio_to_default"] == 1.0
+
+
+@pytest.mark.slow
+def test_compiled_inference_gives_the_same_probabilities(tiny_backbone, superglue_dir):
+    from dhrd.modeling import build_classifier
+
+    model, tokenizer, _ = build_classifier(str(tiny_backbone), ("No", "Yes"))
+    texts = [e.text for e in load_task_split("cb", "validation", "yesno", superglue_dir)]
+    eager = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False)
+    compiled = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False, compile=True)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)

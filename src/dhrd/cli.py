@@ -222,6 +222,7 @@ def evaluate(
     output: Path = typer.Option(None, help="write the metrics here as JSON [default: <model>/eval-<split>.json]"),
     batch_size: int = typer.Option(32),
     max_examples: int = typer.Option(None, help="evaluate on the first N examples only"),
+    compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
 ):
     """Compute the task's official metrics and write them as JSON."""
     from .evaluation import evaluate as run_evaluation
@@ -241,6 +242,7 @@ def evaluate(
             target,
             batch_size,
             max_examples,
+            compile=compile,
         ), target
 
     metrics, target = _run(go)
@@ -262,6 +264,7 @@ def predict(
     text_column: str = typer.Option(None),
     text_pair_column: str = typer.Option(None),
     batch_size: int = typer.Option(32),
+    compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
 ):
     """Classify every row of a file (or a task split) and write the predictions."""
     from .evaluation import predict as run_prediction
@@ -280,6 +283,7 @@ def predict(
             text_column,
             text_pair_column,
             batch_size,
+            compile=compile,
         )
     )
     out.print(f"{len(rows)} predictions written to {output}")
@@ -514,8 +518,8 @@ def benchmark(
         out.print(f"batch {ratio['batch_size']}: DHRD is {ratio['ratio']:.2f}x the examples/s of {ratio['dhrd_over']}")
     for switch in result.fast_path:
         out.print(
-            f"inference path: {switch['variant']}: {switch['examples_per_s']:.2f} ex/s "
-            f"({switch['ratio_to_default']:.3f}x)"
+            f"inference path: {switch['variant']}: {switch['examples_per_s'] or 'unavailable'} ex/s "
+            f"({switch['ratio_to_default'] or '–'}x) {switch.get('error', '')}"
         )
     gemm = ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s" for g in result.gemm)
     out.print(f"GEMM peak: {gemm}. Written: {output}.json, .md, .png ({result.seconds:.0f} s)")
