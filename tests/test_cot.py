@@ -353,3 +353,46 @@ def test_compiled_inference_gives_the_same_probabilities(tiny_backbone, superglu
     eager = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False)
     compiled = predict_proba(model, tokenizer, texts, 4, bf16=False, progress=False, compile=True)
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
+
+
+def test_vllm_engine_hands_token_prompts_and_settings_to_vllm(monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    class FakeLLM:
+        def __init__(self, model, seed, dtype):
+            calls.append(("init", model, seed, dtype))
+
+        def generate(self, prompts, sampling, use_tqdm):
+            calls.append(("generate", [p["prompt_token_ids"] for p in prompts], sampling))
+            out = types.SimpleNamespace(text="Answer: Yes", token_ids=[1, 2, 3])
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = FakeLLM, lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    from dhrd.cot import PAPER_SETTINGS, VLLMEngine
+
+    engine = VLLMEngine("some/model", seed=3)
+    queries = [Query(str(i), [i, i + 1], YES_NO) for i in range(3)]
+    decoded = engine.run(queries, greedy_settings(40), batch_size=2, progress=False)
+    assert [c[1] for c in calls if c[0] == "generate"] == [[[0, 1], [1, 2]], [[2, 3]]]
+    assert calls[1][2] == {"temperature": 0.0, "top_p": 1.0, "max_tokens": 40, "seed": 0}
+    assert all(d.text == "Answer: Yes" and d.new_tokens == 3 for d in decoded)
+    engine.run(queries[:1], PAPER_SETTINGS, 1, seed=5, progress=False)
+    assert calls[-1][2] == {"temperature": 0.1, "top_p": 0.7, "max_tokens": 500, "seed": 5}
+
+
+def test_vllm_is_skipped_without_a_gpu(monkeypatch, caplog):
+    import sys
+    import types
+
+    from dhrd.benchmark import _vllm_usable
+
+    assert not _vllm_usable(BenchmarkArguments(engines=("transformers",)))
+    monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not _vllm_usable(BenchmarkArguments())
+    assert "no GPU" in caplog.text

@@ -10,6 +10,7 @@ each switch of the classifier's fast inference path by turning it off (or on, fo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -28,6 +29,7 @@ from .cot import (
     PAPER_SETTINGS,
     LlamaCppEngine,
     TransformersEngine,
+    VLLMEngine,
     example_predictions,
     finetuned_gold,
     finetuned_queries,
@@ -39,7 +41,15 @@ from .cot import (
 )
 from .errors import DHRDInputError
 from .evaluation import examples_for_model, predict_proba
-from .modeling import default_backbone, load_causal_lm, load_classifier, model_spec, split_backbone
+from .modeling import (
+    SPEC_KEY,
+    default_backbone,
+    find_model_dir,
+    load_causal_lm,
+    load_classifier,
+    resolve_backbone,
+    split_backbone,
+)
 from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, write_json_atomic
 from .tasks import TASKS, Example, evaluate_rows
@@ -47,7 +57,7 @@ from .tasks import TASKS, Example, evaluate_rows
 logger = logging.getLogger(__name__)
 
 SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot-finetuned")
-ENGINES = ("transformers", "llama.cpp")
+ENGINES = ("transformers", "llama.cpp", "vllm")  # llama.cpp: GGUF backbones; vllm: GPU machines
 COT_SETTINGS = ("paper", "greedy")
 
 
@@ -333,9 +343,16 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
         examples = _keep_groups(_first_examples(examples, args.max_examples), groups)
         groups = groups or list(dict.fromkeys(e.group for e in examples))
         queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
-        engine = TransformersEngine(lm, tokenizer, bf16)
-        _run_cot(result, "cot-finetuned", engine, queries, gold, _cot_settings(args, tokenizer), args, save)
-        del lm, classifier, engine
+        settings = _cot_settings(args, tokenizer)
+        if _vllm_usable(args):  # vLLM reads a model directory: the fine-tuned LM is saved as one
+            lm_dir = out.with_name(f"{out.name}-cot-finetuned-lm")
+            lm.save_pretrained(lm_dir)
+            tokenizer.save_pretrained(lm_dir)
+            _run_cot(result, "cot-finetuned", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
+        if "transformers" in args.engines:
+            engine = TransformersEngine(lm, tokenizer, bf16)
+            _run_cot(result, "cot-finetuned", engine, queries, gold, settings, args, save)
+        del lm, classifier
 
     if args.zero_shot:
         backbone = args.backbone or _classifier_backbone(args) or default_backbone()
@@ -350,6 +367,9 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
                 result, "cot-zero-shot", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save
             )
         del lm
+        if _vllm_usable(args):
+            engine = VLLMEngine(resolve_backbone(backbone), args.seed)
+            _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
         gguf = _gguf_of(backbone)
         if "llama.cpp" in args.engines:
             if gguf is None:
@@ -384,6 +404,21 @@ def _run_cot(result, system, engine, queries, gold, settings, args, save) -> Non
             save()
 
 
+def _vllm_usable(args: BenchmarkArguments) -> bool:
+    """vLLM where it was asked for, is installed and has a GPU; otherwise a warning (it is never required)."""
+    if "vllm" not in args.engines:
+        return False
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        logger.warning("vllm engine skipped: vLLM is not installed")
+        return False
+    if not torch.cuda.is_available():
+        logger.warning("vllm engine skipped: no GPU")
+        return False
+    return True
+
+
 def _first_examples(examples: list[Example], n: int | None) -> list[Example]:
     if not n:
         return examples
@@ -396,10 +431,11 @@ def _keep_groups(examples: list[Example], groups: list[str] | None) -> list[Exam
 
 
 def _classifier_backbone(args: BenchmarkArguments) -> str | None:
+    """The backbone the first given model was trained from, as its config records it."""
     for path in (args.pooled, args.dhrd, args.cot_finetuned):
         if path:
-            model, _ = load_classifier(path)
-            name = model_spec(model).get("backbone")
+            config = json.loads((find_model_dir(path) / "config.json").read_text())
+            name = (config.get(SPEC_KEY) or {}).get("backbone")
             if name and name != "default":
                 return name
     return None

@@ -473,7 +473,9 @@ def benchmark(
     cot_settings: str = typer.Option("paper,greedy", help="paper: T=0.1 top_p=0.7 500 tokens; greedy: fitted"),
     greedy_max_new_tokens: int = typer.Option(None, help="[default: fitted to the rationale cache's lengths]"),
     rationales: Path = typer.Option(None, help="the rationale cache the greedy budget is fitted to"),
-    engines: str = typer.Option("transformers,llama.cpp", help="CoT engines (llama.cpp: on the backbone's GGUF)"),
+    engines: str = typer.Option(
+        "transformers,llama.cpp,vllm", help="CoT engines (llama.cpp: a GGUF backbone; vllm: a GPU), where usable"
+    ),
     fast_path: bool = typer.Option(True, help="measure each switch of the classifier's inference path"),
     compile: bool = typer.Option(True, help="include torch.compile among the measured switches"),
     threads: int = typer.Option(None, help="torch (and llama.cpp) threads [default: torch's]"),

@@ -191,6 +191,40 @@ class LlamaCppEngine:
         return results
 
 
+class VLLMEngine:
+    """vLLM on a GPU, on a model directory (the backbone, or the CoT fine-tuned LM saved as one). vLLM
+    schedules the requests of each ``generate`` call with continuous batching; batch size is the number of
+    requests handed to it at once."""
+
+    name = "vllm"
+    max_batch_size: int | None = None
+
+    def __init__(self, model_dir: str | Path, seed: int = 0):
+        try:
+            from vllm import LLM
+        except ImportError as error:
+            raise DHRDInputError("the vllm engine needs vLLM on a GPU machine: pip install vllm") from error
+        self.llm = LLM(model=str(model_dir), seed=seed, dtype="bfloat16")
+
+    def run(self, queries: Sequence[Query], settings: DecodeSettings, batch_size: int, seed: int = 0, progress=True):
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(
+            temperature=settings.temperature if settings.do_sample else 0.0,
+            top_p=settings.top_p if settings.do_sample else 1.0,
+            max_tokens=settings.max_new_tokens,
+            seed=seed,
+        )
+        results = []
+        for start in tqdm(range(0, len(queries), batch_size), desc=f"CoT vllm {settings.name}", disable=not progress):
+            chunk = queries[start : start + batch_size]
+            began = time.perf_counter()
+            outputs = self.llm.generate([{"prompt_token_ids": q.prompt_ids} for q in chunk], sampling, use_tqdm=False)
+            seconds = time.perf_counter() - began
+            results += [Decoded(o.outputs[0].text, len(o.outputs[0].token_ids), seconds) for o in outputs]
+        return results
+
+
 # --------------------------------------------------------------------------------------------- queries
 def zero_shot_queries(
     task: str, tokenizer, data_dir: str | None = None, split: str = "validation", groups: Sequence[str] | None = None
@@ -325,6 +359,7 @@ __all__ = [
     "Predictions",
     "Query",
     "TransformersEngine",
+    "VLLMEngine",
     "example_predictions",
     "finetuned_gold",
     "finetuned_queries",
