@@ -301,6 +301,20 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
         result.ratios = headline_ratios(result.rows)
         write_json_atomic(out.with_suffix(".json"), asdict(result))  # after every row: a kill keeps the rest
 
+    groups = _bench_classifiers(args, result, bf16, peak, save)
+    if args.cot_finetuned:
+        groups = _bench_cot_finetuned(args, result, bf16, out, save, groups)
+    if args.zero_shot:
+        _bench_cot_zero_shot(args, result, bf16, save, groups)
+    save()
+    write_markdown(result, out.with_suffix(".md"))
+    plot(result, out.with_suffix(".png"))
+    return result
+
+
+def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, peak: float, save):
+    """The pooled and DHRD classifiers at every batch size, and the inference-path switches on the first.
+    Returns the original examples measured (every later system runs on the same ones)."""
     groups = None
     for system, path in (("pooled", args.pooled), ("dhrd", args.dhrd)):
         if not path:
@@ -325,66 +339,66 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
             row.update(achieved_tflops=round(achieved / 1e12, 4), fraction_of_gemm_peak=round(achieved / peak, 4))
             result.rows.append(row)
             save()
-        if args.fast_path and system == ("pooled" if args.pooled else "dhrd"):
+        if args.fast_path and not result.fast_path:
             result.fast_path = fast_path_switches(
                 model, tokenizer, examples, max(args.batch_sizes), args.repeats, bf16, args.compile
             )
             save()
-        del model
+    return groups
 
-    if args.cot_finetuned:
-        from .explain import reasoning_lm
 
-        lm, classifier, tokenizer = reasoning_lm(args.cot_finetuned)
-        label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
-        examples, _ = examples_for_model(
-            classifier, args.task, "validation", args.data_dir, None, None, None, None, True
-        )
-        examples = _keep_groups(_first_examples(examples, args.max_examples), groups)
-        groups = groups or list(dict.fromkeys(e.group for e in examples))
-        queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
-        settings = _cot_settings(args, tokenizer)
-        if _vllm_usable(args):  # vLLM reads a model directory: the fine-tuned LM is saved as one
-            lm_dir = out.with_name(f"{out.name}-cot-finetuned-lm")
-            lm.save_pretrained(lm_dir)
-            tokenizer.save_pretrained(lm_dir)
-            _run_cot(result, "cot-finetuned", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
-        if "transformers" in args.engines:
-            engine = TransformersEngine(lm, tokenizer, bf16)
-            _run_cot(result, "cot-finetuned", engine, queries, gold, settings, args, save)
-        del lm, classifier
+def _bench_cot_finetuned(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, out: Path, save, groups):
+    """The CoT fine-tuned model (alpha=1, beta=0) decoding with its LM head, on the classifier's rows."""
+    from .explain import reasoning_lm
 
-    if args.zero_shot:
-        backbone = args.backbone or _classifier_backbone(args) or default_backbone()
-        lm, tokenizer = load_causal_lm(backbone)
-        if groups is None:
-            groups = [q.group for q in zero_shot_queries(args.task, tokenizer, args.data_dir)[0]][: args.max_examples]
-        queries, gold = zero_shot_queries(args.task, tokenizer, args.data_dir, groups=groups)
-        settings = _cot_settings(args, tokenizer)
-        result.inputs["examples"] = len(groups)
-        if "transformers" in args.engines:
-            _run_cot(
-                result, "cot-zero-shot", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save
-            )
-        del lm
-        if _vllm_usable(args):
-            engine = VLLMEngine(resolve_backbone(backbone), args.seed)
+    lm, classifier, tokenizer = reasoning_lm(args.cot_finetuned)
+    label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
+    examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir, None, None, None, None, True)
+    examples = _keep_groups(_first_examples(examples, args.max_examples), groups)
+    queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
+    settings = _cot_settings(args, tokenizer)
+    if _vllm_usable(args):  # vLLM reads a model directory: the fine-tuned LM is saved as one
+        lm_dir = out.with_name(f"{out.name}-cot-finetuned-lm")
+        lm.save_pretrained(lm_dir)
+        tokenizer.save_pretrained(lm_dir)
+        _run_cot(result, "cot-finetuned", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
+    if "transformers" in args.engines:
+        _run_cot(result, "cot-finetuned", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save)
+    return groups or list(dict.fromkeys(e.group for e in examples))
+
+
+def _bench_cot_zero_shot(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, save, groups) -> None:
+    """The untouched backbone prompted to reason, on every requested engine."""
+    backbone = args.backbone or _classifier_backbone(args) or default_backbone()
+    lm, tokenizer = load_causal_lm(backbone)
+    if groups is None:
+        groups = [q.group for q in zero_shot_queries(args.task, tokenizer, args.data_dir)[0]][: args.max_examples]
+    queries, gold = zero_shot_queries(args.task, tokenizer, args.data_dir, groups=groups)
+    settings = _cot_settings(args, tokenizer)
+    result.inputs["examples"] = len(groups)
+    if "transformers" in args.engines:
+        engine = TransformersEngine(lm, tokenizer, bf16)
+        _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+    del lm
+    if _vllm_usable(args):
+        engine = VLLMEngine(resolve_backbone(backbone), args.seed)
+        _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+    if "llama.cpp" in args.engines:
+        engine = _llama_cpp_engine(backbone, args.threads)
+        if engine is not None:
             _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
-        gguf = _gguf_of(backbone)
-        if "llama.cpp" in args.engines:
-            if gguf is None:
-                logger.warning("llama.cpp engine skipped: the backbone %s is not a GGUF file", backbone)
-            else:
-                try:
-                    engine = LlamaCppEngine(gguf, args.threads)
-                except DHRDInputError as error:
-                    logger.warning("llama.cpp engine skipped: %s", error)
-                else:
-                    _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
-    save()
-    write_markdown(result, out.with_suffix(".md"))
-    plot(result, out.with_suffix(".png"))
-    return result
+
+
+def _llama_cpp_engine(backbone: str, threads: int | None):
+    gguf = _gguf_of(backbone)
+    if gguf is None:
+        logger.warning("llama.cpp engine skipped: the backbone %s is not a GGUF file", backbone)
+        return None
+    try:
+        return LlamaCppEngine(gguf, threads)
+    except DHRDInputError as error:
+        logger.warning("llama.cpp engine skipped: %s", error)
+        return None
 
 
 def _run_cot(result, system, engine, queries, gold, settings, args, save) -> None:
