@@ -537,7 +537,9 @@ def write_markdown(result: BenchmarkResult, path: Path) -> Path:
         f"Machine: {m['cpu']} ({m['device']}), {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, "
         f"{m['dtype']}; versions {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
         "GEMM peak: " + ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s (n={g['n']})" for g in result.gemm) + ".",
-        "CoT settings: " + "; ".join(f"{k}: {v}" for k, v in result.cot_settings.items()) + ".",
+        "CoT settings: " + "; ".join(f"{k}: {v}" for k, v in result.cot_settings.items()) + "."
+        if result.cot_settings
+        else "No CoT system in this run.",
         "",
         "| " + " | ".join(COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
