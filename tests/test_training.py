@@ -193,3 +193,17 @@ def test_resuming_with_other_settings_is_refused(tmp_path, tiny_backbone, superg
         train(tiny_args(tmp_path, tiny_backbone, superglue_dir, task="copa", num_train_epochs=1))
     restarted = train(tiny_args(tmp_path, tiny_backbone, superglue_dir, task="copa", num_train_epochs=1, resume=False))
     assert set(restarted.metrics["tasks"]) == {"copa"} and restarted.metrics["resumed_from"] is None
+
+
+def test_step_checkpoints_leave_an_epoch_end_to_the_epoch_save():
+    """A step save on an epoch's last step was overwritten by the epoch-end save (after validation); a kill
+    between the two left a checkpoint without that epoch's validation, and the resumed run could keep another
+    best epoch than an unbroken run. Step saves now skip epoch ends."""
+    from transformers import TrainerControl, TrainerState
+
+    from dhrd.training import SaveEveryNSteps
+
+    callback = SaveEveryNSteps(2)
+    for step, epoch, expected in [(2, 2 / 18, True), (3, 3 / 18, False), (18, 1.0, False), (20, 1 + 2 / 18, True)]:
+        control = callback.on_step_end(None, TrainerState(global_step=step, epoch=epoch), TrainerControl())
+        assert control.should_save is expected, (step, epoch)

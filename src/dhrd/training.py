@@ -165,7 +165,11 @@ class SaveEveryNSteps(TrainerCallback):
         self.n = n
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.n and state.global_step % self.n == 0:
+        # Not on an epoch's last step: the epoch-end save (after validation) writes the same checkpoint again,
+        # and a kill between the two left a complete-looking checkpoint without that epoch's validation, so
+        # the resumed run could pick another best epoch than an unbroken one.
+        last_step_of_epoch = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6
+        if self.n and state.global_step % self.n == 0 and not last_step_of_epoch:
             control.should_save = True
         return control
 
