@@ -257,12 +257,18 @@ def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
     return tokenizer("\n\n".join(m["content"] for m in messages) + "\n")["input_ids"]
 
 
-def finetuned_queries(examples: Sequence[Example], tokenizer, label_names: Sequence[str]) -> list[Query]:
-    """The classifier's rows as the CoT-fine-tuned model was trained on them: the ids of ``x`` and of
-    "Reasoning:" tokenised separately and concatenated, as in training."""
+def reasoning_prompts(texts: Sequence[str], tokenizer) -> list[list[int]]:
+    """``x + "Reasoning:"`` as the reasoning head was trained on it: the ids of ``x`` and of "Reasoning:"
+    tokenised separately and concatenated."""
     reason = tokenizer(REASON_PREFIX, add_special_tokens=False)["input_ids"]
+    return [ids + reason for ids in tokenizer(list(texts))["input_ids"]]
+
+
+def finetuned_queries(examples: Sequence[Example], tokenizer, label_names: Sequence[str]) -> list[Query]:
+    """The classifier's rows as the CoT-fine-tuned model was trained on them."""
     answers = {name: name for name in label_names}
-    return [Query(e.group, tokenizer(e.text)["input_ids"] + reason, answers, e.candidate) for e in examples]
+    prompts = reasoning_prompts([e.text for e in examples], tokenizer)
+    return [Query(e.group, ids, answers, e.candidate) for e, ids in zip(examples, prompts)]
 
 
 def finetuned_gold(examples: Sequence[Example], label_names: Sequence[str]) -> dict[str, str]:
@@ -366,6 +372,7 @@ __all__ = [
     "fitted_max_new_tokens",
     "greedy_settings",
     "parse_label",
+    "reasoning_prompts",
     "score",
     "zero_shot_queries",
 ]

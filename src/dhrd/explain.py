@@ -12,11 +12,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-from .data import ANSWER_PREFIX, REASON_PREFIX
+from .data import ANSWER_PREFIX
 from .errors import DHRDInputError
 from .evaluation import predict_proba
 from .modeling import find_model_dir, load_classifier
-from .runtime import autocast, bf16_supported, device
 
 REASONING_HEAD_FILE = "reasoning_head.safetensors"
 
@@ -45,37 +44,28 @@ def reasoning_lm(model_path: str | Path):
     return lm.eval(), classifier, tokenizer
 
 
-@torch.inference_mode()
 def explain(model_path: str | Path, texts: list[str], max_new_tokens: int = 128, batch_size: int = 4) -> list[dict]:
-    """For each input: the rationale and answer the reasoning head writes, beside the classifier's prediction."""
+    """For each input: the rationale and answer the reasoning head writes, beside the classifier's prediction.
+    It decodes greedily from ``x + "Reasoning:"``, tokenised as in training, through the CoT engine."""
+    from .cot import Query, TransformersEngine, greedy_settings, reasoning_prompts
+
     lm, classifier, tokenizer = reasoning_lm(model_path)
     probs = predict_proba(classifier, tokenizer, texts, progress=False)
     names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
-    lm.to(device())
+    queries = [Query(str(k), ids, {n: n for n in names}) for k, ids in enumerate(reasoning_prompts(texts, tokenizer))]
+    decoded = TransformersEngine(lm, tokenizer).run(
+        queries, greedy_settings(max_new_tokens), batch_size, progress=False
+    )
     results = []
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation continues from the last real token
-    try:
-        for start in range(0, len(texts), batch_size):
-            prompts = [t + REASON_PREFIX for t in texts[start : start + batch_size]]
-            batch = tokenizer(prompts, return_tensors="pt", padding=True).to(device())
-            with autocast(bf16_supported()):
-                out = lm.generate(
-                    **batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-                )
-            for i, row in enumerate(out[:, batch["input_ids"].shape[1] :]):
-                text = tokenizer.decode(row, skip_special_tokens=True)
-                rationale, _, answer = text.partition(ANSWER_PREFIX.strip())
-                k = start + i
-                results.append(
-                    {
-                        "input": texts[k],
-                        "rationale": rationale.strip(),
-                        "reasoning_head_answer": answer.strip().split("\n")[0] or None,
-                        "prediction": names[int(probs[k].argmax())],
-                        "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[k])},
-                    }
-                )
-    finally:
-        tokenizer.padding_side = side
+    for k, out in enumerate(decoded):
+        rationale, _, answer = out.text.partition(ANSWER_PREFIX.strip())
+        results.append(
+            {
+                "input": texts[k],
+                "rationale": rationale.strip(),
+                "reasoning_head_answer": answer.strip().split("\n")[0] or None,
+                "prediction": names[int(probs[k].argmax())],
+                "probabilities": {n: round(float(p), 6) for n, p in zip(names, probs[k])},
+            }
+        )
     return results
