@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_GGUF, write_jsonl
+from conftest import SHARED_GGUF, tiny_run, write_jsonl
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, load_task_split, predict_proba, train
@@ -169,16 +169,7 @@ def trained(tmp_path_factory, tiny_backbone, superglue_dir):
     rationales = write_jsonl(
         root / "CB" / "train.jsonl", [{"idx": i, "rationale": f"Ann said so {i}."} for i in range(12)]
     )
-    common = dict(
-        task="cb",
-        data_dir=str(superglue_dir),
-        backbone=str(tiny_backbone),
-        num_train_epochs=1,
-        per_device_train_batch_size=4,
-        bf16=False,
-        max_length=128,
-        rationales=str(rationales),
-    )
+    common = tiny_run(tiny_backbone, superglue_dir, rationales=str(rationales))
     runs = {
         "pooled": DHRDTrainingArguments(output_dir=str(root / "pooled"), **common),
         "dhrd": DHRDTrainingArguments(output_dir=str(root / "dhrd"), method="dhrd", **common),

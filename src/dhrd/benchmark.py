@@ -40,7 +40,7 @@ from .cot import (
     zero_shot_queries,
 )
 from .errors import DHRDInputError
-from .evaluation import examples_for_model, predict_proba
+from .evaluation import examples_for_model, first_examples, predict_proba
 from .modeling import (
     SPEC_KEY,
     default_backbone,
@@ -323,7 +323,7 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
         examples, input_format = examples_for_model(
             model, args.task, "validation", args.data_dir, None, None, None, None, True
         )
-        examples = _first_examples(examples, args.max_examples)
+        examples = first_examples(examples, args.max_examples)
         groups = groups or list(dict.fromkeys(e.group for e in examples))
         lengths = [len(i) for i in tokenizer([e.text for e in examples])["input_ids"]]
         result.inputs.update(
@@ -354,7 +354,7 @@ def _bench_cot_finetuned(args: BenchmarkArguments, result: BenchmarkResult, bf16
     lm, classifier, tokenizer = reasoning_lm(args.cot_finetuned)
     label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
     examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir, None, None, None, None, True)
-    examples = _keep_groups(_first_examples(examples, args.max_examples), groups)
+    examples = _keep_groups(first_examples(examples, args.max_examples), groups)
     queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
     settings = _cot_settings(args, tokenizer)
     if _vllm_usable(args):  # vLLM reads a model directory: the fine-tuned LM is saved as one
@@ -431,13 +431,6 @@ def _vllm_usable(args: BenchmarkArguments) -> bool:
         logger.warning("vllm engine skipped: no GPU")
         return False
     return True
-
-
-def _first_examples(examples: list[Example], n: int | None) -> list[Example]:
-    if not n:
-        return examples
-    keep = set(list(dict.fromkeys(e.group for e in examples))[:n])
-    return [e for e in examples if e.group in keep]
 
 
 def _keep_groups(examples: list[Example], groups: list[str] | None) -> list[Example]:

@@ -34,9 +34,9 @@ def predict_proba(
 
     The fast path (each switch measured by ``dhrd benchmark``): rows sorted by length so each batch pads
     little, ``torch.inference_mode``, and bf16 autocast where the hardware has it. ``compile`` adds
-    ``torch.compile`` (faster per batch, but compiling costs minutes: worth it for large inputs only, so it is
-    off by default). ``batch_seconds``, when
-    given, receives ``(rows in the batch, seconds)`` for every batch: the per-request latencies.
+    ``torch.compile`` (faster per batch, but compiling costs a minute or more: off by default).
+    ``batch_seconds``, when given, receives ``(rows in the batch, seconds)`` for every batch: the
+    per-request latencies.
     """
     spec = model_spec(model)
     max_length = max_length or spec.get("max_length") or 10**9
@@ -59,6 +59,14 @@ def predict_proba(
         if batch_seconds is not None:
             batch_seconds.append((len(rows), time.perf_counter() - began))
     return probs
+
+
+def first_examples(examples: list[Example], n: int | None) -> list[Example]:
+    """The rows of the first ``n`` original examples (all rows when ``n`` is None)."""
+    if not n:
+        return examples
+    keep = set(list(dict.fromkeys(e.group for e in examples))[:n])
+    return [e for e in examples if e.group in keep]
 
 
 def examples_for_model(
@@ -117,9 +125,7 @@ def evaluate(
     )
     if any(e.label is None for e in examples):
         raise DHRDInputError(f"the {split} split has no labels (SuperGLUE test labels are hidden): use predict")
-    if max_examples:
-        keep = list(dict.fromkeys(e.group for e in examples))[:max_examples]
-        examples = [e for e in examples if e.group in set(keep)]
+    examples = first_examples(examples, max_examples)
     start = time.perf_counter()
     probs = predict_proba(model, tokenizer, [e.text for e in examples], batch_size, bf16=bf16, compile=compile)
     seconds = time.perf_counter() - start

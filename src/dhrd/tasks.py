@@ -401,10 +401,14 @@ def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray,
             "accuracy": _percent(np.mean(row_pred == labels)),
             "macro_f1": _percent(f1_score(labels, row_pred, average="macro", zero_division=0)),
         }
+    result.update(examples=len(_groups(examples)), rows=len(examples))
+    return _with_score(task_name, result)
+
+
+def _with_score(task_name: str, result: dict) -> dict:
+    """Add the task score (the mean of its official metrics) and put the official metrics first."""
     metric_names = TASKS[task_name].metrics if task_name in TASKS else ("accuracy",)
     result["score"] = round(float(np.mean([result[m] for m in metric_names])), 4)
-    result["examples"] = len(_groups(examples))
-    result["rows"] = len(examples)
     return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
 
 
@@ -420,10 +424,8 @@ def label_metrics(task_name: str, predicted: Sequence[str | None], gold: Sequenc
         result["f1" if task_name == "cb" else "macro_f1"] = _percent(
             f1_score(gold, said, labels=names, average="macro", zero_division=0)
         )
-    metric_names = TASKS[task_name].metrics if task_name in TASKS else ("accuracy",)
-    result["score"] = round(float(np.mean([result[m] for m in metric_names])), 4)
     result["examples"] = len(gold)
-    return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
+    return _with_score(task_name, result)
 
 
 def superglue_average(per_task: dict[str, dict]) -> float:
