@@ -151,6 +151,9 @@ def train(
     save_steps: int = typer.Option(None, help="extra resume checkpoints every N optimiser steps"),
     max_train_examples: int = typer.Option(None, help="cap the training examples (a seeded sample)"),
     max_eval_examples: int = typer.Option(None, help="cap the validation examples (a seeded sample)"),
+    subset_seed: int = typer.Option(
+        None, help="seed of the capped samples [default: --seed]; fix it to train every seed on the same subset"
+    ),
     resume: bool = typer.Option(True, "--resume/--restart", help="continue from the last checkpoint in output-dir"),
 ):
     """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it."""
@@ -200,6 +203,7 @@ def train(
         save_steps=save_steps,
         max_train_examples=max_train_examples,
         max_eval_examples=max_eval_examples,
+        subset_seed=subset_seed,
         resume=resume,
     )
     result = _run(lambda: run_training(args))

@@ -339,6 +339,19 @@ def load_task_split(
     return examples
 
 
+def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
+    """The first ``n`` original examples of a seeded shuffle (all rows of a kept example stay together), in
+    their original order. Training caps, the teacher's capped subsets and ``dhrd reproduce`` share it, so a
+    cap with the same seed always selects the same examples."""
+    if not n:
+        return examples
+    groups = list(dict.fromkeys(e.group for e in examples))
+    if n >= len(groups):
+        return examples
+    keep = set(np.random.default_rng(seed).permutation(groups)[:n].tolist())
+    return [e for e in examples if e.group in keep]
+
+
 # ---------------------------------------------------------------------------------------------- metrics
 def _groups(examples: Sequence[Example]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)

@@ -28,7 +28,7 @@ from .explain import save_reasoning_head
 from .modeling import build_classifier, load_tokenizer, resolve_backbone, save_classifier
 from .rationales import pair_rationales, rationale_file, read_rationales
 from .runtime import bf16_supported, write_json_atomic
-from .tasks import Example, evaluate_rows, flatten_metrics
+from .tasks import evaluate_rows, flatten_metrics, sample_examples
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ class DHRDTrainingArguments:
     label_column: str = "label"
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    subset_seed: int | None = None  # which capped subset (None: ``seed``); fixed, it pairs runs across seeds
     # model
     backbone: str | None = None
     gguf_file: str | None = None
@@ -246,17 +247,6 @@ def apply_lora(classifier, args: DHRDTrainingArguments):
     return get_peft_model(classifier, config)
 
 
-def _cap(examples: list[Example], n: int | None, seed: int) -> list[Example]:
-    """The first ``n`` original examples of a seeded shuffle (all rows of a kept example stay together)."""
-    if not n:
-        return examples
-    groups = list(dict.fromkeys(e.group for e in examples))
-    if n >= len(groups):
-        return examples
-    keep = set(np.random.default_rng(seed).permutation(groups)[:n].tolist())
-    return [e for e in examples if e.group in keep]
-
-
 @dataclass
 class TrainResult:
     model_dir: Path
@@ -272,8 +262,9 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     spec.validate()
     output = Path(args.output_dir)
     label_names = spec.label_names()
-    train_rows = _cap(spec.split("train", label_names), args.max_train_examples, args.seed)
-    eval_rows = _cap(spec.split("validation", label_names), args.max_eval_examples, args.seed)
+    subset_seed = args.seed if args.subset_seed is None else args.subset_seed
+    train_rows = sample_examples(spec.split("train", label_names), args.max_train_examples, subset_seed)
+    eval_rows = sample_examples(spec.split("validation", label_names), args.max_eval_examples, subset_seed)
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
 
@@ -364,6 +355,7 @@ RUN_DEFINING = (
     "text_pair_column",
     "label_column",
     "max_train_examples",
+    "subset_seed",
     "backbone",
     "gguf_file",
     "head",
