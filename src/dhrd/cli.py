@@ -531,6 +531,110 @@ def benchmark(
     out.print(f"GEMM peak: {gemm}. Written: {output}.json, .md, .png ({result.seconds:.0f} s)")
 
 
+def _print_reproduce(result) -> None:
+    from .experiments import markdown
+
+    out.print(markdown(result), markup=False, highlight=False)
+
+
+@app.command()
+def reproduce(
+    config: Path = typer.Option(None, help="TOML or YAML file of settings; the options below override it"),
+    tasks: str = typer.Option(None, help="comma-separated SuperGLUE tasks or 'all' [default: all seven]"),
+    seeds: str = typer.Option(None, help="comma-separated seeds [default: 1,2,3]"),
+    methods: str = typer.Option(None, help="pooled, dhrd, cot (fine-tuned), cot-zero-shot [default: pooled,dhrd,cot]"),
+    backbone: str = typer.Option(None, help="the student (hub name, directory or .gguf) [default: SmolLM2-135M]"),
+    data_dir: Path = typer.Option(None, help="folder with <Task>/{train,val}.jsonl [default: shared]"),
+    output_dir: Path = typer.Option(None, help="where the runs go [default: runs/reproduce]"),
+    results_dir: Path = typer.Option(None, help="where results.{md,json,csv,png} go [default: --output-dir]"),
+    rationales: Path = typer.Option(None, help="folder of <Task>/train.jsonl rationales [default: shared set]"),
+    teacher: str = typer.Option(None, help="teacher for tasks without rationales (local model, or served name)"),
+    teacher_base_url: str = typer.Option(None, help="the teacher's OpenAI-compatible server"),
+    alpha: float = typer.Option(None, help="DHRD's reasoning-loss weight [default: 1]"),
+    beta: float = typer.Option(None, help="DHRD's classification-loss weight [default: 1]"),
+    epochs: float = typer.Option(None, help="[default: 3]"),
+    learning_rate: float = typer.Option(None, "--lr", "--learning-rate", help="[default: 2e-4]"),
+    batch_size: int = typer.Option(None, help="[default: 8]"),
+    max_train_examples: str = typer.Option(None, help="cap per task: 64, or 64,multirc:16 (reported in the table)"),
+    max_eval_examples: str = typer.Option(None, help="cap of validation examples, same form (reported)"),
+    cot_eval_examples: str = typer.Option(None, help="validation examples CoT decodes [default: all evaluated]"),
+    cot_setting: str = typer.Option(None, help="paper (T=0.1, top_p 0.7, 500 tokens) or greedy (fitted budget)"),
+    qps: bool = typer.Option(None, "--qps/--no-qps", help="benchmark every method's examples/s [default: on]"),
+    qps_examples: int = typer.Option(None, help="validation examples the benchmark runs on [default: 32]"),
+    qps_batch_size: int = typer.Option(None, help="[default: 1]"),
+    restart: bool = typer.Option(None, "--restart", help="run every cell again instead of resuming"),
+):
+    """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
+    QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
+    from .experiments import make_arguments
+    from .experiments import reproduce as run_reproduce
+
+    def go():
+        args = make_arguments(
+            config,
+            tasks=tasks,
+            seeds=seeds,
+            methods=methods,
+            backbone=backbone,
+            data_dir=str(data_dir) if data_dir else None,
+            output_dir=str(output_dir) if output_dir else None,
+            results_dir=str(results_dir) if results_dir else None,
+            rationales=str(rationales) if rationales else None,
+            teacher=teacher,
+            teacher_base_url=teacher_base_url,
+            alpha=alpha,
+            beta=beta,
+            epochs=epochs,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_train_examples=max_train_examples,
+            max_eval_examples=max_eval_examples,
+            cot_eval_examples=cot_eval_examples,
+            cot_setting=cot_setting,
+            qps=qps,
+            qps_examples=qps_examples,
+            qps_batch_size=qps_batch_size,
+            restart=restart,
+        )
+        return run_reproduce(args), Path(args.results_dir or args.output_dir)
+
+    result, where = _run(go)
+    _print_reproduce(result)
+    out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
+
+
+@app.command()
+def demo(
+    task: str = typer.Option(None, help="the small task [default: rte]"),
+    backbone: str = typer.Option(None, help="the student [default: the shared SmolLM2-135M, else the hub's]"),
+    output_dir: Path = typer.Option(None, help="[default: runs/demo]"),
+    max_train_examples: int = typer.Option(None, help="[default: 96]"),
+    max_eval_examples: int = typer.Option(None, help="[default: 100]"),
+    epochs: float = typer.Option(None, help="[default: 1]"),
+    restart: bool = typer.Option(None, "--restart", help="run everything again instead of reusing finished runs"),
+):
+    """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both,
+    benchmark them against chain-of-thought decoding on the same backbone, print the table."""
+    from .experiments import demo_arguments
+    from .experiments import reproduce as run_reproduce
+
+    def go():
+        args = demo_arguments(
+            tasks=[task] if task else None,
+            backbone=backbone,
+            output_dir=str(output_dir) if output_dir else None,
+            max_train_examples=max_train_examples,
+            max_eval_examples=max_eval_examples,
+            epochs=epochs,
+            restart=restart,
+        )
+        return run_reproduce(args), Path(args.output_dir)
+
+    result, where = _run(go)
+    _print_reproduce(result)
+    out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
