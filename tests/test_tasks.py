@@ -108,6 +108,8 @@ def test_superglue_average_takes_pairs_first():
 
 @pytest.mark.integration
 def test_official_files_load(shared_superglue):
+    from dhrd.tasks import boolq_carved
+
     expected = {
         "cb": (56, 168),
         "copa": (100, 200),
@@ -117,6 +119,8 @@ def test_official_files_load(shared_superglue):
         "boolq": (3270, 3270),
         "multirc": (953, 4848),
     }
+    if boolq_carved(shared_superglue):  # no BoolQ train here: validation is the held-out part of val.jsonl
+        expected["boolq"] = (1000, 1000)
     for task, (examples, rows) in expected.items():
         split = load_task_split(task, "validation", "yesno", shared_superglue)
         assert len(split) == rows, task
@@ -180,3 +184,116 @@ def test_offline_hub_failure_is_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("DHRD_DATA_DIR", str(tmp_path))
     with pytest.raises(DHRDInputError, match="BoolQ train split: .* the Hugging Face hub could not provide it"):
         load_task_split("boolq", "train")
+
+
+# ------------------------------------------------------------------------------------------ BoolQ carve
+def _boolq_val(root, sizes: dict[str, int]) -> list[dict]:
+    rows = []
+    for title, n in sizes.items():
+        for k in range(n):
+            rows.append({"question": f"is {title} {k}", "passage": f"{title} -- Text {k}.", "label": k % 2 == 0})
+    rows = [{**row, "idx": i} for i, row in enumerate(rows)]
+    write_jsonl(root / "BoolQ" / "val.jsonl", rows)
+    return rows
+
+
+def _title(row: dict) -> str:
+    return row["passage"].split(" -- ", 1)[0]
+
+
+@pytest.fixture
+def offline_hub(monkeypatch):
+    """The hub check answers "no train split" at once, without touching ``datasets``."""
+    from dhrd import tasks
+
+    monkeypatch.setattr(tasks, "_hub_boolq_train", lambda: None)
+    monkeypatch.setattr(tasks, "BOOLQ_HELD_OUT", 5)
+
+
+def test_boolq_carve_is_disjoint_by_title_and_deterministic(offline_hub, tmp_path):
+    from dhrd.tasks import boolq_carved, read_records
+
+    rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2, "Cat": 4, "Dog": 1, "Eel": 2, "Fox": 3})
+    train, train_source = read_records(TASKS["boolq"], "train", tmp_path)
+    validation, source = read_records(TASKS["boolq"], "validation", tmp_path)
+    assert boolq_carved(tmp_path) and source == train_source
+    tag = "[carved BoolQ train/validation split, not comparable to the paper]"
+    assert source == f"{tmp_path / 'BoolQ' / 'val.jsonl'} {tag}"
+    assert not {_title(r) for r in train} & {_title(r) for r in validation}
+    assert len(validation) >= 5 and len(train) + len(validation) == len(rows)
+    assert sorted(r["idx"] for r in train + validation) == list(range(len(rows)))
+    assert read_records(TASKS["boolq"], "val", tmp_path)[0] == validation  # "val" is the same split
+    assert read_records(TASKS["boolq"], "train", tmp_path)[0] == train  # the same carve every time
+    examples = load_task_split("boolq", "train", "yesno", tmp_path)
+    assert [e.source_idx for e in examples] == [r["idx"] for r in train]
+    with pytest.raises(DHRDInputError, match=r"BoolQ/test.jsonl: file not found"):
+        read_records(TASKS["boolq"], "test", tmp_path)
+
+
+def test_boolq_carve_needs_titles(offline_hub, tmp_path):
+    write_jsonl(tmp_path / "BoolQ" / "val.jsonl", [{"question": "q", "passage": "no title here", "label": True}])
+    with pytest.raises(DHRDInputError, match=r"BoolQ/val.jsonl: row 1: field 'passage': expected 'title -- passage'"):
+        load_task_split("boolq", "validation", "yesno", tmp_path)
+
+
+def test_boolq_with_a_train_file_is_not_carved(monkeypatch, tmp_path):
+    from dhrd import tasks
+
+    def no_hub():
+        raise AssertionError("the hub must not be asked when train.jsonl exists")
+
+    monkeypatch.setattr(tasks, "_hub_boolq_train", no_hub)
+    rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2})
+    write_jsonl(tmp_path / "BoolQ" / "train.jsonl", rows[:2])
+    validation, source = tasks.read_records(TASKS["boolq"], "validation", tmp_path)
+    assert validation == rows and source == str(tmp_path / "BoolQ" / "val.jsonl")
+    assert len(tasks.read_records(TASKS["boolq"], "train", tmp_path)[0]) == 2
+    assert not tasks.boolq_carved(tmp_path)
+
+
+def test_boolq_train_from_the_hub_keeps_the_whole_validation_file(monkeypatch, tmp_path):
+    from dhrd import tasks
+
+    hub_rows = [{"question": "q", "passage": "Hub -- text", "label": True, "idx": 0}]
+    monkeypatch.setattr(tasks, "_hub_boolq_train", lambda: (hub_rows, "hub:super_glue/boolq/train"))
+    rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2})
+    assert tasks.read_records(TASKS["boolq"], "train", tmp_path) == (hub_rows, "hub:super_glue/boolq/train")
+    assert tasks.read_records(TASKS["boolq"], "validation", tmp_path)[0] == rows
+    assert not tasks.boolq_carved(tmp_path)
+
+
+def test_the_hub_is_asked_once_for_both_splits(monkeypatch, tmp_path):
+    import datasets
+
+    from dhrd import tasks
+
+    calls = []
+
+    def offline(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(tasks, "BOOLQ_HELD_OUT", 2)
+    tasks._hub_boolq_train.cache_clear()
+    try:
+        _boolq_val(tmp_path, {"Ant": 3, "Bee": 2, "Cat": 1})
+        for split in ("train", "validation", "train"):
+            assert "carved" in tasks.read_records(TASKS["boolq"], split, tmp_path)[1]
+        assert tasks.boolq_carved(tmp_path) and calls == [("super_glue", "boolq")]
+    finally:
+        tasks._hub_boolq_train.cache_clear()  # the next test asks the real (offline) hub again
+
+
+@pytest.mark.integration
+def test_shared_boolq_carve_sizes(shared_superglue):
+    from dhrd.tasks import BOOLQ_CARVE_NOTE, boolq_carved, read_records
+
+    if not boolq_carved(shared_superglue):
+        pytest.skip("BoolQ is not carved here (the data or the hub has its train split)")
+    train, _ = read_records(TASKS["boolq"], "train", shared_superglue)
+    validation, source = read_records(TASKS["boolq"], "validation", shared_superglue)
+    assert len(validation) >= 1000 and len(train) + len(validation) == 3270
+    assert (len(train), len(validation)) == (2270, 1000)  # pinned: a changed carve is a changed benchmark
+    assert not {_title(r) for r in train} & {_title(r) for r in validation}
+    assert "carved" in source and "not comparable" in BOOLQ_CARVE_NOTE

@@ -16,8 +16,10 @@ averages CB's F1/accuracy and MultiRC's F1a/EM, and the SuperGLUE average is the
 
 from __future__ import annotations
 
+import functools
 import json
-from collections import defaultdict
+import logging
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from sklearn.metrics import f1_score
 
 from .errors import DHRDInputError, where
 from .runtime import find_shared
+
+logger = logging.getLogger(__name__)
 
 YES_NO_LABELS = ("No", "Yes")
 INPUT_FORMATS = ("yesno", "native")
@@ -124,16 +128,28 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def read_records(task: Task, split: str, data_dir: str | Path | None = None) -> tuple[list[dict], str]:
     """The official records of one split: from ``<data_dir>/<Task>/<split>.jsonl`` when there is a data
-    directory, else from the Hugging Face hub (``super_glue``). Returns the records and where they came from."""
+    directory, else from the Hugging Face hub (``super_glue``). Returns the records and where they came from.
+    BoolQ with only ``val.jsonl`` takes its train split from the hub, or else carves train and validation
+    out of ``val.jsonl`` (see ``boolq_carved``)."""
     if split not in SPLIT_FILES:
         raise DHRDInputError(f"unknown split {split!r}: choose from train, validation, test")
     base = Path(data_dir) if data_dir is not None else default_data_dir()
+    if task.name == "boolq" and split != "test" and base is not None and _boolq_val_only(base):
+        hub = _hub_boolq_train()
+        if hub is None:
+            return _carved_boolq(base, split)
+        if split == "train":
+            return [dict(row) for row in hub[0]], hub[1]
     if base is not None:
         path = base / task.folder / SPLIT_FILES[split]
         if path.is_file():
             return read_jsonl(path), str(path)
         if data_dir is not None:
             raise DHRDInputError(f"{path}: file not found ({task.folder} {split} split)")
+    return _hub_records(task, split, base)
+
+
+def _hub_records(task: Task, split: str, base: Path | None) -> tuple[list[dict], str]:
     hub_split = "validation" if split == "val" else split
     try:
         from datasets import load_dataset
@@ -149,6 +165,81 @@ def read_records(task: Task, split: str, data_dir: str | Path | None = None) -> 
     if task.name == "multirc":
         rows = _nest_multirc(rows)
     return rows, f"hub:super_glue/{task.hub_config}/{hub_split}"
+
+
+# ------------------------------------------------------------------------------------------ BoolQ carve
+BOOLQ_HELD_OUT = 1000  # the least number of rows the carved validation split gets
+BOOLQ_CARVE_NOTE = (
+    "BoolQ's train split is not available here, so its train and validation splits were carved out of the "
+    "official validation file by passage title: BoolQ figures are not comparable to the paper's."
+)
+_CARVE_TAG = "[carved BoolQ train/validation split, not comparable to the paper]"
+_carve_warned: set[str] = set()
+
+
+def _boolq_val_only(base: Path) -> bool:
+    folder = base / TASKS["boolq"].folder
+    return (folder / SPLIT_FILES["validation"]).is_file() and not (folder / SPLIT_FILES["train"]).is_file()
+
+
+@functools.lru_cache(maxsize=1)
+def _hub_boolq_train() -> tuple[list[dict], str] | None:
+    """The hub's BoolQ train split, or None where the hub cannot give it. Asked once per process, so the
+    train and validation splits always agree on whether BoolQ is carved (a carved train split must never
+    meet the whole validation file)."""
+    try:
+        return _hub_records(TASKS["boolq"], "train", None)
+    except DHRDInputError:
+        return None
+
+
+def boolq_carved(data_dir: str | Path | None = None) -> bool:
+    """Whether BoolQ's train and validation splits are carved out of ``val.jsonl`` for this data directory:
+    it has ``BoolQ/val.jsonl`` but no ``BoolQ/train.jsonl``, and the hub cannot give the train split."""
+    base = Path(data_dir) if data_dir is not None else default_data_dir()
+    return base is not None and _boolq_val_only(base) and _hub_boolq_train() is None
+
+
+def _boolq_title(record: dict, path: Path, row: int) -> str:
+    passage = record.get("passage")
+    if not isinstance(passage, str) or " -- " not in passage:
+        raise DHRDInputError(
+            f"{where(path, row, 'passage')}: expected 'title -- passage' (the official format) to carve BoolQ by title"
+        )
+    return passage.split(" -- ", 1)[0]
+
+
+def carve_boolq(records: list[dict], path: Path) -> tuple[list[dict], list[dict]]:
+    """(train, validation) out of BoolQ's validation records, split by passage title so no title is in both:
+    titles in a seeded shuffle go to validation until it has ``BOOLQ_HELD_OUT`` rows, the rest to train."""
+    titles = [_boolq_title(record, path, row) for row, record in enumerate(records, start=1)]
+    unique = sorted(set(titles))
+    counts = Counter(titles)
+    held, size = set(), 0
+    for k in np.random.default_rng(0).permutation(len(unique)):
+        if size >= BOOLQ_HELD_OUT:
+            break
+        held.add(unique[k])
+        size += counts[unique[k]]
+    train = [r for r, t in zip(records, titles) if t not in held]
+    validation = [r for r, t in zip(records, titles) if t in held]
+    return train, validation
+
+
+def _carved_boolq(base: Path, split: str) -> tuple[list[dict], str]:
+    path = base / TASKS["boolq"].folder / SPLIT_FILES["validation"]
+    train, validation = carve_boolq(read_jsonl(path), path)
+    if str(path) not in _carve_warned:
+        _carve_warned.add(str(path))
+        logger.warning(
+            "BoolQ: no train split (not in %s, not from the hub): carved %d train / %d validation rows out of %s "
+            "by passage title; BoolQ figures are not comparable to the paper's",
+            base,
+            len(train),
+            len(validation),
+            path,
+        )
+    return (train if split == "train" else validation), f"{path} {_CARVE_TAG}"
 
 
 def _from_hub(task: Task, row: dict) -> dict:
