@@ -207,3 +207,12 @@ def test_step_checkpoints_leave_an_epoch_end_to_the_epoch_save():
     for step, epoch, expected in [(2, 2 / 18, True), (3, 3 / 18, False), (18, 1.0, False), (20, 1 + 2 / 18, True)]:
         control = callback.on_step_end(None, TrainerState(global_step=step, epoch=epoch), TrainerControl())
         assert control.should_save is expected, (step, epoch)
+
+
+def test_one_epoch_skips_the_redundant_validation_pass(tmp_path, tiny_backbone, superglue_dir):
+    """With one epoch there is no best epoch to pick: the model is scored once, as it is saved."""
+    result = train(tiny_args(tmp_path, tiny_backbone, superglue_dir, num_train_epochs=1))
+    assert result.metrics["epochs"] == [] and result.metrics["eval_seconds"] == 0
+    assert result.metrics["tasks"]["cb"]["examples"] == 6 and 0 <= result.metrics["score"] <= 100
+    scored = evaluate(result.model_dir, split="validation", data_dir=str(superglue_dir), bf16=False)
+    assert scored["score"] == result.metrics["score"]

@@ -127,6 +127,9 @@ class DHRDTrainingArguments:
 
     def trainer_arguments(self) -> TrainingArguments:
         bf16 = bf16_supported() if self.bf16 is None else self.bf16
+        # With at most one epoch there is no best epoch to choose: the validation pass after it would repeat
+        # the final scoring of the saved model (``_finish``), which on a CPU is a large share of a short run.
+        choose_best = self.num_train_epochs > 1
         return TrainingArguments(
             output_dir=str(Path(self.output_dir) / "checkpoints"),
             learning_rate=self.learning_rate,
@@ -142,11 +145,11 @@ class DHRDTrainingArguments:
             data_seed=self.seed,
             bf16=bf16,
             use_cpu=not torch.cuda.is_available(),
-            eval_strategy="epoch",
+            eval_strategy="epoch" if choose_best else "no",
             save_strategy="epoch",
-            load_best_model_at_end=True,
-            metric_for_best_model="score",
-            greater_is_better=True,
+            load_best_model_at_end=choose_best,
+            metric_for_best_model="score" if choose_best else None,
+            greater_is_better=True if choose_best else None,
             save_total_limit=self.save_total_limit,
             logging_steps=self.logging_steps,
             report_to=self.report_to,
