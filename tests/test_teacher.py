@@ -118,8 +118,57 @@ def test_task_items_carry_the_gold_answer(superglue_dir):
     assert copa[1].label == "choice2" and copa[1].answer == "Option 2" and "Option 2: The sun set." in copa[1].input
     rte, _ = task_items("rte", superglue_dir)
     assert {i.answer for i in rte} <= {"Yes", "No"}
-    with pytest.raises(DHRDInputError, match="does not support multirc"):
-        task_items("multirc", superglue_dir)
+    with pytest.raises(DHRDInputError, match="does not support 'record'"):
+        task_items("record", superglue_dir)
+
+
+def _multirc_dir(root: Path) -> Path:
+    """Tiny MultiRC files as the official ones are: answer ids unique across the split."""
+    rows, answer_idx = [], 0
+    for p in range(3):
+        questions = []
+        for q in range(2):
+            answers = []
+            for a in range(2 + q):
+                answers.append({"text": f"Person {p}{q}{a}", "idx": answer_idx, "label": int(a == q)})
+                answer_idx += 1
+            questions.append({"question": f"Who came on day {p}{q}?", "idx": q, "answers": answers})
+        rows.append({"idx": p, "passage": {"text": f"Person {p}00 came on day {p}.", "questions": questions}})
+    write_jsonl(root / "MultiRC" / "train.jsonl", rows)
+    return root
+
+
+def test_multirc_items_are_answers(tmp_path):
+    from dhrd.tasks import load_task_split
+
+    data = _multirc_dir(tmp_path)
+    items, source = task_items("multirc", data)
+    assert [i.idx for i in items] == list(range(15)) and source.endswith("MultiRC/train.jsonl")
+    assert [i.label for i in items[:5]] == ["true", "false", "false", "true", "false"]
+    assert [i.answer for i in items[:2]] == ["Yes", "No"]
+    assert items[1].input == (
+        "Paragraph: Person 000 came on day 0.\nQuestion: Who came on day 00?\nCandidate answer: Person 001\n"
+        "Question: Is the candidate answer correct?"
+    )
+    assert items[1].fields == {"paragraph": "Person 000 came on day 0.", "question": "Who came on day 00?",
+                               "candidate": "Person 001"}  # fmt: skip
+    rows = load_task_split("multirc", "train", "yesno", data)  # the classifier's rows join on the answer idx
+    assert [r.source_idx for r in rows] == [i.idx for i in items]
+    assert [r.label for r in rows] == [int(i.label == "true") for i in items]
+
+
+def test_bad_multirc_records_name_the_row_and_field(tmp_path):
+    data = _multirc_dir(tmp_path)
+    path = data / "MultiRC" / "train.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    del rows[1]["passage"]["questions"][0]["answers"][1]["label"]
+    write_jsonl(path, rows)
+    with pytest.raises(DHRDInputError, match=r"train.jsonl: row 2: field 'passage.questions\[0\].answers\[1\].label'"):
+        task_items("multirc", data)
+    rows[1]["passage"]["questions"] = []
+    write_jsonl(path, rows)
+    with pytest.raises(DHRDInputError, match=r"row 2: field 'passage.questions': expected a non-empty list"):
+        task_items("multirc", data)
 
 
 def test_file_items_are_keyed_by_row(tmp_path):
@@ -462,6 +511,73 @@ def test_generated_cache_trains_a_dhrd_model(server, superglue_dir, tiny_backbon
         )
     )
     assert result.metrics["rows_without_rationale"] == 0
+
+
+def _candidate_reply(body):
+    """A rationale that names the example's candidate answer, so a test can see which row it joins."""
+    user = body["messages"][-1]["content"]
+    candidate = user.split("Candidate answer: ", 1)[1].split("\n", 1)[0]
+    answer = user.split("\nAnswer: ", 1)[1].split("\n", 1)[0]
+    return _completion(f"The paragraph speaks of {candidate}. {SENTINEL}\nAnswer: {answer}")
+
+
+def test_max_examples_asks_only_about_the_training_subset(server, tmp_path):
+    from dhrd.rationales import pair_rationales
+    from dhrd.tasks import load_task_split, sample_examples
+
+    data = _multirc_dir(tmp_path / "data")
+    url, script = server(lambda n, body: (200, _candidate_reply(body)))
+    path, summary = _run_server(url, data, tmp_path, task="multirc", max_examples=2, subset_seed=7)
+    rows = load_task_split("multirc", "train", "yesno", data)
+    chosen = sample_examples(rows, 2, 7)  # what dhrd train --max-train-examples 2 --subset-seed 7 trains on
+    cached = read_rationales(path)
+    assert sorted(cached) == sorted(r.source_idx for r in chosen) and script.calls == len(chosen)
+    assert summary["selected_examples"] == 2 and summary["examples"] == len(chosen)
+    assert (summary["max_examples"], summary["subset_seed"]) == (2, 7)
+    paired = pair_rationales(rows, {"multirc": cached}, "consistent", 0)  # joined by answer idx
+    for row, (rationale, _) in zip(rows, paired):
+        assert rationale == (f"The paragraph speaks of {row.candidate}." if row in chosen else None)
+    _, grown = _run_server(url, data, tmp_path, task="multirc", max_examples=3, subset_seed=7)
+    assert grown["already_cached"] == len(chosen)  # a larger cap reuses the cache
+
+
+def test_max_examples_on_a_file_keys_rows_as_training_does(server, tmp_path):
+    from dhrd.data import file_label_names, load_file_examples
+    from dhrd.tasks import sample_examples
+
+    films = [{"text": f"film {i}", "label": "pos" if i % 2 else "neg"} for i in range(8)]
+    train = write_jsonl(tmp_path / "d.jsonl", films)
+    url, _ = server(lambda n, body: (200, _good_reply(body)))
+    path, summary = make_rationales(train_file=train, teacher="m", base_url=url, output=tmp_path / "c",
+                                    max_examples=3, subset_seed=1, progress=False)  # fmt: skip
+    rows = load_file_examples(train, Columns(), file_label_names(train, Columns()))
+    assert sorted(read_rationales(path)) == sorted(r.source_idx for r in sample_examples(rows, 3, 1))
+    assert summary["selected_examples"] == 3
+    with pytest.raises(DHRDInputError, match="--import copies every row"):
+        make_rationales(train_file=train, import_file=path, output=tmp_path / "i", max_examples=3)
+
+
+def test_cli_max_examples(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from dhrd.cli import app
+
+    data = _multirc_dir(tmp_path / "data")
+    url, _ = server(lambda n, body: (200, _candidate_reply(body)))
+    args = ["rationales", "--task", "multirc", "--data-dir", str(data), "--teacher", "m", "--base-url", url,
+            "--output", str(tmp_path / "c"), "--max-examples", "1", "--subset-seed", "3"]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "selected_examples" in result.output and "--max-examples 1, --subset-seed 3" in result.output
+
+
+@pytest.mark.integration
+def test_shared_multirc_items_join_the_training_rows(shared_superglue):
+    from dhrd.tasks import load_task_split
+
+    items, _ = task_items("multirc", shared_superglue)
+    rows = load_task_split("multirc", "train", "yesno", shared_superglue)
+    assert [i.idx for i in items] == [r.source_idx for r in rows] and len(set(r.source_idx for r in rows)) == 27243
 
 
 def test_openai_teacher_reads_the_key_from_the_environment(monkeypatch):

@@ -353,6 +353,13 @@ def rationales(
     max_new_tokens: int = typer.Option(160),
     seed: int = typer.Option(0),
     limit: int = typer.Option(None, help="stop when the cache holds this many examples"),
+    max_examples: int = typer.Option(
+        None,
+        help="only the examples dhrd train --max-train-examples N trains on (matches its seeded sample; one task)",
+    ),
+    subset_seed: int = typer.Option(
+        42, help="with --max-examples: matches dhrd train's --subset-seed (its default, --seed, is 42)"
+    ),
 ):
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
@@ -386,6 +393,8 @@ def rationales(
             max_new_tokens=max_new_tokens,
             seed=seed,
             limit=limit,
+            max_examples=max_examples,
+            subset_seed=subset_seed,
         )
 
     path, summary = _run(go)
@@ -406,6 +415,9 @@ def rationales(
         "torn_row_removed",
     ):
         table.add_row(key, str(summary[key]))
+    if summary["max_examples"]:
+        cap = f"--max-examples {summary['max_examples']}, --subset-seed {summary['subset_seed']}"
+        table.add_row("selected_examples", f"{summary['selected_examples']} ({cap})")
     out.print(table)
     out.print(f"cache: {path}\ntrain with: dhrd train --method dhrd --rationales {path.parent.parent}")
 

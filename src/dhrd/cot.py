@@ -231,7 +231,7 @@ def zero_shot_queries(
 ) -> tuple[list[Query], dict[str, str]]:
     """One chat prompt per original example and the gold native label of each (``groups`` keeps only those
     examples, in that order)."""
-    if task not in TASK_ANSWERS:
+    if task not in TASK_ANSWERS or task == "multirc":  # the teacher's MultiRC items are answers, not examples
         raise DHRDInputError(f"zero-shot CoT does not support {task}: its answers are per candidate, not per example")
     items, _ = task_items(task, data_dir, split)
     answers = TASK_ANSWERS[task]

@@ -178,10 +178,55 @@ def _task_item(task: str, record: dict, source: str, row: int) -> TeacherItem:
             f'Sentence: {fields["text"]}\nQuestion: Does the pronoun "{fields["pronoun"]}" refer to "{fields["noun"]}"?'
         )
     else:
-        raise DHRDInputError(
-            f"the teacher does not support {task}: its rationales would have to be per answer, not per passage"
-        )
+        raise DHRDInputError(f"the teacher does not support {task!r}: choose from {', '.join(TASK_ANSWERS)}")
     return TeacherItem(int(idx), label, answer, block, fields)
+
+
+def _filled(value, source: str, row: int, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise DHRDInputError(f"{where(source, row, name)}: {'missing' if value is None else 'empty text'}")
+    return value.strip()
+
+
+def _objects(value, source: str, row: int, name: str) -> list[dict]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise DHRDInputError(f"{where(source, row, name)}: expected a non-empty list of objects")
+    return value
+
+
+def _multirc_items(record: dict, source: str, row: int) -> list[TeacherItem]:
+    """One item per candidate answer (MultiRC is scored per answer), keyed by the answer's idx, which is
+    unique in its split and is the classifier row's ``source_idx``."""
+    passage = record.get("passage")
+    if not isinstance(passage, dict):
+        raise DHRDInputError(f"{where(source, row, 'passage')}: expected an object with text and questions")
+    paragraph = _filled(passage.get("text"), source, row, "passage.text")
+    items = []
+    for q, question in enumerate(_objects(passage.get("questions"), source, row, "passage.questions")):
+        at = f"passage.questions[{q}]"
+        asked = _filled(question.get("question"), source, row, f"{at}.question")
+        for a, answer in enumerate(_objects(question.get("answers"), source, row, f"{at}.answers")):
+            items.append(_multirc_item(paragraph, asked, answer, source, row, f"{at}.answers[{a}]"))
+    return items
+
+
+def _multirc_item(paragraph: str, question: str, answer: dict, source: str, row: int, at: str) -> TeacherItem:
+    idx, gold = answer.get("idx"), answer.get("label")
+    if not isinstance(idx, int) or isinstance(idx, bool):
+        raise DHRDInputError(f"{where(source, row, at + '.idx')}: expected an integer id")
+    if gold is None:
+        raise DHRDInputError(f"{where(source, row, at + '.label')}: missing (the teacher needs labelled examples)")
+    if gold not in (0, 1):  # the official 0/1; True/False compare equal and pass too
+        raise DHRDInputError(f"{where(source, row, at + '.label')}: {gold!r} is not 0 or 1")
+    candidate = answer.get("text")
+    if not isinstance(candidate, str):  # empty is allowed: the official train split has 3 empty (false) answers
+        raise DHRDInputError(f"{where(source, row, at + '.text')}: {'missing' if candidate is None else 'not text'}")
+    fields = {"paragraph": paragraph, "question": question, "candidate": candidate.strip()}
+    block = (
+        f"Paragraph: {paragraph}\nQuestion: {question}\nCandidate answer: {fields['candidate']}\n"
+        "Question: Is the candidate answer correct?"
+    )
+    return TeacherItem(idx, *_yes_no(gold), block, fields)
 
 
 # The words the teacher answers with, and the label each one means (dicts keep the order of the prompt).
@@ -189,6 +234,7 @@ TASK_ANSWERS = {
     "boolq": {"Yes": "true", "No": "false"},
     "cb": {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"},
     "copa": {"Option 1": "choice1", "Option 2": "choice2"},
+    "multirc": {"Yes": "true", "No": "false"},
     "rte": {"Yes": "entailment", "No": "not_entailment"},
     "wic": {"Yes": "true", "No": "false"},
     "wsc": {"Yes": "true", "No": "false"},
@@ -200,7 +246,10 @@ def task_items(task: str, data_dir: str | Path | None = None, split: str = "trai
     if task not in TASK_ANSWERS:
         _task_item(task, {"label": 0}, task, 1)  # raises the clear "not supported" error
     records, source = read_records(TASKS[task], split, data_dir)
-    return [_task_item(task, record, source, row) for row, record in enumerate(records, start=1)], source
+    rows = enumerate(records, start=1)
+    if task == "multirc":  # one item per answer, not per record
+        return [item for row, record in rows for item in _multirc_items(record, source, row)], source
+    return [_task_item(task, record, source, row) for row, record in rows], source
 
 
 def file_items(path: str | Path, columns: Columns) -> tuple[list[TeacherItem], dict[str, str]]:

@@ -58,7 +58,7 @@ class Example:
     label: int | None  # index into the label names; None where the split has no labels (test)
     group: str
     candidate: str | None = None  # the choice / answer / relation a yes-no row asks about
-    source_idx: int | None = None  # the ``idx`` of the original record (for joining rationales)
+    source_idx: int | None = None  # the record's ``idx`` (MultiRC: the answer's), the key rationales join on
 
 
 @dataclass(frozen=True)
@@ -310,8 +310,10 @@ def _examples_from_record(task: Task, record: dict, fmt: str, source: str, row: 
     gold = record.get("label")
     labels = task.label_names(fmt)
 
-    def one(text: str, label: int | None, suffix: str = "", candidate: str | None = None, grp: str = group):
-        return Example(f"{grp}{suffix}", task.name, text, label, grp, candidate, idx)
+    def one(
+        text: str, label: int | None, suffix: str = "", candidate: str | None = None, grp: str = group, src: int = idx
+    ):
+        return Example(f"{grp}{suffix}", task.name, text, label, grp, candidate, src)
 
     def yes(flag: bool | None) -> int | None:
         return None if flag is None else int(bool(flag))
@@ -383,7 +385,8 @@ def _examples_from_record(task: Task, record: dict, fmt: str, source: str, row: 
                         f"Paragraph: {passage['text'].strip()}\nQuestion: {question['question'].strip()}\n"
                         f"Answer: {answer['text'].strip()}"
                     )
-                rows.append(one(text, yes(flag), f"-{answer['idx']}", answer["text"], qgroup))
+                # an answer's idx is unique in its split: the key of its per-answer rationale
+                rows.append(one(text, yes(flag), f"-{answer['idx']}", answer["text"], qgroup, answer["idx"]))
         return rows
     if name == "wic":
         _require(record, ["word", "sentence1", "sentence2"], source, row)

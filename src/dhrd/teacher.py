@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import read_table
+from .data import Columns, read_table
 from .errors import DHRDInputError, where
 from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
 from .rationales import RationaleCache
@@ -398,6 +398,38 @@ def import_identity(source: str | Path) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------- API
+def training_subset(
+    items: list[TeacherItem],
+    task: str | None,
+    train_file: str | Path | None,
+    columns: Columns,
+    data_dir: str | Path | None,
+    max_examples: int,
+    subset_seed: int,
+) -> tuple[list[TeacherItem], int]:
+    """The items of the examples ``dhrd train --max-train-examples N --subset-seed S`` trains on, and how
+    many original examples that is. Training's own rows and ``sample_examples`` pick them, and an item joins
+    on the row's ``source_idx``, exactly as training joins rationales (``pair_rationales``)."""
+    from .data import DataSpec
+    from .tasks import sample_examples
+
+    if subset_seed is None:  # a None seed would draw a fresh random subset that no training run uses
+        raise DHRDInputError("--max-examples needs --subset-seed (dhrd train's default is its --seed, 42)")
+    if train_file is not None:
+        spec = DataSpec(
+            train_file=str(train_file),
+            text_column=columns.text,
+            text_pair_column=columns.text_pair,
+            label_column=columns.label,
+        )
+    else:
+        # groups (what the cap counts) are the same in both input formats, so yesno stands for either
+        spec = DataSpec(tasks=[task], data_dir=None if data_dir is None else str(data_dir))
+    rows = sample_examples(spec.split("train", spec.label_names()), max_examples, subset_seed)
+    keep = {row.source_idx for row in rows}
+    return [item for item in items if item.idx in keep], len({row.group for row in rows})
+
+
 def make_rationales(
     task: str | None = None,
     train_file: str | Path | None = None,
@@ -425,13 +457,16 @@ def make_rationales(
     seed: int = 0,
     limit: int | None = None,
     progress: bool = True,
+    max_examples: int | None = None,
+    subset_seed: int = 42,
 ) -> tuple[Path, dict]:
     """Rationales for every training example of ``task`` (or ``train_file``) into a resumable cache:
     from a local model (``teacher`` without ``base_url``), an OpenAI-compatible server (``base_url`` and
-    ``teacher`` as the served model name), or a file the user has (``import_file``). Returns the cache file
-    (``<output>/<Task or file stem>/train.jsonl``, which ``dhrd train --rationales <output>`` reads) and
-    the summary, also written beside it as ``train.summary.json``."""
-    from .data import Columns
+    ``teacher`` as the served model name), or a file the user has (``import_file``). ``max_examples`` asks
+    only about the examples ``dhrd train --max-train-examples N --subset-seed S`` trains on (one task or
+    file at a time). Returns the cache file (``<output>/<Task or file stem>/train.jsonl``, which
+    ``dhrd train --rationales <output>`` reads) and the summary, also written beside it as
+    ``train.summary.json``."""
     from .prompts import TASK_ANSWERS, builtin_template, file_items, load_template, task_items
     from .runtime import write_json_atomic
     from .tasks import TASKS, parse_task_names
@@ -450,7 +485,12 @@ def make_rationales(
         items, _ = task_items(task, data_dir)
         answers, folder = TASK_ANSWERS[task], TASKS[task].folder
         fields = sorted({key for item in items for key in item.fields})
-    known = {item.idx for item in items}
+    known = {item.idx for item in items}  # every id: a cache made for a larger subset stays usable
+    selected = None
+    if max_examples:
+        if import_file is not None:
+            raise DHRDInputError("--max-examples picks whom a teacher is asked about; --import copies every row")
+        items, selected = training_subset(items, task, train_file, columns, data_dir, max_examples, subset_seed)
 
     if import_file is not None:
         source = Path(import_file)
@@ -503,6 +543,9 @@ def make_rationales(
         "prompt_id": cache.prompt_id,
         "rows_in_cache": len(cache),
         "rationales_in_cache": sum(1 for r in cache.rows.values() if r.get("rationale")),
+        "max_examples": max_examples or None,
+        "subset_seed": subset_seed if max_examples else None,
+        "selected_examples": selected,  # original examples in the subset (MultiRC: questions); None: all
         **summary.as_dict(),
     }
     write_json_atomic(cache.path.with_name("train.summary.json"), result)
