@@ -154,7 +154,8 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
     text = (tmp_path_factory_path := __import__("pathlib").Path(out) / "results.md").read_text()
     assert "| Pooled baseline |" in text and "| DHRD |" in text and "paper Llama-3.1-8B" in text
     assert "max train examples 4" in text and "max eval examples 4" in text and "cot eval examples 2" in text
-    assert "Throughput" in text and "Wall time" in text and "torch" in text
+    assert "Throughput" in text and "Wall time" in text and "torch" in text and "unparseable rows" in text
+    assert "DHRD / CoT fine-tuned" in text and "CoT decoding: cb: greedy, max_new_tokens=" in text
     rows = list(csv.DictReader((tmp_path_factory_path.with_suffix(".csv")).open()))
     assert {(r["task"], r["method"]) for r in rows} >= {("cb", "pooled"), ("copa", "dhrd"), ("cb", "cot")}
     saved = json.loads((tmp_path_factory_path.with_suffix(".json")).read_text())
@@ -193,7 +194,8 @@ def test_a_task_without_rationales_needs_a_teacher(tmp_path, tiny_backbone, supe
 
 def test_demo_defaults_are_small_and_can_be_overridden():
     args = demo_arguments()
-    assert args.tasks == ["rte"] and args.seeds == [1] and "cot-zero-shot" in args.methods and args.epochs == 1
+    assert args.tasks == ["copa"] and args.seeds == [1] and args.epochs == 1
+    assert {"pooled", "dhrd", "cot", "cot-zero-shot"} == set(args.methods)
     assert demo_arguments(tasks=["copa"], max_train_examples=10).train_cap("copa") == 10
 
 
@@ -212,3 +214,41 @@ def test_cli_reproduce_with_a_config(tmp_path, tiny_backbone, superglue_dir, rat
     assert (tmp_path / "r" / "results.md").is_file()
     bad = runner.invoke(app, ["reproduce", "--config", str(tmp_path / "none.toml")])
     assert bad.exit_code == 2 and "config file not found" in bad.output
+
+
+def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
+    tmp_path, monkeypatch, tiny_backbone, superglue_dir, rationale_dir
+):
+    import dhrd.teacher
+
+    asked = {}
+
+    def fake_make_rationales(task, output, max_examples, subset_seed, **kwargs):
+        asked.update(task=task, max_examples=max_examples, subset_seed=subset_seed, teacher=kwargs["teacher"])
+        path = write_jsonl(output / "RTE" / "train.jsonl", [{"idx": i, "rationale": f"So {i}."} for i in range(8)])
+        return path, {"teacher": "fake", "rationales_in_cache": 8, "examples": 8}
+
+    monkeypatch.setattr(dhrd.teacher, "make_rationales", fake_make_rationales)
+    args = _arguments(
+        tmp_path, tiny_backbone, superglue_dir, rationale_dir, tasks=["rte"], methods=["dhrd"], seeds=[1], qps=False
+    )
+    args.teacher = "some-teacher"
+    result = reproduce(args, progress=False)
+    assert asked == {"task": "rte", "max_examples": 6, "subset_seed": 0, "teacher": "some-teacher"}
+    assert result.rationales["rte"]["teacher"] == "fake"
+    assert result.cells["train rte dhrd s1"]["result"]["rows_without_rationale"] == 0
+    assert "rationales: fake" in (tmp_path / "runs" / "results.md").read_text()
+
+
+def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch):
+    import dhrd.tasks
+    from dhrd.experiments import ReproduceResult, markdown, summarise
+
+    monkeypatch.setattr(dhrd.tasks, "boolq_carved", lambda data_dir=None: True)
+    args = ReproduceArguments(tasks=["boolq"], seeds=[1], methods=["pooled"])
+    metrics = {"score": 60.0, "tasks": {"boolq": {"accuracy": 60.0, "examples": 1000, "score": 60.0}}}
+    result = ReproduceResult(args.__dict__.copy())
+    result.cells = {"train boolq pooled s1": {"kind": "train", "task": "boolq", "method": "pooled", "result": metrics}}
+    result.summary = summarise(args, result)
+    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.tasks.BOOLQ_CARVE_NOTE
+    assert "Not comparable to the paper" in markdown(result)

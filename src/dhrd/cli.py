@@ -546,7 +546,7 @@ def benchmark(
 def _print_reproduce(result) -> None:
     from .experiments import markdown
 
-    out.print(markdown(result), markup=False, highlight=False)
+    out.print(markdown(result), markup=False, highlight=False, soft_wrap=True)  # tables must not be wrapped
 
 
 @app.command()
@@ -617,7 +617,7 @@ def reproduce(
 
 @app.command()
 def demo(
-    task: str = typer.Option(None, help="the small task [default: rte]"),
+    task: str = typer.Option(None, help="the small task [default: copa]"),
     backbone: str = typer.Option(None, help="the student [default: the shared SmolLM2-135M, else the hub's]"),
     output_dir: Path = typer.Option(None, help="[default: runs/demo]"),
     max_train_examples: int = typer.Option(None, help="[default: 96]"),
