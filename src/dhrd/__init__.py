@@ -2,6 +2,7 @@
 
 from .errors import DHRDInputError
 from .evaluation import evaluate, predict, predict_proba
+from .experiments import ReproduceArguments, make_arguments, reproduce
 from .modeling import build_classifier, load_classifier, save_classifier
 from .tasks import TASKS, Example, load_task_split
 from .training import DHRDTrainingArguments, train
@@ -11,13 +12,16 @@ __all__ = [
     "DHRDInputError",
     "DHRDTrainingArguments",
     "Example",
+    "ReproduceArguments",
     "TASKS",
     "build_classifier",
     "evaluate",
     "load_classifier",
     "load_task_split",
+    "make_arguments",
     "predict",
     "predict_proba",
+    "reproduce",
     "save_classifier",
     "train",
 ]

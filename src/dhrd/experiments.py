@@ -31,7 +31,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from . import __version__
 from .errors import DHRDInputError
 from .runtime import write_json_atomic
 from .tasks import TASKS, parse_task_names
@@ -597,6 +596,7 @@ def _versions() -> dict:
     import torch
     import transformers
 
+    from . import __version__
     from .benchmark import _cpu_name
 
     return {
