@@ -43,6 +43,9 @@ GOOD = f"Reasoning: The premise names the museum's city, which is the place in t
 def test_clean_keeps_only_the_explanation():
     assert clean_rationale(GOOD) == "The premise names the museum's city, which is the place in the hypothesis."
     assert clean_rationale("Because x.\n\nAnswer: Yes") == "Because x."  # no sentinel: cut at the answer
+    # the answer first, then the explanation (Qwen2.5-0.5B's habit): the explanation is kept
+    assert clean_rationale("Answer: Yes\nExplanation: The passage says so.") == "The passage says so."
+    assert clean_rationale("Answer: No\nExplanation: It is not.\nAnswer: No") == "It is not."
 
 
 @pytest.mark.parametrize(

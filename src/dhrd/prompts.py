@@ -291,11 +291,16 @@ def parse_answer(text: str, answers: Sequence[str]) -> str | None:
 
 def clean_rationale(text: str, sentinel: str = SENTINEL) -> str:
     """The explanation only: before the sentinel (or before an ``Answer:`` line when it is missing), without
-    a leading "Reasoning:" and with whitespace collapsed."""
+    a leading "Reasoning:" and with whitespace collapsed. A teacher that answers first ("Answer: Yes" on the
+    first line, then "Explanation: ...", as small instruct models often do) keeps the text after that line."""
     before = text.split(sentinel, 1)[0]
     answer = _ANSWER_LINE.search(before)
     if answer:
-        before = before[: answer.start()]
+        ahead = before[: answer.start()]
+        before = ahead if ahead.strip() else before[answer.end() :]
+        second = _ANSWER_LINE.search(before)  # an answer line after the explanation ends it too
+        if second and not ahead.strip():
+            before = before[: second.start()]
     return " ".join(_PREFIX.sub("", before.strip()).split())
 
 
