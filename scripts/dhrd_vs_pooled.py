@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
 
+from dhrd.experiments import score_stats as _stats
 from dhrd.runtime import write_json_atomic
 from dhrd.training import DHRDTrainingArguments, train
 
@@ -65,15 +65,6 @@ def train_one(run: dict, root: Path, epochs: float, train_missing: bool = True) 
     # says nothing about the method: it is left out of the time ratio, but its score counts.
     metrics["timing_contaminated"] = (output / "TIMING_CONTAMINATED").exists()
     return metrics
-
-
-def _stats(values: list[float]) -> dict:
-    return {
-        "mean": round(statistics.mean(values), 2),
-        "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
-        "n": len(values),
-        "values": values,
-    }
 
 
 def summarise(done: list[tuple[dict, dict]]) -> dict:

@@ -610,7 +610,8 @@ def _versions() -> dict:
 
 
 # -------------------------------------------------------------------------------------------- summary
-def _stats(values: list[float]) -> dict:
+def score_stats(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value), count and the values."""
     return {
         "mean": round(statistics.fmean(values), 2),
         "std": round(statistics.stdev(values), 2) if len(values) > 1 else None,
@@ -636,7 +637,7 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
         methods = {}
         for method, runs in scores[task].items():
             methods[method] = {
-                "score": _stats([r["tasks"][task]["score"] for r in runs]),
+                "score": score_stats([r["tasks"][task]["score"] for r in runs]),
                 "metrics": {
                     k: round(statistics.fmean(r["tasks"][task][k] for r in runs), 2)
                     for k in TASKS[task].metrics
