@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from dhrd.experiments import score_stats as _stats
-from dhrd.runtime import write_json_atomic
+from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.training import DHRDTrainingArguments, train
 
 # Caps keep one pooled + one DHRD run per task and seed to a few CPU minutes here (see the report).
@@ -195,9 +195,7 @@ def main() -> None:
         done.append((run, metrics))
         summary = summarise(done)
         write_json_atomic(out.with_suffix(".json"), {"epochs": options.epochs, "caps": TASKS, **summary})
-        tmp = out.with_suffix(".md.tmp")
-        tmp.write_text(markdown(summary, options.epochs))
-        tmp.replace(out.with_suffix(".md"))
+        write_text_atomic(out.with_suffix(".md"), markdown(summary, options.epochs))
         print(markdown(summary, options.epochs), flush=True)
 
 

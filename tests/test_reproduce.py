@@ -153,6 +153,7 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
     out = args.output_dir
     text = (tmp_path_factory_path := __import__("pathlib").Path(out) / "results.md").read_text()
     assert "| Pooled baseline |" in text and "| DHRD |" in text and "paper Llama-3.1-8B" in text
+    assert "(on 2)" in text.split("| CoT fine-tuned")[1].splitlines()[0]  # CoT scored on fewer examples: said
     assert "max train examples 4" in text and "max eval examples 4" in text and "cot eval examples 2" in text
     assert "Throughput" in text and "Wall time" in text and "torch" in text and "unparseable rows" in text
     assert "DHRD / CoT fine-tuned" in text and "CoT decoding: cb: greedy, max_new_tokens=" in text
@@ -252,3 +253,44 @@ def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch):
     result.summary = summarise(args, result)
     assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.tasks.BOOLQ_CARVE_NOTE
     assert "Not comparable to the paper" in markdown(result)
+
+
+def test_kill_9_mid_table_then_the_same_command_finishes_it(tmp_path, tiny_backbone, superglue_dir, rationale_dir):
+    """``dhrd reproduce`` killed with SIGKILL once its first cell is done: the same command keeps that cell,
+    runs the rest, and ends with the scores of a run that was never killed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = tmp_path / "tiny.toml"
+    config.write_text(
+        f'tasks = "cb"\nseeds = [1, 2]\nmethods = ["pooled", "dhrd"]\nbackbone = "{tiny_backbone}"\n'
+        f'data_dir = "{superglue_dir}"\nrationales = "{rationale_dir}"\nepochs = 1\nbatch_size = 4\n'
+        "max_eval_examples = 3\nqps = false\n[train]\nbf16 = false\nmax_length = 128\nsave_steps = 1\n"
+    )
+
+    def command(out):
+        return [sys.executable, "-m", "dhrd", "reproduce", "--config", str(config), "--output-dir", str(out)]
+
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed / "cb" / "pooled-s1" / "metrics.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not first.exists():
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert first.exists() and not (killed / "cb" / "dhrd-s2" / "metrics.json").exists(), "killed too late"
+    made = first.stat().st_mtime_ns
+
+    resumed = subprocess.run(command(killed), env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert first.stat().st_mtime_ns == made  # the finished cell was kept, not trained again
+    unbroken = subprocess.run(command(tmp_path / "unbroken"), env=env, capture_output=True, text=True, timeout=600)
+    assert unbroken.returncode == 0, unbroken.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("killed", "unbroken"))
+    assert a["finished"] and set(a["cells"]) == set(b["cells"])
+    assert a["summary"]["tasks"] == b["summary"]["tasks"]

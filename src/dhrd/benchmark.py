@@ -51,7 +51,7 @@ from .modeling import (
     split_backbone,
 )
 from .rationales import rationale_file, read_rationales
-from .runtime import bf16_supported, device, write_json_atomic
+from .runtime import bf16_supported, device, save_figure_atomic, write_json_atomic, write_text_atomic
 from .tasks import TASKS, Example, evaluate_rows
 
 logger = logging.getLogger(__name__)
@@ -549,10 +549,7 @@ def write_markdown(result: BenchmarkResult, path: Path) -> Path:
             for f in result.fast_path
         ]
     lines += ["", f"Wall time of the whole benchmark: {result.seconds:.0f} s.", ""]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines))
-    tmp.replace(path)
-    return path
+    return write_text_atomic(path, "\n".join(lines))
 
 
 def plot(result: BenchmarkResult, path: Path) -> Path:
@@ -577,11 +574,7 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
             r["examples_per_s"], k, f" {r['examples_per_s']:.3g}/s, score {r['score']:.1f}", va="center", fontsize=8
         )
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, dpi=120)
 
 
 __all__ = ["BenchmarkArguments", "BenchmarkResult", "benchmark", "gemm_peak", "headline_ratios"]

@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import DHRDInputError
-from .runtime import write_json_atomic
+from .runtime import save_figure_atomic, write_json_atomic, write_text_atomic
 from .tasks import TASKS, parse_task_names
 
 logger = logging.getLogger(__name__)
@@ -730,7 +730,7 @@ def markdown(result: ReproduceResult) -> str:
     ]
     average = summary["average"]
     for method in args["methods"]:
-        cells = [_pm(tasks[t]["methods"].get(method, {}).get("score")) for t in names]
+        cells = [_score_cell(tasks[t]["methods"], method) for t in names]
         avg = average["methods"].get(method)
         rel = ""
         if method == "dhrd" and average.get("relative_gain_percent") is not None:
@@ -768,6 +768,16 @@ def markdown(result: ReproduceResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _score_cell(methods: dict, method: str) -> str:
+    """mean ± std, and the number of examples where a method was scored on fewer than the others (CoT)."""
+    entry = methods.get(method)
+    if not entry:
+        return "–"
+    most = max(m["eval_examples"] or 0 for m in methods.values())
+    fewer = entry["eval_examples"] and entry["eval_examples"] < most
+    return _pm(entry["score"]) + (f" (on {entry['eval_examples']})" if fewer else "")
 
 
 def _decoding(result: ReproduceResult) -> str:
@@ -811,7 +821,8 @@ def _caps_lines(result: ReproduceResult) -> list[str]:
     lines = ["", "## What each cell saw (caps are never hidden)", ""]
     for task, entry in result.summary["tasks"].items():
         caps = entry["caps"]
-        parts = [f"{k.replace('_', ' ')} {v}" for k, v in caps.items() if k != "epochs"] or ["no caps"]
+        unit = " (questions)" if task == "multirc" else ""
+        parts = [f"{k.replace('_', ' ')} {v}{unit}" for k, v in caps.items() if k != "epochs"] or ["no caps"]
         methods = entry["methods"]
         seen = ", ".join(f"{m}: {v['eval_examples']} eval examples" for m, v in methods.items() if v["eval_examples"])
         line = f"- **{TASKS[task].folder}**: {'; '.join(parts)}" + (f" ({seen})" if seen else "")
@@ -863,21 +874,15 @@ def write_results(result: ReproduceResult, directory: Path) -> None:
     """results.json, .md, .csv and .png, each written to a temporary file and renamed into place."""
     directory.mkdir(parents=True, exist_ok=True)
     write_json_atomic(directory / "results.json", asdict(result))
-    _write_text(directory / "results.md", markdown(result))
+    write_text_atomic(directory / "results.md", markdown(result))
     rows = csv_rows(result)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    _write_text(directory / "results.csv", buffer.getvalue())
+    write_text_atomic(directory / "results.csv", buffer.getvalue())
     plot(result, directory / "results.png")
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 def plot(result: ReproduceResult, path: Path) -> Path | None:
@@ -917,11 +922,7 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
     right.set_title("throughput")
     fig.suptitle(f"{result.arguments.get('title') or 'dhrd reproduce'} - {result.versions.get('device', '')}")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, path, dpi=110)
 
 
 # ------------------------------------------------------------------------------------------------ demo

@@ -67,3 +67,25 @@ def write_jsonl_atomic(path: str | Path, rows) -> Path:
         os.fsync(handle.fileno())
     os.replace(tmp, path)
     return path
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """A text file (a markdown table, a CSV) written beside its target and renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def save_figure_atomic(fig, path: str | Path, dpi: int = 120) -> Path:
+    """A matplotlib figure saved as a PNG beside its target, renamed into place, and closed."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
