@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 from conftest import write_jsonl
@@ -17,10 +18,12 @@ from dhrd.experiments import (
     ReproduceArguments,
     demo_arguments,
     make_arguments,
+    markdown,
     paper_gains,
     parse_caps,
     plan,
     reproduce,
+    summarise,
 )
 
 runner = CliRunner()
@@ -151,22 +154,23 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
     assert methods["pooled"]["train_rows"] == 8  # 4 COPA examples, one row per choice
 
     out = args.output_dir
-    text = (tmp_path_factory_path := __import__("pathlib").Path(out) / "results.md").read_text()
+    table = Path(out) / "results.md"
+    text = table.read_text()
     assert "| Pooled baseline |" in text and "| DHRD |" in text and "paper Llama-3.1-8B" in text
     assert "(on 2)" in text.split("| CoT fine-tuned")[1].splitlines()[0]  # CoT scored on fewer examples: said
     assert "max train examples 4" in text and "max eval examples 4" in text and "cot eval examples 2" in text
     assert "Throughput" in text and "Wall time" in text and "torch" in text and "unparseable rows" in text
     assert "DHRD / CoT fine-tuned" in text and "CoT decoding: cb: greedy, max_new_tokens=" in text
-    rows = list(csv.DictReader((tmp_path_factory_path.with_suffix(".csv")).open()))
+    rows = list(csv.DictReader((table.with_suffix(".csv")).open()))
     assert {(r["task"], r["method"]) for r in rows} >= {("cb", "pooled"), ("copa", "dhrd"), ("cb", "cot")}
-    saved = json.loads((tmp_path_factory_path.with_suffix(".json")).read_text())
+    saved = json.loads((table.with_suffix(".json")).read_text())
     assert saved["finished"] and saved["summary"]["average"]["tasks"] == ["cb", "copa"]
-    assert tmp_path_factory_path.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    assert table.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_backbone, superglue_dir, rationale_dir):
     args, result = finished
-    root = __import__("pathlib").Path(args.output_dir)
+    root = Path(args.output_dir)
     # as if killed before these two cells finished: their result files are missing
     (root / "copa" / "dhrd-s2" / "metrics.json").unlink()
     (root / "cb" / "cot-s2" / "cot-eval.json").unlink()
@@ -178,6 +182,16 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
     assert (root / "cb" / "cot-s2" / "cot-eval.json").is_file()
     assert again.summary["tasks"]["cb"]["methods"]["pooled"] == result.summary["tasks"]["cb"]["methods"]["pooled"]
     assert again.seconds >= result.seconds  # the wall time adds up across sessions
+
+
+def test_a_table_of_unfinished_seeds_says_so(finished):
+    args, result = finished
+    partial = dict(result.cells)
+    partial.pop("train copa dhrd s2")
+    cut = type(result)(**{**result.__dict__, "cells": partial})
+    cut.summary = summarise(args, cut)
+    row = markdown(cut).split("| DHRD |")[1].splitlines()[0]
+    assert row.count("[1/2 seeds]") == 1
 
 
 def test_a_finished_cell_with_other_settings_is_refused(finished, tiny_backbone, superglue_dir, rationale_dir):
@@ -243,7 +257,7 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
 
 def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch):
     import dhrd.tasks
-    from dhrd.experiments import ReproduceResult, markdown, summarise
+    from dhrd.experiments import ReproduceResult
 
     monkeypatch.setattr(dhrd.tasks, "boolq_carved", lambda data_dir=None: True)
     args = ReproduceArguments(tasks=["boolq"], seeds=[1], methods=["pooled"])

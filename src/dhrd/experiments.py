@@ -730,7 +730,7 @@ def markdown(result: ReproduceResult) -> str:
     ]
     average = summary["average"]
     for method in args["methods"]:
-        cells = [_score_cell(tasks[t]["methods"], method) for t in names]
+        cells = [_score_cell(tasks[t]["methods"], method, len(args["seeds"])) for t in names]
         avg = average["methods"].get(method)
         rel = ""
         if method == "dhrd" and average.get("relative_gain_percent") is not None:
@@ -770,14 +770,17 @@ def markdown(result: ReproduceResult) -> str:
     return "\n".join(lines)
 
 
-def _score_cell(methods: dict, method: str) -> str:
-    """mean ± std, and the number of examples where a method was scored on fewer than the others (CoT)."""
+def _score_cell(methods: dict, method: str, seeds: int) -> str:
+    """mean ± std; the number of examples where a method was scored on fewer than the others (CoT), and the
+    number of seeds where a run stopped before every seed finished (zero-shot CoT has one cell by design)."""
     entry = methods.get(method)
     if not entry:
         return "–"
     most = max(m["eval_examples"] or 0 for m in methods.values())
     fewer = entry["eval_examples"] and entry["eval_examples"] < most
-    return _pm(entry["score"]) + (f" (on {entry['eval_examples']})" if fewer else "")
+    text = _pm(entry["score"]) + (f" (on {entry['eval_examples']})" if fewer else "")
+    n = entry["score"]["n"]
+    return text + (f" [{n}/{seeds} seeds]" if method != "cot-zero-shot" and n < seeds else "")
 
 
 def _decoding(result: ReproduceResult) -> str:
