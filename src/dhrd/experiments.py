@@ -241,7 +241,10 @@ def read_config(path: str | Path) -> dict:
     text = path.read_text(encoding="utf-8")
     try:
         if path.suffix.lower() == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
 
             data = tomllib.loads(text)
         elif path.suffix.lower() in (".yaml", ".yml"):
