@@ -687,11 +687,16 @@ def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
     return average
 
 
+def _decodes_cot(args: ReproduceArguments, task: str) -> bool:
+    """Whether any CoT method decodes this task (zero-shot CoT has no per-answer prompt for MultiRC)."""
+    return "cot" in args.methods or ("cot-zero-shot" in args.methods and task != "multirc")
+
+
 def _caps(args: ReproduceArguments, task: str) -> dict:
     caps = {
         "max_train_examples": args.train_cap(task),
         "max_eval_examples": args.eval_cap(task),
-        "cot_eval_examples": args.cot_cap(task) if any(m in COT_METHODS for m in args.methods) else None,
+        "cot_eval_examples": args.cot_cap(task) if _decodes_cot(args, task) else None,
         "epochs": args.epochs,
     }
     return {k: v for k, v in caps.items() if v is not None}
