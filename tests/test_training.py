@@ -216,3 +216,49 @@ def test_one_epoch_skips_the_redundant_validation_pass(tmp_path, tiny_backbone, 
     assert result.metrics["tasks"]["cb"]["examples"] == 6 and 0 <= result.metrics["score"] <= 100
     scored = evaluate(result.model_dir, split="validation", data_dir=str(superglue_dir), bf16=False)
     assert scored["score"] == result.metrics["score"]
+
+
+def _epoch_rows(run) -> tuple[list, int, int]:
+    """(real token ids, label) of every row one epoch of the trainer's batches holds, and real/padded tokens."""
+    rows, real, padded = [], 0, 0
+    for batch in run.trainer.get_train_dataloader():
+        mask = batch["attention_mask"]
+        real, padded = real + int(mask.sum()), padded + mask.numel()
+        for ids, row_mask, label in zip(batch["input_ids"], mask, batch["labels"]):
+            rows.append((tuple(ids[row_mask.bool()].tolist()), int(label)))
+    return rows, real, padded
+
+
+@pytest.mark.parametrize("method", ["pooled", "dhrd"])
+def test_length_grouped_batches_hold_every_candidate_row_once_with_its_label(
+    tmp_path, tiny_backbone, superglue_dir, method
+):
+    from dhrd.training import prepare_run
+
+    def epoch(grouped: bool):
+        args = tiny_args(
+            tmp_path,
+            tiny_backbone,
+            superglue_dir,
+            method=method,
+            group_by_length=grouped,
+            rationales=str(_cb_rationales(tmp_path)) if method == "dhrd" else None,
+        )
+        return prepare_run(args, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
+
+    grouped, plain = epoch(True), epoch(False)
+    assert type(grouped.trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+    rows, real, padded = _epoch_rows(grouped)
+    expected = sorted((tuple(f["input_ids"]), f["labels"]) for f in grouped.trainer.train_dataset)
+    assert sorted(rows) == expected and len(rows) == 36  # 12 CB examples x 3 relation rows, each once
+    _, plain_real, plain_padded = _epoch_rows(plain)
+    assert real == plain_real and padded <= plain_padded
+
+
+def _cb_rationales(tmp_path):
+    from conftest import write_jsonl
+
+    path = tmp_path / "rationales.jsonl"
+    if not path.is_file():
+        write_jsonl(path, [{"idx": i, "rationale": "Ann said so, " + "and so on " * (i % 4)} for i in range(12)])
+    return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
 from enum import Enum
 from pathlib import Path
@@ -136,7 +137,20 @@ def train(
     lora_alpha: int = typer.Option(32),
     learning_rate: float = typer.Option(2e-4, "--lr", "--learning-rate"),
     epochs: float = typer.Option(3.0),
+    best_epoch: bool = typer.Option(
+        True,
+        "--best-epoch/--last-epoch",
+        help="keep the epoch with the best validation score (the paper's), or the last one (no choice made on "
+        "the split that is also scored, and no per-epoch validation pass)",
+    ),
+    group_by_length: bool = typer.Option(
+        True, "--group-by-length/--random-batches", help="batches of similar lengths (less padding, faster)"
+    ),
     batch_size: int = typer.Option(8),
+    attention: str = typer.Option(
+        "auto",
+        help="attention kernel while training: auto (eager on a CPU, where it is faster; SDPA on a GPU), eager or sdpa",
+    ),
     eval_batch_size: int = typer.Option(32),
     gradient_accumulation: int = typer.Option(1),
     max_length: int = typer.Option(
@@ -190,6 +204,9 @@ def train(
         lora_alpha=lora_alpha,
         learning_rate=learning_rate,
         num_train_epochs=epochs,
+        best_epoch=best_epoch,
+        group_by_length=group_by_length,
+        attention=attention,
         per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=eval_batch_size,
         gradient_accumulation_steps=gradient_accumulation,
@@ -496,10 +513,27 @@ def benchmark(
     compile: bool = typer.Option(True, help="include torch.compile among the measured switches"),
     threads: int = typer.Option(None, help="torch (and llama.cpp) threads [default: torch's]"),
     output: Path = typer.Option(Path("results/benchmark"), help="writes <output>.json, .md and .png"),
+    train: bool = typer.Option(
+        False, "--train", help="measure training instead: real tokens/s, padding, FLOP/s of pooled and DHRD steps"
+    ),
+    train_examples: int = typer.Option(64, help="--train: training examples (a seeded sample) every cell steps over"),
+    train_variants: str = typer.Option(
+        "default,before,random batches,SDPA attention,torch dropout,batch 16,full fine-tuning,full + fused AdamW",
+        help="--train: comma-separated; default, before, random batches, SDPA attention, torch dropout, batch 16, "
+        "batch 4, full fine-tuning, full + fused AdamW, torch.compile",
+    ),
+    train_methods: str = typer.Option("pooled,dhrd", help="--train: pooled, dhrd or both"),
 ):
-    """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine."""
+    """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine;
+    with --train, the throughput of the training step instead."""
     from .benchmark import COLUMNS, BenchmarkArguments, table_rows
     from .benchmark import benchmark as run_benchmark
+
+    if train:
+        _benchmark_training(
+            task, data_dir, backbone, rationales, train_examples, train_variants, train_methods, threads, output
+        )
+        return
 
     def go():
         arguments = BenchmarkArguments(
@@ -526,12 +560,8 @@ def benchmark(
         return run_benchmark(arguments)
 
     result = _run(go)
-    table = Table(title=f"{task} validation, {result.inputs.get('examples')} examples - {result.machine['cpu']}")
-    for column in COLUMNS:
-        table.add_column(column)
-    for row in table_rows(result):
-        table.add_row(*row)
-    out.print(table)
+    title = f"{task} validation, {result.inputs.get('examples')} examples - {result.machine['cpu']}"
+    _print_table(title, COLUMNS, table_rows(result))
     for ratio in result.ratios:
         out.print(f"batch {ratio['batch_size']}: DHRD is {ratio['ratio']:.2f}x the examples/s of {ratio['dhrd_over']}")
     for switch in result.fast_path:
@@ -541,6 +571,50 @@ def benchmark(
         )
     gemm = ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s" for g in result.gemm)
     out.print(f"GEMM peak: {gemm}. Written: {output}.json, .md, .png ({result.seconds:.0f} s)")
+
+
+def _print_table(title: str, columns, rows) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
+
+
+def _benchmark_training(task, data_dir, backbone, rationales, examples, variants, methods, threads, output) -> None:
+    from .training_benchmark import TRAIN_COLUMNS, TrainBenchmarkArguments, benchmark_training
+    from .training_benchmark import table_rows as train_rows
+
+    def go():
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        arguments = TrainBenchmarkArguments(
+            task=task,
+            data_dir=str(data_dir) if data_dir else None,
+            backbone=backbone,
+            rationales=str(rationales) if rationales else None,
+            examples=examples,
+            methods=_csv(methods),
+            variants=_csv(variants),
+            output=str(output),
+            command=shlex.join(["dhrd", *sys.argv[1:]]),
+        )
+        return benchmark_training(arguments)
+
+    result = _run(go)
+    title = f"training throughput, {task}, {examples} examples - {result['machine']['cpu']}"
+    _print_table(title, TRAIN_COLUMNS, train_rows(result))
+    for x in result.get("dhrd_overhead", []):
+        out.print(
+            f"{x['variant']}: DHRD/pooled time {x['time_ratio']:.2f}, real tokens {x['token_ratio']:.2f}, "
+            f"useful FLOPs {x['flop_ratio']:.2f}"
+        )
+    for x in result.get("speedup_over_before", []):
+        out.print(f"{x['variant']} / {x['method']}: {x['speedup']:.2f}x the epoch speed of 'before'")
+    out.print(f"Written: {output}.json, .md, .png")
 
 
 def _print_reproduce(result) -> None:
@@ -554,7 +628,11 @@ def reproduce(
     config: Path = typer.Option(None, help="TOML or YAML file of settings; the options below override it"),
     tasks: str = typer.Option(None, help="comma-separated SuperGLUE tasks or 'all' [default: all seven]"),
     seeds: str = typer.Option(None, help="comma-separated seeds [default: 1,2,3]"),
-    methods: str = typer.Option(None, help="pooled, dhrd, cot (fine-tuned), cot-zero-shot [default: pooled,dhrd,cot]"),
+    methods: str = typer.Option(
+        None,
+        help="pooled, dhrd, dhrd-shuffled (another example's rationale: the paper's Table 2), cot (fine-tuned), "
+        "cot-zero-shot [default: pooled,dhrd,cot]",
+    ),
     backbone: str = typer.Option(None, help="the student (hub name, directory or .gguf) [default: SmolLM2-135M]"),
     data_dir: Path = typer.Option(None, help="folder with <Task>/{train,val}.jsonl [default: shared]"),
     output_dir: Path = typer.Option(None, help="where the runs go [default: runs/reproduce]"),
@@ -564,7 +642,7 @@ def reproduce(
     teacher_base_url: str = typer.Option(None, help="the teacher's OpenAI-compatible server"),
     alpha: float = typer.Option(None, help="DHRD's reasoning-loss weight [default: 1]"),
     beta: float = typer.Option(None, help="DHRD's classification-loss weight [default: 1]"),
-    epochs: float = typer.Option(None, help="[default: 3]"),
+    epochs: float = typer.Option(None, help="[default: 1]"),
     learning_rate: float = typer.Option(None, "--lr", "--learning-rate", help="[default: 2e-4]"),
     batch_size: int = typer.Option(None, help="[default: 8]"),
     max_train_examples: str = typer.Option(None, help="cap per task: 64, or 64,multirc:16 (reported in the table)"),
@@ -575,6 +653,9 @@ def reproduce(
     qps_examples: int = typer.Option(None, help="validation examples the benchmark runs on [default: 32]"),
     qps_batch_size: int = typer.Option(None, help="[default: 1]"),
     restart: bool = typer.Option(None, "--restart", help="run every cell again instead of resuming"),
+    tables_only: bool = typer.Option(
+        None, "--tables-only", help="rewrite results.* from the finished cells and run nothing else"
+    ),
 ):
     """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
     QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
@@ -607,6 +688,7 @@ def reproduce(
             qps_examples=qps_examples,
             qps_batch_size=qps_batch_size,
             restart=restart,
+            tables_only=tables_only,
         )
         return run_reproduce(args), Path(args.results_dir or args.output_dir)
 
@@ -617,16 +699,17 @@ def reproduce(
 
 @app.command()
 def demo(
-    task: str = typer.Option(None, help="the small task [default: copa]"),
+    task: str = typer.Option(None, help="the small task [default: cb, in its native 3-way format]"),
     backbone: str = typer.Option(None, help="the student [default: the shared SmolLM2-135M, else the hub's]"),
     output_dir: Path = typer.Option(None, help="[default: runs/demo]"),
-    max_train_examples: int = typer.Option(None, help="[default: 96]"),
-    max_eval_examples: int = typer.Option(None, help="[default: 100]"),
+    max_train_examples: int = typer.Option(None, help="[default: the whole training split]"),
+    max_eval_examples: int = typer.Option(None, help="[default: the whole validation split]"),
     epochs: float = typer.Option(None, help="[default: 1]"),
     restart: bool = typer.Option(None, "--restart", help="run everything again instead of reusing finished runs"),
 ):
-    """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both,
-    benchmark them against chain-of-thought decoding on the same backbone, print the table."""
+    """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both beside the
+    task's majority floor, benchmark them against chain-of-thought decoding on the same backbone, print the
+    table."""
     from .experiments import demo_arguments
     from .experiments import reproduce as run_reproduce
 
