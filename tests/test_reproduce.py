@@ -24,6 +24,7 @@ from dhrd.experiments import (
     plan,
     reproduce,
     summarise,
+    training_arguments,
 )
 
 runner = CliRunner()
@@ -157,7 +158,22 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
     table = Path(out) / "results.md"
     text = table.read_text()
     assert "| Pooled baseline |" in text and "| DHRD |" in text and "paper Llama-3.1-8B" in text
-    assert "(on 2)" in text.split("| CoT fine-tuned")[1].splitlines()[0]  # CoT scored on fewer examples: said
+    assert "(on 2, ±" in text.split("| CoT fine-tuned")[1].splitlines()[0]  # CoT scored on fewer examples: said
+    # every task's majority floor and chance beside its scores, and the paired difference with its interval
+    assert "| *Majority floor (best constant)* |" in text and "| *Chance (uniform guess)* |" in text
+    assert "## Paired with pooled" in text and "95% CI" in text
+    for task in ("cb", "copa"):
+        floor = tasks[task]["floor"]
+        assert 0 < floor["score"] <= 100 and floor["predictor"].startswith("always") and 0 < floor["chance"] < 100
+        paired = tasks[task]["paired"]["dhrd"]
+        assert paired["seeds"] == 2 and paired["examples"] == 4 and len(paired["per_seed"]) == 2
+        assert paired["ci"][0] <= paired["difference"] <= paired["ci"][1]
+        per_seed = [
+            methods_["dhrd"]["score"]["values"][i] - methods_["pooled"]["score"]["values"][i]
+            for methods_ in [tasks[task]["methods"]]
+            for i in range(2)
+        ]
+        assert paired["per_seed"] == pytest.approx(per_seed, abs=0.02)  # the official scores, paired by seed
     assert "max train examples 4" in text and "max eval examples 4" in text and "cot eval examples 2" in text
     assert "Throughput" in text and "Wall time" in text and "torch" in text and "unparseable rows" in text
     assert "DHRD / CoT fine-tuned" in text and "CoT decoding: cb: greedy, max_new_tokens=" in text
@@ -182,6 +198,23 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
     assert (root / "cb" / "cot-s2" / "cot-eval.json").is_file()
     assert again.summary["tasks"]["cb"]["methods"]["pooled"] == result.summary["tasks"]["cb"]["methods"]["pooled"]
     assert again.seconds >= result.seconds  # the wall time adds up across sessions
+
+
+def test_tables_only_reads_the_finished_cells_and_trains_nothing(finished, monkeypatch):
+    args, result = finished
+    monkeypatch.setattr(dhrd.training, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
+    again = reproduce(make_arguments(None, **{**args.__dict__, "tables_only": True}), progress=False)
+    assert again.summary["tasks"]["cb"]["paired"] == result.summary["tasks"]["cb"]["paired"]
+    assert again.summary["tasks"]["copa"]["methods"]["dhrd"] == result.summary["tasks"]["copa"]["methods"]["dhrd"]
+
+
+def test_the_shuffle_ablation_is_a_method(tmp_path):
+    args = make_arguments(None, tasks=["cb"], seeds=[1, 2], methods=["pooled", "dhrd", "dhrd-shuffled"])
+    cells = [c.name for c in plan(args)]
+    assert "train cb dhrd-shuffled s1" in cells and "train cb dhrd-shuffled s2" in cells
+    shuffled = training_arguments(args, "cb", "dhrd-shuffled", 1, str(tmp_path))
+    assert shuffled.method == "dhrd" and shuffled.rationale_mode == "shuffle_reasoning"
+    assert training_arguments(args, "cb", "dhrd", 1, str(tmp_path)).rationale_mode == "consistent"
 
 
 def test_a_table_of_unfinished_seeds_says_so(finished):
@@ -209,9 +242,11 @@ def test_a_task_without_rationales_needs_a_teacher(tmp_path, tiny_backbone, supe
 
 def test_demo_defaults_are_small_and_can_be_overridden():
     args = demo_arguments()
-    assert args.tasks == ["copa"] and args.seeds == [1] and args.epochs == 1
-    assert {"pooled", "dhrd", "cot", "cot-zero-shot"} == set(args.methods)
+    assert args.tasks == ["cb"] and args.seeds == [1] and args.train["input_format"] == "native"
+    assert {"pooled", "dhrd", "cot-zero-shot"} == set(args.methods) and args.eval_cap("cb") is None
+    assert args.cot_cap("cb") >= 24  # CoT scored on enough examples to say something (with its error shown)
     assert demo_arguments(tasks=["copa"], max_train_examples=10).train_cap("copa") == 10
+    assert "input_format" in demo_arguments().train  # overrides never edit the shared defaults
 
 
 def test_cli_reproduce_with_a_config(tmp_path, tiny_backbone, superglue_dir, rationale_dir):

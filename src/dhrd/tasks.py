@@ -519,6 +519,57 @@ def _with_score(task_name: str, result: dict) -> dict:
     return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
 
 
+def constant_predictions(examples: Sequence[Example], num_labels: int) -> dict[str, np.ndarray]:
+    """Probabilities of every constant predictor: one per label, and for candidate rows (yes/no CB and COPA)
+    one per candidate (that candidate chosen for every example)."""
+    predictors = {}
+    candidates = sorted({e.candidate for e in examples if e.candidate and e.task in ("cb", "copa")})
+    for candidate in candidates:
+        yes = np.array([1.0 if e.candidate == candidate else 0.0 for e in examples])
+        predictors[f"always {candidate}"] = np.stack([1 - yes, yes], -1)
+    if not candidates:
+        for label in range(num_labels):
+            predictors[f"always label {label}"] = np.eye(num_labels)[[label] * len(examples)]
+    return predictors
+
+
+def majority_floor(task_name: str, examples: Sequence[Example], input_format: str, num_labels: int) -> dict:
+    """The task score of the best constant predictor on these examples (always the majority class, or for CB
+    the constant whose F1/accuracy mean is highest): a model must beat it to have learnt anything."""
+    best = None
+    for name, probs in constant_predictions(examples, num_labels).items():
+        metrics = task_metrics(task_name, examples, probs, input_format)
+        if best is None or metrics["score"] > best["score"]:
+            best = {"score": metrics["score"], "predictor": name}
+    return best
+
+
+def chance_score(
+    task_name: str, examples: Sequence[Example], input_format: str, num_labels: int, draws: int = 200, seed: int = 0
+) -> float:
+    """The expected task score of guessing uniformly at random (a seeded Monte Carlo mean)."""
+    rng = np.random.default_rng(seed)
+    scores = [
+        task_metrics(task_name, examples, rng.random((len(examples), num_labels)), input_format)["score"]
+        for _ in range(draws)
+    ]
+    return round(float(np.mean(scores)), 2)
+
+
+def floors(examples: Sequence[Example], input_format: str, num_labels: int) -> dict[str, dict]:
+    """Per task in ``examples``: its majority floor (best constant predictor) and chance score."""
+    by_task: dict[str, list[Example]] = defaultdict(list)
+    for example in examples:
+        by_task[example.task].append(example)
+    return {
+        name: {
+            **majority_floor(name, rows, input_format, num_labels),
+            "chance": chance_score(name, rows, input_format, num_labels),
+        }
+        for name, rows in by_task.items()
+    }
+
+
 def label_metrics(task_name: str, predicted: Sequence[str | None], gold: Sequence[str]) -> dict:
     """Official metrics, in percent, from one predicted native label per original example (systems that
     answer in text: CoT). ``None`` (no answer could be read) is scored as wrong."""
