@@ -590,7 +590,8 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     args.validate()
     began = time.perf_counter()
     result = ReproduceResult(asdict(args), versions=_versions())
-    if Path(sys.argv[0]).name == "dhrd":
+    program = Path(sys.argv[0])
+    if program.name == "dhrd" or (program.name == "__main__.py" and program.parent.name == "dhrd"):
         result.command = shlex.join(["dhrd", *sys.argv[1:]])
     results_dir = Path(args.results_dir or args.output_dir)
     earlier = results_dir / "results.json"
@@ -924,9 +925,10 @@ def _headline_lines(result: ReproduceResult) -> list[str]:
 
 
 def _sampling_error(score: float, examples: int) -> float:
-    """Half-width of a 95% binomial interval of an accuracy on ``examples`` examples, in points."""
-    p = min(max(score / 100, 0.0), 1.0)
-    return 196 * (p * (1 - p) / max(examples, 1)) ** 0.5
+    """Half-width of the 95% Wilson interval of an accuracy on ``examples`` examples, in points (unlike the
+    normal approximation it is not 0 for a score of 0 or 100)."""
+    p, n, z = min(max(score / 100, 0.0), 1.0), max(examples, 1), 1.96
+    return 100 * z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
 
 
 def _paired_lines(result: ReproduceResult) -> list[str]:
