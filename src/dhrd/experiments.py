@@ -832,12 +832,14 @@ def markdown(result: ReproduceResult) -> str:
     tasks = summary["tasks"]
     names = list(tasks)
     header = "| method | " + " | ".join(TASKS[t].folder for t in names) + " | Avg | Rel.Δ |"
+    with_cot = any(m in COT_METHODS for m in args["methods"])
+    decoding = f"; CoT decoding: {_decoding(result)}" if with_cot else ""
     lines = [
-        f"# {args.get('title') or 'dhrd reproduce'}: pooled vs DHRD vs CoT on SuperGLUE",
+        f"# {args.get('title') or 'dhrd reproduce'}: pooled vs DHRD{' vs CoT' if with_cot else ''} on SuperGLUE",
         "",
         f"Backbone: {args['backbone'] or 'default (SmolLM2-135M-Instruct)'}; seeds {args['seeds']}; "
         f"{_epochs_text(args['epochs'])} epoch(s), lr {args['learning_rate']:g}, batch {args['batch_size']}, "
-        f"alpha {args['alpha']:g}, beta {args['beta']:g}; CoT decoding: {_decoding(result)}."
+        f"alpha {args['alpha']:g}, beta {args['beta']:g}{decoding}."
         + (f" Other training settings: {args['train']}." if args["train"] else ""),
         "Scores are each task's official metric in percent on the validation split (CB: mean of F1 and "
         "accuracy; MultiRC: mean of F1a and EM), mean ± std over seeds; Avg is the mean over the tasks a method "
