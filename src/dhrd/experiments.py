@@ -592,7 +592,8 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     result = ReproduceResult(asdict(args), versions=_versions())
     program = Path(sys.argv[0])
     if program.name == "dhrd" or (program.name == "__main__.py" and program.parent.name == "dhrd"):
-        result.command = shlex.join(["dhrd", *sys.argv[1:]])
+        # the command that made the cells: a --tables-only pass only rewrites their tables
+        result.command = shlex.join(["dhrd", *(a for a in sys.argv[1:] if a != "--tables-only")])
     results_dir = Path(args.results_dir or args.output_dir)
     earlier = results_dir / "results.json"
     spent = json.loads(earlier.read_text()).get("seconds", 0.0) if earlier.is_file() and not args.restart else 0.0
