@@ -144,8 +144,16 @@ def _weights(model) -> tuple[int, int, bool]:
     return body, trainable, embeddings.requires_grad
 
 
-def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, work_dir: Path, peak: float) -> dict:
-    from .training import DHRDTrainingArguments, prepare_run
+def work_dir(args: TrainBenchmarkArguments) -> Path:
+    """Throwaway runs (no checkpoints) beside the output, removed at the end."""
+    out = Path(args.output)
+    return out.parent / f".{out.name}-runs"
+
+
+def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path, **changes):
+    """The training arguments of one benchmark run: one epoch, no real validation, every cell on the same
+    seeded examples; ``args.extra`` then ``changes`` (a variant's) override the defaults."""
+    from .training import DHRDTrainingArguments
 
     settings = {
         "task": args.task,
@@ -153,18 +161,24 @@ def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, work_dir:
         "backbone": args.backbone,
         "method": method,
         "rationales": args.rationales if method == "dhrd" else None,
-        "max_train_examples": args.examples,
         "max_eval_examples": 2,
         "subset_seed": args.seed,
         "seed": args.seed,
         "num_train_epochs": 1.0,
         "max_length": args.max_length,
         "truncation": args.truncation,
-        "output_dir": str(work_dir / f"{method}-{variant.replace(' ', '_').replace(',', '')}"),
+        "output_dir": str(output_dir),
         **args.extra,
-        **VARIANTS[variant],
+        **changes,
     }
-    train_args = DHRDTrainingArguments(**settings)
+    return DHRDTrainingArguments(**settings)
+
+
+def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Path, peak: float) -> dict:
+    from .training import prepare_run
+
+    output_dir = runs / f"{method}-{variant.replace(' ', '_').replace(',', '')}"
+    train_args = cell_arguments(args, method, output_dir, max_train_examples=args.examples, **VARIANTS[variant])
     clock = StepClock()
     run = prepare_run(
         train_args,
@@ -216,24 +230,11 @@ def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, work_dir:
 def epoch_padding(args: TrainBenchmarkArguments, method: str) -> dict:
     """Padding share of one epoch over the task's whole training split, as the Trainer batches it, with
     random batches and with length-grouped ones (collation only, no model step)."""
-    from .training import DHRDTrainingArguments, prepare_run
+    from .training import prepare_run
 
     shares = {}
     for grouped in (False, True):
-        train_args = DHRDTrainingArguments(
-            task=args.task,
-            data_dir=args.data_dir,
-            backbone=args.backbone,
-            method=method,
-            rationales=args.rationales if method == "dhrd" else None,
-            max_eval_examples=2,
-            seed=args.seed,
-            max_length=args.max_length,
-            truncation=args.truncation,
-            group_by_length=grouped,
-            output_dir=str(Path(args.output).parent / f".{Path(args.output).name}-runs" / "padding"),
-            **{k: v for k, v in args.extra.items() if k != "group_by_length"},
-        )
+        train_args = cell_arguments(args, method, work_dir(args) / "padding", group_by_length=grouped)
         run = prepare_run(train_args, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
         real = padded = 0
         for batch in run.trainer.get_train_dataloader():
@@ -295,7 +296,7 @@ def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> 
     args.validate()
     bf16 = bf16_supported()
     out = Path(args.output)
-    work_dir = out.parent / f".{out.name}-runs"  # throwaway runs (no checkpoints), removed at the end
+    runs = work_dir(args)
     peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32)
     result = {
         "machine": machine_info(bf16),
@@ -311,12 +312,10 @@ def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> 
         result["epoch_padding"] = [epoch_padding(args, method) for method in args.methods]
         write_json_atomic(out.with_suffix(".json"), result)
 
-    run_cell(
-        replace(args, examples=min(args.examples, 8)), plan[0][0], plan[0][1], work_dir / "warm-up", peak["tflops"]
-    )
+    run_cell(replace(args, examples=min(args.examples, 8)), plan[0][0], plan[0][1], runs / "warm-up", peak["tflops"])
     for variant, method in tqdm(plan, desc="training benchmark", disable=not progress):
         try:
-            cell = run_cell(args, variant, method, work_dir, peak["tflops"])
+            cell = run_cell(args, variant, method, runs, peak["tflops"])
         except Exception as error:  # a variant this machine cannot run (compile without a compiler, say)
             if isinstance(error, DHRDInputError):
                 raise
@@ -331,7 +330,7 @@ def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> 
     plot(result, out.with_suffix(".png"))
     import shutil
 
-    shutil.rmtree(work_dir, ignore_errors=True)
+    shutil.rmtree(runs, ignore_errors=True)
     return result
 
 
