@@ -177,7 +177,7 @@ def test_bad_multirc_records_name_the_row_and_field(tmp_path):
 def test_file_items_are_keyed_by_row(tmp_path):
     path = write_jsonl(tmp_path / "d.jsonl", [{"text": "good", "label": "pos"}, {"text": "bad", "label": "neg"}])
     items, labels = file_items(path, Columns())
-    assert [i.idx for i in items] == [0, 1] and labels == {"neg": "neg", "pos": "pos"} and items[0].answer == "pos"
+    assert [i.idx for i in items] == [1, 2] and labels == {"neg": "neg", "pos": "pos"} and items[0].answer == "pos"
 
 
 # --------------------------------------------------------------------------------------------- cache
@@ -192,7 +192,7 @@ def test_cache_appends_and_resumes(tmp_path):
         cache.append(_row(1))
     again = RationaleCache(path, "t", "p", known_ids={0, 1, 2})
     assert 0 in again and 1 in again and 2 not in again
-    assert read_rationales(path) == {0: "reason 0", 1: "reason 1"}
+    assert read_rationales(path) == {"0": "reason 0", "1": "reason 1"}
 
 
 def test_cache_cuts_a_torn_last_row_and_keeps_the_rest(tmp_path):
@@ -368,7 +368,7 @@ def test_empty_and_non_text_answers_are_retried_then_dropped(server, superglue_d
     assert rows[0]["status"] == "dropped" and rows[0]["rationale"] is None and rows[0]["attempts"] == 3
     assert rows[2]["status"] == "dropped"
     assert summary["outcomes"]["dropped"] == 2 and summary["retries"] >= 4
-    assert read_rationales(path).keys() == set(range(12)) - {0, 2}
+    assert read_rationales(path).keys() == {str(i) for i in set(range(12)) - {0, 2}}
 
 
 @pytest.mark.parametrize("policy, status", [("drop", "dropped"), ("keep", "kept"), ("retry", "ok")])
@@ -409,7 +409,7 @@ def test_import_reference_style_file(superglue_dir, tmp_path):
         task="cb", data_dir=superglue_dir, import_file=source.parents[1], output=tmp_path / "c"
     )
     assert summary["teacher"] == "big-model" and summary["prompt_id"] == "v7" and summary["written"] == 12
-    assert read_rationales(path)[3] == "Reason 3."
+    assert read_rationales(path)["3"] == "Reason 3."
 
 
 def test_cli_import_csv_with_own_columns(superglue_dir, tmp_path):
@@ -418,7 +418,7 @@ def test_cli_import_csv_with_own_columns(superglue_dir, tmp_path):
     result = _cli("rationales", "--task", "cb", "--data-dir", str(superglue_dir), "--import", str(source),
                   "--id-column", "example", "--rationale-column", "why", "--output", str(tmp_path / "c"))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    assert read_rationales(tmp_path / "c" / "CB" / "train.jsonl")[5] == "Because of day 5."
+    assert read_rationales(tmp_path / "c" / "CB" / "train.jsonl")["5"] == "Because of day 5."
     missing = _cli("rationales", "--task", "cb", "--data-dir", str(superglue_dir), "--import", str(source),
                    "--output", str(tmp_path / "d"))  # fmt: skip
     assert missing.returncode == 2 and "mine.csv: row 1: field 'idx': missing column" in missing.stderr
@@ -427,7 +427,7 @@ def test_cli_import_csv_with_own_columns(superglue_dir, tmp_path):
 def test_import_with_unknown_id_names_the_row(superglue_dir, tmp_path):
     source = tmp_path / "r.csv"
     source.write_text("idx,rationale\n0,fine\n999,who\n")
-    with pytest.raises(DHRDInputError, match=r"r.csv: row 2: field 'idx': id 999 is not in the data"):
+    with pytest.raises(DHRDInputError, match=r"r.csv: row 2: field 'idx': id '999' is not in the data"):
         make_rationales(task="cb", data_dir=superglue_dir, import_file=source, output=tmp_path / "c")
 
 
@@ -534,7 +534,7 @@ def test_max_examples_asks_only_about_the_training_subset(server, tmp_path):
     rows = load_task_split("multirc", "train", "yesno", data)
     chosen = sample_examples(rows, 2, 7)  # what dhrd train --max-train-examples 2 --subset-seed 7 trains on
     cached = read_rationales(path)
-    assert sorted(cached) == sorted(r.source_idx for r in chosen) and script.calls == len(chosen)
+    assert sorted(cached) == sorted(str(r.source_idx) for r in chosen) and script.calls == len(chosen)
     assert summary["selected_examples"] == 2 and summary["examples"] == len(chosen)
     assert (summary["max_examples"], summary["subset_seed"]) == (2, 7)
     paired = pair_rationales(rows, {"multirc": cached}, "consistent", 0)  # joined by answer idx
@@ -554,7 +554,7 @@ def test_max_examples_on_a_file_keys_rows_as_training_does(server, tmp_path):
     path, summary = make_rationales(train_file=train, teacher="m", base_url=url, output=tmp_path / "c",
                                     max_examples=3, subset_seed=1, progress=False)  # fmt: skip
     rows = load_file_examples(train, Columns(), file_label_names(train, Columns()))
-    assert sorted(read_rationales(path)) == sorted(r.source_idx for r in sample_examples(rows, 3, 1))
+    assert sorted(read_rationales(path)) == sorted(str(r.source_idx) for r in sample_examples(rows, 3, 1))
     assert summary["selected_examples"] == 3
     with pytest.raises(DHRDInputError, match="--import copies every row"):
         make_rationales(train_file=train, import_file=path, output=tmp_path / "i", max_examples=3)

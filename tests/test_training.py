@@ -90,7 +90,7 @@ def test_full_finetuning_learns_a_separable_user_task(tmp_path, tiny_backbone):
     assert result.metrics["tasks"]["custom"]["accuracy"] == 100.0
     out = predict(tmp_path / "run", tmp_path / "preds.jsonl", file=str(tmp_path / "val.jsonl"), bf16=False)
     lines = [json.loads(x) for x in (tmp_path / "preds.jsonl").read_text().splitlines()]
-    assert len(lines) == 8 == len(out)
+    assert len(lines) == 8 == out.rows
     assert set(lines[0]["probabilities"]) == {"neg", "pos"}
     assert all(x["prediction"] == x["label"] for x in lines)
     assert abs(sum(lines[0]["probabilities"].values()) - 1) < 1e-4

@@ -1,9 +1,10 @@
 """dhrd: Dual-Head Reasoning Distillation for decoder-only text classifiers."""
 
 from .errors import DHRDInputError
-from .evaluation import evaluate, predict, predict_proba
+from .evaluation import evaluate, predict_proba
 from .experiments import ReproduceArguments, make_arguments, reproduce
 from .modeling import build_classifier, load_classifier, save_classifier
+from .prediction import predict
 from .tasks import TASKS, Example, load_task_split
 from .training import DHRDTrainingArguments, train
 

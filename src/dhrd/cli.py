@@ -6,14 +6,16 @@ import logging
 import os
 import shlex
 import sys
+import traceback
 from enum import Enum
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from .errors import DHRDInputError
+from .errors import DHRDInputError, save_traceback
 from .prompts import CHECKS as CHECKS_DEFAULT
 
 app = typer.Typer(
@@ -24,6 +26,10 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+TRUST_HELP = (
+    "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
+    "only the installed dhrd and transformers classes are used"
+)
 
 
 class Head(str, Enum):
@@ -128,6 +134,15 @@ def train(
     text_column: str = typer.Option("text", help="text column of your files"),
     text_pair_column: str = typer.Option(None, help="optional second text column"),
     label_column: str = typer.Option("label", help="label column (strings or integers)"),
+    id_column: str = typer.Option(
+        None,
+        help="your files' id column: --rationales files are keyed by it [default: the 1-based row number, "
+        "the number error messages give]",
+    ),
+    rationale_column: str = typer.Option(
+        None, help="a column of --train-file with an explanation per row (empty: that row trains the classifier only)"
+    ),
+    encoding: str = typer.Option("utf-8", help="of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252"),
     head: Head = typer.Option(
         Head.mlp, help="mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)"
     ),
@@ -169,6 +184,7 @@ def train(
         None, help="seed of the capped samples [default: --seed]; fix it to train every seed on the same subset"
     ),
     resume: bool = typer.Option(True, "--resume/--restart", help="continue from the last checkpoint in output-dir"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it."""
     from .training import DHRDTrainingArguments
@@ -187,6 +203,9 @@ def train(
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,
+        id_column=id_column,
+        rationale_column=rationale_column,
+        encoding=encoding,
         backbone=backbone,
         gguf_file=gguf_file,
         head=head.value,
@@ -222,6 +241,7 @@ def train(
         max_eval_examples=max_eval_examples,
         subset_seed=subset_seed,
         resume=resume,
+        trust_remote_code=trust_remote_code,
     )
     result = _run(lambda: run_training(args))
     if not result.is_main_process:
@@ -243,7 +263,13 @@ def evaluate(
     output: Path = typer.Option(None, help="write the metrics here as JSON [default: <model>/eval-<split>.json]"),
     batch_size: int = typer.Option(32),
     max_examples: int = typer.Option(None, help="evaluate on the first N examples only"),
+    encoding: str = typer.Option("utf-8", help="of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252"),
+    max_length: int = typer.Option(None, help="longest input in tokens [default: the model's training --max-length]"),
+    truncation: Truncation = typer.Option(
+        None, help="error (an input longer than --max-length stops the run, naming it) or left [default: the model's]"
+    ),
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """Compute the task's official metrics and write them as JSON."""
     from .evaluation import evaluate as run_evaluation
@@ -264,6 +290,10 @@ def evaluate(
             batch_size,
             max_examples,
             compile=compile,
+            trust_remote_code=trust_remote_code,
+            encoding=encoding,
+            max_length=max_length,
+            truncation=truncation.value if truncation else None,
         ), target
 
     metrics, target = _run(go)
@@ -277,23 +307,36 @@ def evaluate(
 @app.command()
 def predict(
     model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
-    output: Path = typer.Option(..., help="JSONL file: one prediction per row with each label's probability"),
-    file: Path = typer.Option(None, help="CSV/JSONL/Parquet file to classify"),
+    output: Path = typer.Option(
+        ..., help="predictions file: .jsonl, .csv or .parquet; written in chunks, resumed after an interruption"
+    ),
+    file: Path = typer.Option(None, help="CSV/TSV/JSONL/Parquet file to classify (any size: read in chunks)"),
     task: str = typer.Option(None, help="or a SuperGLUE task (with --split)"),
     split: str = typer.Option("test"),
     data_dir: Path = typer.Option(None),
     text_column: str = typer.Option(None),
     text_pair_column: str = typer.Option(None),
+    id_column: str = typer.Option(
+        None,
+        help="the input's id column, carried to each prediction [default: the training file's, else 'id' "
+        "where the file has one, else the 1-based row number]",
+    ),
+    keep_columns: str = typer.Option(None, help="comma-separated input columns copied to each prediction"),
+    encoding: str = typer.Option("utf-8", help="of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252"),
+    max_length: int = typer.Option(None, help="longest input in tokens [default: the model's training --max-length]"),
+    truncation: Truncation = typer.Option(
+        None, help="error (an input longer than --max-length stops the run, naming it) or left [default: the model's]"
+    ),
     batch_size: int = typer.Option(32),
+    chunk_rows: int = typer.Option(1024, help="rows read, predicted and appended at a time"),
+    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
-    """Classify every row of a file (or a task split) and write the predictions."""
-    from .evaluation import predict as run_prediction
+    """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
+    from .prediction import predict as run_prediction
 
-    if file is None and task is None:
-        console.print("[bold red]error:[/] give --file or --task")
-        raise typer.Exit(2)
-    rows = _run(
+    summary = _run(
         lambda: run_prediction(
             model,
             output,
@@ -305,9 +348,21 @@ def predict(
             text_pair_column,
             batch_size,
             compile=compile,
+            trust_remote_code=trust_remote_code,
+            id_column=id_column,
+            keep_columns=_csv(keep_columns) if keep_columns else (),
+            encoding=encoding,
+            max_length=max_length,
+            truncation=truncation.value if truncation else None,
+            chunk_rows=chunk_rows,
+            resume=not restart,
         )
     )
-    out.print(f"{len(rows)} predictions written to {output}")
+    resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
+    ids = f"ids from column {summary.id_column!r}" if summary.id_column else "ids are 1-based row numbers"
+    out.print(
+        f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}; {summary.rows_per_second:.1f} rows/s)"
+    )
 
 
 class PromptMode(str, Enum):
@@ -342,8 +397,14 @@ def rationales(
         "rationale columns, or a folder of <Task>/train.jsonl such as "
         "../shared/data/rationales)",
     ),
-    id_column: str = typer.Option("idx", help="--import: the column with the example id (row number for your files)"),
+    id_column: str = typer.Option(
+        None,
+        help="--train-file's id column: the cache is keyed by it, as dhrd train --id-column keys rows [default: the "
+        "1-based row number]; with --import, the imported file's id column too [default there: idx]",
+    ),
+    import_id_column: str = typer.Option(None, help="--import: its id column, where it differs from --id-column"),
     rationale_column: str = typer.Option("rationale", help="--import: the column with the rationale"),
+    encoding: str = typer.Option("utf-8", help="of your files (training, --import, --template)"),
     output: Path = typer.Option(None, help="cache folder [default: rationales/<teacher>--<prompt id>]"),
     prompt: PromptMode = typer.Option(
         PromptMode.label,
@@ -387,13 +448,13 @@ def rationales(
         return make_rationales(
             task=None if train_file else (task or "cb"),
             train_file=train_file,
-            columns=Columns(text_column, label_column, text_pair_column),
+            columns=Columns(text_column, label_column, text_pair_column, id_column),
             data_dir=data_dir,
             teacher=teacher,
             gguf_file=gguf_file,
             base_url=base_url,
             import_file=import_file,
-            id_column=id_column,
+            id_column=import_id_column or id_column,
             rationale_column=rationale_column,
             output=output,
             prompt_mode=prompt.value,
@@ -412,6 +473,7 @@ def rationales(
             limit=limit,
             max_examples=max_examples,
             subset_seed=subset_seed,
+            encoding=encoding,
         )
 
     path, summary = _run(go)
@@ -449,6 +511,7 @@ def explain(
     max_examples: int = typer.Option(3),
     max_new_tokens: int = typer.Option(128),
     output: Path = typer.Option(None, help="write the explanations as JSONL"),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
     """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
     come from the pooled head and never use this text."""
@@ -462,12 +525,12 @@ def explain(
         if not texts:
             if task is None:
                 raise DHRDInputError("give --text or --task")
-            classifier, _ = load_classifier(model)
+            classifier, _ = load_classifier(model, trust_remote_code=trust_remote_code)
             rows, _ = examples_for_model(
                 classifier, task, split, str(data_dir) if data_dir else None, None, None, None, None, False
             )
             texts = [r.text for r in rows[:max_examples]]
-        results = run_explain(model, texts, max_new_tokens)
+        results = run_explain(model, texts, max_new_tokens, trust_remote_code=trust_remote_code)
         if output is not None:
             write_jsonl_atomic(output, results)
         return results
@@ -730,13 +793,61 @@ def demo(
     out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
 
 
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import ClickException, UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import ClickException, UsageError
+
+
+def _error_line(message: str) -> None:
+    """``error: ...`` on stderr as one line: never wrapped, markup in the message printed as is."""
+    text = " ".join(line.strip() for line in str(message).splitlines() if line.strip())
+    console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def _unexpected(error: Exception) -> str:
+    """One line for a bug: the error's type and first line, and where its full traceback was saved."""
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    message = f"unexpected {type(error).__name__}" + (f": {first[:500]}" if first else "")
+    try:
+        return f"{message} (full traceback saved to {save_traceback(error)})"
+    except Exception as failure:  # the cache is not writable: the innermost frame still says where it broke
+        frames = traceback.extract_tb(error.__traceback__)
+        at = f"{frames[-1].filename}:{frames[-1].lineno} in {frames[-1].name}" if frames else "unknown place"
+        return f"{message} (raised at {at}; the traceback could not be saved: {failure})"
+
+
 def main() -> None:
+    """The ``dhrd`` entry point: every failure is one line on stderr. Bad input and bad options exit with 2,
+    an interrupt with 130, a bug with 1 (its traceback saved to a file; ``DHRD_TRACEBACK=1`` raises it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        app()
+        code = app(standalone_mode=False)  # click returns its exceptions to us instead of printing them
     except BrokenPipeError:
         sys.exit(1)
+    except UsageError as error:  # a bad, unknown or missing option or command
+        if type(error).__name__ != "NoArgsIsHelpError":  # `dhrd` alone: the help is already printed
+            hint = f" (see: {error.ctx.command_path} --help)" if error.ctx is not None else ""
+            _error_line(error.format_message() + hint)
+        sys.exit(2)
+    except ClickException as error:
+        _error_line(error.format_message())
+        sys.exit(error.exit_code)
+    except DHRDInputError as error:  # raised outside a command's _run
+        _error_line(str(error))
+        sys.exit(2)
+    except typer.Exit as error:
+        sys.exit(error.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("interrupted")
+        sys.exit(130)
+    except Exception as error:
+        if os.environ.get("DHRD_TRACEBACK") == "1":
+            raise
+        _error_line(_unexpected(error))
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 __all__ = ["app", "main"]

@@ -2,62 +2,37 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from .errors import DHRDInputError, where
-from .tasks import Example, load_task_split, parse_task_names, read_jsonl
+from .tables import check_encoding, id_key, is_missing, iter_table
+from .tasks import Example, load_task_split, parse_task_names
 
 PAIR_SEPARATOR = "\n"
 CUSTOM_TASK = "custom"
 
 
 # ------------------------------------------------------------------------------------------- user files
-def read_table(path: str | Path) -> list[dict]:
-    """Rows of a CSV, JSONL/JSON-lines or Parquet file, as dicts."""
-    path = Path(path)
-    if not path.is_file():
-        raise DHRDInputError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        return read_jsonl(path)
-    import pandas as pd
-
-    try:
-        if suffix in (".csv", ".tsv"):
-            frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=object, keep_default_na=False)
-        elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            raise DHRDInputError(f"{path}: unknown file type {suffix!r}: use .csv, .tsv, .jsonl or .parquet")
-    except DHRDInputError:
-        raise
-    except Exception as error:
-        raise DHRDInputError(f"{path}: unreadable ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    return frame.to_dict(orient="records")
-
-
-def _is_missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+_is_missing = is_missing
 
 
 def _label_key(value) -> str:
     """Labels may be strings or integers (or ints read back as floats from a file with gaps)."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    return id_key(value)
 
 
 @dataclass(frozen=True)
 class Columns:
+    """The columns of a user's file. Rows are keyed by ``id`` where it is given (the user's own ids), else by
+    their 1-based row number, the number every error message uses."""
+
     text: str = "text"
     label: str = "label"
     text_pair: str | None = None
+    id: str | None = None
 
 
 def _row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
@@ -74,21 +49,77 @@ def _row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
     return PAIR_SEPARATOR.join(parts)
 
 
-def file_label_names(path: str | Path, columns: Columns) -> tuple[str, ...]:
+class RowKeys:
+    """The key of each row of one file: the user's id (unique, not empty) or the row number."""
+
+    def __init__(self, path: Path, id_column: str | None, unique: bool = True):
+        self.path, self.id_column, self.unique = path, id_column, unique
+        self.seen: dict[str, int] = {}  # only where ids must be unique (training): prediction keeps no state
+
+    def __call__(self, row: dict, number: int) -> int | str:
+        if self.id_column is None:
+            return number
+        if self.id_column not in row:
+            raise DHRDInputError(
+                f"{where(self.path, number, self.id_column)}: missing id column (columns: {', '.join(map(str, row))})"
+            )
+        value = row[self.id_column]
+        key = "" if _is_missing(value) else id_key(value)
+        if not key:
+            raise DHRDInputError(f"{where(self.path, number, self.id_column)}: empty id")
+        if self.unique:
+            if key in self.seen:
+                raise DHRDInputError(
+                    f"{where(self.path, number, self.id_column)}: id {key!r} is also the id of row {self.seen[key]}"
+                )
+            self.seen[key] = number
+        return key
+
+
+def file_label_names(path: str | Path, columns: Columns, encoding: str | None = None) -> tuple[str, ...]:
     """The label set, read from the training file: sorted, numerically where all labels are integers."""
-    rows = read_table(path)
-    keys = []
-    for number, row in enumerate(rows, start=1):
+    unique = set()
+    for number, row in iter_table(path, encoding):
         if columns.label not in row:
             raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
         if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
             raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
-        keys.append(_label_key(row[columns.label]))
-    unique = set(keys)
+        unique.add(_label_key(row[columns.label]))
     if len(unique) < 2:
         raise DHRDInputError(f"{where(path, None, columns.label)}: needs at least two labels, found {sorted(unique)}")
     numeric = all(k.lstrip("-").isdigit() for k in unique)
     return tuple(sorted(unique, key=int if numeric else str))
+
+
+def file_example(
+    row: dict,
+    number: int,
+    key: int | str,
+    path: Path,
+    columns: Columns,
+    label_names: tuple[str, ...] | None,
+    require_labels: bool,
+    train_file: str | Path | None = None,
+) -> Example:
+    """One row of a user file as an Example keyed by ``key``; its label must be one the training file has."""
+    text = _row_text(row, columns, path, number)
+    label = None
+    if require_labels or (columns.label in row and not _is_missing(row[columns.label]) and str(row[columns.label])):
+        if columns.label not in row:
+            raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
+        if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
+            raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
+        key_text = _label_key(row[columns.label])
+        if label_names is not None:
+            if key_text not in label_names:
+                origin = f" in {train_file}" if train_file else ""
+                raise DHRDInputError(
+                    f"{where(path, number, columns.label)}: label {key_text!r} never appears in the training "
+                    f"labels{origin} ({', '.join(label_names)})"
+                )
+            label = label_names.index(key_text)
+    name = str(key)
+    return Example(name, CUSTOM_TASK, text, label, name, None, key)
 
 
 def load_file_examples(
@@ -97,32 +128,35 @@ def load_file_examples(
     label_names: tuple[str, ...] | None,
     require_labels: bool = True,
     train_file: str | Path | None = None,
+    encoding: str | None = None,
 ) -> list[Example]:
-    """Rows of a user file as Examples; every label must be one the training file has."""
+    """Rows of a user file as Examples, keyed by ``columns.id`` or the 1-based row number."""
     path = Path(path)
-    rows = read_table(path)
-    if not rows:
+    keys = RowKeys(path, columns.id)
+    examples = [
+        file_example(row, number, keys(row, number), path, columns, label_names, require_labels, train_file)
+        for number, row in iter_table(path, encoding)
+    ]
+    if not examples:
         raise DHRDInputError(f"{path}: no rows")
-    examples = []
-    for number, row in enumerate(rows, start=1):
-        text = _row_text(row, columns, path, number)
-        label = None
-        if require_labels or (columns.label in row and not _is_missing(row[columns.label])):
-            if columns.label not in row:
-                raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
-            if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
-                raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
-            key = _label_key(row[columns.label])
-            if label_names is not None:
-                if key not in label_names:
-                    origin = f" in {train_file}" if train_file else ""
-                    raise DHRDInputError(
-                        f"{where(path, number, columns.label)}: label {key!r} never appears in the training "
-                        f"labels{origin} ({', '.join(label_names)})"
-                    )
-                label = label_names.index(key)
-        examples.append(Example(f"row-{number}", CUSTOM_TASK, text, label, f"row-{number}", None, number - 1))
     return examples
+
+
+def file_rationales(path: str | Path, columns: Columns, rationale_column: str, encoding: str | None = None) -> dict:
+    """``row key -> rationale`` from a column of the training file itself; empty cells are left out (those
+    rows train the classification head only)."""
+    path = Path(path)
+    keys = RowKeys(path, columns.id)
+    found = {}
+    for number, row in iter_table(path, encoding):
+        key = keys(row, number)
+        if rationale_column not in row:
+            columns_found = ", ".join(map(str, row))
+            raise DHRDInputError(f"{where(path, number, rationale_column)}: missing column (columns: {columns_found})")
+        value = row[rationale_column]
+        if not _is_missing(value) and str(value).strip():
+            found[str(key)] = str(value).strip()
+    return found
 
 
 # ---------------------------------------------------------------------------------------- data sources
@@ -139,16 +173,22 @@ class DataSpec:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    id_column: str | None = None  # the user's row ids (else rows are keyed by their 1-based number)
+    rationale_column: str | None = None  # explanations in the training file itself
+    encoding: str = "utf-8"  # of the user's files (a UTF-8 byte-order mark is always accepted)
 
     @property
     def columns(self) -> Columns:
-        return Columns(self.text_column, self.label_column, self.text_pair_column)
+        return Columns(self.text_column, self.label_column, self.text_pair_column, self.id_column)
 
     def validate(self) -> None:
         if self.train_file is None and not self.tasks:
             raise DHRDInputError("give --task (a SuperGLUE task, a list, or 'all') or --train-file")
         if self.train_file is not None and self.tasks:
             raise DHRDInputError("give either --task or --train-file, not both")
+        if self.train_file is None and (self.id_column or self.rationale_column):
+            raise DHRDInputError("--id-column and --rationale-column are for your own files (--train-file)")
+        self.encoding = check_encoding(self.encoding)
         if self.tasks:
             self.tasks = parse_task_names(self.tasks)
             if len(self.tasks) > 1 and self.input_format != "yesno":
@@ -158,7 +198,7 @@ class DataSpec:
         from .tasks import TASKS
 
         if self.train_file is not None:
-            return file_label_names(self.train_file, self.columns)
+            return file_label_names(self.train_file, self.columns, self.encoding)
         return TASKS[self.tasks[0]].label_names(self.input_format)
 
     def split(self, split: str, label_names: tuple[str, ...]) -> list[Example]:
@@ -171,7 +211,7 @@ class DataSpec:
             path = self.train_file if split == "train" else self.validation_file
             if path is None:
                 raise DHRDInputError(f"no {split} file: pass --validation-file")
-            return load_file_examples(path, self.columns, label_names, True, self.train_file)
+            return load_file_examples(path, self.columns, label_names, True, self.train_file, self.encoding)
         rows: list[Example] = []
         for task in self.tasks:
             rows.extend(load_task_split(task, split, self.input_format, self.data_dir))
@@ -203,7 +243,7 @@ def encode_texts(texts: list[str], tokenizer, max_length: int, truncation: str) 
             return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         finally:
             tokenizer.truncation_side = side
-    return tokenizer(texts)["input_ids"]
+    return tokenizer(texts, verbose=False)["input_ids"]  # lengths are checked by the caller, who names the input
 
 
 def encode_examples(examples: list[Example], tokenizer, max_length: int, truncation: str, source: str) -> list[dict]:

@@ -12,8 +12,68 @@ from tqdm.auto import tqdm
 from .data import ClassificationCollator, DataSpec, encode_texts, load_file_examples
 from .errors import DHRDInputError
 from .modeling import load_classifier, model_spec
-from .runtime import autocast, bf16_supported, device, write_json_atomic, write_jsonl_atomic
-from .tasks import Example, choices_by_group, evaluate_rows
+from .runtime import autocast, bf16_supported, device, write_json_atomic
+from .tasks import Example, evaluate_rows
+
+# Rows x padded width of one inference batch: with inputs capped at --max-length, this bounds the activations of
+# a batch whatever the file holds (32 rows of 512 tokens).
+MAX_BATCH_TOKENS = 16384
+
+
+def inference_limits(model, tokenizer, max_length: int | None, truncation: str | None) -> tuple[int, str]:
+    """The length policy of inference: the one the model was trained with (saved in its config), unless given.
+    A model from elsewhere is capped at its context length."""
+    spec = model_spec(model)
+    if not max_length:
+        max_length = spec.get("max_length")
+    if not max_length:
+        text_config = getattr(model.config, "text_config", model.config)
+        limits = [getattr(text_config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+        max_length = min([n for n in limits if isinstance(n, int) and 0 < n < 10**6] or [2048])
+    truncation = truncation or spec.get("truncation") or "error"
+    if truncation not in ("error", "left"):
+        raise DHRDInputError(f"--truncation must be 'error' or 'left', not {truncation!r}")
+    return int(max_length), truncation
+
+
+def encode_for_inference(
+    texts: list[str], tokenizer, max_length: int, truncation: str, source: str = "input", names: list | None = None
+) -> list[list[int]]:
+    """Token ids under the length policy: an input longer than ``max_length`` is an error naming the first one,
+    how many there are and the length they need, or with ``truncation='left'`` loses its start."""
+    ids = encode_texts(texts, tokenizer, max_length, "none")
+    too_long = [k for k, row in enumerate(ids) if len(row) > max_length]
+    if not too_long:
+        return ids
+    if truncation == "error":
+        first, longest = too_long[0], max(len(ids[k]) for k in too_long)
+        name = names[first] if names is not None else f"input {first + 1}"
+        raise DHRDInputError(
+            f"{source}: {name}: {len(ids[first])} tokens, longer than --max-length {max_length} "
+            f"({len(too_long)} of {len(ids)} inputs here are, the longest {longest} tokens): pass --truncation left "
+            f"to drop the start of long inputs, or --max-length {longest} (memory grows with it)"
+        )
+    cut = encode_texts([texts[k] for k in too_long], tokenizer, max_length, "left")
+    for k, row in zip(too_long, cut):
+        ids[k] = row
+    return ids
+
+
+def token_batches(lengths: list[int], batch_size: int, max_batch_tokens: int, sort_by_length: bool = True) -> list:
+    """Row indices of each batch: at most ``batch_size`` rows and ``max_batch_tokens`` rows x padded width (a
+    single row longer than the budget is a batch of its own). Longest first, so each batch pads little."""
+    order = np.argsort(lengths, kind="stable")[::-1] if sort_by_length else np.arange(len(lengths))
+    batches, current, width = [], [], 0
+    for row in order:
+        grown = max(width, lengths[row])
+        if current and (len(current) >= batch_size or grown * (len(current) + 1) > max_batch_tokens):
+            batches.append(np.asarray(current))
+            current, grown = [], lengths[row]
+        current.append(row)
+        width = grown
+    if current:
+        batches.append(np.asarray(current))
+    return batches
 
 
 def predict_proba(
@@ -29,29 +89,31 @@ def predict_proba(
     inference_mode: bool = True,
     compile: bool = False,
     batch_seconds: list | None = None,
+    max_batch_tokens: int = MAX_BATCH_TOKENS,
+    source: str = "input",
+    names: list | None = None,
 ) -> np.ndarray:
     """Class probabilities for each text, in input order.
 
-    The fast path (each switch measured by ``dhrd benchmark``): rows sorted by length so each batch pads
-    little, ``torch.inference_mode``, and bf16 autocast where the hardware has it. ``compile`` adds
+    Memory is bounded by design: inputs follow the length policy (``inference_limits``: too long is an error
+    naming the input, unless ``truncation='left'``), and a batch holds at most ``max_batch_tokens`` padded
+    tokens. The fast path (each switch measured by ``dhrd benchmark``): rows sorted by length so each batch
+    pads little, ``torch.inference_mode``, and bf16 autocast where the hardware has it. ``compile`` adds
     ``torch.compile`` (faster per batch, but compiling costs a minute or more: off by default).
     ``batch_seconds``, when given, receives ``(rows in the batch, seconds)`` for every batch: the
-    per-request latencies.
+    per-request latencies. ``source`` and ``names`` (one per text) name an input that is too long.
     """
-    spec = model_spec(model)
-    max_length = max_length or spec.get("max_length") or 10**9
-    truncation = truncation or spec.get("truncation", "error")
+    max_length, truncation = inference_limits(model, tokenizer, max_length, truncation)
     bf16 = bf16_supported() if bf16 is None else bf16
-    ids = encode_texts(texts, tokenizer, max_length, "left" if truncation == "left" else "none")
+    ids = encode_for_inference(texts, tokenizer, max_length, truncation, source, names)
     model.to(device()).eval()
-    order = np.argsort([len(i) for i in ids], kind="stable")[::-1] if sort_by_length else np.arange(len(ids))
+    batches = token_batches([len(i) for i in ids], batch_size, max_batch_tokens, sort_by_length)
     collate = ClassificationCollator(tokenizer.pad_token_id)
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     grad_off = torch.inference_mode if inference_mode else torch.no_grad
     forward = torch.compile(model, dynamic=True) if compile else model
-    for start in tqdm(range(0, len(texts), batch_size), desc="Predicting", unit="batch", disable=not progress):
+    for rows in tqdm(batches, desc="Predicting", unit="batch", disable=not progress):
         began = time.perf_counter()
-        rows = order[start : start + batch_size]
         batch = {k: v.to(device()) for k, v in collate([{"input_ids": ids[r]} for r in rows]).items()}
         with grad_off(), autocast(bf16):
             logits = forward(**batch).logits
@@ -79,6 +141,8 @@ def examples_for_model(
     text_pair_column: str | None,
     label_column: str | None,
     require_labels: bool,
+    id_column: str | None = None,
+    encoding: str | None = None,
 ) -> tuple[list[Example], str]:
     spec = DataSpec(
         **{k: v for k, v in (model_spec(model).get("data") or {}).items() if k in DataSpec.__dataclass_fields__}
@@ -89,8 +153,9 @@ def examples_for_model(
             text_column or spec.text_column,
             label_column or spec.label_column,
             text_pair_column if text_pair_column is not None else spec.text_pair_column,
+            id_column,
         )
-        return load_file_examples(file, columns, label_names, require_labels), spec.input_format
+        return load_file_examples(file, columns, label_names, require_labels, encoding=encoding), spec.input_format
     if task is not None:
         spec.tasks, spec.train_file = task, None
     if data_dir is not None:
@@ -117,17 +182,33 @@ def evaluate(
     max_examples: int | None = None,
     bf16: bool | None = None,
     compile: bool = False,
+    trust_remote_code: bool = False,
+    encoding: str | None = None,
+    max_length: int | None = None,
+    truncation: str | None = None,
 ) -> dict:
-    """The task's official metrics (or accuracy / macro-F1 on a user file) for a saved model."""
-    model, tokenizer = load_classifier(model_path)
+    """The task's official metrics (or accuracy / macro-F1 on a user file) for a saved model. Inputs follow
+    the model's length policy (``inference_limits``) unless ``max_length`` / ``truncation`` are given."""
+    model, tokenizer = load_classifier(model_path, trust_remote_code=trust_remote_code)
     examples, input_format = examples_for_model(
-        model, task, split, data_dir, file, text_column, text_pair_column, label_column, True
+        model, task, split, data_dir, file, text_column, text_pair_column, label_column, True, encoding=encoding
     )
     if any(e.label is None for e in examples):
         raise DHRDInputError(f"the {split} split has no labels (SuperGLUE test labels are hidden): use predict")
     examples = first_examples(examples, max_examples)
     start = time.perf_counter()
-    probs = predict_proba(model, tokenizer, [e.text for e in examples], batch_size, bf16=bf16, compile=compile)
+    probs = predict_proba(
+        model,
+        tokenizer,
+        [e.text for e in examples],
+        batch_size,
+        max_length,
+        truncation,
+        bf16=bf16,
+        compile=compile,
+        source=str(file) if file else f"{task or 'the model task'} {split}",
+        names=[f"row {e.id}" if file else e.id for e in examples],
+    )
     seconds = time.perf_counter() - start
     metrics = evaluate_rows(examples, probs, input_format)
     metrics.update(
@@ -140,37 +221,3 @@ def evaluate(
     if output is not None:
         write_json_atomic(output, metrics)
     return metrics
-
-
-def predict(
-    model_path: str | Path,
-    output: str | Path,
-    file: str | None = None,
-    task: str | None = None,
-    split: str = "test",
-    data_dir: str | None = None,
-    text_column: str | None = None,
-    text_pair_column: str | None = None,
-    batch_size: int = 32,
-    bf16: bool | None = None,
-    compile: bool = False,
-) -> list[dict]:
-    """One prediction per row with every label's probability, written as JSONL."""
-    model, tokenizer = load_classifier(model_path)
-    examples, _ = examples_for_model(model, task, split, data_dir, file, text_column, text_pair_column, None, False)
-    probs = predict_proba(model, tokenizer, [e.text for e in examples], batch_size, bf16=bf16, compile=compile)
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    chosen = choices_by_group(examples, probs)
-    rows = []
-    for example, p in zip(examples, probs):
-        row = {"id": example.id}
-        if example.task != "custom":
-            row.update(task=example.task, group=example.group, candidate=example.candidate)
-            row["example_prediction"] = chosen.get(example.group)
-        row["prediction"] = names[int(np.argmax(p))]
-        row["probabilities"] = {name: round(float(v), 6) for name, v in zip(names, p)}
-        if example.label is not None:
-            row["label"] = names[example.label]
-        rows.append({k: v for k, v in row.items() if v is not None})
-    write_jsonl_atomic(output, rows)
-    return rows

@@ -27,7 +27,7 @@ def save_reasoning_head(weight: torch.Tensor, model_dir: Path) -> Path:
     return path
 
 
-def reasoning_lm(model_path: str | Path):
+def reasoning_lm(model_path: str | Path, trust_remote_code: bool = False):
     """The trained backbone with its LM head on top: a causal LM for ``generate``."""
     directory = find_model_dir(model_path)
     head = directory / REASONING_HEAD_FILE
@@ -35,7 +35,7 @@ def reasoning_lm(model_path: str | Path):
         raise DHRDInputError(
             f"{head}: no reasoning head was kept with this model; train with --method dhrd --keep-reasoning-head"
         )
-    classifier, tokenizer = load_classifier(directory)
+    classifier, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code)
     config = classifier.config.text_config
     config.tie_word_embeddings = False
     lm = AutoModelForCausalLM.from_config(config)
@@ -44,12 +44,18 @@ def reasoning_lm(model_path: str | Path):
     return lm.eval(), classifier, tokenizer
 
 
-def explain(model_path: str | Path, texts: list[str], max_new_tokens: int = 128, batch_size: int = 4) -> list[dict]:
+def explain(
+    model_path: str | Path,
+    texts: list[str],
+    max_new_tokens: int = 128,
+    batch_size: int = 4,
+    trust_remote_code: bool = False,
+) -> list[dict]:
     """For each input: the rationale and answer the reasoning head writes, beside the classifier's prediction.
     It decodes greedily from ``x + "Reasoning:"``, tokenised as in training, through the CoT engine."""
     from .cot import Query, TransformersEngine, greedy_settings, reasoning_prompts
 
-    lm, classifier, tokenizer = reasoning_lm(model_path)
+    lm, classifier, tokenizer = reasoning_lm(model_path, trust_remote_code=trust_remote_code)
     probs = predict_proba(classifier, tokenizer, texts, progress=False)
     names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
     queries = [Query(str(k), ids, {n: n for n in names}) for k, ids in enumerate(reasoning_prompts(texts, tokenizer))]

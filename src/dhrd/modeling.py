@@ -29,7 +29,7 @@ from transformers.models.auto.modeling_auto import (
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
 )
 
-from .errors import DHRDInputError
+from .errors import DHRDInputError, cache_root
 from .hf.configuration_dhrd import DHRDConfig
 from .hf.modeling_dhrd import DHRDForSequenceClassification
 from .runtime import find_shared
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 DHRDConfig.register_for_auto_class()
 DHRDForSequenceClassification.register_for_auto_class("AutoModelForSequenceClassification")
+# the installed classes, so that Auto* loads of a DHRD directory (the tokenizer's too) never need its .py files
+AutoConfig.register(DHRDConfig.model_type, DHRDConfig, exist_ok=True)
 
 DEFAULT_BACKBONE_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SHARED_SMOLLM2 = Path("models") / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -48,10 +50,6 @@ def default_backbone() -> str:
     """``$DHRD_BACKBONE``, the shared SmolLM2-135M-Instruct GGUF, or else its hub name."""
     found = find_shared(SHARED_SMOLLM2, "DHRD_BACKBONE")
     return str(found) if found is not None else DEFAULT_BACKBONE_HUB
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("DHRD_CACHE", Path.home() / ".cache" / "dhrd"))
 
 
 def split_backbone(name_or_path: str, gguf_file: str | None = None) -> tuple[str, str | None]:
@@ -78,10 +76,25 @@ def check_decoder_only(config, name: str) -> None:
         )
 
 
-def _load_backbone_config(name: str, gguf_file: str | None):
+def _custom_code_error(name: str, what: str) -> DHRDInputError:
+    return DHRDInputError(
+        f"{name}: {what} needs Python code shipped with the model, which dhrd does not run by default; "
+        "pass --trust-remote-code (trust_remote_code=True) only if you trust its source"
+    )
+
+
+def _needs_custom_code(error: Exception) -> bool:
+    return isinstance(error, ValueError) and "trust_remote_code=True" in str(error)
+
+
+def _load_backbone_config(name: str, gguf_file: str | None, trust_remote_code: bool = False):
     try:
-        return AutoConfig.from_pretrained(name, gguf_file=gguf_file) if gguf_file else AutoConfig.from_pretrained(name)
+        if gguf_file:
+            return AutoConfig.from_pretrained(name, gguf_file=gguf_file)
+        return AutoConfig.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
+        if _needs_custom_code(error):
+            raise _custom_code_error(name, "the backbone's config") from None
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise DHRDInputError(
             f"backbone {name!r} cannot be found: it is not a local model directory or GGUF file, and the "
@@ -104,8 +117,11 @@ def gguf_to_hf(directory: str, gguf_file: str) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     logger.info("converting %s/%s to %s (once)", directory, gguf_file, target)
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file, dtype=torch.float32)
+    # a GGUF holds no code, but files beside it (a tokenizer_config.json with an auto_map) might
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file, trust_remote_code=False)
+    model = AutoModelForCausalLM.from_pretrained(
+        directory, gguf_file=gguf_file, dtype=torch.float32, trust_remote_code=False
+    )
     config = model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config  # gguf-loaded models refuse to save while it is set
@@ -127,30 +143,40 @@ def gguf_to_hf(directory: str, gguf_file: str) -> Path:
     return target
 
 
-def resolve_backbone(name_or_path: str | None, gguf_file: str | None = None) -> str:
-    """A directory or hub name transformers loads quickly; GGUF files go through the conversion cache."""
+def resolve_backbone(name_or_path: str | None, gguf_file: str | None = None, trust_remote_code: bool = False) -> str:
+    """A directory or hub name transformers loads quickly; GGUF files go through the conversion cache.
+    Code shipped with the backbone (``auto_map``) runs only with ``trust_remote_code=True``."""
     name, gguf = split_backbone(name_or_path or default_backbone(), gguf_file)
     if gguf is not None:
         if not (Path(name) / gguf).is_file():
             raise DHRDInputError(f"{Path(name) / gguf}: backbone GGUF file not found")
         check_decoder_only(_load_backbone_config(name, gguf), f"{name}/{gguf}")
         return str(gguf_to_hf(name, gguf))
-    check_decoder_only(_load_backbone_config(name, None), name)
+    check_decoder_only(_load_backbone_config(name, None, trust_remote_code), name)
     return name
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    """The tokenizer of a backbone or model directory; a tokenizer class of its own (``auto_map``) is never
+    imported unless ``trust_remote_code=True``: the standard class named in tokenizer_config.json is used."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except ValueError as error:
+        if _needs_custom_code(error):
+            raise _custom_code_error(name, "the tokenizer") from None
+        raise
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding; pooling never looks at it
     return tokenizer
 
 
-def load_causal_lm(name_or_path: str | None = None, gguf_file: str | None = None, dtype=torch.float32):
+def load_causal_lm(
+    name_or_path: str | None = None, gguf_file: str | None = None, dtype=torch.float32, trust_remote_code: bool = False
+):
     """The backbone as a causal LM (its LM head is the reasoning head) and its tokenizer."""
-    name = resolve_backbone(name_or_path, gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-    return model, load_tokenizer(name)
+    name = resolve_backbone(name_or_path, gguf_file, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model, load_tokenizer(name, trust_remote_code=trust_remote_code)
 
 
 def build_classifier(
@@ -161,10 +187,11 @@ def build_classifier(
     head_dropout: float = 0.1,
     gguf_file: str | None = None,
     seed: int = 0,
+    trust_remote_code: bool = False,
 ):
     """A fresh classifier on a pretrained backbone. Returns (classifier, tokenizer, causal LM); the causal
     LM shares its transformer with the classifier, and its LM head is the train-time reasoning head."""
-    causal_lm, tokenizer = load_causal_lm(backbone, gguf_file)
+    causal_lm, tokenizer = load_causal_lm(backbone, gguf_file, trust_remote_code=trust_remote_code)
     config = DHRDConfig(
         text_config=causal_lm.config,
         pooling=pooling,
@@ -282,17 +309,28 @@ def find_model_dir(path: str | Path) -> Path:
     raise DHRDInputError(f"{path}: no trained model here (expected config.json, or model/config.json in a run dir)")
 
 
-def load_classifier(path: str | Path, dtype=torch.float32):
-    """(classifier, tokenizer) from a directory that ``save_classifier`` wrote, in either format."""
+def load_classifier(path: str | Path, dtype=torch.float32, trust_remote_code: bool = False):
+    """(classifier, tokenizer) from a directory that ``save_classifier`` wrote, in either format.
+
+    No Python file of the directory is ever imported unless ``trust_remote_code=True``: a DHRD model is
+    built from the installed ``dhrd`` package's classes (never from the ``modeling_dhrd.py`` saved beside
+    the weights), a native one and the tokenizer from the standard classes their configs name."""
     directory = find_model_dir(path)
     config = json.loads((directory / "config.json").read_text())
     if config.get("model_type") == DHRDConfig.model_type:
         model = DHRDForSequenceClassification.from_pretrained(directory, dtype=dtype)
     else:
-        model = from_native(AutoModelForSequenceClassification.from_pretrained(directory, dtype=dtype))
+        try:
+            native = AutoModelForSequenceClassification.from_pretrained(
+                directory, dtype=dtype, trust_remote_code=trust_remote_code
+            )
+        except ValueError as error:
+            if _needs_custom_code(error):
+                raise _custom_code_error(str(directory), "the model") from None
+            raise
+        model = from_native(native)
     model.eval()
-    # a DHRD directory's config maps to the modeling code dhrd itself wrote; the tokenizer has none
-    return model, load_tokenizer(str(directory), trust_remote_code=config.get("model_type") == "dhrd")
+    return model, load_tokenizer(str(directory), trust_remote_code=trust_remote_code)
 
 
 def model_spec(model) -> dict:

@@ -16,8 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import Columns, read_table
+from .data import Columns
 from .errors import DHRDInputError, where
+from .tables import iter_table, read_text
 from .tasks import COPA_QUESTIONS, TASKS, read_records
 
 SENTINEL = "[END OF REASONING]"
@@ -58,7 +59,7 @@ _ANSWER_LINE = re.compile(r"(?:^|\n)\s*\**\s*(?:final\s+)?answer\s*\**\s*:\s*\**
 class TeacherItem:
     """One training example as the teacher sees it: its id (the cache key), gold label and prompt input."""
 
-    idx: int
+    idx: int | str  # a SuperGLUE record's idx, a user id (--id-column) or a 1-based row number
     label: str  # the native label name ("entailment", "true", "choice2", or a user file's label)
     answer: str  # the label as the teacher writes it ("Yes", "Entailment", "Option 2", ...)
     input: str
@@ -88,14 +89,16 @@ def builtin_template(mode: str = "label") -> PromptTemplate:
     return PromptTemplate(BUILTIN_PROMPT_IDS[mode], SYSTEM_FREE, UNCONDITIONED, mode)
 
 
-def load_template(path: str | Path, mode: str, allowed_fields: Sequence[str] = ()) -> PromptTemplate:
+def load_template(
+    path: str | Path, mode: str, allowed_fields: Sequence[str] = (), encoding: str | None = None
+) -> PromptTemplate:
     """A user template: the file is the user turn; a first block ``system: ...`` ended by a line ``---``
     sets the system turn. Its prompt id is the file name plus a hash of its text, so editing the file
     starts a new cache instead of mixing two prompts."""
     path = Path(path)
     if not path.is_file():
         raise DHRDInputError(f"{path}: template file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, encoding).replace("\r\n", "\n")
     system, user = None, text
     head, sep, rest = text.partition("\n---\n")
     if sep and head.lower().startswith("system:"):
@@ -252,20 +255,24 @@ def task_items(task: str, data_dir: str | Path | None = None, split: str = "trai
     return [_task_item(task, record, source, row) for row, record in rows], source
 
 
-def file_items(path: str | Path, columns: Columns) -> tuple[list[TeacherItem], dict[str, str]]:
-    """A user file's rows (keyed by their 0-based row number, as the trainer joins them) and its labels."""
-    from .data import _label_key, _row_text, file_label_names
+def file_items(
+    path: str | Path, columns: Columns, encoding: str | None = None
+) -> tuple[list[TeacherItem], dict[str, str]]:
+    """A user file's rows and its labels. Rows are keyed as training keys them (``data.RowKeys``): by the
+    ``columns.id`` column, or by their 1-based row number."""
+    from .data import RowKeys, _label_key, _row_text, file_label_names
 
     path = Path(path)
-    labels = file_label_names(path, columns)
+    labels = file_label_names(path, columns, encoding)
+    keys = RowKeys(path, columns.id)
     items = []
-    for number, row in enumerate(read_table(path), start=1):
+    for number, row in iter_table(path, encoding):
         block = _row_text(row, columns, path, number)
         label = _label_key(row[columns.label])
         fields = {"text": str(row[columns.text]).strip()}
         if columns.text_pair:
             fields["text_pair"] = str(row[columns.text_pair]).strip()
-        items.append(TeacherItem(number - 1, label, label, f"Text: {block}", fields))
+        items.append(TeacherItem(keys(row, number), label, label, f"Text: {block}", fields))
     return items, {label: label for label in labels}
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import DHRDInputError, where
 from .runtime import find_shared
+from .tables import Undecodable, decode_error, id_key, iter_lines
 from .tasks import TASKS, Example
 
 logger = logging.getLogger(__name__)
@@ -38,21 +40,38 @@ def rationale_file(source: str | Path | None, task: str) -> Path | None:
     return path if path.is_file() else None
 
 
-def read_rationales(path: Path) -> dict[int, str]:
-    """``idx -> rationale``. A torn last line (a writer killed mid-line) is skipped; any other bad line is
-    an error naming its row."""
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rationales: dict[int, str] = {}
+@dataclass(frozen=True)
+class RationaleRow:
+    row: int  # line number in its file
+    key: str  # the example id it belongs to, as text (``id_key``)
+    rationale: str | None
+    label: str | None  # the label the file says the example has, where it says one
+
+
+def read_rationale_rows(path: Path, encoding: str | None = None) -> list[RationaleRow]:
+    """The rows of a rationale file (the reference set's or a teacher cache's format: one JSON object per
+    line with ``idx`` and ``rationale``). A torn last line (a writer killed mid-line) is skipped; any other
+    bad line is an error naming its row."""
+    path = Path(path)
+    if not path.is_file():
+        raise DHRDInputError(f"{path}: rationale file not found")
+    try:
+        lines = list(iter_lines(path, encoding or "utf-8"))
+    except Undecodable as error:
+        raise decode_error(path, error.line, error, encoding or "utf-8") from None
+    rows: list[RationaleRow] = []
     first_maker = None
-    for number, line in enumerate(lines, start=1):
+    for number, line in lines:
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
-            if number == len(lines):
+            if number == len(lines) and not line.endswith("\n"):
                 break
             raise DHRDInputError(f"{where(path, number)}: unreadable JSON") from None
+        if not isinstance(row, dict):
+            raise DHRDInputError(f"{where(path, number)}: expected a JSON object, got {type(row).__name__}")
         for name in ("idx", "rationale"):
             if name not in row:
                 raise DHRDInputError(f"{where(path, number, name)}: missing")
@@ -65,19 +84,57 @@ def read_rationales(path: Path) -> dict[int, str]:
                 "one rationale file must come from one teacher and prompt"
             )
         text = row["rationale"]
-        if isinstance(text, str) and text.strip():
-            rationales[int(row["idx"])] = text.strip()
-    return rationales
+        label = row.get("label")
+        rows.append(
+            RationaleRow(
+                number,
+                id_key(row["idx"]),
+                text.strip() if isinstance(text, str) and text.strip() else None,
+                None if label is None else id_key(label),
+            )
+        )
+    return rows
+
+
+def read_rationales(path: Path, encoding: str | None = None) -> dict[str, str]:
+    """``example id (as text) -> rationale`` of a rationale file, without the rows that have none."""
+    return {r.key: r.rationale for r in read_rationale_rows(path, encoding) if r.rationale is not None}
+
+
+def check_rationale_keys(
+    rows: list[RationaleRow], examples: list[Example], label_names: tuple[str, ...], path: Path, keyed_by: str
+) -> None:
+    """Refuse a rationale file that does not line up with the training rows, at its first mismatching row:
+    an id the data does not have, or (for the user's files, whose labels are the file's own) a row whose
+    label differs from the training row's. A file numbered from 0 for data numbered from 1, or keyed by
+    another column, would otherwise pair every rationale with a neighbouring example: the shuffle ablation,
+    trained by accident."""
+    by_key = {str(e.source_idx): e for e in examples}
+    for row in rows:
+        example = by_key.get(row.key)
+        if example is None:
+            raise DHRDInputError(
+                f"{where(path, row.row, 'idx')}: id {row.key!r} is not in the training data, whose rows are keyed "
+                f"by {keyed_by}: the rationales would be paired with the wrong examples"
+            )
+        if example.task == "custom" and row.label is not None and row.label in label_names:
+            if label_names[example.label] != row.label:
+                raise DHRDInputError(
+                    f"{where(path, row.row, 'label')}: says id {row.key!r} has label {row.label!r}, but that "
+                    f"training row's label is {label_names[example.label]!r}: is the file keyed by "
+                    f"something other than {keyed_by}?"
+                )
 
 
 def pair_rationales(
-    examples: list[Example], by_task: dict[str, dict[int, str]], mode: str, seed: int
+    examples: list[Example], by_task: dict[str, dict[str, str]], mode: str, seed: int
 ) -> list[tuple[str | None, int | None]]:
     """For each row: (rationale or None, index of the example whose label word ends the LM sequence or None
     for its own). The shuffles permute whole original examples, seeded, so rows of one example move together."""
     if mode not in RATIONALE_MODES:
         raise DHRDInputError(f"unknown rationale mode {mode!r}: choose from {', '.join(RATIONALE_MODES)}")
-    own = [by_task.get(e.task, {}).get(e.source_idx) for e in examples]
+    keyed = {task: {id_key(k): v for k, v in found.items()} for task, found in by_task.items()}
+    own = [keyed.get(e.task, {}).get(id_key(e.source_idx)) for e in examples]
     if mode == "only_label":
         return [(None, None)] * len(examples)
     if mode == "consistent":
@@ -116,15 +173,16 @@ class RationaleCache:
     kill (the last line, without its newline) is cut off before appending. Rows of another teacher or
     prompt version, and ids the data does not have, are refused instead of being mixed in."""
 
-    def __init__(self, path: str | Path, teacher: str, prompt_id: str, known_ids: set[int] | None = None):
+    def __init__(self, path: str | Path, teacher: str, prompt_id: str, known_ids: set | None = None):
         self.path = Path(path)
         self.teacher, self.prompt_id = teacher, prompt_id
-        self.rows: dict[int, dict] = {}
+        self.rows: dict[str, dict] = {}  # keyed by the example id as text (``id_key``)
         self.torn = False
         if self.path.exists():
             self._load(known_ids)
 
-    def _load(self, known_ids: set[int] | None) -> None:
+    def _load(self, known_ids: set | None) -> None:
+        known = None if known_ids is None else {id_key(k) for k in known_ids}
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")
         complete, tail = lines[:-1], lines[-1]  # ``tail`` is empty when the file ends with a newline
@@ -149,12 +207,12 @@ class RationaleCache:
                     )
             if "idx" not in row:
                 raise DHRDInputError(f"{where(self.path, number, 'idx')}: missing")
-            if known_ids is not None and row["idx"] not in known_ids:
+            if known is not None and id_key(row["idx"]) not in known:
                 raise DHRDInputError(
                     f"{where(self.path, number, 'idx')}: id {row['idx']!r} is not in the data: "
                     "is this the cache of another task or file?"
                 )
-            self.rows[int(row["idx"])] = row
+            self.rows[id_key(row["idx"])] = row
 
     def _repair(self) -> None:
         """Cut a torn last row (the one in flight when a run was killed) and end the file with a newline."""
@@ -173,8 +231,8 @@ class RationaleCache:
             os.fsync(handle.fileno())
         self.torn = False
 
-    def __contains__(self, idx: int) -> bool:
-        return idx in self.rows
+    def __contains__(self, idx: int | str) -> bool:
+        return id_key(idx) in self.rows
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -191,7 +249,7 @@ class RationaleCache:
         self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
-        self.rows[int(row["idx"])] = row
+        self.rows[id_key(row["idx"])] = row
 
     def close(self) -> None:
         if getattr(self, "_handle", None):

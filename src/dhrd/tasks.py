@@ -17,7 +17,6 @@ averages CB's F1/accuracy and MultiRC's F1a/EM, and the SuperGLUE average is the
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
+from . import tables
 from .errors import DHRDInputError, where
 from .runtime import find_shared
 
@@ -109,21 +109,7 @@ def default_data_dir() -> Path | None:
 # ---------------------------------------------------------------------------------------------- reading
 def read_jsonl(path: Path) -> list[dict]:
     """Rows of a JSON-lines file; a bad line is reported with its file and line number."""
-    if not path.is_file():
-        raise DHRDInputError(f"{path}: file not found")
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DHRDInputError(f"{where(path, number)}: unreadable JSON ({error.msg})") from None
-            if not isinstance(row, dict):
-                raise DHRDInputError(f"{where(path, number)}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
-    return rows
+    return tables.read_jsonl(path)
 
 
 def read_records(task: Task, split: str, data_dir: str | Path | None = None) -> tuple[list[dict], str]:

@@ -25,10 +25,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .data import Columns, read_table
+from .data import Columns
 from .errors import DHRDInputError, where
 from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
 from .rationales import RationaleCache
+from .tables import id_key, is_missing, iter_table
 
 logger = logging.getLogger(__name__)
 
@@ -352,29 +353,37 @@ def import_rationales(
     rationale_column: str = "rationale",
     policy: str = "keep",
     checks: Iterable[str] = ("empty", "repetitive", "leak"),
+    encoding: str | None = None,
+    keyed_by: str = "their idx",
 ) -> RunSummary:
     """Copy a file of rationales the user already has into ``cache``, matched by example id. There is no
     teacher to ask again, so ``retry`` keeps what it can (like ``keep``); ``drop`` drops flagged rows."""
     source = Path(source)
-    by_id = {item.idx: item for item in items}
+    by_id = {id_key(item.idx): item for item in items}
+    labels = {item.label for item in items}
     summary = RunSummary(examples=len(items))
     start = time.perf_counter()
-    rows = read_table(source)
     with cache:
-        for number, row in enumerate(rows, start=1):
+        for number, row in iter_table(source, encoding):
             for name in (id_column, rationale_column):
                 if name not in row:
                     raise DHRDInputError(f"{where(source, number, name)}: missing column")
-            try:
-                idx = int(row[id_column])
-            except (TypeError, ValueError):
-                raise DHRDInputError(f"{where(source, number, id_column)}: not an integer id") from None
+            idx = "" if is_missing(row[id_column]) else id_key(row[id_column])
             if idx not in by_id:
-                raise DHRDInputError(f"{where(source, number, id_column)}: id {idx} is not in the data")
+                raise DHRDInputError(
+                    f"{where(source, number, id_column)}: id {idx!r} is not in the data (its rows are keyed by "
+                    f"{keyed_by}): the rationale would be paired with the wrong example"
+                )
             if idx in cache:
                 summary.already_cached += 1
                 continue
             item = by_id[idx]
+            said = row.get("label")
+            if not is_missing(said) and id_key(said) in labels and id_key(said) != item.label:
+                raise DHRDInputError(
+                    f"{where(source, number, 'label')}: says id {idx!r} has label {id_key(said)!r}, but the data "
+                    f"says {item.label!r}: is the file keyed by something other than {keyed_by}?"
+                )
             text = row[rationale_column]
             checked = check_output(text if isinstance(text, str) else None, item, answers, sentinel="\0", checks=checks)
             outcome = (
@@ -388,11 +397,10 @@ def import_rationales(
     return summary
 
 
-def import_identity(source: str | Path) -> tuple[str, str]:
+def import_identity(source: str | Path, encoding: str | None = None) -> tuple[str, str]:
     """The teacher and prompt id an imported file declares in its first row (the reference set does), or a
     name made from the file."""
-    rows = read_table(source)
-    first = rows[0] if rows else {}
+    first = next((row for _, row in iter_table(source, encoding)), {})
     teacher = first.get("teacher") or f"import:{Path(source).stem}"
     return str(teacher), str(first.get("prompt_id") or "imported")
 
@@ -406,6 +414,7 @@ def training_subset(
     data_dir: str | Path | None,
     max_examples: int,
     subset_seed: int,
+    encoding: str | None = None,
 ) -> tuple[list[TeacherItem], int]:
     """The items of the examples ``dhrd train --max-train-examples N --subset-seed S`` trains on, and how
     many original examples that is. Training's own rows and ``sample_examples`` pick them, and an item joins
@@ -421,13 +430,15 @@ def training_subset(
             text_column=columns.text,
             text_pair_column=columns.text_pair,
             label_column=columns.label,
+            id_column=columns.id,
+            encoding=encoding,
         )
     else:
         # groups (what the cap counts) are the same in both input formats, so yesno stands for either
         spec = DataSpec(tasks=[task], data_dir=None if data_dir is None else str(data_dir))
     rows = sample_examples(spec.split("train", spec.label_names()), max_examples, subset_seed)
-    keep = {row.source_idx for row in rows}
-    return [item for item in items if item.idx in keep], len({row.group for row in rows})
+    keep = {id_key(row.source_idx) for row in rows}
+    return [item for item in items if id_key(item.idx) in keep], len({row.group for row in rows})
 
 
 def make_rationales(
@@ -439,7 +450,7 @@ def make_rationales(
     gguf_file: str | None = None,
     base_url: str | None = None,
     import_file: str | Path | None = None,
-    id_column: str = "idx",
+    id_column: str | None = None,
     rationale_column: str = "rationale",
     output: str | Path | None = None,
     prompt_mode: str = "label",
@@ -459,6 +470,7 @@ def make_rationales(
     progress: bool = True,
     max_examples: int | None = None,
     subset_seed: int = 42,
+    encoding: str | None = None,
 ) -> tuple[Path, dict]:
     """Rationales for every training example of ``task`` (or ``train_file``) into a resumable cache:
     from a local model (``teacher`` without ``base_url``), an OpenAI-compatible server (``base_url`` and
@@ -466,7 +478,9 @@ def make_rationales(
     only about the examples ``dhrd train --max-train-examples N --subset-seed S`` trains on (one task or
     file at a time). Returns the cache file (``<output>/<Task or file stem>/train.jsonl``, which
     ``dhrd train --rationales <output>`` reads) and the summary, also written beside it as
-    ``train.summary.json``."""
+    ``train.summary.json``. A training file's rows are keyed by ``columns.id`` (the user's ids) or else by
+    their 1-based row number; ``id_column`` is the imported file's id column [default: ``columns.id``, else
+    ``idx``]."""
     from .prompts import TASK_ANSWERS, builtin_template, file_items, load_template, task_items
     from .runtime import write_json_atomic
     from .tasks import TASKS, parse_task_names
@@ -475,8 +489,9 @@ def make_rationales(
         raise DHRDInputError("give either a task or a training file")
     if train_file is not None:
         columns = columns or Columns()
-        items, answers = file_items(train_file, columns)
+        items, answers = file_items(train_file, columns, encoding)
         folder, fields = Path(train_file).stem, ["text", "text_pair"]
+        keyed_by = f"their {columns.id!r} column" if columns.id else "their 1-based row number (or --id-column)"
     else:
         names = parse_task_names(task)
         if len(names) != 1:
@@ -485,12 +500,16 @@ def make_rationales(
         items, _ = task_items(task, data_dir)
         answers, folder = TASK_ANSWERS[task], TASKS[task].folder
         fields = sorted({key for item in items for key in item.fields})
+        keyed_by = "the records' idx"
+    import_ids = id_column or (columns.id if train_file is not None and columns.id else "idx")
     known = {item.idx for item in items}  # every id: a cache made for a larger subset stays usable
     selected = None
     if max_examples:
         if import_file is not None:
             raise DHRDInputError("--max-examples picks whom a teacher is asked about; --import copies every row")
-        items, selected = training_subset(items, task, train_file, columns, data_dir, max_examples, subset_seed)
+        items, selected = training_subset(
+            items, task, train_file, columns, data_dir, max_examples, subset_seed, encoding
+        )
 
     if import_file is not None:
         source = Path(import_file)
@@ -498,16 +517,22 @@ def make_rationales(
             source = source / folder / "train.jsonl"
         if not source.is_file():
             raise DHRDInputError(f"{source}: rationale file not found")
-        name, prompt_id = import_identity(source)
+        name, prompt_id = import_identity(source, encoding)
         directory = Path(output) if output else Path("rationales") / f"{teacher_slug(name)}--{prompt_id}"
         cache = RationaleCache(directory / folder / "train.jsonl", name, prompt_id, known)
         torn = cache.torn
         policy = "drop" if policy == "drop" else "keep"
-        summary = import_rationales(source, items, answers, cache, id_column, rationale_column, policy)
+        summary = import_rationales(
+            source, items, answers, cache, import_ids, rationale_column, policy, encoding=encoding, keyed_by=keyed_by
+        )
     else:
         if not teacher:
             raise DHRDInputError("give --teacher (a local model, or the served model's name with --base-url)")
-        template = load_template(template_file, prompt_mode, fields) if template_file else builtin_template(prompt_mode)
+        template = (
+            load_template(template_file, prompt_mode, fields, encoding)
+            if template_file
+            else builtin_template(prompt_mode)
+        )
         backend: Teacher = (
             OpenAITeacher(base_url, teacher, api_key_env, concurrency, timeout, max_retries)
             if base_url

@@ -21,13 +21,13 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.pytorch_utils import Conv1D
 
-from .data import ClassificationCollator, DataSpec, add_reasoning_targets, encode_examples
+from .data import ClassificationCollator, DataSpec, add_reasoning_targets, encode_examples, file_rationales
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
 from .explain import save_reasoning_head
 from .modeling import build_classifier, load_tokenizer, resolve_backbone, save_classifier
-from .rationales import pair_rationales, rationale_file, read_rationales
+from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import bf16_supported, write_json_atomic
 from .tasks import evaluate_rows, flatten_metrics, sample_examples
 
@@ -50,6 +50,9 @@ class DHRDTrainingArguments:
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
+    id_column: str | None = None  # your files' row ids (rationale files and predictions are keyed by them)
+    rationale_column: str | None = None  # explanations in the training file itself, instead of --rationales
+    encoding: str = "utf-8"  # of your files
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     subset_seed: int | None = None  # which capped subset (None: ``seed``); fixed, it pairs runs across seeds
@@ -103,6 +106,7 @@ class DHRDTrainingArguments:
     logging_steps: int = 10
     resume: bool = True
     report_to: list[str] = field(default_factory=list)
+    trust_remote_code: bool = False  # run Python code shipped with the backbone (its auto_map): off by default
 
     def data_spec(self) -> DataSpec:
         return DataSpec(
@@ -114,6 +118,9 @@ class DHRDTrainingArguments:
             text_column=self.text_column,
             text_pair_column=self.text_pair_column,
             label_column=self.label_column,
+            id_column=self.id_column,
+            rationale_column=self.rationale_column,
+            encoding=self.encoding,
         )
 
     @property
@@ -310,20 +317,27 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     spec.validate()
     label_names = spec.label_names()
     subset_seed = args.seed if args.subset_seed is None else args.subset_seed
-    train_rows = sample_examples(spec.split("train", label_names), args.max_train_examples, subset_seed)
+    all_train_rows = spec.split("train", label_names)
+    train_rows = sample_examples(all_train_rows, args.max_train_examples, subset_seed)
     eval_rows = sample_examples(spec.split("validation", label_names), args.max_eval_examples, subset_seed)
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
 
-    backbone = resolve_backbone(args.backbone, args.gguf_file)
-    tokenizer = load_tokenizer(backbone)
+    backbone = resolve_backbone(args.backbone, args.gguf_file, trust_remote_code=args.trust_remote_code)
+    tokenizer = load_tokenizer(backbone, trust_remote_code=args.trust_remote_code)
     train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
     eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
 
-    missing = _add_rationales(args, spec, train_set, train_rows, tokenizer, label_names)
+    missing = _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names)
 
     classifier, tokenizer, causal_lm = build_classifier(
-        backbone, label_names, args.head, args.pooling, args.head_dropout, seed=args.seed
+        backbone,
+        label_names,
+        args.head,
+        args.pooling,
+        args.head_dropout,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
     )
     classifier.config.dhrd = _spec_dict(args, spec)
     if args.gradient_checkpointing:
@@ -416,6 +430,8 @@ RUN_DEFINING = (
     "text_column",
     "text_pair_column",
     "label_column",
+    "id_column",
+    "rationale_column",
     "max_train_examples",
     "subset_seed",
     "backbone",
@@ -511,12 +527,13 @@ def reasoning_head(classifier, causal_lm):
     return lambda: frozen.to(embeddings.weight.device)
 
 
-def _add_rationales(args, spec, train_set, train_rows, tokenizer, label_names) -> int:
+def _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names) -> int:
     """For ``--method dhrd``: extend the training rows with their rationale and answer. Returns the number
     of rows left without a rationale."""
     if args.method != "dhrd":
         return 0
-    paired = pair_rationales(train_rows, _load_rationales(args, spec), args.rationale_mode, args.seed)
+    by_task = _load_rationales(args, spec, all_train_rows, label_names)
+    paired = pair_rationales(train_rows, by_task, args.rationale_mode, args.seed)
     missing = add_reasoning_targets(
         train_set,
         train_rows,
@@ -528,7 +545,8 @@ def _add_rationales(args, spec, train_set, train_rows, tokenizer, label_names) -
         args.rationale_mode,
     )
     if missing == len(train_rows):
-        raise DHRDInputError("no training example has a rationale: check --rationales")
+        where = f"--rationale-column {spec.rationale_column}" if spec.rationale_column else "--rationales"
+        raise DHRDInputError(f"no training example has a rationale: check {where}")
     if missing:
         logger.warning(
             "%d of %d training rows have no rationale: they train the classification head only",
@@ -538,18 +556,31 @@ def _add_rationales(args, spec, train_set, train_rows, tokenizer, label_names) -
     return missing
 
 
-def _load_rationales(args: DHRDTrainingArguments, spec: DataSpec) -> dict[str, dict[int, str]]:
+def _load_rationales(
+    args: DHRDTrainingArguments, spec: DataSpec, all_train_rows: list, label_names: tuple[str, ...]
+) -> dict[str, dict[str, str]]:
+    """``task -> example id -> rationale``, from the training file's own column or a rationale file whose ids
+    are checked against the whole training split (never paired silently with the wrong rows)."""
     if args.rationale_mode == "only_label":
         return {}
+    if spec.rationale_column:
+        if args.rationales:
+            raise DHRDInputError("give --rationale-column or --rationales, not both")
+        return {"custom": file_rationales(spec.train_file, spec.columns, spec.rationale_column, spec.encoding)}
     tasks = spec.tasks or ["custom"]
     found = {}
     for task in tasks:
         if task == "custom":
             if not args.rationales:
-                raise DHRDInputError("--method dhrd on your own files needs --rationales (a file keyed by row idx)")
+                raise DHRDInputError(
+                    "--method dhrd on your own files needs rationales: --rationale-column NAME (a column of the "
+                    "training file) or --rationales FILE (JSONL with idx and rationale, idx being the row's "
+                    "--id-column value or its 1-based row number)"
+                )
             path = Path(args.rationales)
             if not path.is_file():
                 raise DHRDInputError(f"{path}: rationale file not found")
+            keyed_by = f"their {spec.id_column!r} column" if spec.id_column else "their 1-based row number"
         else:
             path = rationale_file(args.rationales, task)
             if path is None:
@@ -557,7 +588,10 @@ def _load_rationales(args: DHRDTrainingArguments, spec: DataSpec) -> dict[str, d
                     f"no rationales for task {task}: pass --rationales (a file or a folder of "
                     "<Task>/train.jsonl), or run the teacher first"
                 )
-        found[task] = read_rationales(path)
+            keyed_by = "the records' idx"
+        rows = read_rationale_rows(path, spec.encoding)
+        check_rationale_keys(rows, [e for e in all_train_rows if e.task == task], label_names, path, keyed_by)
+        found[task] = {r.key: r.rationale for r in rows if r.rationale is not None}
     return found
 
 

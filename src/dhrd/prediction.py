@@ -1,0 +1,375 @@
+"""``dhrd predict``: classify a file of any size in chunks, appending the predictions as it goes.
+
+Memory stays flat whatever the file holds: rows are read, encoded, predicted and written a chunk at a time
+(``chunk_rows``), and each batch is bounded by the length policy and a token budget (``predict_proba``).
+Output is JSONL, CSV or Parquet by the output's extension. After each chunk a small progress record beside
+the output (``<output>.progress.json``) says how many input rows, and how many bytes of output, are final; a
+run killed at any moment is resumed by the same command from there, with nothing duplicated or torn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .data import Columns, RowKeys, file_example
+from .errors import DHRDInputError, where
+from .evaluation import examples_for_model, inference_limits, predict_proba
+from .modeling import find_model_dir, load_classifier, model_spec
+from .runtime import write_json_atomic
+from .tables import PARQUET_SUFFIXES, check_encoding, iter_table
+from .tasks import choices_by_group
+
+FORMATS = {
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+CHUNK_ROWS = 1024
+
+
+def output_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in FORMATS:
+        raise DHRDInputError(f"{path}: unknown output type {suffix!r}: use .jsonl, .csv or .parquet")
+    return FORMATS[suffix]
+
+
+def _disk_error(path: Path, error: OSError, rows: int) -> DHRDInputError:
+    return DHRDInputError(
+        f"{path}: could not write ({error.strerror or error}); the {rows} predictions before are kept: "
+        "free some space and run the same command again to continue"
+    )
+
+
+class PredictionSink:
+    """Appends prediction rows to ``path``, chunk by chunk, and records after each chunk how many input rows
+    are done (``<path>.progress.json``). JSONL and CSV are appended in place (a torn tail past the recorded
+    size is cut on resume); Parquet goes to one part file per chunk (``<path>.parts/``), joined at the end."""
+
+    def __init__(self, path: str | Path, fingerprint: dict, resume: bool = True):
+        self.path = Path(path)
+        self.format = output_format(self.path)
+        self.state_path = self.path.with_name(self.path.name + ".progress.json")
+        self.parts = self.path.with_name(self.path.name + ".parts")
+        self.fingerprint = fingerprint
+        self.done = 0
+        self.columns: list[str] | None = None
+        state = self._state() if resume else None
+        if state and state.get("fingerprint") == fingerprint and self._restore(state):
+            self.done = int(state["rows"])
+            self.columns = state.get("columns")
+        else:
+            self._clear()
+        self.resumed_from = self.done
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._commit()
+
+    def _state(self) -> dict | None:
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def _restore(self, state: dict) -> bool:
+        """Cut what was written after the last recorded chunk; False when the output no longer matches."""
+        if self.format == "parquet":
+            if not self.parts.is_dir():
+                return int(state["rows"]) == 0
+            for part in self.parts.glob("part-*.parquet"):
+                if int(part.stem.split("-")[1]) >= int(state["rows"]):
+                    part.unlink()  # written, but its chunk was not recorded: made again
+            for stray in self.parts.glob(".tmp-*"):
+                stray.unlink()
+            return True
+        size = int(state.get("bytes", 0))
+        if not self.path.is_file():
+            return size == 0
+        if self.path.stat().st_size < size:
+            return False
+        with self.path.open("r+b") as handle:
+            handle.truncate(size)
+        return True
+
+    def _clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
+        self.done, self.columns = 0, None
+
+    def _commit(self) -> None:
+        size = self.path.stat().st_size if self.format != "parquet" and self.path.is_file() else 0
+        write_json_atomic(
+            self.state_path,
+            {"fingerprint": self.fingerprint, "rows": self.done, "bytes": size, "columns": self.columns},
+        )
+
+    def write(self, rows: list[dict]) -> None:
+        """Append one chunk's predictions (whole rows only), then record them as done."""
+        if not rows:
+            return
+        if self.columns is None:  # a table's columns are fixed by its first row
+            self.columns = list(rows[0] if self.format == "jsonl" else _flat(rows[0]))
+        try:
+            if self.format == "parquet":
+                self._write_part(rows)
+            else:
+                self._append(rows)
+        except OSError as error:
+            self._restore({"rows": self.done, "bytes": self._recorded_bytes()})
+            raise _disk_error(self.path, error, self.done) from None
+        self.done += len(rows)
+        try:
+            self._commit()
+        except OSError as error:
+            raise _disk_error(self.state_path, error, self.done - len(rows)) from None
+
+    def _recorded_bytes(self) -> int:
+        return int((self._state() or {}).get("bytes", 0))
+
+    def _append(self, rows: list[dict]) -> None:
+        with self.path.open("a", encoding="utf-8", newline="") as handle:
+            if self.format == "jsonl":
+                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            else:
+                writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="ignore", restval="")
+                if handle.tell() == 0:
+                    writer.writeheader()
+                writer.writerows(_flat(row, self.columns) for row in rows)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def _write_part(self, rows: list[dict]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.parts.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([_flat(row, self.columns) for row in rows])
+        tmp = self.parts / f".tmp-{self.done:012d}.parquet"
+        pq.write_table(table, tmp)
+        with tmp.open("rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.parts / f"part-{self.done:012d}.parquet")
+
+    def finish(self) -> None:
+        """Parquet: join the parts into the output (streamed, atomically). Then the progress record goes."""
+        if self.format == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            parts = sorted(self.parts.glob("part-*.parquet"))
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            try:
+                schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for part in parts:
+                        writer.write_table(pq.read_table(part).cast(schema))
+                os.replace(tmp, self.path)
+            except OSError as error:
+                tmp.unlink(missing_ok=True)
+                raise _disk_error(self.path, error, self.done) from None
+            shutil.rmtree(self.parts, ignore_errors=True)
+        self.state_path.unlink(missing_ok=True)
+
+
+def _flat(row: dict, columns: list[str] | None = None) -> dict:
+    """A row for a table format: one ``probability_<label>`` column per label, kept values as text."""
+    flat = {}
+    for key, value in row.items():
+        if key == "probabilities":
+            flat.update({f"probability_{name}": p for name, p in value.items()})
+        elif key in ("id", "prediction", "label", "example_prediction") or isinstance(value, (int, float)):
+            flat[key] = value
+        else:
+            flat[key] = None if value is None else (value if isinstance(value, str) else json.dumps(value))
+    return flat if columns is None else {name: flat.get(name) for name in columns}
+
+
+@dataclass
+class PredictSummary:
+    output: str
+    rows: int
+    resumed_from: int = 0
+    seconds: float = 0.0
+    id_column: str | None = None
+    kept_columns: list[str] = field(default_factory=list)
+
+    @property
+    def rows_per_second(self) -> float:
+        return (self.rows - self.resumed_from) / self.seconds if self.seconds else 0.0
+
+
+def _fingerprint(model_dir: Path, source: dict, settings: dict) -> dict:
+    config = model_dir / "config.json"
+    return {"model": str(model_dir.resolve()), "model_mtime_ns": config.stat().st_mtime_ns, **source, **settings}
+
+
+def _count_rows(path: Path) -> int | None:
+    """About how many rows a file has, for the progress bar (newlines, read in blocks; Parquet's metadata)."""
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        lines = 0
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                lines += block.count(b"\n")
+        return max(0, lines - (1 if path.suffix.lower() in (".csv", ".tsv") else 0))
+    except (OSError, ValueError):
+        return None
+
+
+def _prediction_row(key, names, probs, label, kept: dict) -> dict:
+    row = {"id": key, "prediction": names[int(np.argmax(probs))]}
+    row["probabilities"] = {name: round(float(p), 6) for name, p in zip(names, probs)}
+    if label is not None:
+        row["label"] = names[label]
+    return {**row, **kept}
+
+
+def predict(
+    model_path: str | Path,
+    output: str | Path,
+    file: str | None = None,
+    task: str | None = None,
+    split: str = "test",
+    data_dir: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    batch_size: int = 32,
+    bf16: bool | None = None,
+    compile: bool = False,
+    trust_remote_code: bool = False,
+    id_column: str | None = None,
+    keep_columns: list[str] | tuple[str, ...] = (),
+    encoding: str | None = None,
+    max_length: int | None = None,
+    truncation: str | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+    resume: bool = True,
+    progress: bool = True,
+) -> PredictSummary:
+    """One prediction per input row (its id, the predicted label, every label's probability, the label where
+    the input has one, and ``keep_columns``), appended to ``output`` in chunks; resumable after a kill.
+
+    Rows are identified by ``id_column`` [default: the model's training id column, else an ``id`` column
+    where the file has one, else the 1-based row number]."""
+    output = Path(output)
+    output_format(output)
+    if file is None and task is None:
+        raise DHRDInputError("give --file or --task")
+    if chunk_rows < 1:
+        raise DHRDInputError("--chunk-rows must be at least 1")
+    model_dir = find_model_dir(model_path)
+    model, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
+    max_length, truncation = inference_limits(model, tokenizer, max_length, truncation)
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    settings = {"max_length": max_length, "truncation": truncation, "keep_columns": list(keep_columns)}
+    run = dict(model=model, tokenizer=tokenizer, names=names, batch_size=batch_size, bf16=bf16, compile=compile)
+    run.update(max_length=max_length, truncation=truncation)
+    if file is None:
+        if keep_columns or id_column:
+            raise DHRDInputError("--keep-columns and --id-column are for --file")
+        source = {"task": task, "split": split, "data_dir": data_dir}
+        sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
+        return _predict_task(run, sink, task, split, data_dir, progress)
+    path = Path(file)
+    if not path.is_file():
+        raise DHRDInputError(f"{path}: file not found")
+    encoding = check_encoding(encoding)
+    spec = (model_spec(model).get("data")) or {}
+    columns = Columns(
+        text_column or spec.get("text_column") or "text",
+        spec.get("label_column") or "label",
+        text_pair_column if text_pair_column is not None else spec.get("text_pair_column"),
+        _id_column(path, encoding, id_column, spec.get("id_column")),
+    )
+    stat = path.stat()
+    source = {"input": str(path.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
+    settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)
+    sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
+    return _predict_file(run, sink, path, columns, list(keep_columns), encoding, chunk_rows, progress)
+
+
+def _id_column(path: Path, encoding: str, given: str | None, trained: str | None) -> str | None:
+    if given:
+        return given
+    first = next(iter_table(path, encoding), (None, {}))[1]
+    for candidate in (trained, "id"):
+        if candidate and candidate in first:
+            return candidate
+    return None
+
+
+def _predict_file(run, sink, path, columns, keep, encoding, chunk_rows, progress) -> PredictSummary:
+    started = time.perf_counter()
+    keys = RowKeys(path, columns.id, unique=False)
+    names = run["names"]
+    rows = islice(iter_table(path, encoding), sink.done, None)  # rows already written are skipped, not re-read
+    # closed on any error too, so that an error message starts on a line of its own
+    with tqdm(total=_count_rows(path), initial=sink.done, desc="Predicting", unit="row", disable=not progress) as bar:
+        while chunk := list(islice(rows, chunk_rows)):
+            examples, kept = [], []
+            for number, row in chunk:
+                examples.append(file_example(row, number, keys(row, number), path, columns, tuple(names), False))
+                missing = [name for name in keep if name not in row]
+                if missing:
+                    raise DHRDInputError(f"{where(path, number, missing[0])}: no such column to keep")
+                kept.append({name: row[name] for name in keep})
+            probs = _probabilities(run, [e.text for e in examples], str(path), [f"row {n}" for n, _ in chunk])
+            sink.write([_prediction_row(e.source_idx, names, p, e.label, k) for e, p, k in zip(examples, probs, kept)])
+            bar.update(len(chunk))
+    total = sink.done
+    sink.finish()
+    return PredictSummary(
+        str(sink.path), total, sink.resumed_from, time.perf_counter() - started, columns.id, list(keep)
+    )
+
+
+def _predict_task(run, sink, task, split, data_dir, progress) -> PredictSummary:
+    """A SuperGLUE split (small): predicted whole, so that each example's choice can be made over its rows."""
+    started = time.perf_counter()
+    if sink.done:
+        sink.finish()  # a task's rows are written in one chunk: recorded means finished
+        return PredictSummary(str(sink.path), sink.done, sink.done)
+    examples, _ = examples_for_model(run["model"], task, split, data_dir, None, None, None, None, False)
+    probs = _probabilities(run, [e.text for e in examples], f"{task} {split}", [e.id for e in examples], progress)
+    chosen = choices_by_group(examples, probs)
+    names = run["names"]
+    rows = []
+    for example, p in zip(examples, probs):
+        row = {"id": example.id, "task": example.task, "group": example.group, "candidate": example.candidate}
+        row["example_prediction"] = chosen.get(example.group)
+        row.update(_prediction_row(example.id, names, p, example.label, {}))
+        rows.append({k: v for k, v in row.items() if v is not None})
+    sink.write(rows)
+    sink.finish()
+    return PredictSummary(str(sink.path), len(rows), 0, time.perf_counter() - started)
+
+
+def _probabilities(run, texts, source, row_names, progress: bool = False) -> np.ndarray:
+    return predict_proba(
+        run["model"],
+        run["tokenizer"],
+        texts,
+        run["batch_size"],
+        run["max_length"],
+        run["truncation"],
+        run["bf16"],
+        progress=progress,
+        compile=run["compile"],
+        source=source,
+        names=row_names,
+    )
