@@ -323,3 +323,13 @@ def test_predicting_a_huge_file_keeps_memory_flat(file_model, tmp_path):
         assert sum(1 for _ in iter_table(out)) == n
     print(f"peak RSS: {peaks[1_000]:.0f} MB for 1,000 rows, {peaks[10_000]:.0f} MB for 10,000 rows")
     assert peaks[10_000] < peaks[1_000] + 64, peaks
+
+
+def test_evaluating_a_file_in_chunks_scores_as_training_did(file_model, tmp_path):
+    from dhrd.evaluation import evaluate
+
+    trained = json.loads((file_model / "metrics.json").read_text())["tasks"]["custom"]
+    metrics = evaluate(file_model, file=str(file_model.parent / "val.jsonl"), output=tmp_path / "m.json")
+    assert metrics["tasks"]["custom"]["accuracy"] == pytest.approx(trained["accuracy"])
+    assert metrics["rows"] == 6 and json.loads((tmp_path / "m.json").read_text())["rows"] == 6
+    assert evaluate(file_model, file=str(file_model.parent / "val.jsonl"), max_examples=4)["rows"] == 4

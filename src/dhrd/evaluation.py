@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import ClassificationCollator, DataSpec, encode_texts, load_file_examples
+from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
 from .errors import DHRDInputError
 from .modeling import load_classifier, model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic
+from .tables import iter_table
 from .tasks import Example, evaluate_rows
 
 # Rows x padded width of one inference batch: with inputs capped at --max-length, this bounds the activations of
@@ -131,6 +134,19 @@ def first_examples(examples: list[Example], n: int | None) -> list[Example]:
     return [e for e in examples if e.group in keep]
 
 
+def model_columns(
+    model, text_column: str | None, text_pair_column: str | None, label_column: str | None, id_column: str | None
+) -> Columns:
+    """The columns of a user file for a saved model: the ones it was trained with, unless given."""
+    data = model_spec(model).get("data") or {}
+    return Columns(
+        text_column or data.get("text_column") or "text",
+        label_column or data.get("label_column") or "label",
+        text_pair_column if text_pair_column is not None else data.get("text_pair_column"),
+        id_column,
+    )
+
+
 def examples_for_model(
     model,
     task: str | None,
@@ -149,12 +165,7 @@ def examples_for_model(
     )
     label_names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     if file is not None:
-        columns = spec.columns.__class__(
-            text_column or spec.text_column,
-            label_column or spec.label_column,
-            text_pair_column if text_pair_column is not None else spec.text_pair_column,
-            id_column,
-        )
+        columns = model_columns(model, text_column, text_pair_column, label_column, id_column)
         return load_file_examples(file, columns, label_names, require_labels, encoding=encoding), spec.input_format
     if task is not None:
         spec.tasks, spec.train_file = task, None
@@ -190,25 +201,21 @@ def evaluate(
     """The task's official metrics (or accuracy / macro-F1 on a user file) for a saved model. Inputs follow
     the model's length policy (``inference_limits``) unless ``max_length`` / ``truncation`` are given."""
     model, tokenizer = load_classifier(model_path, trust_remote_code=trust_remote_code)
-    examples, input_format = examples_for_model(
-        model, task, split, data_dir, file, text_column, text_pair_column, label_column, True, encoding=encoding
-    )
-    if any(e.label is None for e in examples):
-        raise DHRDInputError(f"the {split} split has no labels (SuperGLUE test labels are hidden): use predict")
-    examples = first_examples(examples, max_examples)
+    settings = dict(batch_size=batch_size, max_length=max_length, truncation=truncation, bf16=bf16, compile=compile)
     start = time.perf_counter()
-    probs = predict_proba(
-        model,
-        tokenizer,
-        [e.text for e in examples],
-        batch_size,
-        max_length,
-        truncation,
-        bf16=bf16,
-        compile=compile,
-        source=str(file) if file else f"{task or 'the model task'} {split}",
-        names=[f"row {e.id}" if file else e.id for e in examples],
-    )
+    if file is not None:
+        columns = model_columns(model, text_column, text_pair_column, label_column, None)
+        examples, probs = _score_file(model, tokenizer, Path(file), columns, encoding, max_examples, settings)
+        input_format = (model_spec(model).get("data") or {}).get("input_format", "yesno")
+    else:
+        examples, input_format = examples_for_model(model, task, split, data_dir, None, None, None, None, True)
+        if any(e.label is None for e in examples):
+            raise DHRDInputError(f"the {split} split has no labels (SuperGLUE test labels are hidden): use predict")
+        examples = first_examples(examples, max_examples)
+        start = time.perf_counter()
+        texts = [e.text for e in examples]
+        source = f"{task or 'the model task'} {split}"
+        probs = predict_proba(model, tokenizer, texts, source=source, names=[e.id for e in examples], **settings)
     seconds = time.perf_counter() - start
     metrics = evaluate_rows(examples, probs, input_format)
     metrics.update(
@@ -221,3 +228,23 @@ def evaluate(
     if output is not None:
         write_json_atomic(output, metrics)
     return metrics
+
+
+def _score_file(model, tokenizer, path: Path, columns: Columns, encoding, max_examples, settings, chunk_rows=1024):
+    """A labelled file's rows and probabilities, read and predicted a chunk at a time: what is kept of each
+    row is its label (the texts are dropped once predicted), so memory does not grow with the texts."""
+    label_names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
+    rows = iter_table(path, encoding)
+    if max_examples:
+        rows = islice(rows, max_examples)
+    examples, probs = [], []
+    while chunk := list(islice(rows, chunk_rows)):
+        batch = [file_example(row, number, number, path, columns, label_names, True) for number, row in chunk]
+        names = [f"row {number}" for number, _ in chunk]
+        probs.append(
+            predict_proba(model, tokenizer, [e.text for e in batch], source=str(path), names=names, **settings)
+        )
+        examples += [replace(e, text="") for e in batch]
+    if not examples:
+        raise DHRDInputError(f"{path}: no rows")
+    return examples, np.concatenate(probs)

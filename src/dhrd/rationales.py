@@ -241,14 +241,29 @@ class RationaleCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             self._repair()
-        self._handle = self.path.open("a", encoding="utf-8")
+        self._handle = self.path.open("ab", buffering=0)  # unbuffered: a failed write is cut back at once
         return self
 
     def append(self, row: dict) -> None:
+        """Write one whole row and fsync it. A write that fails (a full disk) is cut back to the rows before,
+        so the file stays readable, and stops the run with one line."""
         row = {**row, "teacher": self.teacher, "prompt_id": self.prompt_id}
-        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        data = memoryview((json.dumps(row, ensure_ascii=False) + "\n").encode("utf-8"))
+        fd = self._handle.fileno()
+        start = os.fstat(fd).st_size
+        try:
+            while data:
+                data = data[self._handle.write(data) :]
+            os.fsync(fd)
+        except OSError as error:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise DHRDInputError(
+                f"{self.path}: could not write ({error.strerror or error}); the {len(self.rows)} rows before are "
+                "kept: free some space and run the same command again to continue"
+            ) from None
         self.rows[id_key(row["idx"])] = row
 
     def close(self) -> None:

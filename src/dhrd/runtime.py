@@ -42,41 +42,45 @@ def autocast(enabled: bool):
     return torch.autocast(device_type=device().type, dtype=torch.bfloat16)
 
 
-def write_json_atomic(path: str | Path, data) -> Path:
-    """Write to a temporary file beside the target, then rename: readers never see half a file."""
+@contextlib.contextmanager
+def atomic_file(path: str | Path):
+    """A text handle on a temporary file beside ``path``, flushed, fsynced and renamed onto ``path`` when the
+    block ends: readers never see half a file, and on any error (a full disk) the temporary file is removed
+    and ``path`` keeps its earlier content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: str | Path, data) -> Path:
+    """Write to a temporary file beside the target, then rename: readers never see half a file."""
+    with atomic_file(path) as handle:
         json.dump(data, handle, indent=2, ensure_ascii=False)
         handle.write("\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def write_jsonl_atomic(path: str | Path, rows) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+    with atomic_file(path) as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return path
+    return Path(path)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """A text file (a markdown table, a CSV) written beside its target and renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    with atomic_file(path) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def save_figure_atomic(fig, path: str | Path, dpi: int = 120) -> Path:
