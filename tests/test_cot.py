@@ -48,6 +48,52 @@ def test_parse_label_is_lenient_but_never_guesses(text, expected):
     assert parse_label(text, CB_WORDS) == expected
 
 
+RTE_WORDS = {"Yes": "entailment", "No": "not_entailment"}
+
+
+# Outputs as small instruct models write them: echoed option lists, "X or Y", an answer followed by more
+# sentences that mention "answer", markdown, answer-first layouts. Unparsed (None) is never a guess.
+@pytest.mark.parametrize(
+    "text, words, expected",
+    [
+        ("Answer: Entailment / Contradiction / Neither", CB_WORDS, None),  # the option list echoed
+        ("Answer: Entailment, Contradiction or Neither?", CB_WORDS, None),
+        ("Options: Entailment / Contradiction / Neither\nAnswer: Neither", CB_WORDS, "neutral"),
+        (
+            "Answer: Entailment / Contradiction / Neither\nThe premise denies it.\nAnswer: Contradiction",
+            CB_WORDS,
+            "contradiction",
+        ),
+        ("Answer: **Neither**, since there is no entailment here.", CB_WORDS, "neutral"),
+        ("Answer: The premise does not entail it.", CB_WORDS, None),  # "entail" is not an answer word
+        ("Answer: It is Entailment.", CB_WORDS, "entailment"),
+        ("The hypothesis follows, so the answer is Entailment", CB_WORDS, "entailment"),
+        ("The answer is: contradiction.", CB_WORDS, "contradiction"),
+        ("answer: ENTAILMENT", CB_WORDS, "entailment"),
+        ("- Neither", CB_WORDS, "neutral"),
+        ("Answer: Yes or No", YES_NO, None),
+        ("The answer is Yes or No.", YES_NO, None),
+        ("Answer: Yes/No", YES_NO, None),
+        ("Answer: Yes. The answer is clear.", YES_NO, "Yes"),  # a later "answer is" that names nothing
+        ("Answer: Yes, because the passage says so.", YES_NO, "Yes"),
+        ("Answer: No. Yes would need the text to say so.", YES_NO, "No"),
+        ("Reasoning: the passage names the city.\nFinal Answer: Yes", YES_NO, "Yes"),
+        ("Final Answer:\n**No**", YES_NO, "No"),
+        ("I think the answer is no.", YES_NO, "No"),
+        ("Is the answer correct Yes or No? Yes", YES_NO, None),  # the question echoed, no "answer is"
+        ("Yes.", YES_NO, "Yes"),
+        ('Answer: "Yes"', YES_NO, "Yes"),
+        ("Answer: yes and no", YES_NO, None),
+        ("Answer: Maybe", YES_NO, None),
+        ("The premise entails the hypothesis. Answer: Yes", RTE_WORDS, "entailment"),
+        ("Answer: No (the hypothesis is not supported)", RTE_WORDS, "not_entailment"),
+        ("Answer: Yes, no doubt.", YES_NO, "Yes"),
+    ],
+)
+def test_parse_label_on_realistic_small_model_outputs(text, words, expected):
+    assert parse_label(text, words) == expected
+
+
 def test_parse_label_reads_the_finetuned_format():
     assert parse_label("Ann said it.\nFinal Answer:\nYes", YES_NO) == "Yes"
     assert parse_label("Ann said it.\nFinal Answer:\nNo\n", YES_NO) == "No"

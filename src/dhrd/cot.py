@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from .data import REASON_PREFIX
 from .errors import DHRDInputError
-from .prompts import TASK_ANSWERS, parse_answer, task_items
+from .prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
 from .runtime import bf16_supported, device
 from .tasks import Example, label_metrics
 
@@ -304,12 +304,16 @@ def parse_label(text: str, answers: dict[str, str]) -> str | None:
 
 
 def _answer_is(text: str, words: Sequence[str]) -> str | None:
-    found = _ANSWER_IS.findall(text)
-    return parse_answer(f"Answer: {found[-1]}", words) if found else None
+    """The last "the answer is X" that names an answer ("Answer: Yes. The answer is clear." is Yes)."""
+    for said in reversed(_ANSWER_IS.findall(text)):
+        answer = match_answer(said, words)
+        if answer is not None:
+            return answer
+    return None
 
 
 def _bare(text: str, words: Sequence[str]) -> str | None:
-    said = text.strip().strip("*.\"' ").lower()
+    said = re.sub(r"^\W+|\W+$", "", text).lower()  # "- Neither", "**Yes**."
     return next((w for w in words if said == w.lower()), None)
 
 

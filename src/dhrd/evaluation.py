@@ -53,7 +53,8 @@ def encode_for_inference(
         name = names[first] if names is not None else f"input {first + 1}"
         raise DHRDInputError(
             f"{source}: {name}: {len(ids[first])} tokens, longer than --max-length {max_length} "
-            f"({len(too_long)} of {len(ids)} inputs here are, the longest {longest} tokens): pass --truncation left "
+            f"({len(too_long)} of the {len(ids)} inputs read with it are too long, the longest {longest} tokens): "
+            "pass --truncation left "
             f"to drop the start of long inputs, or --max-length {longest} (memory grows with it)"
         )
     cut = encode_texts([texts[k] for k in too_long], tokenizer, max_length, "left")

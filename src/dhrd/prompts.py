@@ -285,15 +285,40 @@ class Checked:
 
 
 def parse_answer(text: str, answers: Sequence[str]) -> str | None:
-    """The teacher's ``Answer: X`` matched leniently (case, punctuation, markdown) to one answer word."""
+    """The teacher's last ``Answer: X`` matched leniently (case, punctuation, markdown) to one answer word."""
     found = _ANSWER_LINE.findall(text)
-    if not found:
+    return match_answer(found[-1], answers) if found else None
+
+
+# what may stand between the words of an echoed option list: "Yes or No", "Entailment / Contradiction"
+_LIST_GAP = re.compile(r"[\s*_`\"'.,;:/|()\[\]-]*(?:\b(?:or|and)\b)?[\s*_`\"'.,;:/|()\[\]-]*", re.IGNORECASE)
+
+
+def match_answer(said: str, answers: Sequence[str]) -> str | None:
+    """The one answer word a phrase commits to: the word it starts with ("Yes, because ...", "**Neither**,
+    since there is no entailment"), or else the only answer word it names ("it is Entailment"). An echoed
+    option list ("Entailment / Contradiction / Neither", "Yes or No") commits to none: never a guess."""
+    said = said.lower()
+    spans: list[tuple[int, int, str]] = []
+    for answer in sorted(answers, key=len, reverse=True):  # "Option 1" claims its "1" first
+        for m in re.finditer(rf"(?<!\w){re.escape(answer.lower())}(?!\w)", said):
+            if not any(start <= m.start() < end for start, end, _ in spans):
+                spans.append((m.start(), m.end(), answer))
+    if not spans:
         return None
-    said = found[-1].strip().strip("*.\"' ").lower()
-    for answer in sorted(answers, key=len, reverse=True):  # "Option 1" before "1"
-        if said == answer.lower() or said.startswith(answer.lower() + " ") or said.startswith(answer.lower() + ","):
-            return answer
-    return None
+    spans.sort()
+    first = spans[0]
+    if not re.search(r"\w", said[: first[0]]):  # the phrase starts with an answer word
+        at = next((k for k, span in enumerate(spans) if span[2] != first[2]), None)
+        if at is not None:
+            following, after = spans[at], spans[at + 1][0] if at + 1 < len(spans) else len(said)
+            # a list: another answer right after this one, and nothing but punctuation or "or" after that
+            # ("Yes, no doubt" commits to Yes; "Yes, No" and "Yes or No?" to nothing)
+            if _LIST_GAP.fullmatch(said[first[1] : following[0]]) and _LIST_GAP.fullmatch(said[following[1] : after]):
+                return None
+        return first[2]
+    named = {answer for _, _, answer in spans}
+    return named.pop() if len(named) == 1 else None
 
 
 def clean_rationale(text: str, sentinel: str = SENTINEL) -> str:
