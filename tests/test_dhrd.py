@@ -310,3 +310,60 @@ def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue
     plain = train(DHRDTrainingArguments(output_dir=str(tmp_path / "plain"), **common))
     done = runner.invoke(app, ["explain", "--model", str(plain.model_dir), "--text", "x"])
     assert done.exit_code == 2 and "--keep-reasoning-head" in done.output
+
+
+@pytest.fixture(scope="module")
+def untied_backbone(tiny_backbone, tmp_path_factory):
+    """The tiny Llama with an untied LM head (as Qwen2.5-Coder-0.5B and the paper's larger backbones have),
+    its head drawn apart from the embeddings so that using the wrong matrix shows."""
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    root = tmp_path_factory.mktemp("untied")
+    tied = LlamaForCausalLM.from_pretrained(tiny_backbone)
+    config = tied.config
+    config.tie_word_embeddings = False
+    untied = LlamaForCausalLM(config)
+    untied.model.load_state_dict(tied.model.state_dict())
+    torch.manual_seed(1)
+    untied.lm_head.weight.data.normal_(0, 0.5)
+    untied.save_pretrained(root)
+    AutoTokenizer.from_pretrained(tiny_backbone).save_pretrained(root)
+    return root
+
+
+def test_an_untied_reasoning_head_is_the_lm_head_and_stays_frozen(untied_backbone, superglue_dir, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    original = LlamaForCausalLM.from_pretrained(untied_backbone)
+    head, embeddings = original.lm_head.weight.detach().clone(), original.model.embed_tokens.weight.detach()
+    assert not torch.allclose(head, embeddings)
+    # the loss: beta * CE + alpha * the LM loss of the untied head, as transformers computes it
+    classifier, tokenizer, lm = build_classifier(str(untied_backbone), ["No", "Yes"], seed=0)
+    classifier.eval()
+    rows = _rows(4)
+    features = encode_examples(rows, tokenizer, 128, "error", "t")
+    add_reasoning_targets(
+        features, rows, tokenizer, ("No", "Yes"), [("reason it out", None)] * 4, 64, "all", "consistent"
+    )
+    args = DHRDTrainingArguments(output_dir=str(tmp_path / "t"), num_train_epochs=1).trainer_arguments()
+    trainer = DHRDTrainer(
+        model=classifier, args=args, alpha=0.5, beta=2.0, reasoning_weight=reasoning_head(classifier, lm)
+    )
+    batch = ClassificationCollator(tokenizer.pad_token_id)(features)
+    with torch.no_grad():
+        full = original(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["lm_labels"])
+        cls = torch.nn.functional.cross_entropy(
+            classifier(**{k: batch[k] for k in ("input_ids", "attention_mask", "pool_index")}).logits, batch["labels"]
+        )
+        loss = trainer.compute_loss(classifier, batch)
+    torch.testing.assert_close(loss, 2.0 * cls + 0.5 * full.loss, atol=1e-4, rtol=1e-4)
+    # end to end, full fine-tuning: the backbone moves, the untied head does not, and it is the head kept
+    rationales = write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": "Ann said so."} for i in range(12)])
+    common = tiny_run(untied_backbone, superglue_dir, method="dhrd", rationales=str(rationales), lora=False)
+    result = train(DHRDTrainingArguments(output_dir=str(tmp_path / "run"), keep_reasoning_head=True, **common))
+    kept = load_file(str(result.model_dir / "reasoning_head.safetensors"))["lm_head.weight"]
+    torch.testing.assert_close(kept, head)
+    from dhrd.modeling import load_classifier
+
+    trained, _ = load_classifier(result.model_dir)
+    assert not torch.allclose(trained.get_input_embeddings().weight, embeddings)  # it did train
