@@ -333,3 +333,14 @@ def test_evaluating_a_file_in_chunks_scores_as_training_did(file_model, tmp_path
     assert metrics["tasks"]["custom"]["accuracy"] == pytest.approx(trained["accuracy"])
     assert metrics["rows"] == 6 and json.loads((tmp_path / "m.json").read_text())["rows"] == 6
     assert evaluate(file_model, file=str(file_model.parent / "val.jsonl"), max_examples=4)["rows"] == 4
+
+
+def test_a_reproduce_config_with_a_byte_order_mark_is_read(tmp_path):
+    from dhrd.experiments import read_config
+
+    config = tmp_path / "c.toml"
+    config.write_bytes(b'\xef\xbb\xbftasks = "cb"\nseeds = [1, 2]\n')
+    assert read_config(config) == {"tasks": "cb", "seeds": [1, 2]}
+    config.write_bytes(b'tasks = "caf\xe9"\n')
+    with pytest.raises(DHRDInputError, match=r"c.toml: line 1: byte 0xe9 at byte offset 12"):
+        read_config(config)

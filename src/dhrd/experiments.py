@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .errors import DHRDInputError
 from .runtime import save_figure_atomic, write_json_atomic, write_text_atomic
+from .tables import read_text
 from .tasks import TASKS, parse_task_names
 
 logger = logging.getLogger(__name__)
@@ -245,7 +246,7 @@ def read_config(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise DHRDInputError(f"{path}: config file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)  # UTF-8, a byte-order mark accepted, a bad byte named
     try:
         if path.suffix.lower() == ".toml":
             try:

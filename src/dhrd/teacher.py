@@ -305,7 +305,8 @@ def generate_rationales(
     requests = [Request(item, template.messages(item, answers)) for item in todo]
     start = time.perf_counter()
     bar = tqdm(total=len(requests), desc=f"rationales ({teacher.name})", unit="row", disable=not progress)
-    with cache:
+    # the bar closes on an error too, so that the error's one line starts a line of its own
+    with bar, cache:
         while requests:
             again = []
             attempt = requests[0].attempt  # every request of a round is on the same attempt
@@ -338,7 +339,6 @@ def generate_rationales(
                 bar.update(1)
                 bar.set_postfix(tok_s=f"{summary.generated_tokens / max(summary.seconds, 1e-9):.1f}", refresh=False)
             requests = again
-    bar.close()
     summary.seconds = time.perf_counter() - start
     return summary
 
