@@ -16,14 +16,6 @@ CUSTOM_TASK = "custom"
 
 
 # ------------------------------------------------------------------------------------------- user files
-_is_missing = is_missing
-
-
-def _label_key(value) -> str:
-    """Labels may be strings or integers (or ints read back as floats from a file with gaps)."""
-    return id_key(value)
-
-
 @dataclass(frozen=True)
 class Columns:
     """The columns of a user's file. Rows are keyed by ``id`` where it is given (the user's own ids), else by
@@ -35,7 +27,8 @@ class Columns:
     id: str | None = None
 
 
-def _row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
+def row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
+    """The classifier's input of a row: its text, and its text pair after a newline; empty text is an error."""
     parts = []
     for name in [columns.text, columns.text_pair]:
         if name is None:
@@ -43,7 +36,7 @@ def _row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
         if name not in row:
             raise DHRDInputError(f"{where(path, number, name)}: missing column (columns: {', '.join(map(str, row))})")
         value = row[name]
-        if _is_missing(value) or not str(value).strip():
+        if is_missing(value) or not str(value).strip():
             raise DHRDInputError(f"{where(path, number, name)}: empty text")
         parts.append(str(value).strip())
     return PAIR_SEPARATOR.join(parts)
@@ -64,7 +57,7 @@ class RowKeys:
                 f"{where(self.path, number, self.id_column)}: missing id column (columns: {', '.join(map(str, row))})"
             )
         value = row[self.id_column]
-        key = "" if _is_missing(value) else id_key(value)
+        key = "" if is_missing(value) else id_key(value)
         if not key:
             raise DHRDInputError(f"{where(self.path, number, self.id_column)}: empty id")
         if self.unique:
@@ -82,9 +75,9 @@ def file_label_names(path: str | Path, columns: Columns, encoding: str | None = 
     for number, row in iter_table(path, encoding):
         if columns.label not in row:
             raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
-        if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
+        if is_missing(row[columns.label]) or not id_key(row[columns.label]):
             raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
-        unique.add(_label_key(row[columns.label]))
+        unique.add(id_key(row[columns.label]))
     if len(unique) < 2:
         raise DHRDInputError(f"{where(path, None, columns.label)}: needs at least two labels, found {sorted(unique)}")
     numeric = all(k.lstrip("-").isdigit() for k in unique)
@@ -102,14 +95,14 @@ def file_example(
     train_file: str | Path | None = None,
 ) -> Example:
     """One row of a user file as an Example keyed by ``key``; its label must be one the training file has."""
-    text = _row_text(row, columns, path, number)
+    text = row_text(row, columns, path, number)
     label = None
-    if require_labels or (columns.label in row and not _is_missing(row[columns.label]) and str(row[columns.label])):
+    if require_labels or (columns.label in row and not is_missing(row[columns.label]) and str(row[columns.label])):
         if columns.label not in row:
             raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
-        if _is_missing(row[columns.label]) or not _label_key(row[columns.label]):
+        if is_missing(row[columns.label]) or not id_key(row[columns.label]):
             raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
-        key_text = _label_key(row[columns.label])
+        key_text = id_key(row[columns.label])
         if label_names is not None:
             if key_text not in label_names:
                 origin = f" in {train_file}" if train_file else ""
@@ -154,7 +147,7 @@ def file_rationales(path: str | Path, columns: Columns, rationale_column: str, e
             columns_found = ", ".join(map(str, row))
             raise DHRDInputError(f"{where(path, number, rationale_column)}: missing column (columns: {columns_found})")
         value = row[rationale_column]
-        if not _is_missing(value) and str(value).strip():
+        if not is_missing(value) and str(value).strip():
             found[str(key)] = str(value).strip()
     return found
 

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import Columns
+from .data import Columns, RowKeys, file_label_names, row_text
 from .errors import DHRDInputError, where
-from .tables import iter_table, read_text
+from .tables import id_key, iter_table, read_text
 from .tasks import COPA_QUESTIONS, TASKS, read_records
 
 SENTINEL = "[END OF REASONING]"
@@ -260,15 +260,13 @@ def file_items(
 ) -> tuple[list[TeacherItem], dict[str, str]]:
     """A user file's rows and its labels. Rows are keyed as training keys them (``data.RowKeys``): by the
     ``columns.id`` column, or by their 1-based row number."""
-    from .data import RowKeys, _label_key, _row_text, file_label_names
-
     path = Path(path)
     labels = file_label_names(path, columns, encoding)
     keys = RowKeys(path, columns.id)
     items = []
     for number, row in iter_table(path, encoding):
-        block = _row_text(row, columns, path, number)
-        label = _label_key(row[columns.label])
+        block = row_text(row, columns, path, number)
+        label = id_key(row[columns.label])  # labels as text, whether stored as strings or integers
         fields = {"text": str(row[columns.text]).strip()}
         if columns.text_pair:
             fields["text_pair"] = str(row[columns.text_pair]).strip()
