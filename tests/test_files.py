@@ -344,3 +344,28 @@ def test_a_reproduce_config_with_a_byte_order_mark_is_read(tmp_path):
     config.write_bytes(b'tasks = "caf\xe9"\n')
     with pytest.raises(DHRDInputError, match=r"c.toml: line 1: byte 0xe9 at byte offset 12"):
         read_config(config)
+
+
+def test_truncation_left_keeps_the_last_tokens_as_the_saved_tokenizer_does(tiny_backbone, tmp_path):
+    """A long input loses its start, keeping exactly the last --max-length tokens, and the saved tokenizer
+    (what pipeline(..., truncation=True) uses) cuts it the same way."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from dhrd.evaluation import encode_for_inference, predict_proba
+    from dhrd.modeling import build_classifier, save_classifier
+
+    classifier, tokenizer, _ = build_classifier(str(tiny_backbone), ["neg", "pos"], seed=0)
+    text = " ".join(f"{WORDS[k % 6]} film {k}" for k in range(40))
+    full = tokenizer(text)["input_ids"]
+    assert len(full) > 16
+    ours = encode_for_inference([text], tokenizer, 16, "left")[0]
+    assert ours == full[-16:]
+    save_classifier(classifier, tokenizer, tmp_path / "m", spec={"max_length": 16, "truncation": "left"},
+                    max_length=16, truncation="left")  # fmt: skip
+    saved = AutoTokenizer.from_pretrained(tmp_path / "m")
+    assert saved(text, truncation=True)["input_ids"] == ours
+    probs = predict_proba(classifier, tokenizer, [text], max_length=16, truncation="left", bf16=False, progress=False)
+    with torch.no_grad():
+        logits = classifier(input_ids=torch.tensor([ours]), attention_mask=torch.ones(1, 16, dtype=torch.long)).logits
+    np.testing.assert_allclose(probs, torch.softmax(logits, -1).numpy(), atol=1e-5)
