@@ -8,7 +8,7 @@ import torch
 from conftest import SHARED_GGUF, tiny_run, write_jsonl
 from typer.testing import CliRunner
 
-from dhrd import DHRDTrainingArguments, load_task_split, predict_proba, train
+from dhrd import DHRDTrainingArguments, evaluate, load_task_split, predict_proba, train
 from dhrd.benchmark import BenchmarkArguments, benchmark, forward_flops, gemm_peak, headline_ratios
 from dhrd.cli import app
 from dhrd.cot import (
@@ -251,9 +251,16 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     systems = {(r["system"], r["batch_size"]) for r in result.rows}
     assert systems == {(s, b) for s in ("pooled", "dhrd", "cot-finetuned", "cot-zero-shot") for b in (1, 4)}
     for row in result.rows:
-        assert row["examples"] == 4 and row["examples_per_s"] > 0 and row["latency_p95_ms"] >= row["latency_p50_ms"]
-        assert row["examples_per_s"] >= row["examples_per_s_median"]
-        assert 0 <= row["score"] <= 100
+        assert row["examples"] == 4 and row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
+        # examples/s of the best and of the median pass, from their measured seconds
+        assert row["seconds_min"] <= row["seconds_median"]
+        assert row["examples_per_s"] == pytest.approx(4 / row["seconds_min"], rel=1e-2)
+        assert row["examples_per_s_median"] == pytest.approx(4 / row["seconds_median"], rel=1e-2)
+    # a classifier's accuracy column is its score on those 4 examples, as dhrd evaluate gives it
+    for system in ("pooled", "dhrd"):
+        expected = evaluate(trained[system], task="cb", data_dir=str(superglue_dir), max_examples=4, bf16=False)
+        for row in (r for r in result.rows if r["system"] == system):
+            assert row["score"] == pytest.approx(expected["tasks"]["cb"]["score"], abs=1e-3), (system, row)
     classifier = [r for r in result.rows if r["system"] in ("pooled", "dhrd")]
     assert all(r["rows"] == 12 and 0 < r["fraction_of_gemm_peak"] for r in classifier)  # 3 relation rows each
     finetuned = [r for r in result.rows if r["system"] == "cot-finetuned"]
