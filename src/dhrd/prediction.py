@@ -110,6 +110,7 @@ class PredictionSink:
 
     def _commit(self) -> None:
         size = self.path.stat().st_size if self.format != "parquet" and self.path.is_file() else 0
+        self.committed_bytes = size  # where a failed append is cut back to
         write_json_atomic(
             self.state_path,
             {"fingerprint": self.fingerprint, "rows": self.done, "bytes": size, "columns": self.columns},
@@ -127,16 +128,13 @@ class PredictionSink:
             else:
                 self._append(rows)
         except OSError as error:
-            self._restore({"rows": self.done, "bytes": self._recorded_bytes()})
+            self._restore({"rows": self.done, "bytes": self.committed_bytes})
             raise _disk_error(self.path, error, self.done) from None
         self.done += len(rows)
         try:
             self._commit()
         except OSError as error:
             raise _disk_error(self.state_path, error, self.done - len(rows)) from None
-
-    def _recorded_bytes(self) -> int:
-        return int((self._state() or {}).get("bytes", 0))
 
     def _append(self, rows: list[dict]) -> None:
         with self.path.open("a", encoding="utf-8", newline="") as handle:
