@@ -10,7 +10,7 @@ flags="$(bash "$(dirname "$0")/ggml_cpu_flags.sh")"
 root="${DHRD_LLAMA_SERVER_DIR:-$HOME/.cache/dhrd/llama-server-$version-$(echo "$flags" | md5sum | cut -c1-8)}"
 if [ ! -x "$root/build/bin/llama-server" ]; then
   mkdir -p "$root"
-  python -m pip download --no-deps --no-binary :all: "llama-cpp-python==$version" -d "$root" >&2
+  python -m pip download --no-deps --no-binary llama-cpp-python "llama-cpp-python==$version" -d "$root" >&2
   tar -xzf "$root/llama_cpp_python-$version.tar.gz" -C "$root"
   src="$root/llama_cpp_python-$version/vendor/llama.cpp"
   # shellcheck disable=SC2046

@@ -65,15 +65,16 @@ GRID = [
     Cell("cb", None, 1, learning_rate=1e-3, input_format="native"),  # the demo's budget
     Cell("cb", None, 1, learning_rate=1e-3, input_format="native", seed=2),
     Cell("cb", None, 1, learning_rate=1e-3, input_format="native", seed=3),
-    Cell("cb", None, 3),
     Cell("copa", None, 3),
     Cell("wsc", None, 3),
-    Cell("rte", 500, 2),
+    # One cell for each task not yet tried comes before more cells of tried ones.
     Cell("wic", 1000, 2),
     Cell("boolq", 1000, 1),
+    Cell("multirc", 100, 1),
+    Cell("rte", 500, 2),
+    Cell("cb", None, 3),
     Cell("copa", None, 3, learning_rate=3e-5, lora=False),
     Cell("cb", 64, 4, learning_rate=3e-5, lora=False),
-    Cell("multirc", 100, 1),
 ]
 
 

@@ -26,6 +26,14 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+LABEL_NAMES_HELP = (
+    "your labels' names, value=name in label order: 0=negative,1=positive. Used in the teacher's prompt, the "
+    "reasoning head's 'Final Answer', predictions and the model's id2label (a teacher refuses bare numbers)"
+)
+INSTRUCTION_HELP = (
+    "your task's question, e.g. 'Is this movie review positive or negative?': the teacher's prompt asks it after "
+    "the text, as the SuperGLUE prompts ask theirs; saved with the model"
+)
 TRUST_HELP = (
     "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
     "only the installed dhrd and transformers classes are used"
@@ -143,6 +151,13 @@ def train(
         None, help="a column of --train-file with an explanation per row (empty: that row trains the classifier only)"
     ),
     encoding: str = typer.Option("utf-8", help="of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252"),
+    label_names: str = typer.Option(None, help=LABEL_NAMES_HELP),
+    instruction: str = typer.Option(None, help=INSTRUCTION_HELP),
+    instruction_in_input: bool = typer.Option(
+        True,
+        "--instruction-in-input/--no-instruction-in-input",
+        help="the classifier's input ends with --instruction too (as SuperGLUE inputs end with their question)",
+    ),
     head: Head = typer.Option(
         Head.mlp, help="mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)"
     ),
@@ -206,6 +221,9 @@ def train(
         id_column=id_column,
         rationale_column=rationale_column,
         encoding=encoding,
+        label_map=label_names,
+        instruction=instruction,
+        instruction_in_input=instruction_in_input,
         backbone=backbone,
         gguf_file=gguf_file,
         head=head.value,
@@ -405,6 +423,8 @@ def rationales(
     import_id_column: str = typer.Option(None, help="--import: its id column, where it differs from --id-column"),
     rationale_column: str = typer.Option("rationale", help="--import: the column with the rationale"),
     encoding: str = typer.Option("utf-8", help="of your files (training, --import, --template)"),
+    label_names: str = typer.Option(None, help=LABEL_NAMES_HELP),
+    instruction: str = typer.Option(None, help=INSTRUCTION_HELP),
     output: Path = typer.Option(None, help="cache folder [default: rationales/<teacher>--<prompt id>]"),
     prompt: PromptMode = typer.Option(
         PromptMode.label,
@@ -441,14 +461,16 @@ def rationales(
 ):
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
-    from .data import Columns
+    from .data import Columns, parse_label_map
     from .teacher import make_rationales
 
     def go():
+        if not train_file and (label_names or instruction):
+            raise DHRDInputError("--label-names and --instruction are for your own files (--train-file)")
         return make_rationales(
             task=None if train_file else (task or "cb"),
             train_file=train_file,
-            columns=Columns(text_column, label_column, text_pair_column, id_column),
+            columns=Columns(text_column, label_column, text_pair_column, id_column, parse_label_map(label_names)),
             data_dir=data_dir,
             teacher=teacher,
             gguf_file=gguf_file,
@@ -474,6 +496,7 @@ def rationales(
             max_examples=max_examples,
             subset_seed=subset_seed,
             encoding=encoding,
+            instruction=instruction,
         )
 
     path, summary = _run(go)
@@ -498,7 +521,20 @@ def rationales(
         cap = f"--max-examples {summary['max_examples']}, --subset-seed {summary['subset_seed']}"
         table.add_row("selected_examples", f"{summary['selected_examples']} ({cap})")
     out.print(table)
-    out.print(f"cache: {path}\ntrain with: dhrd train --method dhrd --rationales {path.parent.parent}")
+    out.print(f"cache: {path}\ntrain with: {_train_command(path, train_file, locals())}")
+
+
+def _train_command(cache: Path, train_file: Path | None, given: dict) -> str:
+    """The ``dhrd train`` that uses a rationale cache: a task's reads the folder of <Task>/train.jsonl, a
+    file's the cache file itself, with the options that describe the file."""
+    if train_file is None:
+        return f"dhrd train --method dhrd --rationales {cache.parent.parent}"
+    words = ["dhrd", "train", "--train-file", str(train_file)]
+    defaults = {"text_column": "text", "label_column": "label"}
+    for option in ("text_column", "text_pair_column", "label_column", "id_column", "label_names", "instruction"):
+        if given.get(option) not in (None, defaults.get(option)):
+            words += ["--" + option.replace("_", "-"), str(given[option])]
+    return shlex.join(words + ["--method", "dhrd", "--rationales", str(cache)])
 
 
 @app.command()

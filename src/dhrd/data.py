@@ -18,17 +18,65 @@ CUSTOM_TASK = "custom"
 # ------------------------------------------------------------------------------------------- user files
 @dataclass(frozen=True)
 class Columns:
-    """The columns of a user's file. Rows are keyed by ``id`` where it is given (the user's own ids), else by
-    their 1-based row number, the number every error message uses."""
+    """How a user's file becomes examples: its columns, what its label values mean, and the instruction each
+    input ends with. Rows are keyed by ``id`` where it is given (the user's own ids), else by their 1-based
+    row number, the number every error message uses."""
 
     text: str = "text"
     label: str = "label"
     text_pair: str | None = None
     id: str | None = None
+    # (value in the file, label name) in the label order, from --label-names: "0" -> "negative"
+    label_map: tuple[tuple[str, str], ...] = ()
+    instruction: str | None = None  # the task's question, after the text (as SuperGLUE inputs end with theirs)
+
+    def label_name(self, value) -> str:
+        """A label cell as its label name: a named value's name; a name, or any label of an unnamed file, as is."""
+        key = id_key(value)
+        return dict(self.label_map).get(key, key)
+
+
+def parse_label_map(value, source: str = "--label-names") -> tuple[tuple[str, str], ...]:
+    """``"0=negative,1=positive"`` (or a mapping ``{0: "negative", 1: "positive"}``) as ordered
+    ``(value, name)`` pairs; the order is the label order (the model's ``id2label``)."""
+    if value is None or value == "" or value == ():
+        return ()
+    if isinstance(value, str):
+        pairs = []
+        for part in value.split(","):
+            key, sep, name = part.partition("=")
+            if not sep:
+                raise DHRDInputError(
+                    f"{source}: {part.strip()!r} has no '=': write value=name pairs, e.g. 0=negative,1=positive"
+                )
+            pairs.append((key, name))
+    elif isinstance(value, dict):
+        pairs = list(value.items())
+    else:
+        pairs = [tuple(pair) for pair in value]
+    pairs = [(id_key(key), str(name).strip()) for key, name in pairs]
+    keys, names = [k for k, _ in pairs], [n for _, n in pairs]
+    for key, name in pairs:
+        if not key or not name:
+            raise DHRDInputError(f"{source}: empty value or name in {key!r}={name!r}")
+    for seen, what in ((keys, "value"), (names, "name")):
+        repeated = sorted({x for x in seen if seen.count(x) > 1})
+        if repeated:
+            raise DHRDInputError(f"{source}: the {what} {repeated[0]!r} is given twice")
+    for key, name in pairs:
+        if name in keys and name != key:  # "0=1,1=0": a cell "1" would mean two labels
+            raise DHRDInputError(f"{source}: the name {name!r} is also a value of another label")
+    return tuple(pairs)
+
+
+def bare_numbers(labels: tuple[str, ...]) -> bool:
+    """Labels that are only integers ("0", "1"): they name nothing a teacher or a reasoning head can read."""
+    return all(label.lstrip("-").isdigit() for label in labels)
 
 
 def row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
-    """The classifier's input of a row: its text, and its text pair after a newline; empty text is an error."""
+    """The classifier's input of a row: its text, its text pair after a newline, and the instruction after
+    another; empty text is an error."""
     parts = []
     for name in [columns.text, columns.text_pair]:
         if name is None:
@@ -39,6 +87,8 @@ def row_text(row: dict, columns: Columns, path: Path, number: int) -> str:
         if is_missing(value) or not str(value).strip():
             raise DHRDInputError(f"{where(path, number, name)}: empty text")
         parts.append(str(value).strip())
+    if columns.instruction:
+        parts.append(columns.instruction)
     return PAIR_SEPARATOR.join(parts)
 
 
@@ -70,18 +120,27 @@ class RowKeys:
 
 
 def file_label_names(path: str | Path, columns: Columns, encoding: str | None = None) -> tuple[str, ...]:
-    """The label set, read from the training file: sorted, numerically where all labels are integers."""
+    """The label set, read from the training file: the ``label_map``'s names in its order, else the file's
+    labels sorted, numerically where all are integers."""
     unique = set()
+    names = [name for _, name in columns.label_map]
     for number, row in iter_table(path, encoding):
         if columns.label not in row:
             raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
         if is_missing(row[columns.label]) or not id_key(row[columns.label]):
             raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
-        unique.add(id_key(row[columns.label]))
+        label = columns.label_name(row[columns.label])
+        if names and label not in names:
+            given = ",".join(f"{k}={n}" for k, n in columns.label_map)
+            raise DHRDInputError(
+                f"{where(path, number, columns.label)}: label {label!r} has no name in --label-names {given}"
+            )
+        unique.add(label)
     if len(unique) < 2:
         raise DHRDInputError(f"{where(path, None, columns.label)}: needs at least two labels, found {sorted(unique)}")
-    numeric = all(k.lstrip("-").isdigit() for k in unique)
-    return tuple(sorted(unique, key=int if numeric else str))
+    if names:
+        return tuple(names)
+    return tuple(sorted(unique, key=int if bare_numbers(tuple(unique)) else str))
 
 
 def file_example(
@@ -102,7 +161,7 @@ def file_example(
             raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
         if is_missing(row[columns.label]) or not id_key(row[columns.label]):
             raise DHRDInputError(f"{where(path, number, columns.label)}: empty label")
-        key_text = id_key(row[columns.label])
+        key_text = columns.label_name(row[columns.label])
         if label_names is not None:
             if key_text not in label_names:
                 origin = f" in {train_file}" if train_file else ""
@@ -169,18 +228,33 @@ class DataSpec:
     id_column: str | None = None  # the user's row ids (else rows are keyed by their 1-based number)
     rationale_column: str | None = None  # explanations in the training file itself
     encoding: str = "utf-8"  # of the user's files (a UTF-8 byte-order mark is always accepted)
+    label_map: dict[str, str] | None = None  # the file's label values -> label names ("0" -> "negative")
+    instruction: str | None = None  # the task's question, for the teacher and (by default) the student
+    instruction_in_input: bool = True  # the student's input ends with the instruction
 
     @property
     def columns(self) -> Columns:
-        return Columns(self.text_column, self.label_column, self.text_pair_column, self.id_column)
+        return Columns(
+            self.text_column,
+            self.label_column,
+            self.text_pair_column,
+            self.id_column,
+            parse_label_map(self.label_map),
+            self.instruction if self.instruction_in_input else None,
+        )
 
     def validate(self) -> None:
         if self.train_file is None and not self.tasks:
             raise DHRDInputError("give --task (a SuperGLUE task, a list, or 'all') or --train-file")
         if self.train_file is not None and self.tasks:
             raise DHRDInputError("give either --task or --train-file, not both")
-        if self.train_file is None and (self.id_column or self.rationale_column):
-            raise DHRDInputError("--id-column and --rationale-column are for your own files (--train-file)")
+        if self.train_file is None and (self.id_column or self.rationale_column or self.label_map or self.instruction):
+            raise DHRDInputError(
+                "--id-column, --rationale-column, --label-names and --instruction are for your own files (--train-file)"
+            )
+        self.label_map = dict(parse_label_map(self.label_map)) or None  # saved as JSON: a plain mapping
+        if self.instruction is not None:
+            self.instruction = " ".join(self.instruction.split()) or None
         self.encoding = check_encoding(self.encoding)
         if self.tasks:
             self.tasks = parse_task_names(self.tasks)

@@ -138,14 +138,22 @@ def first_examples(examples: list[Example], n: int | None) -> list[Example]:
 def model_columns(
     model, text_column: str | None, text_pair_column: str | None, label_column: str | None, id_column: str | None
 ) -> Columns:
-    """The columns of a user file for a saved model: the ones it was trained with, unless given."""
-    data = model_spec(model).get("data") or {}
-    return Columns(
-        text_column or data.get("text_column") or "text",
-        label_column or data.get("label_column") or "label",
-        text_pair_column if text_pair_column is not None else data.get("text_pair_column"),
-        id_column,
+    """How a user file becomes a saved model's inputs: the columns, label names and instruction it was
+    trained with, unless columns are given."""
+    trained = saved_data_spec(model).columns
+    return replace(
+        trained,
+        text=text_column or trained.text,
+        label=label_column or trained.label,
+        text_pair=text_pair_column if text_pair_column is not None else trained.text_pair,
+        id=id_column,
     )
+
+
+def saved_data_spec(model) -> DataSpec:
+    """The DataSpec a model was trained with (its saved ``data`` settings)."""
+    data = model_spec(model).get("data") or {}
+    return DataSpec(**{k: v for k, v in data.items() if k in DataSpec.__dataclass_fields__})
 
 
 def examples_for_model(
@@ -161,9 +169,7 @@ def examples_for_model(
     id_column: str | None = None,
     encoding: str | None = None,
 ) -> tuple[list[Example], str]:
-    spec = DataSpec(
-        **{k: v for k, v in (model_spec(model).get("data") or {}).items() if k in DataSpec.__dataclass_fields__}
-    )
+    spec = saved_data_spec(model)
     label_names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     if file is not None:
         columns = model_columns(model, text_column, text_pair_column, label_column, id_column)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import Columns, RowKeys, file_example
+from .data import RowKeys, file_example
 from .errors import DHRDInputError, where
-from .evaluation import examples_for_model, inference_limits, predict_proba
-from .modeling import find_model_dir, load_classifier, model_spec
+from .evaluation import examples_for_model, inference_limits, model_columns, predict_proba, saved_data_spec
+from .modeling import find_model_dir, load_classifier
 from .runtime import write_json_atomic
 from .tables import PARQUET_SUFFIXES, check_encoding, iter_table
 from .tasks import choices_by_group
@@ -287,13 +287,8 @@ def predict(
     if not path.is_file():
         raise DHRDInputError(f"{path}: file not found")
     encoding = check_encoding(encoding)
-    spec = (model_spec(model).get("data")) or {}
-    columns = Columns(
-        text_column or spec.get("text_column") or "text",
-        spec.get("label_column") or "label",
-        text_pair_column if text_pair_column is not None else spec.get("text_pair_column"),
-        _id_column(path, encoding, id_column, spec.get("id_column")),
-    )
+    id_column = _id_column(path, encoding, id_column, saved_data_spec(model).id_column)
+    columns = model_columns(model, text_column, text_pair_column, None, id_column)
     stat = path.stat()
     source = {"input": str(path.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
     settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)

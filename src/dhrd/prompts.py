@@ -13,12 +13,12 @@ import hashlib
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .data import Columns, RowKeys, file_label_names, row_text
+from .data import Columns, RowKeys, bare_numbers, file_label_names, row_text
 from .errors import DHRDInputError, where
-from .tables import id_key, iter_table, read_text
+from .tables import iter_table, read_text
 from .tasks import COPA_QUESTIONS, TASKS, read_records
 
 SENTINEL = "[END OF REASONING]"
@@ -255,23 +255,51 @@ def task_items(task: str, data_dir: str | Path | None = None, split: str = "trai
     return [_task_item(task, record, source, row) for row, record in rows], source
 
 
+def file_question(instruction: str | None, labels: Sequence[str]) -> str:
+    """The question a user file's rows put to the teacher: the task's instruction, or else one that names
+    the labels (a teacher shown only "Answer: positive" has to guess what was asked)."""
+    if instruction:
+        return instruction
+    return f"Which of these labels fits the text: {', '.join(labels)}?"
+
+
 def file_items(
-    path: str | Path, columns: Columns, encoding: str | None = None
+    path: str | Path, columns: Columns, encoding: str | None = None, instruction: str | None = None
 ) -> tuple[list[TeacherItem], dict[str, str]]:
-    """A user file's rows and its labels. Rows are keyed as training keys them (``data.RowKeys``): by the
-    ``columns.id`` column, or by their 1-based row number."""
+    """A user file's rows and its labels, each row laid out as the SuperGLUE prompts lay out theirs: the
+    text(s), then the task's question. Rows are keyed as training keys them (``data.RowKeys``): by the
+    ``columns.id`` column, or by their 1-based row number. Labels are their names (``--label-names``): bare
+    numbers are left as they are here (an imported file needs no names); ``check_teacher_labels`` refuses them
+    before a teacher is asked."""
     path = Path(path)
+    columns = replace(columns, instruction=None)  # the question is placed below, in the teacher's layout
     labels = file_label_names(path, columns, encoding)
+    question = file_question(instruction, labels)
     keys = RowKeys(path, columns.id)
     items = []
     for number, row in iter_table(path, encoding):
-        block = row_text(row, columns, path, number)
-        label = id_key(row[columns.label])  # labels as text, whether stored as strings or integers
-        fields = {"text": str(row[columns.text]).strip()}
+        row_text(row, columns, path, number)  # refuses a missing column or empty text, naming the row
+        fields = {"text": str(row[columns.text]).strip(), "question": question}
+        block = f"Text: {fields['text']}"
         if columns.text_pair:
             fields["text_pair"] = str(row[columns.text_pair]).strip()
-        items.append(TeacherItem(keys(row, number), label, label, f"Text: {block}", fields))
+            block += f"\nSecond text: {fields['text_pair']}"
+        label = columns.label_name(row[columns.label])
+        items.append(TeacherItem(keys(row, number), label, label, f"{block}\nQuestion: {question}", fields))
     return items, {label: label for label in labels}
+
+
+def check_teacher_labels(path: str | Path, columns: Columns, labels: Sequence[str]) -> None:
+    """Refuse bare-number labels before a teacher is asked: "explain why the answer is 1" makes it invent
+    the task ("The given answer is incorrect", a question of its own), and the reasoning head then learns
+    to end with "Final Answer: 1"."""
+    if bare_numbers(tuple(labels)):
+        example = ",".join(f"{label}=<name>" for label in labels)
+        raise DHRDInputError(
+            f"{path}: the labels of column {columns.label!r} are bare numbers ({', '.join(labels)}), which mean "
+            f"nothing to a teacher: name them with --label-names {example} (and say what the task is with "
+            "--instruction)"
+        )
 
 
 # --------------------------------------------------------------------------------------------- quality

@@ -102,13 +102,18 @@ def read_rationales(path: Path, encoding: str | None = None) -> dict[str, str]:
 
 
 def check_rationale_keys(
-    rows: list[RationaleRow], examples: list[Example], label_names: tuple[str, ...], path: Path, keyed_by: str
+    rows: list[RationaleRow],
+    examples: list[Example],
+    label_names: tuple[str, ...],
+    path: Path,
+    keyed_by: str,
+    label_name=lambda label: label,
 ) -> None:
     """Refuse a rationale file that does not line up with the training rows, at its first mismatching row:
     an id the data does not have, or (for the user's files, whose labels are the file's own) a row whose
     label differs from the training row's. A file numbered from 0 for data numbered from 1, or keyed by
     another column, would otherwise pair every rationale with a neighbouring example: the shuffle ablation,
-    trained by accident."""
+    trained by accident. ``label_name`` reads a file's label value as its name (``Columns.label_name``)."""
     by_key = {str(e.source_idx): e for e in examples}
     for row in rows:
         example = by_key.get(row.key)
@@ -117,10 +122,11 @@ def check_rationale_keys(
                 f"{where(path, row.row, 'idx')}: id {row.key!r} is not in the training data, whose rows are keyed "
                 f"by {keyed_by}: the rationales would be paired with the wrong examples"
             )
-        if example.task == "custom" and row.label is not None and row.label in label_names:
-            if label_names[example.label] != row.label:
+        label = None if row.label is None else label_name(row.label)
+        if example.task == "custom" and label in label_names:
+            if label_names[example.label] != label:
                 raise DHRDInputError(
-                    f"{where(path, row.row, 'label')}: says id {row.key!r} has label {row.label!r}, but that "
+                    f"{where(path, row.row, 'label')}: says id {row.key!r} has label {label!r}, but that "
                     f"training row's label is {label_names[example.label]!r}: is the file keyed by "
                     f"something other than {keyed_by}?"
                 )

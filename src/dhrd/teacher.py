@@ -13,6 +13,8 @@ final row to the cache the moment it is known.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -20,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -355,9 +357,11 @@ def import_rationales(
     checks: Iterable[str] = ("empty", "repetitive", "leak"),
     encoding: str | None = None,
     keyed_by: str = "their idx",
+    label_name=id_key,
 ) -> RunSummary:
     """Copy a file of rationales the user already has into ``cache``, matched by example id. There is no
-    teacher to ask again, so ``retry`` keeps what it can (like ``keep``); ``drop`` drops flagged rows."""
+    teacher to ask again, so ``retry`` keeps what it can (like ``keep``); ``drop`` drops flagged rows.
+    ``label_name`` reads the file's ``label`` values as the items' label names (``Columns.label_name``)."""
     source = Path(source)
     by_id = {id_key(item.idx): item for item in items}
     labels = {item.label for item in items}
@@ -379,9 +383,10 @@ def import_rationales(
                 continue
             item = by_id[idx]
             said = row.get("label")
-            if not is_missing(said) and id_key(said) in labels and id_key(said) != item.label:
+            said = None if is_missing(said) else label_name(said)
+            if said in labels and said != item.label:
                 raise DHRDInputError(
-                    f"{where(source, number, 'label')}: says id {idx!r} has label {id_key(said)!r}, but the data "
+                    f"{where(source, number, 'label')}: says id {idx!r} has label {said!r}, but the data "
                     f"says {item.label!r}: is the file keyed by something other than {keyed_by}?"
                 )
             text = row[rationale_column]
@@ -432,6 +437,7 @@ def training_subset(
             label_column=columns.label,
             id_column=columns.id,
             encoding=encoding,
+            label_map=dict(columns.label_map) or None,
         )
     else:
         # groups (what the cap counts) are the same in both input formats, so yesno stands for either
@@ -471,6 +477,7 @@ def make_rationales(
     max_examples: int | None = None,
     subset_seed: int = 42,
     encoding: str | None = None,
+    instruction: str | None = None,
 ) -> tuple[Path, dict]:
     """Rationales for every training example of ``task`` (or ``train_file``) into a resumable cache:
     from a local model (``teacher`` without ``base_url``), an OpenAI-compatible server (``base_url`` and
@@ -480,8 +487,9 @@ def make_rationales(
     ``dhrd train --rationales <output>`` reads) and the summary, also written beside it as
     ``train.summary.json``. A training file's rows are keyed by ``columns.id`` (the user's ids) or else by
     their 1-based row number; ``id_column`` is the imported file's id column [default: ``columns.id``, else
-    ``idx``]."""
-    from .prompts import TASK_ANSWERS, builtin_template, file_items, load_template, task_items
+    ``idx``]. A training file's labels are named by ``columns.label_map`` and its task stated by
+    ``instruction``: the teacher is asked about them, never about bare numbers."""
+    from .prompts import TASK_ANSWERS, builtin_template, check_teacher_labels, file_items, load_template, task_items
     from .runtime import write_json_atomic
     from .tasks import TASKS, parse_task_names
 
@@ -489,8 +497,8 @@ def make_rationales(
         raise DHRDInputError("give either a task or a training file")
     if train_file is not None:
         columns = columns or Columns()
-        items, answers = file_items(train_file, columns, encoding)
-        folder, fields = Path(train_file).stem, ["text", "text_pair"]
+        items, answers = file_items(train_file, columns, encoding, instruction)
+        folder, fields = Path(train_file).stem, ["text", "text_pair", "question"]
         keyed_by = f"their {columns.id!r} column" if columns.id else "their 1-based row number (or --id-column)"
     else:
         names = parse_task_names(task)
@@ -522,17 +530,32 @@ def make_rationales(
         cache = RationaleCache(directory / folder / "train.jsonl", name, prompt_id, known)
         torn = cache.torn
         policy = "drop" if policy == "drop" else "keep"
+        label_name = columns.label_name if train_file is not None else id_key
         summary = import_rationales(
-            source, items, answers, cache, import_ids, rationale_column, policy, encoding=encoding, keyed_by=keyed_by
+            source,
+            items,
+            answers,
+            cache,
+            import_ids,
+            rationale_column,
+            policy,
+            encoding=encoding,
+            keyed_by=keyed_by,
+            label_name=label_name,
         )
     else:
         if not teacher:
             raise DHRDInputError("give --teacher (a local model, or the served model's name with --base-url)")
+        if train_file is not None:
+            check_teacher_labels(train_file, columns, list(answers))
         template = (
             load_template(template_file, prompt_mode, fields, encoding)
             if template_file
             else builtin_template(prompt_mode)
         )
+        if train_file is not None:  # the task's question and label names are part of what the teacher is asked
+            asked = json.dumps([items[0].fields["question"] if items else None, list(answers)]).encode()
+            template = replace(template, prompt_id=f"{template.prompt_id}-{hashlib.sha256(asked).hexdigest()[:8]}")
         backend: Teacher = (
             OpenAITeacher(base_url, teacher, api_key_env, concurrency, timeout, max_retries)
             if base_url

@@ -21,7 +21,14 @@ from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.pytorch_utils import Conv1D
 
-from .data import ClassificationCollator, DataSpec, add_reasoning_targets, encode_examples, file_rationales
+from .data import (
+    ClassificationCollator,
+    DataSpec,
+    add_reasoning_targets,
+    bare_numbers,
+    encode_examples,
+    file_rationales,
+)
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
@@ -53,6 +60,9 @@ class DHRDTrainingArguments:
     id_column: str | None = None  # your files' row ids (rationale files and predictions are keyed by them)
     rationale_column: str | None = None  # explanations in the training file itself, instead of --rationales
     encoding: str = "utf-8"  # of your files
+    label_map: dict[str, str] | str | None = None  # your labels' names: {"0": "negative"} or "0=negative,1=positive"
+    instruction: str | None = None  # your task's question ("Is this review positive or negative?")
+    instruction_in_input: bool = True  # the classifier's input ends with it too (as SuperGLUE inputs do)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
     subset_seed: int | None = None  # which capped subset (None: ``seed``); fixed, it pairs runs across seeds
@@ -121,6 +131,9 @@ class DHRDTrainingArguments:
             id_column=self.id_column,
             rationale_column=self.rationale_column,
             encoding=self.encoding,
+            label_map=self.label_map,
+            instruction=self.instruction,
+            instruction_in_input=self.instruction_in_input,
         )
 
     @property
@@ -316,6 +329,14 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     spec = args.data_spec()
     spec.validate()
     label_names = spec.label_names()
+    if spec.train_file and args.lm_weight and bare_numbers(label_names):
+        logger.warning(
+            "the labels %s are bare numbers: the reasoning head learns to end with 'Final Answer: %s'. Name them "
+            "with --label-names (for example %s)",
+            ", ".join(label_names),
+            label_names[-1],
+            ",".join(f"{n}=<name>" for n in label_names),
+        )
     subset_seed = args.seed if args.subset_seed is None else args.subset_seed
     all_train_rows = spec.split("train", label_names)
     train_rows = sample_examples(all_train_rows, args.max_train_examples, subset_seed)
@@ -432,6 +453,9 @@ RUN_DEFINING = (
     "label_column",
     "id_column",
     "rationale_column",
+    "label_map",
+    "instruction",
+    "instruction_in_input",
     "max_train_examples",
     "subset_seed",
     "backbone",
@@ -590,7 +614,8 @@ def _load_rationales(
                 )
             keyed_by = "the records' idx"
         rows = read_rationale_rows(path, spec.encoding)
-        check_rationale_keys(rows, [e for e in all_train_rows if e.task == task], label_names, path, keyed_by)
+        task_rows = [e for e in all_train_rows if e.task == task]
+        check_rationale_keys(rows, task_rows, label_names, path, keyed_by, spec.columns.label_name)
         found[task] = {r.key: r.rationale for r in rows if r.rationale is not None}
     return found
 

@@ -1,0 +1,179 @@
+"""Your own data end to end: label names (--label-names) and a task instruction (--instruction) reach the
+teacher's prompt, the reasoning head's sequence, the classifier's input, the saved model and predictions."""
+
+import json
+
+import pytest
+from conftest import write_jsonl
+from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-compatible server fixture)
+from typer.testing import CliRunner
+
+from dhrd.cli import app
+from dhrd.data import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
+from dhrd.errors import DHRDInputError
+from dhrd.prompts import SENTINEL, file_items
+from dhrd.teacher import make_rationales
+
+runner = CliRunner()
+WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
+INSTRUCTION = "Is this movie review positive or negative?"
+NAMES = "0=negative,1=positive"
+
+
+def run(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result.exit_code, result.output.strip()
+
+
+def reviews(n: int, start: int = 0) -> list[dict]:
+    """Integer labels, as most public sentiment sets ship them: 1 positive, 0 negative."""
+    return [
+        {"id": f"r{k}", "text": f"the film was {WORDS[k % 6]}", "label": int(k % 6 < 3)}
+        for k in range(start, start + n)
+    ]
+
+
+def test_label_names_parse_in_order_and_bad_ones_are_refused():
+    assert parse_label_map("0=negative, 1=positive") == (("0", "negative"), ("1", "positive"))
+    assert parse_label_map({1: "positive", 0: "negative"}) == (("1", "positive"), ("0", "negative"))
+    assert parse_label_map(None) == ()
+    for bad, message in [
+        ("0=negative,1", "'1' has no '='"),
+        ("0=negative,0=positive", "the value '0' is given twice"),
+        ("0=good,1=good", "the name 'good' is given twice"),
+        ("0=1,1=0", "the name '1' is also a value of another label"),
+        ("0=,1=positive", "empty value or name"),
+    ]:
+        with pytest.raises(DHRDInputError, match=message):
+            parse_label_map(bad)
+
+
+def test_named_labels_take_the_given_order_and_an_unnamed_label_names_its_row(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", reviews(6))
+    named = Columns(label_map=parse_label_map("1=positive,0=negative"))
+    assert file_label_names(path, named) == ("positive", "negative")  # the order given, not sorted
+    assert file_label_names(path, Columns()) == ("0", "1")
+    examples = load_file_examples(path, named, ("positive", "negative"))
+    assert [e.label for e in examples] == [0, 0, 0, 1, 1, 1]  # label 1 is "positive", index 0
+    # a file that already says the names reads the same
+    by_name = write_jsonl(tmp_path / "n.jsonl", [{"text": "fine", "label": "positive"}, {"text": "bad", "label": 0}])
+    assert [e.label for e in load_file_examples(by_name, named, ("positive", "negative"))] == [0, 1]
+    three = write_jsonl(tmp_path / "3.jsonl", reviews(2) + [{"text": "meh", "label": 2}])
+    with pytest.raises(DHRDInputError, match=r"3.jsonl: row 3: field 'label': label '2' has no name in --label-names"):
+        file_label_names(three, named)
+
+
+def test_the_instruction_ends_the_classifier_input_unless_asked_not_to(tmp_path):
+    rows = [{"text": "the film was good", "text2": "it was", "label": 1}, {"text": "bad", "text2": "so", "label": 0}]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    spec = DataSpec(train_file=str(path), text_pair_column="text2", label_map=NAMES, instruction=f"  {INSTRUCTION} ")
+    spec.validate()
+    assert spec.label_map == {"0": "negative", "1": "positive"}  # saved with the model as a plain mapping
+    example = load_file_examples(path, spec.columns, spec.label_names())[0]
+    assert example.text == f"the film was good\nit was\n{INSTRUCTION}"
+    spec.instruction_in_input = False
+    assert load_file_examples(path, spec.columns, spec.label_names())[0].text == "the film was good\nit was"
+    with pytest.raises(DHRDInputError, match="are for your own files"):
+        DataSpec(tasks=["cb"], instruction=INSTRUCTION).validate()
+
+
+def test_teacher_items_state_the_task_and_the_label_names(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", reviews(4))
+    columns = Columns(label_map=parse_label_map(NAMES), instruction="not for the teacher's layout")
+    items, answers = file_items(path, columns, instruction=INSTRUCTION)
+    assert answers == {"negative": "negative", "positive": "positive"}
+    assert items[0].input == f"Text: the film was good\nQuestion: {INSTRUCTION}"
+    assert (items[0].label, items[0].answer, items[3].answer) == ("positive", "positive", "negative")
+    # without an instruction the question still names the labels
+    items, _ = file_items(path, Columns(label_map=parse_label_map(NAMES)))
+    assert items[0].input.endswith("Question: Which of these labels fits the text: negative, positive?")
+
+
+def _explaining_server(seen):
+    def reply(number, body):
+        user = body["messages"][-1]["content"]
+        seen.append(user)
+        answer = user.split("Answer: ", 1)[1].split("\n", 1)[0]
+        return 200, _completion(f"The review praises the film in plain words. {SENTINEL}\nAnswer: {answer}")
+
+    return reply
+
+
+def test_a_teacher_on_bare_numbers_stops_with_one_line_saying_how_to_name_them(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(6))
+    code, output = run("rationales", "--train-file", train, "--teacher", "m", "--base-url", "http://127.0.0.1:9/v1")
+    assert code == 2 and "Traceback" not in output, output
+    assert output.startswith("error: ") and len(output.splitlines()) == 1, output
+    assert "train.jsonl: the labels of column 'label' are bare numbers (0, 1)" in output
+    assert "--label-names 0=<name>,1=<name>" in output
+
+
+def test_teacher_prompts_carry_the_instruction_and_names_and_the_cache_tracks_them(server, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.chdir(tmp_path)  # the default cache folder, rationales/<teacher>--<prompt id>, is made here
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(6))
+    seen = []
+    url, _ = server(_explaining_server(seen))
+    settings = dict(train_file=train, teacher="m", base_url=url, progress=False, instruction=INSTRUCTION)
+    columns = Columns(label_map=parse_label_map(NAMES))
+    path, summary = make_rationales(columns=columns, **settings)
+    assert summary["outcomes"] == {"ok": 6}
+    assert f"Text: the film was good\nQuestion: {INSTRUCTION}\nAnswer: positive\nReasoning:" in seen
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert {r["idx"]: r["label"] for r in rows} == {k: "positive" if k <= 3 else "negative" for k in range(1, 7)}
+    # another instruction or other names is another question: a new cache, never mixed with this one
+    other, _ = make_rationales(columns=columns, **{**settings, "instruction": "Did the critic like it?"})
+    renamed, _ = make_rationales(columns=Columns(label_map=parse_label_map("0=bad,1=good")), **settings)
+    assert len({path.parent.parent, other.parent.parent, renamed.parent.parent}) == 3
+
+
+def test_import_reads_raw_label_values_through_the_names(tmp_path):
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(4))
+    columns = Columns(id="id", label_map=parse_label_map(NAMES))
+    mine = write_jsonl(tmp_path / "mine.jsonl", [{"id": "r0", "label": 1, "rationale": "It is praised."}])
+    path, summary = make_rationales(train_file=train, columns=columns, import_file=mine, output=tmp_path / "c")
+    assert summary["written"] == 1 and json.loads(path.read_text())["label"] == "positive"
+    wrong = write_jsonl(tmp_path / "wrong.jsonl", [{"id": "r0", "label": 0, "rationale": "It is praised."}])
+    with pytest.raises(DHRDInputError, match="wrong.jsonl: row 1: field 'label': says id 'r0' has label 'negative'"):
+        make_rationales(train_file=train, columns=columns, import_file=wrong, output=tmp_path / "d")
+
+
+def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backbone, tmp_path):
+    from dhrd.data import ANSWER_PREFIX, REASON_PREFIX
+    from dhrd.training import DHRDTrainingArguments, prepare_run
+
+    rows = reviews(12)
+    for row in rows:
+        row["why"] = f"the review calls the film {row['text'].split()[-1]}"
+    train = write_jsonl(tmp_path / "train.jsonl", rows)
+    validation = write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))
+    settings = dict(
+        train_file=str(train), validation_file=str(validation), backbone=str(tiny_backbone), label_map=NAMES,
+        instruction=INSTRUCTION, id_column="id", rationale_column="why", method="dhrd", bf16=False, max_length=64,
+        num_train_epochs=1, per_device_train_batch_size=4,
+    )  # fmt: skip
+    prepared = prepare_run(DHRDTrainingArguments(output_dir=str(tmp_path / "prep"), **settings))
+    first = prepared.trainer.train_dataset[0]
+    sequence = prepared.tokenizer.decode(first["input_ids"])
+    # [x, Reasoning:, r, Final Answer:, y]: x ends with the instruction, y is the label's name
+    assert sequence == (
+        f"the film was good\n{INSTRUCTION}{REASON_PREFIX}the review calls the film good{ANSWER_PREFIX}positive"
+        + prepared.tokenizer.eos_token
+    )
+
+    code, output = run(
+        "train", "--train-file", train, "--validation-file", validation, "--backbone", tiny_backbone,
+        "--output-dir", tmp_path / "run", "--no-bf16", "--epochs", "1", "--batch-size", "4", "--method", "dhrd",
+        "--rationale-column", "why", "--id-column", "id", "--label-names", NAMES, "--instruction", INSTRUCTION,
+        "--max-length", "64",
+    )  # fmt: skip
+    assert code == 0, output
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    code, output = run("evaluate", "--model", tmp_path / "run", "--file", validation)  # raw 0/1 labels
+    assert code == 0, output
+    out = tmp_path / "p.jsonl"
+    code, output = run("predict", "--model", tmp_path / "run", "--file", validation, "--output", out)
+    assert code == 0, output
+    predictions = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {p["prediction"] for p in predictions} <= {"negative", "positive"}
+    assert [p["label"] for p in predictions] == ["positive"] * 3 + ["negative"] * 3  # raw 1/0, read as names
