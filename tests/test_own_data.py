@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from dhrd.cli import app
 from dhrd.data import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
 from dhrd.errors import DHRDInputError
-from dhrd.prompts import SENTINEL, file_items
+from dhrd.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
 from dhrd.teacher import make_rationales
 
 runner = CliRunner()
@@ -177,3 +177,30 @@ def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backb
     predictions = [json.loads(line) for line in out.read_text().splitlines()]
     assert {p["prediction"] for p in predictions} <= {"negative", "positive"}
     assert [p["label"] for p in predictions] == ["positive"] * 3 + ["negative"] * 3  # raw 1/0, read as names
+
+
+def test_texts_are_titled_by_their_columns_in_the_teachers_prompt(tmp_path):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"premise": "It rained.", "hypothesis_text": "It was wet.", "y": 0},
+                                              {"premise": "Sun.", "hypothesis_text": "Dry.", "y": 1}])  # fmt: skip
+    columns = Columns("premise", "y", "hypothesis_text", label_map=parse_label_map("0=entailment,1=neutral"))
+    assert file_titles(columns) == ("Premise", "Hypothesis text")
+    assert file_titles(Columns()) == ("Text", "Second text")
+    items, _ = file_items(path, columns, instruction="Does the premise entail the hypothesis?")
+    assert (
+        items[0].input
+        == "Premise: It rained.\nHypothesis text: It was wet.\nQuestion: Does the premise entail the hypothesis?"
+    )
+
+
+def test_an_answer_is_truncated_only_when_the_budget_cut_its_explanation():
+    item = TeacherItem(1, "positive", "positive", "Text: good")
+    answers = ["negative", "positive"]
+    ended = "The review calls the film good, which is praise."
+    # stopped of itself without the sentinel: a whole explanation, kept
+    assert check_output(ended, item, answers, finish_reason="stop").problems == []
+    assert check_output(ended, item, answers, finish_reason="stop").rationale == ended
+    # cut by the budget, or the reason unknown (an imported text): no sentinel means cut
+    assert check_output("The review calls the", item, answers, finish_reason="length").problems == ["truncated"]
+    assert check_output("The review calls the", item, answers).problems == ["truncated"]
+    # the budget cut only the answer line after the sentinel: the explanation is whole
+    assert check_output(f"{ended} {SENTINEL}\nAnswer: pos", item, answers, finish_reason="length").problems == []

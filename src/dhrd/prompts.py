@@ -263,6 +263,17 @@ def file_question(instruction: str | None, labels: Sequence[str]) -> str:
     return f"Which of these labels fits the text: {', '.join(labels)}?"
 
 
+def file_titles(columns: Columns) -> tuple[str, str]:
+    """What each text is called in the teacher's prompt: its column's name ("Premise: ...", "Review: ..."), so
+    that an instruction may refer to the texts by their names; "Text" for a column named only ``text``."""
+
+    def title(name: str | None, fallback: str) -> str:
+        words = (name or "").replace("_", " ").strip()
+        return words[:1].upper() + words[1:] if words and words.lower() not in ("text", "text pair") else fallback
+
+    return title(columns.text, "Text"), title(columns.text_pair, "Second text")
+
+
 def file_items(
     path: str | Path, columns: Columns, encoding: str | None = None, instruction: str | None = None
 ) -> tuple[list[TeacherItem], dict[str, str]]:
@@ -275,15 +286,16 @@ def file_items(
     columns = replace(columns, instruction=None)  # the question is placed below, in the teacher's layout
     labels = file_label_names(path, columns, encoding)
     question = file_question(instruction, labels)
+    titles = file_titles(columns)
     keys = RowKeys(path, columns.id)
     items = []
     for number, row in iter_table(path, encoding):
         row_text(row, columns, path, number)  # refuses a missing column or empty text, naming the row
         fields = {"text": str(row[columns.text]).strip(), "question": question}
-        block = f"Text: {fields['text']}"
+        block = f"{titles[0]}: {fields['text']}"
         if columns.text_pair:
             fields["text_pair"] = str(row[columns.text_pair]).strip()
-            block += f"\nSecond text: {fields['text_pair']}"
+            block += f"\n{titles[1]}: {fields['text_pair']}"
         label = columns.label_name(row[columns.label])
         items.append(TeacherItem(keys(row, number), label, label, f"{block}\nQuestion: {question}", fields))
     return items, {label: label for label in labels}
@@ -372,8 +384,17 @@ def is_repetitive(text: str) -> bool:
 
 
 def check_output(
-    text: str | None, item: TeacherItem, answers: Sequence[str], sentinel: str = SENTINEL, checks=CHECKS
+    text: str | None,
+    item: TeacherItem,
+    answers: Sequence[str],
+    sentinel: str = SENTINEL,
+    checks=CHECKS,
+    finish_reason: str | None = None,
 ) -> Checked:
+    """The rationale in a teacher's answer and what is wrong with it. ``truncated``: the explanation was cut
+    by the token budget, i.e. no sentinel ends it and the teacher did not stop of itself (``finish_reason``
+    "stop"). A teacher that stopped without the sentinel (small instruct models often do) has finished its
+    explanation: the text before an ``Answer:`` line, or all of it, is the rationale."""
     if not isinstance(text, str) or not text.strip():
         return Checked(None, None, ["empty"])
     rationale = clean_rationale(text, sentinel)
@@ -381,7 +402,8 @@ def check_output(
     problems = []
     if len(rationale) < 3:
         problems.append("empty")
-    if "truncated" in checks and sentinel not in text:
+    cut = sentinel not in text and finish_reason != "stop"
+    if "truncated" in checks and cut:
         problems.append("truncated")
     if "repetitive" in checks and is_repetitive(rationale):
         problems.append("repetitive")

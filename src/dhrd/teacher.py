@@ -317,7 +317,9 @@ def generate_rationales(
             for request, generation in teacher.generate(requests, temp, max_new_tokens, seed + 1_000_003 * attempt):
                 summary.requests += 1
                 summary.generated_tokens += generation.completion_tokens
-                checked = check_output(generation.text, request.item, answers, template.sentinel, checks)
+                checked = check_output(
+                    generation.text, request.item, answers, template.sentinel, checks, generation.finish_reason
+                )
                 summary.problems.update(checked.problems)
                 if checked.teacher_answer is not None and request.attempt == 0:
                     summary.teacher_answers += 1
@@ -489,7 +491,15 @@ def make_rationales(
     their 1-based row number; ``id_column`` is the imported file's id column [default: ``columns.id``, else
     ``idx``]. A training file's labels are named by ``columns.label_map`` and its task stated by
     ``instruction``: the teacher is asked about them, never about bare numbers."""
-    from .prompts import TASK_ANSWERS, builtin_template, check_teacher_labels, file_items, load_template, task_items
+    from .prompts import (
+        TASK_ANSWERS,
+        builtin_template,
+        check_teacher_labels,
+        file_items,
+        file_titles,
+        load_template,
+        task_items,
+    )
     from .runtime import write_json_atomic
     from .tasks import TASKS, parse_task_names
 
@@ -554,7 +564,8 @@ def make_rationales(
             else builtin_template(prompt_mode)
         )
         if train_file is not None:  # the task's question and label names are part of what the teacher is asked
-            asked = json.dumps([items[0].fields["question"] if items else None, list(answers)]).encode()
+            question = items[0].fields["question"] if items else None
+            asked = json.dumps([question, list(answers), file_titles(columns)]).encode()
             template = replace(template, prompt_id=f"{template.prompt_id}-{hashlib.sha256(asked).hexdigest()[:8]}")
         backend: Teacher = (
             OpenAITeacher(base_url, teacher, api_key_env, concurrency, timeout, max_retries)
