@@ -204,3 +204,67 @@ def test_an_answer_is_truncated_only_when_the_budget_cut_its_explanation():
     assert check_output("The review calls the", item, answers).problems == ["truncated"]
     # the budget cut only the answer line after the sentinel: the explanation is whole
     assert check_output(f"{ended} {SENTINEL}\nAnswer: pos", item, answers, finish_reason="length").problems == []
+
+
+@pytest.mark.integration
+def test_the_readme_walkthrough_from_a_csv_to_predictions(shared_superglue, smollm2, tmp_path):
+    """The README's four commands on CB exported as a CSV, with the shared SmolLM2 as student (and, to stay
+    fast, as teacher too: a few rows, a short budget, rationales kept whatever the checks say)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    scripts = Path(__file__).parent.parent / "scripts"
+    data = tmp_path / "cb-csv"
+    exported = subprocess.run(
+        [sys.executable, scripts / "superglue_to_csv.py", "--task", "cb", "--output", data,
+         "--data-dir", shared_superglue], capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    describe = exported.stdout.strip().splitlines()[-1]
+    assert describe.startswith("describe it to dhrd with: --text-column premise --text-pair-column hypothesis")
+    columns = ["--text-column", "premise", "--text-pair-column", "hypothesis", "--id-column", "id",
+               "--label-names", "0=entailment,1=contradiction,2=neutral"]  # fmt: skip
+    instruction = ["--instruction", "Does the premise entail the hypothesis, contradict it, or neither?"]
+
+    # 1. rationales
+    code, output = run(
+        "rationales", "--train-file", data / "train.csv", *columns, *instruction, "--teacher", smollm2,
+        "--max-examples", "8", "--subset-seed", "1", "--max-new-tokens", "32", "--on-problem", "keep",
+        "--output", tmp_path / "rationales",
+    )  # fmt: skip
+    assert code == 0, output
+    cache = tmp_path / "rationales" / "train" / "train.jsonl"
+    rows = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert len(rows) == 8 and {r["label"] for r in rows} <= {"entailment", "contradiction", "neutral"}
+    assert "train with: dhrd train --train-file" in " ".join(output.split())
+
+    # 2. train with --method dhrd on the rows that have rationales
+    run_dir = tmp_path / "run"
+    code, output = run(
+        "train", "--train-file", data / "train.csv", "--validation-file", data / "validation.csv", *columns,
+        *instruction, "--method", "dhrd", "--rationales", cache, "--max-train-examples", "8", "--subset-seed", "1",
+        "--epochs", "1", "--output-dir", run_dir, "--backbone", smollm2,
+    )  # fmt: skip
+    assert code == 0, output
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_rows"] == 8 and metrics["rows_without_rationale"] == 8 - sum(
+        bool(r["rationale"]) for r in rows
+    )
+    config = json.loads((run_dir / "model" / "config.json").read_text())
+    assert list(config["id2label"].values()) == ["entailment", "contradiction", "neutral"]
+
+    # 3. evaluate on the validation file: the score training reported
+    code, output = run("evaluate", "--model", run_dir, "--file", data / "validation.csv")
+    assert code == 0, output
+    evaluated = json.loads((run_dir / "model" / "eval-validation.json").read_text())
+    assert evaluated["tasks"]["custom"]["accuracy"] == pytest.approx(metrics["tasks"]["custom"]["accuracy"], abs=1e-6)
+
+    # 4. predict: every row, named labels, keyed by the id column
+    predictions = tmp_path / "predictions.jsonl"
+    code, output = run("predict", "--model", run_dir, "--file", data / "validation.csv", "--output", predictions)
+    assert code == 0, output
+    predicted = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(predicted) == 56 and predicted[0]["id"] == "0"
+    assert {p["prediction"] for p in predicted} <= {"entailment", "contradiction", "neutral"}
+    accuracy = 100 * sum(p["prediction"] == p["label"] for p in predicted) / len(predicted)
+    assert accuracy == pytest.approx(metrics["tasks"]["custom"]["accuracy"], abs=1e-3)

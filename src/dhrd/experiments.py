@@ -597,7 +597,9 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         result.command = shlex.join(["dhrd", *(a for a in sys.argv[1:] if a != "--tables-only")])
     results_dir = Path(args.results_dir or args.output_dir)
     earlier = results_dir / "results.json"
-    spent = json.loads(earlier.read_text()).get("seconds", 0.0) if earlier.is_file() and not args.restart else 0.0
+    before = json.loads(earlier.read_text()) if earlier.is_file() and not args.restart else {}
+    spent = before.get("seconds", 0.0)
+    timed = {name: cell.get("cell_seconds") for name, cell in before.get("cells", {}).items()}
     cells = plan(args)
     sources: dict[str, str | None] = {task: None for task in args.tasks}
     from tqdm.auto import tqdm
@@ -606,7 +608,8 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     for cell in bar:
         bar.set_postfix_str(cell.name, refresh=True)
         start = time.perf_counter()
-        if args.tables_only and not cell_finished(args, cell):
+        done_before = cell_finished(args, cell)
+        if args.tables_only and not done_before:
             continue
         if cell.kind == "rationales" and args.tables_only:
             sources[cell.task] = existing_rationales(args, cell.task)
@@ -623,7 +626,9 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         else:
             value = qps_cell(args, cell.task, sources[cell.task])
         record = {"kind": cell.kind, "task": cell.task, "method": cell.method, "seed": cell.seed, "result": value}
-        record["cell_seconds"] = round(time.perf_counter() - start, 1)
+        # a cell finished by an earlier run keeps the time it took then, not the moment it takes to re-read it
+        seconds = timed.get(cell.name) if done_before else None
+        record["cell_seconds"] = seconds if seconds is not None else round(time.perf_counter() - start, 1)
         result.cells[cell.name] = record
         result.seconds = round(spent + time.perf_counter() - began, 1)
         result.summary = summarise(args, result)
