@@ -14,6 +14,7 @@ import argparse
 import json
 import shlex
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -56,20 +57,25 @@ def markdown(results: list[dict], command: str) -> str:
         "paper's label-conditioned prompt, greedy, 160 new tokens, re-asked twice when a check fails, then",
         "dropped) on the 50 examples `dhrd train --max-train-examples 50` trains on, through `llama-server`.",
         "",
-        "| teacher | examples | kept (pass every check) | dropped | kept share | problems seen (every attempt) | "
+        "| teacher | examples | kept (pass every check) | dropped | kept share | problems of the final answers | "
         "re-asks | rows/s | generated tok/s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         s = r["summary"]
-        kept, dropped = s["outcomes"].get("ok", 0), s["outcomes"].get("dropped", 0)
-        total = kept + dropped + s["outcomes"].get("kept", 0)
+        status = Counter(row["status"] for row in r["rows"])  # the whole cache, over every invocation
+        kept, dropped, total = status["ok"], status["dropped"], len(r["rows"])
+        problems = dict(Counter(p for row in r["rows"] for p in row["problems"]))
         lines.append(
             f"| {r['teacher']} | {total} | {kept} | {dropped} | {100 * kept / max(total, 1):.0f}% | "
-            f"{s['problems_seen']} | {s['retries']} | {s['rows_per_second']} | {s['generated_tokens_per_second']} |"
+            f"{problems} | {s['retries']} | {s['rows_per_second']} | {s['generated_tokens_per_second']} |"
         )
-    lines += ["", "rows/s: on 2 CPU cores shared with training runs (not a speed figure; see",
-              "results/teacher-throughput-cpu.md)."]  # fmt: skip
+    lines += [
+        "",
+        "Problems: those of the final answer of each row (a kept row has none). Re-asks, rows/s and tok/s: of the",
+        "last invocation, which may have continued a cache; measured on 2 CPU cores shared with training runs,",
+        "so not a speed figure (see results/teacher-throughput-cpu.md).",
+    ]
     for r in results:
         lines += ["", f"## Sample rationales: {r['teacher']}", ""]
         for row in [row for row in r["rows"] if row.get("rationale")][:5]:
@@ -85,11 +91,22 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=50)
     parser.add_argument("--parallel", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--render", action="store_true", help="only rewrite the tables from the caches")
     options = parser.parse_args()
     results = []
+    earlier = json.loads(OUT.with_suffix(".json").read_text())["results"] if OUT.with_suffix(".json").is_file() else []
     for spec in options.teacher:
         name, gguf = spec.split("=", 1)
-        results.append(run_teacher(name, gguf, options.server_bin, options.examples, options.parallel, options.threads))
+        if options.render:
+            found = next((r for r in earlier if r["teacher"] == name), None)
+            if found is None:
+                continue
+            rows = [json.loads(line) for line in Path(found["cache"]).read_text().splitlines()]
+            results.append({**found, "rows": rows})
+        else:
+            results.append(
+                run_teacher(name, gguf, options.server_bin, options.examples, options.parallel, options.threads)
+            )
         shown = [{k: v for k, v in r.items() if k != "rows"} for r in results]
         command = "python scripts/own_data_teachers.py " + " ".join(
             shlex.join(["--teacher", f"{t.split('=', 1)[0]}=<{Path(t.split('=', 1)[1]).name}>"])

@@ -268,3 +268,18 @@ def test_the_readme_walkthrough_from_a_csv_to_predictions(shared_superglue, smol
     assert {p["prediction"] for p in predicted} <= {"entailment", "contradiction", "neutral"}
     accuracy = 100 * sum(p["prediction"] == p["label"] for p in predicted) / len(predicted)
     assert accuracy == pytest.approx(metrics["tasks"]["custom"]["accuracy"], abs=1e-3)
+
+
+def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_path):
+    """A finished run whose train_args.json predates label_map / instruction / instruction_in_input trained
+    with their defaults: it is reused, not refused as a run with other settings."""
+    from dataclasses import asdict
+
+    from dhrd.training import DHRDTrainingArguments, changed_settings
+
+    args = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte")
+    saved = {k: v for k, v in asdict(args).items() if k not in ("label_map", "instruction", "instruction_in_input")}
+    assert changed_settings(saved, args) == []
+    assert changed_settings(saved, DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", lora_r=8)) == ["lora_r"]
+    off = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", instruction_in_input=False)
+    assert changed_settings(saved, off) == ["instruction_in_input"]

@@ -326,14 +326,12 @@ def training_arguments(args: ReproduceArguments, task: str, method: str, seed: i
 
 def _same_run(train_args, output: Path) -> bool:
     """A finished run in ``output`` is reused only when it was made with these settings."""
-    from .training import RUN_DEFINING
+    from .training import changed_settings
 
     saved = output / "train_args.json"
     if not saved.is_file():
         return False
-    earlier = json.loads(saved.read_text())
-    now = asdict(train_args)
-    changed = [k for k in (*RUN_DEFINING, "max_eval_examples") if earlier.get(k) != now.get(k)]
+    changed = changed_settings(json.loads(saved.read_text()), train_args, ("max_eval_examples",))
     if changed:
         raise DHRDInputError(
             f"{output}: holds a finished run with other settings ({', '.join(changed)}); use another "

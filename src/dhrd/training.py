@@ -12,7 +12,7 @@ import logging
 import re
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -500,6 +500,14 @@ def latest_complete_checkpoint(checkpoints: Path) -> str | None:
     return None
 
 
+def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[str, ...] = ()) -> list[str]:
+    """The run-defining settings (``RUN_DEFINING`` and ``extra``) in which ``args`` differ from a run's saved
+    ``train_args.json``. A setting the saved run predates counts as its default, the value it trained with."""
+    now = asdict(args)
+    defaults = {f.name: f.default for f in fields(DHRDTrainingArguments) if f.default is not MISSING}
+    return [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, defaults.get(k)) != now.get(k)]
+
+
 def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | None:
     """The last checkpoint of an earlier run of the same settings; ``--restart`` removes old checkpoints."""
     checkpoints = output / "checkpoints"
@@ -510,9 +518,7 @@ def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | No
     if last is None:
         return None
     saved = output / "train_args.json"
-    earlier = json.loads(saved.read_text()) if saved.is_file() else {}
-    now = asdict(args)
-    changed = [k for k in RUN_DEFINING if k in earlier and earlier[k] != now[k]]
+    changed = changed_settings(json.loads(saved.read_text()), args) if saved.is_file() else []
     if changed:
         raise DHRDInputError(
             f"{output}: holds a run with other settings ({', '.join(changed)}); use another --output-dir, "
