@@ -47,6 +47,20 @@ def run_teacher(name: str, gguf: str, binary: str, examples: int, parallel: int,
     return {"teacher": name, "cache": str(path), "summary": summary, "rows": rows}
 
 
+def sample(rows: list[dict], n: int = 6) -> list[dict]:
+    """Kept rationales taken in turn from each label, in cache order (the first rows are mostly one label)."""
+    by_label: dict[str, list[dict]] = {}
+    for row in rows:
+        if row.get("rationale"):
+            by_label.setdefault(row["label"], []).append(row)
+    chosen: list[dict] = []
+    while len(chosen) < n and any(by_label.values()):
+        for label in list(by_label):
+            if by_label[label] and len(chosen) < n:
+                chosen.append(by_label[label].pop(0))
+    return chosen
+
+
 def markdown(results: list[dict], command: str) -> str:
     lines = [
         "# Own data: teacher rationales for a plain CSV with named labels",
@@ -78,7 +92,7 @@ def markdown(results: list[dict], command: str) -> str:
     ]
     for r in results:
         lines += ["", f"## Sample rationales: {r['teacher']}", ""]
-        for row in [row for row in r["rows"] if row.get("rationale")][:5]:
+        for row in sample(r["rows"]):
             lines.append(f"- id {row['idx']} ({row['label']}): {row['rationale']}")
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
