@@ -5,10 +5,11 @@ from .evaluation import evaluate, predict_proba
 from .experiments import ReproduceArguments, make_arguments, reproduce
 from .modeling import build_classifier, load_classifier, save_classifier
 from .prediction import predict
+from .provenance import dhrd_version
 from .tasks import TASKS, Example, load_task_split
 from .training import DHRDTrainingArguments, train
 
-__version__ = "0.1.0"
+__version__ = dhrd_version()
 __all__ = [
     "DHRDInputError",
     "DHRDTrainingArguments",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import platform
 import shlex
 import statistics
 import sys
@@ -24,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
 from .cot import (
     PAPER_SETTINGS,
     LlamaCppEngine,
@@ -50,6 +47,7 @@ from .modeling import (
     resolve_backbone,
     split_backbone,
 )
+from .provenance import machine
 from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, save_figure_atomic, write_json_atomic, write_text_atomic
 from .tasks import TASKS, Example, evaluate_rows
@@ -101,34 +99,6 @@ class BenchmarkArguments:
 
 
 # ------------------------------------------------------------------------------------------ the machine
-def machine_info(bf16: bool) -> dict:
-    info = {
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "dtype": "bf16 autocast" if bf16 else "fp32",
-        "python": platform.python_version(),
-        "versions": {"dhrd": __version__, "torch": torch.__version__},
-    }
-    for package in ("transformers", "peft", "llama_cpp"):
-        try:
-            info["versions"][package] = __import__(package).__version__
-        except ImportError:
-            pass
-    return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def gemm_peak(dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> dict:
     """FLOP/s of the best of ``repeats`` n x n x n matmuls: the practical ceiling of this machine's
     matmul units (the classifier's forward pass is almost all matmuls)."""
@@ -290,7 +260,7 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
     bf16 = bf16_supported() if args.bf16 is None else args.bf16
     gemm = [gemm_peak(torch.bfloat16), gemm_peak(torch.float32)] if bf16 else [gemm_peak(torch.float32)]
     peak = gemm[0]["tflops"] * 1e12
-    result = BenchmarkResult(machine_info(bf16), gemm, {"task": args.task, "split": "validation"})
+    result = BenchmarkResult(machine(bf16), gemm, {"task": args.task, "split": "validation"})
     result.arguments = asdict(args)
     if Path(sys.argv[0]).name == "dhrd":
         result.command = shlex.join(["dhrd", *sys.argv[1:]])

@@ -264,7 +264,8 @@ def train(
     result = _run(lambda: run_training(args))
     if not result.is_main_process:
         return
-    out.print(_metrics_table(result.metrics, f"validation metrics (best epoch) - {result.model_dir}"))
+    kept = "best epoch" if best_epoch and epochs > 1 else "last epoch"
+    out.print(_metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
     out.print(f"model: {result.model_dir}\nmetrics: {output_dir / 'metrics.json'}")
 
 

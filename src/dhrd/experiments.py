@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import DHRDInputError
+from .provenance import versions
 from .runtime import save_figure_atomic, write_json_atomic, write_text_atomic
 from .tables import read_text
 from .tasks import TASKS, parse_task_names
@@ -588,7 +589,7 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     """Run every unfinished cell of the plan and write the tables after each one."""
     args.validate()
     began = time.perf_counter()
-    result = ReproduceResult(asdict(args), versions=_versions())
+    result = ReproduceResult(asdict(args), versions=versions())
     program = Path(sys.argv[0])
     if program.name == "dhrd" or (program.name == "__main__.py" and program.parent.name == "dhrd"):
         # the command that made the cells: a --tables-only pass only rewrites their tables
@@ -639,25 +640,6 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     result.summary = summarise(args, result)
     write_results(result, results_dir)
     return result
-
-
-def _versions() -> dict:
-    import platform
-
-    import torch
-    import transformers
-
-    from . import __version__
-    from .benchmark import _cpu_name
-
-    return {
-        "dhrd": __version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else _cpu_name(),
-        "threads": torch.get_num_threads(),
-    }
 
 
 # -------------------------------------------------------------------------------------------- summary

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from .benchmark import gemm_peak, machine_info
+from .benchmark import gemm_peak
 from .data import ClassificationCollator
 from .errors import DHRDInputError
+from .provenance import machine
 from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -299,7 +300,7 @@ def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> 
     runs = work_dir(args)
     peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32)
     result = {
-        "machine": machine_info(bf16),
+        "machine": machine(bf16),
         "gemm_peak": peak,
         "settings": {k: v for k, v in vars(args).items() if k not in ("output", "command")},
         "cells": [],
