@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .tasks import CB_RELATIONS, TASKS, Example, _choice_predictions, _groups, task_metrics
+from .tasks import CB_RELATIONS, TASKS, Example, choice_predictions, example_groups, task_metrics
 
 
 def example_statistics(task: str, examples: Sequence[Example], probs, input_format: str) -> dict[str, np.ndarray]:
@@ -22,7 +22,7 @@ def example_statistics(task: str, examples: Sequence[Example], probs, input_form
     answers and ``all_correct`` for MultiRC."""
     probs = np.asarray(probs, dtype=np.float64)
     if task in ("cb", "copa") and input_format == "yesno":
-        predicted, gold = _choice_predictions(examples, probs)
+        predicted, gold = choice_predictions(examples, probs)
         stats = {"correct": np.array([p == g for p, g in zip(predicted, gold)], dtype=np.float64)}
         if task == "cb":
             names = list(CB_RELATIONS)
@@ -32,7 +32,7 @@ def example_statistics(task: str, examples: Sequence[Example], probs, input_form
     labels = np.array([e.label for e in examples])
     row_pred = probs.argmax(-1)
     if task == "multirc":
-        groups = list(_groups(examples).values())
+        groups = list(example_groups(examples).values())
         correct = row_pred == labels
         return {
             "tp": np.array([np.sum((row_pred[g] == 1) & (labels[g] == 1)) for g in groups], dtype=np.float64),

@@ -433,18 +433,18 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
 
 
 # ---------------------------------------------------------------------------------------------- metrics
-def _groups(examples: Sequence[Example]) -> dict[str, list[int]]:
+def example_groups(examples: Sequence[Example]) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, example in enumerate(examples):
         groups[example.group].append(i)
     return groups
 
 
-def _choice_predictions(examples: Sequence[Example], probs: np.ndarray) -> tuple[list[str], list[str]]:
+def choice_predictions(examples: Sequence[Example], probs: np.ndarray) -> tuple[list[str], list[str]]:
     """Per original example: the candidate with the highest P(Yes), and the gold candidate."""
     chosen = choices_by_group(examples, probs)
     predicted, gold = [], []
-    for group, rows in _groups(examples).items():
+    for group, rows in example_groups(examples).items():
         predicted.append(chosen.get(group, examples[rows[0]].candidate))
         gold_rows = [r for r in rows if examples[r].label == 1]
         gold.append(examples[gold_rows[0]].candidate if gold_rows else None)
@@ -454,7 +454,7 @@ def _choice_predictions(examples: Sequence[Example], probs: np.ndarray) -> tuple
 def choices_by_group(examples: Sequence[Example], probs: np.ndarray) -> dict[str, str]:
     """For examples split into candidate rows (yes/no COPA and CB): the candidate with the highest P(Yes)."""
     chosen = {}
-    for group, rows in _groups(examples).items():
+    for group, rows in example_groups(examples).items():
         if len(rows) > 1 and examples[rows[0]].task in ("cb", "copa") and examples[rows[0]].candidate:
             chosen[group] = examples[rows[int(np.argmax(np.asarray(probs)[rows, 1]))]].candidate
     return chosen
@@ -471,7 +471,7 @@ def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray,
     labels = np.array([e.label for e in examples])
     row_pred = probs.argmax(-1)
     if task_name in ("cb", "copa") and input_format == "yesno":
-        predicted, gold = _choice_predictions(examples, probs)
+        predicted, gold = choice_predictions(examples, probs)
         accuracy = np.mean([p == g for p, g in zip(predicted, gold)])
         result = {"accuracy": _percent(accuracy)}
         if task_name == "cb":
@@ -480,7 +480,7 @@ def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray,
             )
     elif task_name == "multirc":
         correct = row_pred == labels
-        em = np.mean([correct[rows].all() for rows in _groups(examples).values()])
+        em = np.mean([correct[rows].all() for rows in example_groups(examples).values()])
         result = {"f1a": _percent(f1_score(labels, row_pred, pos_label=1, zero_division=0)), "em": _percent(em)}
     elif task_name == "cb":
         result = {
@@ -494,7 +494,7 @@ def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray,
             "accuracy": _percent(np.mean(row_pred == labels)),
             "macro_f1": _percent(f1_score(labels, row_pred, average="macro", zero_division=0)),
         }
-    result.update(examples=len(_groups(examples)), rows=len(examples))
+    result.update(examples=len(example_groups(examples)), rows=len(examples))
     return _with_score(task_name, result)
 
 
