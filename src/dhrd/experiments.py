@@ -635,7 +635,7 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         if on_cell is not None:
             on_cell(cell, record)
     bar.close()
-    result.finished = True
+    result.finished = all(cell_finished(args, cell) for cell in cells)  # --tables-only skips unfinished ones
     result.seconds = round(spent + time.perf_counter() - began, 1)
     result.summary = summarise(args, result)
     write_results(result, results_dir)
