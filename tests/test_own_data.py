@@ -63,16 +63,17 @@ def test_named_labels_take_the_given_order_and_an_unnamed_label_names_its_row(tm
         file_label_names(three, named)
 
 
-def test_the_instruction_ends_the_classifier_input_unless_asked_not_to(tmp_path):
+def test_the_instruction_ends_the_classifier_input_only_when_asked(tmp_path):
     rows = [{"text": "the film was good", "text2": "it was", "label": 1}, {"text": "bad", "text2": "so", "label": 0}]
     path = write_jsonl(tmp_path / "d.jsonl", rows)
     spec = DataSpec(train_file=str(path), text_pair_column="text2", label_map=NAMES, instruction=f"  {INSTRUCTION} ")
     spec.validate()
     assert spec.label_map == {"0": "negative", "1": "positive"}  # saved with the model as a plain mapping
+    # by default the instruction is the teacher's only (it cost the student 8 points on CB as a CSV)
+    assert load_file_examples(path, spec.columns, spec.label_names())[0].text == "the film was good\nit was"
+    spec.instruction_in_input = True
     example = load_file_examples(path, spec.columns, spec.label_names())[0]
     assert example.text == f"the film was good\nit was\n{INSTRUCTION}"
-    spec.instruction_in_input = False
-    assert load_file_examples(path, spec.columns, spec.label_names())[0].text == "the film was good\nit was"
     with pytest.raises(DHRDInputError, match="are for your own files"):
         DataSpec(tasks=["cb"], instruction=INSTRUCTION).validate()
 
@@ -148,7 +149,8 @@ def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backb
     validation = write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))
     settings = dict(
         train_file=str(train), validation_file=str(validation), backbone=str(tiny_backbone), label_map=NAMES,
-        instruction=INSTRUCTION, id_column="id", rationale_column="why", method="dhrd", bf16=False, max_length=64,
+        instruction=INSTRUCTION, instruction_in_input=True, id_column="id", rationale_column="why", method="dhrd",
+        bf16=False, max_length=64,
         num_train_epochs=1, per_device_train_batch_size=4,
     )  # fmt: skip
     prepared = prepare_run(DHRDTrainingArguments(output_dir=str(tmp_path / "prep"), **settings))
@@ -164,7 +166,7 @@ def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backb
         "train", "--train-file", train, "--validation-file", validation, "--backbone", tiny_backbone,
         "--output-dir", tmp_path / "run", "--no-bf16", "--epochs", "1", "--batch-size", "4", "--method", "dhrd",
         "--rationale-column", "why", "--id-column", "id", "--label-names", NAMES, "--instruction", INSTRUCTION,
-        "--max-length", "64",
+        "--instruction-in-input", "--max-length", "64",
     )  # fmt: skip
     assert code == 0, output
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
@@ -281,5 +283,5 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
     saved = {k: v for k, v in asdict(args).items() if k not in ("label_map", "instruction", "instruction_in_input")}
     assert changed_settings(saved, args) == []
     assert changed_settings(saved, DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", lora_r=8)) == ["lora_r"]
-    off = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", instruction_in_input=False)
+    off = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", instruction_in_input=True)
     assert changed_settings(saved, off) == ["instruction_in_input"]

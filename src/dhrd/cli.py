@@ -32,7 +32,7 @@ LABEL_NAMES_HELP = (
 )
 INSTRUCTION_HELP = (
     "your task's question, e.g. 'Is this movie review positive or negative?': the teacher's prompt asks it after "
-    "the text, as the SuperGLUE prompts ask theirs; saved with the model"
+    "the text, as the SuperGLUE prompts ask theirs; saved with the model (see --instruction-in-input)"
 )
 TRUST_HELP = (
     "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
@@ -154,9 +154,10 @@ def train(
     label_names: str = typer.Option(None, help=LABEL_NAMES_HELP),
     instruction: str = typer.Option(None, help=INSTRUCTION_HELP),
     instruction_in_input: bool = typer.Option(
-        True,
+        False,
         "--instruction-in-input/--no-instruction-in-input",
-        help="the classifier's input ends with --instruction too (as SuperGLUE inputs end with their question)",
+        help="the classifier's input ends with --instruction too; off by default: it cost 8 points on CB as a "
+        "CSV (results/own-data-instruction-smollm2-cpu.md)",
     ),
     head: Head = typer.Option(
         Head.mlp, help="mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)"

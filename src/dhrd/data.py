@@ -230,7 +230,7 @@ class DataSpec:
     encoding: str = "utf-8"  # of the user's files (a UTF-8 byte-order mark is always accepted)
     label_map: dict[str, str] | None = None  # the file's label values -> label names ("0" -> "negative")
     instruction: str | None = None  # the task's question, for the teacher and (by default) the student
-    instruction_in_input: bool = True  # the student's input ends with the instruction
+    instruction_in_input: bool = False  # the student's input ends with the instruction (measured: it hurt)
 
     @property
     def columns(self) -> Columns:
