@@ -69,7 +69,7 @@ def test_the_instruction_ends_the_classifier_input_only_when_asked(tmp_path):
     spec = DataSpec(train_file=str(path), text_pair_column="text2", label_map=NAMES, instruction=f"  {INSTRUCTION} ")
     spec.validate()
     assert spec.label_map == {"0": "negative", "1": "positive"}  # saved with the model as a plain mapping
-    # by default the instruction is the teacher's only (it cost the student 8 points on CB as a CSV)
+    # by default the instruction is the teacher's only (it cost the student 7.7 points on CB as a CSV)
     assert load_file_examples(path, spec.columns, spec.label_names())[0].text == "the film was good\nit was"
     spec.instruction_in_input = True
     example = load_file_examples(path, spec.columns, spec.label_names())[0]

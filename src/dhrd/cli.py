@@ -156,8 +156,8 @@ def train(
     instruction_in_input: bool = typer.Option(
         False,
         "--instruction-in-input/--no-instruction-in-input",
-        help="the classifier's input ends with --instruction too; off by default: it cost 8 points on CB as a "
-        "CSV (results/own-data-instruction-smollm2-cpu.md)",
+        help="the classifier's input ends with --instruction too; off by default: it cost 7.7 points on CB as "
+        "a CSV (results/own-data-instruction-smollm2-cpu.md)",
     ),
     head: Head = typer.Option(
         Head.mlp, help="mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)"
