@@ -532,6 +532,9 @@ def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | No
 def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict) -> None:
     """Score the best model the way it will be served (``predict_proba``), then save it and its metrics."""
     best.eval()
+    # served as loaded: with the default attention kernel, not training's eager one on a CPU. In bf16 the two
+    # differ enough to flip near-ties, and training's score then disagreed with `dhrd evaluate` by an example.
+    set_training_attention(best, "sdpa")
     texts = [e.text for e in eval_rows]
     probs = predict_proba(
         best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
