@@ -161,10 +161,22 @@ def test_evaluate_and_predict_errors(tmp_path):
     assert_one_line_error(code, output, "give --file or --task")
 
 
+COMMANDS = {"train", "evaluate", "predict", "rationales", "explain", "benchmark", "reproduce", "demo"}
+
+
 def test_help_for_every_command():
-    for command in ("train", "evaluate", "predict"):
-        code, output = run(command, "--help")
-        assert code == 0 and "Usage" in output
+    """Every command the README lists is registered, and its --help names the command and every option."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert set(group.commands) == COMMANDS
+    for name, command in group.commands.items():
+        result = runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (name, result.output)
+        assert f"Usage: root {name} [OPTIONS]" in result.output, name
+        assert command.help and command.help.split()[0] in result.output, name  # its own docstring
+        options = [o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+        assert options and [o for o in options if o not in result.output] == [], name
 
 
 def test_cli_train_evaluate_predict(tiny_backbone, superglue_dir, tmp_path):

@@ -1,6 +1,7 @@
 """The CoT baseline (answer parser, engines, scoring) and ``dhrd benchmark`` end to end on tiny models."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -162,12 +163,20 @@ def test_zero_shot_prompts_name_the_answers(tiny_backbone, superglue_dir):
 
 
 def test_greedy_budget_fits_the_rationale_lengths(tiny_backbone):
+    from dhrd.data import REASON_PREFIX
     from dhrd.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_backbone))
-    short = fitted_max_new_tokens(["Ann said so."] * 20, tokenizer)
-    long = fitted_max_new_tokens(["Ann said it certainly rained on day 3 and the man turned the tap."] * 20, tokenizer)
-    assert 16 < short < long
+    # 20 rationales of 20 different lengths, the longest far above the rest: the 95th percentile (linear
+    # interpolation between the 19th and 20th lengths) is neither the maximum, the median nor the mean
+    rationales = [" ".join(["the sun set"] * k) + "." for k in range(1, 20)] + ["Ann said so. " * 60]
+    lengths = sorted(len(tokenizer(REASON_PREFIX + r, add_special_tokens=False)["input_ids"]) for r in rationales)
+    assert lengths[-1] - lengths[-2] > 40 and len(set(lengths)) == 20
+    expected = int(lengths[-2] + 0.05 * (lengths[-1] - lengths[-2])) + 16
+    assert expected == int(np.quantile(lengths, 0.95)) + 16
+    assert fitted_max_new_tokens(rationales, tokenizer) == expected
+    assert fitted_max_new_tokens(rationales + ["", None], tokenizer) == expected  # empty ones are not rationales
+    assert fitted_max_new_tokens(rationales, tokenizer, quantile=0.5, answer_room=0) == int(np.median(lengths))
     with pytest.raises(DHRDInputError):
         fitted_max_new_tokens([], tokenizer)
 
@@ -197,14 +206,107 @@ def test_fast_path_switches_do_not_change_predictions(tiny_backbone, superglue_d
     np.testing.assert_allclose(no_grad, base, atol=1e-6)
 
 
-def test_gemm_peak_and_flop_count(tiny_backbone):
+class FakeClock:
+    """``time.perf_counter`` for code under test: it moves only when the test says."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_gemm_peak_and_flop_count(tiny_backbone, monkeypatch):
+    import types
+
+    import dhrd.benchmark
     from dhrd.modeling import build_classifier
 
-    peak = gemm_peak(torch.float32, n=256, repeats=2)
-    assert peak["tflops"] > 0 and peak["dtype"] == "float32"
+    clock, durations = FakeClock(), iter([3e-6, 2e-6, 5e-6])
+    real_matmul = torch.matmul
+
+    def timed_matmul(a, b):  # the warm-up and each timed matmul: the timed ones take the scripted seconds
+        if timed_matmul.calls:
+            clock.now += next(durations)
+        timed_matmul.calls += 1
+        return real_matmul(a, b)
+
+    timed_matmul.calls = 0
+    monkeypatch.setattr(dhrd.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(torch, "matmul", timed_matmul)
+    peak = gemm_peak(torch.float32, n=64, repeats=3)
+    monkeypatch.undo()
+    # the best of the three matmuls, 2 n^3 FLOPs each: 2 * 64^3 / 2e-6 s = 0.2621 TFLOP/s
+    assert peak == {"n": 64, "dtype": "float32", "tflops": round(2 * 64**3 / 2e-6 / 1e12, 4)}
+    assert timed_matmul.calls == 4
     model, _, _ = build_classifier(str(tiny_backbone), ("No", "Yes"))
     one, two = forward_flops(model, [10]), forward_flops(model, [10, 10])
     assert two == 2 * one and forward_flops(model, [20]) > 2 * one  # attention grows with the square
+
+
+def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
+    """examples/s from the fastest and the median pass; latency percentiles over the requests of the last pass
+    (each request waits for its whole batch), against numpy on scripted seconds."""
+    import types
+
+    import dhrd.benchmark
+    from dhrd.tasks import Example
+
+    clock = FakeClock()
+    passes = iter(
+        [
+            (0.05, []),  # the warm-up
+            (0.9, [(4, 0.2), (4, 0.3), (4, 0.4)]),
+            (0.5, [(4, 0.1), (4, 0.1), (4, 0.3)]),
+            (0.7, [(2, 0.05), (4, 0.25), (4, 0.15), (2, 0.6)]),  # the last pass
+        ]
+    )
+
+    def fake_predict(model, tokenizer, texts, batch_size, progress=True, batch_seconds=None, **switches):
+        seconds, batches = next(passes)
+        clock.now += seconds
+        if batch_seconds is not None:
+            batch_seconds.extend(batches)
+        return np.full((len(texts), 2), 0.5)
+
+    monkeypatch.setattr(dhrd.benchmark, "predict_proba", fake_predict)
+    monkeypatch.setattr(dhrd.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    rows = [Example(f"cb-{g}#{r}", "cb", "t", 0, f"cb-{g}", r) for g in range(4) for r in "abc"]
+    timed = dhrd.benchmark.time_classifier(None, None, rows, 4, repeats=3)
+    last = [0.05] * 2 + [0.25] * 4 + [0.15] * 4 + [0.6] * 2
+    assert (timed["examples"], timed["rows"]) == (4, 12)
+    assert (timed["seconds_min"], timed["seconds_median"]) == (0.5, 0.7)
+    assert timed["examples_per_s"] == round(4 / 0.5, 3) and timed["examples_per_s_median"] == round(4 / 0.7, 3)
+    assert timed["latency_p50_ms"] == round(1000 * float(np.percentile(last, 50)), 2) == 200.0
+    assert timed["latency_p95_ms"] == round(1000 * float(np.percentile(last, 95)), 2) == 600.0
+
+
+def test_cot_pass_statistics_come_from_the_measured_decodes(monkeypatch):
+    import types
+
+    import dhrd.benchmark
+
+    clock = FakeClock()
+    seconds = {0: [0.1], 1: [1.0, 2.0, 3.0, 4.0, 5.0], 2: [0.5, 0.5, 0.7, 2.5, 0.9]}  # warm-up, pass 1, pass 2
+
+    class FakeEngine:
+        calls = 0
+
+        def run(self, queries, settings, batch_size, seed, progress=True):
+            times, FakeEngine.calls = seconds[FakeEngine.calls], FakeEngine.calls + 1
+            clock.now += sum(times)
+            return [Decoded("Answer: Yes", 3 + k * settings.max_new_tokens % 5, s) for k, s in enumerate(times)]
+
+    monkeypatch.setattr(dhrd.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    queries = [Query(f"g{k}", [1, 2], YES_NO) for k in range(5)]
+    timed, decoded = dhrd.benchmark.time_cot(FakeEngine(), queries, greedy_settings(8), 2, 2, 0, False)
+    last = seconds[2]
+    assert [d.seconds for d in decoded] == last
+    assert (timed["seconds_min"], timed["seconds_median"]) == (5.1, 10.05)  # 0.5+0.5+0.7+2.5+0.9, (15 + 5.1) / 2
+    assert timed["examples_per_s"] == round(5 / 5.1, 3) and timed["examples_per_s_median"] == round(5 / 10.05, 3)
+    assert timed["latency_p50_ms"] == round(1000 * float(np.percentile(last, 50)), 2) == 700.0
+    assert timed["latency_p95_ms"] == round(1000 * float(np.percentile(last, 95)), 2)
+    assert timed["mean_new_tokens"] == round(float(np.mean([d.new_tokens for d in decoded])), 1)
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -226,7 +328,30 @@ def trained(tmp_path_factory, tiny_backbone, superglue_dir):
     return {name: train(args).model_dir for name, args in runs.items()} | {"root": root, "rationales": rationales}
 
 
-def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, superglue_dir):
+def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, superglue_dir, monkeypatch):
+    import time
+
+    import dhrd.benchmark
+    from dhrd.modeling import load_classifier
+
+    # every timed pass as it happens: a classifier pass's batches and seconds, a CoT pass's decodes
+    passes, decodes = [], []
+    real_predict, real_run = dhrd.benchmark.predict_proba, TransformersEngine.run
+
+    def recording_predict(model, tokenizer, texts, batch_size, **kwargs):
+        began = time.perf_counter()
+        probs = real_predict(model, tokenizer, texts, batch_size, **kwargs)
+        if kwargs.get("batch_seconds") is not None and set(kwargs) == {"progress", "batch_seconds", "bf16"}:
+            passes.append((model, batch_size, kwargs["batch_seconds"], time.perf_counter() - began))
+        return probs
+
+    def recording_run(self, queries, settings, batch_size, seed=0, progress=True):
+        decoded = real_run(self, queries, settings, batch_size, seed, progress)
+        decodes.append((len(queries), settings.max_new_tokens, decoded))
+        return decoded
+
+    monkeypatch.setattr(dhrd.benchmark, "predict_proba", recording_predict)
+    monkeypatch.setattr(TransformersEngine, "run", recording_run)
     out = trained["root"] / "bench"
     result = benchmark(
         BenchmarkArguments(
@@ -250,19 +375,53 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     )
     systems = {(r["system"], r["batch_size"]) for r in result.rows}
     assert systems == {(s, b) for s in ("pooled", "dhrd", "cot-finetuned", "cot-zero-shot") for b in (1, 4)}
+    monkeypatch.undo()
     for row in result.rows:
-        assert row["examples"] == 4 and row["latency_p95_ms"] >= row["latency_p50_ms"] > 0
+        assert row["examples"] == 4
         # examples/s of the best and of the median pass, from their measured seconds
-        assert row["seconds_min"] <= row["seconds_median"]
         assert row["examples_per_s"] == pytest.approx(4 / row["seconds_min"], rel=1e-2)
         assert row["examples_per_s_median"] == pytest.approx(4 / row["seconds_median"], rel=1e-2)
+    # a classifier row's passes are its first `repeats` passes of its model at its batch size (the inference-path
+    # switches come later); its latencies are those of the requests of the last one, each its batch's seconds
+    models = list(dict.fromkeys(model for model, *_ in passes))  # pooled's, then dhrd's
+    assert len(models) == 2
+    for row in (r for r in result.rows if r["system"] in ("pooled", "dhrd")):
+        model = models[("pooled", "dhrd").index(row["system"])]
+        mine = [p for p in passes if p[0] is model and p[1] == row["batch_size"]][:2]
+        latencies = [seconds for size, seconds in mine[-1][2] for _ in range(size)]
+        assert len(latencies) == row["rows"] == 12, row
+        assert row["latency_p50_ms"] == round(1000 * float(np.percentile(latencies, 50)), 2), row
+        assert row["latency_p95_ms"] == round(1000 * float(np.percentile(latencies, 95)), 2), row
+        walls = [wall for *_, wall in mine]  # the pass as timed around predict_proba itself
+        assert row["seconds_min"] == pytest.approx(min(walls), abs=0.02, rel=0.1)
+        assert row["seconds_median"] == pytest.approx(float(np.median(walls)), abs=0.02, rel=0.1)
+    # a CoT row's latencies are the seconds of the decodes of its (only) timed pass, in the order rows were made
+    full = [d for n, budget, d in decodes if budget > 4]  # the warm-up decodes 4 tokens of one query
+    cot_rows = [r for r in result.rows if r["system"].startswith("cot")]
+    assert len(full) == len(cot_rows) == 4
+    for row, decoded in zip(cot_rows, full):
+        assert len(decoded) == row["rows"]
+        assert row["latency_p50_ms"] == round(1000 * float(np.percentile([d.seconds for d in decoded], 50)), 2)
+        assert row["latency_p95_ms"] == round(1000 * float(np.percentile([d.seconds for d in decoded], 95)), 2)
+        assert row["mean_new_tokens"] == round(float(np.mean([d.new_tokens for d in decoded])), 1)
     # a classifier's accuracy column is its score on those 4 examples, as dhrd evaluate gives it
     for system in ("pooled", "dhrd"):
         expected = evaluate(trained[system], task="cb", data_dir=str(superglue_dir), max_examples=4, bf16=False)
         for row in (r for r in result.rows if r["system"] == system):
             assert row["score"] == pytest.approx(expected["tasks"]["cb"]["score"], abs=1e-3), (system, row)
     classifier = [r for r in result.rows if r["system"] in ("pooled", "dhrd")]
-    assert all(r["rows"] == 12 and 0 < r["fraction_of_gemm_peak"] for r in classifier)  # 3 relation rows each
+    assert all(r["rows"] == 12 for r in classifier)  # 3 relation rows each
+    # achieved FLOP/s: 2 per non-embedding weight per token plus attention, over the best pass, against the GEMM
+    for row in classifier:
+        model, tokenizer = load_classifier(trained[row["system"]])
+        rows = load_task_split("cb", "validation", "yesno", superglue_dir)
+        lengths = [len(tokenizer(e.text)["input_ids"]) for e in rows]
+        config = model.config.text_config
+        weights = sum(p.numel() for n, p in model.named_parameters() if "embed_tokens" not in n)
+        flops = sum(2 * weights * n + 4 * config.num_hidden_layers * config.hidden_size * n * n for n in lengths[:12])
+        achieved = flops / row["seconds_min"] / 1e12
+        assert row["achieved_tflops"] == pytest.approx(achieved, rel=1e-3, abs=6e-5)
+        assert row["fraction_of_gemm_peak"] == pytest.approx(achieved / result.gemm[0]["tflops"], rel=1e-3, abs=6e-5)
     finetuned = [r for r in result.rows if r["system"] == "cot-finetuned"]
     assert all(r["rows"] == 12 and r["setting"] == "greedy" for r in finetuned)
     zero_shot = [r for r in result.rows if r["system"] == "cot-zero-shot"]
@@ -271,7 +430,8 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     assert [f["variant"].split(" ")[0] for f in result.fast_path] == ["default", "no", "no_grad"]
     assert result.cot_settings["greedy"].startswith("greedy, max_new_tokens=")
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["machine"]["versions"]["torch"] == torch.__version__ and saved["gemm"][0]["tflops"] > 0
+    assert saved["machine"]["versions"]["torch"] == torch.__version__ and saved["gemm"] == result.gemm
+    assert [g["dtype"] for g in result.gemm] == ["float32"]  # bf16=False: the fp32 peak is the reference
     assert "DHRD examples/s over" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
@@ -347,9 +507,21 @@ def test_cli_benchmark_prints_the_table(tmp_path, trained, superglue_dir):
             "--output",
             str(tmp_path / "b"),
         ],
+        env={"COLUMNS": "200"},
     )
     assert result.exit_code == 0, result.output
-    assert "DHRD is" in result.output and "GEMM peak" in result.output
+    # the printed ratio is DHRD's examples/s over pooled's, as the measured rows give them
+    saved = json.loads((tmp_path / "b.json").read_text())
+    speed = {r["system"]: r["examples_per_s"] for r in saved["rows"] if r["batch_size"] == 2}
+    assert set(speed) == {"pooled", "dhrd"} and saved["inputs"]["examples"] == 6
+    printed = re.findall(r"batch 2: DHRD is ([0-9.]+)x the examples/s of pooled", result.output)
+    assert len(printed) == 1 and float(printed[0]) == pytest.approx(speed["dhrd"] / speed["pooled"], abs=0.006)
+    gemm = ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s" for g in saved["gemm"])
+    assert f"GEMM peak: {gemm}." in result.output
+    table = [[c.strip() for c in x.split("│")[1:-1]] for x in result.output.splitlines() if x.count("│") > 5]
+    for row in saved["rows"]:  # and the table's examples/s and score columns
+        cells = next(c for c in table if c[0] == row["system"])
+        assert cells[4] == f"{row['examples_per_s']:.3f}" and cells[8] == f"{row['score']:.2f}", cells
     assert (tmp_path / "b.png").is_file()
 
 

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import tiny_run, write_jsonl
@@ -78,6 +79,39 @@ def test_rationale_modes_are_seeded_and_move_whole_examples():
         pair_rationales(rows, by_task, "random", 0)
 
 
+@pytest.mark.parametrize("mode", ["shuffle_both", "shuffle_reasoning", "consistent"])
+def test_the_label_word_written_into_each_training_sequence(tmp_path, tiny_backbone, superglue_dir, mode):
+    """Through train()'s own data path: shuffle_both ends each sequence with the label word of the example whose
+    rationale it got; the other modes with the row's own label word."""
+    from dhrd.training import prepare_run
+
+    rationales = write_jsonl(tmp_path / "rte.jsonl", [{"idx": i, "rationale": f"reason number {i}"} for i in range(8)])
+    args = DHRDTrainingArguments(
+        **tiny_run(tiny_backbone, superglue_dir, task="rte", method="dhrd", rationales=str(rationales)),
+        output_dir=str(tmp_path / "run"),
+        rationale_mode=mode,
+        seed=3,
+    )
+    run = prepare_run(args, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
+    tokenizer = run.tokenizer
+    records = [json.loads(line) for line in (superglue_dir / "RTE" / "train.jsonl").read_text().splitlines()]
+    gold = {r["idx"]: "Yes" if r["label"] == "entailment" else "No" for r in records}
+    donors = []
+    for feature, row in zip(run.trainer.train_dataset, run.train_rows):
+        suffix = tokenizer.decode(feature["input_ids"][feature["pool_index"] + 1 :])
+        reason, _, answer = suffix.partition(ANSWER_PREFIX)
+        assert reason.startswith(REASON_PREFIX + "reason number ") and answer.endswith(tokenizer.eos_token)
+        donor = int(reason.rsplit(" ", 1)[1])
+        donors.append(donor)
+        label_word = answer[: -len(tokenizer.eos_token)]
+        assert label_word == gold[donor if mode == "shuffle_both" else row.source_idx], (mode, row.id, suffix)
+        assert label_word == ("No", "Yes")[row.label] or mode == "shuffle_both"
+    own = [r.source_idx for r in run.train_rows]
+    assert (donors == own) == (mode == "consistent")
+    if mode == "shuffle_both":  # some donor's label differs from the row's own: the test can tell them apart
+        assert any(gold[d] != gold[o] for d, o in zip(donors, own))
+
+
 def test_loss_is_beta_ce_plus_alpha_token_mean(tiny_backbone, tmp_path):
     classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], seed=0)
     classifier.eval()
@@ -140,13 +174,23 @@ def test_dhrd_train_end_to_end_saves_the_same_classifier_as_pooled(tmp_path, tin
     rationales = write_jsonl(
         tmp_path / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so on day {i}."} for i in range(10)]
     )  # 2 of 12 examples have none
-    common = tiny_run(tiny_backbone, superglue_dir, head="linear")
+    common = tiny_run(tiny_backbone, superglue_dir, head="linear", logging_steps=1)
     dhrd_run = train(
         DHRDTrainingArguments(output_dir=str(tmp_path / "dhrd"), method="dhrd", rationales=str(rationales), **common)
     )
     pooled_run = train(DHRDTrainingArguments(output_dir=str(tmp_path / "pooled"), **common))
     assert dhrd_run.metrics["rows_without_rationale"] == 2 * 3  # CB rows are per relation
     assert pooled_run.metrics["rows_without_rationale"] is None
+    # the reasoning loss was in the optimised loss: the tiny backbone's LM is untrained, so its token loss is
+    # about ln(vocabulary) = ln(400) = 6 on top of a classification loss of about ln(2) = 0.7 in both runs
+    logged = {}
+    for name in ("dhrd", "pooled"):
+        (state,) = (tmp_path / name / "checkpoints").glob("checkpoint-*/trainer_state.json")
+        logged[name] = [h["loss"] for h in json.loads(state.read_text())["log_history"] if "loss" in h]
+    assert len(logged["dhrd"]) == len(logged["pooled"]) == 9  # 36 rows, batch 4, a loss logged every step
+    assert all(0.3 < loss < 1.5 for loss in logged["pooled"]), logged
+    # (a batch of only the 6 rows without a rationale would have no reasoning loss: most steps have one)
+    assert sum(loss > 4.0 for loss in logged["dhrd"]) >= 6 and np.mean(logged["dhrd"]) > np.mean(logged["pooled"]) + 3
     a = load_file(str(dhrd_run.model_dir / "model.safetensors"))
     b = load_file(str(pooled_run.model_dir / "model.safetensors"))
     assert a.keys() == b.keys() and all(a[k].shape == b[k].shape for k in a)
@@ -276,18 +320,52 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_both_heads(tiny_ba
         torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-4, msg=name)
 
 
-def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue_dir):
+def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     from typer.testing import CliRunner
 
+    import dhrd.cot
+    import dhrd.evaluation
     from dhrd.cli import app
-    from dhrd.explain import explain
+    from dhrd.evaluation import predict_proba
+    from dhrd.explain import explain, reasoning_lm
+    from dhrd.modeling import load_classifier
 
     rationales = write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": "Ann said so."} for i in range(12)])
     common = tiny_run(tiny_backbone, superglue_dir, method="dhrd", rationales=str(rationales))
     kept = train(DHRDTrainingArguments(output_dir=str(tmp_path / "kept"), keep_reasoning_head=True, **common))
-    results = explain(kept.model_dir, ["Passage:\nAnn said it rained.", "Passage:\nBob"], max_new_tokens=8)
-    assert len(results) == 2 and all(isinstance(r["rationale"], str) for r in results)
-    assert results[0]["prediction"] in ("No", "Yes") and set(results[0]["probabilities"]) == {"No", "Yes"}
+    texts = ["Passage:\nAnn said it rained.", "Passage:\nBob"]
+    for module in (dhrd.cot, dhrd.evaluation):  # fp32 decoding, so that a token-by-token reference is exact
+        monkeypatch.setattr(module, "bf16_supported", lambda: False)
+    results = explain(kept.model_dir, texts, max_new_tokens=8)
+    assert len(results) == 2
+    # the kept head is the tied backbone's embedding matrix (LoRA leaves it as it was)
+    classifier, tokenizer = load_classifier(kept.model_dir)
+    head = load_file(str(kept.model_dir / "reasoning_head.safetensors"))["lm_head.weight"]
+    original = load_file(str(tiny_backbone / "model.safetensors"))["model.embed_tokens.weight"]
+    torch.testing.assert_close(head, original)
+    # reference: greedy decoding, one token at a time, of the saved backbone's last hidden state times that head,
+    # from x + "Reasoning:" tokenised as in training
+    reason = tokenizer(REASON_PREFIX, add_special_tokens=False)["input_ids"]
+    probs = predict_proba(classifier, tokenizer, texts, bf16=False, progress=False)
+    for text, result, p in zip(texts, results, probs):
+        ids, new = tokenizer(text)["input_ids"] + reason, []
+        with torch.no_grad():
+            while len(new) < 8:
+                hidden = classifier.model(input_ids=torch.tensor([ids + new])).last_hidden_state[0, -1]
+                token = int((hidden @ head.T).argmax())
+                if token == tokenizer.eos_token_id:
+                    break
+                new.append(token)
+        written = tokenizer.decode(new, skip_special_tokens=True)
+        assert result["rationale"] == written.partition(ANSWER_PREFIX.strip())[0].strip()
+        # (the tiny model writes little after one epoch: the language model explain decodes with is checked too)
+        lm, _, _ = reasoning_lm(kept.model_dir)
+        with torch.no_grad():
+            logits = lm(input_ids=torch.tensor([ids + new])).logits[0]
+            hidden = classifier.model(input_ids=torch.tensor([ids + new])).last_hidden_state[0]
+        torch.testing.assert_close(logits, hidden @ head.T, atol=1e-5, rtol=1e-5)
+        assert result["probabilities"] == {n: round(float(x), 6) for n, x in zip(("No", "Yes"), p)}
+        assert result["prediction"] == ("No", "Yes")[int(p.argmax())] and result["input"] == text
     runner = CliRunner()
     done = runner.invoke(
         app,

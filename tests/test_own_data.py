@@ -283,5 +283,13 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
     saved = {k: v for k, v in asdict(args).items() if k not in ("label_map", "instruction", "instruction_in_input")}
     assert changed_settings(saved, args) == []
     assert changed_settings(saved, DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", lora_r=8)) == ["lora_r"]
-    off = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", instruction_in_input=True)
-    assert changed_settings(saved, off) == ["instruction_in_input"]
+    # where an instruction goes matters only where there is one
+    assert (
+        changed_settings(saved, DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", instruction_in_input=True))
+        == []
+    )
+    told = {**saved, "instruction": INSTRUCTION}
+    inside = DHRDTrainingArguments(
+        output_dir=str(tmp_path), task="rte", instruction=INSTRUCTION, instruction_in_input=True
+    )
+    assert changed_settings(told, inside) == ["instruction_in_input"]

@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ import dhrd.training
 from dhrd.cli import app
 from dhrd.errors import DHRDInputError
 from dhrd.experiments import (
+    METHOD_NAMES,
     ReproduceArguments,
     demo_arguments,
     make_arguments,
@@ -147,7 +149,13 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
         assert methods["cot-zero-shot"]["score"]["n"] == 1
         assert methods["pooled"]["eval_examples"] == 4 and methods["cot"]["eval_examples"] == 2
         assert set(tasks[task]["qps"]) == {"pooled", "dhrd", "cot", "cot-zero-shot"}
-        assert all(q["examples_per_s"] > 0 for q in tasks[task]["qps"].values())
+        # each method's examples/s is its benchmark row's: its examples over its fastest pass
+        bench = json.loads((Path(args.output_dir) / task / "benchmark.json").read_text())
+        names = {"pooled": "pooled", "dhrd": "dhrd", "cot-finetuned": "cot", "cot-zero-shot": "cot-zero-shot"}
+        for row in bench["rows"]:
+            qps = tasks[task]["qps"][names[row["system"]]]
+            assert qps["examples"] == 2 and qps["examples_per_s"] == row["examples_per_s"]
+            assert qps["examples_per_s"] == pytest.approx(2 / row["seconds_min"], rel=1e-2)
         assert tasks[task]["paper_relative_gain_percent"]["Llama-3.1-8B"] == paper_gains()["Llama-3.1-8B"][task]
         pooled, dhrd = methods["pooled"]["score"]["mean"], methods["dhrd"]["score"]["mean"]
         if pooled:
@@ -165,7 +173,9 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
     assert "## Paired with pooled" in text and "95% CI" in text
     for task in ("cb", "copa"):
         floor = tasks[task]["floor"]
-        assert 0 < floor["score"] <= 100 and floor["predictor"].startswith("always") and 0 < floor["chance"] < 100
+        expected = independent_floor(task, args.data_dir, Path(args.output_dir) / task / "pooled-s1")
+        assert floor["score"] == pytest.approx(expected["score"], abs=1e-3) and floor["predictor"] in expected["best"]
+        assert floor["chance"] == pytest.approx(expected["chance"], abs=6)  # two seeded Monte Carlo means
         paired = tasks[task]["paired"]["dhrd"]
         assert paired["seeds"] == 2 and paired["examples"] == 4 and len(paired["per_seed"]) == 2
         assert paired["ci"][0] <= paired["difference"] <= paired["ci"][1]
@@ -185,6 +195,35 @@ def test_every_cell_runs_and_the_tables_say_what_was_measured(finished):
     assert table.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
+def independent_floor(task: str, data_dir, run: Path) -> dict:
+    """The best constant predictor's score on the examples a run was scored on (its saved ids), with sklearn from
+    the raw jsonl labels, and the chance score as a Monte Carlo mean of uniformly random choices."""
+    from sklearn.metrics import f1_score
+
+    ids = json.loads((run / "validation-predictions.json").read_text())["ids"]
+    records = {r["idx"]: r for r in map(json.loads, (Path(data_dir) / task.upper() / "val.jsonl").open())}
+    examples = list(dict.fromkeys(int(i.split("-")[1].split("#")[0]) for i in ids))
+    if task == "cb":
+        names = ["entailment", "contradiction", "neutral"]
+        gold = [records[i]["label"] for i in examples]
+
+        def score(said):
+            f1 = f1_score(gold, said, labels=names, average="macro", zero_division=0)
+            return (100 * np.mean([s == g for s, g in zip(said, gold)]) + 100 * f1) / 2
+    else:
+        names = ["choice1", "choice2"]
+        gold = [f"choice{records[i]['label'] + 1}" for i in examples]
+
+        def score(said):
+            return 100 * np.mean([s == g for s, g in zip(said, gold)])
+
+    constants = {f"always {name}": score([name] * len(gold)) for name in names}
+    top = max(constants.values())
+    rng = np.random.default_rng(123)
+    chance = np.mean([score(list(rng.choice(names, len(gold)))) for _ in range(4000)])
+    return {"score": top, "best": [k for k, v in constants.items() if v == top], "chance": chance}
+
+
 def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_backbone, superglue_dir, rationale_dir):
     args, result = finished
     root = Path(args.output_dir)
@@ -202,6 +241,9 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
     assert again.summary["tasks"]["cb"]["methods"]["pooled"] == result.summary["tasks"]["cb"]["methods"]["pooled"]
     # the wall time adds up across sessions: the first run's, plus this one's (less its set-up, a few s)
     assert result.seconds > 2 and result.seconds + elapsed - 5 <= again.seconds <= result.seconds + elapsed + 0.2
+    # a cell finished by the first run keeps the time it took then, not the moment the rerun took to read it
+    kept = result.cells["train cb pooled s1"]["cell_seconds"]
+    assert kept > 0 and again.cells["train cb pooled s1"]["cell_seconds"] == kept
 
 
 def test_tables_only_reads_the_finished_cells_and_trains_nothing(finished, monkeypatch):
@@ -210,6 +252,96 @@ def test_tables_only_reads_the_finished_cells_and_trains_nothing(finished, monke
     again = reproduce(make_arguments(None, **{**args.__dict__, "tables_only": True}), progress=False)
     assert again.summary["tasks"]["cb"]["paired"] == result.summary["tasks"]["cb"]["paired"]
     assert again.summary["tasks"]["copa"]["methods"]["dhrd"] == result.summary["tasks"]["copa"]["methods"]["dhrd"]
+
+
+def test_each_method_trains_with_its_own_loss(finished, tmp_path):
+    """pooled: alpha 0 and no rationales; dhrd: the configured alpha and beta; cot: the reasoning head alone
+    (alpha 1, beta 0), kept for decoding; as the finished cells' saved training arguments say, and for any
+    configured alpha and beta."""
+    args, _ = finished
+    expected = {
+        "pooled": {"method": "pooled", "alpha": None, "beta": 1.0, "rationales": None, "keep_reasoning_head": False},
+        "dhrd": {"method": "dhrd", "alpha": 1.0, "beta": 1.0, "keep_reasoning_head": False},
+        "cot": {"method": "dhrd", "alpha": 1.0, "beta": 0.0, "keep_reasoning_head": True},
+    }
+    for task in ("cb", "copa"):
+        for method, settings in expected.items():
+            for seed in (1, 2):
+                saved = json.loads((Path(args.output_dir) / task / f"{method}-s{seed}" / "train_args.json").read_text())
+                assert {k: saved[k] for k in settings} == settings, (task, method, seed)
+                assert saved["seed"] == seed and saved["subset_seed"] == 0 and saved["rationale_mode"] == "consistent"
+                assert (saved["rationales"] is None) == (method == "pooled")
+        assert (Path(args.output_dir) / task / "cot-s1" / "model" / "reasoning_head.safetensors").is_file()
+    other = make_arguments(None, tasks=["cb"], alpha=0.5, beta=2.0)
+    made = {m: training_arguments(other, "cb", m, 1, str(tmp_path)) for m in ("pooled", "dhrd", "cot")}
+    assert (made["pooled"].lm_weight, made["pooled"].beta) == (0.0, 2.0)
+    assert (made["dhrd"].lm_weight, made["dhrd"].beta) == (0.5, 2.0)
+    assert (made["cot"].lm_weight, made["cot"].beta, made["cot"].keep_reasoning_head) == (1.0, 0.0, True)
+
+
+def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
+    """Per task and method: the mean and sample std (ddof 1) of the seeds' scores, each metric's mean, CoT's scores
+    from its decodes (not its classifier's), unparsed rows summed; per method the average over tasks; DHRD's
+    relative gain; all recomputed with numpy from made-up cells."""
+    from dataclasses import asdict
+
+    from dhrd.experiments import ReproduceResult
+
+    tasks, methods, seeds = ["cb", "copa"], ["pooled", "dhrd", "cot"], [1, 2, 3]
+    args = make_arguments(
+        None, tasks=tasks, methods=methods, seeds=seeds, data_dir=str(superglue_dir), output_dir=str(tmp_path)
+    )
+    rng = np.random.default_rng(7)
+    result, made = ReproduceResult(asdict(args)), {}
+
+    def metrics(task):
+        if task == "cb":
+            f1, accuracy = (float(x) for x in rng.uniform(20, 95, 2).round(4))
+            return {"f1": f1, "accuracy": accuracy, "score": round((f1 + accuracy) / 2, 4), "examples": 4}
+        accuracy = round(float(rng.uniform(20, 95)), 4)
+        return {"accuracy": accuracy, "score": accuracy, "examples": 4}
+
+    for seed in seeds:
+        for task in tasks:
+            for method in methods:
+                scored = metrics(task)
+                cell = {"score": scored["score"], "tasks": {task: scored}, "train_rows": 12}
+                result.cells[f"train {task} {method} s{seed}"] = {
+                    "kind": "train", "task": task, "method": method, "seed": seed, "result": cell
+                }  # fmt: skip
+                if method == "cot":  # the CoT score is its decode's; its classifier's is another number
+                    scored = metrics(task)
+                    cell = {"score": scored["score"], "tasks": {task: scored}}
+                    cell.update(unparsed_rows=seed, ambiguous_examples=1)
+                    result.cells[f"cot {task} cot s{seed}"] = {
+                        "kind": "cot", "task": task, "method": "cot", "seed": seed, "result": cell
+                    }  # fmt: skip
+                made.setdefault((task, method), []).append(scored)
+    summary = summarise(args, result)
+    means = {}
+    for (task, method), runs in made.items():
+        entry = summary["tasks"][task]["methods"][method]
+        scores = [r["score"] for r in runs]
+        means[task, method] = np.mean(scores)
+        assert entry["score"]["values"] == scores and entry["score"]["n"] == 3
+        assert entry["score"]["mean"] == pytest.approx(np.mean(scores), abs=0.005)
+        assert entry["score"]["std"] == pytest.approx(np.std(scores, ddof=1), abs=0.005)
+        names = ("f1", "accuracy") if task == "cb" else ("accuracy",)
+        assert entry["metrics"] == pytest.approx({k: np.mean([r[k] for r in runs]) for k in names}, abs=0.005)
+        if method == "cot":
+            assert entry["unparsed_rows"] == 1 + 2 + 3 and entry["ambiguous_examples"] == 3
+    for task in tasks:
+        gain = summary["tasks"][task]["relative_gain_percent"]
+        assert gain == pytest.approx(100 * (means[task, "dhrd"] / means[task, "pooled"] - 1), abs=0.02)
+    average = summary["average"]
+    for method in methods:
+        assert average["methods"][method] == {
+            "mean": pytest.approx(np.mean([means[t, method] for t in tasks]), abs=0.01),
+            "tasks": 2,
+        }
+    pooled, dhrd = (np.mean([means[t, m] for t in tasks]) for m in ("pooled", "dhrd"))
+    assert average["tasks"] == tasks
+    assert average["relative_gain_percent"] == pytest.approx(100 * (dhrd / pooled - 1), abs=0.02)
 
 
 def test_the_shuffle_ablation_is_a_method(tmp_path):
@@ -270,6 +402,82 @@ def test_cli_reproduce_with_a_config(tmp_path, tiny_backbone, superglue_dir, rat
     assert bad.exit_code == 2 and "config file not found" in bad.output
 
 
+def test_cli_results_dir_and_restart(tmp_path, tiny_backbone, superglue_dir, rationale_dir, monkeypatch):
+    """--results-dir takes the tables away from the runs; a rerun trains nothing and adds up the wall time;
+    --restart trains every cell again and counts its time afresh."""
+    config = tmp_path / "cpu.toml"
+    config.write_text(
+        f'tasks = "cb"\nseeds = [1]\nmethods = ["pooled"]\nbackbone = "{tiny_backbone}"\n'
+        f'data_dir = "{superglue_dir}"\nepochs = 1\nbatch_size = 4\nmax_train_examples = 4\n'
+        "max_eval_examples = 3\nqps = false\n[train]\nbf16 = false\nmax_length = 128\n"
+    )
+    runs, tables = tmp_path / "runs", tmp_path / "tables"
+    trained = []
+    real_train = dhrd.training.train
+    monkeypatch.setattr(dhrd.training, "train", lambda a: trained.append(a.resume) or real_train(a))
+
+    def reproduce_cli(*extra):
+        began = time.perf_counter()
+        command = ["reproduce", "--config", str(config), "--output-dir", str(runs), "--results-dir", str(tables)]
+        result = runner.invoke(app, [*command, *extra], env={"COLUMNS": "1000"})
+        assert result.exit_code == 0, result.output
+        return result.output, json.loads((tables / "results.json").read_text()), time.perf_counter() - began
+
+    output, first, _ = reproduce_cli()
+    assert trained == [True] and f"written: {tables}/results.md" in output
+    assert {p.name for p in tables.iterdir()} >= {"results.md", "results.json", "results.csv", "results.png"}
+    assert not list(runs.glob("results.*")) and (runs / "cb" / "pooled-s1" / "metrics.json").is_file()
+    metrics = runs / "cb" / "pooled-s1" / "metrics.json"
+    made = metrics.stat().st_mtime_ns
+    _, again, elapsed = reproduce_cli()
+    assert trained == [True] and metrics.stat().st_mtime_ns == made  # finished: read back, not trained
+    assert first["seconds"] <= again["seconds"] <= first["seconds"] + elapsed + 0.2
+    assert again["summary"]["tasks"]["cb"]["methods"] == first["summary"]["tasks"]["cb"]["methods"]
+    _, restarted, elapsed = reproduce_cli("--restart")
+    assert trained == [True, False] and metrics.stat().st_mtime_ns != made  # trained again, from scratch
+    assert restarted["seconds"] <= elapsed + 0.2 and restarted["arguments"]["restart"] is True
+    assert restarted["summary"]["tasks"]["cb"]["methods"]["pooled"]["score"]["n"] == 1
+
+
+def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, rationale_dir, monkeypatch):
+    """``dhrd demo`` itself, with its embedded defaults (CB in the native format, one seed, one epoch, the best
+    epoch not chosen, pooled vs DHRD vs zero-shot CoT, throughput), on the tiny model and tiny CB files."""
+    import dhrd.experiments
+
+    monkeypatch.setitem(dhrd.experiments.DEMO, "data_dir", str(superglue_dir))  # the shared data otherwise
+    monkeypatch.setitem(dhrd.experiments.DEMO, "rationales", str(rationale_dir))
+    out = tmp_path / "demo"
+    result = runner.invoke(
+        app,
+        ["demo", "--backbone", str(tiny_backbone), "--output-dir", str(out), "--max-train-examples", "6"],
+        env={"COLUMNS": "1000"},
+    )
+    assert result.exit_code == 0, result.output
+    assert f"written: {out}/results.md" in result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["finished"] and saved["arguments"]["title"] == "dhrd demo"
+    assert set(saved["cells"]) == {"train cb pooled s1", "train cb dhrd s1", "cot cb cot-zero-shot s1", "qps cb"}
+    for method in ("pooled", "dhrd"):
+        run = out / "cb" / f"{method}-s1"
+        train_args = json.loads((run / "train_args.json").read_text())
+        assert train_args["input_format"] == "native" and train_args["best_epoch"] is False
+        assert (train_args["num_train_epochs"], train_args["learning_rate"]) == (1.0, 1e-3)
+        assert train_args["method"] == method and train_args["max_train_examples"] == 6
+        assert (train_args["rationales"] == str(rationale_dir)) == (method == "dhrd")
+        config = json.loads((run / "model" / "config.json").read_text())
+        assert set(config["id2label"].values()) == {"entailment", "contradiction", "neutral"}  # 3-way, native
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["train_rows"] == 6 and metrics["tasks"]["cb"]["examples"] == 6  # whole validation split
+        # the printed table shows this run's score
+        row = next(x for x in result.output.splitlines() if x.startswith(f"| {METHOD_NAMES[method]} |"))
+        assert row.split("|")[2].strip() == f"{metrics['tasks']['cb']['score']:.1f}"
+    cot = json.loads((out / "cb" / "cot-zero-shot-s1" / "cot-eval.json").read_text())
+    assert cot["eval_examples"] == 6 and cot["setting"].startswith("greedy, max_new_tokens=")
+    assert "| CoT zero-shot |" in result.output and "Throughput" in result.output
+    qps = saved["summary"]["tasks"]["cb"]["qps"]
+    assert set(qps) == {"pooled", "dhrd", "cot-zero-shot"} and all(q["examples"] == 6 for q in qps.values())
+
+
 def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
     tmp_path, monkeypatch, tiny_backbone, superglue_dir, rationale_dir
 ):
@@ -294,12 +502,15 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
     assert "rationales: fake" in (tmp_path / "runs" / "results.md").read_text()
 
 
-def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch):
+def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
     import dhrd.tasks
     from dhrd.experiments import ReproduceResult
 
     monkeypatch.setattr(dhrd.tasks, "boolq_carved", lambda data_dir=None: True)
-    args = ReproduceArguments(tasks=["boolq"], seeds=[1], methods=["pooled"])
+    # the table's floor reads the validation split: a tiny one here, so the test needs neither ../shared nor the hub
+    rows = [{"question": "is it", "passage": f"T{i} -- p", "label": bool(i % 2), "idx": i} for i in range(4)]
+    write_jsonl(tmp_path / "BoolQ" / "val.jsonl", rows)
+    args = ReproduceArguments(tasks=["boolq"], seeds=[1], methods=["pooled"], data_dir=str(tmp_path))
     metrics = {"score": 60.0, "tasks": {"boolq": {"accuracy": 60.0, "examples": 1000, "score": 60.0}}}
     result = ReproduceResult(args.__dict__.copy())
     result.cells = {"train boolq pooled s1": {"kind": "train", "task": "boolq", "method": "pooled", "result": metrics}}

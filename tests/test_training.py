@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -58,14 +59,19 @@ def test_lora_targets_every_projection_and_not_the_head(tiny_backbone):
     )
 
 
-def test_full_finetuning_learns_a_separable_user_task(tmp_path, tiny_backbone):
+def _review_rows() -> list[dict]:
+    """24 reviews a word decides: "good"/"great" are pos, "bad"/"awful" neg."""
     words = {"pos": ["good", "great"], "neg": ["bad", "awful"]}
-    rows = [
+    return [
         {"review": f"the {w} movie {i}", "stars": label}
         for i in range(12)
         for label in ("pos", "neg")
         for w in words[label][i % 2 : i % 2 + 1]
     ]
+
+
+def test_full_finetuning_learns_a_separable_user_task(tmp_path, tiny_backbone):
+    rows = _review_rows()
     import pandas as pd
 
     pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
@@ -209,13 +215,180 @@ def test_step_checkpoints_leave_an_epoch_end_to_the_epoch_save():
         assert control.should_save is expected, (step, epoch)
 
 
+def _records(data_dir, folder: str) -> dict:
+    rows = [json.loads(line) for line in (Path(data_dir) / folder / "val.jsonl").read_text().splitlines()]
+    return {r["idx"]: r for r in rows}
+
+
+def official_scores(task: str, data_dir, run_dir: Path, input_format: str) -> dict:
+    """A run's validation metrics recomputed with sklearn from its saved per-row probabilities and the raw jsonl
+    labels, independently of dhrd.tasks: the official metrics in percent and the task score."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    saved = json.loads((run_dir / "validation-predictions.json").read_text())
+    probs = dict(zip(saved["ids"], np.asarray(saved["probs"])))
+    if task == "multirc":
+        gold, said, questions = [], [], {}
+        for passage in _records(data_dir, "MultiRC").values():
+            for question in passage["passage"]["questions"]:
+                for answer in question["answers"]:
+                    key = f"multirc-{passage['idx']}-{question['idx']}-{answer['idx']}"
+                    gold.append(answer["label"])
+                    said.append(int(probs[key].argmax()))
+                    questions.setdefault((passage["idx"], question["idx"]), []).append(gold[-1] == said[-1])
+        metrics = {"f1a": 100 * f1_score(gold, said), "em": 100 * np.mean([all(q) for q in questions.values()])}
+    else:
+        records = _records(data_dir, {"cb": "CB", "copa": "COPA", "rte": "RTE"}[task])
+        if task == "cb":
+            names = ["entailment", "contradiction", "neutral"]
+            gold = [r["label"] for r in records.values()]
+            if input_format == "native":
+                said = [names[int(probs[f"cb-{i}"].argmax())] for i in records]
+            else:  # the relation whose row has the highest P(Yes)
+                said = [max(names, key=lambda n, i=i: probs[f"cb-{i}#{n}"][1]) for i in records]
+            metrics = {"f1": 100 * f1_score(gold, said, labels=names, average="macro"), "accuracy": 0.0}
+            metrics["accuracy"] = 100 * accuracy_score(gold, said)
+        elif task == "copa" and input_format == "native":
+            said = [int(probs[f"copa-{i}"].argmax()) for i in records]
+            metrics = {"accuracy": 100 * accuracy_score([r["label"] for r in records.values()], said)}
+        else:
+            raise NotImplementedError(task)
+    metrics["score"] = float(np.mean(list(metrics.values())))
+    return metrics
+
+
 def test_one_epoch_skips_the_redundant_validation_pass(tmp_path, tiny_backbone, superglue_dir):
     """With one epoch there is no best epoch to pick: the model is scored once, as it is saved."""
     result = train(tiny_args(tmp_path, tiny_backbone, superglue_dir, num_train_epochs=1))
     assert result.metrics["epochs"] == [] and result.metrics["eval_seconds"] == 0
-    assert result.metrics["tasks"]["cb"]["examples"] == 6 and 0 <= result.metrics["score"] <= 100
+    assert result.metrics["tasks"]["cb"]["examples"] == 6
+    expected = official_scores("cb", superglue_dir, tmp_path / "run", "yesno")
+    for key, value in expected.items():
+        assert result.metrics["tasks"]["cb"][key] == pytest.approx(value, abs=1e-3), key
     scored = evaluate(result.model_dir, split="validation", data_dir=str(superglue_dir), bf16=False)
     assert scored["score"] == result.metrics["score"]
+
+
+NATIVE = {
+    "cb": (("entailment", "contradiction", "neutral"), 12, 6),
+    "copa": (("choice1", "choice2"), 8, 4),
+    "multirc": (("false", "true"), 12, 8),  # one row per answer: 3 passages x 2 questions x 2 answers
+}
+
+
+@pytest.mark.parametrize("task", list(NATIVE))
+def test_native_input_format_end_to_end(tmp_path, tiny_backbone, superglue_dir, task):
+    """--input-format native: the task's own labels, one row per example (per answer for MultiRC), scored with
+    each task's official metric as sklearn computes it from the saved probabilities, and the saved model
+    evaluates and predicts in the same format."""
+    labels, train_rows, eval_rows = NATIVE[task]
+    result = train(
+        tiny_args(tmp_path, tiny_backbone, superglue_dir, task=task, input_format="native", num_train_epochs=1)
+    )
+    metrics = result.metrics
+    assert (metrics["train_rows"], metrics["eval_rows"]) == (train_rows, eval_rows)
+    model, _ = load_classifier(result.model_dir)
+    assert tuple(model.config.id2label[i] for i in range(len(labels))) == labels
+    assert model.config.dhrd["data"]["input_format"] == "native"
+    expected = official_scores(task, superglue_dir, tmp_path / "run", "native")
+    assert set(metrics["tasks"][task]) >= set(expected)
+    for key, value in expected.items():
+        assert metrics["tasks"][task][key] == pytest.approx(value, abs=1e-3), key
+    again = evaluate(result.model_dir, bf16=False)  # the saved model reads its validation split natively
+    assert again["tasks"] == metrics["tasks"] and again["rows"] == eval_rows
+    predict(result.model_dir, tmp_path / "p.jsonl", task=task, split="validation", bf16=False)
+    predicted = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    saved = json.loads((tmp_path / "run" / "validation-predictions.json").read_text())
+    assert len(predicted) == eval_rows and all(set(r["probabilities"]) == set(labels) for r in predicted)
+    gold = {}  # each validation row's native label, from the raw jsonl
+    for idx, record in _records(superglue_dir, {"cb": "CB", "copa": "COPA", "multirc": "MultiRC"}[task]).items():
+        if task == "multirc":
+            for q in record["passage"]["questions"]:
+                gold |= {f"multirc-{idx}-{q['idx']}-{a['idx']}": ("false", "true")[a["label"]] for a in q["answers"]}
+        else:
+            gold[f"{task}-{idx}"] = record["label"] if task == "cb" else f"choice{record['label'] + 1}"
+    assert [r["id"] for r in predicted] == saved["ids"] == list(gold)
+    for row, probs in zip(predicted, saved["probs"]):
+        assert row["label"] == gold[row["id"]] and row["prediction"] == labels[int(np.argmax(probs))]
+        assert [row["probabilities"][name] for name in labels] == pytest.approx(probs, abs=1e-5)
+
+
+def _flipped_task(tmp_path) -> dict:
+    """A separable training file and a validation file with every label flipped: the better the model learns,
+    the worse it scores, so the best validation epoch is an early one and never the last."""
+    import pandas as pd
+
+    rows = _review_rows()
+    pd.DataFrame(rows).to_csv(tmp_path / "train.csv", index=False)
+    flipped = [{"review": r["review"], "stars": {"pos": "neg", "neg": "pos"}[r["stars"]]} for r in rows[:8]]
+    pd.DataFrame(flipped).to_csv(tmp_path / "val.csv", index=False)
+    return dict(
+        train_file=str(tmp_path / "train.csv"),
+        validation_file=str(tmp_path / "val.csv"),
+        text_column="review",
+        label_column="stars",
+        task=None,
+        lora=False,
+        head="linear",
+        num_train_epochs=3,
+        per_device_train_batch_size=8,
+        warmup_steps=0,
+        data_dir=None,
+        save_total_limit=None,  # every epoch's checkpoint stays, to be scored independently
+        seed=1,
+    )
+
+
+def _checkpoint_accuracy(checkpoint: Path, tokenizer, validation: Path) -> float:
+    """Accuracy of a checkpoint on the validation file, each row predicted alone (no batching, no padding)."""
+    import pandas as pd
+
+    from dhrd.hf.modeling_dhrd import DHRDForSequenceClassification
+
+    model = DHRDForSequenceClassification.from_pretrained(checkpoint).eval()
+    rows = pd.read_csv(validation).to_dict("records")
+    with torch.no_grad():
+        said = [
+            model.config.id2label[int(model(**tokenizer(r["review"], return_tensors="pt")).logits.argmax())]
+            for r in rows
+        ]
+    return 100 * float(np.mean([s == r["stars"] for s, r in zip(said, rows)]))
+
+
+@pytest.fixture(scope="module")
+def flipped_runs(tmp_path_factory, tiny_backbone):
+    """The flipped task trained twice, keeping the best validation epoch and the last; and the accuracy of every
+    epoch's checkpoint, scored independently."""
+    from dhrd.modeling import load_tokenizer
+
+    tmp_path = tmp_path_factory.mktemp("flipped")
+    task = _flipped_task(tmp_path)
+    best = train(tiny_args(tmp_path, tiny_backbone, None, output_dir=str(tmp_path / "best"), **task))
+    last = train(tiny_args(tmp_path, tiny_backbone, None, output_dir=str(tmp_path / "last"), best_epoch=False, **task))
+    checkpoints = sorted((tmp_path / "best" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    truth = [_checkpoint_accuracy(c, tokenizer, tmp_path / "val.csv") for c in checkpoints]
+    return best, last, checkpoints, truth
+
+
+def test_the_best_validation_epoch_is_the_one_kept(flipped_runs):
+    """The saved model is the epoch Trainer chose (its independently scored accuracy is the final score); with
+    best_epoch=False, the last epoch's."""
+    best, last, checkpoints, truth = flipped_runs
+    assert len(checkpoints) == 3 and [e["epoch"] for e in best.metrics["epochs"]] == [1.0, 2.0, 3.0]
+    chosen = [str(c) for c in checkpoints].index(best.metrics["best_checkpoint"])
+    assert chosen < 2 and truth[chosen] != truth[-1], truth  # keeping the last epoch instead would show
+    assert best.metrics["score"] == pytest.approx(truth[chosen])
+    assert last.metrics["epochs"] == [] and last.metrics["score"] == pytest.approx(truth[-1])
+
+
+def test_each_epochs_validation_score_is_its_models(flipped_runs):
+    """Each epoch's score is its own model's on the rows in order (Trainer 5.24 grouped validation batches by
+    length when training was length-grouped, and the scores compared permuted predictions)."""
+    best, _, checkpoints, truth = flipped_runs
+    assert [e["score"] for e in best.metrics["epochs"]] == pytest.approx(truth)
+    assert best.metrics["best_checkpoint"] == str(checkpoints[int(np.argmax(truth))])  # the first of equal bests
+    assert max(truth) > truth[-1], truth  # the flipped labels make the last epoch worse
 
 
 def _epoch_rows(run) -> tuple[list, int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from dhrd.cli import app
@@ -35,10 +36,27 @@ def test_training_benchmark_measures_pooled_and_dhrd_side_by_side(tmp_path, tiny
     result = benchmark_training(args, progress=False)
     cells = {(c["variant"], c["method"]): c for c in result["cells"]}
     assert set(cells) == {("default", "pooled"), ("default", "dhrd"), ("before", "pooled"), ("before", "dhrd")}
+    # the pooled rows are the 8 seeded examples' 24 input rows: their tokens, counted here with the tokenizer
+    from dhrd.modeling import load_tokenizer
+    from dhrd.tasks import load_task_split, sample_examples
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    rows = sample_examples(load_task_split("cb", "train", "yesno", superglue_dir), 8, args.seed)
+    input_tokens = sum(len(tokenizer(e.text)["input_ids"]) for e in rows)
+    peak = result["gemm_peak"]["tflops"]
     for cell in cells.values():
         assert cell["rows"] == 24 and cell["steps"] == 6  # 8 CB examples x 3 relations, batch 4
-        assert cell["real_tokens"] <= cell["padded_tokens"] and 0 <= cell["padding_share"] < 1
-        assert cell["real_tokens_per_s"] > 0 and cell["useful_tflops"] > 0 and cell["fraction_of_peak"] > 0
+        assert cell["real_tokens"] <= cell["padded_tokens"]
+        assert cell["padding_share"] == pytest.approx(1 - cell["real_tokens"] / cell["padded_tokens"], abs=1e-4)
+        # the rates are the counts over the measured seconds (stored rounded to 1 ms: that much relative slack)
+        rel = 1e-3 + 5e-4 / cell["seconds"]
+        assert cell["real_tokens_per_s"] == pytest.approx(cell["real_tokens"] / cell["seconds"], rel=rel)
+        assert cell["rows_per_s"] == pytest.approx(24 / cell["seconds"], rel=rel)
+        tflops = cell["useful_flops"] / cell["seconds"] / 1e12
+        assert cell["useful_tflops"] == pytest.approx(tflops, rel=rel, abs=6e-5)
+        assert cell["fraction_of_peak"] == pytest.approx(tflops / peak, rel=rel, abs=6e-5)
+        assert cell["seconds"] >= cell["steps"] * cell["seconds_per_step_median"] / 3  # no step timed as nothing
+    assert cells[("default", "pooled")]["real_tokens"] == input_tokens
     # the same examples for both methods: DHRD's rows are the pooled rows with rationale and answer appended
     pooled, dhrd = cells[("default", "pooled")], cells[("default", "dhrd")]
     assert dhrd["real_tokens"] > pooled["real_tokens"] and dhrd["reasoning_targets"] > 0 == pooled["reasoning_targets"]

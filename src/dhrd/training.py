@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import SequentialSampler
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.pytorch_utils import Conv1D
 
@@ -244,6 +245,12 @@ class DHRDTrainer(Trainer):
     # both terms are normalised over the whole accumulated step here, so Trainer must not divide again
     loss_is_scaled_for_ga = True
 
+    def _get_eval_sampler(self, eval_dataset):
+        # Validation in file order. Trainer (5.24) groups validation batches by length too when training is
+        # length-grouped, and the per-epoch scores (so the best epoch) compared permuted predictions with the
+        # rows in order.
+        return None if eval_dataset is None else SequentialSampler(eval_dataset)
+
     def __init__(self, *args, alpha: float = 0.0, beta: float = 1.0, reasoning_weight=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.alpha, self.beta = alpha, beta
@@ -399,7 +406,8 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
     train_rows, eval_rows, missing = run_parts.train_rows, run_parts.eval_rows, run_parts.rows_without_rationale
     output = Path(args.output_dir)
     checkpoint = _checkpoint_to_resume(args, output)
-    write_json_atomic(output / "train_args.json", asdict(args))
+    if trainer.is_world_process_zero():  # one writer: processes sharing one temporary file name would race
+        write_json_atomic(output / "train_args.json", asdict(args))
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
     start = time.perf_counter()
@@ -507,7 +515,10 @@ def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[st
     ``train_args.json``. A setting the saved run predates counts as its default, the value it trained with."""
     now = asdict(args)
     defaults = {f.name: f.default for f in fields(DHRDTrainingArguments) if f.default is not MISSING}
-    return [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, defaults.get(k)) != now.get(k)]
+    changed = [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, defaults.get(k)) != now.get(k)]
+    if not earlier.get("instruction") and not now.get("instruction"):  # where it goes matters only if there is one
+        changed = [k for k in changed if k != "instruction_in_input"]
+    return changed
 
 
 def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | None:
