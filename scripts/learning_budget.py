@@ -94,6 +94,7 @@ def arguments(cell: Cell) -> DHRDTrainingArguments:
         max_length=768,
         truncation="left",
         save_total_limit=1,
+        save_steps=25,  # resumable inside an epoch: a cell may span sessions
     )
 
 
