@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dhrd.experiments import score_stats as _stats
+from dhrd.reproduction import score_stats as _stats
 from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.training import DHRDTrainingArguments, train
 

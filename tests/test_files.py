@@ -336,7 +336,7 @@ def test_evaluating_a_file_in_chunks_scores_as_training_did(file_model, tmp_path
 
 
 def test_a_reproduce_config_with_a_byte_order_mark_is_read(tmp_path):
-    from dhrd.experiments import read_config
+    from dhrd.reproduction import read_config
 
     config = tmp_path / "c.toml"
     config.write_bytes(b'\xef\xbb\xbftasks = "cb"\nseeds = [1, 2]\n')

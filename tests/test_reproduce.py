@@ -17,19 +17,19 @@ from typer.testing import CliRunner
 import dhrd.training
 from dhrd.cli import app
 from dhrd.errors import DHRDInputError
-from dhrd.experiments import (
-    METHOD_NAMES,
+from dhrd.reproduction import (
     ReproduceArguments,
     demo_arguments,
     make_arguments,
     markdown,
     paper_gains,
-    parse_caps,
     plan,
     reproduce,
-    summarise,
-    training_arguments,
 )
+from dhrd.reproduction.arguments import parse_caps
+from dhrd.reproduction.cells import training_arguments
+from dhrd.reproduction.report import METHOD_NAMES
+from dhrd.reproduction.summary import summarise
 
 runner = CliRunner()
 
@@ -288,7 +288,7 @@ def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
     relative gain; all recomputed with numpy from made-up cells."""
     from dataclasses import asdict
 
-    from dhrd.experiments import ReproduceResult
+    from dhrd.reproduction import ReproduceResult
 
     tasks, methods, seeds = ["cb", "copa"], ["pooled", "dhrd", "cot"], [1, 2, 3]
     args = make_arguments(
@@ -445,10 +445,10 @@ def test_cli_results_dir_and_restart(tmp_path, tiny_backbone, superglue_dir, rat
 def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, rationale_dir, monkeypatch):
     """``dhrd demo`` itself, with its embedded defaults (CB in the native format, one seed, one epoch, the best
     epoch not chosen, pooled vs DHRD vs zero-shot CoT, throughput), on the tiny model and tiny CB files."""
-    import dhrd.experiments
+    from dhrd.reproduction import demo
 
-    monkeypatch.setitem(dhrd.experiments.DEMO, "data_dir", str(superglue_dir))  # the shared data otherwise
-    monkeypatch.setitem(dhrd.experiments.DEMO, "rationales", str(rationale_dir))
+    monkeypatch.setitem(demo.DEMO, "data_dir", str(superglue_dir))  # the shared data otherwise
+    monkeypatch.setitem(demo.DEMO, "rationales", str(rationale_dir))
     out = tmp_path / "demo"
     result = runner.invoke(
         app,
@@ -507,7 +507,7 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
 
 def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
     import dhrd.tasks
-    from dhrd.experiments import ReproduceResult
+    from dhrd.reproduction import ReproduceResult
 
     monkeypatch.setattr(dhrd.tasks, "boolq_carved", lambda data_dir=None: True)
     # the table's floor reads the validation split: a tiny one here, so the test needs neither ../shared nor the hub

@@ -2,10 +2,10 @@
 
 from .errors import DHRDInputError
 from .evaluation import evaluate, predict_proba
-from .experiments import ReproduceArguments, make_arguments, reproduce
 from .modeling import build_classifier, load_classifier, save_classifier
 from .prediction import predict
 from .provenance import dhrd_version
+from .reproduction import ReproduceArguments, make_arguments, reproduce
 from .tasks import TASKS, Example, load_task_split
 from .training import DHRDTrainingArguments, train
 

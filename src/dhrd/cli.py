@@ -719,7 +719,7 @@ def _benchmark_training(task, data_dir, backbone, rationales, examples, variants
 
 
 def _print_reproduce(result) -> None:
-    from .experiments import markdown
+    from .reproduction import markdown
 
     out.print(markdown(result), markup=False, highlight=False, soft_wrap=True)  # tables must not be wrapped
 
@@ -760,8 +760,8 @@ def reproduce(
 ):
     """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
     QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
-    from .experiments import make_arguments
-    from .experiments import reproduce as run_reproduce
+    from .reproduction import make_arguments
+    from .reproduction import reproduce as run_reproduce
 
     def go():
         args = make_arguments(
@@ -811,8 +811,8 @@ def demo(
     """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both beside the
     task's majority floor, benchmark them against chain-of-thought decoding on the same backbone, print the
     table."""
-    from .experiments import demo_arguments
-    from .experiments import reproduce as run_reproduce
+    from .reproduction import demo_arguments
+    from .reproduction import reproduce as run_reproduce
 
     def go():
         args = demo_arguments(

@@ -1,0 +1,246 @@
+"""The cells of ``dhrd reproduce``, each a thin call into the library whose result is a file: a training run,
+a CoT decode of its validation examples, a throughput benchmark, and where a task's rationales come from."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..errors import DHRDInputError
+from ..runtime import write_json_atomic
+from ..tasks import TASKS
+from .arguments import TRAINED_METHODS, ReproduceArguments
+
+
+def run_dir(args: ReproduceArguments, task: str, method: str, seed: int) -> Path:
+    return Path(args.output_dir) / task / f"{method}-s{seed}"
+
+
+def training_arguments(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None):
+    from ..training import DHRDTrainingArguments
+
+    settings = dict(
+        output_dir=str(run_dir(args, task, method, seed)),
+        task=task,
+        data_dir=args.data_dir,
+        backbone=args.backbone,
+        method="pooled" if method == "pooled" else "dhrd",
+        alpha=None if method == "pooled" else (1.0 if method == "cot" else args.alpha),
+        beta=0.0 if method == "cot" else args.beta,
+        rationales=rationales,
+        rationale_mode="shuffle_reasoning" if method == "dhrd-shuffled" else "consistent",
+        keep_reasoning_head=method == "cot",
+        num_train_epochs=float(args.task_epochs(task)),
+        learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size,
+        seed=seed,
+        subset_seed=args.subset_seed,
+        max_train_examples=args.train_cap(task),
+        max_eval_examples=args.eval_cap(task),
+        resume=not args.restart,
+    )
+    settings.update(args.train)
+    return DHRDTrainingArguments(**settings)
+
+
+def _same_run(train_args, output: Path) -> bool:
+    """A finished run in ``output`` is reused only when it was made with these settings."""
+    from ..training import changed_settings
+
+    saved = output / "train_args.json"
+    if not saved.is_file():
+        return False
+    changed = changed_settings(json.loads(saved.read_text()), train_args, ("max_eval_examples",))
+    if changed:
+        raise DHRDInputError(
+            f"{output}: holds a finished run with other settings ({', '.join(changed)}); use another "
+            "--output-dir, or --restart to run it again"
+        )
+    return True
+
+
+def train_cell(train_args) -> dict:
+    """Train (or resume) one run; a finished run with the same settings is read back, not trained again."""
+    from ..training import train
+
+    output = Path(train_args.output_dir)
+    metrics_file = output / "metrics.json"
+    if train_args.resume and metrics_file.is_file() and _same_run(train_args, output):
+        return json.loads(metrics_file.read_text())
+    if metrics_file.is_file():
+        metrics_file.unlink()  # --restart: the old result must not outlive its run
+    return train(train_args).metrics
+
+
+def _cot_examples(args: ReproduceArguments, task: str, classifier=None):
+    """The validation examples CoT is scored on: the first ``cot_cap`` of the (capped) evaluation subset."""
+    from ..evaluation import examples_for_model, first_examples
+    from ..tasks import load_task_split, sample_examples
+
+    if classifier is not None:
+        examples, _ = examples_for_model(classifier, task, "validation", args.data_dir, None, None, None, None, True)
+    else:
+        examples = load_task_split(task, "validation", "yesno", args.data_dir)
+    examples = sample_examples(examples, args.eval_cap(task), args.subset_seed)
+    return first_examples(examples, args.cot_cap(task))
+
+
+def _decode_settings(args: ReproduceArguments, task: str, tokenizer, rationales: str | None):
+    from ..cot import PAPER_SETTINGS, fitted_max_new_tokens, greedy_settings
+    from ..rationales import rationale_file, read_rationales
+
+    if args.cot_setting == "paper":
+        return PAPER_SETTINGS
+    path = rationale_file(rationales, task)
+    if path is None:
+        raise DHRDInputError(f"cot_setting greedy fits its budget to {task}'s rationales, and there are none")
+    return greedy_settings(fitted_max_new_tokens(read_rationales(path).values(), tokenizer))
+
+
+def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None) -> dict:
+    """Decode CoT on the evaluation examples and score the parsed answers with the task's official metric.
+    ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``; ``cot-zero-shot``: the backbone,
+    prompted to reason (greedy decoding does not depend on the seed, so it is one cell per task)."""
+    from ..cot import (
+        TransformersEngine,
+        example_predictions,
+        finetuned_gold,
+        finetuned_queries,
+        score,
+        zero_shot_queries,
+    )
+
+    target = run_dir(args, task, method, seed) / "cot-eval.json"
+    if target.is_file() and not args.restart:
+        return json.loads(target.read_text())
+    start = time.perf_counter()
+    if method == "cot":
+        from ..explain import reasoning_lm
+
+        lm, classifier, tokenizer = reasoning_lm(run_dir(args, task, "cot", seed))
+        labels = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
+        examples = _cot_examples(args, task, classifier)
+        queries, gold = finetuned_queries(examples, tokenizer, labels), finetuned_gold(examples, labels)
+    else:
+        from ..modeling import default_backbone, load_causal_lm
+
+        lm, tokenizer = load_causal_lm(args.backbone or default_backbone())
+        groups = list(dict.fromkeys(e.group for e in _cot_examples(args, task)))
+        queries, gold = zero_shot_queries(task, tokenizer, args.data_dir, groups=groups)
+    settings = _decode_settings(args, task, tokenizer, rationales)
+    decoded = TransformersEngine(lm, tokenizer).run(queries, settings, batch_size=8, seed=seed)
+    predictions = example_predictions(task, queries, decoded)
+    metrics = score(task, predictions, gold)
+    result = {
+        "score": metrics["score"],
+        "tasks": {task: metrics},
+        "setting": settings.describe(),
+        "unparsed_rows": predictions.unparsed_rows,
+        "ambiguous_examples": predictions.ambiguous_examples,
+        "eval_examples": len(gold),
+        "seconds": round(time.perf_counter() - start, 1),
+        "sample_output": predictions.texts[0][:400] if predictions.texts else None,
+    }
+    write_json_atomic(target, result)
+    return result
+
+
+def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dict:
+    """Throughput of every method, side by side in one benchmark run, on the first seed's models."""
+    from ..benchmark import BenchmarkArguments, benchmark
+
+    target = Path(args.output_dir) / task / "qps.json"
+    if target.is_file() and not args.restart:
+        return json.loads(target.read_text())
+    seed = args.seeds[0]
+    trained = {m: str(run_dir(args, task, m, seed)) for m in TRAINED_METHODS if m in args.methods}
+    zero_shot = "cot-zero-shot" in args.methods and task != "multirc"
+    result = benchmark(
+        BenchmarkArguments(
+            task=task,
+            data_dir=args.data_dir,
+            max_examples=args.qps_examples,
+            pooled=trained.get("pooled"),
+            dhrd=trained.get("dhrd"),
+            cot_finetuned=trained.get("cot"),
+            backbone=args.backbone,
+            zero_shot=zero_shot,
+            batch_sizes=(args.qps_batch_size,),
+            repeats=args.qps_repeats,
+            cot_settings=(args.cot_setting,),
+            rationales=rationales,
+            engines=("transformers",),
+            fast_path=False,
+            output=str(target.with_name("benchmark")),
+        )
+    )
+    names = {"pooled": "pooled", "dhrd": "dhrd", "cot-finetuned": "cot", "cot-zero-shot": "cot-zero-shot"}
+    qps = {
+        names[r["system"]]: {k: r[k] for k in ("examples_per_s", "latency_p50_ms", "examples", "score")}
+        for r in result.rows
+    }
+    data = {
+        "qps": qps,
+        "batch_size": args.qps_batch_size,
+        "examples": result.inputs.get("examples"),
+        "setting": result.cot_settings,
+        "machine": result.machine,
+        "seconds": result.seconds,
+    }
+    write_json_atomic(target, data)
+    return data
+
+
+def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
+    """The rationale folder a task's cells were trained with, without asking any teacher: the given folder or
+    the reference set where it has the task, else the teacher's cache where one was made."""
+    from ..rationales import default_rationale_dir
+
+    base = Path(args.rationales) if args.rationales else default_rationale_dir()
+    if base is not None and (base / TASKS[task].folder / "train.jsonl").is_file():
+        return str(base)
+    if args.teacher:
+        from ..teacher import teacher_slug
+
+        cache = Path(args.output_dir) / "rationales" / teacher_slug(args.teacher)
+        if (cache / TASKS[task].folder / "train.jsonl").is_file():
+            return str(cache)
+    return None
+
+
+def rationale_source(args: ReproduceArguments, task: str, progress: bool = True) -> tuple[str | None, dict]:
+    """Where ``task``'s rationales come from: the given folder or the shared reference set when it has the
+    task, else the teacher's cache (made now, resumably, for the capped training subset only)."""
+    from ..rationales import default_rationale_dir
+
+    base = Path(args.rationales) if args.rationales else default_rationale_dir()
+    folder = TASKS[task].folder
+    if base is not None and (base / folder / "train.jsonl").is_file():
+        return str(base), {"source": str(base / folder / "train.jsonl")}
+    if not args.teacher:
+        raise DHRDInputError(
+            f"no rationales for {task} in {base or 'the shared reference set'}: give a teacher "
+            "(--teacher, with --teacher-base-url for a server) or --rationales with a <Task>/train.jsonl"
+        )
+    from ..teacher import make_rationales, teacher_slug
+
+    output = Path(args.output_dir) / "rationales" / teacher_slug(args.teacher)
+    options = dict(args.teacher_options)
+    path, summary = make_rationales(
+        task=task,
+        data_dir=args.data_dir,
+        teacher=args.teacher,
+        base_url=args.teacher_base_url,
+        output=output,
+        max_examples=args.train_cap(task),
+        subset_seed=args.subset_seed,
+        progress=progress,
+        **options,
+    )
+    return str(output), {
+        "source": str(path),
+        "teacher": summary["teacher"],
+        "rationales": summary["rationales_in_cache"],
+        "examples": summary["examples"],
+    }

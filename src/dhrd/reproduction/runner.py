@@ -1,0 +1,140 @@
+"""The resumable runner: the plan of cells, which of them have finished, and the run that does the rest and
+rewrites the tables after every cell."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..provenance import versions
+from .arguments import TRAINED_METHODS, ReproduceArguments
+from .cells import (
+    cot_cell,
+    existing_rationales,
+    qps_cell,
+    rationale_source,
+    run_dir,
+    train_cell,
+    training_arguments,
+)
+from .report import write_results
+from .summary import summarise
+
+
+@dataclass
+class Cell:
+    kind: str  # rationales | train | cot | qps
+    task: str
+    method: str | None = None
+    seed: int | None = None
+
+    @property
+    def name(self) -> str:
+        parts = [self.kind, self.task, self.method, None if self.seed is None else f"s{self.seed}"]
+        return " ".join(p for p in parts if p)
+
+
+def plan(args: ReproduceArguments) -> list[Cell]:
+    """Seed by seed, so that a run stopped early still has a full-width table of its first seeds; the
+    benchmark of a task follows its first seed's models."""
+    cells: list[Cell] = []
+    needs_rationales = any(m in args.methods for m in ("dhrd", "dhrd-shuffled", "cot"))
+    if needs_rationales:
+        cells += [Cell("rationales", task) for task in args.tasks]
+    for k, seed in enumerate(args.seeds):
+        for task in args.tasks:
+            for method in args.methods:
+                if method in TRAINED_METHODS:
+                    cells.append(Cell("train", task, method, seed))
+                if method == "cot" or (method == "cot-zero-shot" and k == 0 and task != "multirc"):
+                    cells.append(Cell("cot", task, method, seed))
+            if k == 0 and args.qps:
+                cells.append(Cell("qps", task))
+    return cells
+
+
+def cell_finished(args: ReproduceArguments, cell: Cell) -> bool:
+    """Whether a cell's result file exists (a teacher cache counts as finished: reading it runs nothing
+    unless the teacher must write more, which ``--tables-only`` leaves to a real run)."""
+    if cell.kind == "rationales":
+        return True  # only looked up (existing_rationales), never made, under --tables-only
+    if cell.kind == "train":
+        return (run_dir(args, cell.task, cell.method, cell.seed) / "metrics.json").is_file()
+    if cell.kind == "cot":
+        return (run_dir(args, cell.task, cell.method, cell.seed) / "cot-eval.json").is_file()
+    return (Path(args.output_dir) / cell.task / "qps.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------- run
+@dataclass
+class ReproduceResult:
+    arguments: dict
+    cells: dict = field(default_factory=dict)  # name -> {"kind", "task", "method", "seed", "result"/"error"}
+    rationales: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+    command: str | None = None
+    seconds: float = 0.0
+    versions: dict = field(default_factory=dict)
+    finished: bool = False
+
+
+def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable | None = None) -> ReproduceResult:
+    """Run every unfinished cell of the plan and write the tables after each one."""
+    args.validate()
+    began = time.perf_counter()
+    result = ReproduceResult(asdict(args), versions=versions())
+    program = Path(sys.argv[0])
+    if program.name == "dhrd" or (program.name == "__main__.py" and program.parent.name == "dhrd"):
+        # the command that made the cells: a --tables-only pass only rewrites their tables
+        result.command = shlex.join(["dhrd", *(a for a in sys.argv[1:] if a != "--tables-only")])
+    results_dir = Path(args.results_dir or args.output_dir)
+    earlier = results_dir / "results.json"
+    before = json.loads(earlier.read_text()) if earlier.is_file() and not args.restart else {}
+    spent = before.get("seconds", 0.0)
+    timed = {name: cell.get("cell_seconds") for name, cell in before.get("cells", {}).items()}
+    cells = plan(args)
+    sources: dict[str, str | None] = {task: None for task in args.tasks}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(cells, desc="reproduce", unit="cell", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.name, refresh=True)
+        start = time.perf_counter()
+        done_before = cell_finished(args, cell)
+        if args.tables_only and not done_before:
+            continue
+        if cell.kind == "rationales" and args.tables_only:
+            sources[cell.task] = existing_rationales(args, cell.task)
+            continue
+        if cell.kind == "rationales":
+            sources[cell.task], result.rationales[cell.task] = rationale_source(args, cell.task, progress)
+            continue
+        if cell.kind == "train":
+            rationales = sources[cell.task] if cell.method != "pooled" else None
+            output = training_arguments(args, cell.task, cell.method, cell.seed, rationales)
+            value = train_cell(output)
+        elif cell.kind == "cot":
+            value = cot_cell(args, cell.task, cell.method, cell.seed, sources[cell.task])
+        else:
+            value = qps_cell(args, cell.task, sources[cell.task])
+        record = {"kind": cell.kind, "task": cell.task, "method": cell.method, "seed": cell.seed, "result": value}
+        # a cell finished by an earlier run keeps the time it took then, not the moment it takes to re-read it
+        seconds = timed.get(cell.name) if done_before else None
+        record["cell_seconds"] = seconds if seconds is not None else round(time.perf_counter() - start, 1)
+        result.cells[cell.name] = record
+        result.seconds = round(spent + time.perf_counter() - began, 1)
+        result.summary = summarise(args, result)
+        write_results(result, results_dir)
+        if on_cell is not None:
+            on_cell(cell, record)
+    bar.close()
+    result.finished = all(cell_finished(args, cell) for cell in cells)  # --tables-only skips unfinished ones
+    result.seconds = round(spent + time.perf_counter() - began, 1)
+    result.summary = summarise(args, result)
+    write_results(result, results_dir)
+    return result
