@@ -155,7 +155,7 @@ def test_rationales_import_from_a_dataset_and_train_dhrd_on_them(tiny_backbone, 
     prepared = prepare_run(args)
     sequence = prepared.tokenizer.decode(prepared.trainer.train_dataset[3]["input_ids"])
     eos = prepared.tokenizer.eos_token
-    assert sequence == f"the film was bad{REASON_PREFIX}it says bad{ANSWER_PREFIX}negative{eos}"  # the ClassLabel's name
+    assert sequence == f"the film was bad{REASON_PREFIX}it says bad{ANSWER_PREFIX}negative{eos}"  # a ClassLabel name
 
 
 def test_bad_datasets_are_one_line_naming_the_dataset_split_and_row(tmp_path, sst):
