@@ -7,6 +7,7 @@ by a slice whatever the dataset holds (the Arrow data itself is memory-mapped, n
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,15 @@ def open_dataset(name: str, config: str | None = None):
             return datasets.load_from_disk(name)
         except (OSError, ValueError) as error:
             raise DHRDInputError(f"dataset {name}: unreadable saved dataset ({_first_line(error)})") from None
+    return _load_dataset(name, config)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_dataset(name: str, config: str | None):
+    """``load_dataset``, once per run: training reads the train split several times (labels, rows,
+    rationales), and each call would ask the hub again. A saved directory is cheap to open (memory-mapped)."""
+    import datasets
+
     try:
         return datasets.load_dataset(name, config)
     except (OSError, ValueError) as error:  # offline, unknown name or config (ConnectionError is an OSError)

@@ -281,7 +281,7 @@ def predict(
     output = Path(output)
     output_format(output)
     if file is None and task is None and dataset is None:
-        raise DHRDInputError("give --file, --dataset or --task")
+        raise DHRDInputError("give --file or --task (or --dataset)")
     if chunk_rows < 1:
         raise DHRDInputError("--chunk-rows must be at least 1")
     path = None if file is None and dataset is None else input_source(file, dataset, dataset_config, split)
