@@ -34,6 +34,11 @@ INSTRUCTION_HELP = (
     "your task's question, e.g. 'Is this movie review positive or negative?': the teacher's prompt asks it after "
     "the text, as the SuperGLUE prompts ask theirs; saved with the model (see --instruction-in-input)"
 )
+DATASET_HELP = (
+    "a datasets dataset: a save_to_disk directory (Dataset or DatasetDict) or a hub name, read as your files are "
+    "(the same column options; a ClassLabel label column names the labels)"
+)
+DATASET_CONFIG_HELP = "the hub dataset's configuration (datasets.load_dataset's second argument)"
 TRUST_HELP = (
     "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
     "only the installed dhrd and transformers classes are used"
@@ -139,6 +144,11 @@ def train(
     ),
     train_file: Path = typer.Option(None, help="your own CSV/JSONL/Parquet training file"),
     validation_file: Path = typer.Option(None, help="your own validation file (the evaluation split)"),
+    dataset: str = typer.Option(
+        None,
+        help=DATASET_HELP + ": its train split trains, its validation split (else its test split) is evaluated",
+    ),
+    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
     text_column: str = typer.Option("text", help="text column of your files"),
     text_pair_column: str = typer.Option(None, help="optional second text column"),
     label_column: str = typer.Option("label", help="label column (strings or integers)"),
@@ -207,7 +217,7 @@ def train(
     from .training import train as run_training
 
     if output_dir is None:
-        name = "custom" if train_file else task.replace(",", "+")
+        name = "custom" if train_file or dataset else task.replace(",", "+")
         output_dir = Path("runs") / f"{name}-{method}"
     args = DHRDTrainingArguments(
         output_dir=str(output_dir),
@@ -216,6 +226,8 @@ def train(
         data_dir=str(data_dir) if data_dir else None,
         train_file=str(train_file) if train_file else None,
         validation_file=str(validation_file) if validation_file else None,
+        dataset=dataset,
+        dataset_config=dataset_config,
         text_column=text_column,
         text_pair_column=text_pair_column,
         label_column=label_column,
@@ -277,6 +289,8 @@ def evaluate(
     split: str = typer.Option("validation", help="train or validation (SuperGLUE test labels are hidden)"),
     data_dir: Path = typer.Option(None),
     file: Path = typer.Option(None, help="your own labelled CSV/JSONL/Parquet file"),
+    dataset: str = typer.Option(None, help=DATASET_HELP + "; its --split is evaluated"),
+    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
     text_column: str = typer.Option(None),
     text_pair_column: str = typer.Option(None),
     label_column: str = typer.Option(None),
@@ -314,6 +328,8 @@ def evaluate(
             encoding=encoding,
             max_length=max_length,
             truncation=truncation.value if truncation else None,
+            dataset=dataset,
+            dataset_config=dataset_config,
         ), target
 
     metrics, target = _run(go)
@@ -331,6 +347,8 @@ def predict(
         ..., help="predictions file: .jsonl, .csv or .parquet; written in chunks, resumed after an interruption"
     ),
     file: Path = typer.Option(None, help="CSV/TSV/JSONL/Parquet file to classify (any size: read in chunks)"),
+    dataset: str = typer.Option(None, help=DATASET_HELP + "; its --split is classified"),
+    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
     task: str = typer.Option(None, help="or a SuperGLUE task (with --split)"),
     split: str = typer.Option("test"),
     data_dir: Path = typer.Option(None),
@@ -376,6 +394,8 @@ def predict(
             truncation=truncation.value if truncation else None,
             chunk_rows=chunk_rows,
             resume=not restart,
+            dataset=dataset,
+            dataset_config=dataset_config,
         )
     )
     resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
@@ -400,6 +420,8 @@ class Policy(str, Enum):
 def rationales(
     task: str = typer.Option(None, help="SuperGLUE task whose training split gets rationales"),
     train_file: Path = typer.Option(None, help="or your own labelled CSV/JSONL/Parquet training file"),
+    dataset: str = typer.Option(None, help="or " + DATASET_HELP + ": its train split"),
+    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
     text_column: str = typer.Option("text"),
     text_pair_column: str = typer.Option(None),
     label_column: str = typer.Option("label"),
@@ -464,14 +486,18 @@ def rationales(
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
     from .data import Columns, parse_label_map
+    from .datasets_input import dataset_split
     from .teacher import make_rationales
 
     def go():
-        if not train_file and (label_names or instruction):
-            raise DHRDInputError("--label-names and --instruction are for your own files (--train-file)")
+        own = train_file or dataset
+        if not own and (label_names or instruction):
+            raise DHRDInputError("--label-names and --instruction are for your own files (--train-file or --dataset)")
+        if train_file and dataset:
+            raise DHRDInputError("give --train-file or --dataset, not both")
         return make_rationales(
-            task=None if train_file else (task or "cb"),
-            train_file=train_file,
+            task=None if own else (task or "cb"),
+            train_file=dataset_split(dataset, "train", dataset_config) if dataset else train_file,
             columns=Columns(text_column, label_column, text_pair_column, id_column, parse_label_map(label_names)),
             data_dir=data_dir,
             teacher=teacher,
@@ -528,10 +554,14 @@ def rationales(
 
 def _train_command(cache: Path, train_file: Path | None, given: dict) -> str:
     """The ``dhrd train`` that uses a rationale cache: a task's reads the folder of <Task>/train.jsonl, a
-    file's the cache file itself, with the options that describe the file."""
-    if train_file is None:
+    file's (or dataset's) the cache file itself, with the options that describe the file."""
+    if given.get("dataset"):
+        words = ["dhrd", "train", "--dataset", given["dataset"]]
+        words += ["--dataset-config", given["dataset_config"]] if given.get("dataset_config") else []
+    elif train_file is None:
         return f"dhrd train --method dhrd --rationales {cache.parent.parent}"
-    words = ["dhrd", "train", "--train-file", str(train_file)]
+    else:
+        words = ["dhrd", "train", "--train-file", str(train_file)]
     defaults = {"text_column": "text", "label_column": "label"}
     for option in ("text_column", "text_pair_column", "label_column", "id_column", "label_names", "instruction"):
         if given.get(option) not in (None, defaults.get(option)):

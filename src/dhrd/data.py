@@ -7,9 +7,10 @@ from pathlib import Path
 
 import torch
 
+from .datasets_input import DatasetSplit, dataset_name, dataset_split
 from .errors import DHRDInputError, where
-from .tables import check_encoding, id_key, is_missing, iter_table
-from .tasks import Example, load_task_split, parse_task_names
+from .tables import check_encoding, id_key, is_missing, iter_table, table_source
+from .tasks import Example, load_task_split, parse_task_names, sample_positions
 
 PAIR_SEPARATOR = "\n"
 CUSTOM_TASK = "custom"
@@ -182,8 +183,9 @@ def load_file_examples(
     train_file: str | Path | None = None,
     encoding: str | None = None,
 ) -> list[Example]:
-    """Rows of a user file as Examples, keyed by ``columns.id`` or the 1-based row number."""
-    path = Path(path)
+    """Rows of a user file (or a ``datasets`` split) as Examples, keyed by ``columns.id`` or the 1-based row
+    number."""
+    path = table_source(path)
     keys = RowKeys(path, columns.id)
     examples = [
         file_example(row, number, keys(row, number), path, columns, label_names, require_labels, train_file)
@@ -197,7 +199,7 @@ def load_file_examples(
 def file_rationales(path: str | Path, columns: Columns, rationale_column: str, encoding: str | None = None) -> dict:
     """``row key -> rationale`` from a column of the training file itself; empty cells are left out (those
     rows train the classification head only)."""
-    path = Path(path)
+    path = table_source(path)
     keys = RowKeys(path, columns.id)
     found = {}
     for number, row in iter_table(path, encoding):
@@ -214,8 +216,9 @@ def file_rationales(path: str | Path, columns: Columns, rationale_column: str, e
 # ---------------------------------------------------------------------------------------- data sources
 @dataclass
 class DataSpec:
-    """Where the data comes from: SuperGLUE task(s) or the user's files. Saved with the model, so that
-    evaluation and prediction format inputs exactly as training did."""
+    """Where the data comes from: SuperGLUE task(s), the user's files, or a ``datasets`` dataset (a
+    ``save_to_disk`` directory or a hub name, read as files are). Saved with the model, so that evaluation and
+    prediction format inputs exactly as training did."""
 
     tasks: list[str] | None = None
     input_format: str = "yesno"
@@ -231,6 +234,28 @@ class DataSpec:
     label_map: dict[str, str] | None = None  # the file's label values -> label names ("0" -> "negative")
     instruction: str | None = None  # the task's question, for the teacher and (by default) the student
     instruction_in_input: bool = False  # the student's input ends with the instruction (measured: it hurt)
+    dataset: str | None = None  # a save_to_disk directory or a hub name: its train and validation splits
+    dataset_config: str | None = None  # the hub dataset's configuration (load_dataset's second argument)
+
+    @property
+    def own_data(self) -> bool:
+        """The user's files or dataset (not SuperGLUE tasks)."""
+        return self.train_file is not None or self.dataset is not None
+
+    def source(self, split: str):
+        """Where a split's rows are read from: a file path, or a ``datasets`` split."""
+        if self.dataset is not None:
+            found = dataset_split(self.dataset, split, self.dataset_config)
+            if found.split is None:
+                raise DHRDInputError(
+                    f"dataset {self.dataset}: a single Dataset, not a DatasetDict: training needs its train and "
+                    "validation splits (save a DatasetDict with both)"
+                )
+            return found
+        path = self.train_file if split == "train" else self.validation_file
+        if path is None:
+            raise DHRDInputError(f"no {split} file: pass --validation-file")
+        return path
 
     @property
     def columns(self) -> Columns:
@@ -244,14 +269,21 @@ class DataSpec:
         )
 
     def validate(self) -> None:
-        if self.train_file is None and not self.tasks:
-            raise DHRDInputError("give --task (a SuperGLUE task, a list, or 'all') or --train-file")
-        if self.train_file is not None and self.tasks:
-            raise DHRDInputError("give either --task or --train-file, not both")
-        if self.train_file is None and (self.id_column or self.rationale_column or self.label_map or self.instruction):
+        if not self.own_data and not self.tasks:
+            raise DHRDInputError("give --task (a SuperGLUE task, a list, or 'all'), --train-file or --dataset")
+        if self.own_data and self.tasks:
+            raise DHRDInputError("give either --task, --train-file or --dataset, not two of them")
+        if self.dataset is not None and (self.train_file or self.validation_file):
+            raise DHRDInputError("give --dataset or --train-file/--validation-file, not both")
+        if self.dataset is None and self.dataset_config:
+            raise DHRDInputError("--dataset-config needs --dataset")
+        if not self.own_data and (self.id_column or self.rationale_column or self.label_map or self.instruction):
             raise DHRDInputError(
-                "--id-column, --rationale-column, --label-names and --instruction are for your own files (--train-file)"
+                "--id-column, --rationale-column, --label-names and --instruction are for your own files "
+                "(--train-file or --dataset)"
             )
+        if self.dataset is not None and not self.label_map:  # a ClassLabel names its values, in its order
+            self.label_map = dict(self.source("train").label_map(self.label_column)) or None
         self.label_map = dict(parse_label_map(self.label_map)) or None  # saved as JSON: a plain mapping
         if self.instruction is not None:
             self.instruction = " ".join(self.instruction.split()) or None
@@ -264,28 +296,37 @@ class DataSpec:
     def label_names(self) -> tuple[str, ...]:
         from .tasks import TASKS
 
-        if self.train_file is not None:
-            return file_label_names(self.train_file, self.columns, self.encoding)
+        if self.own_data:
+            return file_label_names(self.source("train"), self.columns, self.encoding)
         return TASKS[self.tasks[0]].label_names(self.input_format)
 
-    def split(self, split: str, label_names: tuple[str, ...]) -> list[Example]:
-        """Rows of a split: ``train``, ``validation`` (the evaluation split) or ``test``."""
-        if self.train_file is not None:
+    def split(
+        self, split: str, label_names: tuple[str, ...], max_examples: int | None = None, seed: int = 0
+    ) -> list[Example]:
+        """Rows of a split: ``train``, ``validation`` (the evaluation split) or ``test``. ``max_examples``
+        reads from a dataset only the rows ``tasks.sample_examples(rows, max_examples, seed)`` would keep
+        (other sources are read whole: the caller samples)."""
+        if self.own_data:
             if split not in ("train", "validation"):
                 raise DHRDInputError(
-                    f"a model trained on files has train and validation splits, not {split!r}: use --file"
+                    f"a model trained on your own data has train and validation splits, not {split!r}: use "
+                    "--file or --dataset"
                 )
-            path = self.train_file if split == "train" else self.validation_file
-            if path is None:
-                raise DHRDInputError(f"no {split} file: pass --validation-file")
-            return load_file_examples(path, self.columns, label_names, True, self.train_file, self.encoding)
+            source = self.source(split)
+            if isinstance(source, DatasetSplit) and max_examples and max_examples < len(source):
+                source = source.subset(sample_positions(len(source), max_examples, seed))
+            origin = self.dataset if self.dataset is not None else self.train_file
+            return load_file_examples(source, self.columns, label_names, True, origin, self.encoding)
         rows: list[Example] = []
         for task in self.tasks:
             rows.extend(load_task_split(task, split, self.input_format, self.data_dir))
         return rows
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        saved = {k: v for k, v in self.__dict__.items()}
+        if self.dataset is not None:  # a local directory by its name: its absolute path means nothing elsewhere
+            saved["dataset"] = dataset_name(self.dataset)
+        return saved
 
 
 # ------------------------------------------------------------------------------------------ tokenising

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
+from .datasets_input import DatasetSplit, dataset_split
 from .errors import DHRDInputError
 from .modeling import load_classifier, model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic
@@ -136,18 +137,38 @@ def first_examples(examples: list[Example], n: int | None) -> list[Example]:
 
 
 def model_columns(
-    model, text_column: str | None, text_pair_column: str | None, label_column: str | None, id_column: str | None
+    model,
+    text_column: str | None,
+    text_pair_column: str | None,
+    label_column: str | None,
+    id_column: str | None,
+    source=None,
 ) -> Columns:
     """How a user file becomes a saved model's inputs: the columns, label names and instruction it was
-    trained with, unless columns are given."""
+    trained with, unless columns are given. A dataset ``source`` whose label column is a ClassLabel names
+    its values itself."""
     trained = saved_data_spec(model).columns
-    return replace(
+    columns = replace(
         trained,
         text=text_column or trained.text,
         label=label_column or trained.label,
         text_pair=text_pair_column if text_pair_column is not None else trained.text_pair,
         id=id_column,
     )
+    if isinstance(source, DatasetSplit) and source.label_map(columns.label):
+        columns = replace(columns, label_map=source.label_map(columns.label))
+    return columns
+
+
+def input_source(file: str | None, dataset: str | None, dataset_config: str | None, split: str):
+    """The rows to evaluate or predict: a file's path, or a split of a ``datasets`` dataset."""
+    if file is not None and dataset is not None:
+        raise DHRDInputError("give --file or --dataset, not both")
+    if dataset is not None:
+        return dataset_split(dataset, split, dataset_config)
+    if dataset_config is not None:
+        raise DHRDInputError("--dataset-config needs --dataset")
+    return Path(file)
 
 
 def saved_data_spec(model) -> DataSpec:
@@ -179,7 +200,9 @@ def examples_for_model(
     if data_dir is not None:
         spec.data_dir = data_dir
     if not spec.tasks:
-        raise DHRDInputError("this model was trained on a file: pass --file (and the column names if they differ)")
+        raise DHRDInputError(
+            "this model was trained on your own data: pass --file or --dataset (and the column names if they differ)"
+        )
     spec.validate()
     if tuple(spec.label_names()) != label_names:
         raise DHRDInputError(f"the model's labels {label_names} do not match task {spec.tasks} ({spec.label_names()})")
@@ -204,15 +227,20 @@ def evaluate(
     encoding: str | None = None,
     max_length: int | None = None,
     truncation: str | None = None,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
 ) -> dict:
-    """The task's official metrics (or accuracy / macro-F1 on a user file) for a saved model. Inputs follow
-    the model's length policy (``inference_limits``) unless ``max_length`` / ``truncation`` are given."""
+    """The task's official metrics (or accuracy / macro-F1 on a user file or a ``datasets`` dataset's
+    ``split``) for a saved model. Inputs follow the model's length policy (``inference_limits``) unless
+    ``max_length`` / ``truncation`` are given."""
+    own = file is not None or dataset is not None
+    source = input_source(file, dataset, dataset_config, split) if own else None  # a bad one fails fast
     model, tokenizer = load_classifier(model_path, trust_remote_code=trust_remote_code)
     settings = dict(batch_size=batch_size, max_length=max_length, truncation=truncation, bf16=bf16, compile=compile)
     start = time.perf_counter()
-    if file is not None:
-        columns = model_columns(model, text_column, text_pair_column, label_column, None)
-        examples, probs = _score_file(model, tokenizer, Path(file), columns, encoding, max_examples, settings)
+    if source is not None:
+        columns = model_columns(model, text_column, text_pair_column, label_column, None, source)
+        examples, probs = _score_file(model, tokenizer, source, columns, encoding, max_examples, settings)
         input_format = (model_spec(model).get("data") or {}).get("input_format", "yesno")
     else:
         examples, input_format = examples_for_model(model, task, split, data_dir, None, None, None, None, True)
@@ -237,9 +265,10 @@ def evaluate(
     return metrics
 
 
-def _score_file(model, tokenizer, path: Path, columns: Columns, encoding, max_examples, settings, chunk_rows=1024):
-    """A labelled file's rows and probabilities, read and predicted a chunk at a time: what is kept of each
-    row is its label (the texts are dropped once predicted), so memory does not grow with the texts."""
+def _score_file(model, tokenizer, path, columns: Columns, encoding, max_examples, settings, chunk_rows=1024):
+    """A labelled file's (or dataset split's) rows and probabilities, read and predicted a chunk at a time:
+    what is kept of each row is its label (the texts are dropped once predicted), so memory does not grow
+    with the texts."""
     label_names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     rows = iter_table(path, encoding)
     if max_examples:

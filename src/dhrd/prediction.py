@@ -22,8 +22,16 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .data import RowKeys, file_example
+from .datasets_input import DatasetSplit
 from .errors import DHRDInputError, where
-from .evaluation import examples_for_model, inference_limits, model_columns, predict_proba, saved_data_spec
+from .evaluation import (
+    examples_for_model,
+    inference_limits,
+    input_source,
+    model_columns,
+    predict_proba,
+    saved_data_spec,
+)
 from .modeling import find_model_dir, load_classifier
 from .runtime import write_json_atomic
 from .tables import PARQUET_SUFFIXES, check_encoding, iter_table
@@ -213,8 +221,10 @@ def _fingerprint(model_dir: Path, source: dict, settings: dict) -> dict:
     return {"model": str(model_dir.resolve()), "model_mtime_ns": config.stat().st_mtime_ns, **source, **settings}
 
 
-def _count_rows(path: Path) -> int | None:
+def _count_rows(path) -> int | None:
     """About how many rows a file has, for the progress bar (newlines, read in blocks; Parquet's metadata)."""
+    if isinstance(path, DatasetSplit):
+        return len(path)
     try:
         if path.suffix.lower() in PARQUET_SUFFIXES:
             import pyarrow.parquet as pq
@@ -258,18 +268,23 @@ def predict(
     chunk_rows: int = CHUNK_ROWS,
     resume: bool = True,
     progress: bool = True,
+    dataset: str | None = None,
+    dataset_config: str | None = None,
 ) -> PredictSummary:
     """One prediction per input row (its id, the predicted label, every label's probability, the label where
-    the input has one, and ``keep_columns``), appended to ``output`` in chunks; resumable after a kill.
+    the input has one, and ``keep_columns``), appended to ``output`` in chunks; resumable after a kill. The
+    rows are a file's, a ``datasets`` dataset's ``split`` (a ``save_to_disk`` directory or a hub name), or a
+    SuperGLUE task's ``split``.
 
     Rows are identified by ``id_column`` [default: the model's training id column, else an ``id`` column
     where the file has one, else the 1-based row number]."""
     output = Path(output)
     output_format(output)
-    if file is None and task is None:
-        raise DHRDInputError("give --file or --task")
+    if file is None and task is None and dataset is None:
+        raise DHRDInputError("give --file or --task (or --dataset)")
     if chunk_rows < 1:
         raise DHRDInputError("--chunk-rows must be at least 1")
+    path = None if file is None and dataset is None else input_source(file, dataset, dataset_config, split)
     model_dir = find_model_dir(model_path)
     model, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
     max_length, truncation = inference_limits(model, tokenizer, max_length, truncation)
@@ -277,26 +292,28 @@ def predict(
     settings = {"max_length": max_length, "truncation": truncation, "keep_columns": list(keep_columns)}
     run = dict(model=model, tokenizer=tokenizer, names=names, batch_size=batch_size, bf16=bf16, compile=compile)
     run.update(max_length=max_length, truncation=truncation)
-    if file is None:
+    if path is None:
         if keep_columns or id_column:
-            raise DHRDInputError("--keep-columns and --id-column are for --file")
+            raise DHRDInputError("--keep-columns and --id-column are for --file and --dataset")
         source = {"task": task, "split": split, "data_dir": data_dir}
         sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
         return _predict_task(run, sink, task, split, data_dir, progress)
-    path = Path(file)
-    if not path.is_file():
+    if isinstance(path, DatasetSplit):
+        source = path.fingerprint()
+    elif not path.is_file():
         raise DHRDInputError(f"{path}: file not found")
+    else:
+        stat = path.stat()
+        source = {"input": str(path.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
     encoding = check_encoding(encoding)
     id_column = _id_column(path, encoding, id_column, saved_data_spec(model).id_column)
-    columns = model_columns(model, text_column, text_pair_column, None, id_column)
-    stat = path.stat()
-    source = {"input": str(path.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
+    columns = model_columns(model, text_column, text_pair_column, None, id_column, path)
     settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)
     sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
     return _predict_file(run, sink, path, columns, list(keep_columns), encoding, chunk_rows, progress)
 
 
-def _id_column(path: Path, encoding: str, given: str | None, trained: str | None) -> str | None:
+def _id_column(path, encoding: str, given: str | None, trained: str | None) -> str | None:
     if given:
         return given
     first = next(iter_table(path, encoding), (None, {}))[1]

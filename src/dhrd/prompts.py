@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .data import Columns, RowKeys, bare_numbers, file_label_names, row_text
 from .errors import DHRDInputError, where
-from .tables import iter_table, read_text
+from .tables import iter_table, read_text, table_source
 from .tasks import COPA_QUESTIONS, TASKS, read_records
 
 SENTINEL = "[END OF REASONING]"
@@ -281,8 +281,8 @@ def file_items(
     text(s), then the task's question. Rows are keyed as training keys them (``data.RowKeys``): by the
     ``columns.id`` column, or by their 1-based row number. Labels are their names (``--label-names``): bare
     numbers are left as they are here (an imported file needs no names); ``check_teacher_labels`` refuses them
-    before a teacher is asked."""
-    path = Path(path)
+    before a teacher is asked. ``path`` may be a ``datasets`` split, read as a file is."""
+    path = table_source(path)
     columns = replace(columns, instruction=None)  # the question is placed below, in the teacher's layout
     labels = file_label_names(path, columns, encoding)
     question = file_question(instruction, labels)

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from .datasets_input import DatasetSplit
 from .errors import DHRDInputError, where
 
 DEFAULT_ENCODING = "utf-8"
@@ -170,10 +171,17 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, dict]]:
         raise DHRDInputError(f"{path}: unreadable Parquet ({str(error).splitlines()[0]})") from None
 
 
-def iter_table(path: str | Path, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
+def table_source(path):
+    """A file's path as a ``Path``; a ``datasets`` split (``datasets_input.DatasetSplit``) as it is."""
+    return path if isinstance(path, DatasetSplit) else Path(path)
+
+
+def iter_table(path, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
     """``(row number, row)`` for every row of a CSV, TSV, JSONL or Parquet file, streamed. Row numbers count
     from 1: the first JSON line, or the first CSV record after the header; blank lines are skipped but
-    counted, so a number names the row an editor shows."""
+    counted, so a number names the row an editor shows. A ``datasets`` split is read the same way."""
+    if isinstance(path, DatasetSplit):
+        return path.rows()
     path = Path(path)
     encoding = check_encoding(encoding)
     if not path.is_file():

@@ -428,8 +428,14 @@ def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[E
     groups = list(dict.fromkeys(e.group for e in examples))
     if n >= len(groups):
         return examples
-    keep = set(np.random.default_rng(seed).permutation(groups)[:n].tolist())
+    keep = {groups[k] for k in sample_positions(len(groups), n, seed)}
     return [e for e in examples if e.group in keep]
+
+
+def sample_positions(count: int, n: int, seed: int) -> list[int]:
+    """The 0-based positions, in order, of the ``n`` of ``count`` items ``sample_examples`` keeps: a dataset
+    whose rows are its examples is sampled by them without reading the other rows."""
+    return sorted(np.random.default_rng(seed).permutation(count)[:n].tolist())
 
 
 # ---------------------------------------------------------------------------------------------- metrics

@@ -28,10 +28,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .data import Columns
+from .datasets_input import DatasetSplit
 from .errors import DHRDInputError, where
 from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
 from .rationales import RationaleCache
-from .tables import id_key, is_missing, iter_table
+from .tables import id_key, is_missing, iter_table, table_source
 
 logger = logging.getLogger(__name__)
 
@@ -431,7 +432,17 @@ def training_subset(
 
     if subset_seed is None:  # a None seed would draw a fresh random subset that no training run uses
         raise DHRDInputError("--max-examples needs --subset-seed (dhrd train's default is its --seed, 42)")
-    if train_file is not None:
+    if isinstance(train_file, DatasetSplit):  # training reads the same split of the same dataset
+        spec = DataSpec(
+            dataset=train_file.name,
+            dataset_config=train_file.config,
+            text_column=columns.text,
+            text_pair_column=columns.text_pair,
+            label_column=columns.label,
+            id_column=columns.id,
+            label_map=dict(columns.label_map) or None,
+        )
+    elif train_file is not None:
         spec = DataSpec(
             train_file=str(train_file),
             text_column=columns.text,
@@ -507,8 +518,10 @@ def make_rationales(
         raise DHRDInputError("give either a task or a training file")
     if train_file is not None:
         columns = columns or Columns()
+        if isinstance(train_file, DatasetSplit) and not columns.label_map:  # a ClassLabel names its values
+            columns = replace(columns, label_map=train_file.label_map(columns.label))
         items, answers = file_items(train_file, columns, encoding, instruction)
-        folder, fields = Path(train_file).stem, ["text", "text_pair", "question"]
+        folder, fields = table_source(train_file).stem, ["text", "text_pair", "question"]
         keyed_by = f"their {columns.id!r} column" if columns.id else "their 1-based row number (or --id-column)"
     else:
         names = parse_task_names(task)

@@ -55,6 +55,8 @@ class DHRDTrainingArguments:
     data_dir: str | None = None
     train_file: str | None = None
     validation_file: str | None = None
+    dataset: str | None = None  # a datasets save_to_disk directory or hub name, instead of files
+    dataset_config: str | None = None  # the hub dataset's configuration
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -123,7 +125,7 @@ class DHRDTrainingArguments:
 
     def data_spec(self) -> DataSpec:
         return DataSpec(
-            tasks=self.task if self.train_file is None else None,
+            tasks=self.task if self.train_file is None and self.dataset is None else None,
             input_format=self.input_format,
             data_dir=self.data_dir,
             train_file=self.train_file,
@@ -137,6 +139,8 @@ class DHRDTrainingArguments:
             label_map=self.label_map,
             instruction=self.instruction,
             instruction_in_input=self.instruction_in_input,
+            dataset=self.dataset,
+            dataset_config=self.dataset_config,
         )
 
     @property
@@ -338,7 +342,7 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     spec = args.data_spec()
     spec.validate()
     label_names = spec.label_names()
-    if spec.train_file and args.lm_weight and bare_numbers(label_names):
+    if spec.own_data and args.lm_weight and bare_numbers(label_names):
         logger.warning(
             "the labels %s are bare numbers: the reasoning head learns to end with 'Final Answer: %s'. Name them "
             "with --label-names (for example %s)",
@@ -347,9 +351,13 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
             ",".join(f"{n}=<name>" for n in label_names),
         )
     subset_seed = args.seed if args.subset_seed is None else args.subset_seed
-    all_train_rows = spec.split("train", label_names)
+    # a dataset is read only as far as the caps need (DHRD checks its rationales against the whole split)
+    train_cap = None if args.method == "dhrd" else args.max_train_examples
+    all_train_rows = spec.split("train", label_names, train_cap, subset_seed)
     train_rows = sample_examples(all_train_rows, args.max_train_examples, subset_seed)
-    eval_rows = sample_examples(spec.split("validation", label_names), args.max_eval_examples, subset_seed)
+    eval_rows = sample_examples(
+        spec.split("validation", label_names, args.max_eval_examples, subset_seed), args.max_eval_examples, subset_seed
+    )
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
 
@@ -458,6 +466,8 @@ RUN_DEFINING = (
     "data_dir",
     "train_file",
     "validation_file",
+    "dataset",
+    "dataset_config",
     "text_column",
     "text_pair_column",
     "label_column",
@@ -612,7 +622,7 @@ def _load_rationales(
     if spec.rationale_column:
         if args.rationales:
             raise DHRDInputError("give --rationale-column or --rationales, not both")
-        return {"custom": file_rationales(spec.train_file, spec.columns, spec.rationale_column, spec.encoding)}
+        return {"custom": file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)}
     tasks = spec.tasks or ["custom"]
     found = {}
     for task in tasks:
