@@ -184,7 +184,8 @@ def test_the_best_metric_name_is_resolved_and_its_direction_inferred(tmp_path, t
         args = _args(tmp_path, tiny_backbone, num_train_epochs=2, metric_for_best_model=name, **data)
         trainer_args = prepare_run(args).trainer.args
         assert (trainer_args.metric_for_best_model, trainer_args.greater_is_better) == (key, greater)
-    with pytest.raises(DHRDInputError, match=r"f1:maybe: not a validation metric.*labels: neg, pos"):
+    choices = r"choose score, loss, accuracy, macro_f1 or precision\|recall\|f1:<label> \(labels: neg, pos\)"
+    with pytest.raises(DHRDInputError, match=f"f1:maybe is not a validation metric of this run; {choices}"):
         prepare_run(_args(tmp_path, tiny_backbone, num_train_epochs=2, metric_for_best_model="f1:maybe", **data))
     with pytest.raises(DHRDInputError, match="--early-stopping-patience needs a validation pass every epoch"):
         prepare_run(_args(tmp_path, tiny_backbone, num_train_epochs=1, early_stopping_patience=1, **data))

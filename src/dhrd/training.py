@@ -534,10 +534,10 @@ def best_metric_key(name: str, eval_rows, input_format: str, label_names) -> str
     if key in official or key in flat_class_metrics(report):
         return key
     prefix = "" if len(tasks) == 1 else "<task>/"
-    names = [k if len(tasks) > 1 else k.split("/", 1)[1] for k in official]
+    names = [k if len(tasks) > 1 else k.split("/", 1)[1] for k in official if len(tasks) > 1 or k[-6:] != "/score"]
     labels = sorted({label for values in report.values() for label in values["labels"]})
     raise DHRDInputError(
-        f"--metric-for-best-model {name}: not a validation metric of this run; choose score, loss, "
+        f"--metric-for-best-model {name} is not a validation metric of this run; choose score, loss, "
         f"{', '.join(dict.fromkeys(names))} or {prefix}precision|recall|f1:<label> (labels: {', '.join(labels)})"
     )
 
@@ -575,7 +575,7 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
         >= args.early_stopping_patience,
         "class_weights": None
         if trainer.class_weights is None
-        else dict(zip(run_parts.label_names, trainer.class_weights.tolist())),
+        else {name: round(w, 6) for name, w in zip(run_parts.label_names, trainer.class_weights.tolist())},
         "train_rows": len(train_rows),
         "rows_without_rationale": missing if args.method == "dhrd" else None,
         "eval_rows": len(eval_rows),
