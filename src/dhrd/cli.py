@@ -102,6 +102,21 @@ def _metrics_table(metrics: dict, title: str) -> Table:
     return table
 
 
+def _print_classes(classes: dict, shown: int = 20) -> None:
+    """The per-class report, one table per task (the first ``shown`` classes; the JSON has them all)."""
+    for task, report in classes.items():
+        table = Table(title=f"{task}: per class (per {report['unit']})")
+        for column in ("class", "precision", "recall", "f1", "support"):
+            table.add_column(column, justify="left" if column == "class" else "right")
+        rows = list(report["per_class"].items())
+        for name, values in [*rows[:shown], ("macro avg", report["macro_avg"])]:
+            scores = [f"{values[k]:.1f}" for k in ("precision", "recall", "f1")]
+            table.add_row(escape(str(name)), *scores, str(values["support"]))
+        out.print(table)
+        if len(rows) > shown:
+            out.print(f"({len(rows) - shown} more classes in the JSON)")
+
+
 @app.command()
 def train(
     task: str = typer.Option(
@@ -125,6 +140,11 @@ def train(
     ),
     alpha: float = typer.Option(None, help="weight of the reasoning (LM) loss [default: 1 for dhrd, 0 for pooled]"),
     beta: float = typer.Option(1.0, help="weight of the classification loss"),
+    class_weights: str = typer.Option(
+        None,
+        help="weights of the classification loss's classes: balanced (sklearn's, from the training labels: "
+        "n_rows / (n_labels x rows of the label)) or label=weight pairs, e.g. positive=3 (others 1)",
+    ),
     rationales: Path = typer.Option(
         None, help="rationale file, or a folder of <Task>/train.jsonl [default: ../shared/data/rationales]"
     ),
@@ -183,6 +203,17 @@ def train(
         "--best-epoch/--last-epoch",
         help="keep the epoch with the best validation score (the paper's), or the last one (no choice made on "
         "the split that is also scored, and no per-epoch validation pass)",
+    ),
+    metric_for_best_model: str = typer.Option(
+        "score",
+        "--metric-for-best-model",
+        "--metric_for_best_model",
+        help="what the best epoch is chosen by: score (the task's official score), loss, accuracy, macro_f1, any "
+        "metric the task reports, or a class's precision|recall|f1:<label> (f1:positive); <task>/<name> in a "
+        "joint run",
+    ),
+    early_stopping_patience: int = typer.Option(
+        None, help="stop after N epochs whose validation metric (--metric-for-best-model) is no better"
     ),
     group_by_length: bool = typer.Option(
         True, "--group-by-length/--random-batches", help="batches of similar lengths (less padding, faster)"
@@ -244,6 +275,7 @@ def train(
         method=method,
         alpha=alpha,
         beta=beta,
+        class_weights=class_weights,
         rationales=str(rationales) if rationales else None,
         rationale_mode=rationale_mode.value,
         lm_scope=lm_scope.value,
@@ -255,6 +287,8 @@ def train(
         learning_rate=learning_rate,
         num_train_epochs=epochs,
         best_epoch=best_epoch,
+        metric_for_best_model=metric_for_best_model,
+        early_stopping_patience=early_stopping_patience,
         group_by_length=group_by_length,
         attention=attention,
         per_device_train_batch_size=batch_size,
@@ -277,8 +311,12 @@ def train(
     result = _run(lambda: run_training(args))
     if not result.is_main_process:
         return
-    kept = "best epoch" if best_epoch and epochs > 1 else "last epoch"
+    chosen_by = result.metrics.get("metric_for_best_model")
+    kept = f"best epoch by {chosen_by}" if chosen_by else "last epoch"
+    if result.metrics.get("stopped_early"):
+        kept += f", stopped early after epoch {result.metrics['epochs'][-1]['epoch']:g}"
     out.print(_metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
+    _print_classes(result.metrics.get("classes", {}))
     out.print(f"model: {result.model_dir}\nmetrics: {output_dir / 'metrics.json'}")
 
 
@@ -305,7 +343,8 @@ def evaluate(
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
-    """Compute the task's official metrics and write them as JSON."""
+    """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
+    and the confusion matrix as a PNG beside it."""
     from .evaluation import evaluate as run_evaluation
     from .modeling import find_model_dir
 
@@ -334,9 +373,10 @@ def evaluate(
 
     metrics, target = _run(go)
     out.print(_metrics_table(metrics, f"{split} metrics - {model}"))
+    _print_classes(metrics["classes"])
     out.print(
         f"{metrics['rows']} rows in {metrics['seconds']:.1f} s ({metrics['rows_per_second']:.1f} rows/s); "
-        f"written to {target}"
+        f"written to {target} and {metrics['confusion_png']}"
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .class_report import class_report, confusion_png_path, save_confusion_png
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
 from .datasets_input import DatasetSplit, dataset_split
 from .errors import DHRDInputError
@@ -231,7 +232,9 @@ def evaluate(
     dataset_config: str | None = None,
 ) -> dict:
     """The task's official metrics (or accuracy / macro-F1 on a user file or a ``datasets`` dataset's
-    ``split``) for a saved model. Inputs follow the model's length policy (``inference_limits``) unless
+    ``split``) for a saved model, and per task the per-class precision/recall/F1/support and confusion matrix
+    (``classes``; ``dhrd.class_report``). With ``output``, the JSON goes there and the confusion matrices beside
+    it as ``<output stem>-confusion.png``. Inputs follow the model's length policy (``inference_limits``) unless
     ``max_length`` / ``truncation`` are given."""
     own = file is not None or dataset is not None
     source = input_source(file, dataset, dataset_config, split) if own else None  # a bad one fails fast
@@ -253,6 +256,8 @@ def evaluate(
         probs = predict_proba(model, tokenizer, texts, source=source, names=[e.id for e in examples], **settings)
     seconds = time.perf_counter() - start
     metrics = evaluate_rows(examples, probs, input_format)
+    label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    metrics["classes"] = class_report(examples, probs, input_format, label_names)
     metrics.update(
         split=split,
         rows=len(examples),
@@ -261,6 +266,7 @@ def evaluate(
         model=str(model_path),
     )
     if output is not None:
+        metrics["confusion_png"] = str(save_confusion_png(metrics["classes"], confusion_png_path(output)))
         write_json_atomic(output, metrics)
     return metrics
 

@@ -17,11 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import SequentialSampler
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.pytorch_utils import Conv1D
 
+from .class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
 from .data import (
     ClassificationCollator,
     DataSpec,
@@ -81,6 +83,9 @@ class DHRDTrainingArguments:
     method: str = "pooled"
     alpha: float | None = None  # None: 1 for dhrd, 0 for pooled
     beta: float = 1.0
+    # weights of the classification cross-entropy's classes (not of the LM loss): "balanced" (sklearn's
+    # compute_class_weight on the training labels), or per label name {"positive": 3} / "positive=3" (others 1)
+    class_weights: dict[str, float] | str | None = None
     rationales: str | None = None  # a rationale file, or a folder of <Task>/train.jsonl [default: shared set]
     rationale_mode: str = "consistent"
     lm_scope: str = "all"  # "all": input + rationale + answer (the paper's); "reasoning": rationale + answer
@@ -96,6 +101,11 @@ class DHRDTrainingArguments:
     # keep the epoch with the best validation score (the paper's Appendix E), or the last epoch: the
     # validation split is also the evaluation split, so choosing on it flatters every score a little
     best_epoch: bool = True
+    # what the best epoch is chosen by: score (the task's official score), loss, accuracy, macro_f1, any
+    # official metric, or a class's precision / recall / f1 as "f1:<label>"; "<task>/<name>" in a joint run
+    metric_for_best_model: str = "score"
+    # stop after this many epochs without a better metric_for_best_model (transformers' EarlyStoppingCallback)
+    early_stopping_patience: int | None = None
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 32
     gradient_accumulation_steps: int = 1
@@ -144,6 +154,12 @@ class DHRDTrainingArguments:
         )
 
     @property
+    def choose_best(self) -> bool:
+        # With at most one epoch there is no best epoch to choose: the validation pass after it would repeat
+        # the final scoring of the saved model (``_finish``), which on a CPU is a large share of a short run.
+        return self.num_train_epochs > 1 and self.best_epoch
+
+    @property
     def lm_weight(self) -> float:
         if self.alpha is not None:
             return self.alpha
@@ -166,12 +182,18 @@ class DHRDTrainingArguments:
             raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
         if self.train_file and not self.validation_file:
             raise DHRDInputError("--train-file needs --validation-file (the evaluation split)")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise DHRDInputError(f"--early-stopping-patience must be >= 1, not {self.early_stopping_patience}")
+            if not self.choose_best:
+                raise DHRDInputError(
+                    "--early-stopping-patience needs a validation pass every epoch: more than one epoch, and "
+                    "--best-epoch (the best epoch is the one kept)"
+                )
 
     def trainer_arguments(self, **overrides) -> TrainingArguments:
         bf16 = bf16_supported() if self.bf16 is None else self.bf16
-        # With at most one epoch there is no best epoch to choose: the validation pass after it would repeat
-        # the final scoring of the saved model (``_finish``), which on a CPU is a large share of a short run.
-        choose_best = self.num_train_epochs > 1 and self.best_epoch
+        choose_best = self.choose_best
         settings = dict(
             output_dir=str(Path(self.output_dir) / "checkpoints"),
             learning_rate=self.learning_rate,
@@ -191,8 +213,9 @@ class DHRDTrainingArguments:
             eval_strategy="epoch" if choose_best else "no",
             save_strategy="epoch",
             load_best_model_at_end=choose_best,
-            metric_for_best_model="score" if choose_best else None,
-            greater_is_better=True if choose_best else None,
+            # a metric's name as compute_metrics logs it (``best_metric_key``: prepare_run passes it)
+            metric_for_best_model=self.metric_for_best_model if choose_best else None,
+            greater_is_better=None,  # Trainer's inference: True unless the name ends with "loss"
             save_total_limit=self.save_total_limit,
             logging_steps=self.logging_steps,
             report_to=self.report_to,
@@ -210,6 +233,31 @@ class DHRDTrainingArguments:
             settings["group_by_length"] = self.group_by_length
         settings.update(overrides)
         return TrainingArguments(**settings)
+
+
+def evaluations_without_improvement(history: list[dict], metric: str, greater_is_better: bool) -> int:
+    """How many validation passes since ``metric`` last improved, counted as EarlyStoppingCallback counts
+    (a tie is no improvement), over a run's ``log_history``."""
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    best, count = None, 0
+    for value in (h[key] for h in history if key in h):
+        if best is None or (value > best if greater_is_better else value < best):
+            best, count = value, 0
+        else:
+            count += 1
+    return count
+
+
+class EarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping, whose count of epochs without improvement is recounted from the run's
+    history whenever training (re)starts: a resumed run stops where an unbroken one with the same patience
+    would (Trainer does not restore a callback's own state by default)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.early_stopping_patience_counter = evaluations_without_improvement(
+            state.log_history, args.metric_for_best_model, args.greater_is_better
+        )
 
 
 class SaveEveryNSteps(TrainerCallback):
@@ -241,9 +289,10 @@ def reasoning_loss_sum(weight: torch.Tensor, hidden: torch.Tensor, lm_labels: to
 class DHRDTrainer(Trainer):
     """Trainer with the paper's loss, ``beta * L_cls + alpha * L_reason``, from one forward pass.
 
-    ``L_cls`` is the batch-mean cross-entropy of the pooled head. ``L_reason`` is the next-token loss of the
-    reasoning head (the backbone's own LM head) averaged over every valid target token of the whole
-    optimiser step: all accumulated micro-batches and all processes (``num_items_in_batch``).
+    ``L_cls`` is the batch-mean cross-entropy of the pooled head; with ``class_weights`` (one per label), the
+    weighted cross-entropy (PyTorch's: the mean weighted by each row's class weight). ``L_reason`` is the
+    next-token loss of the reasoning head (the backbone's own LM head) averaged over every valid target token
+    of the whole optimiser step: all accumulated micro-batches and all processes (``num_items_in_batch``).
     """
 
     # both terms are normalised over the whole accumulated step here, so Trainer must not divide again
@@ -255,9 +304,12 @@ class DHRDTrainer(Trainer):
         # rows in order.
         return None if eval_dataset is None else SequentialSampler(eval_dataset)
 
-    def __init__(self, *args, alpha: float = 0.0, beta: float = 1.0, reasoning_weight=None, **kwargs):
+    def __init__(
+        self, *args, alpha: float = 0.0, beta: float = 1.0, reasoning_weight=None, class_weights=None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.alpha, self.beta = alpha, beta
+        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.reasoning_weight = reasoning_weight  # () -> the LM head's weight (tied or frozen)
         self.model_accepts_loss_kwargs = False  # Trainer must not rescale by the number of processes
 
@@ -276,7 +328,9 @@ class DHRDTrainer(Trainer):
         use_lm = bool(self.alpha) and lm_labels is not None
         outputs = model(**inputs, return_last_hidden_state=use_lm)
         steps = getattr(self, "current_gradient_accumulation_steps", 1) if model.training else 1
-        loss = self.beta * nn.functional.cross_entropy(outputs.logits.float(), labels) / steps
+        logits = outputs.logits.float()
+        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
+        loss = self.beta * nn.functional.cross_entropy(logits, labels, weight=weight) / steps
         if use_lm:
             total, count = reasoning_loss_sum(self.reasoning_weight(), outputs.last_hidden_state, lm_labels)
             if num_items_in_batch is not None and model.training:
@@ -333,6 +387,7 @@ class PreparedRun:
     eval_rows: list
     input_format: str
     rows_without_rationale: int
+    label_names: tuple[str, ...] = ()
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
@@ -384,14 +439,23 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     model = apply_lora(classifier, args) if args.lora else classifier
     input_format = spec.input_format
 
+    weights = class_weight_values(args.class_weights, train_rows, label_names, input_format)
+    metric_key = best_metric_key(args.metric_for_best_model, eval_rows, input_format, label_names)
+    if metric_key != "score" and not args.choose_best:
+        logger.warning("--metric-for-best-model %s has no effect: no best epoch is chosen", args.metric_for_best_model)
+
     def compute_metrics(prediction) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
-        return flatten_metrics(evaluate_rows(eval_rows, probs, input_format))
+        return validation_metrics(eval_rows, probs, input_format, label_names, wanted=(metric_key,))
 
     callbacks = list(callbacks or [])
     if args.save_steps:
         callbacks.append(SaveEveryNSteps(args.save_steps))
+    if args.early_stopping_patience:
+        callbacks.append(EarlyStopping(early_stopping_patience=args.early_stopping_patience))
+    if args.choose_best:
+        trainer_overrides = {"metric_for_best_model": metric_key, **trainer_overrides}
     trainer = DHRDTrainer(
         model=model,
         args=args.trainer_arguments(**trainer_overrides),
@@ -403,8 +467,87 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
         alpha=args.lm_weight,
         beta=args.beta,
         reasoning_weight=reasoning_head(classifier, causal_lm),
+        class_weights=weights,
     )
-    return PreparedRun(trainer, tokenizer, train_rows, eval_rows, input_format, missing)
+    return PreparedRun(trainer, tokenizer, train_rows, eval_rows, input_format, missing, tuple(label_names))
+
+
+# Yes/no rows that are candidates of one example: their Yes/No balance is the encoding's, not the task's classes
+CANDIDATE_TASKS = ("cb", "copa")
+
+
+def class_weight_values(setting, train_rows: list, label_names, input_format: str) -> list[float] | None:
+    """One cross-entropy weight per label: ``"balanced"`` is sklearn's ``compute_class_weight`` on the training
+    labels (n_rows / (n_labels * rows of the label)); a mapping or ``"name=weight,..."`` names some labels
+    (the others weigh 1)."""
+    if setting is None:
+        return None
+    candidates = sorted({e.task for e in train_rows} & set(CANDIDATE_TASKS)) if input_format == "yesno" else []
+    if candidates:
+        raise DHRDInputError(
+            f"--class-weights: {', '.join(candidates)} in the yesno format is one Yes/No row per candidate, whose "
+            "balance is the format's, not the task's classes: use --input-format native to weight its classes"
+        )
+    labels = np.array([e.label for e in train_rows])
+    if setting == "balanced":
+        absent = [name for k, name in enumerate(label_names) if not (labels == k).any()]
+        if absent:
+            raise DHRDInputError(f"--class-weights balanced: no training row has the label {', '.join(absent)}")
+        weights = compute_class_weight("balanced", classes=np.arange(len(label_names)), y=labels)
+        return [round(float(w), 6) for w in weights]
+    return _named_weights(setting, label_names)
+
+
+def _named_weights(setting, label_names) -> list[float]:
+    if isinstance(setting, str):
+        try:
+            setting = {k.strip(): float(v) for k, v in (part.split("=", 1) for part in setting.split(",") if part)}
+        except ValueError:
+            raise DHRDInputError(
+                f"--class-weights {setting!r}: expected 'balanced' or label=weight pairs like "
+                f"{label_names[-1]}=2.0,{label_names[0]}=1.0"
+            ) from None
+    unknown = [name for name in setting if name not in label_names]
+    if unknown:
+        raise DHRDInputError(
+            f"--class-weights: {', '.join(unknown)} is not a label (the labels: {', '.join(label_names)})"
+        )
+    weights = [float(setting.get(name, 1.0)) for name in label_names]
+    if min(weights) < 0 or not sum(weights):
+        raise DHRDInputError("--class-weights: weights must be >= 0 and not all 0")
+    return weights
+
+
+def validation_metrics(eval_rows, probs, input_format: str, label_names, wanted=()) -> dict[str, float]:
+    """One validation pass as Trainer logs it: the official metrics (``flatten_metrics``), each task's
+    macro-F1, and the per-class metrics named in ``wanted`` (``<task>/f1:<label>``; all of them would crowd
+    the log of a many-label task)."""
+    official = flatten_metrics(evaluate_rows(eval_rows, probs, input_format))
+    per_class = flat_class_metrics(class_report(eval_rows, probs, input_format, label_names))
+    return {**{k: v for k, v in per_class.items() if k.endswith("/macro_f1") or k in wanted}, **official}
+
+
+def best_metric_key(name: str, eval_rows, input_format: str, label_names) -> str:
+    """The logged name of ``--metric-for-best-model NAME``: ``score`` and ``loss`` as they are, a task's
+    metric (``accuracy``, ``macro_f1``, ``f1:<label>``) under its task's name, ``<task>/<metric>`` as given."""
+    if name in ("score", "loss"):
+        return name
+    tasks = list(dict.fromkeys(e.task for e in eval_rows))
+    key = name if "/" in name or len(tasks) > 1 else f"{tasks[0]}/{name}"
+    uniform = np.full((len(eval_rows), len(label_names)), 1.0 / len(label_names))
+    report = class_report(eval_rows, uniform, input_format, label_names)
+    flat = flatten_metrics(evaluate_rows(eval_rows, uniform, input_format))
+    official = [k for k in flat if "/" in k and not k.endswith(("/examples", "/rows"))]
+    official += [f"{task}/macro_f1" for task in tasks if f"{task}/macro_f1" not in official]
+    if key in official or key in flat_class_metrics(report):
+        return key
+    prefix = "" if len(tasks) == 1 else "<task>/"
+    names = [k if len(tasks) > 1 else k.split("/", 1)[1] for k in official if len(tasks) > 1 or k[-6:] != "/score"]
+    labels = sorted({label for values in report.values() for label in values["labels"]})
+    raise DHRDInputError(
+        f"--metric-for-best-model {name} is not a validation metric of this run; choose score, loss, "
+        f"{', '.join(dict.fromkeys(names))} or {prefix}precision|recall|f1:<label> (labels: {', '.join(labels)})"
+    )
 
 
 def train(args: DHRDTrainingArguments) -> TrainResult:
@@ -418,15 +561,29 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
         write_json_atomic(output / "train_args.json", asdict(args))
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
+        _stop_if_stopped_early(trainer, checkpoint, args.early_stopping_patience)
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
 
     history = [h for h in trainer.state.log_history if "eval_score" in h]
+    chosen_by = trainer.args.metric_for_best_model
+    shown = chosen_by if chosen_by not in (None, "score") else None  # each epoch's value of the chosen metric
     run = {
         "split": "validation",
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "epochs": [{"epoch": h["epoch"], "score": h["eval_score"]} for h in history],
+        "metric_for_best_model": chosen_by,
+        "epochs": [
+            {"epoch": h["epoch"], "score": h["eval_score"], **({shown: h.get(f"eval_{shown}")} if shown else {})}
+            for h in history
+        ],
+        "early_stopping_patience": args.early_stopping_patience,
+        "stopped_early": bool(args.early_stopping_patience)
+        and evaluations_without_improvement(trainer.state.log_history, chosen_by, trainer.args.greater_is_better)
+        >= args.early_stopping_patience,
+        "class_weights": None
+        if trainer.class_weights is None
+        else {name: round(w, 6) for name, w in zip(run_parts.label_names, trainer.class_weights.tolist())},
         "train_rows": len(train_rows),
         "rows_without_rationale": missing if args.method == "dhrd" else None,
         "eval_rows": len(eval_rows),
@@ -485,6 +642,7 @@ RUN_DEFINING = (
     "method",
     "alpha",
     "beta",
+    "class_weights",
     "rationales",
     "rationale_mode",
     "lm_scope",
@@ -495,6 +653,7 @@ RUN_DEFINING = (
     "learning_rate",
     "num_train_epochs",
     "best_epoch",
+    "metric_for_best_model",
     "per_device_train_batch_size",
     "gradient_accumulation_steps",
     "group_by_length",
@@ -528,7 +687,23 @@ def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[st
     changed = [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, defaults.get(k)) != now.get(k)]
     if not earlier.get("instruction") and not now.get("instruction"):  # where it goes matters only if there is one
         changed = [k for k in changed if k != "instruction_in_input"]
+    if not earlier.get("best_epoch", True) and not now["best_epoch"]:  # no epoch is chosen by it
+        changed = [k for k in changed if k != "metric_for_best_model"]
     return changed
+
+
+def _stop_if_stopped_early(trainer: DHRDTrainer, checkpoint: str, patience: int | None) -> None:
+    """A checkpoint at which early stopping had stopped the run (a finished run started again, or one killed
+    before it saved its model) trains no further: Trainer would otherwise train on to the last epoch."""
+    if not patience:
+        return
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    args = trainer.args
+    if (
+        evaluations_without_improvement(state["log_history"], args.metric_for_best_model, args.greater_is_better)
+        >= patience
+    ):
+        args.max_steps = state["global_step"]
 
 
 def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | None:
@@ -560,7 +735,10 @@ def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArgument
     probs = predict_proba(
         best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
     )
-    metrics = {**evaluate_rows(eval_rows, probs, input_format), **run}
+    label_names = [best.config.id2label[i] for i in range(best.config.num_labels)]
+    classes = class_report(eval_rows, probs, input_format, label_names)
+    figure = save_confusion_png(classes, confusion_png_path(output / "metrics.json"))
+    metrics = {**evaluate_rows(eval_rows, probs, input_format), "classes": classes, **run, "confusion_png": str(figure)}
     save_classifier(best, tokenizer, output / "model", max_length=args.max_length, truncation=args.truncation)
     # per-row probabilities, for paired comparisons with confidence intervals (dhrd reproduce); before the
     # metrics, whose presence marks the run finished
