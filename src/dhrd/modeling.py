@@ -248,8 +248,7 @@ def build_classifier(
         label2id={name: i for i, name in enumerate(label_names)},
         pad_token_id=tokenizer.pad_token_id,
     )
-    config._name_or_path = portable_backbone_name(backbone_source(backbone, gguf_file))
-    config.text_config._name_or_path = config._name_or_path  # else the conversion cache's folder is saved
+    config._name_or_path = str(backbone or default_backbone())  # local during training; saved by name only
     with torch.device("meta"):
         classifier = DHRDForSequenceClassification(config)
     classifier.model = causal_lm.base_model  # the pretrained transformer, shared, not copied
@@ -329,9 +328,13 @@ def save_classifier(
         if spec is not None:
             setattr(model.config, SPEC_KEY, spec)
         # config.json travels (dhrd push): no path of this machine in it
-        setattr(model.config, SPEC_KEY, portable_spec(model_spec(model)) or None)
-        if getattr(model.config.text_config, "_name_or_path", None):
-            model.config.text_config._name_or_path = portable_backbone_name(model.config.text_config._name_or_path)
+        portable = portable_spec(model_spec(model))
+        setattr(model.config, SPEC_KEY, portable or None)
+        text_config = model.config.text_config
+        if getattr(text_config, "_name_or_path", None):  # the backbone's folder (a GGUF's conversion cache)
+            name = portable.get("backbone")
+            text_config._name_or_path = name if name not in (None, "default") else text_config._name_or_path
+            text_config._name_or_path = portable_backbone_name(text_config._name_or_path)
         to_save = to_native(model) if can_export_native(model) else model
         if to_save is not model:
             setattr(to_save.config, SPEC_KEY, getattr(model.config, SPEC_KEY, None))
