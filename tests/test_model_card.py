@@ -156,6 +156,8 @@ def test_a_known_local_backbone_is_named_by_its_hub_id(task_run):
     """The shared SmolLM2 GGUF is HuggingFaceTB/SmolLM2-135M-Instruct: the card's base model and licence."""
     out, metrics = task_run
     assert hub_backbone_name(str(SHARED_GGUF)) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    converted = "/cache/dhrd/gguf/SmolLM2-135M-Instruct.Q4_1-0c0da883f6e714a9"  # its dequantised copy
+    assert hub_backbone_name(converted) == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert hub_backbone_name("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
     assert hub_backbone_name(str(out)) is None  # an existing local folder
     spec = portable_spec({"backbone": str(SHARED_GGUF), "data": {"data_dir": str(out), "train_file": None}})

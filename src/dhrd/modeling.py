@@ -78,8 +78,10 @@ def hub_backbone_name(backbone: str) -> str | None:
     """The hub id of a backbone: a hub name as given, a local file whose hub model is known (the shared
     SmolLM2 GGUF), else None (any other local folder or file)."""
     path = Path(backbone)
-    if path.name in KNOWN_HUB_NAMES:
-        return KNOWN_HUB_NAMES[path.name]
+    converted = re.sub(r"-[0-9a-f]{16}$", "", path.name) + ".gguf"  # a GGUF's conversion cache (gguf_to_hf)
+    for name in (path.name, converted):
+        if name in KNOWN_HUB_NAMES:
+            return KNOWN_HUB_NAMES[name]
     if path.exists() or path.is_absolute() or backbone.startswith((".", "~")):
         return None
     return backbone if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", backbone) else None
