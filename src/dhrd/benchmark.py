@@ -39,12 +39,15 @@ from .cot import (
 from .errors import DHRDInputError
 from .evaluation import examples_for_model, first_examples, predict_proba
 from .modeling import (
+    DEFAULT_BACKBONE_HUB,
     SPEC_KEY,
+    backbone_source,
     default_backbone,
     find_model_dir,
     load_causal_lm,
     load_classifier,
     resolve_backbone,
+    run_settings,
     split_backbone,
 )
 from .provenance import machine
@@ -408,12 +411,17 @@ def _keep_groups(examples: list[Example], groups: list[str] | None) -> list[Exam
 
 
 def _classifier_backbone(args: BenchmarkArguments) -> str | None:
-    """The backbone the first given model was trained from, as its config records it."""
+    """The backbone the first given model was trained from: as its run recorded it (a local path), else as its
+    config names it (a hub id or a name). None: the default backbone (the shared SmolLM2, else the hub's)."""
     for path in (args.pooled, args.dhrd, args.cot_finetuned):
         if path:
-            config = json.loads((find_model_dir(path) / "config.json").read_text())
+            model_dir = find_model_dir(path)
+            run = run_settings(model_dir)
+            if run:
+                return backbone_source(run["backbone"], run.get("gguf_file")) if run.get("backbone") else None
+            config = json.loads((model_dir / "config.json").read_text())
             name = (config.get(SPEC_KEY) or {}).get("backbone")
-            if name and name != "default":
+            if name and name not in ("default", DEFAULT_BACKBONE_HUB):
                 return name
     return None
 

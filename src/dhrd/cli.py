@@ -901,6 +901,21 @@ def demo(
     out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
 
 
+@app.command()
+def push(
+    model_dir: Path = typer.Argument(..., help="a trained model directory (or a run directory holding model/)"),
+    repo_id: str = typer.Argument(..., help="the hub repository, user/name (created where it does not exist)"),
+    private: bool = typer.Option(False, "--private", help="create the repository private"),
+    token: str = typer.Option(None, help="a hub token with write access [default: HF_TOKEN or `hf auth login`'s]"),
+):
+    """Upload a trained model to the Hugging Face Hub: weights, config, tokenizer, modeling code and its model
+    card (README.md), never checkpoints or evaluate's JSON."""
+    from .hub import push as push_model
+
+    url = _run(lambda: push_model(model_dir, repo_id, private=private, token=token))
+    out.print(f"pushed to {url}")
+
+
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import ClickException, UsageError
 except ImportError:  # pragma: no cover

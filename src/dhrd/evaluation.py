@@ -15,7 +15,8 @@ from .class_report import class_report, confusion_png_path, save_confusion_png
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
 from .datasets_input import DatasetSplit, dataset_split
 from .errors import DHRDInputError
-from .modeling import load_classifier, model_spec
+from .hub import CARD, write_model_card
+from .modeling import find_model_dir, load_classifier, model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic
 from .tables import iter_table
 from .tasks import Example, evaluate_rows
@@ -264,11 +265,20 @@ def evaluate(
         seconds=round(seconds, 3),
         rows_per_second=round(len(examples) / seconds, 2),
         model=str(model_path),
+        file=Path(file).name if file is not None else None,  # the model card names the scored file by it
     )
     if output is not None:
         metrics["confusion_png"] = str(save_confusion_png(metrics["classes"], confusion_png_path(output)))
         write_json_atomic(output, metrics)
+        _refresh_card(Path(output), model_path)
     return metrics
+
+
+def _refresh_card(output: Path, model_path: str | Path) -> None:
+    """Scores written beside the weights (``eval-<split>.json``) go into the model card too."""
+    model_dir = find_model_dir(model_path)
+    if output.parent.resolve() == model_dir.resolve() and (model_dir / CARD).is_file():
+        write_model_card(model_dir)
 
 
 def _score_file(model, tokenizer, path, columns: Columns, encoding, max_examples, settings, chunk_rows=1024):

@@ -7,10 +7,12 @@ other head or pooling is saved with its modeling code beside the weights (``trus
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,6 +46,9 @@ AutoConfig.register(DHRDConfig.model_type, DHRDConfig, exist_ok=True)
 DEFAULT_BACKBONE_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SHARED_SMOLLM2 = Path("models") / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPEC_KEY = "dhrd"  # the config attribute that records how inputs were built
+# Local backbone files whose hub model is known: a saved model names the hub model, not this machine's file.
+KNOWN_HUB_NAMES = {SHARED_SMOLLM2.name: DEFAULT_BACKBONE_HUB}
+RUN_SETTINGS = "train_args.json"  # beside model/ in a run directory: the run's arguments, local paths included
 
 
 def default_backbone() -> str:
@@ -60,6 +65,49 @@ def split_backbone(name_or_path: str, gguf_file: str | None = None) -> tuple[str
             raise DHRDInputError(f"{path}: backbone GGUF file not found")
         return str(path.parent), path.name
     return name_or_path, gguf_file
+
+
+def backbone_source(backbone: str | None, gguf_file: str | None = None) -> str:
+    """The backbone as the user named it (``dir/file.gguf`` when the GGUF file is given apart)."""
+    if backbone and gguf_file:
+        return str(Path(backbone) / gguf_file)
+    return str(backbone or default_backbone())
+
+
+def hub_backbone_name(backbone: str) -> str | None:
+    """The hub id of a backbone: a hub name as given, a local file whose hub model is known (the shared
+    SmolLM2 GGUF), else None (any other local folder or file)."""
+    path = Path(backbone)
+    converted = re.sub(r"-[0-9a-f]{16}$", "", path.name) + ".gguf"  # a GGUF's conversion cache (gguf_to_hf)
+    for name in (path.name, converted):
+        if name in KNOWN_HUB_NAMES:
+            return KNOWN_HUB_NAMES[name]
+    if path.exists() or path.is_absolute() or backbone.startswith((".", "~")):
+        return None
+    return backbone if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", backbone) else None
+
+
+def portable_backbone_name(backbone: str) -> str:
+    """What a saved model calls its backbone: its hub id where one is known, else the local name's last part
+    (never a path of this machine)."""
+    return hub_backbone_name(backbone) or Path(backbone).name
+
+
+def portable_spec(spec: dict) -> dict:
+    """The saved settings without this machine's paths: a data folder is dropped (elsewhere SuperGLUE loads
+    from the hub; in its run directory a model gets it back from ``train_args.json``), data files keep only
+    their names (evaluation and prediction of a file-trained model always take ``--file``), and the backbone
+    is named by ``portable_backbone_name``. What loading, evaluation and prediction read is unchanged."""
+    spec = copy.deepcopy(spec)
+    data = spec.get("data") or {}
+    if data.get("data_dir"):
+        data["data_dir"] = None
+    for key in ("train_file", "validation_file"):
+        if data.get(key):
+            data[key] = Path(data[key]).name
+    if spec.get("backbone") and spec["backbone"] != "default":
+        spec["backbone"] = portable_backbone_name(spec["backbone"])
+    return spec
 
 
 def check_decoder_only(config, name: str) -> None:
@@ -202,7 +250,7 @@ def build_classifier(
         label2id={name: i for i, name in enumerate(label_names)},
         pad_token_id=tokenizer.pad_token_id,
     )
-    config._name_or_path = str(backbone or default_backbone())
+    config._name_or_path = str(backbone or default_backbone())  # local during training; saved by name only
     with torch.device("meta"):
         classifier = DHRDForSequenceClassification(config)
     classifier.model = causal_lm.base_model  # the pretrained transformer, shared, not copied
@@ -281,6 +329,14 @@ def save_classifier(
     try:
         if spec is not None:
             setattr(model.config, SPEC_KEY, spec)
+        # config.json travels (dhrd push): no path of this machine in it
+        portable = portable_spec(model_spec(model))
+        setattr(model.config, SPEC_KEY, portable or None)
+        text_config = model.config.text_config
+        if getattr(text_config, "_name_or_path", None):  # the backbone's folder (a GGUF's conversion cache)
+            name = portable.get("backbone")
+            text_config._name_or_path = name if name not in (None, "default") else text_config._name_or_path
+            text_config._name_or_path = portable_backbone_name(text_config._name_or_path)
         to_save = to_native(model) if can_export_native(model) else model
         if to_save is not model:
             setattr(to_save.config, SPEC_KEY, getattr(model.config, SPEC_KEY, None))
@@ -329,8 +385,32 @@ def load_classifier(path: str | Path, dtype=torch.float32, trust_remote_code: bo
                 raise _custom_code_error(str(directory), "the model") from None
             raise
         model = from_native(native)
+    _restore_data_dir(model, directory)
     model.eval()
     return model, load_tokenizer(str(directory), trust_remote_code=trust_remote_code)
+
+
+def run_settings(model_dir: str | Path) -> dict:
+    """The training arguments of the run a model directory belongs to (``<run>/train_args.json`` beside
+    ``<run>/model``), or ``{}`` for a model from elsewhere. They hold this machine's paths; the model's own
+    config does not."""
+    model_dir = Path(model_dir)
+    path = model_dir.parent / RUN_SETTINGS
+    if model_dir.name != "model" or not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
+def _restore_data_dir(model, directory: Path) -> None:
+    """A model in its run directory reads the data folder it trained on (``--data-dir``), as before the
+    config stopped carrying local paths."""
+    data = model_spec(model).get("data")
+    local = run_settings(directory).get("data_dir")
+    if data is not None and local and not data.get("data_dir"):
+        data["data_dir"] = local
 
 
 def model_spec(model) -> dict:

@@ -36,7 +36,8 @@ from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
 from .explain import save_reasoning_head
-from .modeling import build_classifier, load_tokenizer, resolve_backbone, save_classifier
+from .hub import write_model_card
+from .modeling import backbone_source, build_classifier, load_tokenizer, resolve_backbone, save_classifier
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import bf16_supported, write_json_atomic
 from .tasks import evaluate_rows, flatten_metrics, sample_examples
@@ -746,6 +747,7 @@ def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArgument
         output / PREDICTIONS_FILE,
         {"ids": [e.id for e in eval_rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
     )
+    write_model_card(output / "model", settings=asdict(args), metrics=metrics)
     write_json_atomic(output / "metrics.json", metrics)
 
 
@@ -839,7 +841,7 @@ def _spec_dict(args: DHRDTrainingArguments, spec: DataSpec) -> dict:
         "alpha": args.lm_weight,
         "rationale_mode": args.rationale_mode if args.method == "dhrd" else None,
         "beta": args.beta,
-        "backbone": str(args.backbone or "default"),
+        "backbone": backbone_source(args.backbone, args.gguf_file),  # saved as its hub id or name, never a path
     }
 
 

@@ -1,0 +1,359 @@
+"""The saved model on the Hugging Face Hub: its model card (``README.md``) and ``dhrd push``.
+
+The card is written with ``huggingface_hub``'s ``ModelCard`` from what the run recorded: the model's
+``config.json`` (labels, head, the portable data settings), the run's ``train_args.json`` and
+``metrics.json``, and any ``eval-<split>.json`` that ``dhrd evaluate`` wrote beside the weights. It names
+no path of this machine: data files by their names, the backbone by its hub id where one is known.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+
+from .errors import DHRDInputError
+from .modeling import (
+    SPEC_KEY,
+    backbone_source,
+    find_model_dir,
+    hub_backbone_name,
+    portable_backbone_name,
+    portable_spec,
+    run_settings,
+)
+from .runtime import write_json_atomic, write_text_atomic
+from .tasks import TASKS
+
+logger = logging.getLogger(__name__)
+
+CARD = "README.md"
+PAPER = "https://arxiv.org/abs/2509.21487"
+SUPERGLUE_HUB = "aps/super_glue"
+MODEL_ID_PLACEHOLDER = "<user>/<model>"  # the usage snippets' model id until `dhrd push` names the repository
+# Licences of known backbones (the fine-tuned weights inherit them)
+KNOWN_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+# Never uploaded: evaluate's JSON (it names local paths; its numbers are in the card), temporary files
+LOCAL_ONLY = ("eval-", ".")
+METRIC_NAMES = {"f1": "macro-F1", "f1a": "F1a", "em": "exact match", "accuracy": "accuracy", "score": "score"}
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def saved_config(model_dir: Path) -> dict:
+    """``config.json`` of a model dhrd saved (it carries the ``dhrd`` settings), else one line and exit 2."""
+    path = Path(model_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DHRDInputError(f"{model_dir}: not a saved dhrd model (no readable config.json)") from None
+    if not isinstance(config, dict) or not isinstance(config.get(SPEC_KEY), dict):
+        raise DHRDInputError(f"{path}: not a dhrd model (no '{SPEC_KEY}' settings; train one with dhrd train)")
+    if not any((Path(model_dir) / name).is_file() for name in WEIGHT_FILES):
+        raise DHRDInputError(f"{model_dir}: no weights ({', '.join(WEIGHT_FILES)}) beside config.json")
+    if not (Path(model_dir) / "tokenizer_config.json").is_file():
+        raise DHRDInputError(f"{model_dir}: no tokenizer (tokenizer_config.json) beside config.json")
+    return config
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def saved_evaluations(model_dir: Path) -> list[dict]:
+    """What ``dhrd evaluate`` wrote beside the weights (``eval-<split>.json``), in name order."""
+    found = [_read_json(p) for p in sorted(Path(model_dir).glob("eval-*.json"))]
+    return [m for m in found if isinstance(m, dict) and isinstance(m.get("tasks"), dict)]
+
+
+# ----------------------------------------------------------------------------------------------- the card
+def _dataset(spec: dict) -> tuple[str, str | None]:
+    """(hub dataset type, the data's name) of the training data."""
+    data = spec.get("data") or {}
+    if data.get("tasks"):
+        return SUPERGLUE_HUB, "SuperGLUE " + ", ".join(TASKS[t].folder for t in data["tasks"] if t in TASKS)
+    name = data.get("validation_file") or data.get("train_file") or "own data"
+    loader = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+    return loader.get(Path(name).suffix.lower(), "custom"), name
+
+
+def eval_results(spec: dict, metrics: dict, split: str, source: str | None = None) -> list[EvalResult]:
+    """The hub's ``model-index`` entries of one scored split: every metric of every task (in percent)."""
+    dataset_type, dataset_name = _dataset(spec)
+    results = []
+    for task, values in metrics.get("tasks", {}).items():
+        config = TASKS[task].hub_config if task in TASKS and dataset_type == SUPERGLUE_HUB else None
+        name = f"SuperGLUE {TASKS[task].folder}" if config else (source or dataset_name)
+        for metric, value in values.items():
+            if metric in METRIC_NAMES and isinstance(value, int | float):
+                results.append(
+                    EvalResult(
+                        task_type="text-classification",
+                        task_name="Text Classification",
+                        dataset_type=dataset_type if source is None else "custom",
+                        dataset_name=name,
+                        dataset_config=config,
+                        dataset_split=split,
+                        metric_type=metric,
+                        metric_name=METRIC_NAMES[metric],
+                        metric_value=round(float(value), 2),
+                    )
+                )
+    return results
+
+
+def card_data(config: dict, settings: dict, metrics: dict, evaluations: list[dict], model_name: str) -> ModelCardData:
+    spec = portable_spec(config[SPEC_KEY])
+    # from the run's own record (a local path is recognised there; the config holds only its name)
+    base = hub_backbone_name(backbone_source(settings.get("backbone"), settings.get("gguf_file")))
+    dataset_type, _ = _dataset(spec)
+    results = eval_results(spec, metrics, metrics.get("split", "validation"))
+    for evaluation in evaluations:
+        results += eval_results(spec, evaluation, evaluation.get("split", "validation"), evaluation.get("file"))
+    tags = ["dhrd", "dual-head-reasoning-distillation", "text-classification"]
+    if dataset_type == SUPERGLUE_HUB:
+        tags.append("superglue")
+    return ModelCardData(
+        model_name=model_name,
+        base_model=base,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        datasets=[SUPERGLUE_HUB] if dataset_type == SUPERGLUE_HUB else None,
+        license=KNOWN_LICENSES.get(base or ""),
+        tags=tags,
+        eval_results=results or None,
+    )
+
+
+def _metrics_rows(metrics: dict, split: str, source: str) -> list[str]:
+    rows = []
+    for task, values in metrics.get("tasks", {}).items():
+        shown = ", ".join(f"{METRIC_NAMES[k]} {v:.2f}" for k, v in values.items() if k in METRIC_NAMES and k != "score")
+        score, examples = values.get("score", 0.0), values.get("examples")
+        rows.append(f"| {split} | {source} | {task} | {shown} | {score:.2f} | {examples} |")
+    return rows
+
+
+def _settings_rows(settings: dict, spec: dict, metrics: dict) -> list[str]:
+    method = spec.get("method", settings.get("method"))
+    lora = (
+        f"r {settings.get('lora_r')}, alpha {settings.get('lora_alpha')}, dropout {settings.get('lora_dropout')} "
+        "(merged into the weights)"
+        if settings.get("lora", True)
+        else "none (full fine-tuning)"
+    )
+    batch = settings.get("per_device_train_batch_size")
+    if settings.get("gradient_accumulation_steps", 1) > 1:
+        batch = f"{batch} x {settings['gradient_accumulation_steps']} accumulation steps"
+    rows = {
+        "method": method,
+        "loss": f"beta * L_cls + alpha * L_reason, alpha {spec.get('alpha')}, beta {spec.get('beta')}",
+        "rationale mode": spec.get("rationale_mode") or "-",
+        "rationales": Path(settings["rationales"]).name if settings.get("rationales") else "-",
+        "epochs": settings.get("num_train_epochs"),
+        "epoch kept": ("best on validation" if settings.get("best_epoch", True) else "last")
+        if float(settings.get("num_train_epochs") or 1) > 1
+        else None,
+        "learning rate": f"{settings.get('learning_rate')} ({settings.get('lr_scheduler_type')}, "
+        f"{settings.get('warmup_steps')} warm-up steps, weight decay {settings.get('weight_decay')})",
+        "batch size": batch,
+        "LoRA": lora,
+        "head / pooling": f"{settings.get('head')} / {settings.get('pooling')}",
+        "input format": (spec.get("data") or {}).get("input_format"),
+        "max length / truncation": f"{spec.get('max_length')} tokens / {spec.get('truncation')}",
+        "training rows": metrics.get("train_rows"),
+        "rows without a rationale": metrics.get("rows_without_rationale"),
+        "seed": settings.get("seed"),
+        "training time": f"{metrics['train_seconds']} s" if metrics.get("train_seconds") is not None else None,
+    }
+    return [f"| {k} | {v} |" for k, v in rows.items() if v is not None]
+
+
+def _input_note(spec: dict) -> str:
+    data = spec.get("data") or {}
+    if data.get("tasks"):
+        return (
+            "The input is the task's formatted prompt, as `dhrd` builds it: "
+            "`dhrd.load_task_split(task, 'validation', input_format)[i].text` shows it."
+        )
+    parts = [f"the `{data.get('text_column')}` column"]
+    if data.get("text_pair_column"):
+        parts.append(f"a newline and the `{data['text_pair_column']}` column")
+    if data.get("instruction") and data.get("instruction_in_input"):
+        parts.append(f"a newline and the instruction {data['instruction']!r}")
+    return "The input is " + ", then ".join(parts) + "."
+
+
+def _usage(config: dict, model_id: str) -> str:
+    native = config.get("model_type") != "dhrd"
+    if native:
+        plain = (
+            "The head is linear and pools the last token, so the model is the backbone's own "
+            "`*ForSequenceClassification` checkpoint and loads with no custom code:\n\n"
+            "```python\nfrom transformers import pipeline\n\n"
+            f'classify = pipeline("text-classification", model="{model_id}", top_k=None)\n'
+            'print(classify("your input text"))\n```\n'
+        )
+    else:
+        plain = (
+            "The head is the paper's MLP, so the modeling code is saved beside the weights "
+            "(`trust_remote_code=True` runs it):\n\n"
+            "```python\nimport torch\n"
+            "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n"
+            f'tokenizer = AutoTokenizer.from_pretrained("{model_id}")\n'
+            f'model = AutoModelForSequenceClassification.from_pretrained("{model_id}", trust_remote_code=True)\n'
+            'inputs = tokenizer(["your input text"], return_tensors="pt")\n'
+            "with torch.no_grad():\n"
+            "    probabilities = model(**inputs).logits.softmax(-1)[0]\n"
+            "print({model.config.id2label[i]: float(p) for i, p in enumerate(probabilities)})\n```\n"
+        )
+    with_dhrd = (
+        "With `dhrd` (the length policy of training, batches bounded in memory, streamed and resumable files):\n\n"
+        "```bash\n"
+        f"hf download {model_id} --local-dir model\n"
+        "dhrd predict --model model --file new.csv --output predictions.jsonl\n"
+        "```\n\n"
+        "```python\nfrom dhrd import load_classifier, predict_proba\n\n"
+        'model, tokenizer = load_classifier("model")\n'
+        'probabilities = predict_proba(model, tokenizer, ["your input text"])\n```\n'
+    )
+    return f"### With transformers only\n\n{plain}\n### With dhrd\n\n{with_dhrd}"
+
+
+def model_card(
+    config: dict, settings: dict, metrics: dict, evaluations: list[dict] = (), model_id: str | None = None
+) -> ModelCard:
+    """The card of a saved model: hub metadata (base model, library, pipeline tag, datasets, the scores as
+    ``model-index``) and a body with the method, the training settings, the scores of each split, the labels
+    and how to use the model with and without dhrd."""
+    spec = portable_spec(config[SPEC_KEY])
+    model_id = model_id or MODEL_ID_PLACEHOLDER
+    backbone = spec.get("backbone") or "the backbone"
+    _, data_name = _dataset(spec)
+    title = f"{data_name} classifier on {backbone.split('/')[-1]}, trained with dhrd"
+    default_name = f"dhrd-{Path(data_name).stem}-{backbone.split('/')[-1]}".replace(" ", "-").replace(",", "").lower()
+    name = model_id.split("/")[-1] if model_id != MODEL_ID_PLACEHOLDER else default_name
+    data = card_data(config, settings, metrics, list(evaluations), model_name=name)
+    labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
+    scores = _metrics_rows(metrics, metrics.get("split", "validation"), "training run's evaluation")
+    for evaluation in evaluations:
+        source = evaluation.get("file") or "dhrd evaluate"
+        scores += _metrics_rows(evaluation, evaluation.get("split", "validation"), source)
+    reasoning = (
+        "During training the backbone's own LM head (the reasoning head) also learned a teacher's rationales "
+        f"(`[x, Reasoning:, r, Final Answer:, y]`, weighted by alpha = {spec.get('alpha')}); it is train-time only."
+        if spec.get("method") == "dhrd"
+        else "This is the paper's pooled baseline: alpha = 0, no reasoning head."
+    )
+    body = f"""
+# {title}
+
+A text classifier made from the decoder-only language model `{backbone}` by
+[Dual-Head Reasoning Distillation]({PAPER}) (DHRD; Xu et al., arXiv 2509.21487) with the `dhrd`
+package. A pooled classification head reads the hidden state of the last input token.
+{reasoning}
+At inference the model is a plain pooled classifier: one forward pass per input, no generated text.
+
+**Labels** (in `id2label` order): {", ".join(f"`{label}`" for label in labels)}.
+{_input_note(spec)}
+
+## Scores
+
+Metrics in percent, on the original examples (each task's official metric; `score` averages a task's pair).
+
+| split | scored by | task | metrics | score | examples |
+|---|---|---|---|---:|---:|
+{chr(10).join(scores)}
+
+## Training
+
+| setting | value |
+|---|---|
+{chr(10).join(_settings_rows(settings, spec, metrics))}
+
+## Usage
+
+{_usage(config, model_id)}
+## Citation
+
+```bibtex
+@article{{xu2025dhrd,
+  title   = {{Dual-Head Reasoning Distillation: Improving Classifier Accuracy with Train-Time-Only Reasoning}},
+  author  = {{Xu and Zhou and Shukla and Yang and Ruan and Lin and Zou and Liu and Lakshmanan}},
+  journal = {{arXiv preprint arXiv:2509.21487}},
+  year    = {{2025}}
+}}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def write_model_card(
+    model_dir: str | Path, settings: dict | None = None, metrics: dict | None = None, model_id: str | None = None
+) -> Path | None:
+    """Write ``README.md`` beside the weights, atomically. ``settings`` and ``metrics`` default to the run's
+    ``train_args.json`` and ``metrics.json``; without them (a model from elsewhere) nothing is written."""
+    model_dir = Path(model_dir)
+    settings = settings if settings is not None else run_settings(model_dir)
+    if metrics is None:
+        metrics = _read_json(model_dir.parent / "metrics.json") if settings else None
+    if not settings or not metrics:
+        return None
+    config = saved_config(model_dir)
+    card = model_card(config, settings, metrics, saved_evaluations(model_dir), model_id)
+    return write_text_atomic(model_dir / CARD, str(card))
+
+
+# ------------------------------------------------------------------------------------------------ pushing
+def upload_files(model_dir: Path) -> list[str]:
+    """The files a push uploads: every file beside the weights but evaluate's JSON and temporary files."""
+    return sorted(p.name for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith(LOCAL_ONLY))
+
+
+def make_portable(model_dir: Path, config: dict) -> None:
+    """Rewrite the ``config.json`` of a model saved with this machine's paths (by an older dhrd)."""
+    clean = dict(config, **{SPEC_KEY: portable_spec(config[SPEC_KEY])})
+    text_config = clean.get("text_config")
+    if isinstance(text_config, dict) and text_config.get("_name_or_path"):
+        clean["text_config"] = dict(text_config, _name_or_path=portable_backbone_name(text_config["_name_or_path"]))
+    if clean != config:
+        logger.warning("%s: local paths replaced by names in config.json before pushing", model_dir)
+        write_json_atomic(Path(model_dir) / "config.json", clean)
+
+
+def push(
+    model_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None, api: HfApi | None = None
+) -> str:
+    """Upload a saved model (weights, config, tokenizer, modeling code, card) to the hub repository
+    ``repo_id``, creating it where needed. Returns the repository's URL."""
+    model_dir = find_model_dir(model_dir)
+    config = saved_config(model_dir)
+    make_portable(model_dir, config)
+    card = model_dir / CARD
+    if write_model_card(model_dir, model_id=repo_id) is None and card.is_file():
+        text = card.read_text(encoding="utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
+        write_text_atomic(card, text)
+    elif not card.is_file():
+        logger.warning("%s: no run beside it to write a model card from; pushing without one", model_dir)
+    api = api or HfApi(token=token)
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(
+            repo_id=repo_id,
+            folder_path=str(model_dir),
+            allow_patterns=upload_files(model_dir),
+            commit_message="Upload a DHRD classifier (dhrd push)",
+        )
+    except (HFValidationError, HfHubHTTPError, OSError) as error:  # a bad id or token, no network, offline mode
+        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise DHRDInputError(f"{repo_id}: the push to the hub failed: {reason[:300]}") from None
+    return str(url)
+
+
+__all__ = ["model_card", "push", "upload_files", "write_model_card"]
