@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +11,23 @@ from conftest import SHARED_GGUF, tiny_run, write_jsonl
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, evaluate, load_task_split, predict_proba, train
-from dhrd.benchmark import BenchmarkArguments, benchmark, forward_flops, gemm_peak, headline_ratios
+from dhrd.benchmark import (
+    SYSTEMS,
+    BenchmarkArguments,
+    benchmark,
+    cot_timing,
+    forward_flops,
+    gemm_peak,
+    headline_ratios,
+    read_result,
+    write_markdown,
+)
 from dhrd.cli import app
 from dhrd.cot import (
     Decoded,
     Query,
     TransformersEngine,
+    decode_and_score,
     example_predictions,
     finetuned_gold,
     fitted_max_new_tokens,
@@ -25,6 +37,7 @@ from dhrd.cot import (
 )
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import load_causal_lm
+from dhrd.stats import latency_percentiles
 from dhrd.tasks import label_metrics
 
 CB_WORDS = {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"}
@@ -282,31 +295,58 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
 
 
 def test_cot_pass_statistics_come_from_the_measured_decodes(monkeypatch):
+    """decode_and_score (the one CoT pipeline of the benchmark and the reproduce runner) and the benchmark's
+    timing of it: examples/s from the fastest and the median pass, latency percentiles and new tokens over
+    the decodes of the last pass, the score from the last pass's answers."""
     import types
 
-    import dhrd.benchmark
+    import dhrd.cot
 
     clock = FakeClock()
     seconds = {0: [0.1], 1: [1.0, 2.0, 3.0, 4.0, 5.0], 2: [0.5, 0.5, 0.7, 2.5, 0.9]}  # warm-up, pass 1, pass 2
+    answers = {1: ["Answer: No"] * 5, 2: ["Answer: Yes"] * 4 + ["no idea"]}
 
     class FakeEngine:
-        calls = 0
+        calls = []
 
         def run(self, queries, settings, batch_size, seed, progress=True):
-            times, FakeEngine.calls = seconds[FakeEngine.calls], FakeEngine.calls + 1
-            clock.now += sum(times)
-            return [Decoded("Answer: Yes", 3 + k * settings.max_new_tokens % 5, s) for k, s in enumerate(times)]
+            k = len(FakeEngine.calls)
+            FakeEngine.calls.append((len(queries), settings, batch_size, seed))
+            clock.now += sum(seconds[k])
+            texts = answers.get(k, ["Answer: Yes"])
+            timed = enumerate(zip(texts, seconds[k]))
+            return [Decoded(t, 3 + j * settings.max_new_tokens % 5, s) for j, (t, s) in timed]
 
-    monkeypatch.setattr(dhrd.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(dhrd.cot, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     queries = [Query(f"g{k}", [1, 2], YES_NO) for k in range(5)]
-    timed, decoded = dhrd.benchmark.time_cot(FakeEngine(), queries, greedy_settings(8), 2, 2, 0, False)
+    gold = {f"g{k}": "entailment" for k in range(5)}
+    run = decode_and_score(
+        "rte", FakeEngine(), queries, gold, greedy_settings(8), batch_size=2, seed=7, repeats=2, warm_up=True
+    )
+    warm_up, first, last_pass = FakeEngine.calls
+    assert warm_up[0] == 1 and warm_up[1].max_new_tokens == 4 and not warm_up[1].do_sample and warm_up[2] == 1
+    assert (first[2], first[3], last_pass[3]) == (2, 7, 8)  # pass r is seeded seed + r
+    timed = cot_timing(run)
     last = seconds[2]
-    assert [d.seconds for d in decoded] == last
+    assert [d.seconds for d in run.decoded] == last
     assert (timed["seconds_min"], timed["seconds_median"]) == (5.1, 10.05)  # 0.5+0.5+0.7+2.5+0.9, (15 + 5.1) / 2
     assert timed["examples_per_s"] == round(5 / 5.1, 3) and timed["examples_per_s_median"] == round(5 / 10.05, 3)
     assert timed["latency_p50_ms"] == round(1000 * float(np.percentile(last, 50)), 2) == 700.0
     assert timed["latency_p95_ms"] == round(1000 * float(np.percentile(last, 95)), 2)
-    assert timed["mean_new_tokens"] == round(float(np.mean([d.new_tokens for d in decoded])), 1)
+    assert timed["mean_new_tokens"] == round(float(np.mean([d.new_tokens for d in run.decoded])), 1)
+    summary = run.summary()  # the last pass's answers: four right, one unparsed (scored as wrong)
+    assert summary["score"] == summary["metrics"]["score"] == 80.0
+    assert (summary["unparsed_rows"], summary["ambiguous_examples"]) == (1, 0)
+    assert summary["sample_output"] == "Answer: Yes"
+
+
+def test_latency_percentiles_against_numpy():
+    latencies = [0.05] * 2 + [0.25] * 4 + [0.15] * 4 + [0.6] * 2
+    assert latency_percentiles(latencies) == {
+        "latency_p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
+        "latency_p95_ms": round(1000 * float(np.percentile(latencies, 95)), 2),
+    }
+    assert latency_percentiles([0.1, 0.2, 0.3, 0.4]) == {"latency_p50_ms": 250.0, "latency_p95_ms": 385.0}
 
 
 # ------------------------------------------------------------------------------------------ end to end
@@ -360,7 +400,7 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
             max_examples=4,
             pooled=str(trained["pooled"]),
             dhrd=str(trained["dhrd"]),
-            cot_finetuned=str(trained["cot"]),
+            cot=str(trained["cot"]),
             backbone=str(tiny_backbone),
             batch_sizes=(1, 4),
             repeats=2,
@@ -374,7 +414,7 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
         )
     )
     systems = {(r["system"], r["batch_size"]) for r in result.rows}
-    assert systems == {(s, b) for s in ("pooled", "dhrd", "cot-finetuned", "cot-zero-shot") for b in (1, 4)}
+    assert systems == {(s, b) for s in ("pooled", "dhrd", "cot", "cot-zero-shot") for b in (1, 4)}
     monkeypatch.undo()
     for row in result.rows:
         assert row["examples"] == 4
@@ -422,11 +462,11 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
         achieved = flops / row["seconds_min"] / 1e12
         assert row["achieved_tflops"] == pytest.approx(achieved, rel=1e-3, abs=6e-5)
         assert row["fraction_of_gemm_peak"] == pytest.approx(achieved / result.gemm[0]["tflops"], rel=1e-3, abs=6e-5)
-    finetuned = [r for r in result.rows if r["system"] == "cot-finetuned"]
+    finetuned = [r for r in result.rows if r["system"] == "cot"]
     assert all(r["rows"] == 12 and r["setting"] == "greedy" for r in finetuned)
     zero_shot = [r for r in result.rows if r["system"] == "cot-zero-shot"]
     assert all(r["rows"] == 4 for r in zero_shot)  # one decode per example, native answers
-    assert {r["dhrd_over"] for r in result.ratios} >= {"pooled", "cot-finetuned [transformers, greedy]"}
+    assert {r["dhrd_over"] for r in result.ratios} >= {"pooled", "cot [transformers, greedy]"}
     assert [f["variant"].split(" ")[0] for f in result.fast_path] == ["default", "no", "no_grad"]
     assert result.cot_settings["greedy"].startswith("greedy, max_new_tokens=")
     saved = json.loads(out.with_suffix(".json").read_text())
@@ -470,6 +510,27 @@ def test_headline_ratios():
     ]
 
 
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+@pytest.mark.parametrize(
+    "name", ["benchmark-cb-smollm2-cpu", "benchmark-rte-smollm2-cpu", "benchmark-rte-classifiers-smollm2-cpu"]
+)
+def test_committed_benchmark_results_read_under_todays_names(name, tmp_path):
+    """Results written when the CoT fine-tuned system was ``cot-finetuned`` read back as ``cot`` (the reproduce
+    runner's name), and render the committed table again with only that name changed."""
+    result = read_result(RESULTS / f"{name}.json")
+    assert {r["system"] for r in result.rows} <= set(SYSTEMS)
+    assert all(r["dhrd_over"].split(" ")[0] in SYSTEMS for r in result.ratios)
+    if "arguments" in json.loads((RESULTS / f"{name}.json").read_text()):  # the CB one predates recorded arguments
+        assert "cot_finetuned" not in result.arguments
+        rendered = write_markdown(result, tmp_path / "table.md").read_text()
+        assert rendered == (RESULTS / f"{name}.md").read_text().replace("| cot-finetuned ", "| cot ")
+    if name == "benchmark-rte-smollm2-cpu":
+        assert result.arguments["cot"] == "runs/issue6/rte-cot-finetuned-s1"
+        assert sum(r["system"] == "cot" for r in result.rows) == 4
+
+
 def test_cli_benchmark_errors_are_one_line(tmp_path, trained):
     runner = CliRunner()
     result = runner.invoke(app, ["benchmark", "--pooled", str(tmp_path / "none"), "--no-zero-shot"])
@@ -480,8 +541,9 @@ def test_cli_benchmark_errors_are_one_line(tmp_path, trained):
     )
     result = runner.invoke(app, ["benchmark", "--batch-sizes", "1,x"])
     assert result.exit_code == 2 and "comma-separated" in result.output
-    result = runner.invoke(app, ["benchmark", "--cot-finetuned", str(trained["pooled"]), "--no-zero-shot"])
-    assert result.exit_code == 2 and "no reasoning head was kept" in result.output
+    for flag in ("--cot", "--cot-finetuned"):  # the earlier name, in the commands committed results record
+        result = runner.invoke(app, ["benchmark", flag, str(trained["pooled"]), "--no-zero-shot"])
+        assert result.exit_code == 2 and "no reasoning head was kept" in result.output
     result = runner.invoke(app, ["benchmark", "--no-zero-shot"])
     assert result.exit_code == 2 and "nothing to benchmark" in result.output
 

@@ -452,6 +452,41 @@ def test_local_teacher_batches_match_batch_one(tiny_backbone, superglue_dir, tmp
     assert counted[1] == counted[4] == 6 * 12
 
 
+def test_local_teacher_saves_each_batch_as_it_finishes(tiny_backbone, superglue_dir, tmp_path):
+    """A run stopped while its third batch decodes has the first two batches' rows in the cache (fsynced
+    before the next batch started), loses only the batch in flight, and a rerun asks only for the rest."""
+    items, _ = task_items("cb", superglue_dir)
+    template, answers = builtin_template("label"), ("Entailment", "Contradiction", "Neither")
+
+    def run(path, stop_at_batch=None):
+        teacher = LocalTeacher(str(tiny_backbone), batch_size=2, bf16=False)
+        real, calls = teacher.model.generate, []
+
+        def generate(**kwargs):
+            calls.append(len(kwargs["input_ids"]))
+            if len(calls) == stop_at_batch:
+                assert len(RationaleCache(path, teacher.name, template.prompt_id)) == 2 * (stop_at_batch - 1)
+                raise KeyboardInterrupt  # as a kill would, mid-batch
+            return real(**kwargs)
+
+        teacher.model.generate = generate
+        cache = RationaleCache(path, teacher.name, template.prompt_id)
+        generate_rationales(items[:6], answers, teacher, template, cache, policy="keep", max_new_tokens=6,
+                            progress=False)  # fmt: skip
+        return calls
+
+    path = tmp_path / "killed.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run(path, stop_at_batch=3)
+    assert len(path.read_text().splitlines()) == 4
+    assert run(path) == [2]  # the rerun decodes only the batch that was in flight
+    whole = tmp_path / "whole.jsonl"
+    assert run(whole) == [2, 2, 2]
+    rows = [[json.loads(line) for line in p.read_text().splitlines()] for p in (path, whole)]
+    outputs = [{r["idx"]: (r["output"], r["status"]) for r in file} for file in rows]
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 6
+
+
 # ----------------------------------------------------------------------------------------------- CLI
 def _cli(*args, **kwargs):
     env = {**os.environ, "COLUMNS": "200"}

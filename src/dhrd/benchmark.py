@@ -24,16 +24,15 @@ import torch
 
 from .cot import (
     PAPER_SETTINGS,
+    CoTScore,
     LlamaCppEngine,
     TransformersEngine,
     VLLMEngine,
-    example_predictions,
+    decode_and_score,
     finetuned_gold,
     finetuned_queries,
     fitted_max_new_tokens,
     greedy_settings,
-    latency_stats,
-    score,
     zero_shot_queries,
 )
 from .errors import DHRDInputError
@@ -53,11 +52,14 @@ from .modeling import (
 from .provenance import machine
 from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, save_figure_atomic, write_json_atomic, write_text_atomic
+from .stats import latency_percentiles
 from .tasks import TASKS, Example, evaluate_rows
 
 logger = logging.getLogger(__name__)
 
-SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot-finetuned")
+# the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
+SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot")
+LEGACY_SYSTEMS = {"cot-finetuned": "cot"}  # what results written before the names were one called them
 ENGINES = ("transformers", "llama.cpp", "vllm")  # llama.cpp: GGUF backbones; vllm: GPU machines
 COT_SETTINGS = ("paper", "greedy")
 
@@ -69,7 +71,7 @@ class BenchmarkArguments:
     max_examples: int | None = None  # the first N validation examples, for every system alike
     pooled: str | None = None  # a trained model (run dir or model dir)
     dhrd: str | None = None
-    cot_finetuned: str | None = None  # trained with --method dhrd --alpha 1 --beta 0 --keep-reasoning-head
+    cot: str | None = None  # CoT fine-tuned: trained with --method dhrd --alpha 1 --beta 0 --keep-reasoning-head
     backbone: str | None = None  # zero-shot CoT's backbone [default: the classifiers' backbone]
     zero_shot: bool = True
     batch_sizes: tuple[int, ...] = (1, 32)
@@ -90,8 +92,8 @@ class BenchmarkArguments:
     def validate(self) -> None:
         if self.task not in TASKS:
             raise DHRDInputError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")
-        if not (self.pooled or self.dhrd or self.cot_finetuned or self.zero_shot):
-            raise DHRDInputError("nothing to benchmark: give --pooled, --dhrd, --cot-finetuned or --zero-shot")
+        if not (self.pooled or self.dhrd or self.cot or self.zero_shot):
+            raise DHRDInputError("nothing to benchmark: give --pooled, --dhrd, --cot or --zero-shot")
         if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
             raise DHRDInputError("--batch-sizes must be positive integers")
         if self.repeats < 1 or self.cot_repeats < 1:
@@ -157,9 +159,7 @@ def time_classifier(model, tokenizer, rows: list[Example], batch_size: int, repe
         times.append(time.perf_counter() - start)
     latencies = [seconds for size, seconds in batches for _ in range(size)]
     result = _pass_stats(times, len({e.group for e in rows}), len(rows))
-    result["latency_p50_ms"] = round(1000 * float(np.percentile(latencies, 50)), 2)
-    result["latency_p95_ms"] = round(1000 * float(np.percentile(latencies, 95)), 2)
-    return {**result, "probs": probs}
+    return {**result, **latency_percentiles(latencies), "probs": probs}
 
 
 def fast_path_switches(
@@ -210,15 +210,12 @@ def _compiled_variant(model, tokenizer, rows, batch_size, repeats, bf16) -> dict
 
 
 # ------------------------------------------------------------------------------------------------ CoT
-def time_cot(engine, queries, settings, batch_size: int, repeats: int, seed: int, progress: bool) -> tuple[dict, list]:
-    engine.run(queries[:1], type(settings)(settings.name, False, 4), 1, seed, progress=False)  # warm-up
-    times, decoded = [], []
-    for r in range(repeats):
-        start = time.perf_counter()
-        decoded = engine.run(queries, settings, batch_size, seed + r, progress)
-        times.append(time.perf_counter() - start)
-    stats = _pass_stats(times, len({q.group for q in queries}), len(queries))
-    return {**stats, **latency_stats(decoded)}, decoded
+def cot_timing(run: CoTScore) -> dict:
+    """examples/s of a CoT system's passes; latency percentiles and new tokens of its last pass's decodes."""
+    decoded = run.decoded
+    stats = _pass_stats(run.pass_seconds, len(run.predictions.labels), len(decoded))  # one label per example
+    mean_new_tokens = round(statistics.fmean(d.new_tokens for d in decoded), 1)
+    return {**stats, **latency_percentiles([d.seconds for d in decoded]), "mean_new_tokens": mean_new_tokens}
 
 
 def _greedy_budget(args: BenchmarkArguments, tokenizer) -> int:
@@ -254,6 +251,21 @@ class BenchmarkResult:
     command: str | None = None  # the command line, when run from ``dhrd benchmark``
 
 
+def read_result(path: str | Path) -> BenchmarkResult:
+    """A benchmark's JSON read back (to render its table again). Results written when the benchmark called the
+    CoT fine-tuned system ``cot-finetuned`` (and its argument ``cot_finetuned``) read with today's name."""
+    data = json.loads(Path(path).read_text())
+    for row in data.get("rows", []):
+        row["system"] = LEGACY_SYSTEMS.get(row["system"], row["system"])
+    for ratio in data.get("ratios", []):
+        system, space, rest = ratio["dhrd_over"].partition(" ")  # "cot-finetuned [transformers, greedy]"
+        ratio["dhrd_over"] = LEGACY_SYSTEMS.get(system, system) + space + rest
+    arguments = data.get("arguments") or {}
+    if "cot_finetuned" in arguments:
+        arguments["cot"] = arguments.pop("cot_finetuned")
+    return BenchmarkResult(**data)
+
+
 def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
     """Run every requested system at every batch size; write JSON, a markdown table and a PNG chart."""
     args.validate()
@@ -275,8 +287,8 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
         write_json_atomic(out.with_suffix(".json"), asdict(result))  # after every row: a kill keeps the rest
 
     groups = _bench_classifiers(args, result, bf16, peak, save)
-    if args.cot_finetuned:
-        groups = _bench_cot_finetuned(args, result, bf16, out, save, groups)
+    if args.cot:
+        groups = _bench_cot(args, result, bf16, out, save, groups)
     if args.zero_shot:
         _bench_cot_zero_shot(args, result, bf16, save, groups)
     save()
@@ -320,23 +332,23 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
     return groups
 
 
-def _bench_cot_finetuned(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, out: Path, save, groups):
+def _bench_cot(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, out: Path, save, groups):
     """The CoT fine-tuned model (alpha=1, beta=0) decoding with its LM head, on the classifier's rows."""
     from .explain import reasoning_lm
 
-    lm, classifier, tokenizer = reasoning_lm(args.cot_finetuned)
+    lm, classifier, tokenizer = reasoning_lm(args.cot)
     label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
     examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir, None, None, None, None, True)
     examples = _keep_groups(first_examples(examples, args.max_examples), groups)
     queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
     settings = _cot_settings(args, tokenizer)
     if _vllm_usable(args):  # vLLM reads a model directory: the fine-tuned LM is saved as one
-        lm_dir = out.with_name(f"{out.name}-cot-finetuned-lm")
+        lm_dir = out.with_name(f"{out.name}-cot-lm")
         lm.save_pretrained(lm_dir)
         tokenizer.save_pretrained(lm_dir)
-        _run_cot(result, "cot-finetuned", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
+        _run_cot(result, "cot", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
     if "transformers" in args.engines:
-        _run_cot(result, "cot-finetuned", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save)
+        _run_cot(result, "cot", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save)
     return groups or list(dict.fromkeys(e.group for e in examples))
 
 
@@ -380,13 +392,20 @@ def _run_cot(result, system, engine, queries, gold, settings, args, save) -> Non
         for batch_size in args.batch_sizes:
             if engine.max_batch_size and batch_size > engine.max_batch_size:
                 continue
-            timed, decoded = time_cot(engine, queries, setting, batch_size, args.cot_repeats, args.seed, args.progress)
-            predictions = example_predictions(args.task, queries, decoded)
-            metrics = score(args.task, predictions, gold)
+            run = decode_and_score(
+                args.task,
+                engine,
+                queries,
+                gold,
+                setting,
+                batch_size=batch_size,
+                seed=args.seed,
+                repeats=args.cot_repeats,
+                warm_up=True,
+                progress=args.progress,
+            )
             row = {"system": system, "engine": engine.name, "setting": setting.name, "batch_size": batch_size}
-            row.update(timed, score=metrics["score"], metrics=metrics)
-            row.update(unparsed_rows=predictions.unparsed_rows, ambiguous_examples=predictions.ambiguous_examples)
-            row["sample_output"] = predictions.texts[0][:400] if predictions.texts else None
+            row.update(cot_timing(run), **run.summary())
             result.rows.append(row)
             save()
 
@@ -413,7 +432,7 @@ def _keep_groups(examples: list[Example], groups: list[str] | None) -> list[Exam
 def _classifier_backbone(args: BenchmarkArguments) -> str | None:
     """The backbone the first given model was trained from: as its run recorded it (a local path), else as its
     config names it (a hub id or a name). None: the default backbone (the shared SmolLM2, else the hub's)."""
-    for path in (args.pooled, args.dhrd, args.cot_finetuned):
+    for path in (args.pooled, args.dhrd, args.cot):
         if path:
             model_dir = find_model_dir(path)
             run = run_settings(model_dir)
@@ -538,7 +557,7 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
 
     rows = result.rows
     labels = [f"{r['system']} [{r['engine']}, {r['setting']}] b={r['batch_size']}" for r in rows]
-    colours = {"pooled": "tab:gray", "dhrd": "tab:blue", "cot-zero-shot": "tab:orange", "cot-finetuned": "tab:red"}
+    colours = {"pooled": "tab:gray", "dhrd": "tab:blue", "cot-zero-shot": "tab:orange", "cot": "tab:red"}
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
     ax.barh(labels, [r["examples_per_s"] for r in rows], color=[colours.get(r["system"], "tab:green") for r in rows])
     ax.set_xscale("log")
@@ -555,4 +574,4 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
     return save_figure_atomic(fig, path, dpi=120)
 
 
-__all__ = ["BenchmarkArguments", "BenchmarkResult", "benchmark", "gemm_peak", "headline_ratios"]
+__all__ = ["BenchmarkArguments", "BenchmarkResult", "benchmark", "gemm_peak", "headline_ratios", "read_result"]

@@ -664,8 +664,11 @@ def benchmark(
     task: str = typer.Option("cb", help="the SuperGLUE task whose validation split is measured"),
     pooled: Path = typer.Option(None, help="a pooled classifier (run or model directory)"),
     dhrd: Path = typer.Option(None, help="a DHRD classifier (run or model directory)"),
-    cot_finetuned: Path = typer.Option(
-        None, help="a CoT fine-tuned model: dhrd train --method dhrd --alpha 1 --beta 0 --keep-reasoning-head"
+    cot: Path = typer.Option(
+        None,
+        "--cot",
+        "--cot-finetuned",  # its earlier name, which recorded commands use
+        help="a CoT fine-tuned model: dhrd train --method dhrd --alpha 1 --beta 0 --keep-reasoning-head",
     ),
     zero_shot: bool = typer.Option(True, help="zero-shot CoT on the backbone"),
     backbone: str = typer.Option(None, help="zero-shot CoT's backbone [default: the classifiers' backbone]"),
@@ -713,7 +716,7 @@ def benchmark(
             max_examples=max_examples,
             pooled=str(pooled) if pooled else None,
             dhrd=str(dhrd) if dhrd else None,
-            cot_finetuned=str(cot_finetuned) if cot_finetuned else None,
+            cot=str(cot) if cot else None,
             backbone=backbone,
             zero_shot=zero_shot,
             batch_sizes=_csv(batch_sizes, int),

@@ -19,11 +19,10 @@ as wrong, with the task's official metric. Decoding runs through an *engine*: tr
 from __future__ import annotations
 
 import re
-import statistics
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from tqdm.auto import tqdm
 
 from .data import REASON_PREFIX
 from .errors import DHRDInputError
+from .generation import chat_prompt_ids, generate_batches
 from .prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
 from .runtime import bf16_supported, device
 from .tasks import Example, label_metrics
@@ -95,8 +95,8 @@ class Decoded:
 
 
 class TransformersEngine:
-    """``generate`` with the KV cache on length-sorted, left-padded batches, bf16 weights where the hardware
-    has bf16 (decoding is bound by reading the weights, so half the bytes is the speed-up)."""
+    """``generation.generate_batches`` (the KV cache on length-sorted, left-padded batches), bf16 weights where
+    the hardware has bf16 (decoding is bound by reading the weights, so half the bytes is the speed-up)."""
 
     name = "transformers"
     max_batch_size: int | None = None
@@ -105,50 +105,26 @@ class TransformersEngine:
         self.bf16 = bf16_supported() if bf16 is None else bf16
         self.lm = lm.to(device=device(), dtype=torch.bfloat16 if self.bf16 else torch.float32).eval()
         self.tokenizer = tokenizer
-        configured = lm.generation_config.eos_token_id
-        eos = set(configured if isinstance(configured, list) else [configured]) | {tokenizer.eos_token_id}
-        self.eos = sorted(t for t in eos if t is not None)  # chat models end a turn with their own token
-        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos[0]
 
     def run(self, queries: Sequence[Query], settings: DecodeSettings, batch_size: int, seed: int = 0, progress=True):
-        order = sorted(range(len(queries)), key=lambda i: len(queries[i].prompt_ids))
         results: list[Decoded | None] = [None] * len(queries)
-        sampling = (
-            {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p, "top_k": None}
-            if settings.do_sample
-            else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
+        batches = generate_batches(
+            self.lm,
+            self.tokenizer,
+            [q.prompt_ids for q in queries],
+            batch_size=batch_size,
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=settings.do_sample,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=seed,
         )
         bar = tqdm(total=len(queries), desc=f"CoT {settings.name} b{batch_size}", unit="req", disable=not progress)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            began = time.perf_counter()
-            width = max(len(queries[i].prompt_ids) for i in chunk)
-            ids = torch.full((len(chunk), width), self.pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):  # left padding: every row continues from its last real token
-                prompt = queries[i].prompt_ids
-                ids[row, width - len(prompt) :] = torch.tensor(prompt)
-                mask[row, width - len(prompt) :] = 1
-            torch.manual_seed(seed + start)
-            with torch.inference_mode():
-                out = self.lm.generate(
-                    input_ids=ids.to(device()),
-                    attention_mask=mask.to(device()),
-                    max_new_tokens=settings.max_new_tokens,
-                    eos_token_id=self.eos,
-                    pad_token_id=self.pad,
-                    use_cache=True,
-                    **sampling,
-                )
-            seconds = time.perf_counter() - began
-            for row, i in enumerate(chunk):
-                tokens = out[row, width:].tolist()
-                end = next((k for k, t in enumerate(tokens) if t in self.eos), None)
-                kept = tokens if end is None else tokens[:end]
-                text = self.tokenizer.decode(kept, skip_special_tokens=True)
-                results[i] = Decoded(text, len(kept) + (end is not None), seconds)
-            bar.update(len(chunk))
-        bar.close()
+        with bar:
+            for batch in batches:
+                for i, output in zip(batch.indices, batch.outputs):
+                    results[i] = Decoded(output.text, output.new_tokens, batch.seconds)
+                bar.update(len(batch.indices))
         return results
 
 
@@ -250,13 +226,6 @@ def zero_shot_queries(
     return queries, gold
 
 
-def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer("\n\n".join(m["content"] for m in messages) + "\n")["input_ids"]
-
-
 def reasoning_prompts(texts: Sequence[str], tokenizer) -> list[list[int]]:
     """``x + "Reasoning:"`` as the reasoning head was trained on it: the ids of ``x`` and of "Reasoning:"
     tokenised separately and concatenated."""
@@ -353,23 +322,65 @@ def score(task: str, predictions: Predictions, gold: dict[str, str]) -> dict:
     return label_metrics(task, [predictions.labels.get(g) for g in groups], [gold[g] for g in groups])
 
 
-def latency_stats(decoded: Sequence[Decoded]) -> dict:
-    latencies = [d.seconds for d in decoded]
-    return {
-        "latency_p50_ms": round(1000 * float(np.percentile(latencies, 50)), 2),
-        "latency_p95_ms": round(1000 * float(np.percentile(latencies, 95)), 2),
-        "mean_new_tokens": round(statistics.fmean(d.new_tokens for d in decoded), 1),
-    }
+@dataclass
+class CoTScore:
+    """A CoT system decoded on a set of queries and scored: the last pass's outputs, what they predict, the
+    task's official metrics, and the wall time of every pass."""
+
+    metrics: dict
+    predictions: Predictions
+    decoded: list[Decoded]
+    pass_seconds: list[float]
+
+    def summary(self) -> dict:
+        """What a CoT result reports besides its timing: the score, its metrics and what failed to parse."""
+        texts = self.predictions.texts
+        return {
+            "score": self.metrics["score"],
+            "metrics": self.metrics,
+            "unparsed_rows": self.predictions.unparsed_rows,
+            "ambiguous_examples": self.predictions.ambiguous_examples,
+            "sample_output": texts[0][:400] if texts else None,
+        }
+
+
+def decode_and_score(
+    task: str,
+    engine,
+    queries: Sequence[Query],
+    gold: dict[str, str],
+    settings: DecodeSettings,
+    *,
+    batch_size: int,
+    seed: int = 0,
+    repeats: int = 1,
+    warm_up: bool = False,
+    progress: bool = True,
+) -> CoTScore:
+    """Decode every query ``repeats`` times (pass r seeded ``seed + r``), after a 4-token greedy warm-up of one
+    query if asked, then parse the last pass's answers and score them with the task's official metric."""
+    if warm_up:
+        short = replace(settings, do_sample=False, max_new_tokens=4, temperature=None, top_p=None)
+        engine.run(queries[:1], short, 1, seed, progress=False)
+    times, decoded = [], []
+    for r in range(repeats):
+        start = time.perf_counter()
+        decoded = engine.run(queries, settings, batch_size, seed + r, progress)
+        times.append(time.perf_counter() - start)
+    predictions = example_predictions(task, queries, decoded)
+    return CoTScore(score(task, predictions, gold), predictions, list(decoded), times)
 
 
 __all__ = [
     "PAPER_SETTINGS",
+    "CoTScore",
     "DecodeSettings",
     "LlamaCppEngine",
     "Predictions",
     "Query",
     "TransformersEngine",
     "VLLMEngine",
+    "decode_and_score",
     "example_predictions",
     "finetuned_gold",
     "finetuned_queries",

@@ -1,4 +1,5 @@
-"""Paired comparisons of two methods: the difference of task scores with a bootstrap confidence interval.
+"""Paired comparisons of two methods: the difference of task scores with a bootstrap confidence interval; and the
+latency percentiles every throughput table reports.
 
 Two methods trained with the same seeds on the same examples and scored on the same validation examples are
 paired twice: by seed and by example. The interval resamples both: validation examples (the same resample for
@@ -131,3 +132,10 @@ def check_against_metrics(task: str, examples: Sequence[Example], probs, input_f
     mine = resampled_scores(task, stats, np.arange(example_count(stats))[None, :])[0]
     official = task_metrics(task, examples, probs, input_format)["score"]
     return abs(mine - official) < 1e-3 if task in TASKS else False
+
+
+def latency_percentiles(seconds: Sequence[float]) -> dict[str, float]:
+    """p50 and p95 of per-request latencies, in milliseconds (numpy's linear interpolation). A request that
+    was decoded or classified in a batch counts the batch's whole wall time: it waited for all of it."""
+    p50, p95 = np.percentile(np.asarray(seconds, dtype=np.float64), [50, 95])
+    return {"latency_p50_ms": round(1000 * float(p50), 2), "latency_p95_ms": round(1000 * float(p95), 2)}

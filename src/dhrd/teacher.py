@@ -70,62 +70,42 @@ def teacher_slug(name: str) -> str:
 
 # ------------------------------------------------------------------------------------------ local model
 class LocalTeacher(Teacher):
+    """A local causal LM decoding through ``generation.generate_batches``: each batch's rows are yielded the
+    moment the batch finishes, so the run appends them to its cache before the next batch is decoded."""
+
     def __init__(self, model: str, gguf_file: str | None = None, batch_size: int = 8, bf16: bool | None = None):
         import torch
 
         from .modeling import load_causal_lm, load_tokenizer, resolve_backbone
         from .runtime import bf16_supported
 
-        self.torch = torch
         path = resolve_backbone(model, gguf_file)
         self.name = f"local:{teacher_slug(gguf_file or model)}"
         self.bf16 = bf16_supported() if bf16 is None else bf16
         self.tokenizer = load_tokenizer(path)
-        self.tokenizer.padding_side = "left"  # generation continues from the right end of every row
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
         # Plain bf16 weights (not autocast): half the memory traffic per decoded token, which is the cost.
         self.model, _ = load_causal_lm(path, dtype=torch.bfloat16 if self.bf16 else torch.float32)
         self.model.eval()
         self.batch_size = batch_size
 
-    def prompt(self, messages: list[dict]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return "\n\n".join(m["content"] for m in messages) + "\n"
-
     def generate(self, requests, temperature, max_new_tokens, seed):
-        torch = self.torch
-        prompts = [self.prompt(r.messages) for r in requests]
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]  # tokenised once, padded per batch
-        order = sorted(range(len(requests)), key=lambda i: len(ids[i]))  # similar lengths share a batch
-        configured = self.model.generation_config.eos_token_id
-        eos = set(configured if isinstance(configured, list) else [configured]) | {self.tokenizer.eos_token_id}
-        eos = [t for t in eos if t is not None]  # chat models end a turn with their own token (<|im_end|>)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start : start + self.batch_size]
-            batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
-            torch.manual_seed(seed + start)
-            sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
-            with torch.inference_mode():
-                output = self.model.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=self.tokenizer.pad_token_id,
-                    eos_token_id=eos,
-                    use_cache=True,
-                    top_p=None,
-                    top_k=None,
-                    **sampling,
-                )
-            new = output[:, batch["input_ids"].shape[1] :]
-            for row, i in enumerate(chunk):
-                tokens = new[row].tolist()
-                ended = next((k for k, t in enumerate(tokens) if t in eos), None)
-                kept = tokens if ended is None else tokens[:ended]
-                text = self.tokenizer.decode(kept, skip_special_tokens=True)
-                finish = "length" if ended is None else "stop"
-                yield requests[i], Generation(text, len(kept) + (ended is not None), finish)
+        from .generation import chat_prompt_ids, generate_batches
+
+        prompts = [chat_prompt_ids(self.tokenizer, r.messages) for r in requests]
+        batches = generate_batches(
+            self.model,
+            self.tokenizer,
+            prompts,
+            batch_size=self.batch_size,
+            max_new_tokens=max_new_tokens,
+            do_sample=temperature > 0,
+            temperature=temperature,
+            seed=seed,
+        )
+        for batch in batches:
+            for i, output in zip(batch.indices, batch.outputs):
+                finish = "stop" if output.stopped else "length"
+                yield requests[i], Generation(output.text, output.new_tokens, finish)
 
 
 # ---------------------------------------------------------------------------------------------- server

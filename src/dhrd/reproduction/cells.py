@@ -102,14 +102,7 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
     """Decode CoT on the evaluation examples and score the parsed answers with the task's official metric.
     ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``; ``cot-zero-shot``: the backbone,
     prompted to reason (greedy decoding does not depend on the seed, so it is one cell per task)."""
-    from ..cot import (
-        TransformersEngine,
-        example_predictions,
-        finetuned_gold,
-        finetuned_queries,
-        score,
-        zero_shot_queries,
-    )
+    from ..cot import TransformersEngine, decode_and_score, finetuned_gold, finetuned_queries, zero_shot_queries
 
     target = run_dir(args, task, method, seed) / "cot-eval.json"
     if target.is_file() and not args.restart:
@@ -129,18 +122,17 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
         groups = list(dict.fromkeys(e.group for e in _cot_examples(args, task)))
         queries, gold = zero_shot_queries(task, tokenizer, args.data_dir, groups=groups)
     settings = _decode_settings(args, task, tokenizer, rationales)
-    decoded = TransformersEngine(lm, tokenizer).run(queries, settings, batch_size=8, seed=seed)
-    predictions = example_predictions(task, queries, decoded)
-    metrics = score(task, predictions, gold)
+    run = decode_and_score(task, TransformersEngine(lm, tokenizer), queries, gold, settings, batch_size=8, seed=seed)
+    scored = run.summary()
     result = {
-        "score": metrics["score"],
-        "tasks": {task: metrics},
+        "score": scored["score"],
+        "tasks": {task: scored["metrics"]},
         "setting": settings.describe(),
-        "unparsed_rows": predictions.unparsed_rows,
-        "ambiguous_examples": predictions.ambiguous_examples,
+        "unparsed_rows": scored["unparsed_rows"],
+        "ambiguous_examples": scored["ambiguous_examples"],
         "eval_examples": len(gold),
         "seconds": round(time.perf_counter() - start, 1),
-        "sample_output": predictions.texts[0][:400] if predictions.texts else None,
+        "sample_output": scored["sample_output"],
     }
     write_json_atomic(target, result)
     return result
@@ -163,7 +155,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
             max_examples=args.qps_examples,
             pooled=trained.get("pooled"),
             dhrd=trained.get("dhrd"),
-            cot_finetuned=trained.get("cot"),
+            cot=trained.get("cot"),
             backbone=args.backbone,
             zero_shot=zero_shot,
             batch_sizes=(args.qps_batch_size,),
@@ -175,11 +167,9 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
             output=str(target.with_name("benchmark")),
         )
     )
-    names = {"pooled": "pooled", "dhrd": "dhrd", "cot-finetuned": "cot", "cot-zero-shot": "cot-zero-shot"}
-    qps = {
-        names[r["system"]]: {k: r[k] for k in ("examples_per_s", "latency_p50_ms", "examples", "score")}
-        for r in result.rows
-    }
+    # the benchmark names its systems as this runner names its methods
+    kept = ("examples_per_s", "latency_p50_ms", "examples", "score")
+    qps = {r["system"]: {k: r[k] for k in kept} for r in result.rows}
     data = {
         "qps": qps,
         "batch_size": args.qps_batch_size,
