@@ -436,7 +436,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
         return json.loads(target.read_text())
     seed = args.seeds[0]
     trained = {m: str(run_dir(args, task, m, seed)) for m in TRAINED_METHODS if m in args.methods}
-    zero_shot = "cot-zero-shot" in args.methods and task != "multirc"
+    zero_shot = "cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot
     result = benchmark(
         BenchmarkArguments(
             task=task,
@@ -553,7 +553,7 @@ def plan(args: ReproduceArguments) -> list[Cell]:
             for method in args.methods:
                 if method in TRAINED_METHODS:
                     cells.append(Cell("train", task, method, seed))
-                if method == "cot" or (method == "cot-zero-shot" and k == 0 and task != "multirc"):
+                if method == "cot" or (method == "cot-zero-shot" and k == 0 and TASKS[task].zero_shot_cot):
                     cells.append(Cell("cot", task, method, seed))
             if k == 0 and args.qps:
                 cells.append(Cell("qps", task))
@@ -779,7 +779,7 @@ def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
 
 def _decodes_cot(args: ReproduceArguments, task: str) -> bool:
     """Whether any CoT method decodes this task (zero-shot CoT has no per-answer prompt for MultiRC)."""
-    return "cot" in args.methods or ("cot-zero-shot" in args.methods and task != "multirc")
+    return "cot" in args.methods or ("cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot)
 
 
 def _caps(args: ReproduceArguments, task: str) -> dict:
@@ -1004,7 +1004,7 @@ def _caps_lines(result: ReproduceResult) -> list[str]:
     lines = ["", "## What each cell saw (caps are never hidden)", ""]
     for task, entry in result.summary["tasks"].items():
         caps = entry["caps"]
-        unit = " (questions)" if task == "multirc" else ""
+        unit = " (questions)" if TASKS[task].per_answer else ""
         parts = [f"{k.replace('_', ' ')} {v}{unit}" for k, v in caps.items() if k != "epochs"] or ["no caps"]
         methods = entry["methods"]
         seen = ", ".join(f"{m}: {v['eval_examples']} eval examples" for m, v in methods.items() if v["eval_examples"])

@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -44,6 +45,7 @@ AutoConfig.register(DHRDConfig.model_type, DHRDConfig, exist_ok=True)
 DEFAULT_BACKBONE_HUB = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SHARED_SMOLLM2 = Path("models") / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
 SPEC_KEY = "dhrd"  # the config attribute that records how inputs were built
+REASONING_HEAD_FILE = "reasoning_head.safetensors"  # the LM head kept beside a classifier (--keep-reasoning-head)
 
 
 def default_backbone() -> str:
@@ -331,6 +333,32 @@ def load_classifier(path: str | Path, dtype=torch.float32, trust_remote_code: bo
         model = from_native(native)
     model.eval()
     return model, load_tokenizer(str(directory), trust_remote_code=trust_remote_code)
+
+
+def save_reasoning_head(weight: torch.Tensor, model_dir: Path) -> Path:
+    """The LM head's weight beside the classifier (for a tied head, the trained embedding matrix), so that
+    ``dhrd explain`` can let the reasoning head write again."""
+    path = Path(model_dir) / REASONING_HEAD_FILE
+    save_file({"lm_head.weight": weight.detach().float().cpu().contiguous()}, str(path))
+    return path
+
+
+def reasoning_lm(model_path: str | Path, trust_remote_code: bool = False):
+    """The trained backbone with its saved LM head on top: a causal LM for ``generate``, with the classifier
+    and tokenizer."""
+    directory = find_model_dir(model_path)
+    head = directory / REASONING_HEAD_FILE
+    if not head.is_file():
+        raise DHRDInputError(
+            f"{head}: no reasoning head was kept with this model; train with --method dhrd --keep-reasoning-head"
+        )
+    classifier, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code)
+    config = classifier.config.text_config
+    config.tie_word_embeddings = False
+    lm = AutoModelForCausalLM.from_config(config)
+    lm.base_model.load_state_dict(classifier.model.state_dict())
+    lm.get_output_embeddings().weight.data.copy_(load_file(str(head))["lm_head.weight"])
+    return lm.eval(), classifier, tokenizer
 
 
 def model_spec(model) -> dict:
