@@ -290,9 +290,7 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
         if not path:
             continue
         model, tokenizer = load_classifier(path)
-        examples, input_format = examples_for_model(
-            model, args.task, "validation", args.data_dir, None, None, None, None, True
-        )
+        examples, input_format = examples_for_model(model, args.task, "validation", args.data_dir)
         examples = first_examples(examples, args.max_examples)
         groups = groups or list(dict.fromkeys(e.group for e in examples))
         lengths = [len(i) for i in tokenizer([e.text for e in examples])["input_ids"]]
@@ -323,7 +321,7 @@ def _bench_cot_finetuned(args: BenchmarkArguments, result: BenchmarkResult, bf16
 
     lm, classifier, tokenizer = reasoning_lm(args.cot_finetuned)
     label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
-    examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir, None, None, None, None, True)
+    examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir)
     examples = _keep_groups(first_examples(examples, args.max_examples), groups)
     queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
     settings = _cot_settings(args, tokenizer)

@@ -360,7 +360,7 @@ def _cot_examples(args: ReproduceArguments, task: str, classifier=None):
     from .tasks import load_task_split, sample_examples
 
     if classifier is not None:
-        examples, _ = examples_for_model(classifier, task, "validation", args.data_dir, None, None, None, None, True)
+        examples, _ = examples_for_model(classifier, task, "validation", args.data_dir)
     else:
         examples = load_task_split(task, "validation", "yesno", args.data_dir)
     examples = sample_examples(examples, args.eval_cap(task), args.subset_seed)

@@ -263,7 +263,7 @@ def check_output(
     "stop"). A teacher that stopped without the sentinel (small instruct models often do) has finished its
     explanation: the text before an ``Answer:`` line, or all of it, is the rationale."""
     if not isinstance(text, str) or not text.strip():
-        return Checked(None, None, ["empty"])
+        return Checked(rationale=None, teacher_answer=None, problems=["empty"])
     rationale = clean_rationale(text, sentinel)
     teacher_answer = parse_answer(text.split(sentinel, 1)[1] if sentinel in text else text, answers)
     problems = []
