@@ -49,7 +49,7 @@ from .modeling import (
 )
 from .provenance import machine
 from .rationales import rationale_file, read_rationales
-from .runtime import bf16_supported, device, save_figure_atomic, write_json_atomic, write_text_atomic
+from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from .tasks import TASKS, Example, evaluate_rows
 
 logger = logging.getLogger(__name__)
@@ -528,9 +528,8 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
 
     rows = result.rows
     labels = [f"{r['system']} [{r['engine']}, {r['setting']}] b={r['batch_size']}" for r in rows]
-    colours = {"pooled": "tab:gray", "dhrd": "tab:blue", "cot-zero-shot": "tab:orange", "cot-finetuned": "tab:red"}
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
-    ax.barh(labels, [r["examples_per_s"] for r in rows], color=[colours.get(r["system"], "tab:green") for r in rows])
+    ax.barh(labels, [r["examples_per_s"] for r in rows], color=[plot_colour(r["system"]) for r in rows])
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel("examples per second (log scale, best of repeats)")
