@@ -1,5 +1,10 @@
 """The seven SuperGLUE classification tasks: reading, input formats, label words and official metrics.
 
+Each task is a ``Task`` in ``TASKS`` and holds its own rules: its labels and the teacher's answer words, how
+a record becomes classifier rows and teacher items (its class), whether its yes/no rows are candidates to
+choose among, whether it is scored per answer, and whether zero-shot CoT applies. Code that differs by task
+asks the task rather than testing its name.
+
 Two input formats:
 
 * ``yesno`` (default, the paper's Appendix E.2): every task becomes one UnifiedQA-style question,
@@ -536,7 +541,7 @@ def _wsc_passage(record: dict) -> str:
     return " ".join(words)
 
 
-YES_NO_ANSWERS = {"Yes": "true", "No": "false"}
+YES_NO_ANSWERS = {"Yes": "true", "No": "false"}  # the teacher's words for a true/false task
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
