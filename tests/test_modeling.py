@@ -149,3 +149,22 @@ def test_backbone_that_cannot_be_found(tmp_path):
         load_causal_lm(str(tmp_path / "no-such-model"))
     with pytest.raises(DHRDInputError, match="GGUF file not found"):
         load_causal_lm(str(tmp_path / "missing.gguf"))
+
+
+def test_reasoning_head_saved_beside_the_classifier_loads_as_a_causal_lm(tiny_backbone, tmp_path):
+    """modeling keeps the reasoning head with the rest of model I/O: saved beside the classifier, loaded back
+    on top of the classifier's backbone as a causal LM."""
+    from dhrd.modeling import REASONING_HEAD_FILE, reasoning_lm, save_reasoning_head
+
+    classifier, tokenizer, _ = build_classifier(str(tiny_backbone), ["neg", "pos"], "linear", "last", seed=3)
+    directory = save_classifier(classifier, tokenizer, tmp_path / "run" / "model")
+    with pytest.raises(DHRDInputError, match="no reasoning head was kept"):
+        reasoning_lm(tmp_path / "run")
+    weight = torch.randn_like(classifier.model.get_input_embeddings().weight)
+    assert save_reasoning_head(weight, directory) == directory / REASONING_HEAD_FILE
+    lm, loaded, _ = reasoning_lm(tmp_path / "run")  # a run directory finds its model/
+    torch.testing.assert_close(lm.get_output_embeddings().weight, weight)
+    torch.testing.assert_close(lm.get_input_embeddings().weight, loaded.model.get_input_embeddings().weight)
+    ids = torch.tensor([[5, 9, 12, 7]])
+    hidden = loaded.model(ids).last_hidden_state
+    torch.testing.assert_close(lm(ids).logits, hidden @ weight.T, atol=1e-5, rtol=1e-4)

@@ -297,3 +297,98 @@ def test_shared_boolq_carve_sizes(shared_superglue):
     assert (len(train), len(validation)) == (2270, 1000)  # pinned: a changed carve is a changed benchmark
     assert not {_title(r) for r in train} & {_title(r) for r in validation}
     assert "carved" in source and "not comparable" in BOOLQ_CARVE_NOTE
+
+
+# ------------------------------------------------------------------------------------- task rules
+# Each rule lives on the task (``tasks.Task``): changing it there changes every place that reads it.
+def _with_rule(monkeypatch, name: str, **rule):
+    from dataclasses import replace
+
+    monkeypatch.setitem(TASKS, name, replace(TASKS[name], **rule))
+
+
+def test_zero_shot_cot_rule_is_read_from_the_task(monkeypatch):
+    from dhrd.cot import zero_shot_queries
+    from dhrd.reproduction import ReproduceArguments, plan
+
+    args = ReproduceArguments(tasks=["rte", "multirc"], seeds=[1], methods=["pooled", "cot-zero-shot"])
+    assert [c.name for c in plan(args) if c.kind == "cot"] == ["cot rte cot-zero-shot s1"]
+    _with_rule(monkeypatch, "rte", zero_shot_cot=False)
+    _with_rule(monkeypatch, "multirc", zero_shot_cot=True)
+    assert [c.name for c in plan(args) if c.kind == "cot"] == ["cot multirc cot-zero-shot s1"]
+    with pytest.raises(DHRDInputError, match="zero-shot CoT does not support rte"):
+        zero_shot_queries("rte", tokenizer=None)
+
+
+def test_answer_words_are_read_from_the_task(monkeypatch, superglue_dir):
+    from dhrd.prompts import TASK_ANSWERS, task_items
+
+    assert [item.answer for item in task_items("rte", superglue_dir)[0][:2]] == ["No", "Yes"]
+    _with_rule(monkeypatch, "rte", answers={"Entailed": "entailment", "Not entailed": "not_entailment"})
+    items, _ = task_items("rte", superglue_dir)
+    assert [(item.label, item.answer) for item in items[:2]] == [
+        ("not_entailment", "Not entailed"),
+        ("entailment", "Entailed"),
+    ]
+    assert list(TASK_ANSWERS["rte"]) == ["Entailed", "Not entailed"]  # what the teacher may answer with
+
+
+def test_candidate_rows_rule_decides_choice_metrics_and_floor(monkeypatch):
+    from dhrd.tasks import choices_by_group, majority_floor
+
+    rows = _rows("copa", [1, 0, 0, 1, 1, 0], list("aabbcc"), ["choice1", "choice2"] * 3)
+    probs = np.array([[0.4, 0.6], [0.3, 0.7], [0.8, 0.2], [0.7, 0.3], [0.1, 0.9], [0.2, 0.8]])
+    assert choices_by_group(rows, probs) == {"a": "choice2", "b": "choice2", "c": "choice1"}
+    assert task_metrics("copa", rows, probs, "yesno")["accuracy"] == pytest.approx(66.6667)
+    assert majority_floor("copa", rows, "yesno", 2)["predictor"] == "always choice1"
+    _with_rule(monkeypatch, "copa", candidate_rows=False)  # now every row is scored alone
+    assert choices_by_group(rows, probs) == {}
+    assert task_metrics("copa", rows, probs, "yesno")["accuracy"] == 50.0
+    assert majority_floor("copa", rows, "yesno", 2)["predictor"].startswith("always label")
+
+
+def test_per_answer_rule_decides_scoring(monkeypatch):
+    from dhrd.tasks import label_metrics
+
+    rows = _rows("rte", [1, 0, 1, 1], ["q1", "q1", "q2", "q2"])
+    probs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    assert label_metrics("rte", ["entailment"], ["entailment"])["score"] == 100.0
+    _with_rule(monkeypatch, "rte", per_answer=True, metrics=("f1a", "em"))
+    assert task_metrics("rte", rows, probs, "yesno")["em"] == 50.0
+    with pytest.raises(DHRDInputError, match="RTE is scored per answer"):
+        label_metrics("rte", ["entailment"], ["entailment"])
+
+
+def test_a_task_lays_out_its_records_for_classifier_and_teacher(superglue_dir):
+    """One record, both views: the classifier's rows and the teacher's items come from the same Task."""
+    from dhrd.prompts import task_items
+
+    cb = TASKS["cb"]
+    record = {"premise": "Ann came.", "hypothesis": "Ann is here", "label": "neutral", "idx": 7}
+    rows = cb.examples(record, "yesno", "f.jsonl", 1)
+    assert [(r.id, r.candidate, r.label, r.source_idx) for r in rows] == [
+        ("cb-7#entailment", "entailment", 0, 7),
+        ("cb-7#contradiction", "contradiction", 0, 7),
+        ("cb-7#neutral", "neutral", 1, 7),
+    ]
+    (native,) = cb.examples(record, "native", "f.jsonl", 1)
+    assert native.label == 2 and native.text == "Premise: Ann came.\nHypothesis: Ann is here"
+    (item,) = cb.teacher_items(record, "f.jsonl", 1)
+    assert (item.idx, item.label, item.answer) == (7, "neutral", "Neither")
+    assert item.input.endswith("Question: Does the premise entail the hypothesis, contradict it, or neither?")
+    # MultiRC: one teacher item per answer, keyed as its classifier row's source_idx
+    items, _ = task_items("multirc", superglue_dir, "validation")
+    rows = load_task_split("multirc", "validation", "yesno", superglue_dir)
+    assert [i.idx for i in items] == [r.source_idx for r in rows]
+    assert [i.answer for i in items] == ["Yes" if r.label else "No" for r in rows]
+
+
+def test_teacher_refuses_a_label_the_task_does_not_have(tmp_path):
+    write_jsonl(
+        tmp_path / "COPA" / "train.jsonl",
+        [{"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": 2}],
+    )
+    from dhrd.prompts import task_items
+
+    with pytest.raises(DHRDInputError, match="row 1: field 'label': label 2 is not one of the task's"):
+        task_items("copa", tmp_path)

@@ -153,7 +153,8 @@ def _stop_and_record(record):
 @pytest.mark.parametrize("trust", [False, True])
 def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone, tmp_path, monkeypatch, trust):
     seen = []
-    for module in [dhrd.evaluation, dhrd.explain, *_predict_modules()]:
+    # explain loads through modeling.reasoning_lm, which calls modeling's own load_classifier
+    for module in [dhrd.evaluation, dhrd.modeling, *_predict_modules()]:
         monkeypatch.setattr(module, "load_classifier", _stop_and_record(seen))
     monkeypatch.setattr(dhrd.training, "resolve_backbone", _stop_and_record(seen))
     (saved_models["dhrd"] / "reasoning_head.safetensors").touch()  # explain's check for the reasoning head

@@ -51,7 +51,7 @@ from .modeling import (
 )
 from .provenance import machine
 from .rationales import rationale_file, read_rationales
-from .runtime import bf16_supported, device, save_figure_atomic, write_json_atomic, write_text_atomic
+from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from .stats import latency_percentiles
 from .tasks import TASKS, Example, evaluate_rows
 
@@ -305,9 +305,7 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
         if not path:
             continue
         model, tokenizer = load_classifier(path)
-        examples, input_format = examples_for_model(
-            model, args.task, "validation", args.data_dir, None, None, None, None, True
-        )
+        examples, input_format = examples_for_model(model, args.task, "validation", args.data_dir)
         examples = first_examples(examples, args.max_examples)
         groups = groups or list(dict.fromkeys(e.group for e in examples))
         lengths = [len(i) for i in tokenizer([e.text for e in examples])["input_ids"]]
@@ -334,11 +332,11 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
 
 def _bench_cot(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, out: Path, save, groups):
     """The CoT fine-tuned model (alpha=1, beta=0) decoding with its LM head, on the classifier's rows."""
-    from .explain import reasoning_lm
+    from .modeling import reasoning_lm
 
     lm, classifier, tokenizer = reasoning_lm(args.cot)
     label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
-    examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir, None, None, None, None, True)
+    examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir)
     examples = _keep_groups(first_examples(examples, args.max_examples), groups)
     queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
     settings = _cot_settings(args, tokenizer)
@@ -557,9 +555,8 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
 
     rows = result.rows
     labels = [f"{r['system']} [{r['engine']}, {r['setting']}] b={r['batch_size']}" for r in rows]
-    colours = {"pooled": "tab:gray", "dhrd": "tab:blue", "cot-zero-shot": "tab:orange", "cot": "tab:red"}
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(rows) + 1.5))
-    ax.barh(labels, [r["examples_per_s"] for r in rows], color=[colours.get(r["system"], "tab:green") for r in rows])
+    ax.barh(labels, [r["examples_per_s"] for r in rows], color=[plot_colour(r["system"]) for r in rows])
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel("examples per second (log scale, best of repeats)")

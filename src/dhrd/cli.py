@@ -635,7 +635,7 @@ def explain(
                 raise DHRDInputError("give --text or --task")
             classifier, _ = load_classifier(model, trust_remote_code=trust_remote_code)
             rows, _ = examples_for_model(
-                classifier, task, split, str(data_dir) if data_dir else None, None, None, None, None, False
+                classifier, task, split, str(data_dir) if data_dir else None, require_labels=False
             )
             texts = [r.text for r in rows[:max_examples]]
         results = run_explain(model, texts, max_new_tokens, trust_remote_code=trust_remote_code)

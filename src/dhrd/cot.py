@@ -34,7 +34,7 @@ from .errors import DHRDInputError
 from .generation import chat_prompt_ids, generate_batches
 from .prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
 from .runtime import bf16_supported, device
-from .tasks import Example, label_metrics
+from .tasks import TASKS, Example, label_metrics
 
 ZERO_SHOT_SYSTEM = (
     "Answer the question. Let's think step by step: reason in 2-5 sentences, then, on a new line, write "
@@ -207,7 +207,7 @@ def zero_shot_queries(
 ) -> tuple[list[Query], dict[str, str]]:
     """One chat prompt per original example and the gold native label of each (``groups`` keeps only those
     examples, in that order)."""
-    if task not in TASK_ANSWERS or task == "multirc":  # the teacher's MultiRC items are answers, not examples
+    if task not in TASKS or not TASKS[task].zero_shot_cot:  # e.g. MultiRC: the teacher's items are answers
         raise DHRDInputError(f"zero-shot CoT does not support {task}: its answers are per candidate, not per example")
     items, _ = task_items(task, data_dir, split)
     answers = TASK_ANSWERS[task]

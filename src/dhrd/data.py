@@ -172,7 +172,7 @@ def file_example(
                 )
             label = label_names.index(key_text)
     name = str(key)
-    return Example(name, CUSTOM_TASK, text, label, name, None, key)
+    return Example(name, CUSTOM_TASK, text, label, name, source_idx=key)
 
 
 def load_file_examples(

@@ -140,10 +140,11 @@ def first_examples(examples: list[Example], n: int | None) -> list[Example]:
 
 def model_columns(
     model,
-    text_column: str | None,
-    text_pair_column: str | None,
-    label_column: str | None,
-    id_column: str | None,
+    *,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
+    id_column: str | None = None,
     source=None,
 ) -> Columns:
     """How a user file becomes a saved model's inputs: the columns, label names and instruction it was
@@ -183,19 +184,28 @@ def examples_for_model(
     model,
     task: str | None,
     split: str,
-    data_dir: str | None,
-    file: str | None,
-    text_column: str | None,
-    text_pair_column: str | None,
-    label_column: str | None,
-    require_labels: bool,
+    data_dir: str | None = None,
+    *,
+    require_labels: bool = True,
+    file: str | None = None,
+    text_column: str | None = None,
+    text_pair_column: str | None = None,
+    label_column: str | None = None,
     id_column: str | None = None,
     encoding: str | None = None,
 ) -> tuple[list[Example], str]:
+    """The rows a saved model is evaluated or run on, and its input format: a split of its task (or of
+    ``task``), or a user ``file`` read with the model's columns unless columns are given."""
     spec = saved_data_spec(model)
     label_names = tuple(model.config.id2label[i] for i in range(model.config.num_labels))
     if file is not None:
-        columns = model_columns(model, text_column, text_pair_column, label_column, id_column)
+        columns = model_columns(
+            model,
+            text_column=text_column,
+            text_pair_column=text_pair_column,
+            label_column=label_column,
+            id_column=id_column,
+        )
         return load_file_examples(file, columns, label_names, require_labels, encoding=encoding), spec.input_format
     if task is not None:
         spec.tasks, spec.train_file = task, None
@@ -243,11 +253,13 @@ def evaluate(
     settings = dict(batch_size=batch_size, max_length=max_length, truncation=truncation, bf16=bf16, compile=compile)
     start = time.perf_counter()
     if source is not None:
-        columns = model_columns(model, text_column, text_pair_column, label_column, None, source)
+        columns = model_columns(
+            model, text_column=text_column, text_pair_column=text_pair_column, label_column=label_column, source=source
+        )
         examples, probs = _score_file(model, tokenizer, source, columns, encoding, max_examples, settings)
         input_format = (model_spec(model).get("data") or {}).get("input_format", "yesno")
     else:
-        examples, input_format = examples_for_model(model, task, split, data_dir, None, None, None, None, True)
+        examples, input_format = examples_for_model(model, task, split, data_dir)
         if any(e.label is None for e in examples):
             raise DHRDInputError(f"the {split} split has no labels (SuperGLUE test labels are hidden): use predict")
         examples = first_examples(examples, max_examples)

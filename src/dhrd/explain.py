@@ -8,40 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save_file
-from transformers import AutoModelForCausalLM
-
 from .data import ANSWER_PREFIX
-from .errors import DHRDInputError
 from .evaluation import predict_proba
-from .modeling import find_model_dir, load_classifier
-
-REASONING_HEAD_FILE = "reasoning_head.safetensors"
-
-
-def save_reasoning_head(weight: torch.Tensor, model_dir: Path) -> Path:
-    """The LM head's weight beside the classifier (for a tied head, the trained embedding matrix)."""
-    path = Path(model_dir) / REASONING_HEAD_FILE
-    save_file({"lm_head.weight": weight.detach().float().cpu().contiguous()}, str(path))
-    return path
-
-
-def reasoning_lm(model_path: str | Path, trust_remote_code: bool = False):
-    """The trained backbone with its LM head on top: a causal LM for ``generate``."""
-    directory = find_model_dir(model_path)
-    head = directory / REASONING_HEAD_FILE
-    if not head.is_file():
-        raise DHRDInputError(
-            f"{head}: no reasoning head was kept with this model; train with --method dhrd --keep-reasoning-head"
-        )
-    classifier, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code)
-    config = classifier.config.text_config
-    config.tie_word_embeddings = False
-    lm = AutoModelForCausalLM.from_config(config)
-    lm.base_model.load_state_dict(classifier.model.state_dict())
-    lm.get_output_embeddings().weight.data.copy_(load_file(str(head))["lm_head.weight"])
-    return lm.eval(), classifier, tokenizer
+from .modeling import reasoning_lm
 
 
 def explain(

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -49,6 +50,7 @@ SPEC_KEY = "dhrd"  # the config attribute that records how inputs were built
 # Local backbone files whose hub model is known: a saved model names the hub model, not this machine's file.
 KNOWN_HUB_NAMES = {SHARED_SMOLLM2.name: DEFAULT_BACKBONE_HUB}
 RUN_SETTINGS = "train_args.json"  # beside model/ in a run directory: the run's arguments, local paths included
+REASONING_HEAD_FILE = "reasoning_head.safetensors"  # the LM head kept beside a classifier (--keep-reasoning-head)
 
 
 def default_backbone() -> str:
@@ -411,6 +413,32 @@ def _restore_data_dir(model, directory: Path) -> None:
     local = run_settings(directory).get("data_dir")
     if data is not None and local and not data.get("data_dir"):
         data["data_dir"] = local
+
+
+def save_reasoning_head(weight: torch.Tensor, model_dir: Path) -> Path:
+    """The LM head's weight beside the classifier (for a tied head, the trained embedding matrix), so that
+    ``dhrd explain`` can let the reasoning head write again."""
+    path = Path(model_dir) / REASONING_HEAD_FILE
+    save_file({"lm_head.weight": weight.detach().float().cpu().contiguous()}, str(path))
+    return path
+
+
+def reasoning_lm(model_path: str | Path, trust_remote_code: bool = False):
+    """The trained backbone with its saved LM head on top: a causal LM for ``generate``, with the classifier
+    and tokenizer."""
+    directory = find_model_dir(model_path)
+    head = directory / REASONING_HEAD_FILE
+    if not head.is_file():
+        raise DHRDInputError(
+            f"{head}: no reasoning head was kept with this model; train with --method dhrd --keep-reasoning-head"
+        )
+    classifier, tokenizer = load_classifier(directory, trust_remote_code=trust_remote_code)
+    config = classifier.config.text_config
+    config.tie_word_embeddings = False
+    lm = AutoModelForCausalLM.from_config(config)
+    lm.base_model.load_state_dict(classifier.model.state_dict())
+    lm.get_output_embeddings().weight.data.copy_(load_file(str(head))["lm_head.weight"])
+    return lm.eval(), classifier, tokenizer
 
 
 def model_spec(model) -> dict:

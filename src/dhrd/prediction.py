@@ -307,7 +307,9 @@ def predict(
         source = {"input": str(path.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
     encoding = check_encoding(encoding)
     id_column = _id_column(path, encoding, id_column, saved_data_spec(model).id_column)
-    columns = model_columns(model, text_column, text_pair_column, None, id_column, path)
+    columns = model_columns(
+        model, text_column=text_column, text_pair_column=text_pair_column, id_column=id_column, source=path
+    )
     settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)
     sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
     return _predict_file(run, sink, path, columns, list(keep_columns), encoding, chunk_rows, progress)
@@ -354,7 +356,7 @@ def _predict_task(run, sink, task, split, data_dir, progress) -> PredictSummary:
     if sink.done:
         sink.finish()  # a task's rows are written in one chunk: recorded means finished
         return PredictSummary(str(sink.path), sink.done, sink.done)
-    examples, _ = examples_for_model(run["model"], task, split, data_dir, None, None, None, None, False)
+    examples, _ = examples_for_model(run["model"], task, split, data_dir, require_labels=False)
     probs = _probabilities(run, [e.text for e in examples], f"{task} {split}", [e.id for e in examples], progress)
     chosen = choices_by_group(examples, probs)
     names = run["names"]

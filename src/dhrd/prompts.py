@@ -13,13 +13,14 @@ import hashlib
 import re
 import string
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .data import Columns, RowKeys, bare_numbers, file_label_names, row_text
 from .errors import DHRDInputError, where
 from .tables import iter_table, read_text, table_source
-from .tasks import COPA_QUESTIONS, TASKS, read_records
+from .tasks import TASK_ANSWERS as TASK_ANSWERS  # re-exported: the teacher's answer words, read from each Task
+from .tasks import TASKS, TeacherItem, read_records
 
 SENTINEL = "[END OF REASONING]"
 PROMPT_MODES = ("label", "free")  # label-conditioned (the paper's) or unconditioned
@@ -53,17 +54,6 @@ PLACEHOLDERS = {"input", "answer", "answers", "sentinel"}
 _LEAK = re.compile(r"\b(yes|true|false|correct|incorrect)\b|(?:^|[.!?]\s+)no\b(?=\s*[,.!;:]|$)", re.IGNORECASE)
 _PREFIX = re.compile(r"^\s*(reasoning|explanation|rationale|reason)\s*:\s*", re.IGNORECASE)
 _ANSWER_LINE = re.compile(r"(?:^|\n)\s*\**\s*(?:final\s+)?answer\s*\**\s*:\s*\**\s*(.+)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class TeacherItem:
-    """One training example as the teacher sees it: its id (the cache key), gold label and prompt input."""
-
-    idx: int | str  # a SuperGLUE record's idx, a user id (--id-column) or a 1-based row number
-    label: str  # the native label name ("entailment", "true", "choice2", or a user file's label)
-    answer: str  # the label as the teacher writes it ("Yes", "Entailment", "Option 2", ...)
-    input: str
-    fields: dict = field(default_factory=dict)  # the record's text fields, for custom templates
 
 
 @dataclass(frozen=True)
@@ -122,137 +112,14 @@ def load_template(
 
 
 # ------------------------------------------------------------------------------------------ task items
-def _yes_no(flag) -> tuple[str, str]:
-    return ("true", "Yes") if flag else ("false", "No")
-
-
-def _task_item(task: str, record: dict, source: str, row: int) -> TeacherItem:
-    idx = record.get("idx", row - 1)
-    gold = record.get("label")
-    if gold is None:
-        raise DHRDInputError(f"{where(source, row, 'label')}: missing (the teacher needs labelled examples)")
-
-    def text(name: str) -> str:
-        value = record.get(name)
-        if not isinstance(value, str) or not value.strip():
-            raise DHRDInputError(f"{where(source, row, name)}: {'missing' if value is None else 'empty text'}")
-        return value.strip()
-
-    if task == "boolq":
-        label, answer = _yes_no(gold)
-        fields = {"passage": text("passage"), "question": text("question").rstrip("?") + "?"}
-        block = f"Passage: {fields['passage']}\nQuestion: {fields['question']}"
-    elif task in ("cb", "rte"):
-        fields = {"premise": text("premise"), "hypothesis": text("hypothesis")}
-        if gold not in TASKS[task].native_labels:
-            raise DHRDInputError(f"{where(source, row, 'label')}: label {gold!r} is not one of the task's")
-        label = gold
-        if task == "rte":
-            answer = "Yes" if gold == "entailment" else "No"
-            question = "Does the premise entail the hypothesis?"
-        else:
-            answer = {"entailment": "Entailment", "contradiction": "Contradiction", "neutral": "Neither"}[gold]
-            question = "Does the premise entail the hypothesis, contradict it, or neither?"
-        block = f"Premise: {fields['premise']}\nHypothesis: {fields['hypothesis']}\nQuestion: {question}"
-    elif task == "copa":
-        fields = {"premise": text("premise"), "choice1": text("choice1"), "choice2": text("choice2")}
-        question = COPA_QUESTIONS.get(record.get("question"))
-        if question is None:
-            raise DHRDInputError(f"{where(source, row, 'question')}: expected 'cause' or 'effect'")
-        label, answer = f"choice{int(gold) + 1}", f"Option {int(gold) + 1}"
-        block = (
-            f"Premise: {fields['premise']}\nQuestion: {question}\n"
-            f"Option 1: {fields['choice1']}\nOption 2: {fields['choice2']}"
-        )
-    elif task == "wic":
-        fields = {"word": text("word"), "sentence1": text("sentence1"), "sentence2": text("sentence2")}
-        label, answer = _yes_no(gold)
-        block = (
-            f"Word: {fields['word']}\nSentence 1: {fields['sentence1']}\nSentence 2: {fields['sentence2']}\n"
-            f'Question: Does the word "{fields["word"]}" have the same meaning in both sentences?'
-        )
-    elif task == "wsc":
-        target = record.get("target") or {}
-        fields = {"text": text("text"), "pronoun": target.get("span2_text", ""), "noun": target.get("span1_text", "")}
-        if not fields["pronoun"] or not fields["noun"]:
-            raise DHRDInputError(f"{where(source, row, 'target')}: missing span texts")
-        label, answer = _yes_no(gold)
-        block = (
-            f'Sentence: {fields["text"]}\nQuestion: Does the pronoun "{fields["pronoun"]}" refer to "{fields["noun"]}"?'
-        )
-    else:
-        raise DHRDInputError(f"the teacher does not support {task!r}: choose from {', '.join(TASK_ANSWERS)}")
-    return TeacherItem(int(idx), label, answer, block, fields)
-
-
-def _filled(value, source: str, row: int, name: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise DHRDInputError(f"{where(source, row, name)}: {'missing' if value is None else 'empty text'}")
-    return value.strip()
-
-
-def _objects(value, source: str, row: int, name: str) -> list[dict]:
-    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-        raise DHRDInputError(f"{where(source, row, name)}: expected a non-empty list of objects")
-    return value
-
-
-def _multirc_items(record: dict, source: str, row: int) -> list[TeacherItem]:
-    """One item per candidate answer (MultiRC is scored per answer), keyed by the answer's idx, which is
-    unique in its split and is the classifier row's ``source_idx``."""
-    passage = record.get("passage")
-    if not isinstance(passage, dict):
-        raise DHRDInputError(f"{where(source, row, 'passage')}: expected an object with text and questions")
-    paragraph = _filled(passage.get("text"), source, row, "passage.text")
-    items = []
-    for q, question in enumerate(_objects(passage.get("questions"), source, row, "passage.questions")):
-        at = f"passage.questions[{q}]"
-        asked = _filled(question.get("question"), source, row, f"{at}.question")
-        for a, answer in enumerate(_objects(question.get("answers"), source, row, f"{at}.answers")):
-            items.append(_multirc_item(paragraph, asked, answer, source, row, f"{at}.answers[{a}]"))
-    return items
-
-
-def _multirc_item(paragraph: str, question: str, answer: dict, source: str, row: int, at: str) -> TeacherItem:
-    idx, gold = answer.get("idx"), answer.get("label")
-    if not isinstance(idx, int) or isinstance(idx, bool):
-        raise DHRDInputError(f"{where(source, row, at + '.idx')}: expected an integer id")
-    if gold is None:
-        raise DHRDInputError(f"{where(source, row, at + '.label')}: missing (the teacher needs labelled examples)")
-    if gold not in (0, 1):  # the official 0/1; True/False compare equal and pass too
-        raise DHRDInputError(f"{where(source, row, at + '.label')}: {gold!r} is not 0 or 1")
-    candidate = answer.get("text")
-    if not isinstance(candidate, str):  # empty is allowed: the official train split has 3 empty (false) answers
-        raise DHRDInputError(f"{where(source, row, at + '.text')}: {'missing' if candidate is None else 'not text'}")
-    fields = {"paragraph": paragraph, "question": question, "candidate": candidate.strip()}
-    block = (
-        f"Paragraph: {paragraph}\nQuestion: {question}\nCandidate answer: {fields['candidate']}\n"
-        "Question: Is the candidate answer correct?"
-    )
-    return TeacherItem(idx, *_yes_no(gold), block, fields)
-
-
-# The words the teacher answers with, and the label each one means (dicts keep the order of the prompt).
-TASK_ANSWERS = {
-    "boolq": {"Yes": "true", "No": "false"},
-    "cb": {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"},
-    "copa": {"Option 1": "choice1", "Option 2": "choice2"},
-    "multirc": {"Yes": "true", "No": "false"},
-    "rte": {"Yes": "entailment", "No": "not_entailment"},
-    "wic": {"Yes": "true", "No": "false"},
-    "wsc": {"Yes": "true", "No": "false"},
-}
-
-
 def task_items(task: str, data_dir: str | Path | None = None, split: str = "train") -> tuple[list[TeacherItem], str]:
-    """The teacher's view of a SuperGLUE split, and the answer words it may use."""
-    if task not in TASK_ANSWERS:
-        _task_item(task, {"label": 0}, task, 1)  # raises the clear "not supported" error
-    records, source = read_records(TASKS[task], split, data_dir)
-    rows = enumerate(records, start=1)
-    if task == "multirc":  # one item per answer, not per record
-        return [item for row, record in rows for item in _multirc_items(record, source, row)], source
-    return [_task_item(task, record, source, row) for row, record in rows], source
+    """The teacher's view of a SuperGLUE split (each task lays out its own records: ``tasks.Task``)."""
+    if task not in TASKS:
+        raise DHRDInputError(f"the teacher does not support {task!r}: choose from {', '.join(TASKS)}")
+    rules = TASKS[task]
+    records, source = read_records(rules, split, data_dir)
+    items = [item for row, record in enumerate(records, start=1) for item in rules.teacher_items(record, source, row)]
+    return items, source
 
 
 def file_question(instruction: str | None, labels: Sequence[str]) -> str:
@@ -396,7 +263,7 @@ def check_output(
     "stop"). A teacher that stopped without the sentinel (small instruct models often do) has finished its
     explanation: the text before an ``Answer:`` line, or all of it, is the rationale."""
     if not isinstance(text, str) or not text.strip():
-        return Checked(None, None, ["empty"])
+        return Checked(rationale=None, teacher_answer=None, problems=["empty"])
     rationale = clean_rationale(text, sentinel)
     teacher_answer = parse_answer(text.split(sentinel, 1)[1] if sentinel in text else text, answers)
     problems = []

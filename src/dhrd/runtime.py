@@ -94,3 +94,19 @@ def save_figure_atomic(fig, path: str | Path, dpi: int = 120) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+# One colour per system in every figure (reproduce's "cot" is the benchmark's "cot-finetuned": one system).
+PLOT_COLOURS = {
+    "pooled": "tab:gray",
+    "dhrd": "tab:blue",
+    "dhrd-shuffled": "tab:cyan",
+    "cot": "tab:red",
+    "cot-finetuned": "tab:red",
+    "cot-zero-shot": "tab:orange",
+}
+
+
+def plot_colour(system: str) -> str:
+    """The matplotlib colour of a method or benchmarked system (any other: green)."""
+    return PLOT_COLOURS.get(system, "tab:green")

@@ -1,5 +1,10 @@
 """The seven SuperGLUE classification tasks: reading, input formats, label words and official metrics.
 
+Each task is a ``Task`` in ``TASKS`` and holds its own rules: its labels and the teacher's answer words, how
+a record becomes classifier rows and teacher items (its class), whether its yes/no rows are candidates to
+choose among, whether it is scored per answer, and whether zero-shot CoT applies. Code that differs by task
+asks the task rather than testing its name.
+
 Two input formats:
 
 * ``yesno`` (default, the paper's Appendix E.2): every task becomes one UnifiedQA-style question,
@@ -19,9 +24,10 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from sklearn.metrics import f1_score
@@ -62,29 +68,538 @@ class Example:
 
 
 @dataclass(frozen=True)
+class TeacherItem:
+    """One training example as the teacher sees it: its id (the cache key), gold label and prompt input."""
+
+    idx: int | str  # a SuperGLUE record's idx, a user id (--id-column) or a 1-based row number
+    label: str  # the native label name ("entailment", "true", "choice2", or a user file's label)
+    answer: str  # the label as the teacher writes it ("Yes", "Entailment", "Option 2", ...)
+    input: str
+    fields: dict = field(default_factory=dict)  # the record's text fields, for custom templates
+
+
+# ------------------------------------------------------------------------------------------ task rules
+@dataclass(frozen=True)
 class Task:
+    """A SuperGLUE task and its rules. Code that differs by task asks the task (these flags, or the methods
+    its class overrides: how a record becomes classifier rows and teacher items) instead of testing its name.
+    The default methods fit a task with one yes/no question per record."""
+
     name: str
     folder: str
-    hub_config: str
     native_labels: tuple[str, ...]
-    metrics: tuple[str, ...]
+    metrics: tuple[str, ...]  # the official metrics; their mean is the task score
+    # the words the teacher and zero-shot CoT answer with and the native label each means, in the prompt's
+    # order (a plain dict: the teacher's cache rows map a word back through it)
+    answers: dict[str, str] = field(compare=False)
+    # yes/no format: one row per candidate (CB's relations, COPA's choices) and an example's prediction is
+    # the candidate with the highest P(Yes), so its metrics and constant predictors are per candidate
+    candidate_rows: bool = False
+    # the rows are candidate answers scored one by one (MultiRC: F1a over answers, EM over questions): no one
+    # label per example, and the teacher is asked about each answer
+    per_answer: bool = False
+    # zero-shot CoT asks one question per example and reads one label back (none for a per-answer task)
+    zero_shot_cot: bool = True
+
+    required: ClassVar[tuple[str, ...]] = ()  # the record fields every row needs
+
+    @property
+    def hub_config(self) -> str:
+        return self.name
 
     def label_names(self, input_format: str) -> tuple[str, ...]:
         return YES_NO_LABELS if input_format == "yesno" else self.native_labels
 
+    def answer_word(self, label: str) -> str:
+        """The word the teacher writes for a native label (RTE: "entailment" -> "Yes")."""
+        return next(word for word, meant in self.answers.items() if meant == label)
 
+    # classifier rows
+    def examples(self, record: dict, input_format: str, source: str, row: int) -> list[Example]:
+        """One record's classifier rows: here one row, the yes/no question or the task's native text."""
+        self.check(record, source, row)
+        gold = record.get("label")
+        if input_format == "yesno":
+            return [_example(self.name, record, row, _yes_no(*self.yes_no_parts(record), "Yes"), self.yes_label(gold))]
+        text = self.native_text(record)
+        return [_example(self.name, record, row, text, _label_index(gold, self.native_labels, source, row))]
+
+    def check(self, record: dict, source: str, row: int) -> None:
+        _require(record, self.required, source, row)
+
+    def yes_no_parts(self, record: dict) -> tuple[str, str]:
+        """The passage and question of the yes/no row (its answer is "Yes")."""
+        raise NotImplementedError
+
+    def native_text(self, record: dict) -> str:
+        raise NotImplementedError
+
+    def yes_label(self, gold) -> int | None:
+        """The yes/no row's label (1: Yes) from the record's official label."""
+        return None if gold is None else int(bool(gold))
+
+    # teacher items
+    def teacher_items(self, record: dict, source: str, row: int) -> list[TeacherItem]:
+        """The teacher's view of one labelled record: here one item, keyed by the record's idx."""
+        gold = record.get("label")
+        if gold is None:
+            raise DHRDInputError(f"{where(source, row, 'label')}: missing (the teacher needs labelled examples)")
+        label, block, fields = self.teacher_view(record, gold, source, row)
+        if label not in self.native_labels:
+            raise DHRDInputError(f"{where(source, row, 'label')}: label {gold!r} is not one of the task's")
+        return [TeacherItem(int(record.get("idx", row - 1)), label, self.answer_word(label), block, fields)]
+
+    def teacher_view(self, record: dict, gold, source: str, row: int) -> tuple[str, str, dict]:
+        """The native label, the prompt block and the text fields (for custom templates) of a record."""
+        raise NotImplementedError
+
+    # hub rows
+    def from_hub(self, rows: list[dict]) -> list[dict]:
+        """Hub rows in the official jsonl schema."""
+        return [self.hub_row(row) for row in rows]
+
+    def hub_row(self, row: dict) -> dict:
+        """The hub stores labels as class ints (-1: unlabelled); the jsonl as the official values."""
+        if isinstance(row.get("label"), int):
+            row["label"] = self.official_label(row["label"]) if row["label"] >= 0 else None
+        return row
+
+    def official_label(self, index: int):
+        return self.native_labels[index]
+
+    # metrics
+    def official_metrics(self, examples: Sequence[Example], probs: np.ndarray, input_format: str) -> dict:
+        """The official metrics, in percent, on the original examples (unordered, no task score)."""
+        if self.candidate_rows and input_format == "yesno":
+            predicted, gold = choice_predictions(examples, probs)
+            result = {"accuracy": _percent(np.mean([p == g for p, g in zip(predicted, gold)]))}
+            if "f1" in self.metrics:
+                labels = list(self.native_labels)
+                result["f1"] = _percent(f1_score(gold, predicted, labels=labels, average="macro", zero_division=0))
+            return result
+        labels, row_pred = np.array([e.label for e in examples]), probs.argmax(-1)
+        if self.per_answer:
+            correct = row_pred == labels
+            em = np.mean([correct[rows].all() for rows in example_groups(examples).values()])
+            return {"f1a": _percent(f1_score(labels, row_pred, pos_label=1, zero_division=0)), "em": _percent(em)}
+        result = {"accuracy": _percent(np.mean(row_pred == labels))}
+        if "f1" in self.metrics:
+            classes = list(range(len(self.native_labels)))
+            result["f1"] = _percent(f1_score(labels, row_pred, labels=classes, average="macro", zero_division=0))
+        return result
+
+
+# ------------------------------------------------------------------------------------- record helpers
+def _yes_no(passage: str, question: str, answer: str) -> str:
+    return YES_NO_TEMPLATE.format(passage=passage.strip(), question=question.strip(), answer=answer.strip())
+
+
+def _require(record: dict, fields: Iterable[str], source: str, row: int) -> None:
+    for name in fields:
+        value = record.get(name)
+        if value is None:
+            raise DHRDInputError(f"{where(source, row, name)}: missing")
+        if isinstance(value, str) and not value.strip():
+            raise DHRDInputError(f"{where(source, row, name)}: empty text")
+
+
+def _label_index(value, names: Sequence[str], source: str, row: int) -> int | None:
+    if value is None:
+        return None
+    key = str(value).lower() if isinstance(value, bool) else str(value)
+    if key not in names:
+        raise DHRDInputError(f"{where(source, row, 'label')}: label {value!r} is not one of {', '.join(names)}")
+    return names.index(key)
+
+
+def _filled(value, source: str, row: int, name: str) -> str:
+    """A text field the teacher is shown, stripped; missing or blank is refused."""
+    if not isinstance(value, str) or not value.strip():
+        raise DHRDInputError(f"{where(source, row, name)}: {'missing' if value is None else 'empty text'}")
+    return value.strip()
+
+
+def _text(record: dict, name: str, source: str, row: int) -> str:
+    return _filled(record.get(name), source, row, name)
+
+
+def _objects(value, source: str, row: int, name: str) -> list[dict]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        raise DHRDInputError(f"{where(source, row, name)}: expected a non-empty list of objects")
+    return value
+
+
+def _example(task: str, record: dict, row: int, text: str, label: int | None, suffix="", candidate=None) -> Example:
+    """A row of a record: its group is the record's, its rationale key the record's idx."""
+    idx = record.get("idx", row - 1)
+    group = f"{task}-{idx}"
+    return Example(f"{group}{suffix}", task, text, label, group, candidate, idx)
+
+
+def _truth(gold) -> str:
+    return "true" if gold else "false"
+
+
+# ------------------------------------------------------------------------------------------- the tasks
+class _TrueFalse(Task):
+    """A task whose official labels are booleans."""
+
+    def official_label(self, index: int):
+        return bool(index)
+
+
+class BoolQ(_TrueFalse):
+    required = ("question", "passage")
+
+    def yes_no_parts(self, record: dict) -> tuple[str, str]:
+        return record["passage"], _boolq_question(record["question"])
+
+    def native_text(self, record: dict) -> str:
+        return f"Passage: {record['passage'].strip()}\nQuestion: {_boolq_question(record['question'])}"
+
+    def teacher_view(self, record: dict, gold, source: str, row: int) -> tuple[str, str, dict]:
+        fields = {
+            "passage": _text(record, "passage", source, row),
+            "question": _boolq_question(_text(record, "question", source, row)),
+        }
+        return _truth(gold), f"Passage: {fields['passage']}\nQuestion: {fields['question']}", fields
+
+
+def _boolq_question(question: str) -> str:
+    return question.strip().rstrip("?") + "?"
+
+
+class _PremiseHypothesis(Task):
+    """CB and RTE: a premise and a hypothesis, labelled with the relation's name."""
+
+    required = ("premise", "hypothesis")
+    teacher_question: ClassVar[str] = ""
+
+    def check(self, record: dict, source: str, row: int) -> None:
+        super().check(record, source, row)
+        gold = record.get("label")
+        if gold is not None and gold not in self.native_labels:
+            raise DHRDInputError(
+                f"{where(source, row, 'label')}: label {gold!r} is not one of {', '.join(self.native_labels)}"
+            )
+
+    def native_text(self, record: dict) -> str:
+        return f"Premise: {record['premise'].strip()}\nHypothesis: {record['hypothesis'].strip()}"
+
+    def teacher_view(self, record: dict, gold, source: str, row: int) -> tuple[str, str, dict]:
+        fields = {
+            "premise": _text(record, "premise", source, row),
+            "hypothesis": _text(record, "hypothesis", source, row),
+        }
+        block = f"Premise: {fields['premise']}\nHypothesis: {fields['hypothesis']}\nQuestion: {self.teacher_question}"
+        return gold, block, fields
+
+
+class RTE(_PremiseHypothesis):
+    teacher_question = "Does the premise entail the hypothesis?"
+
+    def yes_no_parts(self, record: dict) -> tuple[str, str]:
+        return record["premise"], f'Is the hypothesis "{record["hypothesis"].strip()}" entailed by the passage?'
+
+    def yes_label(self, gold) -> int | None:
+        return None if gold is None else int(gold == "entailment")
+
+
+class CB(_PremiseHypothesis):
+    teacher_question = "Does the premise entail the hypothesis, contradict it, or neither?"
+
+    def examples(self, record: dict, input_format: str, source: str, row: int) -> list[Example]:
+        """Yes/no: one row per relation, each asking whether the passage bears it to the hypothesis."""
+        if input_format == "native":
+            return super().examples(record, input_format, source, row)
+        self.check(record, source, row)
+        gold = record.get("label")
+        question = f'What is the relation between the passage and the hypothesis "{record["hypothesis"].strip()}"?'
+        return [
+            _example(
+                self.name,
+                record,
+                row,
+                _yes_no(record["premise"], question, answer),
+                None if gold is None else int(gold == relation),
+                f"#{relation}",
+                relation,
+            )
+            for relation, answer in CB_RELATIONS.items()
+        ]
+
+
+class COPA(Task):
+    required = ("premise", "choice1", "choice2", "question")
+
+    def check(self, record: dict, source: str, row: int) -> None:
+        super().check(record, source, row)
+        if record["question"] not in COPA_QUESTIONS:
+            raise DHRDInputError(f"{where(source, row, 'question')}: expected 'cause' or 'effect'")
+
+    def examples(self, record: dict, input_format: str, source: str, row: int) -> list[Example]:
+        """Native: one row showing both choices. Yes/no: one row per choice, asking whether it is the answer."""
+        self.check(record, source, row)
+        gold = record.get("label")
+        question = COPA_QUESTIONS[record["question"]]
+        if input_format == "native":
+            text = (
+                f"Premise: {record['premise'].strip()}\nQuestion: {question}\n"
+                f"Choice 1: {record['choice1'].strip()}\nChoice 2: {record['choice2'].strip()}"
+            )
+            label = None if gold is None else _label_index(f"choice{int(gold) + 1}", self.native_labels, source, row)
+            return [_example(self.name, record, row, text, label)]
+        return [
+            _example(
+                self.name,
+                record,
+                row,
+                _yes_no(record["premise"], question, record[choice]),
+                None if gold is None else int(int(gold) == k),
+                f"#{choice}",
+                choice,
+            )
+            for k, choice in enumerate(self.native_labels)
+        ]
+
+    def teacher_view(self, record: dict, gold, source: str, row: int) -> tuple[str, str, dict]:
+        fields = {name: _text(record, name, source, row) for name in ("premise", "choice1", "choice2")}
+        question = COPA_QUESTIONS.get(record.get("question"))
+        if question is None:
+            raise DHRDInputError(f"{where(source, row, 'question')}: expected 'cause' or 'effect'")
+        block = (
+            f"Premise: {fields['premise']}\nQuestion: {question}\n"
+            f"Option 1: {fields['choice1']}\nOption 2: {fields['choice2']}"
+        )
+        return f"choice{int(gold) + 1}", block, fields
+
+    def hub_row(self, row: dict) -> dict:
+        return row  # the hub's choice index is the official label
+
+
+class MultiRC(Task):
+    """Records are passages with several questions, each with several candidate answers: one row per answer,
+    the answers of one question grouped (EM is over questions)."""
+
+    def examples(self, record: dict, input_format: str, source: str, row: int) -> list[Example]:
+        passage = record.get("passage") or {}
+        _require(passage, ["text", "questions"], source, row)
+        group = f"{self.name}-{record.get('idx', row - 1)}"
+        rows = []
+        for question in passage["questions"]:
+            qgroup = f"{group}-{question['idx']}"
+            for answer in question["answers"]:
+                flag = answer.get("label")
+                if input_format == "yesno":
+                    text = _yes_no(passage["text"], question["question"], answer["text"])
+                else:
+                    text = (
+                        f"Paragraph: {passage['text'].strip()}\nQuestion: {question['question'].strip()}\n"
+                        f"Answer: {answer['text'].strip()}"
+                    )
+                # an answer's idx is unique in its split: the key of its per-answer rationale
+                label = None if flag is None else int(bool(flag))
+                rows.append(
+                    Example(f"{qgroup}-{answer['idx']}", self.name, text, label, qgroup, answer["text"], answer["idx"])
+                )
+        return rows
+
+    def teacher_items(self, record: dict, source: str, row: int) -> list[TeacherItem]:
+        """One item per candidate answer, keyed by the answer's idx, which is unique in its split and is the
+        classifier row's ``source_idx``."""
+        passage = record.get("passage")
+        if not isinstance(passage, dict):
+            raise DHRDInputError(f"{where(source, row, 'passage')}: expected an object with text and questions")
+        paragraph = _filled(passage.get("text"), source, row, "passage.text")
+        items = []
+        for q, question in enumerate(_objects(passage.get("questions"), source, row, "passage.questions")):
+            at = f"passage.questions[{q}]"
+            asked = _filled(question.get("question"), source, row, f"{at}.question")
+            for a, answer in enumerate(_objects(question.get("answers"), source, row, f"{at}.answers")):
+                items.append(self.answer_item(paragraph, asked, answer, source, row, f"{at}.answers[{a}]"))
+        return items
+
+    def answer_item(self, paragraph: str, question: str, answer: dict, source: str, row: int, at: str) -> TeacherItem:
+        idx, gold = answer.get("idx"), answer.get("label")
+        if not isinstance(idx, int) or isinstance(idx, bool):
+            raise DHRDInputError(f"{where(source, row, at + '.idx')}: expected an integer id")
+        if gold is None:
+            raise DHRDInputError(f"{where(source, row, at + '.label')}: missing (the teacher needs labelled examples)")
+        if gold not in (0, 1):  # the official 0/1; True/False compare equal and pass too
+            raise DHRDInputError(f"{where(source, row, at + '.label')}: {gold!r} is not 0 or 1")
+        candidate = answer.get("text")
+        if not isinstance(candidate, str):  # empty is allowed: the official train split has 3 empty (false) answers
+            raise DHRDInputError(
+                f"{where(source, row, at + '.text')}: {'missing' if candidate is None else 'not text'}"
+            )
+        fields = {"paragraph": paragraph, "question": question, "candidate": candidate.strip()}
+        block = (
+            f"Paragraph: {paragraph}\nQuestion: {question}\nCandidate answer: {fields['candidate']}\n"
+            "Question: Is the candidate answer correct?"
+        )
+        label = _truth(gold)
+        return TeacherItem(idx, label, self.answer_word(label), block, fields)
+
+    def from_hub(self, rows: list[dict]) -> list[dict]:
+        """The hub flattens MultiRC to one row per answer; the official jsonl nests answers in questions in
+        passages."""
+        return _nest_multirc([self.hub_row(row) for row in rows])
+
+    def official_label(self, index: int):
+        return index  # the official answer labels are 0/1
+
+
+def _nest_multirc(rows: list[dict]) -> list[dict]:
+    """Rebuild the official passage/question/answer nesting of the hub's flat MultiRC rows."""
+    passages: dict[int, dict] = {}
+    for row in rows:
+        ids = row["idx"]
+        passage = passages.setdefault(
+            ids["paragraph"], {"idx": ids["paragraph"], "passage": {"text": row["paragraph"], "questions": []}}
+        )
+        questions = passage["passage"]["questions"]
+        if not questions or questions[-1]["idx"] != ids["question"]:
+            questions.append({"question": row["question"], "idx": ids["question"], "answers": []})
+        questions[-1]["answers"].append({"text": row["answer"], "idx": ids["answer"], "label": row["label"]})
+    return list(passages.values())
+
+
+class WiC(_TrueFalse):
+    required = ("word", "sentence1", "sentence2")
+
+    def yes_no_parts(self, record: dict) -> tuple[str, str]:
+        s1, s2 = _wic_sentences(record)
+        question = f'Does the word "{record["word"]}" have the same meaning in both sentences?'
+        return f"Sentence 1: {s1}\nSentence 2: {s2}", question
+
+    def native_text(self, record: dict) -> str:
+        s1, s2 = _wic_sentences(record)
+        return f"Word: {record['word']}\nSentence 1: {s1}\nSentence 2: {s2}"
+
+    def teacher_view(self, record: dict, gold, source: str, row: int) -> tuple[str, str, dict]:
+        fields = {name: _text(record, name, source, row) for name in ("word", "sentence1", "sentence2")}
+        block = (
+            f"Word: {fields['word']}\nSentence 1: {fields['sentence1']}\nSentence 2: {fields['sentence2']}\n"
+            f'Question: Does the word "{fields["word"]}" have the same meaning in both sentences?'
+        )
+        return _truth(gold), block, fields
+
+
+def _wic_sentences(record: dict) -> tuple[str, str]:
+    """Both sentences, the target word marked ``*like this*`` where its offsets are given."""
+    return tuple(
+        _mark_word(record[f"sentence{k}"], record[f"start{k}"], record[f"end{k}"])
+        if f"start{k}" in record
+        else record[f"sentence{k}"]
+        for k in (1, 2)
+    )
+
+
+def _mark_word(sentence: str, start: int, end: int) -> str:
+    return f"{sentence[:start]}*{sentence[start:end]}*{sentence[end:]}"
+
+
+class WSC(_TrueFalse):
+    required = ("text", "target")
+
+    def yes_no_parts(self, record: dict) -> tuple[str, str]:
+        target = record["target"]
+        return _wsc_passage(record), f'Does the pronoun "{target["span2_text"]}" refer to "{target["span1_text"]}"?'
+
+    def native_text(self, record: dict) -> str:
+        target = record["target"]
+        return f"Sentence: {_wsc_passage(record)}\nPronoun: {target['span2_text']}\nCandidate: {target['span1_text']}"
+
+    def teacher_view(self, record: dict, gold, source: str, row: int) -> tuple[str, str, dict]:
+        target = record.get("target") or {}
+        fields = {
+            "text": _text(record, "text", source, row),
+            "pronoun": target.get("span2_text", ""),
+            "noun": target.get("span1_text", ""),
+        }
+        if not fields["pronoun"] or not fields["noun"]:
+            raise DHRDInputError(f"{where(source, row, 'target')}: missing span texts")
+        block = (
+            f'Sentence: {fields["text"]}\nQuestion: Does the pronoun "{fields["pronoun"]}" refer to "{fields["noun"]}"?'
+        )
+        return _truth(gold), block, fields
+
+    def hub_row(self, row: dict) -> dict:
+        row = super().hub_row(row)
+        if "span1_index" in row:  # the hub flattens the official target object
+            row["target"] = {k: row.pop(k) for k in ("span1_index", "span2_index", "span1_text", "span2_text")}
+        return row
+
+
+def _wsc_passage(record: dict) -> str:
+    """The text with the pronoun marked ``*like this*``."""
+    target = record["target"]
+    words = record["text"].split(" ")
+    index, span = target["span2_index"], target["span2_text"]
+    if 0 <= index < len(words) and words[index].lower().startswith(span.split(" ")[0].lower()):
+        words[index] = f"*{words[index]}*"
+    return " ".join(words)
+
+
+YES_NO_ANSWERS = {"Yes": "true", "No": "false"}  # the teacher's words for a true/false task
 TASKS: dict[str, Task] = {
     t.name: t
     for t in [
-        Task("boolq", "BoolQ", "boolq", ("false", "true"), ("accuracy",)),
-        Task("cb", "CB", "cb", ("entailment", "contradiction", "neutral"), ("f1", "accuracy")),
-        Task("copa", "COPA", "copa", ("choice1", "choice2"), ("accuracy",)),
-        Task("multirc", "MultiRC", "multirc", ("false", "true"), ("f1a", "em")),
-        Task("rte", "RTE", "rte", ("entailment", "not_entailment"), ("accuracy",)),
-        Task("wic", "WiC", "wic", ("false", "true"), ("accuracy",)),
-        Task("wsc", "WSC", "wsc", ("false", "true"), ("accuracy",)),
+        BoolQ("boolq", "BoolQ", ("false", "true"), ("accuracy",), dict(YES_NO_ANSWERS)),
+        CB(
+            "cb",
+            "CB",
+            ("entailment", "contradiction", "neutral"),
+            ("f1", "accuracy"),
+            {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"},
+            candidate_rows=True,
+        ),
+        COPA(
+            "copa",
+            "COPA",
+            ("choice1", "choice2"),
+            ("accuracy",),
+            {"Option 1": "choice1", "Option 2": "choice2"},
+            candidate_rows=True,
+        ),
+        MultiRC(
+            "multirc",
+            "MultiRC",
+            ("false", "true"),
+            ("f1a", "em"),
+            dict(YES_NO_ANSWERS),
+            per_answer=True,
+            zero_shot_cot=False,
+        ),
+        RTE(
+            "rte", "RTE", ("entailment", "not_entailment"), ("accuracy",), {"Yes": "entailment", "No": "not_entailment"}
+        ),
+        WiC("wic", "WiC", ("false", "true"), ("accuracy",), dict(YES_NO_ANSWERS)),
+        WSC("wsc", "WSC", ("false", "true"), ("accuracy",), dict(YES_NO_ANSWERS)),
     ]
 }
+
+
+class _AnswerWords(Mapping):
+    """``{task: {answer word: native label}}``, read from ``TASKS`` at each look-up: the words have one home."""
+
+    def __getitem__(self, name: str) -> dict[str, str]:
+        return TASKS[name].answers
+
+    def __iter__(self):
+        return iter(TASKS)
+
+    def __len__(self) -> int:
+        return len(TASKS)
+
+
+TASK_ANSWERS: Mapping[str, dict[str, str]] = _AnswerWords()
+
+
+def chooses_candidate(task_name: str) -> bool:
+    """Whether a yes/no example of this task is answered by choosing among its candidate rows (CB, COPA)."""
+    task = TASKS.get(task_name)
+    return task is not None and task.candidate_rows
 
 
 def parse_task_names(spec: str | Sequence[str]) -> list[str]:
@@ -147,10 +662,7 @@ def _hub_records(task: Task, split: str, base: Path | None) -> tuple[list[dict],
             f"{task.folder} {split} split: {local}the Hugging Face hub could not provide it "
             f"({type(error).__name__}); pass --data-dir with the official jsonl files"
         ) from None
-    rows = [_from_hub(task, dict(row)) for row in dataset]
-    if task.name == "multirc":
-        rows = _nest_multirc(rows)
-    return rows, f"hub:super_glue/{task.hub_config}/{hub_split}"
+    return task.from_hub([dict(row) for row in dataset]), f"hub:super_glue/{task.hub_config}/{hub_split}"
 
 
 # ------------------------------------------------------------------------------------------ BoolQ carve
@@ -228,181 +740,6 @@ def _carved_boolq(base: Path, split: str) -> tuple[list[dict], str]:
     return (train if split == "train" else validation), f"{path} {_CARVE_TAG}"
 
 
-def _from_hub(task: Task, row: dict) -> dict:
-    """Map a hub row back to the official jsonl schema (class-label ints become the official values)."""
-    if task.name in ("cb", "rte") and isinstance(row.get("label"), int):
-        row["label"] = task.native_labels[row["label"]] if row["label"] >= 0 else None
-    elif task.name in ("boolq", "wic", "wsc") and isinstance(row.get("label"), int):
-        row["label"] = bool(row["label"]) if row["label"] >= 0 else None
-    if task.name == "wsc" and "span1_index" in row:
-        row["target"] = {k: row.pop(k) for k in ("span1_index", "span2_index", "span1_text", "span2_text")}
-    if task.name == "multirc" and isinstance(row.get("label"), int) and row["label"] < 0:
-        row["label"] = None
-    return row
-
-
-def _nest_multirc(rows: list[dict]) -> list[dict]:
-    """The hub flattens MultiRC to one row per answer; rebuild the official passage/question/answer nesting."""
-    passages: dict[int, dict] = {}
-    for row in rows:
-        ids = row["idx"]
-        passage = passages.setdefault(
-            ids["paragraph"], {"idx": ids["paragraph"], "passage": {"text": row["paragraph"], "questions": []}}
-        )
-        questions = passage["passage"]["questions"]
-        if not questions or questions[-1]["idx"] != ids["question"]:
-            questions.append({"question": row["question"], "idx": ids["question"], "answers": []})
-        questions[-1]["answers"].append({"text": row["answer"], "idx": ids["answer"], "label": row["label"]})
-    return list(passages.values())
-
-
-# ------------------------------------------------------------------------------------------- formatting
-def _yes_no(passage: str, question: str, answer: str) -> str:
-    return YES_NO_TEMPLATE.format(passage=passage.strip(), question=question.strip(), answer=answer.strip())
-
-
-def _require(record: dict, fields: Iterable[str], source: str, row: int) -> None:
-    for name in fields:
-        value = record.get(name)
-        if value is None:
-            raise DHRDInputError(f"{where(source, row, name)}: missing")
-        if isinstance(value, str) and not value.strip():
-            raise DHRDInputError(f"{where(source, row, name)}: empty text")
-
-
-def _label_index(value, names: Sequence[str], source: str, row: int, field: str = "label") -> int | None:
-    if value is None:
-        return None
-    key = str(value).lower() if isinstance(value, bool) else str(value)
-    if key not in names:
-        raise DHRDInputError(f"{where(source, row, field)}: label {value!r} is not one of {', '.join(names)}")
-    return names.index(key)
-
-
-def _mark_word(sentence: str, start: int, end: int) -> str:
-    return f"{sentence[:start]}*{sentence[start:end]}*{sentence[end:]}"
-
-
-def _wsc_marked(text: str, index: int, span: str) -> str:
-    words = text.split(" ")
-    if 0 <= index < len(words) and words[index].lower().startswith(span.split(" ")[0].lower()):
-        words[index] = f"*{words[index]}*"
-    return " ".join(words)
-
-
-def _examples_from_record(task: Task, record: dict, fmt: str, source: str, row: int) -> list[Example]:
-    idx = record.get("idx", row - 1)
-    group = f"{task.name}-{idx}"
-    gold = record.get("label")
-    labels = task.label_names(fmt)
-
-    def one(
-        text: str, label: int | None, suffix: str = "", candidate: str | None = None, grp: str = group, src: int = idx
-    ):
-        return Example(f"{grp}{suffix}", task.name, text, label, grp, candidate, src)
-
-    def yes(flag: bool | None) -> int | None:
-        return None if flag is None else int(bool(flag))
-
-    name = task.name
-    if name == "boolq":
-        _require(record, ["question", "passage"], source, row)
-        question = record["question"].strip().rstrip("?") + "?"
-        if fmt == "yesno":
-            return [one(_yes_no(record["passage"], question, "Yes"), yes(gold))]
-        text = f"Passage: {record['passage'].strip()}\nQuestion: {question}"
-        return [one(text, _label_index(gold, labels, source, row))]
-    if name in ("cb", "rte"):
-        _require(record, ["premise", "hypothesis"], source, row)
-        premise, hypothesis = record["premise"], record["hypothesis"].strip()
-        if gold is not None and gold not in task.native_labels:
-            raise DHRDInputError(
-                f"{where(source, row, 'label')}: label {gold!r} is not one of {', '.join(task.native_labels)}"
-            )
-        if fmt == "native":
-            text = f"Premise: {premise.strip()}\nHypothesis: {hypothesis}"
-            return [one(text, _label_index(gold, labels, source, row))]
-        if name == "rte":
-            question = f'Is the hypothesis "{hypothesis}" entailed by the passage?'
-            return [one(_yes_no(premise, question, "Yes"), None if gold is None else int(gold == "entailment"))]
-        question = f'What is the relation between the passage and the hypothesis "{hypothesis}"?'
-        return [
-            one(
-                _yes_no(premise, question, answer),
-                None if gold is None else int(gold == relation),
-                f"#{relation}",
-                relation,
-            )
-            for relation, answer in CB_RELATIONS.items()
-        ]
-    if name == "copa":
-        _require(record, ["premise", "choice1", "choice2", "question"], source, row)
-        if record["question"] not in COPA_QUESTIONS:
-            raise DHRDInputError(f"{where(source, row, 'question')}: expected 'cause' or 'effect'")
-        question = COPA_QUESTIONS[record["question"]]
-        if fmt == "native":
-            text = (
-                f"Premise: {record['premise'].strip()}\nQuestion: {question}\n"
-                f"Choice 1: {record['choice1'].strip()}\nChoice 2: {record['choice2'].strip()}"
-            )
-            label = None if gold is None else _label_index(f"choice{int(gold) + 1}", labels, source, row)
-            return [one(text, label)]
-        return [
-            one(
-                _yes_no(record["premise"], question, record[choice]),
-                None if gold is None else int(int(gold) == k),
-                f"#{choice}",
-                choice,
-            )
-            for k, choice in enumerate(("choice1", "choice2"))
-        ]
-    if name == "multirc":
-        passage = record.get("passage") or {}
-        _require(passage, ["text", "questions"], source, row)
-        rows = []
-        for question in passage["questions"]:
-            qgroup = f"{group}-{question['idx']}"
-            for answer in question["answers"]:
-                flag = answer.get("label")
-                if fmt == "yesno":
-                    text = _yes_no(passage["text"], question["question"], answer["text"])
-                else:
-                    text = (
-                        f"Paragraph: {passage['text'].strip()}\nQuestion: {question['question'].strip()}\n"
-                        f"Answer: {answer['text'].strip()}"
-                    )
-                # an answer's idx is unique in its split: the key of its per-answer rationale
-                rows.append(one(text, yes(flag), f"-{answer['idx']}", answer["text"], qgroup, answer["idx"]))
-        return rows
-    if name == "wic":
-        _require(record, ["word", "sentence1", "sentence2"], source, row)
-        s1 = (
-            _mark_word(record["sentence1"], record["start1"], record["end1"])
-            if "start1" in record
-            else record["sentence1"]
-        )
-        s2 = (
-            _mark_word(record["sentence2"], record["start2"], record["end2"])
-            if "start2" in record
-            else record["sentence2"]
-        )
-        if fmt == "yesno":
-            question = f'Does the word "{record["word"]}" have the same meaning in both sentences?'
-            return [one(_yes_no(f"Sentence 1: {s1}\nSentence 2: {s2}", question, "Yes"), yes(gold))]
-        text = f"Word: {record['word']}\nSentence 1: {s1}\nSentence 2: {s2}"
-        return [one(text, _label_index(gold, labels, source, row))]
-    if name == "wsc":
-        _require(record, ["text", "target"], source, row)
-        target = record["target"]
-        passage = _wsc_marked(record["text"], target["span2_index"], target["span2_text"])
-        if fmt == "yesno":
-            question = f'Does the pronoun "{target["span2_text"]}" refer to "{target["span1_text"]}"?'
-            return [one(_yes_no(passage, question, "Yes"), yes(gold))]
-        text = f"Sentence: {passage}\nPronoun: {target['span2_text']}\nCandidate: {target['span1_text']}"
-        return [one(text, _label_index(gold, labels, source, row))]
-    raise DHRDInputError(f"unknown task {name!r}")
-
-
 def load_task_split(
     task_name: str, split: str, input_format: str = "yesno", data_dir: str | Path | None = None
 ) -> list[Example]:
@@ -413,7 +750,7 @@ def load_task_split(
     records, source = read_records(task, split, data_dir)
     examples = []
     for row, record in enumerate(records, start=1):
-        examples.extend(_examples_from_record(task, record, input_format, source, row))
+        examples.extend(task.examples(record, input_format, source, row))
     if not examples:
         raise DHRDInputError(f"{source}: no examples")
     return examples
@@ -461,7 +798,7 @@ def choices_by_group(examples: Sequence[Example], probs: np.ndarray) -> dict[str
     """For examples split into candidate rows (yes/no COPA and CB): the candidate with the highest P(Yes)."""
     chosen = {}
     for group, rows in example_groups(examples).items():
-        if len(rows) > 1 and examples[rows[0]].task in ("cb", "copa") and examples[rows[0]].candidate:
+        if len(rows) > 1 and chooses_candidate(examples[rows[0]].task) and examples[rows[0]].candidate:
             chosen[group] = examples[rows[int(np.argmax(np.asarray(probs)[rows, 1]))]].candidate
     return chosen
 
@@ -472,30 +809,12 @@ def _percent(value: float) -> float:
 
 def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray, input_format: str) -> dict:
     """Official metrics of one task, in percent, on its original examples; ``score`` is the paper's task
-    score (CB and MultiRC pairs averaged)."""
+    score (CB and MultiRC pairs averaged). A user file's task: accuracy (its score) and macro-F1."""
     probs = np.asarray(probs, dtype=np.float64)
-    labels = np.array([e.label for e in examples])
-    row_pred = probs.argmax(-1)
-    if task_name in ("cb", "copa") and input_format == "yesno":
-        predicted, gold = choice_predictions(examples, probs)
-        accuracy = np.mean([p == g for p, g in zip(predicted, gold)])
-        result = {"accuracy": _percent(accuracy)}
-        if task_name == "cb":
-            result["f1"] = _percent(
-                f1_score(gold, predicted, labels=list(CB_RELATIONS), average="macro", zero_division=0)
-            )
-    elif task_name == "multirc":
-        correct = row_pred == labels
-        em = np.mean([correct[rows].all() for rows in example_groups(examples).values()])
-        result = {"f1a": _percent(f1_score(labels, row_pred, pos_label=1, zero_division=0)), "em": _percent(em)}
-    elif task_name == "cb":
-        result = {
-            "f1": _percent(f1_score(labels, row_pred, labels=[0, 1, 2], average="macro", zero_division=0)),
-            "accuracy": _percent(np.mean(row_pred == labels)),
-        }
-    elif task_name in TASKS:
-        result = {"accuracy": _percent(np.mean(row_pred == labels))}
-    else:  # user data
+    if task_name in TASKS:
+        result = TASKS[task_name].official_metrics(examples, probs, input_format)
+    else:
+        labels, row_pred = np.array([e.label for e in examples]), probs.argmax(-1)
         result = {
             "accuracy": _percent(np.mean(row_pred == labels)),
             "macro_f1": _percent(f1_score(labels, row_pred, average="macro", zero_division=0)),
@@ -515,7 +834,7 @@ def constant_predictions(examples: Sequence[Example], num_labels: int) -> dict[s
     """Probabilities of every constant predictor: one per label, and for candidate rows (yes/no CB and COPA)
     one per candidate (that candidate chosen for every example)."""
     predictors = {}
-    candidates = sorted({e.candidate for e in examples if e.candidate and e.task in ("cb", "copa")})
+    candidates = sorted({e.candidate for e in examples if e.candidate and chooses_candidate(e.task)})
     for candidate in candidates:
         yes = np.array([1.0 if e.candidate == candidate else 0.0 for e in examples])
         predictors[f"always {candidate}"] = np.stack([1 - yes, yes], -1)
@@ -565,15 +884,16 @@ def floors(examples: Sequence[Example], input_format: str, num_labels: int) -> d
 def label_metrics(task_name: str, predicted: Sequence[str | None], gold: Sequence[str]) -> dict:
     """Official metrics, in percent, from one predicted native label per original example (systems that
     answer in text: CoT). ``None`` (no answer could be read) is scored as wrong."""
-    if task_name == "multirc":
-        raise DHRDInputError("MultiRC is scored per answer (F1a, EM): it has no one label per example")
+    task = TASKS.get(task_name)
+    if task is not None and task.per_answer:
+        raise DHRDInputError(f"{task.folder} is scored per answer (F1a, EM): it has no one label per example")
     said = [p if p is not None else "<unparsed>" for p in predicted]
     result = {"accuracy": _percent(np.mean([p == g for p, g in zip(said, gold)]))}
-    names = list(TASKS[task_name].native_labels) if task_name in TASKS else sorted(set(gold))
-    if task_name == "cb" or task_name not in TASKS:
-        result["f1" if task_name == "cb" else "macro_f1"] = _percent(
-            f1_score(gold, said, labels=names, average="macro", zero_division=0)
-        )
+    if task is None:  # a user file's task: macro-F1 over the labels it has, beside accuracy
+        result["macro_f1"] = _percent(f1_score(gold, said, labels=sorted(set(gold)), average="macro", zero_division=0))
+    elif "f1" in task.metrics:
+        names = list(task.native_labels)
+        result["f1"] = _percent(f1_score(gold, said, labels=names, average="macro", zero_division=0))
     result["examples"] = len(gold)
     return _with_score(task_name, result)
 

@@ -35,9 +35,15 @@ from .data import (
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
-from .explain import save_reasoning_head
 from .hub import write_model_card
-from .modeling import backbone_source, build_classifier, load_tokenizer, resolve_backbone, save_classifier
+from .modeling import (
+    backbone_source,
+    build_classifier,
+    load_tokenizer,
+    resolve_backbone,
+    save_classifier,
+    save_reasoning_head,
+)
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import bf16_supported, write_json_atomic
 from .tasks import evaluate_rows, flatten_metrics, sample_examples

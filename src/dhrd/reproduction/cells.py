@@ -79,7 +79,7 @@ def _cot_examples(args: ReproduceArguments, task: str, classifier=None):
     from ..tasks import load_task_split, sample_examples
 
     if classifier is not None:
-        examples, _ = examples_for_model(classifier, task, "validation", args.data_dir, None, None, None, None, True)
+        examples, _ = examples_for_model(classifier, task, "validation", args.data_dir)
     else:
         examples = load_task_split(task, "validation", "yesno", args.data_dir)
     examples = sample_examples(examples, args.eval_cap(task), args.subset_seed)
@@ -109,7 +109,7 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
         return json.loads(target.read_text())
     start = time.perf_counter()
     if method == "cot":
-        from ..explain import reasoning_lm
+        from ..modeling import reasoning_lm
 
         lm, classifier, tokenizer = reasoning_lm(run_dir(args, task, "cot", seed))
         labels = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
@@ -147,7 +147,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
         return json.loads(target.read_text())
     seed = args.seeds[0]
     trained = {m: str(run_dir(args, task, m, seed)) for m in TRAINED_METHODS if m in args.methods}
-    zero_shot = "cot-zero-shot" in args.methods and task != "multirc"
+    zero_shot = "cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot
     result = benchmark(
         BenchmarkArguments(
             task=task,

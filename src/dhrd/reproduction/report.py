@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..runtime import save_figure_atomic, write_json_atomic, write_text_atomic
+from ..runtime import plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from ..tasks import TASKS
 from .arguments import COT_METHODS
 from .paper import PAPER_QPS_SPEEDUP, PAPER_TABLE1
@@ -229,7 +229,7 @@ def _caps_lines(result: ReproduceResult) -> list[str]:
     lines = ["", "## What each cell saw (caps are never hidden)", ""]
     for task, entry in result.summary["tasks"].items():
         caps = entry["caps"]
-        unit = " (questions)" if task == "multirc" else ""
+        unit = " (questions)" if TASKS[task].per_answer else ""
         parts = [f"{k.replace('_', ' ')} {v}{unit}" for k, v in caps.items() if k != "epochs"] or ["no caps"]
         methods = entry["methods"]
         seen = ", ".join(f"{m}: {v['eval_examples']} eval examples" for m, v in methods.items() if v["eval_examples"])
@@ -311,13 +311,6 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
     if not names:
         return None
     methods = [m for m in result.arguments["methods"] if any(m in tasks[t]["methods"] for t in names)]
-    colours = {
-        "pooled": "tab:gray",
-        "dhrd": "tab:blue",
-        "dhrd-shuffled": "tab:cyan",
-        "cot": "tab:red",
-        "cot-zero-shot": "tab:orange",
-    }
     fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [3, 2]})
     width = 0.8 / len(methods)
     x = np.arange(len(names))
@@ -325,7 +318,7 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
         stats = [tasks[t]["methods"].get(method, {}).get("score") for t in names]
         means = [s["mean"] if s else 0 for s in stats]
         errors = [s["std"] or 0 if s else 0 for s in stats]
-        left.bar(x + k * width, means, width, yerr=errors, label=METHOD_NAMES[method], color=colours[method])
+        left.bar(x + k * width, means, width, yerr=errors, label=METHOD_NAMES[method], color=plot_colour(method))
     for i, task in enumerate(names):
         floor = tasks[task].get("floor")
         if floor:
@@ -344,7 +337,7 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
     measured = [t for t in names if tasks[t].get("qps")]
     for k, method in enumerate(methods):
         speeds = [tasks[t]["qps"].get(method, {}).get("examples_per_s", 0) for t in measured]
-        right.bar(np.arange(len(measured)) + k * width, speeds, width, color=colours[method])
+        right.bar(np.arange(len(measured)) + k * width, speeds, width, color=plot_colour(method))
     right.set_xticks(np.arange(len(measured)) + width * (len(methods) - 1) / 2, [TASKS[t].folder for t in measured])
     right.set_yscale("log")
     right.set_ylabel(f"examples/s (batch {result.arguments['qps_batch_size']}, log)")

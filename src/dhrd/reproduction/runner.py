@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..provenance import versions
+from ..tasks import TASKS
 from .arguments import TRAINED_METHODS, ReproduceArguments
 from .cells import (
     cot_cell,
@@ -51,7 +52,7 @@ def plan(args: ReproduceArguments) -> list[Cell]:
             for method in args.methods:
                 if method in TRAINED_METHODS:
                     cells.append(Cell("train", task, method, seed))
-                if method == "cot" or (method == "cot-zero-shot" and k == 0 and task != "multirc"):
+                if method == "cot" or (method == "cot-zero-shot" and k == 0 and TASKS[task].zero_shot_cot):
                     cells.append(Cell("cot", task, method, seed))
             if k == 0 and args.qps:
                 cells.append(Cell("qps", task))

@@ -156,7 +156,7 @@ def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
 
 def _decodes_cot(args: ReproduceArguments, task: str) -> bool:
     """Whether any CoT method decodes this task (zero-shot CoT has no per-answer prompt for MultiRC)."""
-    return "cot" in args.methods or ("cot-zero-shot" in args.methods and task != "multirc")
+    return "cot" in args.methods or ("cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot)
 
 
 def _caps(args: ReproduceArguments, task: str) -> dict:
