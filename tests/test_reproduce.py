@@ -457,6 +457,9 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
     )
     assert result.exit_code == 0, result.output
     assert f"written: {out}/results.md" in result.output
+    # a line per cell, with what it is, and Trainer's logs as lines, not dicts
+    assert "[2/5] train cb pooled s1" in result.output and "[5/5] qps cb: done in " in result.output
+    assert "{'loss'" not in result.output and "{'eval_" not in result.output
     saved = json.loads((out / "results.json").read_text())
     assert saved["finished"] and saved["arguments"]["title"] == "dhrd demo"
     assert set(saved["cells"]) == {"train cb pooled s1", "train cb dhrd s1", "cot cb cot-zero-shot s1", "qps cb"}

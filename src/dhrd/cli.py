@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import traceback
+import warnings
 from enum import Enum
 from pathlib import Path
 
@@ -943,11 +944,45 @@ def _unexpected(error: Exception) -> str:
         return f"{message} (raised at {at}; the traceback could not be saved: {failure})"
 
 
+class _MessageFormat(logging.Formatter):
+    """dhrd's information as plain lines (``converting ... once``); its warnings and errors prefixed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
+
+
+def show_messages() -> None:
+    """Other libraries' warnings as ``LEVEL name: message``; dhrd's information (a one-time conversion, what a
+    long step is doing) and warnings as plain lines. Handlers of our own, each once: pytest's (caplog) stay."""
+    root = logging.getLogger()
+    if not any(getattr(h, "dhrd", False) for h in root.handlers):
+        libraries = logging.StreamHandler()
+        libraries.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        libraries.addFilter(lambda record: not record.name.startswith("dhrd"))
+        libraries.dhrd = True
+        ours = logging.StreamHandler()
+        ours.setFormatter(_MessageFormat())
+        ours.addFilter(lambda record: record.name.startswith("dhrd"))
+        ours.dhrd = True
+        root.handlers += [libraries, ours]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("dhrd").setLevel(logging.INFO)
+    # transformers' own bars (loading and writing weight shards) between a phase's bars: noise in a terminal.
+    # Trainer's bar and dhrd's are plain tqdm and stay.
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    # peft reads the model's deprecated ``is_gradient_checkpointing`` on every LoRA wrap: a FutureWarning per run
+    # that no dhrd call makes and no user can act on
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
 def main() -> None:
     """The ``dhrd`` entry point: every failure is one line on stderr. Bad input and bad options exit with 2,
     an interrupt with 130, a bug with 1 (its traceback saved to a file; ``DHRD_TRACEBACK=1`` raises it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    show_messages()
     try:
         code = app(standalone_mode=False)  # click returns its exceptions to us instead of printing them
     except BrokenPipeError:

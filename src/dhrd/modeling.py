@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -166,7 +167,9 @@ def gguf_to_hf(directory: str, gguf_file: str) -> Path:
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    logger.info("converting %s/%s to %s (once)", directory, gguf_file, target)
+    # a message, not a bar: transformers' GGUF reader reports no progress, and the minute would look hung
+    logger.info("converting %s to a transformers checkpoint, once (about a minute on 2 cores)...", gguf_file)
+    began = time.perf_counter()
     # a GGUF holds no code, but files beside it (a tokenizer_config.json with an auto_map) might
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file, trust_remote_code=False)
     model = AutoModelForCausalLM.from_pretrained(
@@ -190,6 +193,7 @@ def gguf_to_hf(directory: str, gguf_file: str) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    logger.info("converted in %.0f s; later runs read %s", time.perf_counter() - began, target)
     return target
 
 

@@ -44,6 +44,7 @@ from .modeling import (
     save_classifier,
     save_reasoning_head,
 )
+from .progress import use_log_lines
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import bf16_supported, write_json_atomic
 from .tasks import evaluate_rows, flatten_metrics, sample_examples
@@ -229,10 +230,16 @@ class DHRDTrainingArguments:
             remove_unused_columns=False,
             label_names=["labels"],
             dataloader_num_workers=0,
-            gradient_checkpointing=self.gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False} if self.gradient_checkpointing else None,
             disable_tqdm=False,
         )
+        # transformers 5.2x renamed gradient_checkpointing (a FutureWarning on every run that passes the old name)
+        checkpointing = {"use_reentrant": False} if self.gradient_checkpointing else None
+        if "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}:
+            settings.update(activation_checkpointing=self.gradient_checkpointing)
+            settings.update(activation_checkpointing_kwargs=checkpointing)
+        else:
+            settings.update(gradient_checkpointing=self.gradient_checkpointing)
+            settings.update(gradient_checkpointing_kwargs=checkpointing)
         # transformers 5.0-5.2x: group_by_length=True; later: train_sampling_strategy="group_by_length"
         if "train_sampling_strategy" in {f.name for f in fields(TrainingArguments)}:
             settings["train_sampling_strategy"] = "group_by_length" if self.group_by_length else "random"
@@ -476,6 +483,7 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
         reasoning_weight=reasoning_head(classifier, causal_lm),
         class_weights=weights,
     )
+    use_log_lines(trainer)  # its logs as short lines above the bar, not dicts
     return PreparedRun(trainer, tokenizer, train_rows, eval_rows, input_format, missing, tuple(label_names))
 
 

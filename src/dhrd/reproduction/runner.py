@@ -84,6 +84,11 @@ class ReproduceResult:
     finished: bool = False
 
 
+def announce(line: str, progress: bool) -> None:
+    if progress:
+        print(line, file=sys.stderr, flush=True)
+
+
 def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable | None = None) -> ReproduceResult:
     """Run every unfinished cell of the plan and write the tables after each one."""
     args.validate()
@@ -100,15 +105,14 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     timed = {name: cell.get("cell_seconds") for name, cell in before.get("cells", {}).items()}
     cells = plan(args)
     sources: dict[str, str | None] = {task: None for task in args.tasks}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(cells, desc="reproduce", unit="cell", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.name, refresh=True)
+    # A line per cell, not a bar: each cell shows its own bars (training, scoring, decoding), and a bar
+    # around them was redrawn half-way through theirs.
+    for number, cell in enumerate(cells, 1):
         start = time.perf_counter()
         done_before = cell_finished(args, cell)
         if args.tables_only and not done_before:
             continue
+        announce(f"[{number}/{len(cells)}] {cell.name}" + (" (already done)" if done_before else ""), progress)
         if cell.kind == "rationales" and args.tables_only:
             sources[cell.task] = existing_rationales(args, cell.task)
             continue
@@ -133,7 +137,8 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         write_results(result, results_dir)
         if on_cell is not None:
             on_cell(cell, record)
-    bar.close()
+        if not done_before:
+            announce(f"[{number}/{len(cells)}] {cell.name}: done in {record['cell_seconds']:.0f} s", progress)
     result.finished = all(cell_finished(args, cell) for cell in cells)  # --tables-only skips unfinished ones
     result.seconds = round(spent + time.perf_counter() - began, 1)
     result.summary = summarise(args, result)
