@@ -125,8 +125,12 @@ def test_rationales_from_a_mapping_and_a_column(tmp_path, tiny_backbone, reviews
     )
     assert trainer.prepared.args.rationale_column == "why" and trainer.prepared.rows_without_rationale == 0
     with pytest.raises(DHRDInputError, match="ids are not training rows"):
-        DHRDTrainer(args=config(tmp_path, tiny_backbone, method="dhrd"), train_dataset=train_set,
-                    eval_dataset=eval_set, rationales={99: "no such row"})
+        DHRDTrainer(
+            args=config(tmp_path, tiny_backbone, method="dhrd"),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            rationales={99: "no such row"},
+        )
 
 
 def test_forced_settings_are_defaults_an_explicit_value_overrides(tmp_path):
@@ -143,14 +147,40 @@ def test_forced_settings_are_defaults_an_explicit_value_overrides(tmp_path):
 
 def test_hf_flag_names_and_short_aliases_give_the_same_config():
     common = ["--task", "rte", "--output-dir", "runs/x", "--no-bf16"]
-    hf = parse_train_arguments([*common, "--num_train_epochs", "1", "--per_device_train_batch_size", "4",
-                                "--learning_rate", "1e-3", "--lora", "false", "--label_map", "0=a,1=b"])
-    short = parse_train_arguments([*common, "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--full",
-                                   "--label-names", "0=a,1=b"])
+    hf = parse_train_arguments(
+        [
+            *common,
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "1e-3",
+            "--lora",
+            "false",
+            "--label_map",
+            "0=a,1=b",
+        ]
+    )
+    short = parse_train_arguments(
+        [*common, "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--full", "--label-names", "0=a,1=b"]
+    )
     assert hf.to_dict() == short.to_dict()
     assert (hf.num_train_epochs, hf.per_device_train_batch_size, hf.lora, hf.bf16) == (1.0, 4, False, False)
-    steps = parse_train_arguments(["--report_to", "tensorboard", "--eval_strategy", "steps", "--eval_steps", "5",
-                                   "--metric_for_best_model", "loss", "--restart", "--last-epoch"])
+    steps = parse_train_arguments(
+        [
+            "--report_to",
+            "tensorboard",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "5",
+            "--metric_for_best_model",
+            "loss",
+            "--restart",
+            "--last-epoch",
+        ]
+    )
     assert steps.report_to == ["tensorboard"] and steps.eval_steps == 5 and steps.save_steps == 5
     assert steps.metric_for_best_model == "loss" and not steps.resume and not steps.best_epoch
 
@@ -197,8 +227,15 @@ def test_a_run_saved_by_the_old_arguments_resumes(tmp_path, tiny_backbone, super
     """train_args.json written by the dataclass before DHRDTrainingArguments extended TrainingArguments: only
     DHRD's ~70 keys. The same settings resume from its checkpoint."""
     settings = dict(
-        output_dir=str(tmp_path / "run"), task="cb", data_dir=str(superglue_dir), backbone=str(tiny_backbone),
-        num_train_epochs=2, per_device_train_batch_size=8, bf16=False, max_length=128, max_train_examples=8,
+        output_dir=str(tmp_path / "run"),
+        task="cb",
+        data_dir=str(superglue_dir),
+        backbone=str(tiny_backbone),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        bf16=False,
+        max_length=128,
+        max_train_examples=8,
     )
     first = train(DHRDTrainingArguments(**settings))
     checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))

@@ -50,7 +50,9 @@ class DHRDArgumentParser(HfArgumentParser):
             description=DESCRIPTION,
             formatter_class=HelpFormatter,
         )
-        self.add_argument("--config", metavar="FILE", help="a YAML or JSON file of these settings; the command line overrides it")
+        self.add_argument(
+            "--config", metavar="FILE", help="a YAML or JSON file of these settings; the command line overrides it"
+        )
 
     def _add_dataclass_arguments(self, dtype):
         # HfArgumentParser puts one dataclass in one group; DHRD's fields are split into theirs, listed first.

@@ -288,7 +288,9 @@ class DataSpec:
                 "--id-column, --rationale-column, --label-names and --instruction are for your own files "
                 "(--train-file or --dataset)"
             )
-        if (self.dataset is not None or self.splits) and not self.label_map:  # a ClassLabel names its values, in its order
+        if (
+            self.dataset is not None or self.splits
+        ) and not self.label_map:  # a ClassLabel names its values, in its order
             self.label_map = dict(self.source("train").label_map(self.label_column)) or None
         self.label_map = dict(parse_label_map(self.label_map)) or None  # saved as JSON: a plain mapping
         if self.instruction is not None:

@@ -47,9 +47,9 @@ from .modeling import (
     save_classifier,
     save_reasoning_head,
 )
-from .tables import id_key
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import write_json_atomic
+from .tables import id_key
 from .tasks import evaluate_rows, flatten_metrics, sample_examples
 from .training_args import DHRDTrainingArguments, default_value
 
@@ -295,9 +295,7 @@ def resolve_inputs(args: DHRDTrainingArguments, model, splits: dict | None, rati
     changes = {}
     if model is not None:
         if not isinstance(model, str | Path):
-            raise DHRDInputError(
-                f"model: a backbone (hub name, directory or .gguf file), not a {type(model).__name__}"
-            )
+            raise DHRDInputError(f"model: a backbone (hub name, directory or .gguf file), not a {type(model).__name__}")
         changes["backbone"] = str(model)
     mapping = None
     if isinstance(rationales, Mapping):

@@ -80,12 +80,16 @@ class DHRDTrainingArguments(TrainingArguments):
         TRAINING,
     )
     eval_strategy: str | None = _option(
-        None, "validation passes: no, steps or epoch (None: epoch when the best epoch is kept, else no)",
-        TRAINING, choices=["no", "steps", "epoch"],
+        None,
+        "validation passes: no, steps or epoch (None: epoch when the best epoch is kept, else no)",
+        TRAINING,
+        choices=["no", "steps", "epoch"],
     )
     save_strategy: str | None = _option(
-        None, "checkpoints: no, steps, epoch or best (None: as --eval-strategy, epoch without one)",
-        TRAINING, choices=["no", "steps", "epoch", "best"],
+        None,
+        "checkpoints: no, steps, epoch or best (None: as --eval-strategy, epoch without one)",
+        TRAINING,
+        choices=["no", "steps", "epoch", "best"],
     )
     load_best_model_at_end: bool | None = _option(
         None, "keep the best checkpoint (None: with --best-epoch and more than one epoch)", TRAINING
@@ -97,46 +101,60 @@ class DHRDTrainingArguments(TrainingArguments):
     label_names: list[str] | None = field(default_factory=lambda: ["labels"], init=False)
     disable_tqdm: bool | None = _option(False, "no progress bars", TRAINING)
     train_sampling_strategy: str | None = _option(
-        None, "sampler: random, sequential, group_by_length or batch_rebalance (None: from --group-by-length)",
-        TRAINING, choices=["random", "sequential", "group_by_length", "batch_rebalance"],
+        None,
+        "sampler: random, sequential, group_by_length or batch_rebalance (None: from --group-by-length)",
+        TRAINING,
+        choices=["random", "sequential", "group_by_length", "batch_rebalance"],
     )
     # ---- data
     task: str | None = _option(
-        "cb", "SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list 'cb,rte', or 'all' for one joint "
-        "model; ignored with --train-file or --dataset", DATA,
+        "cb",
+        "SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list 'cb,rte', or 'all' for one joint "
+        "model; ignored with --train-file or --dataset",
+        DATA,
     )
     input_format: str = _option(
-        "yesno", "yesno: the paper's single Yes/No prompt; native: each task's own labels", DATA,
+        "yesno",
+        "yesno: the paper's single Yes/No prompt; native: each task's own labels",
+        DATA,
         choices=["yesno", "native"],
     )
     data_dir: str | None = _option(None, "folder with <Task>/{train,val,test}.jsonl (None: the shared set)", DATA)
     train_file: str | None = _option(None, "your own CSV/JSONL/Parquet training file", DATA)
     validation_file: str | None = _option(None, "your own validation file (the evaluation split)", DATA)
     dataset: str | None = _option(
-        None, "a datasets dataset: a save_to_disk directory or a hub name, read as your files are (the same column "
+        None,
+        "a datasets dataset: a save_to_disk directory or a hub name, read as your files are (the same column "
         "options; a ClassLabel label column names the labels): its train split trains, its validation split "
-        "(else its test split) is evaluated", DATA,
+        "(else its test split) is evaluated",
+        DATA,
     )
     dataset_config: str | None = _option(None, "the hub dataset's configuration (load_dataset's second argument)", DATA)
     text_column: str = _option("text", "text column of your data", DATA)
     text_pair_column: str | None = _option(None, "optional second text column", DATA)
     label_column: str = _option("label", "label column (strings or integers)", DATA)
     id_column: str | None = _option(
-        None, "your rows' id column: rationale files and predictions are keyed by it (None: the 1-based row number)",
+        None,
+        "your rows' id column: rationale files and predictions are keyed by it (None: the 1-based row number)",
         DATA,
     )
     rationale_column: str | None = _option(
-        None, "a column of the training data with an explanation per row (empty: that row trains the classifier only)",
+        None,
+        "a column of the training data with an explanation per row (empty: that row trains the classifier only)",
         DATA,
     )
     encoding: str = _option("utf-8", "of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252", DATA)
     label_map: dict[str, str] | str | None = _option(
-        None, "your labels' names, value=name in label order: 0=negative,1=positive (or a mapping)", DATA,
+        None,
+        "your labels' names, value=name in label order: 0=negative,1=positive (or a mapping)",
+        DATA,
         aliases=["--label-names"],
     )
     instruction: str | None = _option(
-        None, "your task's question ('Is this review positive or negative?'): the teacher's prompt asks it; saved "
-        "with the model", DATA,
+        None,
+        "your task's question ('Is this review positive or negative?'): the teacher's prompt asks it; saved "
+        "with the model",
+        DATA,
     )
     # off by default: with it, pooled SmolLM2 scored 7.7 points lower on CB as a CSV
     # (results/own-data-instruction-smollm2-cpu.md)
@@ -148,24 +166,32 @@ class DHRDTrainingArguments(TrainingArguments):
     )
     # ---- model
     backbone: str | None = _option(
-        None, "hub name, local directory or .gguf file (None: the shared SmolLM2-135M-Instruct GGUF, else "
-        "HuggingFaceTB/SmolLM2-135M-Instruct)", MODEL,
+        None,
+        "hub name, local directory or .gguf file (None: the shared SmolLM2-135M-Instruct GGUF, else "
+        "HuggingFaceTB/SmolLM2-135M-Instruct)",
+        MODEL,
     )
     gguf_file: str | None = _option(None, "GGUF file name inside --backbone's directory", MODEL)
     head: str = _option(
-        "mlp", "mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)", MODEL,
+        "mlp",
+        "mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)",
+        MODEL,
         choices=["mlp", "linear"],
     )
     pooling: str = _option("last", "last real input token (the paper's) or mean", MODEL, choices=["last", "mean"])
     head_dropout: float = _option(0.1, "dropout inside the classification head", MODEL)
-    lora: bool = _option(True, "LoRA (the paper's r=16, alpha=32); --full: full fine-tuning", MODEL, negative=["--full"])
+    lora: bool = _option(
+        True, "LoRA (the paper's r=16, alpha=32); --full: full fine-tuning", MODEL, negative=["--full"]
+    )
     lora_r: int = _option(16, "LoRA rank", MODEL)
     lora_alpha: int = _option(32, "LoRA alpha", MODEL)
     lora_dropout: float = _option(0.1, "LoRA dropout", MODEL)
     # "auto": eager attention on a CPU (its matmuls beat SDPA's CPU flash kernel by 10% of a training step),
     # SDPA on a GPU. The saved model keeps the backbone's own setting.
     attention: str = _option(
-        "auto", "attention kernel while training: auto (eager on a CPU, SDPA on a GPU), eager or sdpa", MODEL,
+        "auto",
+        "attention kernel while training: auto (eager on a CPU, SDPA on a GPU), eager or sdpa",
+        MODEL,
         choices=["auto", "eager", "sdpa"],
     )
     bits_dropout: bool = _option(True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL)
@@ -177,46 +203,64 @@ class DHRDTrainingArguments(TrainingArguments):
     )
     # ---- loss: beta * L_cls + alpha * L_reason; "pooled" is alpha = 0 with no rationale (the paper's baseline)
     method: str = _option(
-        "pooled", "pooled (the paper's baseline: alpha = 0, no rationale) or dhrd (the reasoning head learns the "
-        "teacher's rationales)", LOSS, choices=["pooled", "dhrd"],
+        "pooled",
+        "pooled (the paper's baseline: alpha = 0, no rationale) or dhrd (the reasoning head learns the "
+        "teacher's rationales)",
+        LOSS,
+        choices=["pooled", "dhrd"],
     )
     alpha: float | None = _option(None, "weight of the reasoning (LM) loss (None: 1 for dhrd, 0 for pooled)", LOSS)
     beta: float = _option(1.0, "weight of the classification loss", LOSS)
     # sklearn's compute_class_weight on the training labels, or per label name {"positive": 3} (others 1)
     class_weights: dict[str, float] | str | None = _option(
-        None, "weights of the classification loss's classes: balanced (n_rows / (n_labels x rows of the label)) "
-        "or label=weight pairs, e.g. positive=3 (others 1)", LOSS,
+        None,
+        "weights of the classification loss's classes: balanced (n_rows / (n_labels x rows of the label)) "
+        "or label=weight pairs, e.g. positive=3 (others 1)",
+        LOSS,
     )
     rationales: str | None = _option(
         None, "rationale file, or a folder of <Task>/train.jsonl (None: the shared set for SuperGLUE tasks)", LOSS
     )
     rationale_mode: str = _option(
-        "consistent", "the paper's Table 2 ablations", LOSS,
+        "consistent",
+        "the paper's Table 2 ablations",
+        LOSS,
         choices=["consistent", "only_label", "shuffle_reasoning", "shuffle_both"],
     )
     lm_scope: str = _option(
-        "all", "what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning", LOSS,
+        "all",
+        "what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning",
+        LOSS,
         choices=["all", "reasoning"],
     )
     max_rationale_tokens: int = _option(160, "longest rationale kept, in tokens", LOSS)
     max_length: int = _option(512, "longest input in tokens; longer inputs are an error unless --truncation left", DATA)
-    truncation: str = _option("error", "error, or left: drop the start of long passages", DATA, choices=["error", "left"])
+    truncation: str = _option(
+        "error", "error, or left: drop the start of long passages", DATA, choices=["error", "left"]
+    )
     # ---- DHRD's training choices
     # the validation split is also the evaluation split, so choosing on it flatters every score a little
     best_epoch: bool = _option(
-        True, "keep the epoch with the best validation score (the paper's); --last-epoch: the last one, with no "
-        "per-epoch validation pass", TRAINING, negative=["--last-epoch"],
+        True,
+        "keep the epoch with the best validation score (the paper's); --last-epoch: the last one, with no "
+        "per-epoch validation pass",
+        TRAINING,
+        negative=["--last-epoch"],
     )
     early_stopping_patience: int | None = _option(
         None, "stop after N validation passes whose --metric-for-best-model is no better", TRAINING
     )
     # transformers' LengthGroupedSampler: far less padding on SuperGLUE's mixed-length inputs
     group_by_length: bool = _option(
-        True, "batches of similar lengths (less padding, faster); --random-batches: shuffled", TRAINING,
+        True,
+        "batches of similar lengths (less padding, faster); --random-batches: shuffled",
+        TRAINING,
         negative=["--random-batches"],
     )
     resume: bool = _option(
-        True, "continue from the last checkpoint in --output-dir; --restart: discard it", TRAINING,
+        True,
+        "continue from the last checkpoint in --output-dir; --restart: discard it",
+        TRAINING,
         negative=["--restart"],
     )
 
