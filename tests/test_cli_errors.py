@@ -32,8 +32,9 @@ def assert_one_line(stderr, *fragments):
 @pytest.mark.parametrize(
     ("args", "fragments"),
     [
-        (["train", "--lr", "abc"], ["Invalid value for '--lr'", "--help"]),
-        (["train", "--no-such-option"], ["No such option: --no-such-option", "--help"]),
+        (["train", "--lr", "abc"], ["--lr", "invalid float value: 'abc'", "--help"]),
+        (["train", "--no-such-option"], ["no such option: --no-such-option", "--help"]),
+        (["train", "--head", "cnn"], ["--head", "invalid choice: 'cnn'", "--help"]),
         (["evaluate"], ["Missing option '--model'"]),
         (["no-such-command"], ["No such command 'no-such-command'"]),
     ],
@@ -49,7 +50,7 @@ def test_parse_errors_are_one_line_with_exit_code_2(args, fragments):
 def test_help_still_works(args):
     code, stdout, stderr = dhrd_command(*args, columns=200)
     assert code == 0, stderr
-    assert "Usage" in stdout
+    assert "usage" in stdout.lower()  # train's help is argparse's (generated from DHRDTrainingArguments)
     assert args == ["--help"] or "--trust-remote-code" in stdout
 
 

@@ -7,11 +7,12 @@ from .prediction import predict
 from .provenance import dhrd_version
 from .reproduction import ReproduceArguments, make_arguments, reproduce
 from .tasks import TASKS, Example, load_task_split
-from .training import DHRDTrainingArguments, train
+from .training import DHRDTrainer, DHRDTrainingArguments, train
 
 __version__ = dhrd_version()
 __all__ = [
     "DHRDInputError",
+    "DHRDTrainer",
     "DHRDTrainingArguments",
     "Example",
     "ReproduceArguments",

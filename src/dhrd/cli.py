@@ -21,6 +21,8 @@ from .prompts import CHECKS as CHECKS_DEFAULT
 
 app = typer.Typer(
     add_completion=False,
+    # plain help: Rich markup would swallow every hand-written "[default: ...]" as a markup tag
+    rich_markup_mode=None,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Dual-Head Reasoning Distillation: decoder-only LMs as fast, accurate text classifiers.",
@@ -118,197 +120,34 @@ def _print_classes(classes: dict, shown: int = 20) -> None:
             out.print(f"({len(rows) - shown} more classes in the JSON)")
 
 
-@app.command()
-def train(
-    task: str = typer.Option(
-        "cb",
-        help="SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list "
-        "'cb,rte', or 'all' for one joint model; ignored with --train-file",
+def _version(value: bool) -> None:
+    if value:
+        from .provenance import dhrd_version
+
+        out.print(f"dhrd {dhrd_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print dhrd's version and exit"
     ),
-    output_dir: Path = typer.Option(
-        None, help="run directory: checkpoints/, model/, metrics.json [default: runs/<task>-<method>]"
-    ),
-    backbone: str = typer.Option(
-        None,
-        help="hub name, local directory or .gguf file [default: the shared "
-        "SmolLM2-135M-Instruct GGUF, else HuggingFaceTB/SmolLM2-135M-Instruct]",
-    ),
-    gguf_file: str = typer.Option(None, help="GGUF file name inside --backbone's directory"),
-    method: str = typer.Option(
-        "pooled",
-        help="pooled (the paper's baseline: alpha = 0, no rationale) or dhrd (the reasoning head learns the "
-        "teacher's rationales)",
-    ),
-    alpha: float = typer.Option(None, help="weight of the reasoning (LM) loss [default: 1 for dhrd, 0 for pooled]"),
-    beta: float = typer.Option(1.0, help="weight of the classification loss"),
-    class_weights: str = typer.Option(
-        None,
-        help="weights of the classification loss's classes: balanced (sklearn's, from the training labels: "
-        "n_rows / (n_labels x rows of the label)) or label=weight pairs, e.g. positive=3 (others 1)",
-    ),
-    rationales: Path = typer.Option(
-        None, help="rationale file, or a folder of <Task>/train.jsonl [default: ../shared/data/rationales]"
-    ),
-    rationale_mode: RationaleMode = typer.Option(RationaleMode.consistent, help="the paper's Table 2 ablations"),
-    lm_scope: LMScope = typer.Option(
-        LMScope.all, help="what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning"
-    ),
-    max_rationale_tokens: int = typer.Option(160, help="longest rationale kept, in tokens"),
-    keep_reasoning_head: bool = typer.Option(
-        False, help="also save the LM head beside the classifier, so that `dhrd explain` can use it"
-    ),
-    input_format: InputFormat = typer.Option(
-        InputFormat.yesno, help="yesno: the paper's single Yes/No prompt; native: each task's own labels"
-    ),
-    data_dir: Path = typer.Option(
-        None, help="folder with <Task>/{train,val,test}.jsonl [default: ../shared/data/superglue]"
-    ),
-    train_file: Path = typer.Option(None, help="your own CSV/JSONL/Parquet training file"),
-    validation_file: Path = typer.Option(None, help="your own validation file (the evaluation split)"),
-    dataset: str = typer.Option(
-        None,
-        help=DATASET_HELP + ": its train split trains, its validation split (else its test split) is evaluated",
-    ),
-    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
-    text_column: str = typer.Option("text", help="text column of your files"),
-    text_pair_column: str = typer.Option(None, help="optional second text column"),
-    label_column: str = typer.Option("label", help="label column (strings or integers)"),
-    id_column: str = typer.Option(
-        None,
-        help="your files' id column: --rationales files are keyed by it [default: the 1-based row number, "
-        "the number error messages give]",
-    ),
-    rationale_column: str = typer.Option(
-        None, help="a column of --train-file with an explanation per row (empty: that row trains the classifier only)"
-    ),
-    encoding: str = typer.Option("utf-8", help="of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252"),
-    label_names: str = typer.Option(None, help=LABEL_NAMES_HELP),
-    instruction: str = typer.Option(None, help=INSTRUCTION_HELP),
-    instruction_in_input: bool = typer.Option(
-        False,
-        "--instruction-in-input/--no-instruction-in-input",
-        help="the classifier's input ends with --instruction too; off by default: it cost 7.7 points on CB as "
-        "a CSV (results/own-data-instruction-smollm2-cpu.md)",
-    ),
-    head: Head = typer.Option(
-        Head.mlp, help="mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)"
-    ),
-    pooling: Pooling = typer.Option(Pooling.last, help="last real input token (the paper's) or mean"),
-    lora: bool = typer.Option(True, "--lora/--full", help="LoRA (the paper's r=16, alpha=32) or full fine-tuning"),
-    lora_r: int = typer.Option(16),
-    lora_alpha: int = typer.Option(32),
-    learning_rate: float = typer.Option(2e-4, "--lr", "--learning-rate"),
-    epochs: float = typer.Option(3.0),
-    best_epoch: bool = typer.Option(
-        True,
-        "--best-epoch/--last-epoch",
-        help="keep the epoch with the best validation score (the paper's), or the last one (no choice made on "
-        "the split that is also scored, and no per-epoch validation pass)",
-    ),
-    metric_for_best_model: str = typer.Option(
-        "score",
-        "--metric-for-best-model",
-        "--metric_for_best_model",
-        help="what the best epoch is chosen by: score (the task's official score), loss, accuracy, macro_f1, any "
-        "metric the task reports, or a class's precision|recall|f1:<label> (f1:positive); <task>/<name> in a "
-        "joint run",
-    ),
-    early_stopping_patience: int = typer.Option(
-        None, help="stop after N epochs whose validation metric (--metric-for-best-model) is no better"
-    ),
-    group_by_length: bool = typer.Option(
-        True, "--group-by-length/--random-batches", help="batches of similar lengths (less padding, faster)"
-    ),
-    batch_size: int = typer.Option(8),
-    attention: str = typer.Option(
-        "auto",
-        help="attention kernel while training: auto (eager on a CPU, where it is faster; SDPA on a GPU), eager or sdpa",
-    ),
-    eval_batch_size: int = typer.Option(32),
-    gradient_accumulation: int = typer.Option(1),
-    max_length: int = typer.Option(
-        512, help="longest input in tokens; longer inputs are an error unless --truncation left"
-    ),
-    truncation: Truncation = typer.Option(Truncation.error, help="error, or left: drop the start of long passages"),
-    warmup_steps: int = typer.Option(5),
-    weight_decay: float = typer.Option(0.01),
-    seed: int = typer.Option(42),
-    bf16: bool = typer.Option(None, "--bf16/--no-bf16", help="bf16 autocast [default: where the hardware has it]"),
-    gradient_checkpointing: bool = typer.Option(False),
-    save_steps: int = typer.Option(None, help="extra resume checkpoints every N optimiser steps"),
-    max_train_examples: int = typer.Option(None, help="cap the training examples (a seeded sample)"),
-    max_eval_examples: int = typer.Option(None, help="cap the validation examples (a seeded sample)"),
-    subset_seed: int = typer.Option(
-        None, help="seed of the capped samples [default: --seed]; fix it to train every seed on the same subset"
-    ),
-    resume: bool = typer.Option(True, "--resume/--restart", help="continue from the last checkpoint in output-dir"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
 ):
-    """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it."""
-    from .training import DHRDTrainingArguments
+    """Dual-Head Reasoning Distillation: decoder-only LMs as fast, accurate text classifiers."""
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
+    add_help_option=False,
+)
+def train(ctx: typer.Context):
+    """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it (options:
+    dhrd train --help)."""
+    from .argparser import parse_train_arguments
     from .training import train as run_training
 
-    if output_dir is None:
-        name = "custom" if train_file or dataset else task.replace(",", "+")
-        output_dir = Path("runs") / f"{name}-{method}"
-    args = DHRDTrainingArguments(
-        output_dir=str(output_dir),
-        task=task,
-        input_format=input_format.value,
-        data_dir=str(data_dir) if data_dir else None,
-        train_file=str(train_file) if train_file else None,
-        validation_file=str(validation_file) if validation_file else None,
-        dataset=dataset,
-        dataset_config=dataset_config,
-        text_column=text_column,
-        text_pair_column=text_pair_column,
-        label_column=label_column,
-        id_column=id_column,
-        rationale_column=rationale_column,
-        encoding=encoding,
-        label_map=label_names,
-        instruction=instruction,
-        instruction_in_input=instruction_in_input,
-        backbone=backbone,
-        gguf_file=gguf_file,
-        head=head.value,
-        pooling=pooling.value,
-        method=method,
-        alpha=alpha,
-        beta=beta,
-        class_weights=class_weights,
-        rationales=str(rationales) if rationales else None,
-        rationale_mode=rationale_mode.value,
-        lm_scope=lm_scope.value,
-        max_rationale_tokens=max_rationale_tokens,
-        keep_reasoning_head=keep_reasoning_head,
-        lora=lora,
-        lora_r=lora_r,
-        lora_alpha=lora_alpha,
-        learning_rate=learning_rate,
-        num_train_epochs=epochs,
-        best_epoch=best_epoch,
-        metric_for_best_model=metric_for_best_model,
-        early_stopping_patience=early_stopping_patience,
-        group_by_length=group_by_length,
-        attention=attention,
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=eval_batch_size,
-        gradient_accumulation_steps=gradient_accumulation,
-        max_length=max_length,
-        truncation=truncation.value,
-        warmup_steps=warmup_steps,
-        weight_decay=weight_decay,
-        seed=seed,
-        bf16=bf16,
-        gradient_checkpointing=gradient_checkpointing,
-        save_steps=save_steps,
-        max_train_examples=max_train_examples,
-        max_eval_examples=max_eval_examples,
-        subset_seed=subset_seed,
-        resume=resume,
-        trust_remote_code=trust_remote_code,
-    )
+    args = _run(lambda: parse_train_arguments(list(ctx.args)))
     result = _run(lambda: run_training(args))
     if not result.is_main_process:
         return
@@ -318,7 +157,7 @@ def train(
         kept += f", stopped early after epoch {result.metrics['epochs'][-1]['epoch']:g}"
     out.print(_metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
     _print_classes(result.metrics.get("classes", {}))
-    out.print(f"model: {result.model_dir}\nmetrics: {output_dir / 'metrics.json'}")
+    out.print(f"model: {result.model_dir}\nmetrics: {Path(args.output_dir) / 'metrics.json'}")
 
 
 @app.command()

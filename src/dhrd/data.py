@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -236,14 +236,20 @@ class DataSpec:
     instruction_in_input: bool = False  # the student's input ends with the instruction (measured: it hurt)
     dataset: str | None = None  # a save_to_disk directory or a hub name: its train and validation splits
     dataset_config: str | None = None  # the hub dataset's configuration (load_dataset's second argument)
+    # ``datasets.Dataset`` objects by split ("train", "validation"), handed to DHRDTrainer in memory; never saved
+    splits: dict | None = field(default=None, repr=False)
 
     @property
     def own_data(self) -> bool:
         """The user's files or dataset (not SuperGLUE tasks)."""
-        return self.train_file is not None or self.dataset is not None
+        return self.train_file is not None or self.dataset is not None or bool(self.splits)
 
     def source(self, split: str):
         """Where a split's rows are read from: a file path, or a ``datasets`` split."""
+        if self.splits:
+            if self.splits.get(split) is None:
+                raise DHRDInputError(f"no {split} dataset: pass {'train' if split == 'train' else 'eval'}_dataset")
+            return DatasetSplit(in_memory_name(self.splits[split], split), split, self.splits[split])
         if self.dataset is not None:
             found = dataset_split(self.dataset, split, self.dataset_config)
             if found.split is None:
@@ -282,7 +288,9 @@ class DataSpec:
                 "--id-column, --rationale-column, --label-names and --instruction are for your own files "
                 "(--train-file or --dataset)"
             )
-        if self.dataset is not None and not self.label_map:  # a ClassLabel names its values, in its order
+        if (
+            self.dataset is not None or self.splits
+        ) and not self.label_map:  # a ClassLabel names its values, in its order
             self.label_map = dict(self.source("train").label_map(self.label_column)) or None
         self.label_map = dict(parse_label_map(self.label_map)) or None  # saved as JSON: a plain mapping
         if self.instruction is not None:
@@ -315,7 +323,7 @@ class DataSpec:
             source = self.source(split)
             if isinstance(source, DatasetSplit) and max_examples and max_examples < len(source):
                 source = source.subset(sample_positions(len(source), max_examples, seed))
-            origin = self.dataset if self.dataset is not None else self.train_file
+            origin = self.dataset or self.train_file or source.name
             return load_file_examples(source, self.columns, label_names, True, origin, self.encoding)
         rows: list[Example] = []
         for task in self.tasks:
@@ -323,10 +331,18 @@ class DataSpec:
         return rows
 
     def to_dict(self) -> dict:
-        saved = {k: v for k, v in self.__dict__.items()}
+        saved = {k: v for k, v in self.__dict__.items() if k != "splits"}
+        if self.splits:  # recorded by name, as a saved dataset directory is
+            saved["dataset"] = in_memory_name(self.splits.get("train"), "train")
         if self.dataset is not None:  # a local directory by its name: its absolute path means nothing elsewhere
             saved["dataset"] = dataset_name(self.dataset)
         return saved
+
+
+def in_memory_name(dataset, split: str) -> str:
+    """How a ``datasets.Dataset`` given in memory is named in messages and saved settings."""
+    info = getattr(dataset, "info", None)
+    return getattr(info, "dataset_name", None) or f"{split}_dataset"
 
 
 # ------------------------------------------------------------------------------------------ tokenising

@@ -7,12 +7,15 @@ Trainer; LoRA is peft.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import logging
 import re
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +23,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 from torch.utils.data import SequentialSampler
-from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 
 from .class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
@@ -46,207 +49,12 @@ from .modeling import (
 )
 from .progress import use_log_lines
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
-from .runtime import bf16_supported, write_json_atomic
+from .runtime import write_json_atomic
+from .tables import id_key
 from .tasks import evaluate_rows, flatten_metrics, sample_examples
+from .training_args import DHRDTrainingArguments, default_value
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class DHRDTrainingArguments:
-    """Everything a run needs. Defaults follow the paper (Appendix E): LoRA r=16, alpha 32, dropout 0.1 on
-    every attention and MLP projection, AdamW lr 2e-4, weight decay 0.01, cosine schedule, 5 warm-up steps,
-    3 epochs, evaluation and a checkpoint every epoch, the best one kept."""
-
-    output_dir: str = "runs/dhrd"
-    # data
-    task: str | None = "cb"
-    input_format: str = "yesno"
-    data_dir: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    dataset: str | None = None  # a datasets save_to_disk directory or hub name, instead of files
-    dataset_config: str | None = None  # the hub dataset's configuration
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
-    id_column: str | None = None  # your files' row ids (rationale files and predictions are keyed by them)
-    rationale_column: str | None = None  # explanations in the training file itself, instead of --rationales
-    encoding: str = "utf-8"  # of your files
-    label_map: dict[str, str] | str | None = None  # your labels' names: {"0": "negative"} or "0=negative,1=positive"
-    instruction: str | None = None  # your task's question ("Is this review positive or negative?")
-    # the classifier's input ends with it too; off by default: with it, pooled SmolLM2 scored 7.7 points lower
-    # on CB as a CSV (results/own-data-instruction-smollm2-cpu.md)
-    instruction_in_input: bool = False
-    max_train_examples: int | None = None
-    max_eval_examples: int | None = None
-    subset_seed: int | None = None  # which capped subset (None: ``seed``); fixed, it pairs runs across seeds
-    # model
-    backbone: str | None = None
-    gguf_file: str | None = None
-    head: str = "mlp"
-    pooling: str = "last"
-    head_dropout: float = 0.1
-    # loss: beta * L_cls + alpha * L_reason; "pooled" is alpha = 0 with no rationale (the paper's baseline)
-    method: str = "pooled"
-    alpha: float | None = None  # None: 1 for dhrd, 0 for pooled
-    beta: float = 1.0
-    # weights of the classification cross-entropy's classes (not of the LM loss): "balanced" (sklearn's
-    # compute_class_weight on the training labels), or per label name {"positive": 3} / "positive=3" (others 1)
-    class_weights: dict[str, float] | str | None = None
-    rationales: str | None = None  # a rationale file, or a folder of <Task>/train.jsonl [default: shared set]
-    rationale_mode: str = "consistent"
-    lm_scope: str = "all"  # "all": input + rationale + answer (the paper's); "reasoning": rationale + answer
-    max_rationale_tokens: int = 160
-    keep_reasoning_head: bool = False  # save the LM head beside the classifier, for ``dhrd explain``
-    # optimisation
-    lora: bool = True
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 3.0
-    # keep the epoch with the best validation score (the paper's Appendix E), or the last epoch: the
-    # validation split is also the evaluation split, so choosing on it flatters every score a little
-    best_epoch: bool = True
-    # what the best epoch is chosen by: score (the task's official score), loss, accuracy, macro_f1, any
-    # official metric, or a class's precision / recall / f1 as "f1:<label>"; "<task>/<name>" in a joint run
-    metric_for_best_model: str = "score"
-    # stop after this many epochs without a better metric_for_best_model (transformers' EarlyStoppingCallback)
-    early_stopping_patience: int | None = None
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    truncation: str = "error"
-    warmup_steps: int = 5
-    weight_decay: float = 0.01
-    lr_scheduler_type: str = "cosine"
-    seed: int = 42
-    bf16: bool | None = None  # None: on where the hardware supports it
-    gradient_checkpointing: bool = False
-    # Batches of similar lengths (transformers' LengthGroupedSampler: shuffled, then sorted within mega-batches
-    # of 50 batches): far less padding on SuperGLUE's mixed-length inputs (``dhrd benchmark --train``).
-    group_by_length: bool = True
-    optim: str = "adamw_torch"
-    torch_compile: bool = False
-    # "auto": eager attention on a CPU (its matmuls beat SDPA's CPU flash kernel by 10% of a training step),
-    # SDPA on a GPU. The saved model keeps the backbone's own setting.
-    attention: str = "auto"
-    bits_dropout: bool = True  # LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)
-    save_steps: int | None = None  # extra resume checkpoints between epochs
-    save_total_limit: int = 2
-    logging_steps: int = 10
-    resume: bool = True
-    report_to: list[str] = field(default_factory=list)
-    trust_remote_code: bool = False  # run Python code shipped with the backbone (its auto_map): off by default
-
-    def data_spec(self) -> DataSpec:
-        return DataSpec(
-            tasks=self.task if self.train_file is None and self.dataset is None else None,
-            input_format=self.input_format,
-            data_dir=self.data_dir,
-            train_file=self.train_file,
-            validation_file=self.validation_file,
-            text_column=self.text_column,
-            text_pair_column=self.text_pair_column,
-            label_column=self.label_column,
-            id_column=self.id_column,
-            rationale_column=self.rationale_column,
-            encoding=self.encoding,
-            label_map=self.label_map,
-            instruction=self.instruction,
-            instruction_in_input=self.instruction_in_input,
-            dataset=self.dataset,
-            dataset_config=self.dataset_config,
-        )
-
-    @property
-    def choose_best(self) -> bool:
-        # With at most one epoch there is no best epoch to choose: the validation pass after it would repeat
-        # the final scoring of the saved model (``_finish``), which on a CPU is a large share of a short run.
-        return self.num_train_epochs > 1 and self.best_epoch
-
-    @property
-    def lm_weight(self) -> float:
-        if self.alpha is not None:
-            return self.alpha
-        return 1.0 if self.method == "dhrd" else 0.0
-
-    def validate(self) -> None:
-        if self.method not in ("pooled", "dhrd"):
-            raise DHRDInputError(f"unknown method {self.method!r}: choose pooled or dhrd")
-        if self.method == "pooled" and self.alpha:
-            raise DHRDInputError("--method pooled is alpha = 0; use --method dhrd to weight the reasoning loss")
-        if self.lm_weight < 0 or self.beta < 0 or self.lm_weight + self.beta == 0:
-            raise DHRDInputError("--alpha and --beta must be >= 0 and not both 0")
-        if self.lm_scope not in ("all", "reasoning"):
-            raise DHRDInputError(f"--lm-scope must be 'all' or 'reasoning', not {self.lm_scope!r}")
-        if self.attention not in ("auto", "eager", "sdpa"):
-            raise DHRDInputError(f"--attention must be auto, eager or sdpa, not {self.attention!r}")
-        if self.truncation not in ("error", "left"):
-            raise DHRDInputError(f"--truncation must be 'error' or 'left', not {self.truncation!r}")
-        if self.max_length < 8:
-            raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
-        if self.train_file and not self.validation_file:
-            raise DHRDInputError("--train-file needs --validation-file (the evaluation split)")
-        if self.early_stopping_patience is not None:
-            if self.early_stopping_patience < 1:
-                raise DHRDInputError(f"--early-stopping-patience must be >= 1, not {self.early_stopping_patience}")
-            if not self.choose_best:
-                raise DHRDInputError(
-                    "--early-stopping-patience needs a validation pass every epoch: more than one epoch, and "
-                    "--best-epoch (the best epoch is the one kept)"
-                )
-
-    def trainer_arguments(self, **overrides) -> TrainingArguments:
-        bf16 = bf16_supported() if self.bf16 is None else self.bf16
-        choose_best = self.choose_best
-        settings = dict(
-            output_dir=str(Path(self.output_dir) / "checkpoints"),
-            learning_rate=self.learning_rate,
-            num_train_epochs=self.num_train_epochs,
-            per_device_train_batch_size=self.per_device_train_batch_size,
-            per_device_eval_batch_size=self.per_device_eval_batch_size,
-            gradient_accumulation_steps=self.gradient_accumulation_steps,
-            warmup_steps=self.warmup_steps,
-            weight_decay=self.weight_decay,
-            lr_scheduler_type=self.lr_scheduler_type,
-            optim=self.optim,
-            torch_compile=self.torch_compile,
-            seed=self.seed,
-            data_seed=self.seed,
-            bf16=bf16,
-            use_cpu=not torch.cuda.is_available(),
-            eval_strategy="epoch" if choose_best else "no",
-            save_strategy="epoch",
-            load_best_model_at_end=choose_best,
-            # a metric's name as compute_metrics logs it (``best_metric_key``: prepare_run passes it)
-            metric_for_best_model=self.metric_for_best_model if choose_best else None,
-            greater_is_better=None,  # Trainer's inference: True unless the name ends with "loss"
-            save_total_limit=self.save_total_limit,
-            logging_steps=self.logging_steps,
-            report_to=self.report_to,
-            remove_unused_columns=False,
-            label_names=["labels"],
-            dataloader_num_workers=0,
-            disable_tqdm=False,
-        )
-        # transformers 5.2x renamed gradient_checkpointing (a FutureWarning on every run that passes the old name)
-        checkpointing = {"use_reentrant": False} if self.gradient_checkpointing else None
-        if "activation_checkpointing" in {f.name for f in fields(TrainingArguments)}:
-            settings.update(activation_checkpointing=self.gradient_checkpointing)
-            settings.update(activation_checkpointing_kwargs=checkpointing)
-        else:
-            settings.update(gradient_checkpointing=self.gradient_checkpointing)
-            settings.update(gradient_checkpointing_kwargs=checkpointing)
-        # transformers 5.0-5.2x: group_by_length=True; later: train_sampling_strategy="group_by_length"
-        if "train_sampling_strategy" in {f.name for f in fields(TrainingArguments)}:
-            settings["train_sampling_strategy"] = "group_by_length" if self.group_by_length else "random"
-        else:
-            settings["group_by_length"] = self.group_by_length
-        settings.update(overrides)
-        return TrainingArguments(**settings)
 
 
 def evaluations_without_improvement(history: list[dict], metric: str, greater_is_better: bool) -> int:
@@ -319,9 +127,52 @@ class DHRDTrainer(Trainer):
         return None if eval_dataset is None else SequentialSampler(eval_dataset)
 
     def __init__(
-        self, *args, alpha: float = 0.0, beta: float = 1.0, reasoning_weight=None, class_weights=None, **kwargs
+        self,
+        model=None,
+        args=None,
+        train_dataset=None,
+        eval_dataset=None,
+        *,
+        rationales=None,
+        peft_config=None,
+        alpha: float | None = None,
+        beta: float = 1.0,
+        reasoning_weight=None,
+        class_weights=None,
+        **kwargs,
     ):
-        super().__init__(*args, **kwargs)
+        """Two ways in. Without ``alpha`` (the Trainer-shaped API), DHRD prepares everything from ``args`` (a
+        ``DHRDTrainingArguments``): ``model`` is a backbone (hub name, directory or .gguf; None: ``args.backbone``),
+        ``train_dataset`` / ``eval_dataset`` are ``datasets.Dataset`` objects with the columns ``args`` names
+        (None: ``args``' task, files or dataset), ``rationales`` a mapping row id -> text, a rationale file or a
+        column of ``train_dataset``, ``peft_config`` a peft ``LoraConfig`` in place of the built-in LoRA;
+        ``callbacks`` and ``compute_metrics`` (its metrics are logged beside DHRD's) reach Trainer. With
+        ``alpha``, the model and encoded datasets are ready and the arguments go to Trainer as they are."""
+        self.prepared: PreparedRun | None = None
+        if alpha is None:
+            prepared = prepare_parts(
+                args if args is not None else DHRDTrainingArguments(),
+                model=model,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                rationales=rationales,
+                peft_config=peft_config,
+                callbacks=kwargs.pop("callbacks", None),
+                compute_metrics=kwargs.pop("compute_metrics", None),
+                collator=kwargs.pop("data_collator", None),
+            )
+            given = dict(prepared.trainer_kwargs)
+            alpha, beta = given.pop("alpha"), given.pop("beta")
+            reasoning_weight, class_weights = given.pop("reasoning_weight"), given.pop("class_weights")
+            kwargs.update(given)
+        else:
+            prepared = None
+            kwargs.update(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
+        super().__init__(**kwargs)
+        use_log_lines(self)  # its logs as short lines above the bar, not dicts
+        self.prepared = prepared
+        if prepared is not None:
+            prepared.trainer = self
         self.alpha, self.beta = alpha, beta
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.reasoning_weight = reasoning_weight  # () -> the LM head's weight (tied or frozen)
@@ -366,18 +217,27 @@ def lora_target_pattern(backbone: nn.Module) -> str:
     return rf"model\..*\.({'|'.join(names)})"
 
 
-def apply_lora(classifier, args: DHRDTrainingArguments):
+def apply_lora(classifier, args: DHRDTrainingArguments, peft_config=None):
+    """The paper's LoRA on every projection, or ``peft_config`` (a peft config) where one is given. The head
+    always trains in full: a config that names no ``modules_to_save`` gets the head added, and one without
+    ``target_modules`` gets every projection (peft cannot infer them for DHRD's model type)."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(
-        r=args.lora_r,
-        lora_alpha=args.lora_alpha,
-        lora_dropout=args.lora_dropout,
-        bias="none",
-        target_modules=lora_target_pattern(classifier.model),
-        modules_to_save=["score"],  # the head trains fully and is saved with the adapter
-    )
-    model = get_peft_model(classifier, config)
+    if peft_config is None:
+        peft_config = LoraConfig(
+            r=args.lora_r,
+            lora_alpha=args.lora_alpha,
+            lora_dropout=args.lora_dropout,
+            bias="none",
+            target_modules=lora_target_pattern(classifier.model),
+            modules_to_save=["score"],  # the head trains fully and is saved with the adapter
+        )
+    else:
+        peft_config = copy.deepcopy(peft_config)  # the caller's config is left as given
+        peft_config.modules_to_save = list(peft_config.modules_to_save or []) + ["score"]
+        if not getattr(peft_config, "target_modules", True):
+            peft_config.target_modules = lora_target_pattern(classifier.model)
+    model = get_peft_model(classifier, peft_config)
     if args.bits_dropout:
         use_bits_dropout(model)  # LoRA's input dropout was a quarter of a CPU training step
     return model
@@ -395,20 +255,79 @@ class TrainResult:
 class PreparedRun:
     """A trainer ready to run, with what scoring and saving need afterwards."""
 
-    trainer: DHRDTrainer
+    trainer: DHRDTrainer | None
     tokenizer: object
     train_rows: list
     eval_rows: list
     input_format: str
     rows_without_rationale: int
     label_names: tuple[str, ...] = ()
+    args: DHRDTrainingArguments | None = None  # the run's settings (its output_dir is the run directory)
+    trainer_kwargs: dict | None = None  # what DHRDTrainer is built from
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
     """Read and encode the data, build the classifier (LoRA where asked) and its DHRDTrainer. ``train`` and the
-    training benchmark (``dhrd benchmark --train``) share it, so the benchmark times the real training step."""
+    training benchmark (``dhrd benchmark --train``) share it, so the benchmark times the real training step.
+    ``trainer_overrides`` are TrainingArguments fields set on the trainer's copy of ``args``."""
+    prepared = prepare_parts(args, callbacks=callbacks, collator=collator, trainer_overrides=trainer_overrides)
+    prepared.trainer = DHRDTrainer(**prepared.trainer_kwargs)
+    prepared.trainer.prepared = prepared
+    return prepared
+
+
+def in_memory_splits(train_dataset, eval_dataset) -> dict | None:
+    """``datasets.Dataset`` objects handed to DHRDTrainer, by split; None when the data comes from ``args``."""
+    if train_dataset is None and eval_dataset is None:
+        return None
+    import datasets
+
+    for name, given in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+        if given is None:
+            raise DHRDInputError(f"{name} is missing: DHRD needs both a training and a validation dataset")
+        if not isinstance(given, datasets.Dataset):
+            raise DHRDInputError(f"{name}: expected a datasets.Dataset, not a {type(given).__name__}")
+    return {"train": train_dataset, "validation": eval_dataset}
+
+
+def resolve_inputs(args: DHRDTrainingArguments, model, splits: dict | None, rationales):
+    """``args`` with what DHRDTrainer's own arguments say: the backbone named by ``model``, and a
+    ``rationales`` string as a column of the training dataset or a rationale file. Returns the arguments and
+    a rationale mapping (row id -> text) where one was given."""
+    changes = {}
+    if model is not None:
+        if not isinstance(model, str | Path):
+            raise DHRDInputError(f"model: a backbone (hub name, directory or .gguf file), not a {type(model).__name__}")
+        changes["backbone"] = str(model)
+    mapping = None
+    if isinstance(rationales, Mapping):
+        mapping = dict(rationales)
+    elif rationales is not None:
+        columns = splits["train"].column_names if splits else []
+        changes["rationale_column" if str(rationales) in columns else "rationales"] = str(rationales)
+    return (dataclasses.replace(args, **changes) if changes else args), mapping
+
+
+def prepare_parts(
+    args: DHRDTrainingArguments,
+    *,
+    model=None,
+    train_dataset=None,
+    eval_dataset=None,
+    rationales=None,
+    peft_config=None,
+    callbacks=None,
+    compute_metrics=None,
+    collator=None,
+    trainer_overrides: dict | None = None,
+) -> PreparedRun:
+    """Everything a DHRDTrainer is built from (``trainer_kwargs``), and what scoring and saving need."""
+    if not isinstance(args, DHRDTrainingArguments):
+        raise DHRDInputError(f"args: a DHRDTrainingArguments, not a {type(args).__name__}")
+    splits = in_memory_splits(train_dataset, eval_dataset)
+    args, given_rationales = resolve_inputs(args, model, splits, rationales)
     args.validate()
-    spec = args.data_spec()
+    spec = args.data_spec(splits)
     spec.validate()
     label_names = spec.label_names()
     if spec.own_data and args.lm_weight and bare_numbers(label_names):
@@ -435,7 +354,9 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
     eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
 
-    missing = _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names)
+    missing = _add_rationales(
+        args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names, given_rationales
+    )
 
     classifier, tokenizer, causal_lm = build_classifier(
         backbone,
@@ -450,7 +371,8 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     if args.gradient_checkpointing:
         classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     set_training_attention(classifier, args.attention)
-    model = apply_lora(classifier, args) if args.lora else classifier
+    lora = args.lora or peft_config is not None
+    model = apply_lora(classifier, args, peft_config) if lora else classifier
     input_format = spec.input_format
 
     weights = class_weight_values(args.class_weights, train_rows, label_names, input_format)
@@ -458,33 +380,39 @@ def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **tr
     if metric_key != "score" and not args.choose_best:
         logger.warning("--metric-for-best-model %s has no effect: no best epoch is chosen", args.metric_for_best_model)
 
-    def compute_metrics(prediction) -> dict:
+    def dhrd_metrics(prediction) -> dict:
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
-        return validation_metrics(eval_rows, probs, input_format, label_names, wanted=(metric_key,))
+        found = validation_metrics(eval_rows, probs, input_format, label_names, wanted=(metric_key,))
+        # the caller's metrics beside DHRD's, which the best checkpoint and the run's history need
+        return {**(compute_metrics(prediction) if compute_metrics else {}), **found}
 
     callbacks = list(callbacks or [])
-    if args.save_steps:
-        callbacks.append(SaveEveryNSteps(args.save_steps))
+    if args.save_steps and _strategy(args.save_strategy) == "epoch":
+        callbacks.append(SaveEveryNSteps(int(args.save_steps)))
     if args.early_stopping_patience:
         callbacks.append(EarlyStopping(early_stopping_patience=args.early_stopping_patience))
-    if args.choose_best:
-        trainer_overrides = {"metric_for_best_model": metric_key, **trainer_overrides}
-    trainer = DHRDTrainer(
+    overrides = {"metric_for_best_model": metric_key} if args.choose_best else {}
+    trainer_kwargs = dict(
         model=model,
-        args=args.trainer_arguments(**trainer_overrides),
+        args=args.trainer_arguments(**overrides, **(trainer_overrides or {})),
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=collator or ClassificationCollator(tokenizer.pad_token_id),
-        compute_metrics=compute_metrics,
+        compute_metrics=dhrd_metrics,
         callbacks=callbacks or None,
         alpha=args.lm_weight,
         beta=args.beta,
         reasoning_weight=reasoning_head(classifier, causal_lm),
         class_weights=weights,
     )
-    use_log_lines(trainer)  # its logs as short lines above the bar, not dicts
-    return PreparedRun(trainer, tokenizer, train_rows, eval_rows, input_format, missing, tuple(label_names))
+    return PreparedRun(
+        None, tokenizer, train_rows, eval_rows, input_format, missing, tuple(label_names), args, trainer_kwargs
+    )
+
+
+def _strategy(setting) -> str:
+    return getattr(setting, "value", setting)
 
 
 # Yes/no rows that are candidates of one example: their Yes/No balance is the encoding's, not the task's classes
@@ -565,15 +493,23 @@ def best_metric_key(name: str, eval_rows, input_format: str, label_names) -> str
     )
 
 
-def train(args: DHRDTrainingArguments) -> TrainResult:
-    """Train, keep the best epoch by the validation score, save the classifier and its metrics."""
-    run_parts = prepare_run(args)
+def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | None = None) -> TrainResult:
+    """Train, keep the best epoch by the validation score, save the classifier and its metrics: the one-call
+    path. ``trainer``: a DHRDTrainer built with the Trainer-shaped API (its own datasets, callbacks, ...) to
+    run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed."""
+    if trainer is None:
+        run_parts = prepare_run(args if args is not None else DHRDTrainingArguments())
+    elif trainer.prepared is None:
+        raise DHRDInputError("train(trainer=...): a DHRDTrainer built from DHRDTrainingArguments (without alpha=)")
+    else:
+        run_parts = trainer.prepared
+    args = run_parts.args
     trainer, tokenizer, input_format = run_parts.trainer, run_parts.tokenizer, run_parts.input_format
     train_rows, eval_rows, missing = run_parts.train_rows, run_parts.eval_rows, run_parts.rows_without_rationale
     output = Path(args.output_dir)
     checkpoint = _checkpoint_to_resume(args, output)
     if trainer.is_world_process_zero():  # one writer: processes sharing one temporary file name would race
-        write_json_atomic(output / "train_args.json", asdict(args))
+        write_json_atomic(output / "train_args.json", args.to_dict())
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
         _stop_if_stopped_early(trainer, checkpoint, args.early_stopping_patience)
@@ -620,7 +556,7 @@ def train(args: DHRDTrainingArguments) -> TrainResult:
         2,
     )
     if trainer.is_world_process_zero():  # one writer; the other processes wait for it
-        best = trainer.model.merge_and_unload() if args.lora else trainer.model
+        best = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
         _finish(best, tokenizer, eval_rows, input_format, args, output, run)
         if args.keep_reasoning_head:
             save_reasoning_head(trainer.reasoning_weight(), output / "model")
@@ -697,9 +633,8 @@ def latest_complete_checkpoint(checkpoints: Path) -> str | None:
 def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[str, ...] = ()) -> list[str]:
     """The run-defining settings (``RUN_DEFINING`` and ``extra``) in which ``args`` differ from a run's saved
     ``train_args.json``. A setting the saved run predates counts as its default, the value it trained with."""
-    now = asdict(args)
-    defaults = {f.name: f.default for f in fields(DHRDTrainingArguments) if f.default is not MISSING}
-    changed = [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, defaults.get(k)) != now.get(k)]
+    now = args.to_dict()
+    changed = [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, default_value(k)) != now.get(k)]
     if not earlier.get("instruction") and not now.get("instruction"):  # where it goes matters only if there is one
         changed = [k for k in changed if k != "instruction_in_input"]
     if not earlier.get("best_epoch", True) and not now["best_epoch"]:  # no epoch is chosen by it
@@ -761,7 +696,7 @@ def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArgument
         output / PREDICTIONS_FILE,
         {"ids": [e.id for e in eval_rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
     )
-    write_model_card(output / "model", settings=asdict(args), metrics=metrics)
+    write_model_card(output / "model", settings=args.to_dict(), metrics=metrics)
     write_json_atomic(output / "metrics.json", metrics)
 
 
@@ -777,12 +712,13 @@ def reasoning_head(classifier, causal_lm):
     return lambda: frozen.to(embeddings.weight.device)
 
 
-def _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names) -> int:
+def _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names, given=None) -> int:
     """For ``--method dhrd``: extend the training rows with their rationale and answer. Returns the number
-    of rows left without a rationale."""
+    of rows left without a rationale. ``given``: a mapping row id -> rationale (DHRDTrainer's)."""
     if args.method != "dhrd":
         return 0
-    by_task = _load_rationales(args, spec, all_train_rows, label_names)
+    by_task = _given_rationales(given, all_train_rows) if given is not None else None
+    by_task = by_task or _load_rationales(args, spec, all_train_rows, label_names)
     paired = pair_rationales(train_rows, by_task, args.rationale_mode, args.seed)
     missing = add_reasoning_targets(
         train_set,
@@ -804,6 +740,20 @@ def _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer
             len(train_rows),
         )
     return missing
+
+
+def _given_rationales(given: dict, all_train_rows: list) -> dict[str, dict]:
+    """A mapping row id -> rationale, checked against the training rows' ids (never paired silently with
+    the wrong rows): their id column's values, else their 1-based row numbers."""
+    known = {id_key(e.source_idx) for e in all_train_rows}
+    unknown = [k for k in given if id_key(k) not in known]
+    if unknown:
+        raise DHRDInputError(
+            f"rationales: {len(unknown)} ids are not training rows (first: {unknown[0]!r}); ids are the id "
+            "column's values (args.id_column), else the 1-based row numbers"
+        )
+    tasks = {e.task for e in all_train_rows}
+    return {task: {k: v for k, v in given.items() if v} for task in tasks}
 
 
 def _load_rationales(
@@ -859,4 +809,4 @@ def _spec_dict(args: DHRDTrainingArguments, spec: DataSpec) -> dict:
     }
 
 
-__all__ = ["DHRDTrainingArguments", "DHRDTrainer", "TrainResult", "train"]
+__all__ = ["DHRDTrainingArguments", "DHRDTrainer", "PreparedRun", "TrainResult", "prepare_run", "train"]

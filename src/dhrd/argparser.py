@@ -1,0 +1,162 @@
+"""``dhrd train``'s command line, generated from ``DHRDTrainingArguments`` by transformers' ``HfArgumentParser``
+(as TRL's ``TrlParser`` is): every field is a flag under its own name (``--num_train_epochs`` or
+``--num-train-epochs``), with the aliases, help and choices its metadata declares (``--epochs``, ``--lr``,
+``--batch-size``, ...), every boolean with a ``--no-<name>`` form, DHRD's groups listed before transformers'
+and each default shown. ``--config x.yaml|json`` gives values that the command line overrides."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import enum
+import json
+import shutil
+import typing
+from pathlib import Path
+from typing import Literal
+
+from transformers import HfArgumentParser
+from transformers.hf_argparser import string_to_bool
+
+from .errors import DHRDInputError
+from .training_args import DATA, LOSS, MODEL, TRAINING, DHRDTrainingArguments
+
+GROUPS = (DATA, MODEL, LOSS, TRAINING)
+TRAINER_GROUP = "transformers.TrainingArguments (every Trainer option)"
+DESCRIPTION = (
+    "Train a classifier, evaluate it on the validation split every epoch, keep the best, save it. Flags are "
+    "DHRDTrainingArguments' fields (transformers' names: --num_train_epochs, --learning_rate, --report_to, ...), "
+    "with dashes or underscores; every boolean flag also has a --no-<flag> form."
+)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown after each help text, in a help column that leaves room for the long flag names."""
+
+    def __init__(self, prog: str):
+        width = min(shutil.get_terminal_size((120, 24)).columns, 140)
+        super().__init__(prog, max_help_position=44, width=width)
+
+
+class DHRDArgumentParser(HfArgumentParser):
+    """HfArgumentParser over ``DHRDTrainingArguments`` with groups, negative flags, ``--config`` and errors
+    raised as ``DHRDInputError`` (the CLI prints one line and exits with 2)."""
+
+    def __init__(self, prog: str = "dhrd train"):
+        super().__init__(
+            DHRDTrainingArguments,
+            prog=prog,
+            usage=f"{prog} [--config FILE] [options]",
+            description=DESCRIPTION,
+            formatter_class=HelpFormatter,
+        )
+        self.add_argument(
+            "--config", metavar="FILE", help="a YAML or JSON file of these settings; the command line overrides it"
+        )
+
+    def _add_dataclass_arguments(self, dtype):
+        # HfArgumentParser puts one dataclass in one group; DHRD's fields are split into theirs, listed first.
+        groups = {name: self.add_argument_group(name) for name in (*GROUPS, TRAINER_GROUP)}
+        hints = typing.get_type_hints(dtype)
+        for f in dataclasses.fields(dtype):
+            if not f.init:
+                continue
+            group = groups[f.metadata.get("group", TRAINER_GROUP)]
+            f.type = hints[f.name]
+            if f.type in (bool, bool | None):
+                add_bool(group, f)
+            else:
+                metadata = {k: v for k, v in f.metadata.items() if k not in ("group", "negative")}
+                if "choices" not in metadata and (metavar := _metavar(f.type)):
+                    metadata["metavar"] = metavar
+                self._parse_dataclass_field(group, _with(f, metadata))
+
+    def error(self, message: str):
+        raise DHRDInputError(f"{message} (see: {self.prog} --help)")
+
+    def parse(self, argv: list[str]) -> DHRDTrainingArguments:
+        """Defaults, then ``--config``'s file, then the command line."""
+        first = argparse.ArgumentParser(add_help=False)
+        first.add_argument("--config")
+        known, _ = first.parse_known_args(argv)
+        if known.config:
+            self.set_defaults(**self.read_config(Path(known.config)))
+        try:
+            found = self.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
+        except ValueError as error:  # TrainingArguments' own checks
+            raise DHRDInputError(" ".join(str(error).split())) from None
+        if found[-1]:
+            raise DHRDInputError(f"no such option: {' '.join(found[-1])} (see: {self.prog} --help)")
+        return found[0]  # then a namespace holding --config, then the strings left over
+
+    def read_config(self, path: Path) -> dict:
+        """A YAML or JSON mapping of field names (dashes or underscores); unknown names are errors."""
+        if not path.is_file():
+            raise DHRDInputError(f"{path}: config file not found")
+        try:
+            if path.suffix.lower() == ".json":
+                data = json.loads(path.read_text(encoding="utf-8-sig"))
+            else:
+                import yaml
+
+                data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+        except (ValueError, UnicodeDecodeError, ImportError) as error:
+            raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
+        except Exception as error:  # yaml's own error types
+            raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
+        if not isinstance(data, dict):
+            raise DHRDInputError(f"{path}: expected a mapping of settings")
+        data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        known = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise DHRDInputError(f"{path}: unknown setting {', '.join(unknown)} (see: {self.prog} --help)")
+        return data
+
+
+def _with(f: dataclasses.Field, metadata: dict) -> dataclasses.Field:
+    """``f`` with ``metadata`` (HfArgumentParser passes a field's metadata to argparse as keywords)."""
+    copy = dataclasses.field(default=f.default, default_factory=f.default_factory, metadata=metadata)
+    copy.name, copy.type = f.name, f.type
+    return copy
+
+
+def _metavar(kind) -> str | None:
+    """A short placeholder (argparse's default repeats the upper-cased name); None where argparse shows the
+    choices (enums, literals)."""
+    kinds = set(typing.get_args(kind)) or {kind}
+    if kinds & {int, float}:
+        return "N"
+    if any(isinstance(k, type) and issubclass(k, enum.Enum) for k in kinds) or typing.get_origin(kind) is Literal:
+        return None
+    return "TEXT"
+
+
+def add_bool(group, f: dataclasses.Field) -> None:
+    """``--name`` (alone: True; or ``--name false``), ``--no-name``, and the field's own negative flags
+    (``--full``, ``--restart``, ...)."""
+    names = [f"--{f.name}", f"--{f.name.replace('_', '-')}"] if "_" in f.name else [f"--{f.name}"]
+    group.add_argument(
+        *names,
+        *f.metadata.get("aliases", []),
+        dest=f.name,
+        type=string_to_bool,
+        nargs="?",
+        const=True,
+        default=f.default,
+        metavar="BOOL",
+        help=f.metadata.get("help", ""),
+    )
+    negative = list(dict.fromkeys([f"--no_{f.name}", f"--no-{f.name.replace('_', '-')}"]))
+    for flag in f.metadata.get("negative", []):
+        opposite = f"the same as --no-{f.name.replace('_', '-')}"
+        group.add_argument(flag, dest=f.name, action="store_false", default=argparse.SUPPRESS, help=opposite)
+    group.add_argument(*negative, dest=f.name, action="store_false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def parse_train_arguments(argv: list[str]) -> DHRDTrainingArguments:
+    """``dhrd train``'s arguments as a ``DHRDTrainingArguments``; ``--help`` prints the help and exits."""
+    return DHRDArgumentParser().parse(argv)
+
+
+__all__ = ["DHRDArgumentParser", "parse_train_arguments"]

@@ -1,0 +1,386 @@
+"""``DHRDTrainingArguments``: transformers' ``TrainingArguments`` with DHRD's own fields, as TRL's ``SFTConfig``
+extends it. Every Trainer option works (``report_to``, ``eval_strategy="steps"``, ``max_steps``, ...); the fields
+redeclared here carry the paper's defaults (Appendix E), and the settings DHRD needs by default (checkpoints
+under ``output_dir/checkpoints``, a validation pass and a checkpoint every epoch with the best one kept) are
+defaults resolved in ``__post_init__``, which an explicit value overrides.
+
+Each field's help, choices and command-line aliases are declared here once: ``dhrd train`` is generated from
+them (``dhrd.argparser``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import TrainingArguments
+
+from .data import DataSpec
+from .errors import DHRDInputError
+from .runtime import bf16_supported
+
+DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
+
+
+def _option(default, help: str, group: str, *, choices=None, aliases=(), negative=(), factory=None):
+    """A dataclass field whose metadata is what the command line shows: help, choices, aliases, the group
+    (DHRD's groups are listed before transformers'), and ``negative`` flags that set a bool to False."""
+    metadata = {"help": help, "group": group}
+    if choices:
+        metadata["choices"] = list(choices)
+    if aliases:
+        metadata["aliases"] = list(aliases)
+    if negative:
+        metadata["negative"] = list(negative)
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass
+class DHRDTrainingArguments(TrainingArguments):
+    """Everything a run needs. Defaults follow the paper (Appendix E): LoRA r=16, alpha 32, dropout 0.1 on
+    every attention and MLP projection, AdamW lr 2e-4, weight decay 0.01, cosine schedule, 5 warm-up steps,
+    3 epochs, evaluation and a checkpoint every epoch, the best one kept. ``output_dir`` is the run directory
+    (checkpoints/, model/, metrics.json); Trainer's checkpoints go to its ``checkpoints/``."""
+
+    # ---- transformers' fields with DHRD's defaults
+    output_dir: str | None = _option(
+        None, "run directory: checkpoints/, model/, metrics.json (None: runs/<task>-<method>)", DATA
+    )
+    learning_rate: float = _option(2e-4, "AdamW's peak learning rate", TRAINING, aliases=["--lr"])
+    num_train_epochs: float = _option(3.0, "epochs", TRAINING, aliases=["--epochs"])
+    per_device_train_batch_size: int = _option(8, "training batch size", TRAINING, aliases=["--batch-size"])
+    per_device_eval_batch_size: int = _option(32, "validation batch size", TRAINING, aliases=["--eval-batch-size"])
+    gradient_accumulation_steps: int = _option(
+        1, "micro-batches per optimiser step", TRAINING, aliases=["--gradient-accumulation"]
+    )
+    warmup_steps: float = _option(5, "linear warm-up steps (a ratio if below 1)", TRAINING)
+    weight_decay: float = _option(0.01, "AdamW's weight decay", TRAINING)
+    lr_scheduler_type: str = _option("cosine", "learning-rate schedule (transformers' SchedulerType)", TRAINING)
+    seed: int = _option(42, "seed of the head's initialisation, shuffling, dropout and capped samples", TRAINING)
+    bf16: bool | None = _option(None, "bf16 autocast (None: where the hardware supports it)", TRAINING)
+    optim: str = _option("adamw_torch", "optimiser (transformers' OptimizerNames)", TRAINING)
+    save_steps: float | None = _option(
+        None,
+        "with --save-strategy epoch: extra resume checkpoints every N optimiser steps; with steps: "
+        "transformers' (None: --eval-steps, else 500)",
+        TRAINING,
+    )
+    save_total_limit: int | None = _option(2, "checkpoints kept (the best one always is)", TRAINING)
+    logging_steps: float = _option(10, "log the loss every N steps", TRAINING)
+    # 'score' is the task's official score as compute_metrics logs it; see best_metric_key
+    metric_for_best_model: str | None = _option(
+        "score",
+        "what the best checkpoint is chosen by: score (the task's official score), loss, accuracy, macro_f1, "
+        "any metric the task reports, or a class's precision|recall|f1:<label> (f1:positive); <task>/<name> "
+        "in a joint run",
+        TRAINING,
+    )
+    eval_strategy: str | None = _option(
+        None,
+        "validation passes: no, steps or epoch (None: epoch when the best epoch is kept, else no)",
+        TRAINING,
+        choices=["no", "steps", "epoch"],
+    )
+    save_strategy: str | None = _option(
+        None,
+        "checkpoints: no, steps, epoch or best (None: as --eval-strategy, epoch without one)",
+        TRAINING,
+        choices=["no", "steps", "epoch", "best"],
+    )
+    load_best_model_at_end: bool | None = _option(
+        None, "keep the best checkpoint (None: with --best-epoch and more than one epoch)", TRAINING
+    )
+    use_cpu: bool | None = _option(None, "train on the CPU (None: when there is no GPU)", TRAINING)
+    data_seed: int | None = _option(None, "seed of the data sampler (None: --seed)", TRAINING)
+    remove_unused_columns: bool = _option(False, "drop dataset columns the model does not take", TRAINING)
+    # DHRD's collator always names the labels "labels"; not an option (--label-names is DHRD's label_map)
+    label_names: list[str] | None = field(default_factory=lambda: ["labels"], init=False)
+    disable_tqdm: bool | None = _option(False, "no progress bars", TRAINING)
+    train_sampling_strategy: str | None = _option(
+        None,
+        "sampler: random, sequential, group_by_length or batch_rebalance (None: from --group-by-length)",
+        TRAINING,
+        choices=["random", "sequential", "group_by_length", "batch_rebalance"],
+    )
+    # ---- data
+    task: str | None = _option(
+        "cb",
+        "SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list 'cb,rte', or 'all' for one joint "
+        "model; ignored with --train-file or --dataset",
+        DATA,
+    )
+    input_format: str = _option(
+        "yesno",
+        "yesno: the paper's single Yes/No prompt; native: each task's own labels",
+        DATA,
+        choices=["yesno", "native"],
+    )
+    data_dir: str | None = _option(None, "folder with <Task>/{train,val,test}.jsonl (None: the shared set)", DATA)
+    train_file: str | None = _option(None, "your own CSV/JSONL/Parquet training file", DATA)
+    validation_file: str | None = _option(None, "your own validation file (the evaluation split)", DATA)
+    dataset: str | None = _option(
+        None,
+        "a datasets dataset: a save_to_disk directory or a hub name, read as your files are (the same column "
+        "options; a ClassLabel label column names the labels): its train split trains, its validation split "
+        "(else its test split) is evaluated",
+        DATA,
+    )
+    dataset_config: str | None = _option(None, "the hub dataset's configuration (load_dataset's second argument)", DATA)
+    text_column: str = _option("text", "text column of your data", DATA)
+    text_pair_column: str | None = _option(None, "optional second text column", DATA)
+    label_column: str = _option("label", "label column (strings or integers)", DATA)
+    id_column: str | None = _option(
+        None,
+        "your rows' id column: rationale files and predictions are keyed by it (None: the 1-based row number)",
+        DATA,
+    )
+    rationale_column: str | None = _option(
+        None,
+        "a column of the training data with an explanation per row (empty: that row trains the classifier only)",
+        DATA,
+    )
+    encoding: str = _option("utf-8", "of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252", DATA)
+    label_map: dict[str, str] | str | None = _option(
+        None,
+        "your labels' names, value=name in label order: 0=negative,1=positive (or a mapping)",
+        DATA,
+        aliases=["--label-names"],
+    )
+    instruction: str | None = _option(
+        None,
+        "your task's question ('Is this review positive or negative?'): the teacher's prompt asks it; saved "
+        "with the model",
+        DATA,
+    )
+    # off by default: with it, pooled SmolLM2 scored 7.7 points lower on CB as a CSV
+    # (results/own-data-instruction-smollm2-cpu.md)
+    instruction_in_input: bool = _option(False, "the classifier's input ends with --instruction too", DATA)
+    max_train_examples: int | None = _option(None, "cap the training examples (a seeded sample)", DATA)
+    max_eval_examples: int | None = _option(None, "cap the validation examples (a seeded sample)", DATA)
+    subset_seed: int | None = _option(
+        None, "seed of the capped samples (None: --seed); fixed, it pairs runs across seeds", DATA
+    )
+    # ---- model
+    backbone: str | None = _option(
+        None,
+        "hub name, local directory or .gguf file (None: the shared SmolLM2-135M-Instruct GGUF, else "
+        "HuggingFaceTB/SmolLM2-135M-Instruct)",
+        MODEL,
+    )
+    gguf_file: str | None = _option(None, "GGUF file name inside --backbone's directory", MODEL)
+    head: str = _option(
+        "mlp",
+        "mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)",
+        MODEL,
+        choices=["mlp", "linear"],
+    )
+    pooling: str = _option("last", "last real input token (the paper's) or mean", MODEL, choices=["last", "mean"])
+    head_dropout: float = _option(0.1, "dropout inside the classification head", MODEL)
+    lora: bool = _option(
+        True, "LoRA (the paper's r=16, alpha=32); --full: full fine-tuning", MODEL, negative=["--full"]
+    )
+    lora_r: int = _option(16, "LoRA rank", MODEL)
+    lora_alpha: int = _option(32, "LoRA alpha", MODEL)
+    lora_dropout: float = _option(0.1, "LoRA dropout", MODEL)
+    # "auto": eager attention on a CPU (its matmuls beat SDPA's CPU flash kernel by 10% of a training step),
+    # SDPA on a GPU. The saved model keeps the backbone's own setting.
+    attention: str = _option(
+        "auto",
+        "attention kernel while training: auto (eager on a CPU, SDPA on a GPU), eager or sdpa",
+        MODEL,
+        choices=["auto", "eager", "sdpa"],
+    )
+    bits_dropout: bool = _option(True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL)
+    trust_remote_code: bool = _option(
+        False, "run Python code shipped with the backbone (its auto_map); off: never", MODEL
+    )
+    keep_reasoning_head: bool = _option(
+        False, "also save the LM head beside the classifier, so that `dhrd explain` can use it", MODEL
+    )
+    # ---- loss: beta * L_cls + alpha * L_reason; "pooled" is alpha = 0 with no rationale (the paper's baseline)
+    method: str = _option(
+        "pooled",
+        "pooled (the paper's baseline: alpha = 0, no rationale) or dhrd (the reasoning head learns the "
+        "teacher's rationales)",
+        LOSS,
+        choices=["pooled", "dhrd"],
+    )
+    alpha: float | None = _option(None, "weight of the reasoning (LM) loss (None: 1 for dhrd, 0 for pooled)", LOSS)
+    beta: float = _option(1.0, "weight of the classification loss", LOSS)
+    # sklearn's compute_class_weight on the training labels, or per label name {"positive": 3} (others 1)
+    class_weights: dict[str, float] | str | None = _option(
+        None,
+        "weights of the classification loss's classes: balanced (n_rows / (n_labels x rows of the label)) "
+        "or label=weight pairs, e.g. positive=3 (others 1)",
+        LOSS,
+    )
+    rationales: str | None = _option(
+        None, "rationale file, or a folder of <Task>/train.jsonl (None: the shared set for SuperGLUE tasks)", LOSS
+    )
+    rationale_mode: str = _option(
+        "consistent",
+        "the paper's Table 2 ablations",
+        LOSS,
+        choices=["consistent", "only_label", "shuffle_reasoning", "shuffle_both"],
+    )
+    lm_scope: str = _option(
+        "all",
+        "what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning",
+        LOSS,
+        choices=["all", "reasoning"],
+    )
+    max_rationale_tokens: int = _option(160, "longest rationale kept, in tokens", LOSS)
+    max_length: int = _option(512, "longest input in tokens; longer inputs are an error unless --truncation left", DATA)
+    truncation: str = _option(
+        "error", "error, or left: drop the start of long passages", DATA, choices=["error", "left"]
+    )
+    # ---- DHRD's training choices
+    # the validation split is also the evaluation split, so choosing on it flatters every score a little
+    best_epoch: bool = _option(
+        True,
+        "keep the epoch with the best validation score (the paper's); --last-epoch: the last one, with no "
+        "per-epoch validation pass",
+        TRAINING,
+        negative=["--last-epoch"],
+    )
+    early_stopping_patience: int | None = _option(
+        None, "stop after N validation passes whose --metric-for-best-model is no better", TRAINING
+    )
+    # transformers' LengthGroupedSampler: far less padding on SuperGLUE's mixed-length inputs
+    group_by_length: bool = _option(
+        True,
+        "batches of similar lengths (less padding, faster); --random-batches: shuffled",
+        TRAINING,
+        negative=["--random-batches"],
+    )
+    resume: bool = _option(
+        True,
+        "continue from the last checkpoint in --output-dir; --restart: discard it",
+        TRAINING,
+        negative=["--restart"],
+    )
+
+    def __post_init__(self):
+        self.resolve_defaults()
+        super().__post_init__()
+
+    def resolve_defaults(self) -> None:
+        """DHRD's defaults that depend on other fields; an explicit value is kept. Before TrainingArguments'
+        own checks, which need bf16, the strategies and the devices settled."""
+        if self.output_dir is None:
+            name = "custom" if self.train_file or self.dataset else str(self.task).replace(",", "+")
+            self.output_dir = str(Path("runs") / f"{name}-{self.method}")
+        choose_best = self.load_best_model_at_end
+        if choose_best is None:
+            # With one epoch there is no best epoch to choose: the validation pass after it would repeat the
+            # final scoring of the saved model, a large share of a short run on a CPU.
+            asked = self.num_train_epochs > 1 if self.eval_strategy is None else _value(self.eval_strategy) != "no"
+            choose_best = self.best_epoch and asked
+        if self.eval_strategy is None:
+            self.eval_strategy = "epoch" if choose_best else "no"
+        if self.save_strategy is None:  # checkpoints where validation runs, so the best one can be kept
+            self.save_strategy = "epoch" if _value(self.eval_strategy) == "no" else _value(self.eval_strategy)
+        if self.load_best_model_at_end is None:
+            self.load_best_model_at_end = choose_best
+        if self.save_steps is None and _value(self.save_strategy) == "steps":
+            self.save_steps = self.eval_steps or 500
+        if self.bf16 is None:
+            self.bf16 = bf16_supported()
+        if self.use_cpu is None:
+            self.use_cpu = not torch.cuda.is_available()
+        if self.data_seed is None:
+            self.data_seed = self.seed
+        # under transformers' current name where it has one: the old one warns (FutureWarning) on every run
+        current = "activation_checkpointing" if hasattr(self, "activation_checkpointing") else "gradient_checkpointing"
+        if self.gradient_checkpointing or getattr(self, current):
+            if getattr(self, f"{current}_kwargs") is None and self.gradient_checkpointing_kwargs is None:
+                setattr(self, f"{current}_kwargs", {"use_reentrant": False})
+        if self.train_sampling_strategy is None:
+            self.train_sampling_strategy = "group_by_length" if self.group_by_length else "random"
+
+    def data_spec(self, splits: dict | None = None) -> DataSpec:
+        """Where the data comes from; ``splits`` are ``datasets`` datasets given in memory (``DHRDTrainer``)."""
+        own = self.train_file is not None or self.dataset is not None or bool(splits)
+        return DataSpec(
+            tasks=None if own else self.task,
+            input_format=self.input_format,
+            data_dir=self.data_dir,
+            train_file=self.train_file,
+            validation_file=self.validation_file,
+            text_column=self.text_column,
+            text_pair_column=self.text_pair_column,
+            label_column=self.label_column,
+            id_column=self.id_column,
+            rationale_column=self.rationale_column,
+            encoding=self.encoding,
+            label_map=self.label_map,
+            instruction=self.instruction,
+            instruction_in_input=self.instruction_in_input,
+            dataset=self.dataset,
+            dataset_config=self.dataset_config,
+            splits=splits,
+        )
+
+    @property
+    def choose_best(self) -> bool:
+        """A validation pass every epoch (or ``eval_steps``), and the best checkpoint kept."""
+        return bool(self.load_best_model_at_end)
+
+    @property
+    def lm_weight(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 1.0 if self.method == "dhrd" else 0.0
+
+    def validate(self) -> None:
+        if self.method not in ("pooled", "dhrd"):
+            raise DHRDInputError(f"unknown method {self.method!r}: choose pooled or dhrd")
+        if self.method == "pooled" and self.alpha:
+            raise DHRDInputError("--method pooled is alpha = 0; use --method dhrd to weight the reasoning loss")
+        if self.lm_weight < 0 or self.beta < 0 or self.lm_weight + self.beta == 0:
+            raise DHRDInputError("--alpha and --beta must be >= 0 and not both 0")
+        if self.lm_scope not in ("all", "reasoning"):
+            raise DHRDInputError(f"--lm-scope must be 'all' or 'reasoning', not {self.lm_scope!r}")
+        if self.attention not in ("auto", "eager", "sdpa"):
+            raise DHRDInputError(f"--attention must be auto, eager or sdpa, not {self.attention!r}")
+        if self.truncation not in ("error", "left"):
+            raise DHRDInputError(f"--truncation must be 'error' or 'left', not {self.truncation!r}")
+        if self.max_length < 8:
+            raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
+        if self.train_file and not self.validation_file:
+            raise DHRDInputError("--train-file needs --validation-file (the evaluation split)")
+        if self.early_stopping_patience is not None:
+            if self.early_stopping_patience < 1:
+                raise DHRDInputError(f"--early-stopping-patience must be >= 1, not {self.early_stopping_patience}")
+            if not self.choose_best:
+                raise DHRDInputError(
+                    "--early-stopping-patience needs a validation pass every epoch: more than one epoch, and "
+                    "--best-epoch (the best epoch is the one kept)"
+                )
+
+    def trainer_arguments(self, **overrides) -> DHRDTrainingArguments:
+        """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top."""
+        settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), **overrides}
+        return dataclasses.replace(self, **settings)
+
+
+def _value(setting) -> str:
+    """A strategy's name, whether TrainingArguments has made it an enum yet or not."""
+    return getattr(setting, "value", setting)
+
+
+def default_value(name: str):
+    """A field's default (``None`` where it has none)."""
+    for f in dataclasses.fields(DHRDTrainingArguments):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+    return None
+
+
+__all__ = ["DHRDTrainingArguments", "default_value"]

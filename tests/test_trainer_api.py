@@ -1,0 +1,263 @@
+"""The Trainer-shaped API (DHRDTrainer on ``datasets`` datasets, Trainer options, callbacks, metrics, a peft
+config) and ``dhrd train``'s command line generated from DHRDTrainingArguments."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from transformers import TrainerCallback
+from typer.testing import CliRunner
+
+from dhrd.argparser import parse_train_arguments
+from dhrd.cli import app
+from dhrd.errors import DHRDInputError
+from dhrd.provenance import dhrd_version
+from dhrd.training import DHRDTrainer, DHRDTrainingArguments, train
+
+runner = CliRunner()
+POSITIVE = ["a good film", "great fun", "lovely acting", "a fine story", "good and warm", "great cast"]
+NEGATIVE = ["a bad film", "dull plot", "awful acting", "a poor story", "bad and cold", "terrible cast"]
+
+
+@pytest.fixture()
+def reviews():
+    import datasets
+
+    labels = datasets.ClassLabel(names=["negative", "positive"])
+    features = datasets.Features({"review": datasets.Value("string"), "label": labels})
+    rows = {"review": POSITIVE + NEGATIVE, "label": [1] * 6 + [0] * 6}
+    train_set = datasets.Dataset.from_dict(rows, features=features)
+    return train_set, train_set.select(range(0, 12, 2))
+
+
+def config(tmp_path, backbone, **overrides) -> DHRDTrainingArguments:
+    settings = dict(
+        output_dir=str(tmp_path / "run"),
+        backbone=str(backbone),
+        text_column="review",
+        num_train_epochs=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        bf16=False,
+        max_length=64,
+        report_to="none",
+    )
+    return DHRDTrainingArguments(**{**settings, **overrides})
+
+
+class Seen(TrainerCallback):
+    def __init__(self):
+        self.evaluations, self.steps = [], 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.steps += 1
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.evaluations.append(metrics)
+
+
+def test_trainer_on_datasets_trains_and_saves_with_callbacks_and_metrics(tmp_path, tiny_backbone, reviews):
+    seen = Seen()
+    trainer = DHRDTrainer(
+        args=config(tmp_path, tiny_backbone),
+        train_dataset=reviews[0],
+        eval_dataset=reviews[1],
+        callbacks=[seen],
+        compute_metrics=lambda prediction: {"rows_seen": float(len(prediction.label_ids))},
+    )
+    result = train(trainer=trainer)
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    assert result.metrics["train_rows"] == 12 and result.metrics["eval_rows"] == 6
+    # the ClassLabel names the labels; the user's metric is logged beside DHRD's, every epoch
+    assert result.metrics["classes"]["custom"]["labels"] == ["negative", "positive"]
+    assert [e["eval_rows_seen"] for e in seen.evaluations] == [6.0, 6.0]
+    assert all("eval_score" in e for e in seen.evaluations) and seen.steps == 6
+    saved = json.loads((tmp_path / "run" / "train_args.json").read_text())
+    assert saved["text_column"] == "review" and saved["report_to"] == []
+
+
+def test_a_trainer_option_outside_dhrd_fields_takes_effect(tmp_path, tiny_backbone, reviews):
+    args = config(tmp_path, tiny_backbone, eval_strategy="steps", eval_steps=2, max_steps=4)
+    trainer = DHRDTrainer(args=args, train_dataset=reviews[0], eval_dataset=reviews[1])
+    assert trainer.args.save_strategy == "steps" and trainer.args.load_best_model_at_end
+    result = train(trainer=trainer)
+    assert [e["epoch"] for e in result.metrics["epochs"]] == [pytest.approx(2 / 3), pytest.approx(4 / 3)]
+    assert trainer.state.global_step == 4 and result.metrics["best_checkpoint"]
+
+
+def test_peft_config_replaces_the_built_in_lora(tmp_path, tiny_backbone, reviews):
+    from peft import LoraConfig
+
+    given = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"])
+    trainer = DHRDTrainer(
+        args=config(tmp_path, tiny_backbone, num_train_epochs=1),
+        train_dataset=reviews[0],
+        eval_dataset=reviews[1],
+        peft_config=given,
+    )
+    used = trainer.model.peft_config["default"]
+    assert used.r == 2 and set(used.target_modules) == {"q_proj", "v_proj"} and "score" in used.modules_to_save
+    names = [n for n, p in trainer.model.named_parameters() if p.requires_grad and "lora_" in n]
+    assert names and all("q_proj" in n or "v_proj" in n for n in names)
+    assert given.modules_to_save is None  # the caller's config is left as given
+
+
+def test_rationales_from_a_mapping_and_a_column(tmp_path, tiny_backbone, reviews):
+    train_set, eval_set = reviews
+    by_row = {k: f"it says {text.split()[-1]}" for k, text in enumerate(train_set["review"], start=1)}
+    trainer = DHRDTrainer(
+        args=config(tmp_path, tiny_backbone, method="dhrd", num_train_epochs=1),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        rationales=by_row,
+    )
+    assert trainer.prepared.rows_without_rationale == 0
+    assert all("lm_labels" in row for row in trainer.train_dataset)
+    with_column = train_set.add_column("why", [by_row[k] for k in range(1, 13)])
+    trainer = DHRDTrainer(
+        args=config(tmp_path, tiny_backbone, method="dhrd", num_train_epochs=1),
+        train_dataset=with_column,
+        eval_dataset=eval_set,
+        rationales="why",
+    )
+    assert trainer.prepared.args.rationale_column == "why" and trainer.prepared.rows_without_rationale == 0
+    with pytest.raises(DHRDInputError, match="ids are not training rows"):
+        DHRDTrainer(
+            args=config(tmp_path, tiny_backbone, method="dhrd"),
+            train_dataset=train_set,
+            eval_dataset=eval_set,
+            rationales={99: "no such row"},
+        )
+
+
+def test_forced_settings_are_defaults_an_explicit_value_overrides(tmp_path):
+    default = DHRDTrainingArguments(output_dir=str(tmp_path))
+    assert (default.eval_strategy, default.save_strategy, default.load_best_model_at_end) == ("epoch", "epoch", True)
+    assert default.remove_unused_columns is False and default.train_sampling_strategy == "group_by_length"
+    assert default.trainer_arguments().output_dir == str(tmp_path / "checkpoints")
+    one_epoch = DHRDTrainingArguments(output_dir=str(tmp_path), num_train_epochs=1)
+    assert (one_epoch.eval_strategy, one_epoch.load_best_model_at_end) == ("no", False)
+    chosen = DHRDTrainingArguments(output_dir=str(tmp_path), save_strategy="no", eval_strategy="no", seed=3)
+    assert (chosen.save_strategy, chosen.eval_strategy, chosen.data_seed) == ("no", "no", 3)
+    assert DHRDTrainingArguments(task="rte", method="dhrd").output_dir == "runs/rte-dhrd"
+
+
+def test_hf_flag_names_and_short_aliases_give_the_same_config():
+    common = ["--task", "rte", "--output-dir", "runs/x", "--no-bf16"]
+    hf = parse_train_arguments(
+        [
+            *common,
+            "--num_train_epochs",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--learning_rate",
+            "1e-3",
+            "--lora",
+            "false",
+            "--label_map",
+            "0=a,1=b",
+        ]
+    )
+    short = parse_train_arguments(
+        [*common, "--epochs", "1", "--batch-size", "4", "--lr", "1e-3", "--full", "--label-names", "0=a,1=b"]
+    )
+    assert hf.to_dict() == short.to_dict()
+    assert (hf.num_train_epochs, hf.per_device_train_batch_size, hf.lora, hf.bf16) == (1.0, 4, False, False)
+    steps = parse_train_arguments(
+        [
+            "--report_to",
+            "tensorboard",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "5",
+            "--metric_for_best_model",
+            "loss",
+            "--restart",
+            "--last-epoch",
+        ]
+    )
+    assert steps.report_to == ["tensorboard"] and steps.eval_steps == 5 and steps.save_steps == 5
+    assert steps.metric_for_best_model == "loss" and not steps.resume and not steps.best_epoch
+
+
+def test_config_file_then_command_line(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("task: rte\nnum_train_epochs: 5\nlearning-rate: 0.001\nlora: false\nreport_to: [tensorboard]\n")
+    args = parse_train_arguments(["--config", str(path), "--epochs", "2"])
+    assert (args.task, args.num_train_epochs, args.learning_rate, args.lora) == ("rte", 2.0, 1e-3, False)
+    assert args.report_to == ["tensorboard"]
+    (tmp_path / "bad.json").write_text(json.dumps({"epochz": 1}))
+    with pytest.raises(DHRDInputError, match="unknown setting epochz"):
+        parse_train_arguments(["--config", str(tmp_path / "bad.json")])
+
+
+def test_help_lists_every_default_in_groups():
+    result = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = result.output
+    for shown in ("--epochs", "--num_train_epochs", "--report_to", "--full", "--restart", "--config"):
+        assert shown in text
+    for default in ("(default: 0.0002)", "(default: 3.0)", "(default: 8)", "(default: cosine)", "(default: mlp)"):
+        assert default in text
+    assert text.index("\ndata:") < text.index("\nloss:") < text.index("\ntransformers.TrainingArguments")
+    assert "[default: ..." not in runner.invoke(app, ["evaluate", "--help"]).output
+    assert "[default: the model's" in " ".join(runner.invoke(app, ["evaluate", "--help"]).output.split())
+
+
+def test_version():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"dhrd {dhrd_version()}"
+
+
+def test_bad_values_are_one_line_errors():
+    with pytest.raises(DHRDInputError, match="invalid float value: 'many'"):
+        parse_train_arguments(["--epochs", "many"])
+    with pytest.raises(DHRDInputError, match="save and eval strategy to match"):
+        parse_train_arguments(["--eval_strategy", "steps", "--save_strategy", "epoch", "--load_best_model_at_end"])
+    result = runner.invoke(app, ["train", "--batch-size", "x"])
+    assert result.exit_code == 2
+
+
+def test_a_run_saved_by_the_old_arguments_resumes(tmp_path, tiny_backbone, superglue_dir):
+    """train_args.json written by the dataclass before DHRDTrainingArguments extended TrainingArguments: only
+    DHRD's ~70 keys. The same settings resume from its checkpoint."""
+    settings = dict(
+        output_dir=str(tmp_path / "run"),
+        task="cb",
+        data_dir=str(superglue_dir),
+        backbone=str(tiny_backbone),
+        num_train_epochs=2,
+        per_device_train_batch_size=8,
+        bf16=False,
+        max_length=128,
+        max_train_examples=8,
+    )
+    first = train(DHRDTrainingArguments(**settings))
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    shutil.rmtree(checkpoints[-1])  # as if killed before the last epoch's checkpoint
+    (tmp_path / "run" / "metrics.json").unlink()
+    saved = json.loads((tmp_path / "run" / "train_args.json").read_text())
+    old = {k: saved[k] for k in OLD_KEYS if k in saved}
+    old.pop("instruction_in_input")  # a setting the old run predates: counts as its default
+    (tmp_path / "run" / "train_args.json").write_text(json.dumps(old))
+    again = train(DHRDTrainingArguments(**settings))
+    assert again.metrics["resumed_from"] == str(checkpoints[0])
+    assert [e["epoch"] for e in again.metrics["epochs"]] == [e["epoch"] for e in first.metrics["epochs"]]
+
+
+OLD_KEYS = (
+    "output_dir task input_format data_dir train_file validation_file dataset dataset_config text_column "
+    "text_pair_column label_column id_column rationale_column encoding label_map instruction instruction_in_input "
+    "max_train_examples max_eval_examples subset_seed backbone gguf_file head pooling head_dropout method alpha beta "
+    "class_weights rationales rationale_mode lm_scope max_rationale_tokens keep_reasoning_head lora lora_r "
+    "lora_alpha lora_dropout learning_rate num_train_epochs best_epoch metric_for_best_model early_stopping_patience "
+    "per_device_train_batch_size per_device_eval_batch_size gradient_accumulation_steps max_length truncation "
+    "warmup_steps weight_decay lr_scheduler_type seed bf16 gradient_checkpointing group_by_length optim "
+    "torch_compile attention bits_dropout save_steps save_total_limit logging_steps resume report_to "
+    "trust_remote_code"
+).split()
