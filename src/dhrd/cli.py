@@ -72,6 +72,17 @@ class Truncation(str, Enum):
     left = "left"
 
 
+class Engine(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+ENGINE_HELP = (
+    "torch: --model is a trained model; onnxruntime: --model is an export directory (its model.onnx) or one of "
+    "its .onnx files, e.g. model.int8.onnx (dhrd export --format onnx)"
+)
+
+
 def _run(fn):
     """Bad input: one line on stderr and exit code 2, never a traceback."""
     try:
@@ -290,13 +301,14 @@ def evaluate(
     ),
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    engine: Engine = typer.Option(Engine.torch, help=ENGINE_HELP),
 ):
     """Compute the task's official metrics and write them as JSON."""
+    from .engines import model_file
     from .evaluation import evaluate as run_evaluation
-    from .modeling import find_model_dir
 
     def go():
-        target = output or find_model_dir(model) / f"eval-{split}.json"
+        target = output or model_file(model, engine.value).parent / f"eval-{split}.json"
         return run_evaluation(
             model,
             task,
@@ -314,6 +326,7 @@ def evaluate(
             encoding=encoding,
             max_length=max_length,
             truncation=truncation.value if truncation else None,
+            engine=engine.value,
         ), target
 
     metrics, target = _run(go)
@@ -352,6 +365,7 @@ def predict(
     restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    engine: Engine = typer.Option(Engine.torch, help=ENGINE_HELP),
 ):
     """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
     from .prediction import predict as run_prediction
@@ -376,12 +390,54 @@ def predict(
             truncation=truncation.value if truncation else None,
             chunk_rows=chunk_rows,
             resume=not restart,
+            engine=engine.value,
         )
     )
     resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
     ids = f"ids from column {summary.id_column!r}" if summary.id_column else "ids are 1-based row numbers"
     out.print(
         f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}; {summary.rows_per_second:.1f} rows/s)"
+    )
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
+    output: Path = typer.Option(..., help="the export directory (replaced if it holds an earlier export)"),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx: model.onnx, for onnxruntime"),
+    quantize: Quantize = typer.Option(
+        None, help="int8: also write model.int8.onnx (onnxruntime dynamic quantization: int8 weights)"
+    ),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
+    from .onnx_export import export_onnx
+
+    summary = _run(
+        lambda: export_onnx(
+            model,
+            output,
+            format=format.value,
+            quantize=quantize.value if quantize else None,
+            trust_remote_code=trust_remote_code,
+        )
+    )
+    for precision, name in summary.files.items():
+        diff = summary.max_abs_prob_diff[precision]
+        out.print(
+            f"{precision}: {Path(summary.directory) / name} (largest probability difference from torch {diff:.2g})"
+        )
+    out.print(
+        f"labels {', '.join(summary.labels)}; {summary.seconds:.0f} s. Run it with: dhrd predict --model "
+        f"{summary.directory} --engine onnxruntime --file <file> --output <predictions>"
     )
 
 

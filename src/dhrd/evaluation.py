@@ -12,8 +12,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
+from .engines import load_inference_model
 from .errors import DHRDInputError
-from .modeling import load_classifier, model_spec
+from .modeling import model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic
 from .tables import iter_table
 from .tasks import Example, evaluate_rows
@@ -204,10 +205,12 @@ def evaluate(
     encoding: str | None = None,
     max_length: int | None = None,
     truncation: str | None = None,
+    engine: str = "torch",
 ) -> dict:
     """The task's official metrics (or accuracy / macro-F1 on a user file) for a saved model. Inputs follow
-    the model's length policy (``inference_limits``) unless ``max_length`` / ``truncation`` are given."""
-    model, tokenizer = load_classifier(model_path, trust_remote_code=trust_remote_code)
+    the model's length policy (``inference_limits``) unless ``max_length`` / ``truncation`` are given.
+    ``engine``: ``torch`` runs a trained model directory, ``onnxruntime`` an ONNX export (``dhrd export``)."""
+    model, tokenizer = load_inference_model(model_path, engine, trust_remote_code=trust_remote_code, compile=compile)
     settings = dict(batch_size=batch_size, max_length=max_length, truncation=truncation, bf16=bf16, compile=compile)
     start = time.perf_counter()
     if file is not None:
@@ -231,6 +234,7 @@ def evaluate(
         seconds=round(seconds, 3),
         rows_per_second=round(len(examples) / seconds, 2),
         model=str(model_path),
+        engine=engine,
     )
     if output is not None:
         write_json_atomic(output, metrics)
