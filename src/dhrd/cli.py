@@ -669,6 +669,9 @@ def benchmark(
     fast_path: bool = typer.Option(True, help="measure each switch of the classifier's inference path"),
     compile: bool = typer.Option(True, help="include torch.compile among the measured switches"),
     threads: int = typer.Option(None, help="torch (and llama.cpp) threads [default: torch's]"),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="also time onnxruntime fp32 and int8 (exported for the run) beside torch bf16 and fp32"
+    ),
     output: Path = typer.Option(Path("results/benchmark"), help="writes <output>.json, .md and .png"),
     train: bool = typer.Option(
         False, "--train", help="measure training instead: real tokens/s, padding, FLOP/s of pooled and DHRD steps"
@@ -712,6 +715,7 @@ def benchmark(
             fast_path=fast_path,
             compile=compile,
             threads=threads,
+            onnx=onnx,
             output=str(output),
         )
         return run_benchmark(arguments)
@@ -725,6 +729,12 @@ def benchmark(
         out.print(
             f"inference path: {switch['variant']}: {switch['examples_per_s'] or 'unavailable'} ex/s "
             f"({switch['ratio_to_default'] or '–'}x) {switch.get('error', '')}"
+        )
+    for row in result.engines.get("rows", []):
+        out.print(
+            f"engine: {row['system']} {row['engine']} {row['precision']} batch {row['batch_size']}: "
+            f"{row['examples_per_s']} ex/s ({row['ratio_to_torch_default']}x torch), "
+            f"max |dp| {row['max_abs_prob_diff']}"
         )
     gemm = ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s" for g in result.gemm)
     out.print(f"GEMM peak: {gemm}. Written: {output}.json, .md, .png ({result.seconds:.0f} s)")

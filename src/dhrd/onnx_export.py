@@ -22,6 +22,7 @@ torch classifier's interface that ``predict_proba`` uses, so prediction and eval
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -195,24 +196,26 @@ def export_onnx(
     tmp = _prepare_target(output)
     try:
         classifier, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
-        files = {"fp32": ONNX_FILE}
-        to_onnx(classifier, tokenizer, tmp / ONNX_FILE)
-        if quantize == "int8":
-            files["int8"] = quantize_int8(tmp / ONNX_FILE, tmp / INT8_FILE).name
+        config = classifier.config
         check = encode_batch(tokenizer, CHECK_TEXTS)
         expected = torch_probabilities(classifier, check)
+        files = {"fp32": ONNX_FILE}
+        to_onnx(classifier, tokenizer, tmp / ONNX_FILE)
+        del classifier  # the quantizer holds a few copies of the graph: the torch weights need not stay too
+        gc.collect()
+        if quantize == "int8":
+            files["int8"] = quantize_int8(tmp / ONNX_FILE, tmp / INT8_FILE).name
         diffs = {
             precision: float(np.abs(onnx_probabilities(session(tmp / name), check) - expected).max())
             for precision, name in files.items()
         }
         shutil.copy2(model_dir / "config.json", tmp / "config.json")  # label names and the length policy
         tokenizer.save_pretrained(tmp)
-        labels = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
         summary = ExportSummary(
             directory=str(output),
             files=files,
-            labels=labels,
-            head=classifier.config.head,
+            labels=[config.id2label[i] for i in range(config.num_labels)],
+            head=config.head,
             seconds=0.0,
             max_abs_prob_diff={k: round(v, 8) for k, v in diffs.items()},
         )
