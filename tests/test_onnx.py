@@ -126,6 +126,8 @@ def test_bad_paths_and_missing_exports_are_one_line_errors(exported, tmp_path):
     _one_line_error(result, str(model_dir), "no ONNX export here", "dhrd export")
     result = runner.invoke(app, ["predict", "--model", str(export_dir), "--task", "cb", "--output", out])
     _one_line_error(result, "an ONNX export", "--engine onnxruntime")
+    result = runner.invoke(app, ["export", "--model", str(export_dir), "--output", str(tmp_path / "e")])
+    _one_line_error(result, "already an ONNX export")
     result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "none"), "--engine", "onnxruntime"])
     _one_line_error(result, "none", "no ONNX export here")
     args = ["predict", "--model", str(export_dir), "--task", "cb", "--output", out, "--engine", "onnxruntime"]

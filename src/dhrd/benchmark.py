@@ -318,8 +318,9 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
         if args.onnx:
             from .engine_benchmark import benchmark_engines
 
+            timing = dict(batch_sizes=args.batch_sizes, repeats=args.repeats, bf16=bf16)
             benchmark_engines(
-                result.engines, system, path, examples, input_format, args.task, args.batch_sizes, args.repeats, bf16
+                result.engines, system, path, model, tokenizer, examples, input_format, args.task, **timing
             )
             save()
         if args.fast_path and not result.fast_path:

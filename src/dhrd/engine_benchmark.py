@@ -20,7 +20,6 @@ import numpy as np
 
 from .benchmark import time_classifier
 from .evaluation import predict_proba
-from .modeling import load_classifier
 from .onnx_export import INT8_FILE, export_onnx, load_onnx_classifier
 from .tasks import Example, evaluate_rows
 
@@ -47,9 +46,8 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def _variants(model_path: str, export_dir: Path, bf16: bool) -> tuple[list[tuple], object]:
-    """(engine, precision, model, switches) for each engine measured, and the tokenizer they share."""
-    model, tokenizer = load_classifier(model_path)
+def _variants(model, export_dir: Path, bf16: bool) -> list[tuple]:
+    """(engine, precision, model, switches) for each engine measured (they share the torch model's tokenizer)."""
     onnx_fp32, _ = load_onnx_classifier(export_dir)
     onnx_int8, _ = load_onnx_classifier(export_dir / INT8_FILE)
     variants = [("torch", "bf16 autocast", model, {"bf16": True})] if bf16 else []
@@ -58,13 +56,15 @@ def _variants(model_path: str, export_dir: Path, bf16: bool) -> tuple[list[tuple
         ("onnxruntime", "fp32", onnx_fp32, {"bf16": False}),
         ("onnxruntime", "int8", onnx_int8, {"bf16": False}),
     ]
-    return variants, tokenizer
+    return variants
 
 
 def benchmark_engines(
     engines: dict,
     system: str,
     model_path: str,
+    model,
+    tokenizer,
     examples: list[Example],
     input_format: str,
     task: str,
@@ -73,15 +73,14 @@ def benchmark_engines(
     bf16: bool,
 ) -> dict:
     """Add one classifier's rows to ``engines["rows"]`` and how its run went (export time, load average) to
-    ``engines["runs"]``."""
+    ``engines["runs"]``. ``model`` and ``tokenizer`` are the torch classifier loaded from ``model_path``."""
     started = time.perf_counter()
     load_before = _load_average()
     with tempfile.TemporaryDirectory(prefix="dhrd-onnx-") as tmp:
         export = export_onnx(model_path, Path(tmp) / "export", quantize="int8")
-        variants, tokenizer = _variants(model_path, Path(tmp) / "export", bf16)
+        variants = _variants(model, Path(tmp) / "export", bf16)
         texts = [e.text for e in examples]
-        torch_model = variants[0][2]
-        reference = predict_proba(torch_model, tokenizer, texts, max(batch_sizes), bf16=False, progress=False)
+        reference = predict_proba(model, tokenizer, texts, max(batch_sizes), bf16=False, progress=False)
         rows = []
         for batch_size in batch_sizes:
             passes: list[list[dict]] = [[] for _ in variants]

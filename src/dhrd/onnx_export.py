@@ -192,6 +192,8 @@ def export_onnx(
     require_onnxruntime()
     started = time.perf_counter()
     model_dir = find_model_dir(model_path)
+    if is_onnx_export(model_dir):
+        raise DHRDInputError(f"{model_dir}: already an ONNX export: give the trained model directory to --model")
     output = Path(output)
     tmp = _prepare_target(output)
     try:
