@@ -33,7 +33,7 @@ ENGINE_COLUMNS = (
     "p50 ms",
     "p95 ms",
     "score",
-    "max |Δp| vs torch fp32",
+    "largest prob. difference vs torch fp32",
     "same label as torch fp32",
     "x torch default",
 )
@@ -153,7 +153,8 @@ def engine_markdown(engines: dict) -> list[str]:
     for r in rows:
         cells = [r["system"], r["engine"], r["precision"], str(r["batch_size"]), f"{r['examples_per_s']:.3f}"]
         cells += [f"{r['examples_per_s_median']:.3f}", f"{r['latency_p50_ms']:.1f}", f"{r['latency_p95_ms']:.1f}"]
-        cells += [f"{r['score']:.2f}", f"{r['max_abs_prob_diff']:.2g}", f"{100 * r['same_label']:.1f}%"]
+        diff = f"{r['max_abs_prob_diff']:.2g}" if r["max_abs_prob_diff"] else "< 1e-6"  # rounded to 6 decimals
+        cells += [f"{r['score']:.2f}", diff, f"{100 * r['same_label']:.1f}%"]
         cells.append(f"{r['ratio_to_torch_default']:.2f}x")
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
