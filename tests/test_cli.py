@@ -161,7 +161,7 @@ def test_evaluate_and_predict_errors(tmp_path):
     assert_one_line_error(code, output, "give --file or --task")
 
 
-COMMANDS = {"train", "evaluate", "predict", "rationales", "explain", "benchmark", "reproduce", "demo", "push"}
+COMMANDS = {"train", "evaluate", "predict", "export", "rationales", "explain", "benchmark", "reproduce", "demo", "push"}
 
 
 def test_help_for_every_command():

@@ -85,6 +85,7 @@ class BenchmarkArguments:
     compile: bool = True  # include torch.compile among the measured switches
     bf16: bool | None = None
     threads: int | None = None
+    onnx: bool = False  # also time onnxruntime fp32 and int8 (an export made for the run) beside torch
     seed: int = 0
     output: str = "results/benchmark"
     progress: bool = True
@@ -101,6 +102,10 @@ class BenchmarkArguments:
         unknown = set(self.cot_settings) - set(COT_SETTINGS) | set(self.engines) - set(ENGINES)
         if unknown:
             raise DHRDInputError(f"unknown CoT setting or engine: {', '.join(sorted(unknown))}")
+        if self.onnx:
+            from .onnx_export import require_onnxruntime
+
+            require_onnxruntime()  # before anything is timed
 
 
 # ------------------------------------------------------------------------------------------ the machine
@@ -245,6 +250,7 @@ class BenchmarkResult:
     rows: list[dict] = field(default_factory=list)
     fast_path: list[dict] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
+    engines: dict = field(default_factory=dict)  # --onnx: torch vs onnxruntime rows (engine_benchmark)
     cot_settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     arguments: dict = field(default_factory=dict)
@@ -321,6 +327,14 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
             row.update(timed, score=metrics["score"], metrics=metrics, model=str(path))
             row.update(achieved_tflops=round(achieved / 1e12, 4), fraction_of_gemm_peak=round(achieved / peak, 4))
             result.rows.append(row)
+            save()
+        if args.onnx:
+            from .engine_benchmark import benchmark_engines
+
+            timing = dict(batch_sizes=args.batch_sizes, repeats=args.repeats, bf16=bf16)
+            benchmark_engines(
+                result.engines, system, path, model, tokenizer, examples, input_format, args.task, **timing
+            )
             save()
         if args.fast_path and not result.fast_path:
             result.fast_path = fast_path_switches(
@@ -543,6 +557,9 @@ def write_markdown(result: BenchmarkResult, path: Path) -> Path:
             f"| {f['variant']} | {f['examples_per_s'] or 'unavailable'} | {f['ratio_to_default'] or '–'} |"
             for f in result.fast_path
         ]
+    from .engine_benchmark import engine_markdown
+
+    lines += engine_markdown(result.engines)
     lines += ["", f"Wall time of the whole benchmark: {result.seconds:.0f} s.", ""]
     return write_text_atomic(path, "\n".join(lines))
 

@@ -80,6 +80,17 @@ class Truncation(str, Enum):
     left = "left"
 
 
+class Engine(str, Enum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+ENGINE_HELP = (
+    "torch: --model is a trained model; onnxruntime: --model is an export directory (its model.onnx) or one of "
+    "its .onnx files, e.g. model.int8.onnx (dhrd export --format onnx)"
+)
+
+
 def _run(fn):
     """Bad input: one line on stderr and exit code 2, never a traceback."""
     try:
@@ -182,14 +193,15 @@ def evaluate(
     ),
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    engine: Engine = typer.Option(Engine.torch, help=ENGINE_HELP),
 ):
     """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
     and the confusion matrix as a PNG beside it."""
+    from .engines import model_file
     from .evaluation import evaluate as run_evaluation
-    from .modeling import find_model_dir
 
     def go():
-        target = output or find_model_dir(model) / f"eval-{split}.json"
+        target = output or model_file(model, engine.value).parent / f"eval-{split}.json"
         return run_evaluation(
             model,
             task,
@@ -209,6 +221,7 @@ def evaluate(
             truncation=truncation.value if truncation else None,
             dataset=dataset,
             dataset_config=dataset_config,
+            engine=engine.value,
         ), target
 
     metrics, target = _run(go)
@@ -250,6 +263,7 @@ def predict(
     restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
     compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    engine: Engine = typer.Option(Engine.torch, help=ENGINE_HELP),
 ):
     """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
     from .prediction import predict as run_prediction
@@ -276,12 +290,54 @@ def predict(
             resume=not restart,
             dataset=dataset,
             dataset_config=dataset_config,
+            engine=engine.value,
         )
     )
     resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
     ids = f"ids from column {summary.id_column!r}" if summary.id_column else "ids are 1-based row numbers"
     out.print(
         f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}; {summary.rows_per_second:.1f} rows/s)"
+    )
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+class Quantize(str, Enum):
+    int8 = "int8"
+
+
+@app.command()
+def export(
+    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
+    output: Path = typer.Option(..., help="the export directory (replaced if it holds an earlier export)"),
+    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx: model.onnx, for onnxruntime"),
+    quantize: Quantize = typer.Option(
+        None, help="int8: also write model.int8.onnx (onnxruntime dynamic quantization: int8 weights)"
+    ),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+):
+    """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
+    from .onnx_export import export_onnx
+
+    summary = _run(
+        lambda: export_onnx(
+            model,
+            output,
+            format=format.value,
+            quantize=quantize.value if quantize else None,
+            trust_remote_code=trust_remote_code,
+        )
+    )
+    for precision, name in summary.files.items():
+        diff = summary.max_abs_prob_diff[precision]
+        out.print(
+            f"{precision}: {Path(summary.directory) / name} (largest probability difference from torch {diff:.2g})"
+        )
+    out.print(
+        f"labels {', '.join(summary.labels)}; {summary.seconds:.0f} s. Run it with: dhrd predict --model "
+        f"{summary.directory} --engine onnxruntime --file <file> --output <predictions>"
     )
 
 
@@ -526,6 +582,9 @@ def benchmark(
     fast_path: bool = typer.Option(True, help="measure each switch of the classifier's inference path"),
     compile: bool = typer.Option(True, help="include torch.compile among the measured switches"),
     threads: int = typer.Option(None, help="torch (and llama.cpp) threads [default: torch's]"),
+    onnx: bool = typer.Option(
+        False, "--onnx", help="also time onnxruntime fp32 and int8 (exported for the run) beside torch bf16 and fp32"
+    ),
     output: Path = typer.Option(Path("results/benchmark"), help="writes <output>.json, .md and .png"),
     train: bool = typer.Option(
         False, "--train", help="measure training instead: real tokens/s, padding, FLOP/s of pooled and DHRD steps"
@@ -569,6 +628,7 @@ def benchmark(
             fast_path=fast_path,
             compile=compile,
             threads=threads,
+            onnx=onnx,
             output=str(output),
         )
         return run_benchmark(arguments)
@@ -582,6 +642,12 @@ def benchmark(
         out.print(
             f"inference path: {switch['variant']}: {switch['examples_per_s'] or 'unavailable'} ex/s "
             f"({switch['ratio_to_default'] or '–'}x) {switch.get('error', '')}"
+        )
+    for row in result.engines.get("rows", []):
+        out.print(
+            f"engine: {row['system']} {row['engine']} {row['precision']} batch {row['batch_size']}: "
+            f"{row['examples_per_s']} ex/s ({row['ratio_to_torch_default']}x torch), "
+            f"max |dp| {row['max_abs_prob_diff']}"
         )
     gemm = ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s" for g in result.gemm)
     out.print(f"GEMM peak: {gemm}. Written: {output}.json, .md, .png ({result.seconds:.0f} s)")

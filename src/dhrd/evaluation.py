@@ -14,9 +14,10 @@ from tqdm.auto import tqdm
 from .class_report import class_report, confusion_png_path, save_confusion_png
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
 from .datasets_input import DatasetSplit, dataset_split
+from .engines import load_inference_model
 from .errors import DHRDInputError
 from .hub import CARD, write_model_card
-from .modeling import find_model_dir, load_classifier, model_spec
+from .modeling import find_model_dir, model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic
 from .tables import iter_table
 from .tasks import Example, evaluate_rows
@@ -241,15 +242,17 @@ def evaluate(
     truncation: str | None = None,
     dataset: str | None = None,
     dataset_config: str | None = None,
+    engine: str = "torch",
 ) -> dict:
     """The task's official metrics (or accuracy / macro-F1 on a user file or a ``datasets`` dataset's
     ``split``) for a saved model, and per task the per-class precision/recall/F1/support and confusion matrix
     (``classes``; ``dhrd.class_report``). With ``output``, the JSON goes there and the confusion matrices beside
     it as ``<output stem>-confusion.png``. Inputs follow the model's length policy (``inference_limits``) unless
-    ``max_length`` / ``truncation`` are given."""
+    ``max_length`` / ``truncation`` are given. ``engine``: ``torch`` runs a trained model directory,
+    ``onnxruntime`` an ONNX export (``dhrd export``)."""
     own = file is not None or dataset is not None
     source = input_source(file, dataset, dataset_config, split) if own else None  # a bad one fails fast
-    model, tokenizer = load_classifier(model_path, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_inference_model(model_path, engine, trust_remote_code=trust_remote_code, compile=compile)
     settings = dict(batch_size=batch_size, max_length=max_length, truncation=truncation, bf16=bf16, compile=compile)
     start = time.perf_counter()
     if source is not None:
@@ -278,11 +281,13 @@ def evaluate(
         rows_per_second=round(len(examples) / seconds, 2),
         model=str(model_path),
         file=Path(file).name if file is not None else None,  # the model card names the scored file by it
+        engine=engine,
     )
     if output is not None:
         metrics["confusion_png"] = str(save_confusion_png(metrics["classes"], confusion_png_path(output)))
         write_json_atomic(output, metrics)
-        _refresh_card(Path(output), model_path)
+        if engine == "torch":  # an ONNX export has no model card of its own
+            _refresh_card(Path(output), model_path)
     return metrics
 
 

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .data import RowKeys, file_example
 from .datasets_input import DatasetSplit
+from .engines import load_inference_model, model_file
 from .errors import DHRDInputError, where
 from .evaluation import (
     examples_for_model,
@@ -32,7 +33,6 @@ from .evaluation import (
     predict_proba,
     saved_data_spec,
 )
-from .modeling import find_model_dir, load_classifier
 from .runtime import write_json_atomic
 from .tables import PARQUET_SUFFIXES, check_encoding, iter_table
 from .tasks import choices_by_group
@@ -216,9 +216,11 @@ class PredictSummary:
         return (self.rows - self.resumed_from) / self.seconds if self.seconds else 0.0
 
 
-def _fingerprint(model_dir: Path, source: dict, settings: dict) -> dict:
-    config = model_dir / "config.json"
-    return {"model": str(model_dir.resolve()), "model_mtime_ns": config.stat().st_mtime_ns, **source, **settings}
+def _fingerprint(model_file: Path, source: dict, settings: dict) -> dict:
+    """What a resumed run must share with the interrupted one: the model (its directory and the time stamp of the
+    file the engine reads), the input and the settings."""
+    stamp = {"model": str(model_file.parent.resolve()), "model_mtime_ns": model_file.stat().st_mtime_ns}
+    return {**stamp, **source, **settings}
 
 
 def _count_rows(path) -> int | None:
@@ -270,6 +272,7 @@ def predict(
     progress: bool = True,
     dataset: str | None = None,
     dataset_config: str | None = None,
+    engine: str = "torch",
 ) -> PredictSummary:
     """One prediction per input row (its id, the predicted label, every label's probability, the label where
     the input has one, and ``keep_columns``), appended to ``output`` in chunks; resumable after a kill. The
@@ -277,7 +280,8 @@ def predict(
     SuperGLUE task's ``split``.
 
     Rows are identified by ``id_column`` [default: the model's training id column, else an ``id`` column
-    where the file has one, else the 1-based row number]."""
+    where the file has one, else the 1-based row number]. ``engine``: ``torch`` runs a trained model directory,
+    ``onnxruntime`` an export directory or one of its ``.onnx`` files (``dhrd export --format onnx``)."""
     output = Path(output)
     output_format(output)
     if file is None and task is None and dataset is None:
@@ -285,18 +289,20 @@ def predict(
     if chunk_rows < 1:
         raise DHRDInputError("--chunk-rows must be at least 1")
     path = None if file is None and dataset is None else input_source(file, dataset, dataset_config, split)
-    model_dir = find_model_dir(model_path)
-    model, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_inference_model(model_path, engine, trust_remote_code=trust_remote_code, compile=compile)
+    source_file = model_file(model_path, engine)
     max_length, truncation = inference_limits(model, tokenizer, max_length, truncation)
     names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     settings = {"max_length": max_length, "truncation": truncation, "keep_columns": list(keep_columns)}
+    if engine != "torch":  # the int8 and fp32 graphs share a directory but not their predictions
+        settings.update(engine=engine, model_file=source_file.name)
     run = dict(model=model, tokenizer=tokenizer, names=names, batch_size=batch_size, bf16=bf16, compile=compile)
     run.update(max_length=max_length, truncation=truncation)
     if path is None:
         if keep_columns or id_column:
             raise DHRDInputError("--keep-columns and --id-column are for --file and --dataset")
         source = {"task": task, "split": split, "data_dir": data_dir}
-        sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
+        sink = PredictionSink(output, _fingerprint(source_file, source, settings), resume)
         return _predict_task(run, sink, task, split, data_dir, progress)
     if isinstance(path, DatasetSplit):
         source = path.fingerprint()
@@ -311,7 +317,7 @@ def predict(
         model, text_column=text_column, text_pair_column=text_pair_column, id_column=id_column, source=path
     )
     settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)
-    sink = PredictionSink(output, _fingerprint(model_dir, source, settings), resume)
+    sink = PredictionSink(output, _fingerprint(source_file, source, settings), resume)
     return _predict_file(run, sink, path, columns, list(keep_columns), encoding, chunk_rows, progress)
 
 

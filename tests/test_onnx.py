@@ -1,0 +1,178 @@
+"""ONNX export (both heads, fp32 and int8) and the onnxruntime engine of predict and evaluate, on tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+from dhrd.cli import app  # noqa: E402
+from dhrd.evaluation import evaluate, predict_proba  # noqa: E402
+from dhrd.modeling import build_classifier, load_classifier, save_classifier  # noqa: E402
+from dhrd.onnx_export import INT8_FILE, METADATA_FILE, ONNX_FILE, export_onnx, load_onnx_classifier  # noqa: E402
+
+runner = CliRunner()
+LABELS = ("entailment", "contradiction", "neutral")
+TEXTS = [
+    "Ann said it certainly rained on day 3.",
+    "maybe",
+    "The museum is in Bilbao. The museum is in Spain. Is the answer correct Yes or No?",
+    "the man turned the tap and water flowed",
+]
+
+
+def _saved(tiny_backbone, root, head: str):
+    classifier, tokenizer, _ = build_classifier(str(tiny_backbone), LABELS, head=head, seed=1)
+    spec = {"data": {"tasks": ["cb"], "input_format": "native"}, "max_length": 128, "truncation": "left"}
+    return save_classifier(classifier, tokenizer, root / f"model-{head}", spec=spec, max_length=128)
+
+
+@pytest.fixture(scope="module", params=["mlp", "linear"])
+def exported(request, tiny_backbone, tmp_path_factory):
+    """A saved tiny classifier of each head and its ONNX export with the int8 file."""
+    root = tmp_path_factory.mktemp(f"onnx-{request.param}")
+    model_dir = _saved(tiny_backbone, root, request.param)
+    summary = export_onnx(model_dir, root / "export", quantize="int8")
+    return model_dir, root / "export", summary
+
+
+def test_export_is_self_contained_and_matches_torch(exported):
+    model_dir, export_dir, summary = exported
+    names = {p.name for p in export_dir.iterdir()}
+    assert {ONNX_FILE, f"{ONNX_FILE}.data", INT8_FILE, "config.json", METADATA_FILE, "tokenizer.json"} <= names
+    assert not [n for n in names if n.endswith(".py") or n.endswith(".safetensors")]  # no code, no torch weights
+    metadata = json.loads((export_dir / METADATA_FILE).read_text())
+    assert metadata["labels"] == list(LABELS) and metadata["output"].keys() == {"logits"}
+    assert metadata["head"] == summary.head
+
+    model, tokenizer = load_classifier(model_dir)
+    expected = predict_proba(model, tokenizer, TEXTS, batch_size=3, bf16=False, progress=False)
+    engine, onnx_tokenizer = load_onnx_classifier(export_dir)
+    got = predict_proba(engine, onnx_tokenizer, TEXTS, batch_size=3, bf16=False, progress=False)
+    assert got.shape == (len(TEXTS), len(LABELS))
+    np.testing.assert_allclose(got, expected, atol=1e-5)  # batches of 3 and 1 rows, other lengths than traced
+    assert engine.config.id2label == model.config.id2label
+    assert summary.max_abs_prob_diff["fp32"] < 1e-5
+
+    int8, _ = load_onnx_classifier(export_dir / INT8_FILE)
+    quantized = predict_proba(int8, onnx_tokenizer, TEXTS, batch_size=4, bf16=False, progress=False)
+    assert np.abs(quantized - expected).max() < 0.05
+    assert not np.array_equal(quantized, got)  # the int8 file is another graph, not a copy
+
+
+def test_padding_side_and_batching_do_not_change_the_onnx_probabilities(exported):
+    """The pooled token comes from the mask inside the graph: a row's probabilities do not depend on its batch."""
+    _, export_dir, _ = exported
+    engine, tokenizer = load_onnx_classifier(export_dir)
+    alone = np.concatenate([predict_proba(engine, tokenizer, [t], 1, bf16=False, progress=False) for t in TEXTS])
+    together = predict_proba(engine, tokenizer, TEXTS, 4, bf16=False, progress=False, sort_by_length=False)
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_cli_export_then_predict_and_evaluate_on_onnxruntime(tiny_backbone, superglue_dir, tmp_path):
+    model_dir = _saved(tiny_backbone, tmp_path, "mlp")
+    export_dir = tmp_path / "export"
+    result = runner.invoke(app, ["export", "--model", str(model_dir), "--output", str(export_dir), "--format", "onnx"])
+    assert result.exit_code == 0, result.output
+    assert (export_dir / ONNX_FILE).is_file() and not (export_dir / INT8_FILE).exists()
+    assert "--engine onnxruntime" in result.output
+
+    predictions = {}
+    for engine, model in (("torch", model_dir), ("onnxruntime", export_dir)):
+        output = tmp_path / f"{engine}.jsonl"
+        args = ["predict", "--model", str(model), "--task", "cb", "--split", "validation"]
+        args += ["--data-dir", str(superglue_dir), "--output", str(output), "--engine", engine]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        predictions[engine] = [json.loads(line) for line in output.read_text().splitlines()]
+    assert len(predictions["onnxruntime"]) == 6
+    # torch runs bf16 autocast where the CPU has it: equal up to bf16 rounding
+    for ours, theirs in zip(predictions["onnxruntime"], predictions["torch"]):
+        assert ours["id"] == theirs["id"] and ours["prediction"] == theirs["prediction"]
+        for label in LABELS:
+            assert ours["probabilities"][label] == pytest.approx(theirs["probabilities"][label], abs=2e-3)
+
+    result = runner.invoke(
+        app, ["evaluate", "--model", str(export_dir), "--engine", "onnxruntime", "--data-dir", str(superglue_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((export_dir / "eval-validation.json").read_text())
+    reference = evaluate(model_dir, data_dir=str(superglue_dir), bf16=False)
+    assert metrics["engine"] == "onnxruntime" and metrics["rows"] == 6
+    assert metrics["score"] == pytest.approx(reference["score"])
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bad_paths_and_missing_exports_are_one_line_errors(exported, tmp_path):
+    model_dir, export_dir, _ = exported
+    out = str(tmp_path / "p.jsonl")
+    result = runner.invoke(app, ["export", "--model", str(tmp_path / "none"), "--output", str(tmp_path / "e")])
+    _one_line_error(result, "none", "no trained model here")
+    result = runner.invoke(
+        app, ["predict", "--model", str(model_dir), "--task", "cb", "--output", out, "--engine", "onnxruntime"]
+    )
+    _one_line_error(result, str(model_dir), "no ONNX export here", "dhrd export")
+    result = runner.invoke(app, ["predict", "--model", str(export_dir), "--task", "cb", "--output", out])
+    _one_line_error(result, "an ONNX export", "--engine onnxruntime")
+    result = runner.invoke(app, ["export", "--model", str(export_dir), "--output", str(tmp_path / "e")])
+    _one_line_error(result, "already an ONNX export")
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "none"), "--engine", "onnxruntime"])
+    _one_line_error(result, "none", "no ONNX export here")
+    args = ["predict", "--model", str(export_dir), "--task", "cb", "--output", out, "--engine", "onnxruntime"]
+    _one_line_error(runner.invoke(app, [*args, "--compile"]), "--compile is for --engine torch")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["export", "--model", str(model_dir), "--output", str(tmp_path / "taken")])
+    _one_line_error(result, "taken", "not an ONNX export")
+    assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"  # nothing of the user's is replaced
+
+
+def test_benchmark_times_every_engine_on_the_same_inputs(exported, superglue_dir, tmp_path):
+    """--onnx adds torch fp32 and onnxruntime fp32/int8 rows at every batch size, each with its probability
+    difference from torch fp32, and the markdown says which is fastest and that the machine was shared."""
+    from dhrd.benchmark import BenchmarkArguments, benchmark
+
+    model_dir, _, _ = exported
+    arguments = BenchmarkArguments(
+        task="cb",
+        data_dir=str(superglue_dir),
+        dhrd=str(model_dir),
+        zero_shot=False,
+        fast_path=False,
+        batch_sizes=(1, 4),
+        repeats=2,
+        bf16=False,
+        onnx=True,
+        output=str(tmp_path / "bench"),
+    )
+    result = benchmark(arguments)
+    rows = result.engines["rows"]
+    assert [(r["engine"], r["precision"], r["batch_size"]) for r in rows] == [
+        (engine, precision, b)
+        for b in (1, 4)
+        for engine, precision in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
+    ]
+    by = {(r["engine"], r["precision"], r["batch_size"]): r for r in rows}
+    assert by[("torch", "fp32", 4)]["max_abs_prob_diff"] == 0.0  # the reference itself
+    assert by[("onnxruntime", "fp32", 4)]["max_abs_prob_diff"] < 1e-5
+    assert 0 < by[("onnxruntime", "int8", 4)]["max_abs_prob_diff"] < 0.05
+    assert by[("onnxruntime", "fp32", 1)]["score"] == by[("torch", "fp32", 1)]["score"]
+    assert all(r["examples_per_s"] > 0 and r["ratio_to_torch_default"] > 0 for r in rows)
+    assert by[("torch", "fp32", 1)]["ratio_to_torch_default"] == 1.0
+    markdown = (tmp_path / "bench.md").read_text()
+    assert "## Inference engines" in markdown and "Timed beside other load" in markdown
+    assert markdown.count("Fastest for dhrd at batch") == 2
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    assert saved["engines"]["rows"] == rows
