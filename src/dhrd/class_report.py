@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from .runtime import save_figure_atomic
-from .tasks import Example, choice_predictions
+from .tasks import TASKS, Example, choice_predictions, chooses_candidate
 
 CLASS_METRICS = ("precision", "recall", "f1")
 
@@ -29,13 +29,13 @@ def task_decisions(
     task: str, examples: Sequence[Example], probs: np.ndarray, input_format: str, label_names: Sequence[str]
 ) -> tuple[list[str], list[str], list[str], str]:
     """(gold, predicted, class names, unit) of one task's rows: what its per-class report is computed on."""
-    if task in ("cb", "copa") and input_format == "yesno" and any(e.candidate for e in examples):
+    if chooses_candidate(task) and input_format == "yesno" and any(e.candidate for e in examples):
         predicted, gold = choice_predictions(examples, probs)
         names = list(dict.fromkeys(e.candidate for e in examples))
         return gold, predicted, names, "example (the candidate with the highest P(Yes))"
     predicted = np.asarray(probs).argmax(-1)
     gold = [label_names[e.label] for e in examples]
-    unit = "answer" if task == "multirc" else "example"
+    unit = "answer" if task in TASKS and TASKS[task].per_answer else "example"
     return gold, [label_names[int(p)] for p in predicted], list(label_names), unit
 
 

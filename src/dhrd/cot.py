@@ -34,7 +34,7 @@ from .errors import DHRDInputError
 from .generation import chat_prompt_ids, generate_batches
 from .prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
 from .runtime import bf16_supported, device
-from .tasks import TASKS, Example, label_metrics
+from .tasks import TASKS, Example, chooses_candidate, label_metrics
 
 ZERO_SHOT_SYSTEM = (
     "Answer the question. Let's think step by step: reason in 2-5 sentences, then, on a new line, write "
@@ -244,7 +244,7 @@ def finetuned_gold(examples: Sequence[Example], label_names: Sequence[str]) -> d
     """Each original example's native gold label, from its classifier rows."""
     gold = {}
     for example in examples:
-        if example.candidate is not None and example.task in ("cb", "copa"):
+        if example.candidate is not None and chooses_candidate(example.task):
             if example.label == 1:
                 gold[example.group] = example.candidate
         else:

@@ -14,7 +14,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .tasks import CB_RELATIONS, TASKS, Example, choice_predictions, example_groups, task_metrics
+from .tasks import TASKS, Example, choice_predictions, chooses_candidate, example_groups, task_metrics
+
+
+def has_macro_f1(task: str) -> bool:
+    """Whether the task's score averages macro-F1 with accuracy (CB)."""
+    return task in TASKS and "f1" in TASKS[task].metrics
+
+
+def per_answer(task: str) -> bool:
+    """Whether the task is scored over answers and questions (MultiRC's F1a and EM)."""
+    return task in TASKS and TASKS[task].per_answer
 
 
 def example_statistics(task: str, examples: Sequence[Example], probs, input_format: str) -> dict[str, np.ndarray]:
@@ -22,17 +32,17 @@ def example_statistics(task: str, examples: Sequence[Example], probs, input_form
     ``correct`` for accuracy; ``gold`` and ``predicted`` class for CB's macro-F1; ``tp``/``fp``/``fn`` over the
     answers and ``all_correct`` for MultiRC."""
     probs = np.asarray(probs, dtype=np.float64)
-    if task in ("cb", "copa") and input_format == "yesno":
+    if chooses_candidate(task) and input_format == "yesno":
         predicted, gold = choice_predictions(examples, probs)
         stats = {"correct": np.array([p == g for p, g in zip(predicted, gold)], dtype=np.float64)}
-        if task == "cb":
-            names = list(CB_RELATIONS)
+        if has_macro_f1(task):
+            names = list(TASKS[task].native_labels)
             stats["gold"] = np.array([names.index(g) for g in gold])
             stats["predicted"] = np.array([names.index(p) if p in names else -1 for p in predicted])
         return stats
     labels = np.array([e.label for e in examples])
     row_pred = probs.argmax(-1)
-    if task == "multirc":
+    if per_answer(task):
         groups = list(example_groups(examples).values())
         correct = row_pred == labels
         return {
@@ -42,7 +52,7 @@ def example_statistics(task: str, examples: Sequence[Example], probs, input_form
             "all_correct": np.array([correct[g].all() for g in groups], dtype=np.float64),
         }
     stats = {"correct": (row_pred == labels).astype(np.float64)}
-    if task == "cb":
+    if has_macro_f1(task):
         stats["gold"], stats["predicted"] = labels, row_pred
     return stats
 
@@ -61,14 +71,15 @@ def _macro_f1(gold: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarr
 
 def resampled_scores(task: str, stats: dict[str, np.ndarray], index: np.ndarray) -> np.ndarray:
     """The task score (percent) on each resample: ``index`` is (resamples x examples) of example positions."""
-    if task == "multirc":
+    if per_answer(task):
         tp, fp, fn = (stats[k][index].sum(-1) for k in ("tp", "fp", "fn"))
         denominator = 2 * tp + fp + fn
         f1a = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
         return 100 * (f1a + stats["all_correct"][index].mean(-1)) / 2
     accuracy = stats["correct"][index].mean(-1)
-    if task == "cb":
-        return 100 * (_macro_f1(stats["gold"][index], stats["predicted"][index], len(CB_RELATIONS)) + accuracy) / 2
+    if has_macro_f1(task):
+        classes = len(TASKS[task].native_labels)
+        return 100 * (_macro_f1(stats["gold"][index], stats["predicted"][index], classes) + accuracy) / 2
     return 100 * accuracy
 
 

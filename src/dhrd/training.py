@@ -51,7 +51,7 @@ from .progress import use_log_lines
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import write_json_atomic
 from .tables import id_key
-from .tasks import evaluate_rows, flatten_metrics, sample_examples
+from .tasks import chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
 from .training_args import DHRDTrainingArguments, default_value
 
 logger = logging.getLogger(__name__)
@@ -415,17 +415,15 @@ def _strategy(setting) -> str:
     return getattr(setting, "value", setting)
 
 
-# Yes/no rows that are candidates of one example: their Yes/No balance is the encoding's, not the task's classes
-CANDIDATE_TASKS = ("cb", "copa")
-
-
 def class_weight_values(setting, train_rows: list, label_names, input_format: str) -> list[float] | None:
     """One cross-entropy weight per label: ``"balanced"`` is sklearn's ``compute_class_weight`` on the training
     labels (n_rows / (n_labels * rows of the label)); a mapping or ``"name=weight,..."`` names some labels
     (the others weigh 1)."""
     if setting is None:
         return None
-    candidates = sorted({e.task for e in train_rows} & set(CANDIDATE_TASKS)) if input_format == "yesno" else []
+    # yes/no rows that are candidates of one example: their Yes/No balance is the encoding's, not the task's classes
+    tasks = {e.task for e in train_rows}
+    candidates = sorted(t for t in tasks if chooses_candidate(t)) if input_format == "yesno" else []
     if candidates:
         raise DHRDInputError(
             f"--class-weights: {', '.join(candidates)} in the yesno format is one Yes/No row per candidate, whose "
