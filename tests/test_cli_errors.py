@@ -102,3 +102,9 @@ def test_developers_can_ask_for_the_traceback(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(sys, "argv", ["dhrd", "evaluate", "--model", str(tmp_path), "--output", str(tmp_path / "m")])
     with pytest.raises(RuntimeError, match="something broke"):
         dhrd.cli.main()
+
+
+def test_an_error_naming_user_text_prints_it_as_written(tmp_path):
+    """Rich turned ':x:' in an error line into an emoji (f1:x: became 'f1❌')."""
+    code, _, stderr = dhrd_command("evaluate", "--model", tmp_path / "f1:x:")
+    assert code == 2 and "f1:x:" in stderr and "❌" not in stderr

@@ -293,3 +293,17 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
         output_dir=str(tmp_path), task="rte", instruction=INSTRUCTION, instruction_in_input=True
     )
     assert changed_settings(told, inside) == ["instruction_in_input"]
+
+
+def test_label_names_as_a_string_or_a_mapping_are_the_same_run(tmp_path):
+    """--label-names 0=a,1=b on the command line and {"0": "a", "1": "b"} in Python train the same model: a run
+    saved with one resumes under the other; other names are another run."""
+    from dhrd.training import DHRDTrainingArguments, changed_settings
+
+    def args(label_map):
+        return DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", label_map=label_map)
+
+    saved = args("0=negative,1=positive").to_dict()
+    assert changed_settings(saved, args({"0": "negative", "1": "positive"})) == []
+    assert changed_settings(saved, args({"0": "negative", "1": "good"})) == ["label_map"]
+    assert changed_settings(saved, args("1=positive,0=negative")) == ["label_map"]  # the order is the label order

@@ -27,8 +27,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Dual-Head Reasoning Distillation: decoder-only LMs as fast, accurate text classifiers.",
 )
-console = Console(stderr=True)
-out = Console()
+# no emoji codes: a user's text such as "f1:x:" in an error or a label name must print as written
+console = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 LABEL_NAMES_HELP = (
     "your labels' names, value=name in label order: 0=negative,1=positive. Used in the teacher's prompt, the "
     "reasoning head's 'Final Answer', predictions and the model's id2label (a teacher refuses bare numbers)"

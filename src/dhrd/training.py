@@ -34,6 +34,7 @@ from .data import (
     bare_numbers,
     encode_examples,
     file_rationales,
+    parse_label_map,
 )
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
@@ -632,12 +633,23 @@ def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[st
     """The run-defining settings (``RUN_DEFINING`` and ``extra``) in which ``args`` differ from a run's saved
     ``train_args.json``. A setting the saved run predates counts as its default, the value it trained with."""
     now = args.to_dict()
-    changed = [k for k in (*RUN_DEFINING, *extra) if earlier.get(k, default_value(k)) != now.get(k)]
+    keys = (*RUN_DEFINING, *extra)
+    changed = [k for k in keys if _setting(k, earlier.get(k, default_value(k))) != _setting(k, now.get(k))]
     if not earlier.get("instruction") and not now.get("instruction"):  # where it goes matters only if there is one
         changed = [k for k in changed if k != "instruction_in_input"]
     if not earlier.get("best_epoch", True) and not now["best_epoch"]:  # no epoch is chosen by it
         changed = [k for k in changed if k != "metric_for_best_model"]
     return changed
+
+
+def _setting(key: str, value):
+    """A setting as it trains: label names given as "0=a,1=b" or as a mapping are the same names."""
+    if key == "label_map" and value:
+        try:
+            return parse_label_map(value)
+        except DHRDInputError:
+            return value
+    return value
 
 
 def _stop_if_stopped_early(trainer: DHRDTrainer, checkpoint: str, patience: int | None) -> None:
@@ -678,7 +690,11 @@ def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArgument
     best.eval()
     # served as loaded: with the default attention kernel, not training's eager one on a CPU. In bf16 the two
     # differ enough to flip near-ties, and training's score then disagreed with `dhrd evaluate` by an example.
-    set_training_attention(best, "sdpa")
+    # A backbone without SDPA is served (and scored) with eager attention.
+    try:
+        set_training_attention(best, "sdpa")
+    except (ValueError, ImportError):
+        set_training_attention(best, "eager")
     texts = [e.text for e in eval_rows]
     probs = predict_proba(
         best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
