@@ -153,9 +153,9 @@ def _stop_and_record(record):
 @pytest.mark.parametrize("trust", [False, True])
 def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone, tmp_path, monkeypatch, trust):
     seen = []
-    # explain loads through modeling.reasoning_lm, which calls modeling's own load_classifier
-    for module in [dhrd.evaluation, dhrd.modeling, *_predict_modules()]:
-        monkeypatch.setattr(module, "load_classifier", _stop_and_record(seen))
+    # evaluate and predict load through engines.load_inference_model and explain through
+    # modeling.reasoning_lm: both call modeling's own load_classifier
+    monkeypatch.setattr(dhrd.modeling, "load_classifier", _stop_and_record(seen))
     monkeypatch.setattr(dhrd.training, "resolve_backbone", _stop_and_record(seen))
     (saved_models["dhrd"] / "reasoning_head.safetensors").touch()  # explain's check for the reasoning head
     run = dhrd.training.DHRDTrainingArguments(
