@@ -8,6 +8,7 @@ validation pass's score.
 
 from __future__ import annotations
 
+from tqdm.auto import tqdm
 from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -57,10 +58,9 @@ class LogLines(ProgressCallback):
         self.bars = bars
 
     def on_train_begin(self, args, state, control, **kwargs):
-        if self.bars:
-            super().on_train_begin(args, state, control, **kwargs)
-            if self.training_bar is not None:
-                self.training_bar.set_description("training")
+        self.current_step = 0
+        if self.bars and state.is_world_process_zero:  # ProgressCallback's bar, named from its first frame
+            self.training_bar = tqdm(total=state.max_steps, dynamic_ncols=True, desc="training")
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.bars:
