@@ -369,3 +369,23 @@ def test_truncation_left_keeps_the_last_tokens_as_the_saved_tokenizer_does(tiny_
     with torch.no_grad():
         logits = classifier(input_ids=torch.tensor([ours]), attention_mask=torch.ones(1, 16, dtype=torch.long)).logits
     np.testing.assert_allclose(probs, torch.softmax(logits, -1).numpy(), atol=1e-5)
+
+
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+    from dhrd.runtime import atomic_directory
+
+    target = tmp_path / "model"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("1")
+    assert (target / "weights").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic_directory(target) as tmp:  # a failure half-way
+        (tmp / "weights").write_text("2")
+        raise RuntimeError("disk full")
+    assert (target / "weights").read_text() == "1"  # the earlier one is untouched
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]  # and no temporary folder is left
+    with atomic_directory(target, replace=False) as tmp:  # another process wrote it first: kept
+        (tmp / "weights").write_text("3")
+    assert (target / "weights").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["model"]
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("4")
+    assert (target / "weights").read_text() == "4"

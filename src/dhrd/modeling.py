@@ -11,10 +11,7 @@ import copy
 import hashlib
 import json
 import logging
-import os
 import re
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,7 +33,7 @@ from transformers.models.auto.modeling_auto import (
 from .errors import DHRDInputError, cache_root
 from .hf.configuration_dhrd import DHRDConfig
 from .hf.modeling_dhrd import DHRDForSequenceClassification
-from .runtime import find_shared
+from .runtime import atomic_directory, find_shared
 
 logger = logging.getLogger(__name__)
 
@@ -180,19 +177,11 @@ def gguf_to_hf(directory: str, gguf_file: str) -> Path:
         del config.quantization_config  # gguf-loaded models refuse to save while it is set
     clean = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     clean.load_state_dict(model.state_dict())
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
-    try:
+    with atomic_directory(target, replace=False) as tmp:  # another process may finish the same one first
         clean.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         if clean.generation_config is not None:
             clean.generation_config.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     logger.info("converted in %.0f s; later runs read %s", time.perf_counter() - began, target)
     return target
 
@@ -316,11 +305,6 @@ def from_native(native) -> DHRDForSequenceClassification:
     return model
 
 
-def _atomic_dir(target: Path):
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
-
-
 def save_classifier(
     model: DHRDForSequenceClassification,
     tokenizer,
@@ -331,8 +315,7 @@ def save_classifier(
 ) -> Path:
     """Save for plain transformers, atomically (a temporary folder renamed into place)."""
     directory = Path(directory)
-    tmp = _atomic_dir(directory)
-    try:
+    with atomic_directory(directory) as tmp:
         if spec is not None:
             setattr(model.config, SPEC_KEY, spec)
         # config.json travels (dhrd push): no path of this machine in it
@@ -352,12 +335,6 @@ def save_classifier(
         if max_length:
             tokenizer.model_max_length = max_length
         tokenizer.save_pretrained(tmp)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

@@ -25,9 +25,7 @@ import contextlib
 import gc
 import json
 import logging
-import os
 import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -43,7 +41,7 @@ from .data import ClassificationCollator
 from .errors import DHRDInputError
 from .hf.configuration_dhrd import DHRDConfig
 from .modeling import find_model_dir, load_classifier, load_tokenizer
-from .runtime import write_json_atomic
+from .runtime import atomic_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -168,12 +166,10 @@ class ExportSummary:
     max_abs_prob_diff: dict[str, float] = field(default_factory=dict)  # per file, vs torch fp32, on CHECK_TEXTS
 
 
-def _prepare_target(output: Path) -> Path:
-    """A temporary directory beside ``output``; an existing ``output`` must be an earlier export (replaced)."""
+def _check_target(output: Path) -> None:
+    """An existing ``output`` must be an earlier export (it is replaced), never a folder of other files."""
     if output.exists() and (not output.is_dir() or (any(output.iterdir()) and not (output / METADATA_FILE).is_file())):
         raise DHRDInputError(f"{output}: exists and is not an ONNX export made by dhrd: choose another --output")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.tmp-"))
 
 
 def export_onnx(
@@ -195,8 +191,8 @@ def export_onnx(
     if is_onnx_export(model_dir):
         raise DHRDInputError(f"{model_dir}: already an ONNX export: give the trained model directory to --model")
     output = Path(output)
-    tmp = _prepare_target(output)
-    try:
+    _check_target(output)
+    with atomic_directory(output) as tmp:
         classifier, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
         config = classifier.config
         check = encode_batch(tokenizer, CHECK_TEXTS)
@@ -222,12 +218,6 @@ def export_onnx(
             max_abs_prob_diff={k: round(v, 8) for k, v in diffs.items()},
         )
         write_json_atomic(tmp / METADATA_FILE, _metadata(summary, model_dir, tmp / ONNX_FILE))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if diffs["fp32"] > 1e-4:
         logger.warning("the fp32 export differs from torch by up to %.2g in probability", diffs["fp32"])
     summary.seconds = round(time.perf_counter() - started, 1)
