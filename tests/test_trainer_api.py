@@ -105,6 +105,31 @@ def test_peft_config_replaces_the_built_in_lora(tmp_path, tiny_backbone, reviews
     assert given.modules_to_save is None  # the caller's config is left as given
 
 
+def test_another_peft_config_is_another_run(tmp_path, tiny_backbone, reviews):
+    """A run directory trained under one peft config is not resumed under another (the checkpoint's adapter
+    would not fit it); the same config, built again, is the same run."""
+    from peft import LoraConfig
+
+    from dhrd.errors import DHRDInputError
+    from dhrd.training import peft_fingerprint
+
+    def trainer(r):
+        return DHRDTrainer(
+            args=config(tmp_path, tiny_backbone, num_train_epochs=1),
+            train_dataset=reviews[0],
+            eval_dataset=reviews[1],
+            peft_config=LoraConfig(r=r, lora_alpha=4, target_modules=["q_proj", "v_proj"]),
+        )
+
+    train(trainer=trainer(2))
+    assert peft_fingerprint(LoraConfig(r=2, target_modules=["v_proj", "q_proj"])) == peft_fingerprint(
+        LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    with pytest.raises(DHRDInputError, match="peft_config"):
+        train(trainer=trainer(4))
+    train(trainer=trainer(2))  # resumed: the same config
+
+
 def test_rationales_from_a_mapping_and_a_column(tmp_path, tiny_backbone, reviews):
     train_set, eval_set = reviews
     by_row = {k: f"it says {text.split()[-1]}" for k, text in enumerate(train_set["review"], start=1)}

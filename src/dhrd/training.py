@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -265,6 +266,7 @@ class PreparedRun:
     label_names: tuple[str, ...] = ()
     args: DHRDTrainingArguments | None = None  # the run's settings (its output_dir is the run directory)
     trainer_kwargs: dict | None = None  # what DHRDTrainer is built from
+    peft_config: str | None = None  # a fingerprint of a given peft config (run identity), None: the built-in LoRA
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
@@ -408,8 +410,29 @@ def prepare_parts(
         class_weights=weights,
     )
     return PreparedRun(
-        None, tokenizer, train_rows, eval_rows, input_format, missing, tuple(label_names), args, trainer_kwargs
+        None,
+        tokenizer,
+        train_rows,
+        eval_rows,
+        input_format,
+        missing,
+        tuple(label_names),
+        args,
+        trainer_kwargs,
+        peft_fingerprint(peft_config),
     )
+
+
+def peft_fingerprint(peft_config) -> str | None:
+    """A given peft config as run identity: resuming a checkpoint under another one would mix two runs."""
+    if peft_config is None:
+        return None
+
+    def plain(value):  # sets (target_modules) in a stable order, anything else as text
+        return sorted(map(str, value)) if isinstance(value, set) else str(value)
+
+    settings = json.dumps(peft_config.to_dict(), sort_keys=True, default=plain)
+    return hashlib.sha256(settings.encode()).hexdigest()[:16]
 
 
 def _strategy(setting) -> str:
@@ -506,9 +529,9 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     trainer, tokenizer, input_format = run_parts.trainer, run_parts.tokenizer, run_parts.input_format
     train_rows, eval_rows, missing = run_parts.train_rows, run_parts.eval_rows, run_parts.rows_without_rationale
     output = Path(args.output_dir)
-    checkpoint = _checkpoint_to_resume(args, output)
+    checkpoint = _checkpoint_to_resume(args, output, run_parts.peft_config)
     if trainer.is_world_process_zero():  # one writer: processes sharing one temporary file name would race
-        write_json_atomic(output / "train_args.json", args.to_dict())
+        write_json_atomic(output / "train_args.json", {**args.to_dict(), "peft_config": run_parts.peft_config})
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
         _stop_if_stopped_early(trainer, checkpoint, args.early_stopping_patience)
@@ -666,8 +689,9 @@ def _stop_if_stopped_early(trainer: DHRDTrainer, checkpoint: str, patience: int 
         args.max_steps = state["global_step"]
 
 
-def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | None:
-    """The last checkpoint of an earlier run of the same settings; ``--restart`` removes old checkpoints."""
+def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path, peft_config: str | None = None) -> str | None:
+    """The last checkpoint of an earlier run of the same settings (and the same given peft config, by its
+    fingerprint); ``--restart`` removes old checkpoints."""
     checkpoints = output / "checkpoints"
     if not args.resume and checkpoints.is_dir():
         shutil.rmtree(checkpoints)
@@ -676,7 +700,10 @@ def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path) -> str | No
     if last is None:
         return None
     saved = output / "train_args.json"
-    changed = changed_settings(json.loads(saved.read_text()), args) if saved.is_file() else []
+    earlier = json.loads(saved.read_text()) if saved.is_file() else None
+    changed = [] if earlier is None else changed_settings(earlier, args)
+    if earlier is not None and earlier.get("peft_config") != peft_config:
+        changed.append("peft_config")
     if changed:
         raise DHRDInputError(
             f"{output}: holds a run with other settings ({', '.join(changed)}); use another --output-dir, "
