@@ -392,3 +392,18 @@ def test_teacher_refuses_a_label_the_task_does_not_have(tmp_path):
 
     with pytest.raises(DHRDInputError, match="row 1: field 'label': label 2 is not one of the task's"):
         task_items("copa", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("folder", "task", "record", "said"),
+    [
+        ("WSC", "wsc", {"text": "Ann said she was", "target": {"span1_text": "Ann"}, "label": True}, "span2"),
+        ("RTE", "rte", {"premise": 7, "hypothesis": "b", "label": "entailment"}, "AttributeError"),
+        ("MultiRC", "multirc", {"passage": "not an object", "idx": 0}, "AttributeError"),
+    ],
+)
+def test_a_malformed_record_is_one_line_naming_its_row(tmp_path, folder, task, record, said):
+    """Fields no specific check names still stop with the file and row, never a traceback."""
+    write_jsonl(tmp_path / folder / "val.jsonl", [record])
+    with pytest.raises(DHRDInputError, match=rf"val.jsonl: row 1: not a {folder} record \(.*{said}"):
+        load_task_split(task, "validation", data_dir=tmp_path)

@@ -750,10 +750,19 @@ def load_task_split(
     records, source = read_records(task, split, data_dir)
     examples = []
     for row, record in enumerate(records, start=1):
-        examples.extend(task.examples(record, input_format, source, row))
+        try:
+            examples.extend(task.examples(record, input_format, source, row))
+        except (KeyError, TypeError, AttributeError, IndexError) as error:
+            # a field the checks above did not name (a WSC target without span indices, a non-text premise,
+            # a MultiRC passage that is not an object): still one line naming the row, never a traceback
+            raise DHRDInputError(f"{where(source, row)}: not a {task.folder} record ({_describe(error)})") from None
     if not examples:
         raise DHRDInputError(f"{source}: no examples")
     return examples
+
+
+def _describe(error: Exception) -> str:
+    return f"missing field {error.args[0]!r}" if isinstance(error, KeyError) else f"{type(error).__name__}: {error}"
 
 
 def sample_examples(examples: list[Example], n: int | None, seed: int) -> list[Example]:
