@@ -54,7 +54,7 @@ from .rationales import check_rationale_keys, pair_rationales, rationale_file, r
 from .runtime import write_json_atomic
 from .tables import id_key
 from .tasks import chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
-from .training_args import DHRDTrainingArguments, default_value
+from .training_args import DHRDTrainingArguments, default_value, strategy_name
 
 logger = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def prepare_parts(
         return {**(compute_metrics(prediction) if compute_metrics else {}), **found}
 
     callbacks = list(callbacks or [])
-    if args.save_steps and _strategy(args.save_strategy) == "epoch":
+    if args.save_steps and strategy_name(args.save_strategy) == "epoch":
         callbacks.append(SaveEveryNSteps(int(args.save_steps)))
     if args.early_stopping_patience:
         callbacks.append(EarlyStopping(early_stopping_patience=args.early_stopping_patience))
@@ -410,16 +410,16 @@ def prepare_parts(
         class_weights=weights,
     )
     return PreparedRun(
-        None,
-        tokenizer,
-        train_rows,
-        eval_rows,
-        input_format,
-        missing,
-        tuple(label_names),
-        args,
-        trainer_kwargs,
-        peft_fingerprint(peft_config),
+        trainer=None,  # built from trainer_kwargs by DHRDTrainer itself or prepare_run
+        tokenizer=tokenizer,
+        train_rows=train_rows,
+        eval_rows=eval_rows,
+        input_format=input_format,
+        rows_without_rationale=missing,
+        label_names=tuple(label_names),
+        args=args,
+        trainer_kwargs=trainer_kwargs,
+        peft_config=peft_fingerprint(peft_config),
     )
 
 
@@ -433,10 +433,6 @@ def peft_fingerprint(peft_config) -> str | None:
 
     settings = json.dumps(peft_config.to_dict(), sort_keys=True, default=plain)
     return hashlib.sha256(settings.encode()).hexdigest()[:16]
-
-
-def _strategy(setting) -> str:
-    return getattr(setting, "value", setting)
 
 
 def class_weight_values(setting, train_rows: list, label_names, input_format: str) -> list[float] | None:

@@ -278,15 +278,17 @@ class DHRDTrainingArguments(TrainingArguments):
         if choose_best is None:
             # With one epoch there is no best epoch to choose: the validation pass after it would repeat the
             # final scoring of the saved model, a large share of a short run on a CPU.
-            asked = self.num_train_epochs > 1 if self.eval_strategy is None else _value(self.eval_strategy) != "no"
+            given = self.eval_strategy
+            asked = self.num_train_epochs > 1 if given is None else strategy_name(given) != "no"
             choose_best = self.best_epoch and asked
         if self.eval_strategy is None:
             self.eval_strategy = "epoch" if choose_best else "no"
         if self.save_strategy is None:  # checkpoints where validation runs, so the best one can be kept
-            self.save_strategy = "epoch" if _value(self.eval_strategy) == "no" else _value(self.eval_strategy)
+            validation = strategy_name(self.eval_strategy)
+            self.save_strategy = "epoch" if validation == "no" else validation
         if self.load_best_model_at_end is None:
             self.load_best_model_at_end = choose_best
-        if self.save_steps is None and _value(self.save_strategy) == "steps":
+        if self.save_steps is None and strategy_name(self.save_strategy) == "steps":
             self.save_steps = self.eval_steps or 500
         if self.bf16 is None:
             self.bf16 = bf16_supported()
@@ -368,7 +370,7 @@ class DHRDTrainingArguments(TrainingArguments):
         return dataclasses.replace(self, **settings)
 
 
-def _value(setting) -> str:
+def strategy_name(setting) -> str:
     """A strategy's name, whether TrainingArguments has made it an enum yet or not."""
     return getattr(setting, "value", setting)
 
@@ -383,4 +385,4 @@ def default_value(name: str):
     return None
 
 
-__all__ = ["DHRDTrainingArguments", "default_value"]
+__all__ = ["DHRDTrainingArguments", "default_value", "strategy_name"]
