@@ -79,6 +79,50 @@ def test_trainer_on_datasets_trains_and_saves_with_callbacks_and_metrics(tmp_pat
     assert saved["text_column"] == "review" and saved["report_to"] == []
 
 
+def test_a_loaded_causal_lm_as_model_trains_like_its_name(tmp_path, tiny_backbone, reviews):
+    """As TRL's trainers take a model object: a loaded AutoModelForCausalLM is the backbone itself (shared, not
+    copied; bf16 weights trained in float32), the run and saved model name it by its folder, and it trains as
+    its name does, with the same seed."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    def run(name: str, model) -> tuple[DHRDTrainer, dict]:
+        trainer = DHRDTrainer(
+            model=model,
+            args=config(tmp_path / name, "default"),
+            train_dataset=reviews[0],
+            eval_dataset=reviews[1],
+            processing_class=AutoTokenizer.from_pretrained(tiny_backbone),
+        )
+        return trainer, train(trainer=trainer).metrics
+
+    by_name_trainer, by_name = run("name", str(tiny_backbone))
+    given = AutoModelForCausalLM.from_pretrained(tiny_backbone, dtype=torch.bfloat16)
+    trainer, by_object = run("object", given)
+    classifier = trainer.model.get_base_model()  # under the built-in LoRA
+    assert classifier.model is given.base_model and given.dtype == torch.float32
+    assert trainer.prepared.tokenizer.pad_token_id is not None
+    assert [e["score"] for e in by_object["epochs"]] == [e["score"] for e in by_name["epochs"]]
+    losses = [[h["eval_loss"] for h in t.state.log_history if "eval_loss" in h] for t in (by_name_trainer, trainer)]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-3)  # the same run but for the weights' bf16 rounding
+    saved = json.loads((tmp_path / "object" / "run" / "train_args.json").read_text())
+    assert saved["backbone"] == str(tiny_backbone)
+
+
+def test_a_model_that_is_no_causal_lm_is_a_one_line_error(tmp_path, tiny_backbone, reviews):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    classifier = AutoModelForSequenceClassification.from_pretrained(tiny_backbone, num_labels=2)
+    unnamed_config = AutoConfig.from_pretrained(tiny_backbone)
+    unnamed_config._name_or_path = ""  # built, not loaded
+    unnamed = AutoModelForCausalLM.from_config(unnamed_config)
+    for model, message in ((classifier, "with its LM head"), (unnamed, "no name"), (object(), "a causal LM")):
+        with pytest.raises(DHRDInputError, match=message):
+            DHRDTrainer(
+                model=model, args=config(tmp_path, tiny_backbone), train_dataset=reviews[0], eval_dataset=reviews[1]
+            )
+
+
 def test_a_trainer_option_outside_dhrd_fields_takes_effect(tmp_path, tiny_backbone, reviews):
     args = config(tmp_path, tiny_backbone, eval_strategy="steps", eval_steps=2, max_steps=4)
     trainer = DHRDTrainer(args=args, train_dataset=reviews[0], eval_dataset=reviews[1])

@@ -208,9 +208,29 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
         if _needs_custom_code(error):
             raise _custom_code_error(name, "the tokenizer") from None
         raise
+    return with_pad_token(tokenizer)
+
+
+def with_pad_token(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token  # only used for padding; pooling never looks at it
     return tokenizer
+
+
+def check_causal_lm(model) -> str:
+    """A backbone handed over as a loaded model: a decoder-only causal LM (its LM head is DHRD's reasoning
+    head). Returns the name it was loaded from ('' for a model built from a config)."""
+    config = getattr(model, "config", None)
+    if config is None or not callable(getattr(model, "get_output_embeddings", None)):
+        raise DHRDInputError(f"model: a causal LM (AutoModelForCausalLM), not a {type(model).__name__}")
+    if isinstance(model, DHRDForSequenceClassification) or model.get_output_embeddings() is None:
+        raise DHRDInputError(
+            f"model: a causal LM (AutoModelForCausalLM) with its LM head, the reasoning head; a "
+            f"{type(model).__name__} has none. Pass the backbone it was built on"
+        )
+    name = getattr(model, "name_or_path", "") or ""
+    check_decoder_only(config, name or type(model).__name__)
+    return name
 
 
 def load_causal_lm(
@@ -231,10 +251,21 @@ def build_classifier(
     gguf_file: str | None = None,
     seed: int = 0,
     trust_remote_code: bool = False,
+    causal_lm=None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
 ):
     """A fresh classifier on a pretrained backbone. Returns (classifier, tokenizer, causal LM); the causal
-    LM shares its transformer with the classifier, and its LM head is the train-time reasoning head."""
-    causal_lm, tokenizer = load_causal_lm(backbone, gguf_file, trust_remote_code=trust_remote_code)
+    LM shares its transformer with the classifier, and its LM head is the train-time reasoning head. A
+    ``causal_lm`` already loaded (with its ``tokenizer``) is used as it is, in float32 like a loaded one."""
+    if causal_lm is None:
+        causal_lm, tokenizer = load_causal_lm(backbone, gguf_file, trust_remote_code=trust_remote_code)
+    else:
+        check_causal_lm(causal_lm)
+        if causal_lm.dtype != torch.float32:
+            # the head and the optimiser's master weights are float32; bf16 is autocast per step (--bf16)
+            logger.info("the given %s (%s) is trained in float32", type(causal_lm).__name__, causal_lm.dtype)
+            causal_lm = causal_lm.float()
+        tokenizer = with_pad_token(tokenizer if tokenizer is not None else load_tokenizer(backbone))
     config = DHRDConfig(
         text_config=causal_lm.config,
         pooling=pooling,

@@ -44,10 +44,12 @@ from .hub import write_model_card
 from .modeling import (
     backbone_source,
     build_classifier,
+    check_causal_lm,
     load_tokenizer,
     resolve_backbone,
     save_classifier,
     save_reasoning_head,
+    with_pad_token,
 )
 from .progress import use_log_lines
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
@@ -144,7 +146,9 @@ class DHRDTrainer(Trainer):
         **kwargs,
     ):
         """Two ways in. Without ``alpha`` (the Trainer-shaped API), DHRD prepares everything from ``args`` (a
-        ``DHRDTrainingArguments``): ``model`` is a backbone (hub name, directory or .gguf; None: ``args.backbone``),
+        ``DHRDTrainingArguments``): ``model`` is a backbone (hub name, directory or .gguf; None: ``args.backbone``)
+        or a loaded causal LM (``AutoModelForCausalLM``; ``processing_class`` its tokenizer where its folder has
+        none),
         ``train_dataset`` / ``eval_dataset`` are ``datasets.Dataset`` objects with the columns ``args`` names
         (None: ``args``' task, files or dataset), ``rationales`` a mapping row id -> text, a rationale file or a
         column of ``train_dataset``, ``peft_config`` a peft ``LoraConfig`` in place of the built-in LoRA;
@@ -162,6 +166,7 @@ class DHRDTrainer(Trainer):
                 callbacks=kwargs.pop("callbacks", None),
                 compute_metrics=kwargs.pop("compute_metrics", None),
                 collator=kwargs.pop("data_collator", None),
+                tokenizer=kwargs.pop("processing_class", None),
             )
             given = dict(prepared.trainer_kwargs)
             alpha, beta = given.pop("alpha"), given.pop("beta")
@@ -294,14 +299,22 @@ def in_memory_splits(train_dataset, eval_dataset) -> dict | None:
 
 
 def resolve_inputs(args: DHRDTrainingArguments, model, splits: dict | None, rationales):
-    """``args`` with what DHRDTrainer's own arguments say: the backbone named by ``model``, and a
+    """``args`` with what DHRDTrainer's own arguments say: the backbone named by ``model`` (a name, or the
+    name a loaded causal LM was loaded from), and a
     ``rationales`` string as a column of the training dataset or a rationale file. Returns the arguments and
     a rationale mapping (row id -> text) where one was given."""
     changes = {}
-    if model is not None:
-        if not isinstance(model, str | Path):
-            raise DHRDInputError(f"model: a backbone (hub name, directory or .gguf file), not a {type(model).__name__}")
+    if isinstance(model, str | Path):
         changes["backbone"] = str(model)
+    elif model is not None:
+        # a loaded causal LM: the run and the saved model name it by what it was loaded from
+        name = check_causal_lm(model)
+        if not name:
+            raise DHRDInputError(
+                "model: a causal LM built from a config has no name to save it under; save it with "
+                "save_pretrained and pass its directory"
+            )
+        changes.update(backbone=name, gguf_file=None)
     mapping = None
     if isinstance(rationales, Mapping):
         mapping = dict(rationales)
@@ -309,6 +322,19 @@ def resolve_inputs(args: DHRDTrainingArguments, model, splits: dict | None, rati
         columns = splits["train"].column_names if splits else []
         changes["rationale_column" if str(rationales) in columns else "rationales"] = str(rationales)
     return (dataclasses.replace(args, **changes) if changes else args), mapping
+
+
+def load_given_tokenizer(backbone: str, trust_remote_code: bool, given_model: bool):
+    """The backbone's tokenizer; for a loaded model whose folder holds none, a one-line error that says
+    how to hand one over."""
+    if not given_model:
+        return load_tokenizer(backbone, trust_remote_code=trust_remote_code)
+    try:
+        return load_tokenizer(backbone, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as error:
+        raise DHRDInputError(
+            f"model: no tokenizer loads from {backbone!r} ({type(error).__name__}); pass processing_class=<tokenizer>"
+        ) from None
 
 
 def prepare_parts(
@@ -322,12 +348,15 @@ def prepare_parts(
     callbacks=None,
     compute_metrics=None,
     collator=None,
+    tokenizer=None,
     trainer_overrides: dict | None = None,
 ) -> PreparedRun:
-    """Everything a DHRDTrainer is built from (``trainer_kwargs``), and what scoring and saving need."""
+    """Everything a DHRDTrainer is built from (``trainer_kwargs``), and what scoring and saving need.
+    ``model`` is a backbone's name or a loaded causal LM; ``tokenizer`` replaces the backbone's own."""
     if not isinstance(args, DHRDTrainingArguments):
         raise DHRDInputError(f"args: a DHRDTrainingArguments, not a {type(args).__name__}")
     splits = in_memory_splits(train_dataset, eval_dataset)
+    given_lm = None if model is None or isinstance(model, str | Path) else model
     args, given_rationales = resolve_inputs(args, model, splits, rationales)
     args.validate()
     spec = args.data_spec(splits)
@@ -352,8 +381,13 @@ def prepare_parts(
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
 
-    backbone = resolve_backbone(args.backbone, args.gguf_file, trust_remote_code=args.trust_remote_code)
-    tokenizer = load_tokenizer(backbone, trust_remote_code=args.trust_remote_code)
+    if given_lm is None:
+        backbone = resolve_backbone(args.backbone, args.gguf_file, trust_remote_code=args.trust_remote_code)
+    else:
+        backbone = args.backbone  # loaded already: nothing to resolve or convert
+    if tokenizer is None:
+        tokenizer = load_given_tokenizer(backbone, args.trust_remote_code, given_lm is not None)
+    tokenizer = with_pad_token(tokenizer)
     train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
     eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
 
@@ -369,6 +403,8 @@ def prepare_parts(
         args.head_dropout,
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
+        causal_lm=given_lm,
+        tokenizer=tokenizer,
     )
     classifier.config.dhrd = _spec_dict(args, spec)
     if args.gradient_checkpointing:
