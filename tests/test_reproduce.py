@@ -564,3 +564,17 @@ def test_kill_9_mid_table_then_the_same_command_finishes_it(tmp_path, tiny_backb
     a, b = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("killed", "unbroken"))
     assert a["finished"] and set(a["cells"]) == set(b["cells"])
     assert a["summary"]["tasks"] == b["summary"]["tasks"]
+
+
+def test_other_training_settings_are_written_as_the_flags_that_give_them():
+    """results.md names the settings beyond the table's columns as `dhrd train` flags, which parse back to them."""
+    import shlex
+
+    from dhrd.argparser import parse_train_arguments
+    from dhrd.reproduction.report import settings_flags
+
+    settings = {"input_format": "native", "best_epoch": False, "max_length": 768, "truncation": "left", "lora": True}
+    text = settings_flags(settings)
+    assert text == "`--input-format native --no-best-epoch --max-length 768 --truncation left --lora`"
+    parsed = parse_train_arguments([*shlex.split(text.strip("`")), "--output-dir", "x"])
+    assert {name: getattr(parsed, name) for name in settings} == settings

@@ -39,6 +39,18 @@ METHOD_NAMES = {
 }
 
 
+def settings_flags(settings: dict) -> str:
+    """Training settings as the flags of ``dhrd train`` that give them (``--input-format native --no-best-epoch``)."""
+    flags = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"--no-{name.replace('_', '-')}")
+        else:
+            flags.append(f"{flag} {value}")
+    return "`" + " ".join(flags) + "`"
+
+
 def markdown(result: ReproduceResult) -> str:
     args, summary = result.arguments, result.summary
     tasks = summary["tasks"]
@@ -52,7 +64,7 @@ def markdown(result: ReproduceResult) -> str:
         f"Backbone: {args['backbone'] or 'default (SmolLM2-135M-Instruct)'}; seeds {args['seeds']}; "
         f"{_epochs_text(args['epochs'])} epoch(s), lr {args['learning_rate']:g}, batch {args['batch_size']}, "
         f"alpha {args['alpha']:g}, beta {args['beta']:g}{decoding}."
-        + (f" Other training settings: {args['train']}." if args["train"] else ""),
+        + (f" Other training settings: {settings_flags(args['train'])}." if args["train"] else ""),
         "Scores are each task's official metric in percent on the validation split (CB: mean of F1 and "
         "accuracy; MultiRC: mean of F1a and EM), mean ± std over seeds; Avg is the mean over the tasks a method "
         "finished; Rel.Δ is the relative change of Avg against the pooled baseline. '(on N, ±E)': scored on "
