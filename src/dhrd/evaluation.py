@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from .class_report import class_report, confusion_png_path, save_confusion_png
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
-from .datasets_input import DatasetSplit, dataset_split
+from .datasets_input import DatasetSplit, dataset_name, dataset_split
 from .engines import load_inference_model
 from .errors import DHRDInputError
 from .hub import CARD, write_model_card
@@ -281,6 +281,8 @@ def evaluate(
         rows_per_second=round(len(examples) / seconds, 2),
         model=str(model_path),
         file=Path(file).name if file is not None else None,  # the model card names the scored file by it
+        dataset=dataset_name(dataset) if dataset is not None else None,  # and a dataset by its name, never a path
+        dataset_config=dataset_config,
         engine=engine,
     )
     if output is not None:

@@ -78,9 +78,22 @@ def _dataset(spec: dict) -> tuple[str, str | None]:
     data = spec.get("data") or {}
     if data.get("tasks"):
         return SUPERGLUE_HUB, "SuperGLUE " + ", ".join(TASKS[t].folder for t in data["tasks"] if t in TASKS)
+    if data.get("dataset"):  # a datasets dataset: a hub name as given, a saved directory by its name
+        return "custom", data["dataset"]
     name = data.get("validation_file") or data.get("train_file") or "own data"
     loader = {".csv": "csv", ".tsv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
     return loader.get(Path(name).suffix.lower(), "custom"), name
+
+
+def evaluation_source(evaluation: dict) -> str | None:
+    """What a ``dhrd evaluate`` JSON scored beyond the model's own data: a file by its name, a dataset by its
+    name (and configuration)."""
+    if evaluation.get("file"):
+        return evaluation["file"]
+    if evaluation.get("dataset"):
+        config = evaluation.get("dataset_config")
+        return evaluation["dataset"] + (f" ({config})" if config else "")
+    return None
 
 
 def eval_results(spec: dict, metrics: dict, split: str, source: str | None = None) -> list[EvalResult]:
@@ -115,7 +128,9 @@ def card_data(config: dict, settings: dict, metrics: dict, evaluations: list[dic
     dataset_type, _ = _dataset(spec)
     results = eval_results(spec, metrics, metrics.get("split", "validation"))
     for evaluation in evaluations:
-        results += eval_results(spec, evaluation, evaluation.get("split", "validation"), evaluation.get("file"))
+        results += eval_results(spec, evaluation, evaluation.get("split", "validation"), evaluation_source(evaluation))
+    # evaluate on the run's own validation split repeats the run's entries: the hub lists each result once
+    results = list({repr(vars(r)): r for r in results}.values())
     tags = ["dhrd", "dual-head-reasoning-distillation", "text-classification"]
     if dataset_type == SUPERGLUE_HUB:
         tags.append("superglue")
@@ -243,7 +258,7 @@ def model_card(
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     scores = _metrics_rows(metrics, metrics.get("split", "validation"), "training run's evaluation")
     for evaluation in evaluations:
-        source = evaluation.get("file") or "dhrd evaluate"
+        source = evaluation_source(evaluation) or "dhrd evaluate"
         scores += _metrics_rows(evaluation, evaluation.get("split", "validation"), source)
     reasoning = (
         "During training the backbone's own LM head (the reasoning head) also learned a teacher's rationales "
