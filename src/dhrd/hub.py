@@ -21,7 +21,7 @@ from .modeling import (
     backbone_source,
     find_model_dir,
     hub_backbone_name,
-    portable_backbone_name,
+    portable_config,
     portable_spec,
     run_settings,
 )
@@ -333,10 +333,7 @@ def upload_files(model_dir: Path) -> list[str]:
 
 def make_portable(model_dir: Path, config: dict) -> None:
     """Rewrite the ``config.json`` of a model saved with this machine's paths (by an older dhrd)."""
-    clean = dict(config, **{SPEC_KEY: portable_spec(config[SPEC_KEY])})
-    text_config = clean.get("text_config")
-    if isinstance(text_config, dict) and text_config.get("_name_or_path"):
-        clean["text_config"] = dict(text_config, _name_or_path=portable_backbone_name(text_config["_name_or_path"]))
+    clean = portable_config(config)
     if clean != config:
         logger.warning("%s: local paths replaced by names in config.json before pushing", model_dir)
         write_json_atomic(Path(model_dir) / "config.json", clean)

@@ -110,6 +110,20 @@ def portable_spec(spec: dict) -> dict:
     return spec
 
 
+def portable_config(config: dict) -> dict:
+    """A saved ``config.json`` without this machine's paths: the DHRD settings through ``portable_spec``, and
+    the backbone's ``_name_or_path`` (a GGUF's conversion cache is a local folder) by the backbone's name."""
+    clean = dict(config)
+    if isinstance(clean.get(SPEC_KEY), dict):
+        clean[SPEC_KEY] = portable_spec(clean[SPEC_KEY]) or None
+    text_config = clean.get("text_config")
+    if isinstance(text_config, dict) and text_config.get("_name_or_path"):
+        named = (clean.get(SPEC_KEY) or {}).get("backbone")
+        source = named if named not in (None, "default") else text_config["_name_or_path"]
+        clean["text_config"] = dict(text_config, _name_or_path=portable_backbone_name(source))
+    return clean
+
+
 def check_decoder_only(config, name: str) -> None:
     model_type = getattr(config, "model_type", None)
     text_type = getattr(config.get_text_config(), "model_type", model_type)
@@ -349,18 +363,14 @@ def save_classifier(
     with atomic_directory(directory) as tmp:
         if spec is not None:
             setattr(model.config, SPEC_KEY, spec)
-        # config.json travels (dhrd push): no path of this machine in it
-        portable = portable_spec(model_spec(model))
-        setattr(model.config, SPEC_KEY, portable or None)
-        text_config = model.config.text_config
-        if getattr(text_config, "_name_or_path", None):  # the backbone's folder (a GGUF's conversion cache)
-            name = portable.get("backbone")
-            text_config._name_or_path = name if name not in (None, "default") else text_config._name_or_path
-            text_config._name_or_path = portable_backbone_name(text_config._name_or_path)
         to_save = to_native(model) if can_export_native(model) else model
         if to_save is not model:
             setattr(to_save.config, SPEC_KEY, getattr(model.config, SPEC_KEY, None))
         to_save.save_pretrained(tmp)
+        # config.json travels (dhrd push): no path of this machine in it
+        saved_config = Path(tmp) / "config.json"
+        clean = portable_config(json.loads(saved_config.read_text()))
+        saved_config.write_text(json.dumps(clean, indent=2, sort_keys=True) + "\n")
         if truncation == "left":
             tokenizer.truncation_side = "left"  # pipeline(..., truncation=True) then cuts as training did
         if max_length:
