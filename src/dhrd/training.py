@@ -327,11 +327,11 @@ def resolve_inputs(args: DHRDTrainingArguments, model, splits: dict | None, rati
 def load_given_tokenizer(backbone: str, trust_remote_code: bool, given_model: bool):
     """The backbone's tokenizer; for a loaded model whose folder holds none, a one-line error that says
     how to hand one over."""
-    if not given_model:
-        return load_tokenizer(backbone, trust_remote_code=trust_remote_code)
     try:
         return load_tokenizer(backbone, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, TypeError) as error:
+        if not given_model:
+            raise
         raise DHRDInputError(
             f"model: no tokenizer loads from {backbone!r} ({type(error).__name__}); pass processing_class=<tokenizer>"
         ) from None
