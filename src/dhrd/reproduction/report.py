@@ -45,7 +45,7 @@ def settings_flags(settings: dict) -> str:
     for name, value in settings.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
-            flags.append(flag if value else f"--no-{name.replace('_', '-')}")
+            flags.append(flag if value else f"--no-{flag[2:]}")
         else:
             flags.append(f"{flag} {value}")
     return "`" + " ".join(flags) + "`"
