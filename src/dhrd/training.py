@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import SequentialSampler
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
 from .data import (
@@ -54,6 +55,7 @@ from .modeling import (
 from .progress import use_log_lines
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import write_json_atomic
+from .sampling import SeedableLengthGroupedSampler
 from .tables import id_key
 from .tasks import chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
 from .training_args import DHRDTrainingArguments, default_value, strategy_name
@@ -123,6 +125,14 @@ class DHRDTrainer(Trainer):
 
     # both terms are normalised over the whole accumulated step here, so Trainer must not divide again
     loss_is_scaled_for_ga = True
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            # a resumed epoch must see the order an unbroken run saw (see dhrd.sampling)
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return SeedableLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
+        return sampler
 
     def _get_eval_sampler(self, eval_dataset):
         # Validation in file order. Trainer (5.24) groups validation batches by length too when training is
