@@ -157,6 +157,35 @@ def test_loss_is_beta_ce_plus_alpha_token_mean(tiny_backbone, tmp_path):
     torch.testing.assert_close(trainer.compute_loss(classifier, batch), cls, atol=1e-5, rtol=1e-5)
 
 
+def test_the_chunked_lm_loss_trains_with_the_one_piece_gradients(tiny_backbone, tmp_path, monkeypatch):
+    """--chunked-lm-loss (the default) and --no-chunked-lm-loss: the same loss and the same gradient on every
+    parameter that trains, the tied embeddings (so the reasoning head) among them."""
+    from dhrd import lm_loss
+
+    monkeypatch.setattr(lm_loss, "_CHUNK_ELEMENTS", 400 * 7)  # several chunks of the tiny vocabulary
+    rows = _rows(4)
+    gradients = {}
+    for chunked in (True, False):
+        classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], seed=0)
+        classifier.eval()  # no dropout: the two passes see the same network
+        features = encode_examples(rows, tokenizer, 128, "error", "t")
+        paired = [(f"reason number {i} " * (i + 1), None) for i in range(4)]
+        add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "consistent")
+        args = DHRDTrainingArguments(output_dir=str(tmp_path), chunked_lm_loss=chunked).trainer_arguments()
+        args.eval_strategy, args.load_best_model_at_end = "no", False
+        trainer = DHRDTrainer(
+            model=classifier, args=args, alpha=1.0, beta=1.0, reasoning_weight=reasoning_head(classifier, lm)
+        )
+        loss = trainer.compute_loss(classifier, ClassificationCollator(tokenizer.pad_token_id)(features))
+        loss.backward()
+        gradients[chunked] = {n: p.grad.clone() for n, p in classifier.named_parameters() if p.grad is not None}
+        gradients[chunked]["loss"] = loss.detach()
+    assert gradients[True].keys() == gradients[False].keys()
+    assert any("embed" in name for name in gradients[True])
+    for name in gradients[True]:
+        torch.testing.assert_close(gradients[True][name], gradients[False][name], atol=1e-6, rtol=1e-5, msg=name)
+
+
 def test_reasoning_loss_sum_counts_only_valid_targets():
     weight = torch.randn(11, 4)
     hidden = torch.randn(2, 5, 4)

@@ -90,3 +90,18 @@ def test_step_flops_count_weight_gradients_only_for_weights_that_train():
 def test_cli_training_benchmark_rejects_unknown_variants(tmp_path):
     result = runner.invoke(app, ["benchmark", "--train", "--train-variants", "warp speed", "--output", str(tmp_path)])
     assert result.exit_code == 2 and "unknown training variant" in result.output
+
+
+def test_the_pooled_cells_of_a_dhrd_only_variant_give_the_noise_between_cells():
+    from dhrd.training_benchmark import noise_lines
+
+    cells = [
+        {"variant": "default", "method": "pooled", "seconds": 25.0},
+        {"variant": "default", "method": "dhrd", "seconds": 40.0},
+        {"variant": "one-piece LM loss", "method": "pooled", "seconds": 26.5},
+        {"variant": "one-piece LM loss", "method": "dhrd", "seconds": 39.0},
+        {"variant": "torch dropout", "method": "pooled", "seconds": 30.0},  # changes pooled too: not noise
+    ]
+    (line, _) = noise_lines(cells)
+    assert "'one-piece LM loss'" in line and "differ by 6.0%" in line
+    assert noise_lines([c for c in cells if c["variant"] != "one-piece LM loss"]) == []

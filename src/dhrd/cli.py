@@ -592,8 +592,10 @@ def benchmark(
     ),
     train_examples: int = typer.Option(64, help="--train: training examples (a seeded sample) every cell steps over"),
     train_variants: str = typer.Option(
-        "default,before,random batches,SDPA attention,torch dropout,batch 16,full fine-tuning,full + fused AdamW",
-        help="--train: comma-separated; default, before, random batches, SDPA attention, torch dropout, batch 16, "
+        "default,before,random batches,SDPA attention,torch dropout,one-piece LM loss,batch 16,full fine-tuning,"
+        "full + fused AdamW",
+        help="--train: comma-separated; default, before, random batches, SDPA attention, torch dropout, "
+        "one-piece LM loss, batch 16, "
         "batch 4, full fine-tuning, full + fused AdamW, torch.compile",
     ),
     train_methods: str = typer.Option("pooled,dhrd", help="--train: pooled, dhrd or both"),

@@ -195,6 +195,12 @@ class DHRDTrainingArguments(TrainingArguments):
         choices=["auto", "eager", "sdpa"],
     )
     bits_dropout: bool = _option(True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL)
+    chunked_lm_loss: bool = _option(
+        True,
+        "the reasoning head's loss a chunk of targets at a time, never holding all their logits (dhrd.lm_loss); "
+        "off: one projection of every target, as autograd does it",
+        MODEL,
+    )
     trust_remote_code: bool = _option(
         False, "run Python code shipped with the backbone (its auto_map); off: never", MODEL
     )

@@ -31,25 +31,29 @@ logger = logging.getLogger(__name__)
 
 # What each variant changes from the training defaults (``DHRDTrainingArguments``). "default" is what
 # ``dhrd train`` does; "before" is what it did before this benchmark (random batches, SDPA attention, torch's
-# dropout); the others turn one setting off, or try another.
+# dropout, the LM loss in one piece); the others turn one setting off, or try another.
 VARIANTS: dict[str, dict] = {
     "default": {},
-    "before": {"group_by_length": False, "attention": "sdpa", "bits_dropout": False},
+    "before": {"group_by_length": False, "attention": "sdpa", "bits_dropout": False, "chunked_lm_loss": False},
     "random batches": {"group_by_length": False},
     "SDPA attention": {"attention": "sdpa"},
     "torch dropout": {"bits_dropout": False},
+    "one-piece LM loss": {"chunked_lm_loss": False},
     "batch 16": {"per_device_train_batch_size": 16},
     "batch 4": {"per_device_train_batch_size": 4},
     "full fine-tuning": {"lora": False, "learning_rate": 2e-5},
     "full + fused AdamW": {"lora": False, "learning_rate": 2e-5, "optim": "adamw_torch_fused"},
     "torch.compile": {"torch_compile": True},
 }
+# settings that act on DHRD's loss only: a pooled step is the same with them on or off
+DHRD_ONLY_SETTINGS = {"chunked_lm_loss"}
 DEFAULT_VARIANTS = (
     "default",
     "before",
     "random batches",
     "SDPA attention",
     "torch dropout",
+    "one-piece LM loss",
     "batch 16",
     "full fine-tuning",
     "full + fused AdamW",
@@ -397,6 +401,7 @@ def markdown(result: dict) -> str:
             "the padding of a whole epoch below (and the full RTE epoch in results/learning-budget-smollm2-cpu).",
             "",
         ]
+    lines += noise_lines(result["cells"])
     if result.get("speedup_over_before"):
         lines += ["Epoch time of 'before' (training as it was before this benchmark) over each variant's:", ""]
         lines += [f"- {x['variant']} / {x['method']}: {x['speedup']:.2f}x" for x in result["speedup_over_before"]]
@@ -429,6 +434,23 @@ def markdown(result: dict) -> str:
     if result.get("command"):
         lines += ["", f"Command: `{result['command']}`"]
     return "\n".join(lines) + "\n"
+
+
+def noise_lines(cells: list[dict]) -> list[str]:
+    """A variant that changes DHRD's loss only trains pooled exactly as 'default' does: the two pooled epoch
+    times differ by the run-to-run noise alone, which says how large a difference between cells means nothing."""
+    pooled = {c["variant"]: c for c in cells if c.get("method") == "pooled" and "error" not in c}
+    lines = []
+    for variant, settings in VARIANTS.items():
+        if variant in pooled and "default" in pooled and settings and set(settings) <= DHRD_ONLY_SETTINGS:
+            noise = abs(pooled[variant]["seconds"] / pooled["default"]["seconds"] - 1)
+            lines += [
+                f"Pooled trains the same in 'default' and '{variant}' (its setting is DHRD's loss only): their "
+                f"epoch times differ by {100 * noise:.1f}%, this run's noise between cells; differences of that "
+                "size are not effects.",
+                "",
+            ]
+    return lines
 
 
 def plot(result: dict, path: Path) -> Path | None:
