@@ -440,7 +440,7 @@ def test_length_grouped_batches_hold_every_candidate_row_once_with_its_label(
         return prepare_run(args, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
 
     grouped, plain = epoch(True), epoch(False)
-    assert type(grouped.trainer._get_train_sampler()).__name__ == "LengthGroupedSampler"
+    assert type(grouped.trainer._get_train_sampler()).__name__ == "SeedableLengthGroupedSampler"  # dhrd.sampling
     rows, real, padded = _epoch_rows(grouped)
     expected = sorted((tuple(f["input_ids"]), f["labels"]) for f in grouped.trainer.train_dataset)
     assert sorted(rows) == expected and len(rows) == 36  # 12 CB examples x 3 relation rows, each once
