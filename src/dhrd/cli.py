@@ -595,7 +595,7 @@ def benchmark(
         "default,before,random batches,SDPA attention,torch dropout,one-piece LM loss,batch 16,full fine-tuning,"
         "full + fused AdamW",
         help="--train: comma-separated; default, before, random batches, SDPA attention, torch dropout, "
-        "one-piece LM loss, batch 16, "
+        "one-piece LM loss, rationale-only LM loss, batch 16, "
         "batch 4, full fine-tuning, full + fused AdamW, torch.compile",
     ),
     train_methods: str = typer.Option("pooled,dhrd", help="--train: pooled, dhrd or both"),

@@ -39,6 +39,7 @@ VARIANTS: dict[str, dict] = {
     "SDPA attention": {"attention": "sdpa"},
     "torch dropout": {"bits_dropout": False},
     "one-piece LM loss": {"chunked_lm_loss": False},
+    "rationale-only LM loss": {"lm_scope": "reasoning"},
     "batch 16": {"per_device_train_batch_size": 16},
     "batch 4": {"per_device_train_batch_size": 4},
     "full fine-tuning": {"lora": False, "learning_rate": 2e-5},
@@ -46,7 +47,7 @@ VARIANTS: dict[str, dict] = {
     "torch.compile": {"torch_compile": True},
 }
 # settings that act on DHRD's loss only: a pooled step is the same with them on or off
-DHRD_ONLY_SETTINGS = {"chunked_lm_loss"}
+DHRD_ONLY_SETTINGS = {"chunked_lm_loss", "lm_scope"}
 DEFAULT_VARIANTS = (
     "default",
     "before",
