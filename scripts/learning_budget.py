@@ -85,9 +85,9 @@ GRID = [
     Cell("rte", 500, 2),
     Cell("cb", 64, 4),
     Cell("cb", 64, 4, learning_rate=1e-3),
-    Cell("cb", None, 3),
     Cell("copa", None, 3, learning_rate=3e-5, lora=False),
     Cell("cb", 64, 4, learning_rate=3e-5, lora=False),
+    Cell("cb", None, 3),
 ]
 
 
