@@ -436,8 +436,9 @@ def test_cli_results_dir_and_restart(tmp_path, tiny_backbone, superglue_dir, rat
     assert trained == [True] and metrics.stat().st_mtime_ns == made  # finished: read back, not trained
     assert first["seconds"] <= again["seconds"] <= first["seconds"] + elapsed + 0.2
     assert again["summary"]["tasks"]["cb"]["methods"] == first["summary"]["tasks"]["cb"]["methods"]
-    _, restarted, elapsed = reproduce_cli("--restart")
+    output, restarted, elapsed = reproduce_cli("--restart")
     assert trained == [True, False] and metrics.stat().st_mtime_ns != made  # trained again, from scratch
+    assert "train cb pooled s1: done in" in output and "pooled s1 (already done)" not in output
     assert restarted["seconds"] <= elapsed + 0.2 and restarted["arguments"]["restart"] is True
     assert restarted["summary"]["tasks"]["cb"]["methods"]["pooled"]["score"]["n"] == 1
 

@@ -109,7 +109,8 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     # around them was redrawn half-way through theirs.
     for number, cell in enumerate(cells, 1):
         start = time.perf_counter()
-        done_before = cell_finished(args, cell)
+        # under --restart only the teacher cache is reused: every other cell runs again
+        done_before = cell_finished(args, cell) and not (args.restart and cell.kind != "rationales")
         if args.tables_only and not done_before:
             continue
         announce(f"[{number}/{len(cells)}] {cell.name}" + (" (already done)" if done_before else ""), progress)
