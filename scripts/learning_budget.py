@@ -28,7 +28,6 @@ from dhrd.training import DHRDTrainingArguments, train
 OUT = Path("results/learning-budget-smollm2-cpu")
 RUNS = Path("runs/learning-budget")
 MARGIN = 5.0  # points above the majority floor that count as learning
-BUDGET_FIELDS = ("task", "examples", "epochs", "learning_rate", "lora", "input_format", "low_memory")
 
 
 @dataclass(frozen=True)
@@ -46,12 +45,17 @@ class Cell:
     low_memory: bool = False
 
     @property
-    def name(self) -> str:
+    def budget(self) -> str:
+        """Everything but the seed: the cells of one budget are its seeds."""
         n = "all" if self.examples is None else self.examples
         fmt = "" if self.input_format == "yesno" else f"-{self.input_format}"
         mode = "lora" if self.lora else "full"
         memory = "-b4x2-sdpa" if self.low_memory else ""
-        return f"{self.task}{fmt}-n{n}-e{self.epochs}-{mode}-lr{self.learning_rate:g}{memory}-s{self.seed}"
+        return f"{self.task}{fmt}-n{n}-e{self.epochs}-{mode}-lr{self.learning_rate:g}{memory}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.budget}-s{self.seed}"
 
 
 # Evaluation caps where the full validation split costs more than the training (seeded samples, the same for
@@ -147,6 +151,7 @@ def summarise(cells: list[Cell], floor_of: dict) -> dict:
             {
                 **cell.__dict__,
                 "name": cell.name,
+                "budget": cell.budget,
                 "train_rows": metrics["train_rows"],
                 "eval_examples": task["examples"],
                 "per_epoch": [{"epoch": round(e["epoch"]), "score": round(e["score"], 2)} for e in epochs],
@@ -162,7 +167,7 @@ def summarise(cells: list[Cell], floor_of: dict) -> dict:
     # by MARGIN: one lucky seed on a small validation split (COPA's 100 examples: +-10 points) is not learning
     budgets: dict[tuple, list[dict]] = {}
     for r in rows:
-        budgets.setdefault(tuple(v for k, v in r.items() if k in BUDGET_FIELDS), []).append(r)
+        budgets.setdefault(r["budget"], []).append(r)
     smallest = {}
     for task in dict.fromkeys(c.task for c in cells):
         learnt = []
@@ -176,7 +181,7 @@ def summarise(cells: list[Cell], floor_of: dict) -> dict:
         if learnt:
             row_epochs, seconds, r, epoch, mean, n = min(learnt, key=lambda x: (x[0], x[1]))
             smallest[task] = {
-                "cell": r["name"] if n == 1 else r["name"].rsplit("-s", 1)[0],
+                "cell": r["name"] if n == 1 else r["budget"],
                 "seeds": n,
                 "epoch": epoch,
                 "score": round(mean, 2),
