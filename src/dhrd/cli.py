@@ -591,12 +591,11 @@ def benchmark(
         False, "--train", help="measure training instead: real tokens/s, padding, FLOP/s of pooled and DHRD steps"
     ),
     train_examples: int = typer.Option(64, help="--train: training examples (a seeded sample) every cell steps over"),
-    train_variants: str = typer.Option(
-        "default,before,random batches,SDPA attention,torch dropout,one-piece LM loss,batch 16,full fine-tuning,"
-        "full + fused AdamW",
+    train_variants: str | None = typer.Option(
+        None,
         help="--train: comma-separated; default, before, random batches, SDPA attention, torch dropout, "
-        "one-piece LM loss, rationale-only LM loss, batch 16, "
-        "batch 4, full fine-tuning, full + fused AdamW, torch.compile",
+        "one-piece LM loss, rationale-only LM loss, batch 16, batch 4, full fine-tuning, full + fused AdamW, "
+        "torch.compile [default: all but rationale-only LM loss, batch 4 and torch.compile]",
     ),
     train_methods: str = typer.Option("pooled,dhrd", help="--train: pooled, dhrd or both"),
 ):
@@ -666,7 +665,7 @@ def _print_table(title: str, columns, rows) -> None:
 
 
 def _benchmark_training(task, data_dir, backbone, rationales, examples, variants, methods, threads, output) -> None:
-    from .training_benchmark import TRAIN_COLUMNS, TrainBenchmarkArguments, benchmark_training
+    from .training_benchmark import DEFAULT_VARIANTS, TRAIN_COLUMNS, TrainBenchmarkArguments, benchmark_training
     from .training_benchmark import table_rows as train_rows
 
     def go():
@@ -681,7 +680,7 @@ def _benchmark_training(task, data_dir, backbone, rationales, examples, variants
             rationales=str(rationales) if rationales else None,
             examples=examples,
             methods=_csv(methods),
-            variants=_csv(variants),
+            variants=DEFAULT_VARIANTS if variants is None else _csv(variants),
             output=str(output),
             command=shlex.join(["dhrd", *sys.argv[1:]]),
         )
