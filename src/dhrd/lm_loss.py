@@ -9,7 +9,8 @@ That is the gradient autograd would compute, in the same dtypes (the matmuls in 
 in float32). torch's ``linear_cross_entropy`` with chunking options does the same but was 3x slower than the
 plain projection on this CPU (its matmuls ran in float32) and rounds the loss to bfloat16.
 
-The gradients are computed in the forward pass, so the loss supports one ``backward()`` (no double backward).
+The gradients are computed in the forward pass, so the loss supports first-order gradients only (no double
+backward); with ``retain_graph`` it can be differentiated more than once, as the loss-term gradient norms are.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def _compute_dtype(states: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
 
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, states, weight, targets, dtype, need_states, need_weight):
+    def forward(ctx, states, weight, targets, dtype, need_states, need_weight, target_weights):
         w = weight.to(dtype)
         rows = max(1, _CHUNK_ELEMENTS // weight.shape[0])
         total = torch.zeros((), dtype=torch.float32, device=states.device)
@@ -40,10 +41,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             t = targets[start : start + rows]
             logits = (h @ w.T).float()
             log_norm = torch.logsumexp(logits, dim=-1)
-            total += (log_norm - logits.gather(1, t[:, None]).squeeze(1)).sum()
+            losses = log_norm - logits.gather(1, t[:, None]).squeeze(1)
+            scale = None if target_weights is None else target_weights[start : start + rows].float()
+            total += (losses if scale is None else losses * scale).sum()
             if need_states or need_weight:
                 grad_logits = logits.sub_(log_norm[:, None]).exp_()  # the soft-max, in place
                 grad_logits[torch.arange(len(t), device=t.device), t] -= 1
+                if scale is not None:
+                    grad_logits.mul_(scale[:, None])
                 grad_logits = grad_logits.to(dtype)
                 if need_states:
                     grad_states[start : start + rows] = grad_logits @ w
@@ -64,12 +69,16 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             None,
             None,
             None,
+            None,
         )
 
 
-def linear_cross_entropy_sum(states: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def linear_cross_entropy_sum(
+    states: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, target_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """``cross_entropy(states @ weight.T, targets, reduction="sum")`` for (n, hidden) states, every target valid,
-    without the (n, vocabulary) logits ever held whole."""
+    without the (n, vocabulary) logits ever held whole. ``target_weights`` (n,): each target's loss times its
+    weight (constants: no gradient flows to them)."""
     grad_on = torch.is_grad_enabled()
     return _ChunkedLinearCrossEntropy.apply(
         states,
@@ -78,4 +87,5 @@ def linear_cross_entropy_sum(states: torch.Tensor, weight: torch.Tensor, targets
         _compute_dtype(states, weight),
         grad_on and states.requires_grad,
         grad_on and weight.requires_grad,
+        None if target_weights is None else target_weights.detach(),
     )

@@ -13,7 +13,16 @@ from transformers import Trainer
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 # Trainer's log keys, in the order and under the names a line shows them
-TRAIN_KEYS = (("loss", "loss"), ("grad_norm", "grad-norm"), ("learning_rate", "lr"))
+TRAIN_KEYS = (
+    ("loss", "loss"),
+    ("loss_cls", "cls"),
+    ("loss_lm", "lm"),
+    ("grad_norm", "grad-norm"),
+    ("grad_norm_cls", "cls-grad"),
+    ("grad_norm_lm", "lm-grad"),
+    ("grad_cosine", "cos"),
+    ("learning_rate", "lr"),
+)
 SKIPPED = ("total_flos", "epoch", "step")
 EVAL_NOISE = ("_per_second", "/examples", "/rows")
 

@@ -105,17 +105,48 @@ class SaveEveryNSteps(TrainerCallback):
         return control
 
 
-def reasoning_loss_sum(weight: torch.Tensor, hidden: torch.Tensor, lm_labels: torch.Tensor, chunked: bool = True):
+def reasoning_loss_sum(
+    weight: torch.Tensor, hidden: torch.Tensor, lm_labels: torch.Tensor, chunked: bool = True, per_example: bool = False
+):
     """Sum of next-token cross-entropies over the valid targets, and their count. Only positions with a
     target go through the vocabulary projection (the reasoning head), which saves most of its cost; ``chunked``,
-    a chunk of them at a time (``dhrd.lm_loss``: the same gradients, in less time and memory)."""
+    a chunk of them at a time (``dhrd.lm_loss``: the same gradients, in less time and memory). ``per_example``:
+    the sum of each row's mean over its own targets, and the number of rows with a target (a long input then
+    weighs as much as a short one)."""
     targets = lm_labels[:, 1:]
     valid = targets != -100
+    weights = None
+    if per_example:
+        per_row = valid.sum(1, keepdim=True)
+        weights = (1.0 / per_row.clamp(min=1)).expand_as(valid)[valid]
     states, targets = hidden[:, :-1][valid], targets[valid]
+    count = (valid.any(1) if per_example else valid).sum()
     if chunked:
-        return linear_cross_entropy_sum(states, weight, targets), valid.sum()
+        return linear_cross_entropy_sum(states, weight, targets, weights), count
     logits = nn.functional.linear(states.to(weight.dtype), weight)
-    return nn.functional.cross_entropy(logits.float(), targets, reduction="sum"), valid.sum()
+    losses = nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    return (losses if weights is None else losses * weights).sum(), count
+
+
+def trained_parameters(model: nn.Module) -> list[torch.Tensor]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def term_gradient_norms(parameters: list[torch.Tensor], cls_loss: torch.Tensor, lm_loss: torch.Tensor) -> dict:
+    """The L2 norm of each loss term's gradient on ``parameters`` and the cosine between the two gradients
+    (negative: the terms pull the weights apart). The graph is kept for the step's own backward pass."""
+    grads = [
+        torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True) for term in (cls_loss, lm_loss)
+    ]
+    squares = [sum(float(g.float().pow(2).sum()) for g in gs if g is not None) for gs in grads]
+    dot = sum(float((a.float() * b.float()).sum()) for a, b in zip(*grads) if a is not None and b is not None)
+    norms = [q**0.5 for q in squares]
+    cosine = dot / (norms[0] * norms[1]) if norms[0] and norms[1] else 0.0
+    return {"grad_norm_cls": norms[0], "grad_norm_lm": norms[1], "grad_cosine": cosine}
+
+
+# the training log's entries of each term (unweighted) and, with --log-grad-norms, their gradients
+LOSS_TERM_KEYS = ("loss", "loss_cls", "loss_lm", "grad_norm", "grad_norm_cls", "grad_norm_lm", "grad_cosine")
 
 
 class DHRDTrainer(Trainer):
@@ -124,7 +155,13 @@ class DHRDTrainer(Trainer):
     ``L_cls`` is the batch-mean cross-entropy of the pooled head; with ``class_weights`` (one per label), the
     weighted cross-entropy (PyTorch's: the mean weighted by each row's class weight). ``L_reason`` is the
     next-token loss of the reasoning head (the backbone's own LM head) averaged over every valid target token
-    of the whole optimiser step: all accumulated micro-batches and all processes (``num_items_in_batch``).
+    of the whole optimiser step: all accumulated micro-batches and all processes (``num_items_in_batch``), or with
+    ``lm_normalization="example"`` each row's mean over its own tokens averaged over the step's rows.
+
+    Every training log carries the two terms unweighted (``loss_cls``, ``loss_lm``: means over the micro-batches
+    since the last log, this process's); with ``log_grad_norms`` also, from the logging step's first
+    micro-batch, the norm of each term's gradient on the trained parameters and their cosine (two more backward
+    passes a logging step).
     """
 
     # both terms are normalised over the whole accumulated step here, so Trainer must not divide again
@@ -199,10 +236,14 @@ class DHRDTrainer(Trainer):
         self.reasoning_weight = reasoning_weight  # () -> the LM head's weight (tied or frozen)
         self.model_accepts_loss_kwargs = False  # Trainer must not rescale by the number of processes
 
+    def _per_example_lm(self) -> bool:
+        return getattr(self.args, "lm_normalization", "token") == "example"
+
     def _get_num_items_in_batch(self, batch_samples, device):
         if not self.alpha or not batch_samples or "lm_labels" not in batch_samples[0]:
             return None
-        count = sum((batch["lm_labels"][:, 1:] != -100).sum() for batch in batch_samples).to(device)
+        valid = [batch["lm_labels"][:, 1:] != -100 for batch in batch_samples]
+        count = sum((v.any(1) if self._per_example_lm() else v).sum() for v in valid).to(device)
         if self.args.world_size > 1:
             count = self.accelerator.gather(count).sum()
         return count
@@ -216,15 +257,56 @@ class DHRDTrainer(Trainer):
         steps = getattr(self, "current_gradient_accumulation_steps", 1) if model.training else 1
         logits = outputs.logits.float()
         weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        loss = self.beta * nn.functional.cross_entropy(logits, labels, weight=weight) / steps
+        cls_loss = nn.functional.cross_entropy(logits, labels, weight=weight)
+        loss = self.beta * cls_loss / steps
+        lm_loss = None
         if use_lm:
             chunked = getattr(self.args, "chunked_lm_loss", True)  # transformers' own TrainingArguments have none
-            total, count = reasoning_loss_sum(self.reasoning_weight(), outputs.last_hidden_state, lm_labels, chunked)
+            hidden = outputs.last_hidden_state
+            total, count = reasoning_loss_sum(
+                self.reasoning_weight(), hidden, lm_labels, chunked, self._per_example_lm()
+            )
+            lm_loss = total / torch.clamp(torch.as_tensor(count, device=total.device), min=1)  # this micro-batch's
             if num_items_in_batch is not None and model.training:
                 # DDP averages gradients over processes: scale so the result is sum / all tokens of the step
                 total, count = total * self.accelerator.num_processes, num_items_in_batch
             loss = loss + self.alpha * total / torch.clamp(torch.as_tensor(count, device=total.device), min=1)
+        if model.training:
+            self._record_terms(model, cls_loss, lm_loss)
         return (loss, outputs) if return_outputs else loss
+
+    def _record_terms(self, model, cls_loss: torch.Tensor, lm_loss: torch.Tensor | None) -> None:
+        terms = getattr(self, "_term_sums", None)
+        if terms is None:
+            terms = self._term_sums = {}
+        for key, value in (("loss_cls", cls_loss), ("loss_lm", lm_loss)):
+            if value is not None:
+                total, n = terms.get(key, (0.0, 0))
+                terms[key] = (total + float(value.detach()), n + 1)
+        if lm_loss is None or not getattr(self.args, "log_grad_norms", False) or not self._logs_this_step():
+            return
+        step = self.state.global_step
+        if getattr(self, "_norms_step", None) != step:  # the step's first micro-batch
+            self._norms_step = step
+            self._term_norms = term_gradient_norms(trained_parameters(model), cls_loss, lm_loss)
+
+    def _logs_this_step(self) -> bool:
+        """Whether the optimiser step under way ends with a training log (Trainer's own rule)."""
+        every = self.state.logging_steps
+        if strategy_name(self.args.logging_strategy) != "steps" or not every:
+            return False
+        return (self.state.global_step + 1) % every == 0 or (
+            self.args.logging_first_step and self.state.global_step == 0
+        )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and not any(k.startswith("eval_") for k in logs):  # a training log, not the summary
+            for key, (total, n) in (getattr(self, "_term_sums", None) or {}).items():
+                logs[key] = total / max(n, 1)
+            self._term_sums = {}
+            logs.update(getattr(self, "_term_norms", None) or {})
+            self._term_norms = None
+        super().log(logs, start_time)
 
 
 def set_training_attention(classifier, attention: str) -> None:
@@ -615,6 +697,12 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
             2,
         ),
         "resumed_from": checkpoint,
+        # each training log's loss terms (and gradient norms with --log-grad-norms), for plots
+        "loss_terms": [
+            {"step": h["step"], "epoch": h.get("epoch"), **{k: h[k] for k in LOSS_TERM_KEYS if k in h}}
+            for h in trainer.state.log_history
+            if "loss" in h and "learning_rate" in h
+        ],
     }
     # Without the per-epoch validation passes: the figure to compare methods by (their eval cost is equal).
     eval_seconds = sum(h.get("eval_runtime", 0.0) for h in history)
@@ -667,6 +755,7 @@ RUN_DEFINING = (
     "rationale_mode",
     "lm_scope",
     "max_rationale_tokens",
+    "lm_normalization",
     "lora",
     "lora_r",
     "lora_alpha",

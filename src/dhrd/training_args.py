@@ -240,6 +240,19 @@ class DHRDTrainingArguments(TrainingArguments):
         choices=["all", "reasoning"],
     )
     max_rationale_tokens: int = _option(160, "longest rationale kept, in tokens", LOSS)
+    lm_normalization: str = _option(
+        "token",
+        "how the LM loss is averaged: token (over every target token of the step, the paper's: long inputs weigh "
+        "more) or example (each example's mean over its own tokens, then the mean over examples)",
+        LOSS,
+        choices=["token", "example"],
+    )
+    log_grad_norms: bool = _option(
+        False,
+        "log each loss term's gradient norm on the trained parameters and their cosine at every logging step "
+        "(two more backward passes a logging step); the terms themselves are always logged",
+        LOSS,
+    )
     max_length: int = _option(512, "longest input in tokens; longer inputs are an error unless --truncation left", DATA)
     truncation: str = _option(
         "error", "error, or left: drop the start of long passages", DATA, choices=["error", "left"]
@@ -353,6 +366,8 @@ class DHRDTrainingArguments(TrainingArguments):
             raise DHRDInputError("--alpha and --beta must be >= 0 and not both 0")
         if self.lm_scope not in ("all", "reasoning"):
             raise DHRDInputError(f"--lm-scope must be 'all' or 'reasoning', not {self.lm_scope!r}")
+        if self.lm_normalization not in ("token", "example"):
+            raise DHRDInputError(f"--lm-normalization must be 'token' or 'example', not {self.lm_normalization!r}")
         if self.attention not in ("auto", "eager", "sdpa"):
             raise DHRDInputError(f"--attention must be auto, eager or sdpa, not {self.attention!r}")
         if self.truncation not in ("error", "left"):
