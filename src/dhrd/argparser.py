@@ -81,6 +81,7 @@ class DHRDArgumentParser(HfArgumentParser):
         known, _ = first.parse_known_args(argv)
         if known.config:
             self.set_defaults(**self.read_config(Path(known.config)))
+        argv = auto_alpha(argv)
         try:
             found = self.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
         except ValueError as error:  # TrainingArguments' own checks
@@ -107,11 +108,28 @@ class DHRDArgumentParser(HfArgumentParser):
         if not isinstance(data, dict):
             raise DHRDInputError(f"{path}: expected a mapping of settings")
         data = {str(k).replace("-", "_"): v for k, v in data.items()}
+        if str(data.get("alpha")).strip().lower() == "auto":  # alpha: auto
+            del data["alpha"]
+            data["alpha_search"] = True
         known = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init}
         unknown = sorted(set(data) - known)
         if unknown:
             raise DHRDInputError(f"{path}: unknown setting {', '.join(unknown)} (see: {self.prog} --help)")
         return data
+
+
+def auto_alpha(argv: list[str]) -> list[str]:
+    """``--alpha auto`` (or ``--alpha=auto``) is ``--alpha-search``: alpha's own option takes numbers."""
+    result, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        if word in ("--alpha", "--alpha=auto") and (word.endswith("=auto") or argv[i + 1 : i + 2] == ["auto"]):
+            result.append("--alpha_search")
+            i += 1 if word.endswith("=auto") else 2
+            continue
+        result.append(word)
+        i += 1
+    return result
 
 
 def _with(f: dataclasses.Field, metadata: dict) -> dataclasses.Field:

@@ -369,6 +369,7 @@ class PreparedRun:
     args: DHRDTrainingArguments | None = None  # the run's settings (its output_dir is the run directory)
     trainer_kwargs: dict | None = None  # what DHRDTrainer is built from
     peft_config: str | None = None  # a fingerprint of a given peft config (run identity), None: the built-in LoRA
+    model_parts: object = None  # (args) -> (model, classifier, causal LM), freshly initialised
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
@@ -472,9 +473,15 @@ def prepare_parts(
     train_cap = None if args.method == "dhrd" else args.max_train_examples
     all_train_rows = spec.split("train", label_names, train_cap, subset_seed)
     train_rows = sample_examples(all_train_rows, args.max_train_examples, subset_seed)
-    eval_rows = sample_examples(
-        spec.split("validation", label_names, args.max_eval_examples, subset_seed), args.max_eval_examples, subset_seed
-    )
+    if args.dev_fraction:
+        # the validation split is carved from the training rows: the reported split is never read
+        train_rows, eval_rows = carve_dev_split(train_rows, args.dev_fraction, subset_seed)
+    else:
+        eval_rows = sample_examples(
+            spec.split("validation", label_names, args.max_eval_examples, subset_seed),
+            args.max_eval_examples,
+            subset_seed,
+        )
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
 
@@ -492,23 +499,13 @@ def prepare_parts(
         args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names, given_rationales
     )
 
-    classifier, tokenizer, causal_lm = build_classifier(
-        backbone,
-        label_names,
-        args.head,
-        args.pooling,
-        args.head_dropout,
-        seed=args.seed,
-        trust_remote_code=args.trust_remote_code,
-        causal_lm=given_lm,
-        tokenizer=tokenizer,
-    )
-    classifier.config.dhrd = _spec_dict(args, spec)
-    if args.gradient_checkpointing:
-        classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    set_training_attention(classifier, args.attention)
-    lora = args.lora or peft_config is not None
-    model = apply_lora(classifier, args, peft_config) if lora else classifier
+    def model_parts(run_args: DHRDTrainingArguments = args):
+        """A freshly initialised model (an alpha search builds one per trial)."""
+        model, classifier, causal_lm, _ = build_model(run_args, backbone, label_names, tokenizer, given_lm, peft_config)
+        classifier.config.dhrd = _spec_dict(run_args, spec)
+        return model, classifier, causal_lm
+
+    model, classifier, causal_lm = model_parts()
     input_format = spec.input_format
 
     weights = class_weight_values(args.class_weights, train_rows, label_names, input_format)
@@ -553,7 +550,50 @@ def prepare_parts(
         args=args,
         trainer_kwargs=trainer_kwargs,
         peft_config=peft_fingerprint(peft_config),
+        model_parts=model_parts,
     )
+
+
+def build_model(args: DHRDTrainingArguments, backbone: str, label_names, tokenizer, given_lm=None, peft_config=None):
+    """The classifier to train (LoRA-wrapped where asked), the classifier itself, the causal LM whose head is
+    the reasoning head, and the tokenizer (with a pad token)."""
+    classifier, tokenizer, causal_lm = build_classifier(
+        backbone,
+        label_names,
+        args.head,
+        args.pooling,
+        args.head_dropout,
+        seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
+        causal_lm=given_lm,
+        tokenizer=tokenizer,
+    )
+    if args.gradient_checkpointing:
+        classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    set_training_attention(classifier, args.attention)
+    lora = args.lora or peft_config is not None
+    model = apply_lora(classifier, args, peft_config) if lora else classifier
+    return model, classifier, causal_lm, tokenizer
+
+
+def carve_dev_split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """A seeded dev split of ``fraction`` of the examples, stratified by label (whole examples: the yes/no rows
+    of one example stay together), and the rows left to train on, each in their original order."""
+    from sklearn.model_selection import train_test_split
+
+    groups = list(dict.fromkeys(e.group for e in rows))
+    labels_of = {}
+    for e in rows:
+        labels_of.setdefault(e.group, []).append(e.label)
+    strata = [str(labels_of[g]) for g in groups]
+    dev_count = max(1, round(fraction * len(groups)))
+    if dev_count >= len(groups):
+        raise DHRDInputError(f"--dev-fraction {fraction}: {len(groups)} training examples leave none to train on")
+    counts = {s: strata.count(s) for s in strata}
+    stratify = strata if min(counts.values()) >= 2 and dev_count >= len(counts) else None
+    _, dev_groups = train_test_split(groups, test_size=dev_count, random_state=seed, stratify=stratify)
+    dev = set(dev_groups)
+    return [e for e in rows if e.group not in dev], [e for e in rows if e.group in dev]
 
 
 def peft_fingerprint(peft_config) -> str | None:
@@ -647,7 +687,13 @@ def best_metric_key(name: str, eval_rows, input_format: str, label_names) -> str
 def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | None = None) -> TrainResult:
     """Train, keep the best epoch by the validation score, save the classifier and its metrics: the one-call
     path. ``trainer``: a DHRDTrainer built with the Trainer-shaped API (its own datasets, callbacks, ...) to
-    run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed."""
+    run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed. With
+    ``alpha_search`` (``--alpha auto``), alpha is chosen first on a dev split of the training rows
+    (``dhrd.tuning``)."""
+    if trainer is None and args is not None and args.alpha_search:
+        from .tuning import train_with_alpha_search
+
+        return train_with_alpha_search(args)
     if trainer is None:
         run_parts = prepare_run(args if args is not None else DHRDTrainingArguments())
     elif trainer.prepared is None:

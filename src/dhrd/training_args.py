@@ -215,7 +215,28 @@ class DHRDTrainingArguments(TrainingArguments):
         LOSS,
         choices=["pooled", "dhrd"],
     )
-    alpha: float | None = _option(None, "weight of the reasoning (LM) loss (None: 1 for dhrd, 0 for pooled)", LOSS)
+    alpha: float | None = _option(
+        None,
+        "weight of the reasoning (LM) loss (None: 1 for dhrd, 0 for pooled); auto: chosen on a dev split carved "
+        "from the training data (--alpha-search)",
+        LOSS,
+    )
+    alpha_search: bool = _option(
+        False,
+        "choose alpha and --lm-scope on a seeded, stratified dev split carved from the training rows (the "
+        "validation split is never seen by the choice) among --alpha-candidates x --lm-scope-candidates, alpha 0 "
+        "being pooled, through Trainer.hyperparameter_search with bad trials pruned; the winner is trained again "
+        "on all the training rows and saved with the search table",
+        LOSS,
+    )
+    alpha_candidates: str = _option("0,0.1,0.25,0.5,1", "the alpha search's alphas (0: pooled)", LOSS)
+    lm_scope_candidates: str = _option("all,reasoning", "the alpha search's --lm-scope values", LOSS)
+    dev_fraction: float | None = _option(
+        None,
+        "validate on a seeded, stratified fraction of the training rows instead of the validation split (the "
+        "alpha search's dev split; default there: 0.2)",
+        DATA,
+    )
     beta: float = _option(1.0, "weight of the classification loss", LOSS)
     # sklearn's compute_class_weight on the training labels, or per label name {"positive": 3} (others 1)
     class_weights: dict[str, float] | str | None = _option(
@@ -290,6 +311,8 @@ class DHRDTrainingArguments(TrainingArguments):
     def resolve_defaults(self) -> None:
         """DHRD's defaults that depend on other fields; an explicit value is kept. Before TrainingArguments'
         own checks, which need bf16, the strategies and the devices settled."""
+        if isinstance(self.alpha, str) and self.alpha.strip().lower() == "auto":
+            self.alpha, self.alpha_search = None, True
         if self.output_dir is None:
             name = "custom" if self.train_file or self.dataset else str(self.task).replace(",", "+")
             self.output_dir = str(Path("runs") / f"{name}-{self.method}")
@@ -366,6 +389,12 @@ class DHRDTrainingArguments(TrainingArguments):
             raise DHRDInputError("--alpha and --beta must be >= 0 and not both 0")
         if self.lm_scope not in ("all", "reasoning"):
             raise DHRDInputError(f"--lm-scope must be 'all' or 'reasoning', not {self.lm_scope!r}")
+        if self.dev_fraction is not None and not 0 < self.dev_fraction < 1:
+            raise DHRDInputError(f"--dev-fraction must be between 0 and 1, not {self.dev_fraction}")
+        if self.alpha_search:
+            if self.alpha is not None:
+                raise DHRDInputError("--alpha auto chooses alpha: give it or a number, not both")
+            self.search_candidates()  # readable
         if self.lm_normalization not in ("token", "example"):
             raise DHRDInputError(f"--lm-normalization must be 'token' or 'example', not {self.lm_normalization!r}")
         if self.attention not in ("auto", "eager", "sdpa"):
@@ -384,6 +413,20 @@ class DHRDTrainingArguments(TrainingArguments):
                     "--early-stopping-patience needs a validation pass every epoch: more than one epoch, and "
                     "--best-epoch (the best epoch is the one kept)"
                 )
+
+    def search_candidates(self) -> list[tuple[float, str]]:
+        """The alpha search's (alpha, lm_scope) pairs, pooled (alpha 0, one scope) first."""
+        try:
+            alphas = sorted({float(a) for a in str(self.alpha_candidates).split(",") if a.strip()})
+        except ValueError:
+            raise DHRDInputError(f"--alpha-candidates {self.alpha_candidates!r}: numbers like 0,0.25,1") from None
+        scopes = [s.strip() for s in str(self.lm_scope_candidates).split(",") if s.strip()]
+        if not alphas or min(alphas) < 0 or not scopes or set(scopes) - {"all", "reasoning"}:
+            raise DHRDInputError(
+                f"--alpha-candidates {self.alpha_candidates!r} x --lm-scope-candidates {self.lm_scope_candidates!r}: "
+                "alphas >= 0, scopes all or reasoning"
+            )
+        return [(a, "all" if a == 0 else scope) for a in alphas for scope in (scopes[:1] if a == 0 else scopes)]
 
     def trainer_arguments(self, **overrides) -> DHRDTrainingArguments:
         """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top."""

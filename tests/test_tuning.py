@@ -1,0 +1,132 @@
+"""--alpha auto: the dev split carved from the training rows, the search through Trainer.hyperparameter_search."""
+
+import json
+from collections import Counter
+
+import pytest
+from conftest import tiny_run, write_jsonl
+
+from dhrd import DHRDTrainingArguments, train
+from dhrd.argparser import parse_train_arguments
+from dhrd.errors import DHRDInputError
+from dhrd.tasks import Example, load_task_split
+from dhrd.training import carve_dev_split, prepare_parts
+
+pytest.importorskip("optuna", reason="--alpha auto needs optuna")
+
+
+def _examples(n, labels=(0, 1, 2)):
+    return [Example(f"e{i}", "custom", f"text {i}", labels[i % len(labels)], f"e{i}") for i in range(n)]
+
+
+def test_the_dev_split_is_seeded_stratified_and_disjoint():
+    rows = _examples(60)
+    fit, dev = carve_dev_split(rows, 0.2, seed=3)
+    assert len(dev) == 12 and len(fit) == 48
+    assert not {e.id for e in fit} & {e.id for e in dev} and len(fit) + len(dev) == len(rows)
+    assert Counter(e.label for e in dev) == {0: 4, 1: 4, 2: 4}  # stratified
+    assert carve_dev_split(rows, 0.2, seed=3) == (fit, dev)  # seeded
+    assert carve_dev_split(rows, 0.2, seed=4)[1] != dev
+    assert [e.id for e in fit] == sorted((e.id for e in fit), key=lambda i: int(i[1:]))  # original order
+
+
+def test_the_dev_split_keeps_an_examples_rows_together():
+    rows = [Example(f"e{i}-{k}", "cb", "t", int(k == i % 3), f"e{i}", str(k)) for i in range(20) for k in range(3)]
+    fit, dev = carve_dev_split(rows, 0.25, seed=0)
+    assert {e.group for e in fit}.isdisjoint({e.group for e in dev})
+    assert all(Counter(e.group for e in dev)[g] == 3 for g in {e.group for e in dev})
+
+
+def test_the_dev_split_never_overlaps_the_scored_split(tmp_path, tiny_backbone, superglue_dir):
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "run"), dev_fraction=0.25, **tiny_run(tiny_backbone, superglue_dir)
+    )
+    prepared = prepare_parts(args)
+    # ids are per split (both files count idx from 0): the rows are told apart by their texts, which differ
+    train_texts = {e.text for e in load_task_split("cb", "train", "yesno", superglue_dir)}
+    scored_texts = {e.text for e in load_task_split("cb", "validation", "yesno", superglue_dir)}
+    assert not train_texts & scored_texts  # the premise of the test
+    dev, fit = {e.text for e in prepared.eval_rows}, {e.text for e in prepared.train_rows}
+    assert dev and dev <= train_texts and not dev & fit and dev | fit == train_texts
+    assert not dev & scored_texts
+
+
+def test_alpha_auto_on_the_command_line_and_in_python():
+    assert parse_train_arguments(["--task", "cb", "--alpha", "auto"]).alpha_search
+    assert parse_train_arguments(["--task", "cb", "--alpha=auto"]).alpha_search
+    assert parse_train_arguments(["--task", "cb", "--alpha", "0.5"]).alpha == 0.5
+    args = DHRDTrainingArguments(task="cb", alpha="auto", output_dir="x")
+    assert args.alpha_search and args.alpha is None
+    assert args.search_candidates() == [
+        (0.0, "all"),
+        (0.1, "all"),
+        (0.1, "reasoning"),
+        (0.25, "all"),
+        (0.25, "reasoning"),
+        (0.5, "all"),
+        (0.5, "reasoning"),
+        (1.0, "all"),
+        (1.0, "reasoning"),
+    ]
+    with pytest.raises(DHRDInputError, match="alpha-candidates"):
+        DHRDTrainingArguments(task="cb", alpha_search=True, alpha_candidates="a,b", output_dir="x").validate()
+    with pytest.raises(DHRDInputError, match="dev-fraction"):
+        DHRDTrainingArguments(task="cb", dev_fraction=1.5, output_dir="x").validate()
+
+
+def _rationales(tmp_path):
+    return write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so on day {i}."} for i in range(12)])
+
+
+def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """The tiny untrained backbone answers one class whatever the candidate: every dev score ties, and a tie
+    goes to pooled (the smallest alpha)."""
+    from dhrd import tuning
+
+    trials = []
+    setup = tuning.AlphaSearchTrainer._hp_search_setup
+
+    def recording_setup(self, trial):
+        setup(self, trial)
+        if trial is not None:
+            rows = self.train_dataset
+            targets = sum(sum(t != -100 for t in r["lm_labels"][1:]) for r in rows) if "lm_labels" in rows[0] else 0
+            trials.append((self.alpha, self.args.lm_scope, targets))
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", recording_setup)
+    output = tmp_path / "auto"
+    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-9)
+    args = DHRDTrainingArguments(
+        output_dir=str(output),
+        alpha="auto",
+        alpha_candidates="0,1",
+        lm_scope_candidates="all,reasoning",
+        rationales=str(_rationales(tmp_path)),
+        **settings,
+    )
+    result = train(args)
+    table = json.loads((output / "alpha-search.json").read_text())
+    assert [r["candidate"] for r in table["candidates"]] == [
+        "pooled",
+        "alpha 1, lm-scope all",
+        "alpha 1, lm-scope reasoning",
+    ]
+    # each trial trained its own candidate: pooled without LM targets, the reasoning scope with fewer than all
+    assert [(a, s) for a, s, _ in trials] == [(0.0, "all"), (1.0, "all"), (1.0, "reasoning")]
+    assert trials[0][2] == 0 and trials[1][2] > trials[2][2] > 0
+    scores = {r["dev_score"] for r in table["candidates"] if r["state"] == "complete"}
+    assert len(scores) == 1, table  # the premise of the test: a tie
+    assert table["chosen"] == "pooled" and table["alpha"] == 0
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["dhrd"]["method"] == "pooled" and config["dhrd"]["alpha"] == 0
+    assert (result.model_dir / "alpha-search.md").is_file() and (output / "alpha-search.md").is_file()
+    assert result.metrics["alpha_search"]["chosen"] == "pooled"
+    assert json.loads((output / "metrics.json").read_text())["alpha_search"]["chosen"] == "pooled"
+    # started again: the finished trials are read back, none trains again
+    db = output / "alpha-search" / "optuna.db"
+    before = db.stat().st_mtime_ns
+    train(args)
+    import optuna
+
+    study = optuna.load_study(study_name="dhrd-alpha-search", storage=f"sqlite:///{db}")
+    assert len(study.trials) == 3 and before <= db.stat().st_mtime_ns
