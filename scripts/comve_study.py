@@ -163,7 +163,7 @@ def summarise(cells: list[Cell], runs: Path, examples, names) -> dict:
                 "seeds": [r["cell"].seed for r in done],
                 "scores": scores,
                 "mean": round(float(np.mean(scores)), 2) if scores else None,
-                "learnt": bool(scores) and float(np.mean(scores)) >= floor + MARGIN,
+                "learnt": bool(scores) and bool(float(np.mean(scores)) >= floor + MARGIN),
                 "train_seconds": [r["train_seconds"] for r in done],
                 "peak_rss_gb": [r["peak_rss_gb"] for r in done],
             }
