@@ -1,0 +1,345 @@
+"""DHRD's settings against pooled, paired by seed on the same examples: where does DHRD pay off, and why did it hurt?
+
+A study is one data source and its budgets (training rows, epochs, learning rate); its variants are trained with
+the same seeds on the same rows and scored on the same split:
+- a SuperGLUE task (`--task rte`): scored on the validation split, the last epoch kept (no choice is made on it);
+- your own data through an own-data config (`--config examples/own-data/comve.yaml`: ComVE with its human
+  explanations as rationales): scored on the `test` file beside the training file, the validation file only
+  picking the epoch where there are several. No dataset-specific code.
+Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
+one resumes from its checkpoint, and the tables are rewritten after every cell:
+
+    python scripts/variants_study.py --config examples/own-data/comve.yaml --sizes 1000 --variants pooled,dhrd
+    python scripts/variants_study.py --task rte --lr 2e-4 --variants pooled,dhrd,dhrd-a0.25,dhrd-example
+    python scripts/variants_study.py ... --render              # rewrite the tables from finished cells only
+
+A variant is `pooled`, or `dhrd` with optional `-a<alpha>`, `-reasoning` (`--lm-scope reasoning`) and `-example`
+(`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). `--grad-norms`
+logs each loss term's gradient norm (two more backward passes a logging step: not for timing cells).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import resource
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from dhrd.data import load_file_examples
+from dhrd.runtime import write_json_atomic, write_text_atomic
+from dhrd.stats import example_statistics, paired_difference, resampled_scores
+from dhrd.tasks import floors, load_task_split
+
+TEST_FILE = "test.jsonl"  # an own-data study's scored split, beside its training file
+MARGIN = 5.0  # points above the majority floor that count as learning (as in the learning-budget study)
+
+
+@dataclass(frozen=True)
+class Cell:
+    size: int | None  # training rows (None: all)
+    variant: str
+    seed: int
+    epochs: float
+    learning_rate: float
+
+    @property
+    def budget(self) -> str:
+        return f"n{'all' if self.size is None else self.size}-e{self.epochs:g}-lr{self.learning_rate:g}"
+
+    @property
+    def name(self) -> str:
+        return f"{self.budget}-{self.variant}-s{self.seed}"
+
+
+def parse_cell(name: str) -> Cell | None:
+    match = re.fullmatch(r"n(\d+|all)-e([0-9.]+)-lr([0-9.e-]+)-(.+)-s(\d+)", name)
+    if not match:
+        return None
+    size = None if match.group(1) == "all" else int(match.group(1))
+    return Cell(size, match.group(4), int(match.group(5)), float(match.group(2)), float(match.group(3)))
+
+
+def variant_settings(variant: str) -> dict:
+    """The training settings of a variant name (see the module's help)."""
+    if variant == "auto":
+        return {"method": "dhrd", "alpha_search": True}
+    match = re.fullmatch(r"(pooled|dhrd)(?:-a([0-9.]+))?(-reasoning)?(-example)?", variant)
+    if not match or (match.group(1) == "pooled" and any(match.groups()[1:])):
+        raise SystemExit(f"unknown variant {variant!r}: pooled, auto, or dhrd[-a<alpha>][-reasoning][-example]")
+    if match.group(1) == "pooled":
+        return {"method": "pooled"}
+    settings = {"method": "dhrd", "alpha": float(match.group(2) or 1.0)}
+    if match.group(3):
+        settings["lm_scope"] = "reasoning"
+    if match.group(4):
+        settings["lm_normalization"] = "example"
+    return settings
+
+
+class Study:
+    """Where the rows come from and how a finished run is scored."""
+
+    task = "custom"
+    input_format = "native"
+    examples: list
+    label_names: tuple
+
+    def settings(self) -> dict:
+        raise NotImplementedError
+
+    def scored_probs(self, run: Path) -> np.ndarray:
+        raise NotImplementedError
+
+    def scored_split(self) -> str:
+        raise NotImplementedError
+
+
+class OwnData(Study):
+    """An own-data config (train and validation files), scored on the test file beside the training file."""
+
+    def __init__(self, config: Path):
+        from dhrd.training import DHRDTrainingArguments
+
+        self.config = dict(yaml.safe_load(config.read_text()))
+        spec = DHRDTrainingArguments(**self.config, output_dir="unused").data_spec()
+        spec.validate()
+        self.label_names = spec.label_names()
+        self.path = Path(self.config["train_file"]).with_name(TEST_FILE)
+        self.examples = load_file_examples(self.path, spec.columns, self.label_names)
+
+    def settings(self) -> dict:
+        return dict(self.config)
+
+    def scored_split(self) -> str:
+        return f"test ({self.path.name}, {len(self.examples)} rows)"
+
+    def scored_probs(self, run: Path) -> np.ndarray:
+        from dhrd.engines import load_inference_model
+        from dhrd.evaluation import predict_proba
+
+        model, tokenizer = load_inference_model(run / "model")
+        return predict_proba(model, tokenizer, [e.text for e in self.examples], names=[e.id for e in self.examples])
+
+
+class SuperGLUE(Study):
+    """A SuperGLUE task, scored on its validation split (test labels are hidden): the last epoch is kept."""
+
+    def __init__(self, task: str, input_format: str):
+        self.task, self.input_format = task, input_format
+        self.examples = load_task_split(task, "validation", input_format)
+        from dhrd.tasks import TASKS
+
+        self.label_names = TASKS[task].label_names(input_format)
+
+    def settings(self) -> dict:
+        # RTE's long passages: the settings of the earlier RTE studies (results/reproduce-dhrd-vs-pooled-rte-cpu)
+        return {"task": self.task, "input_format": self.input_format, "max_length": 768, "truncation": "left"}
+
+    def scored_split(self) -> str:
+        return f"validation ({len(self.examples)} rows)"
+
+    def scored_probs(self, run: Path) -> np.ndarray:
+        saved = json.loads((run / "validation-predictions.json").read_text())
+        by_id = dict(zip(saved["ids"], saved["probs"]))
+        return np.array([by_id[e.id] for e in self.examples])
+
+
+def training_arguments(study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool):
+    from dhrd.training import DHRDTrainingArguments
+
+    own = isinstance(study, OwnData)
+    return DHRDTrainingArguments(
+        **study.settings(),
+        **variant_settings(cell.variant),
+        output_dir=str(runs / cell.name),
+        max_train_examples=cell.size,
+        subset_seed=1,  # every seed and variant of a budget trains on the same rows: paired comparisons
+        max_eval_examples=eval_cap if own else None,
+        num_train_epochs=cell.epochs,
+        learning_rate=cell.learning_rate,
+        seed=cell.seed,
+        best_epoch=own and cell.epochs > 1,  # chosen on validation only where validation is not the scored split
+        save_steps=50,  # a cell may span sessions
+        save_total_limit=1,
+        log_grad_norms=grad_norms,
+    )
+
+
+def score_cell(study: Study, run: Path) -> dict:
+    """The run's probabilities on the scored split, written atomically (the cell's end mark)."""
+    target = run / "scored.json"
+    if not target.is_file():
+        probs = study.scored_probs(run)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # this process's peak so far, GB
+        data = {
+            "ids": [e.id for e in study.examples],
+            "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist(),
+            "peak_rss_gb": round(peak, 2),
+        }
+        write_json_atomic(target, data)
+    return json.loads(target.read_text())
+
+
+def cell_result(study: Study, cell: Cell, runs: Path) -> dict | None:
+    run = runs / cell.name
+    target = run / "scored.json"
+    if not target.is_file():
+        return None
+    saved = json.loads(target.read_text())
+    by_id = dict(zip(saved["ids"], saved["probs"]))
+    probs = np.array([by_id[e.id] for e in study.examples])
+    metrics = json.loads((run / "metrics.json").read_text())
+    stats = example_statistics(study.task, study.examples, probs, study.input_format)
+    score = float(resampled_scores(study.task, stats, np.arange(len(stats["correct"]))[None, :])[0])
+    search = metrics.get("alpha_search")
+    seconds = metrics.get("optimizer_seconds_per_epoch", 0) * cell.epochs or metrics.get("train_seconds")
+    return {
+        "cell": cell,
+        "stats": stats,
+        "score": round(score, 2),
+        "train_seconds": (search["search_seconds"] if search else 0) + (seconds or 0),
+        "peak_rss_gb": saved.get("peak_rss_gb"),
+        "predicted_classes": len(set(probs.argmax(-1).tolist())),
+        "chosen": search["chosen"] if search else None,
+    }
+
+
+def summarise(study: Study, cells: list[Cell], runs: Path) -> dict:
+    floor = floors(study.examples, study.input_format, len(study.label_names))[study.task]
+    results = {c: r for c in cells if (r := cell_result(study, c, runs))}
+    rows = []
+    for budget in dict.fromkeys(c.budget for c in cells):
+        here = [c for c in cells if c.budget == budget]
+        for variant in dict.fromkeys(c.variant for c in here):
+            done = [results[c] for c in here if c.variant == variant and c in results]
+            scores = [r["score"] for r in done]
+            row = {
+                "budget": budget,
+                "size": here[0].size,
+                "epochs": here[0].epochs,
+                "learning_rate": here[0].learning_rate,
+                "variant": variant,
+                "seeds": [r["cell"].seed for r in done],
+                "scores": scores,
+                "mean": round(float(np.mean(scores)), 2) if scores else None,
+                "learnt": bool(scores) and bool(float(np.mean(scores)) >= floor["score"] + MARGIN),
+                "train_seconds": [r["train_seconds"] for r in done],
+                "peak_rss_gb": [r["peak_rss_gb"] for r in done],
+                "predicted_classes": [r["predicted_classes"] for r in done],
+                "chosen": [r["chosen"] for r in done if r["chosen"]],
+            }
+            pooled = {c.seed: results[c] for c in here if c.variant == "pooled" and c in results}
+            paired = [(pooled[r["cell"].seed], r) for r in done if r["cell"].seed in pooled]
+            if variant != "pooled" and paired:
+                row["paired"] = paired_difference(
+                    study.task, [p["stats"] for p, _ in paired], [r["stats"] for _, r in paired]
+                )
+                base = sum(p["train_seconds"] or 0 for p, _ in paired)
+                row["time_vs_pooled"] = (
+                    round(sum(r["train_seconds"] or 0 for _, r in paired) / base, 2) if base else None
+                )
+            rows.append(row)
+    return {
+        "task": study.task,
+        "scored_split": study.scored_split(),
+        "floor": round(floor["score"], 2),
+        "chance": floor["chance"],
+        "rows": rows,
+    }
+
+
+def markdown(summary: dict, title: str, command: str) -> str:
+    lines = [
+        f"# {title}",
+        "",
+        f"SmolLM2-135M-Instruct, LoRA, 2 CPU cores. Scored on {summary['scored_split']}; seeds paired on the same",
+        f"training rows. Majority floor **{summary['floor']:.1f}**, chance {summary['chance']:.1f}; a budget is",
+        f"learnt when its mean is at least floor + {MARGIN:g}. Differences are the variant minus pooled in points of",
+        "the task score, with a 95% bootstrap interval over scored examples and seeds. Time: training (and for",
+        "auto, the search) relative to the paired pooled runs.",
+        "",
+        "| budget | variant | seeds | score per seed | mean | learnt | minus pooled [95% CI] | time vs pooled |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in summary["rows"]:
+        p = r.get("paired")
+        diff = f"{p['difference']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']})" if p else ""
+        scores = ", ".join(f"{s:.1f}" for s in r["scores"])
+        mean = "" if r["mean"] is None else f"{r['mean']:.1f}"
+        ratio = f"{r['time_vs_pooled']:.2f}x" if r.get("time_vs_pooled") else ""
+        chosen = f" (chose: {'; '.join(r['chosen'])})" if r["chosen"] else ""
+        lines.append(
+            f"| {r['budget']} | {r['variant']}{chosen} | {','.join(map(str, r['seeds']))} | {scores} | {mean} | "
+            f"{'yes' if r['learnt'] else 'no'} | {diff} | {ratio} |"
+        )
+    lines += ["", f"Command: `{command}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--config", help="an own-data config (YAML of dhrd train settings), scored on its test file")
+    source.add_argument("--task", help="a SuperGLUE task, scored on its validation split")
+    parser.add_argument("--input-format", default="native", help="a SuperGLUE task's input format")
+    parser.add_argument("--sizes", default="all", help="training rows per budget, comma-separated (all: the split)")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--variants", default="pooled,dhrd")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-cap", type=int, default=300, help="own data: validation rows of a per-epoch pass")
+    parser.add_argument("--grad-norms", action="store_true", help="log each loss term's gradient norm")
+    parser.add_argument("--runs", required=True, help="the cells' run directories")
+    parser.add_argument("--out", required=True, help="results path without suffix (.md and .json are written)")
+    parser.add_argument("--title", default=None)
+    parser.add_argument("--render", action="store_true", help="only rewrite the tables from finished cells")
+    options = parser.parse_args()
+    study = OwnData(Path(options.config)) if options.config else SuperGLUE(options.task, options.input_format)
+    runs, out = Path(options.runs), Path(options.out)
+    sizes = [None if s == "all" else int(s) for s in options.sizes.split(",")]
+    seeds = [int(s) for s in options.seeds.split(",")]
+    variants = [v.strip() for v in options.variants.split(",") if v.strip()]
+    for variant in variants:
+        variant_settings(variant)
+    # seed-major: every seed's variants land before the next seed starts
+    cells = [Cell(n, v, s, options.epochs, options.lr) for n in sizes for s in seeds for v in variants]
+    command = "python scripts/variants_study.py " + shlex.join(a for a in sys.argv[1:] if a != "--render")
+    title = options.title or f"DHRD variants against pooled: {options.task or Path(options.config).stem}"
+
+    def save() -> None:
+        # every finished cell under runs/ stays in the tables, whichever command ran it
+        known = {c.name: c for c in cells}
+        for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
+            cell = parse_cell(path.parent.name)
+            if cell is not None and cell.name not in known:
+                known[cell.name] = cell
+        ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))
+        summary = summarise(study, ordered, runs)
+        write_json_atomic(out.with_suffix(".json"), {**summary, "command": command})
+        write_text_atomic(out.with_suffix(".md"), markdown(summary, title, command))
+
+    save()
+    if options.render:
+        return
+    from dhrd.training import train
+
+    for cell in cells:
+        run = runs / cell.name
+        if (run / "scored.json").is_file():
+            continue
+        print(f"== {cell.name}", flush=True)
+        if not (run / "metrics.json").is_file():
+            train(training_arguments(study, cell, runs, options.eval_cap, options.grad_norms))
+        score_cell(study, run)
+        save()
+
+
+if __name__ == "__main__":
+    main()
