@@ -130,3 +130,36 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
 
     study = optuna.load_study(study_name="dhrd-alpha-search", storage=f"sqlite:///{db}")
     assert len(study.trials) == 3 and before <= db.stat().st_mtime_ns
+
+
+def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """Dev scores fixed by alpha (pooled 60, alpha 0.5 55, alpha 1 40): the third trial is below the median of
+    the two before it at its first dev pass, so it stops there."""
+    from dhrd import tuning
+
+    scores = {0.0: 60.0, 0.5: 55.0, 1.0: 40.0}
+    passes = []
+
+    def fixed_evaluate(self, *args, **kwargs):
+        passes.append(self.alpha)
+        return {"eval_score": scores[self.alpha]}
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "evaluate", fixed_evaluate)
+    output = tmp_path / "auto"
+    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
+    args = DHRDTrainingArguments(
+        output_dir=str(output),
+        alpha="auto",
+        alpha_candidates="0,0.5,1",
+        lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)),
+        **settings,
+    )
+    train(args)
+    table = json.loads((output / "alpha-search.json").read_text())
+    states = {r["candidate"]: r["state"] for r in table["candidates"]}
+    assert states == {"pooled": "complete", "alpha 0.5, lm-scope all": "complete", "alpha 1, lm-scope all": "pruned"}
+    # the finished trials were scored at each of their dev passes (every quarter of the run, and at its end)
+    assert passes.count(0.0) == passes.count(0.5) >= tuning.EVALUATIONS_PER_TRIAL and passes.count(1.0) == 1
+    assert table["chosen"] == "pooled" and table["trials_pruned"] == 1
+    assert "pruned" in (output / "alpha-search.md").read_text()
