@@ -1,15 +1,41 @@
-"""dhrd: Dual-Head Reasoning Distillation for decoder-only text classifiers."""
+"""dhrd: Dual-Head Reasoning Distillation for decoder-only text classifiers.
 
-from .errors import DHRDInputError
-from .evaluation import evaluate, predict_proba
-from .modeling import build_classifier, load_classifier, save_classifier
-from .prediction import predict
-from .provenance import dhrd_version
-from .reproduction import ReproduceArguments, make_arguments, reproduce
-from .tasks import TASKS, Example, load_task_split
-from .training import DHRDTrainer, DHRDTrainingArguments, train
+The public names load on first use (PEP 562): ``import dhrd`` and the command line's help, version and option
+errors never import torch or transformers, which take seconds."""
 
-__version__ = dhrd_version()
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each on first use
+    from .errors import DHRDInputError
+    from .evaluation import evaluate, predict_proba
+    from .modeling import build_classifier, load_classifier, save_classifier
+    from .prediction import predict
+    from .reproduction import ReproduceArguments, make_arguments, reproduce
+    from .tasks import TASKS, Example, load_task_split
+    from .training import DHRDTrainer, DHRDTrainingArguments, train
+
+# each public name and the module that defines it
+_HOMES = {
+    "DHRDInputError": "errors",
+    "evaluate": "evaluation",
+    "predict_proba": "evaluation",
+    "build_classifier": "modeling",
+    "load_classifier": "modeling",
+    "save_classifier": "modeling",
+    "predict": "prediction",
+    "ReproduceArguments": "reproduction",
+    "make_arguments": "reproduction",
+    "reproduce": "reproduction",
+    "TASKS": "tasks",
+    "Example": "tasks",
+    "load_task_split": "tasks",
+    "DHRDTrainer": "training",
+    "DHRDTrainingArguments": "training",
+    "train": "training",
+}
 __all__ = [
     "DHRDInputError",
     "DHRDTrainer",
@@ -28,3 +54,18 @@ __all__ = [
     "save_classifier",
     "train",
 ]
+
+
+def __getattr__(name: str):
+    if name == "__version__":
+        value = importlib.import_module(".provenance", __name__).dhrd_version()
+    elif name in _HOMES:
+        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__, "__version__"])

@@ -2,15 +2,14 @@
 (as TRL's ``TrlParser`` is): every field is a flag under its own name (``--num_train_epochs`` or
 ``--num-train-epochs``), with the aliases, help and choices its metadata declares (``--epochs``, ``--lr``,
 ``--batch-size``, ...), every boolean with a ``--no-<name>`` form, DHRD's groups listed before transformers'
-and each default shown. ``--config x.yaml|json`` gives values that the command line overrides."""
+and each default shown. ``--config x.yaml|json`` gives values that the command line overrides. Building it imports
+torch and transformers: ``dhrd.train_options`` answers ``--help`` and option errors from a table of it instead."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import enum
-import json
-import shutil
 import typing
 from pathlib import Path
 from typing import Literal
@@ -19,23 +18,20 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from .errors import DHRDInputError
+from .train_options import (
+    DESCRIPTION,
+    HelpFormatter,
+    no_such_option,
+    read_config,
+    remember,
+    usage_error,
+    with_config,
+)
 from .training_args import DATA, LOSS, MODEL, TRAINING, DHRDTrainingArguments
 
 GROUPS = (DATA, MODEL, LOSS, TRAINING)
 TRAINER_GROUP = "transformers.TrainingArguments (every Trainer option)"
-DESCRIPTION = (
-    "Train a classifier, evaluate it on the validation split every epoch, keep the best, save it. Flags are "
-    "DHRDTrainingArguments' fields (transformers' names: --num_train_epochs, --learning_rate, --report_to, ...), "
-    "with dashes or underscores; every boolean flag also has a --no-<flag> form."
-)
-
-
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults shown after each help text, in a help column that leaves room for the long flag names."""
-
-    def __init__(self, prog: str):
-        width = min(shutil.get_terminal_size((120, 24)).columns, 140)
-        super().__init__(prog, max_help_position=44, width=width)
+FIELDS = [f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init]  # what --config may set
 
 
 class DHRDArgumentParser(HfArgumentParser):
@@ -72,64 +68,22 @@ class DHRDArgumentParser(HfArgumentParser):
                 self._parse_dataclass_field(group, _with(f, metadata))
 
     def error(self, message: str):
-        raise DHRDInputError(f"{message} (see: {self.prog} --help)")
+        raise usage_error(message, self.prog)
 
     def parse(self, argv: list[str]) -> DHRDTrainingArguments:
         """Defaults, then ``--config``'s file, then the command line."""
-        first = argparse.ArgumentParser(add_help=False)
-        first.add_argument("--config")
-        known, _ = first.parse_known_args(argv)
-        if known.config:
-            self.set_defaults(**self.read_config(Path(known.config)))
-        argv = auto_alpha(argv)
+        argv = with_config(self, argv, set(FIELDS))
         try:
             found = self.parse_args_into_dataclasses(argv, return_remaining_strings=True, look_for_args_file=False)
         except ValueError as error:  # TrainingArguments' own checks
             raise DHRDInputError(" ".join(str(error).split())) from None
         if found[-1]:
-            raise DHRDInputError(f"no such option: {' '.join(found[-1])} (see: {self.prog} --help)")
+            raise no_such_option(found[-1], self.prog)
         return found[0]  # then a namespace holding --config, then the strings left over
 
     def read_config(self, path: Path) -> dict:
         """A YAML or JSON mapping of field names (dashes or underscores); unknown names are errors."""
-        if not path.is_file():
-            raise DHRDInputError(f"{path}: config file not found")
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(path.read_text(encoding="utf-8-sig"))
-            else:
-                import yaml
-
-                data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
-        except (ValueError, UnicodeDecodeError, ImportError) as error:
-            raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
-        except Exception as error:  # yaml's own error types
-            raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
-        if not isinstance(data, dict):
-            raise DHRDInputError(f"{path}: expected a mapping of settings")
-        data = {str(k).replace("-", "_"): v for k, v in data.items()}
-        if str(data.get("alpha")).strip().lower() == "auto":  # alpha: auto
-            del data["alpha"]
-            data["alpha_search"] = True
-        known = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DHRDInputError(f"{path}: unknown setting {', '.join(unknown)} (see: {self.prog} --help)")
-        return data
-
-
-def auto_alpha(argv: list[str]) -> list[str]:
-    """``--alpha auto`` (or ``--alpha=auto``) is ``--alpha-search``: alpha's own option takes numbers."""
-    result, i = [], 0
-    while i < len(argv):
-        word = argv[i]
-        if word in ("--alpha", "--alpha=auto") and (word.endswith("=auto") or argv[i + 1 : i + 2] == ["auto"]):
-            result.append("--alpha_search")
-            i += 1 if word.endswith("=auto") else 2
-            continue
-        result.append(word)
-        i += 1
-    return result
+        return read_config(path, set(FIELDS), self.prog)
 
 
 def _with(f: dataclasses.Field, metadata: dict) -> dataclasses.Field:
@@ -174,7 +128,9 @@ def add_bool(group, f: dataclasses.Field) -> None:
 
 def parse_train_arguments(argv: list[str]) -> DHRDTrainingArguments:
     """``dhrd train``'s arguments as a ``DHRDTrainingArguments``; ``--help`` prints the help and exits."""
-    return DHRDArgumentParser().parse(argv)
+    parser = DHRDArgumentParser()
+    remember(parser, FIELDS)  # before parsing: --help exits
+    return parser.parse(argv)
 
 
 __all__ = ["DHRDArgumentParser", "parse_train_arguments"]

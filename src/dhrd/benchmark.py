@@ -52,6 +52,7 @@ from .modeling import (
 from .provenance import machine
 from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
+from .startup_benchmark import cli_startup, startup_markdown
 from .stats import latency_percentiles
 from .tasks import TASKS, Example, evaluate_rows
 
@@ -86,6 +87,7 @@ class BenchmarkArguments:
     bf16: bool | None = None
     threads: int | None = None
     onnx: bool = False  # also time onnxruntime fp32 and int8 (an export made for the run) beside torch
+    startup: bool = False  # also time the command line's help, version and option errors (dhrd benchmark does)
     seed: int = 0
     output: str = "results/benchmark"
     progress: bool = True
@@ -251,6 +253,7 @@ class BenchmarkResult:
     fast_path: list[dict] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
     engines: dict = field(default_factory=dict)  # --onnx: torch vs onnxruntime rows (engine_benchmark)
+    startup: dict = field(default_factory=dict)  # the command line's help, version and errors (startup_benchmark)
     cot_settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     arguments: dict = field(default_factory=dict)
@@ -283,6 +286,8 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
     peak = gemm[0]["tflops"] * 1e12
     result = BenchmarkResult(machine(bf16), gemm, {"task": args.task, "split": "validation"})
     result.arguments = asdict(args)
+    if args.startup:
+        result.startup = cli_startup(args.repeats)
     if Path(sys.argv[0]).name == "dhrd":
         result.command = shlex.join(["dhrd", *sys.argv[1:]])
     out = Path(args.output)
@@ -560,6 +565,7 @@ def write_markdown(result: BenchmarkResult, path: Path) -> Path:
     from .engine_benchmark import engine_markdown
 
     lines += engine_markdown(result.engines)
+    lines += startup_markdown(result.startup)
     lines += ["", f"Wall time of the whole benchmark: {result.seconds:.0f} s.", ""]
     return write_text_atomic(path, "\n".join(lines))
 

@@ -8,8 +8,6 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import torch
-
 
 def dhrd_version() -> str:
     try:
@@ -30,6 +28,7 @@ def cpu_name() -> str:
 
 def versions() -> dict:
     """Versions and machine in one flat record (reproduce's tables)."""
+    import torch  # here, not at the top: `dhrd --version` reads dhrd_version without loading torch
     import transformers
 
     return {
@@ -44,6 +43,8 @@ def versions() -> dict:
 
 def machine(bf16: bool) -> dict:
     """The machine a timing was taken on, with the versions of what ran (the benchmarks' tables)."""
+    import torch
+
     info = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "cpu": cpu_name(),
