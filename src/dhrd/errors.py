@@ -4,11 +4,17 @@ traceback of an unexpected error (this module imports nothing heavy: the CLI use
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import sys
 import time
 import traceback
 from pathlib import Path
+
+# An option whose value is a secret (--hub-token, --token, an --api-key), and an environment variable that holds
+# one (HF_TOKEN, OPENAI_API_KEY): their values never reach a file dhrd writes
+SECRET_NAME = re.compile(r"(token|key|secret|password)$", re.IGNORECASE)
+SHORTEST_SECRET = 8  # shorter values of such variables (a flag, a path part) would blank out ordinary text
 
 
 class DHRDInputError(Exception):
@@ -25,16 +31,48 @@ def where(path: object, row: int | None = None, field: str | None = None) -> str
     return ": ".join(parts)
 
 
+def missing_file(path: object, what: str = "file") -> DHRDInputError:
+    """The error for a path that should be a file: a directory is named as one, not as missing."""
+    if Path(str(path)).is_dir():
+        return DHRDInputError(f"{path}: a directory, not a {what}")
+    return DHRDInputError(f"{path}: {what} not found")
+
+
+def secrets(argv: list[str] | None = None, environ: dict | None = None) -> set[str]:
+    """The secret values a process holds: those of secret options on its command line, and of secret
+    environment variables (the teacher's key is read from one)."""
+    argv = sys.argv[1:] if argv is None else argv
+    environ = os.environ if environ is None else environ
+    found = set()
+    for k, word in enumerate(argv):
+        name, equals, value = word.partition("=")
+        value = value if equals else (argv[k + 1] if k + 1 < len(argv) else "")
+        if name.startswith("-") and SECRET_NAME.search(name.lstrip("-")):
+            found.add(value)
+        elif name.startswith("-") and SECRET_NAME.search(name.lstrip("-").removesuffix("-env").removesuffix("_env")):
+            found.add(environ.get(value, ""))  # --api-key-env NAME: the key is NAME's value
+    found |= {value for name, value in environ.items() if SECRET_NAME.search(name)}
+    return {value for value in found if len(value) >= SHORTEST_SECRET}
+
+
+def redact(text: str, hidden: set[str] | None = None) -> str:
+    """``text`` with every secret value (``secrets()``) replaced by ``<secret>``."""
+    for value in sorted(secrets() if hidden is None else hidden, key=len, reverse=True):
+        text = text.replace(value, "<secret>")
+    return text
+
+
 def cache_root() -> Path:
     """``$DHRD_CACHE``, else ``~/.cache/dhrd``: GGUF conversions and saved tracebacks."""
     return Path(os.environ.get("DHRD_CACHE", Path.home() / ".cache" / "dhrd"))
 
 
 def save_traceback(error: BaseException) -> Path:
-    """The command line and full traceback of an unexpected error, in ``<cache>/errors/<time>-<pid>.txt``."""
+    """The command line and full traceback of an unexpected error, in ``<cache>/errors/<time>-<pid>.txt``, with
+    every secret (a hub token, an API key) blanked out."""
     folder = cache_root() / "errors"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     lines = traceback.format_exception(type(error), error, error.__traceback__)
-    path.write_text(f"$ dhrd {shlex.join(sys.argv[1:])}\n\n{''.join(lines)}", encoding="utf-8")
+    path.write_text(redact(f"$ dhrd {shlex.join(sys.argv[1:])}\n\n{''.join(lines)}"), encoding="utf-8")
     return path
