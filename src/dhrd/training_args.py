@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
+from .checks import training_options
 from .data import DataSpec
 from .errors import DHRDInputError
 from .runtime import bf16_supported
@@ -381,6 +382,7 @@ class DHRDTrainingArguments(TrainingArguments):
         return 1.0 if self.method == "dhrd" else 0.0
 
     def validate(self) -> None:
+        training_options(self)  # numbers and paths, before any data or model loads
         if self.method not in ("pooled", "dhrd"):
             raise DHRDInputError(f"unknown method {self.method!r}: choose pooled or dhrd")
         if self.method == "pooled" and self.alpha:
@@ -432,6 +434,11 @@ class DHRDTrainingArguments(TrainingArguments):
         """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top."""
         settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), **overrides}
         return dataclasses.replace(self, **settings)
+
+    def __getstate__(self) -> dict:
+        """Pickled without secrets: Trainer writes these arguments into every checkpoint
+        (``training_args.bin``), and a hub token must never reach the disk (``to_dict`` masks it the same way)."""
+        return {k: None if k.endswith("_token") else v for k, v in self.__dict__.items()}
 
 
 def strategy_name(setting) -> str:
