@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .datasets_input import DatasetSplit
-from .errors import DHRDInputError, where
+from .errors import DHRDInputError, missing_file, where
 
 DEFAULT_ENCODING = "utf-8"
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t"}
@@ -33,7 +33,7 @@ def check_encoding(encoding: str | None) -> str:
     try:
         codecs.lookup(encoding)
     except LookupError:
-        raise DHRDInputError(f"unknown --encoding {encoding!r}: try utf-8, latin-1 or cp1252") from None
+        raise DHRDInputError(f"unknown --encoding {encoding!r}: try utf-8, cp1252 or latin-1") from None
     return encoding
 
 
@@ -74,14 +74,37 @@ def iter_lines(path: Path, encoding: str = DEFAULT_ENCODING) -> Iterator[tuple[i
             yield number, text
 
 
+# byte-order marks of the encodings a file can say it has (UTF-32's first: it starts like UTF-16's)
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
 def decode_error(path: Path, row: int | str, error: Undecodable, encoding: str) -> DHRDInputError:
     at = f" at byte offset {error.offset}" if error.offset >= 0 else ""
-    other = "utf-8" if codecs.lookup(encoding).name != "utf-8" else "latin-1 or cp1252"
     row_text = row if isinstance(row, str) else f"row {row}"
     return DHRDInputError(
         f"{path}: {row_text}: byte 0x{error.byte:02x}{at} (line {error.line}) is not valid {encoding}; "
-        f"if the file is written in another encoding, pass --encoding (for example {other})"
+        + _encoding_hint(path, encoding)
     )
+
+
+def _encoding_hint(path: Path, encoding: str) -> str:
+    """What to pass instead: the encoding a byte-order mark names, else cp1252 (what spreadsheets export;
+    latin-1 would read its curly quotes, dashes and euro sign as control characters)."""
+    try:
+        with Path(path).open("rb") as handle:
+            start = handle.read(4)
+    except OSError:
+        start = b""
+    named = next((name for bom, name in BOMS if start.startswith(bom)), None)
+    if named and codecs.lookup(encoding).name != codecs.lookup(named).name:
+        return f"the file starts with a {named.upper()} byte-order mark: pass --encoding {named}"
+    other = "utf-8" if codecs.lookup(encoding).name != "utf-8" else "cp1252, what spreadsheets export; or latin-1"
+    return f"if the file is written in another encoding, pass --encoding (for example {other})"
 
 
 def id_key(value) -> str:
@@ -99,21 +122,24 @@ def is_missing(value) -> bool:
 
 def _iter_jsonl(path: Path, encoding: str) -> Iterator[tuple[int, dict]]:
     lines = iter_lines(path, encoding)
+    number = 0  # data rows: blank lines are not counted
     while True:
         try:
-            number, line = next(lines)
+            line_number, line = next(lines)
         except StopIteration:
             return
         except Undecodable as error:
-            raise decode_error(path, error.line, error, encoding) from None
+            raise decode_error(path, number + 1, error, encoding) from None
         if not line.strip():
             continue
+        number += 1
+        at = where(path, number) + (f" (line {line_number})" if line_number != number else "")
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise DHRDInputError(f"{where(path, number)}: unreadable JSON ({error.msg})") from None
+            raise DHRDInputError(f"{at}: unreadable JSON ({error.msg})") from None
         if not isinstance(row, dict):
-            raise DHRDInputError(f"{where(path, number)}: expected a JSON object, got {type(row).__name__}")
+            raise DHRDInputError(f"{at}: expected a JSON object, got {type(row).__name__}")
         yield number, row
 
 
@@ -137,7 +163,7 @@ def _iter_delimited(path: Path, delimiter: str, encoding: str) -> Iterator[tuple
     except csv.Error as error:
         raise DHRDInputError(f"{path}: header: unreadable ({error})") from None
     header = [name.strip() for name in header]
-    number = 0
+    number = 0  # data rows: blank lines are not counted
     while True:
         state["row"] = number + 1
         try:
@@ -146,9 +172,9 @@ def _iter_delimited(path: Path, delimiter: str, encoding: str) -> Iterator[tuple
             return
         except csv.Error as error:
             raise DHRDInputError(f"{where(path, number + 1)}: unreadable ({error})") from None
-        number += 1
         if not values or (len(values) == 1 and not values[0].strip()):
             continue  # a blank line
+        number += 1
         if len(values) > len(header):
             raise DHRDInputError(
                 f"{where(path, number)}: {len(values)} fields but the header has {len(header)} "
@@ -178,14 +204,15 @@ def table_source(path):
 
 def iter_table(path, encoding: str | None = None) -> Iterator[tuple[int, dict]]:
     """``(row number, row)`` for every row of a CSV, TSV, JSONL or Parquet file, streamed. Row numbers count
-    from 1: the first JSON line, or the first CSV record after the header; blank lines are skipped but
-    counted, so a number names the row an editor shows. A ``datasets`` split is read the same way."""
+    data rows from 1: the first JSON object, or the first CSV record after the header; blank lines are skipped
+    and not counted, so row N is the N-th row of data (its key where there is no id column). A ``datasets``
+    split is read the same way."""
     if isinstance(path, DatasetSplit):
         return path.rows()
     path = Path(path)
     encoding = check_encoding(encoding)
     if not path.is_file():
-        raise DHRDInputError(f"{path}: file not found")
+        raise missing_file(path)
     suffix = path.suffix.lower()
     if suffix in JSON_SUFFIXES:
         return _iter_jsonl(path, encoding)
@@ -200,7 +227,7 @@ def read_jsonl(path: str | Path, encoding: str | None = None) -> list[dict]:
     """Every row of a JSON-lines file, whatever its name ends with."""
     path = Path(path)
     if not path.is_file():
-        raise DHRDInputError(f"{path}: file not found")
+        raise missing_file(path)
     return [row for _, row in _iter_jsonl(path, check_encoding(encoding))]
 
 
@@ -214,7 +241,7 @@ def read_text(path: str | Path, encoding: str | None = None) -> str:
     path = Path(path)
     encoding = check_encoding(encoding)
     if not path.is_file():
-        raise DHRDInputError(f"{path}: file not found")
+        raise missing_file(path)
     try:
         return "".join(line for _, line in iter_lines(path, encoding))
     except Undecodable as error:
