@@ -125,6 +125,7 @@ def file_label_names(path: str | Path, columns: Columns, encoding: str | None = 
     labels sorted, numerically where all are integers."""
     unique = set()
     names = [name for _, name in columns.label_map]
+    first = None  # (row, label) of the first label: the form (number or name) every other must have
     for number, row in iter_table(path, encoding):
         if columns.label not in row:
             raise DHRDInputError(f"{where(path, number, columns.label)}: missing column")
@@ -136,12 +137,25 @@ def file_label_names(path: str | Path, columns: Columns, encoding: str | None = 
             raise DHRDInputError(
                 f"{where(path, number, columns.label)}: label {label!r} has no name in --label-names {given}"
             )
+        first = first or (number, label)
+        if not names and bare_numbers((label,)) != bare_numbers((first[1],)):
+            raise _mixed_forms(path, number, columns.label, label, first)
         unique.add(label)
     if len(unique) < 2:
         raise DHRDInputError(f"{where(path, None, columns.label)}: needs at least two labels, found {sorted(unique)}")
     if names:
         return tuple(names)
     return tuple(sorted(unique, key=int if bare_numbers(tuple(unique)) else str))
+
+
+def _mixed_forms(path, number: int, column: str, label: str, first: tuple[int, str]) -> DHRDInputError:
+    """Numbers and names in one label column (``1`` beside ``positive``) would train a class for each: refused."""
+    forms = {True: "a number", False: "a name"}
+    return DHRDInputError(
+        f"{where(path, number, column)}: label {label!r} is {forms[bare_numbers((label,))]}, but row {first[0]}'s "
+        f"label {first[1]!r} is {forms[bare_numbers((first[1],))]}: one column holds one form of its labels; "
+        "say which number is which name with --label-names 0=<name>,1=<name>"
+    )
 
 
 def file_example(
@@ -346,15 +360,28 @@ def in_memory_name(dataset, split: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ tokenising
-def check_lengths(lengths: list[int], max_length: int, truncation: str, source: str) -> None:
-    """Refuse to cut inputs silently: report how many are too long and how to change it."""
-    too_long = [n for n in lengths if n > max_length]
+def check_lengths(
+    lengths: list[int], max_length: int, truncation: str, source: str, names: list[str] | None = None
+) -> None:
+    """Refuse to cut inputs silently: name the first input too long (``names``: one per input), say how many
+    are and how to change it."""
+    too_long = [k for k, n in enumerate(lengths) if n > max_length]
     if too_long and truncation == "error":
+        first, longest = too_long[0], max(lengths[k] for k in too_long)
+        name = names[first] if names is not None else f"input {first + 1}"
         raise DHRDInputError(
-            f"{source}: {len(too_long)} of {len(lengths)} inputs are longer than --max-length {max_length} "
-            f"(longest {max(too_long)} tokens); raise --max-length to {max(too_long)}, or pass --truncation left "
-            "to drop the start of the passage and keep the question and answer"
+            f"{source}: {name}: {lengths[first]} tokens; {len(too_long)} of {len(lengths)} inputs are longer than "
+            f"--max-length {max_length} (longest {longest} tokens); raise --max-length to {longest}, or pass "
+            "--truncation left to drop the start of the passage and keep the question and answer"
         )
+
+
+def example_name(example: Example) -> str:
+    """How a message names an example: a user file's row by its number or id, a task's by its id."""
+    if example.task != CUSTOM_TASK:
+        return f"example {example.id}"
+    key = example.source_idx
+    return f"row {key}" if isinstance(key, int) else f"id {key!r}"
 
 
 def encode_texts(texts: list[str], tokenizer, max_length: int, truncation: str) -> list[list[int]]:
@@ -374,7 +401,7 @@ def encode_examples(examples: list[Example], tokenizer, max_length: int, truncat
     """Features for the classifier: ``input_ids`` and ``labels``."""
     texts = [e.text for e in examples]
     ids = encode_texts(texts, tokenizer, max_length, "none")
-    check_lengths([len(i) for i in ids], max_length, truncation, source)
+    check_lengths([len(i) for i in ids], max_length, truncation, source, [example_name(e) for e in examples])
     if truncation == "left" and any(len(i) > max_length for i in ids):
         ids = encode_texts(texts, tokenizer, max_length, "left")
     features = []
