@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DHRDInputError, where
+from .errors import DHRDInputError, missing_file, where
 from .runtime import find_shared
 from .tables import Undecodable, decode_error, id_key, iter_lines
 from .tasks import TASKS, Example
@@ -36,7 +36,7 @@ def rationale_file(source: str | Path | None, task: str) -> Path | None:
     folder = TASKS[task].folder if task in TASKS else task
     path = base / folder / "train.jsonl"
     if source is not None and not path.is_file():
-        raise DHRDInputError(f"{path}: rationale file not found")
+        raise missing_file(path, "rationale file")
     return path if path.is_file() else None
 
 
@@ -54,7 +54,7 @@ def read_rationale_rows(path: Path, encoding: str | None = None) -> list[Rationa
     bad line is an error naming its row."""
     path = Path(path)
     if not path.is_file():
-        raise DHRDInputError(f"{path}: rationale file not found")
+        raise missing_file(path, "rationale file")
     try:
         lines = list(iter_lines(path, encoding or "utf-8"))
     except Undecodable as error:
@@ -111,10 +111,13 @@ def check_rationale_keys(
 ) -> None:
     """Refuse a rationale file that does not line up with the training rows, at its first mismatching row:
     an id the data does not have, or (for the user's files, whose labels are the file's own) a row whose
-    label differs from the training row's. A file numbered from 0 for data numbered from 1, or keyed by
-    another column, would otherwise pair every rationale with a neighbouring example: the shuffle ablation,
-    trained by accident. ``label_name`` reads a file's label value as its name (``Columns.label_name``)."""
+    label differs from the training row's or is no training label. A file numbered from 0 for data numbered
+    from 1, or keyed by another column, would otherwise pair every rationale with a neighbouring example: the
+    shuffle ablation, trained by accident. Where the user's rows are keyed by their row number, each line
+    must say its row's label: numbers alone cannot tell a file shifted by one (one lacking idx 0, say) from
+    one that lines up. ``label_name`` reads a file's label value as its name (``Columns.label_name``)."""
     by_key = {str(e.source_idx): e for e in examples}
+    numbered = all(e.task == "custom" and isinstance(e.source_idx, int) for e in examples)
     for row in rows:
         example = by_key.get(row.key)
         if example is None:
@@ -122,14 +125,28 @@ def check_rationale_keys(
                 f"{where(path, row.row, 'idx')}: id {row.key!r} is not in the training data, whose rows are keyed "
                 f"by {keyed_by}: the rationales would be paired with the wrong examples"
             )
-        label = None if row.label is None else label_name(row.label)
-        if example.task == "custom" and label in label_names:
-            if label_names[example.label] != label:
+        if example.task != "custom":
+            continue
+        if row.label is None:
+            if numbered:
                 raise DHRDInputError(
-                    f"{where(path, row.row, 'label')}: says id {row.key!r} has label {label!r}, but that "
-                    f"training row's label is {label_names[example.label]!r}: is the file keyed by "
-                    f"something other than {keyed_by}?"
+                    f"{where(path, row.row, 'label')}: missing: the training rows are keyed by {keyed_by}, which a "
+                    "file numbered from 0 matches too (each rationale paired with the next row); give each line "
+                    "its row's label (dhrd rationales writes it), or key the rows by an id column (--id-column)"
                 )
+            continue
+        label = label_name(row.label)
+        if label not in label_names:
+            raise DHRDInputError(
+                f"{where(path, row.row, 'label')}: label {label!r} is not a training label "
+                f"({', '.join(label_names)}): is this the rationale file of another data set?"
+            )
+        if label_names[example.label] != label:
+            raise DHRDInputError(
+                f"{where(path, row.row, 'label')}: says id {row.key!r} has label {label!r}, but that "
+                f"training row's label is {label_names[example.label]!r}: is the file keyed by "
+                f"something other than {keyed_by}?"
+            )
 
 
 def pair_rationales(
