@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .checks import inference_options, input_file, output_file
 from .class_report import class_report, confusion_png_path, save_confusion_png
 from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
 from .datasets_input import DatasetSplit, dataset_name, dataset_split
@@ -19,7 +20,7 @@ from .errors import DHRDInputError
 from .hub import CARD, write_model_card
 from .modeling import find_model_dir, model_spec
 from .runtime import autocast, bf16_supported, device, write_json_atomic
-from .tables import iter_table
+from .tables import check_encoding, iter_table
 from .tasks import Example, evaluate_rows
 
 # Rows x padded width of one inference batch: with inputs capped at --max-length, this bounds the activations of
@@ -250,8 +251,13 @@ def evaluate(
     it as ``<output stem>-confusion.png``. Inputs follow the model's length policy (``inference_limits``) unless
     ``max_length`` / ``truncation`` are given. ``engine``: ``torch`` runs a trained model directory,
     ``onnxruntime`` an ONNX export (``dhrd export``)."""
+    inference_options(batch_size, max_length, max_examples, data_dir, split)
+    output_file("--output", output)
+    encoding = check_encoding(encoding)
     own = file is not None or dataset is not None
     source = input_source(file, dataset, dataset_config, split) if own else None  # a bad one fails fast
+    if file is not None:
+        input_file("--file", file)
     model, tokenizer = load_inference_model(model_path, engine, trust_remote_code=trust_remote_code, compile=compile)
     settings = dict(batch_size=batch_size, max_length=max_length, truncation=truncation, bf16=bf16, compile=compile)
     start = time.perf_counter()

@@ -2,15 +2,18 @@
 
 Memory stays flat whatever the file holds: rows are read, encoded, predicted and written a chunk at a time
 (``chunk_rows``), and each batch is bounded by the length policy and a token budget (``predict_proba``).
-Output is JSONL, CSV or Parquet by the output's extension. After each chunk a small progress record beside
-the output (``<output>.progress.json``) says how many input rows, and how many bytes of output, are final; a
-run killed at any moment is resumed by the same command from there, with nothing duplicated or torn.
+Output is JSONL, CSV or Parquet by the output's extension. From before the first row is written until the
+output is whole, a small progress record beside it (``<output>.progress.json``) says how many input rows, and
+how many bytes of output, are final; a run killed at any moment is resumed by the same command from there, with
+nothing duplicated or torn. An output without a progress record is finished: the same command leaves it as it
+is (``--restart`` predicts again).
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import time
@@ -21,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .data import RowKeys, file_example
+from .checks import at_least, inference_options, input_file, output_file, split_name
+from .data import RowKeys, row_text
 from .datasets_input import DatasetSplit
 from .engines import load_inference_model, model_file
 from .errors import DHRDInputError, where
@@ -33,9 +37,11 @@ from .evaluation import (
     predict_proba,
     saved_data_spec,
 )
-from .runtime import write_json_atomic
-from .tables import PARQUET_SUFFIXES, check_encoding, iter_table
+from .runtime import write_json_atomic, write_text_atomic
+from .tables import PARQUET_SUFFIXES, check_encoding, id_key, is_missing, iter_table
 from .tasks import choices_by_group
+
+logger = logging.getLogger(__name__)
 
 FORMATS = {
     ".jsonl": "jsonl",
@@ -65,25 +71,29 @@ def _disk_error(path: Path, error: OSError, rows: int) -> DHRDInputError:
 class PredictionSink:
     """Appends prediction rows to ``path``, chunk by chunk, and records after each chunk how many input rows
     are done (``<path>.progress.json``). JSONL and CSV are appended in place (a torn tail past the recorded
-    size is cut on resume); Parquet goes to one part file per chunk (``<path>.parts/``), joined at the end."""
+    size is cut on resume); Parquet goes to one part file per chunk (``<path>.parts/``), joined at the end.
+    The record is written before the first row and removed once the output is whole, so an output without one
+    is finished (``finished_rows``). A table's columns are ``columns``, else those of the first chunk's rows."""
 
-    def __init__(self, path: str | Path, fingerprint: dict, resume: bool = True):
+    def __init__(self, path: str | Path, fingerprint: dict, resume: bool = True, columns: list[str] | None = None):
         self.path = Path(path)
         self.format = output_format(self.path)
         self.state_path = self.path.with_name(self.path.name + ".progress.json")
         self.parts = self.path.with_name(self.path.name + ".parts")
         self.fingerprint = fingerprint
         self.done = 0
-        self.columns: list[str] | None = None
+        self.columns = columns
+        self.recorded = False  # whether the progress record exists (it is written before the first row)
         state = self._state() if resume else None
         if state and state.get("fingerprint") == fingerprint and self._restore(state):
             self.done = int(state["rows"])
-            self.columns = state.get("columns")
+            self.columns = state.get("columns") or columns
+            self.recorded = True
         else:
             self._clear()
         self.resumed_from = self.done
+        self.committed_bytes = self._size()  # where a failed append is cut back to
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._commit()
 
     def _state(self) -> dict | None:
         try:
@@ -112,24 +122,35 @@ class PredictionSink:
         return True
 
     def _clear(self) -> None:
+        """Start over: the record goes first, so that a kill part-way never leaves one beside a cut output."""
+        self.state_path.unlink(missing_ok=True)
         self.path.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
-        self.done, self.columns = 0, None
+        self.done = 0
+
+    def _size(self) -> int:
+        return self.path.stat().st_size if self.format != "parquet" and self.path.is_file() else 0
 
     def _commit(self) -> None:
-        size = self.path.stat().st_size if self.format != "parquet" and self.path.is_file() else 0
-        self.committed_bytes = size  # where a failed append is cut back to
+        size = self._size()
         write_json_atomic(
             self.state_path,
             {"fingerprint": self.fingerprint, "rows": self.done, "bytes": size, "columns": self.columns},
         )
+        self.committed_bytes, self.recorded = size, True
 
     def write(self, rows: list[dict]) -> None:
         """Append one chunk's predictions (whole rows only), then record them as done."""
         if not rows:
             return
-        if self.columns is None:  # a table's columns are fixed by its first row
-            self.columns = list(rows[0] if self.format == "jsonl" else _flat(rows[0]))
+        if self.columns is None:  # every key of the chunk's rows, in order of appearance
+            flat = rows if self.format == "jsonl" else [_flat(row) for row in rows]
+            self.columns = list(dict.fromkeys(key for row in flat for key in row))
+        if not self.recorded:  # before the first byte: an output without a record is a finished one
+            try:
+                self._commit()
+            except OSError as error:
+                raise _disk_error(self.state_path, error, 0) from None
         try:
             if self.format == "parquet":
                 self._write_part(rows)
@@ -169,24 +190,74 @@ class PredictionSink:
         os.replace(tmp, self.parts / f"part-{self.done:012d}.parquet")
 
     def finish(self) -> None:
-        """Parquet: join the parts into the output (streamed, atomically). Then the progress record goes."""
-        if self.format == "parquet":
+        """Parquet: join the parts into the output (streamed, atomically). No row at all: the empty output (a
+        CSV's header). Then the progress record goes, and last the parts (a kill before that leaves them to
+        ``finished_rows``, never an output that looks unfinished)."""
+        try:
+            if self.done == 0:
+                self._write_empty()
+            elif self.format == "parquet":
+                self._join_parts()
+        except OSError as error:
+            raise _disk_error(self.path, error, self.done) from None
+        self.state_path.unlink(missing_ok=True)
+        shutil.rmtree(self.parts, ignore_errors=True)
+
+    def _join_parts(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        parts = sorted(self.parts.glob("part-*.parquet"))
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        try:
+            schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
+            with pq.ParquetWriter(tmp, schema) as writer:
+                for part in parts:
+                    writer.write_table(pq.read_table(part).cast(schema))
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def _write_empty(self) -> None:
+        """An input with no row gets an output with none: empty JSONL, a CSV header, a Parquet schema."""
+        columns = self.columns or ["id", "prediction"]
+        if self.format == "jsonl":
+            write_text_atomic(self.path, "")
+        elif self.format == "csv":
+            write_text_atomic(self.path, ",".join(columns) + "\n")
+        else:
             import pyarrow as pa
             import pyarrow.parquet as pq
 
-            parts = sorted(self.parts.glob("part-*.parquet"))
             tmp = self.path.with_name(f".{self.path.name}.tmp")
-            try:
-                schema = pa.unify_schemas([pq.read_schema(p) for p in parts], promote_options="permissive")
-                with pq.ParquetWriter(tmp, schema) as writer:
-                    for part in parts:
-                        writer.write_table(pq.read_table(part).cast(schema))
-                os.replace(tmp, self.path)
-            except OSError as error:
-                tmp.unlink(missing_ok=True)
-                raise _disk_error(self.path, error, self.done) from None
-            shutil.rmtree(self.parts, ignore_errors=True)
-        self.state_path.unlink(missing_ok=True)
+            pq.write_table(pa.table({name: pa.array([], pa.string()) for name in columns}), tmp)
+            os.replace(tmp, self.path)
+
+
+def finished_rows(path: Path) -> int | None:
+    """The number of rows of a finished output (one without a progress record), None where there is none.
+    Parts a kill left after the record went are dropped: the output they made is whole."""
+    state = path.with_name(path.name + ".progress.json")
+    if not path.is_file() or state.exists():
+        return None
+    shutil.rmtree(path.with_name(path.name + ".parts"), ignore_errors=True)
+    try:
+        if output_format(path) == "parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        return sum(1 for _ in iter_table(path)) if path.suffix.lower() == ".csv" else _lines(path)
+    except (OSError, ValueError, DHRDInputError) as error:
+        raise DHRDInputError(
+            f"{path}: exists, but is no predictions file ({error}): choose another --output, or pass --restart to "
+            "replace it"
+        ) from None
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def _flat(row: dict, columns: list[str] | None = None) -> dict:
@@ -210,6 +281,7 @@ class PredictSummary:
     seconds: float = 0.0
     id_column: str | None = None
     kept_columns: list[str] = field(default_factory=list)
+    complete: bool = False  # finished by an earlier run, and left as it was
 
     @property
     def rows_per_second(self) -> float:
@@ -241,12 +313,26 @@ def _count_rows(path) -> int | None:
         return None
 
 
-def _prediction_row(key, names, probs, label, kept: dict) -> dict:
+def _prediction_row(key, names, probs, label: str | None, kept: dict) -> dict:
     row = {"id": key, "prediction": names[int(np.argmax(probs))]}
     row["probabilities"] = {name: round(float(p), 6) for name, p in zip(names, probs)}
     if label is not None:
-        row["label"] = names[label]
+        row["label"] = label
     return {**row, **kept}
+
+
+def _label(row: dict, columns) -> str | None:
+    """A row's label as the input gives it (its name where the model names the values), whatever it is: a
+    file to classify may carry labels the model never saw; only ``evaluate`` needs known ones."""
+    value = row.get(columns.label)
+    if is_missing(value) or not id_key(value):
+        return None
+    return columns.label_name(value)
+
+
+def _table_columns(names, keep) -> list[str]:
+    """A CSV's or Parquet's columns, the same for every row: the label's is there even where row 1 has none."""
+    return ["id", "prediction", *(f"probability_{name}" for name in names), "label", *keep]
 
 
 def predict(
@@ -281,14 +367,16 @@ def predict(
 
     Rows are identified by ``id_column`` [default: the model's training id column, else an ``id`` column
     where the file has one, else the 1-based row number]. ``engine``: ``torch`` runs a trained model directory,
-    ``onnxruntime`` an export directory or one of its ``.onnx`` files (``dhrd export --format onnx``)."""
+    ``onnxruntime`` an export directory or one of its ``.onnx`` files (``dhrd export --format onnx``). A finished
+    ``output`` is left as it is (``complete``), unless ``resume`` is off."""
     output = Path(output)
+    output_file("--output", output)
     output_format(output)
-    if file is None and task is None and dataset is None:
-        raise DHRDInputError("give --file or --task (or --dataset)")
-    if chunk_rows < 1:
-        raise DHRDInputError("--chunk-rows must be at least 1")
-    path = None if file is None and dataset is None else input_source(file, dataset, dataset_config, split)
+    path = _checked_input(output, file, task, split, data_dir, dataset, dataset_config, batch_size, max_length)
+    at_least("--chunk-rows", chunk_rows, 1)
+    encoding = check_encoding(encoding)
+    if resume and (rows := finished_rows(output)) is not None:
+        return PredictSummary(str(output), rows, rows, complete=True)
     model, tokenizer = load_inference_model(model_path, engine, trust_remote_code=trust_remote_code, compile=compile)
     source_file = model_file(model_path, engine)
     max_length, truncation = inference_limits(model, tokenizer, max_length, truncation)
@@ -306,19 +394,32 @@ def predict(
         return _predict_task(run, sink, task, split, data_dir, progress)
     if isinstance(path, DatasetSplit):
         source = path.fingerprint()
-    elif not path.is_file():
-        raise DHRDInputError(f"{path}: file not found")
     else:
         stat = path.stat()
         source = {"input": str(path.resolve()), "input_size": stat.st_size, "input_mtime_ns": stat.st_mtime_ns}
-    encoding = check_encoding(encoding)
     id_column = _id_column(path, encoding, id_column, saved_data_spec(model).id_column)
     columns = model_columns(
         model, text_column=text_column, text_pair_column=text_pair_column, id_column=id_column, source=path
     )
     settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)
-    sink = PredictionSink(output, _fingerprint(source_file, source, settings), resume)
+    fingerprint = _fingerprint(source_file, source, settings)
+    sink = PredictionSink(output, fingerprint, resume, columns=_table_columns(names, keep_columns))
     return _predict_file(run, sink, path, columns, list(keep_columns), encoding, chunk_rows, progress)
+
+
+def _checked_input(output, file, task, split, data_dir, dataset, dataset_config, batch_size, max_length):
+    """The rows to predict (a file's path, a dataset split, or None for a task), with every option checked
+    before any model loads."""
+    inference_options(batch_size, max_length, data_dir=data_dir)
+    if file is None and task is None and dataset is None:
+        raise DHRDInputError("give --file or --task (or --dataset)")
+    split_name(split)
+    if file is None and dataset is None:
+        return None
+    path = input_source(file, dataset, dataset_config, split)
+    if not isinstance(path, DatasetSplit):
+        input_file("--file", path)
+    return path
 
 
 def _id_column(path, encoding: str, given: str | None, trained: str | None) -> str | None:
@@ -333,21 +434,24 @@ def _id_column(path, encoding: str, given: str | None, trained: str | None) -> s
 
 def _predict_file(run, sink, path, columns, keep, encoding, chunk_rows, progress) -> PredictSummary:
     started = time.perf_counter()
-    keys = RowKeys(path, columns.id, unique=False)
+    keys = RowKeys(path, columns.id)  # ids must be unique: a repeated one would name two predictions
     names = run["names"]
-    rows = islice(iter_table(path, encoding), sink.done, None)  # rows already written are skipped, not re-read
+    rows = iter_table(path, encoding)
+    for number, row in islice(rows, sink.done):  # written already: not predicted again, but their ids still count
+        keys(row, number)
     # closed on any error too, so that an error message starts on a line of its own
     with tqdm(total=_count_rows(path), initial=sink.done, desc="Predicting", unit="row", disable=not progress) as bar:
         while chunk := list(islice(rows, chunk_rows)):
-            examples, kept = [], []
+            predicted = []
             for number, row in chunk:
-                examples.append(file_example(row, number, keys(row, number), path, columns, tuple(names), False))
                 missing = [name for name in keep if name not in row]
                 if missing:
                     raise DHRDInputError(f"{where(path, number, missing[0])}: no such column to keep")
-                kept.append({name: row[name] for name in keep})
-            probs = _probabilities(run, [e.text for e in examples], str(path), [f"row {n}" for n, _ in chunk])
-            sink.write([_prediction_row(e.source_idx, names, p, e.label, k) for e, p, k in zip(examples, probs, kept)])
+                text = row_text(row, columns, path, number)
+                predicted.append((keys(row, number), text, _label(row, columns), {name: row[name] for name in keep}))
+            texts = [text for _, text, _, _ in predicted]
+            probs = _probabilities(run, texts, str(path), [f"row {n}" for n, _ in chunk])
+            sink.write([_prediction_row(k, names, p, label, kept) for (k, _, label, kept), p in zip(predicted, probs)])
             bar.update(len(chunk))
     total = sink.done
     sink.finish()
@@ -370,7 +474,8 @@ def _predict_task(run, sink, task, split, data_dir, progress) -> PredictSummary:
     for example, p in zip(examples, probs):
         row = {"id": example.id, "task": example.task, "group": example.group, "candidate": example.candidate}
         row["example_prediction"] = chosen.get(example.group)
-        row.update(_prediction_row(example.id, names, p, example.label, {}))
+        label = None if example.label is None else names[example.label]
+        row.update(_prediction_row(example.id, names, p, label, {}))
         rows.append({k: v for k, v in row.items() if v is not None})
     sink.write(rows)
     sink.finish()
