@@ -27,6 +27,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from .checks import above, at_least, input_dir, input_file, input_path, output_dir
 from .data import Columns
 from .datasets_input import DatasetSplit
 from .errors import DHRDInputError, where
@@ -68,6 +69,11 @@ def teacher_slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name.rstrip("/").split("/")[-1]).strip("_") or "teacher"
 
 
+def teacher_name(model: str, gguf_file: str | None = None, base_url: str | None = None) -> str:
+    """The name a teacher's rows are recorded under (and its cache folder named by): known before it loads."""
+    return f"openai:{model}" if base_url else f"local:{teacher_slug(gguf_file or model)}"
+
+
 # ------------------------------------------------------------------------------------------ local model
 class LocalTeacher(Teacher):
     """A local causal LM decoding through ``generation.generate_batches``: each batch's rows are yielded the
@@ -80,7 +86,7 @@ class LocalTeacher(Teacher):
         from .runtime import bf16_supported
 
         path = resolve_backbone(model, gguf_file)
-        self.name = f"local:{teacher_slug(gguf_file or model)}"
+        self.name = teacher_name(model, gguf_file)
         self.bf16 = bf16_supported() if bf16 is None else bf16
         self.tokenizer = load_tokenizer(path)
         # Plain bf16 weights (not autocast): half the memory traffic per decoded token, which is the cost.
@@ -134,7 +140,7 @@ class OpenAITeacher(Teacher):
             max_retries=max_retries,
         )
         self.concurrency = max(1, concurrency)
-        self.name = f"openai:{model}"
+        self.name = teacher_name(model, base_url=base_url)
 
     def _one(self, request: Request, temperature: float, max_new_tokens: int, seed: int) -> Generation:
         openai = self.openai
@@ -394,6 +400,56 @@ def import_identity(source: str | Path, encoding: str | None = None) -> tuple[st
 
 
 # ------------------------------------------------------------------------------------------------- API
+def _check_options(train_file, data_dir, import_file, template_file, output, max_examples, **numbers) -> None:
+    """``dhrd rationales``' numbers and paths, before any data is read or teacher loads."""
+    for option in ("batch_size", "concurrency", "max_new_tokens", "limit"):
+        at_least("--" + option.replace("_", "-"), numbers[option], 1)
+    for option in ("max_retries", "retries", "temperature"):
+        at_least("--" + option.replace("_", "-"), numbers[option], 0)
+    above("--timeout", numbers["timeout"], 0)
+    at_least("--max-examples", max_examples or None, 1)
+    if train_file is not None and not isinstance(train_file, DatasetSplit):
+        input_file("--train-file", train_file)
+    input_dir("--data-dir", data_dir)
+    input_path("--import", import_file)
+    input_file("--template", template_file)
+    output_dir("--output", output)
+
+
+def _ask_teacher(items, answers, template, cache, teacher, gguf_file, base_url, api_key_env, **asking) -> RunSummary:
+    """A local or served teacher asked about every item the cache lacks (``generate_rationales``)."""
+    backend: Teacher = (
+        OpenAITeacher(base_url, teacher, api_key_env, asking["concurrency"], asking["timeout"], asking["max_retries"])
+        if base_url
+        else LocalTeacher(teacher, gguf_file, asking["batch_size"])
+    )
+    names = ("policy", "retries", "checks", "temperature")
+    try:
+        return generate_rationales(
+            items,
+            answers,
+            backend,
+            template,
+            cache,
+            *(asking[name] for name in names),
+            max_new_tokens=asking["max_new_tokens"],
+            seed=asking["seed"],
+            limit=asking["limit"],
+            progress=asking["progress"],
+        )
+    finally:
+        backend.close()
+
+
+def _finished_cache(cache: RationaleCache, items, limit: int | None, imported: bool = False) -> bool:
+    """Whether an earlier run filled ``cache`` and recorded its summary: it holds a row for every item asked
+    about (the first ``limit``; for an import, the caller knows copying wrote nothing new). Such a run is left
+    as it is: nothing is asked, and neither the cache nor its summary is written."""
+    if cache.torn or not cache.path.with_name("train.summary.json").is_file():
+        return False
+    return imported or sum(1 for item in items if item.idx in cache) >= min(len(items), limit or len(items))
+
+
 def training_subset(
     items: list[TeacherItem],
     task: str | None,
@@ -496,6 +552,12 @@ def make_rationales(
 
     if (task is None) == (train_file is None):
         raise DHRDInputError("give either a task or a training file")
+    asking = dict(batch_size=batch_size, concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+    asking.update(policy=policy, retries=retries, checks=checks, temperature=temperature, seed=seed)
+    asking.update(max_new_tokens=max_new_tokens, limit=limit, progress=progress)
+    numbers = dict(batch_size=batch_size, concurrency=concurrency, timeout=timeout, max_retries=max_retries)
+    numbers.update(retries=retries, temperature=temperature, max_new_tokens=max_new_tokens, limit=limit)
+    _check_options(train_file, data_dir, import_file, template_file, output, max_examples, **numbers)
     if train_file is not None:
         columns = columns or Columns()
         if isinstance(train_file, DatasetSplit) and not columns.label_map:  # a ClassLabel names its values
@@ -522,6 +584,7 @@ def make_rationales(
             items, task, train_file, columns, data_dir, max_examples, subset_seed, encoding
         )
 
+    finished = False  # an earlier run filled the cache: this one asks, copies and writes nothing
     if import_file is not None:
         source = Path(import_file)
         if source.is_dir():
@@ -560,34 +623,17 @@ def make_rationales(
             question = items[0].fields["question"] if items else None
             asked = json.dumps([question, list(answers), file_titles(columns)]).encode()
             template = replace(template, prompt_id=f"{template.prompt_id}-{hashlib.sha256(asked).hexdigest()[:8]}")
-        backend: Teacher = (
-            OpenAITeacher(base_url, teacher, api_key_env, concurrency, timeout, max_retries)
-            if base_url
-            else LocalTeacher(teacher, gguf_file, batch_size)
-        )
-        directory = (
-            Path(output) if output else Path("rationales") / f"{teacher_slug(backend.name)}--{template.prompt_id}"
-        )
-        cache = RationaleCache(directory / folder / "train.jsonl", backend.name, template.prompt_id, known)
+        name = teacher_name(teacher, gguf_file, base_url)
+        directory = Path(output) if output else Path("rationales") / f"{teacher_slug(name)}--{template.prompt_id}"
+        cache = RationaleCache(directory / folder / "train.jsonl", name, template.prompt_id, known)
         torn = cache.torn
-        try:
-            summary = generate_rationales(
-                items,
-                answers,
-                backend,
-                template,
-                cache,
-                policy,
-                retries,
-                checks,
-                temperature,
-                max_new_tokens=max_new_tokens,
-                seed=seed,
-                limit=limit,
-                progress=progress,
-            )
-        finally:
-            backend.close()
+        finished = _finished_cache(cache, items, limit)
+        if finished:  # decided before the teacher loads: nothing is asked
+            summary = RunSummary(examples=len(items), already_cached=sum(1 for item in items if item.idx in cache))
+        else:
+            summary = _ask_teacher(items, answers, template, cache, teacher, gguf_file, base_url, api_key_env, **asking)
+    if import_file is not None:  # copying wrote nothing new: the import was finished before
+        finished = not summary.written and _finished_cache(cache, items, limit, imported=True)
     result = {
         "cache": str(cache.path),
         "torn_row_removed": torn,
@@ -600,5 +646,8 @@ def make_rationales(
         "selected_examples": selected,  # original examples in the subset (MultiRC: questions); None: all
         **summary.as_dict(),
     }
-    write_json_atomic(cache.path.with_name("train.summary.json"), result)
+    if finished:  # the summary of the run that filled the cache is kept
+        logger.info("already complete: %d rows in %s (another --output asks again)", len(cache), cache.path)
+    else:
+        write_json_atomic(cache.path.with_name("train.summary.json"), result)
     return cache.path, result
