@@ -178,9 +178,11 @@ def export_onnx(
     format: str = "onnx",
     quantize: str | None = None,
     trust_remote_code: bool = False,
+    restart: bool = False,
 ) -> ExportSummary:
     """Export a trained classifier (a model or run directory) to ``output`` as described in this module's
-    docstring, atomically (written beside ``output`` and renamed into place)."""
+    docstring, atomically (written beside ``output`` and renamed into place). An export of the same model and
+    files already in ``output`` is left as it is, unless ``restart``."""
     if format not in FORMATS:
         raise DHRDInputError(f"unknown export format {format!r}: choose {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -192,6 +194,8 @@ def export_onnx(
         raise DHRDInputError(f"{model_dir}: already an ONNX export: give the trained model directory to --model")
     output = Path(output)
     _check_target(output)
+    if not restart and (finished := _finished_export(output, model_dir, quantize)) is not None:
+        return finished
     with atomic_directory(output) as tmp:
         classifier, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
         config = classifier.config
@@ -224,6 +228,30 @@ def export_onnx(
     return summary
 
 
+def _source_stamp(model_dir: Path) -> dict[str, int]:
+    """What identifies the exported model's version: the time stamps of its config and weights (a model is
+    saved whole, so a retrained one has new ones; an evaluation's JSON beside them changes nothing)."""
+    files = [model_dir / "config.json", *sorted(model_dir.glob("*.safetensors"))]
+    return {path.name: path.stat().st_mtime_ns for path in files if path.is_file()}
+
+
+def _finished_export(output: Path, model_dir: Path, quantize: str | None) -> ExportSummary | None:
+    """The export already in ``output`` where it is this model's, with these files: left as it is."""
+    try:
+        metadata = json.loads((output / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = {"fp32": ONNX_FILE, **({"int8": INT8_FILE} if quantize == "int8" else {})}
+    same = metadata.get("source_model") == str(model_dir.resolve()) and metadata.get("files") == files
+    if not same or metadata.get("source_stamp") != _source_stamp(model_dir):
+        return None
+    if not all((output / name).is_file() for name in files.values()):
+        return None
+    logger.info("already complete: %s, exported from %s (--restart exports it again)", output, model_dir)
+    diffs = metadata.get("max_abs_prob_diff_vs_torch_fp32", {})
+    return ExportSummary(str(output), files, metadata["labels"], metadata["head"], 0.0, diffs)
+
+
 def _metadata(summary: ExportSummary, model_dir: Path, onnx_path: Path) -> dict:
     import onnx
 
@@ -232,6 +260,7 @@ def _metadata(summary: ExportSummary, model_dir: Path, onnx_path: Path) -> dict:
     return {
         "format": "onnx",
         "source_model": str(model_dir.resolve()),
+        "source_stamp": _source_stamp(model_dir),
         "head": summary.head,
         "files": summary.files,
         "inputs": {name: "int64 [batch, sequence]" for name in INPUT_NAMES},

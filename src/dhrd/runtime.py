@@ -67,15 +67,22 @@ def atomic_file(path: str | Path):
 @contextlib.contextmanager
 def atomic_directory(target: str | Path, replace: bool = True):
     """A temporary directory beside ``target``, renamed onto it when the block ends: readers never see half a
-    model. ``replace``: an existing ``target`` is removed first; otherwise it is kept (another process wrote
-    the same content first) and the temporary one is dropped. On any error the temporary directory goes."""
+    model. ``replace``: an existing ``target`` is replaced (moved aside whole, then dropped: a kill at any
+    moment leaves one complete directory, the earlier one being restored by the next call); otherwise it is
+    kept (another process wrote the same content first) and the temporary one is dropped. On any error the
+    temporary directory goes."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    earlier = target.with_name(f".{target.name}.old")
+    _restore_earlier(target, earlier)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
     try:
         yield tmp
         if replace and target.exists():
-            shutil.rmtree(target)
+            os.replace(target, earlier)
+            os.replace(tmp, target)
+            shutil.rmtree(earlier)
+            return
         try:
             os.replace(tmp, target)
         except OSError:
@@ -84,7 +91,17 @@ def atomic_directory(target: str | Path, replace: bool = True):
             shutil.rmtree(tmp, ignore_errors=True)  # another process finished first
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _restore_earlier(target, earlier)
         raise
+
+
+def _restore_earlier(target: Path, earlier: Path) -> None:
+    """The directory ``atomic_directory`` moved aside: back in place where nothing replaced it, else dropped."""
+    if earlier.exists():
+        if target.exists():
+            shutil.rmtree(earlier)
+        else:
+            os.replace(earlier, target)
 
 
 def write_json_atomic(path: str | Path, data) -> Path:
