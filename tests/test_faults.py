@@ -1,6 +1,8 @@
 """Fault injection (issue "Reliability, round 2", item 6): ``kill -9`` at 5 seeded random moments each of
 ``dhrd rationales``, ``dhrd train``, ``dhrd reproduce`` and ``dhrd predict`` (JSONL, CSV and Parquet), and a
-full disk while a rationale cache or a prediction file is written.
+full disk while a rationale cache or a prediction file is written. Round 3 (issue 26): ``kill -9`` at 5 moments
+of a rerun of a finished ``predict``, ``rationales``, ``train`` and ``export``, which must leave every finished
+file as the unbroken run wrote it.
 
 Each command runs as the real CLI (``python -m dhrd``) in its own process group, on the tiny model and tiny
 data, so an unbroken run takes seconds. An unbroken reference run comes first and records when its work
@@ -19,6 +21,7 @@ Excluded from the default run: ``python -m pytest tests/test_faults.py -m faults
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import random
@@ -499,3 +502,59 @@ def test_a_kill_inside_an_atomic_write_leaves_no_stray_file(work, env, file_mode
     strays = stray_temp_files(root)
     if strays:
         raise StrayTempFile(f"left beside {output.name} after the rerun: {strays}")
+
+
+# ----------------------------------------------------------------------- kill -9 during a rerun of a finished run
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by its bytes (hidden ones too: a directory set aside, a temporary file)."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _finished_command(command: str, root: Path, file_model: Path, many_rows: Path, tiny_backbone, stack) -> list:
+    """The command whose finished run is rerun; everything it writes goes under ``root``."""
+    if command == "predict":
+        return _predict_args(file_model, many_rows, root / "out" / "p.jsonl")
+    if command == "export":
+        pytest.importorskip("onnxruntime")
+        pytest.importorskip("onnxscript")
+        return ["export", "--model", file_model, "--output", root / "export", "--quantize", "int8"]
+    if command == "rationales":
+        rows = [{"text": f"film number {k} was {WORDS[k % 6]}", "label": ["pos", "neg"][k % 6 // 3]} for k in range(24)]
+        train = write_jsonl(root / "films.jsonl", rows)
+        url = stack.enter_context(teacher_server())
+        return ["rationales", "--train-file", train, "--teacher", "m", "--base-url", url, "--output", root / "cache"]
+    reviews = [
+        {"id": f"r{k}", "text": f"the film was {WORDS[k % 6]}", "label": "pos" if k % 6 < 3 else "neg"}
+        for k in range(18)
+    ]
+    train, validation = write_jsonl(root / "train.jsonl", reviews[:12]), write_jsonl(root / "val.jsonl", reviews[12:])
+    return ["train", "--train-file", train, "--validation-file", validation, "--backbone", tiny_backbone,
+            "--output-dir", root / "run", "--no-bf16", "--epochs", "2", "--batch-size", "4", "--max-length",
+            "64"]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["predict", "rationales", "train", "export"])
+def test_kill_9_during_a_rerun_of_a_finished_run(work, env, file_model, many_rows, tiny_backbone, command):
+    """A finished run's outputs, byte for byte, after each kill of the same command run again and after the
+    rerun that follows: the rerun leaves them as they are, so no moment of it can lose them."""
+    root = work / f"rerun-{command}"
+    root.mkdir()
+    tally = Tally(f"rerun of a finished {command}")
+    with contextlib.ExitStack() as stack:
+        args = _finished_command(command, root, file_model, many_rows, tiny_backbone, stack)
+        ok(run(args, env, root))  # the unbroken run
+        expected = _files(root)
+        reference = run_reference(args, env, root, lambda: True, lambda: False)  # a rerun: how long it takes
+        ok(reference.result)
+        assert "already complete" in reference.result.stdout + reference.result.stderr, reference.result.stdout
+        assert _files(root) == expected
+        for delay in delays(f"rerun-{command}", reference.window):
+            trial_kill(tally, args, env, root, lambda: True, lambda: True, delay)
+            assert _files(root) == expected, "a kill of the rerun changed what the finished run wrote"
+            rerun = run(args, env, root)
+            ok(rerun)
+            tally.reruns_finished += 1
+            assert _files(root) == expected
+            tally.identical += 1
+    tally.notes.append(f"a rerun takes {reference.total:.1f} s; kills drawn within it")
+    report(tally)
