@@ -17,7 +17,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import DHRDInputError, save_traceback
-from .prompts import CHECKS as CHECKS_DEFAULT
 
 app = typer.Typer(
     add_completion=False,
@@ -43,6 +42,8 @@ DATASET_HELP = (
     "(the same column options; a ClassLabel label column names the labels)"
 )
 DATASET_CONFIG_HELP = "the hub dataset's configuration (datasets.load_dataset's second argument)"
+# prompts.CHECKS, written out: importing prompts loads torch, which `dhrd --help` must not (a test compares them)
+CHECKS_DEFAULT = "empty,truncated,repetitive,leak,contradicts"
 TRUST_HELP = (
     "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
     "only the installed dhrd and transformers classes are used"
@@ -93,6 +94,12 @@ ENGINE_HELP = (
 
 
 def _run(fn):
+    """A command's work. Bad input: one line on stderr and exit code 2, never a traceback."""
+    hide_transformers_bars()
+    return _one_line_errors(fn)
+
+
+def _one_line_errors(fn):
     """Bad input: one line on stderr and exit code 2, never a traceback."""
     try:
         return fn()
@@ -156,6 +163,9 @@ def main_options(
 def train(ctx: typer.Context):
     """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it (options:
     dhrd train --help)."""
+    from .train_options import check_train_arguments
+
+    _one_line_errors(lambda: check_train_arguments(list(ctx.args)))  # --help and option errors, without torch
     from .argparser import parse_train_arguments
     from .training import train as run_training
 
@@ -294,6 +304,9 @@ def predict(
             engine=engine.value,
         )
     )
+    if summary.complete:
+        out.print(f"already complete: {summary.rows} rows in {summary.output} (left as is; --restart predicts again)")
+        return
     resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
     ids = f"ids from column {summary.id_column!r}" if summary.id_column else "ids are 1-based row numbers"
     out.print(
@@ -318,6 +331,7 @@ def export(
         None, help="int8: also write model.int8.onnx (onnxruntime dynamic quantization: int8 weights)"
     ),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
+    restart: bool = typer.Option(False, "--restart", help="export again where the same export is already there"),
 ):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
     from .onnx_export import export_onnx
@@ -329,6 +343,7 @@ def export(
             format=format.value,
             quantize=quantize.value if quantize else None,
             trust_remote_code=trust_remote_code,
+            restart=restart,
         )
     )
     for precision, name in summary.files.items():
@@ -407,7 +422,7 @@ def rationales(
         "leak, contradicting the gold label): retry then drop, drop, or keep",
     ),
     retries: int = typer.Option(2, help="re-asks of a bad answer under --on-problem retry (sampled)"),
-    checks: str = typer.Option(",".join(CHECKS_DEFAULT), help="which checks count as problems"),
+    checks: str = typer.Option(CHECKS_DEFAULT, help="which checks count as problems"),
     temperature: float = typer.Option(0.0, help="0: greedy"),
     max_new_tokens: int = typer.Option(160),
     seed: int = typer.Option(0),
@@ -526,6 +541,11 @@ def explain(
     from .runtime import write_jsonl_atomic
 
     def go():
+        from .checks import at_least, inference_options, output_file
+
+        inference_options(1, max_examples=max_examples, data_dir=data_dir, split=split)
+        at_least("--max-new-tokens", max_new_tokens, 1)
+        output_file("--output", output)
         texts = list(text or [])
         if not texts:
             if task is None:
@@ -603,6 +623,7 @@ def benchmark(
     with --train, the throughput of the training step instead."""
     from .benchmark import COLUMNS, BenchmarkArguments, table_rows
     from .benchmark import benchmark as run_benchmark
+    from .startup_benchmark import STARTUP_COLUMNS, startup_rows
 
     if train:
         _benchmark_training(
@@ -631,6 +652,7 @@ def benchmark(
             compile=compile,
             threads=threads,
             onnx=onnx,
+            startup=True,
             output=str(output),
         )
         return run_benchmark(arguments)
@@ -638,6 +660,7 @@ def benchmark(
     result = _run(go)
     title = f"{task} validation, {result.inputs.get('examples')} examples - {result.machine['cpu']}"
     _print_table(title, COLUMNS, table_rows(result))
+    _print_table("command-line start-up (each in a fresh interpreter)", STARTUP_COLUMNS, startup_rows(result.startup))
     for ratio in result.ratios:
         out.print(f"batch {ratio['batch_size']}: DHRD is {ratio['ratio']:.2f}x the examples/s of {ratio['dhrd_over']}")
     for switch in result.fast_path:
@@ -875,14 +898,18 @@ def show_messages() -> None:
         root.handlers += [libraries, ours]
     root.setLevel(logging.WARNING)
     logging.getLogger("dhrd").setLevel(logging.INFO)
-    # transformers' own bars (loading and writing weight shards) between a phase's bars: noise in a terminal.
-    # Trainer's bar and dhrd's are plain tqdm and stay.
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
     # peft reads the model's deprecated ``is_gradient_checkpointing`` on every LoRA wrap: a FutureWarning per run
     # that no dhrd call makes and no user can act on
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+
+
+def hide_transformers_bars() -> None:
+    """transformers' own bars (loading and writing weight shards) between a phase's bars: noise in a terminal.
+    Trainer's bar and dhrd's are plain tqdm and stay. Called as a command's work starts, not at start-up: help,
+    --version and option errors never import transformers."""
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def main() -> None:

@@ -28,6 +28,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from .checks import training_options
 from .class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
 from .data import (
     ClassificationCollator,
@@ -690,10 +691,14 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed. With
     ``alpha_search`` (``--alpha auto``), alpha is chosen first on a dev split of the training rows
     (``dhrd.tuning``)."""
+    if trainer is None and args is not None:
+        training_options(args)  # a bad number or path stops here, before any data or model loads
     if trainer is None and args is not None and args.alpha_search:
         from .tuning import train_with_alpha_search
 
         return train_with_alpha_search(args)
+    if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
+        return finished
     if trainer is None:
         run_parts = prepare_run(args if args is not None else DHRDTrainingArguments())
     elif trainer.prepared is None:
@@ -788,6 +793,7 @@ RUN_DEFINING = (
     "instruction",
     "instruction_in_input",
     "max_train_examples",
+    "dev_fraction",
     "subset_seed",
     "backbone",
     "gguf_file",
@@ -855,6 +861,22 @@ def _setting(key: str, value):
         except DHRDInputError:
             return value
     return value
+
+
+def finished_run(args: DHRDTrainingArguments) -> TrainResult | None:
+    """A run that already finished in ``output_dir`` with these settings (its model, settings and metrics, the
+    last written, are there) is left as it is: running the same command again loads nothing and writes nothing,
+    so a kill at any moment of it loses nothing. ``--restart`` trains it again."""
+    output = Path(args.output_dir)
+    files = [output / "metrics.json", output / "model" / "config.json", output / "train_args.json"]
+    if not args.resume or not all(path.is_file() for path in files):
+        return None
+    earlier = json.loads(files[2].read_text())
+    if earlier.get("peft_config") is not None or changed_settings(earlier, args):
+        return None
+    metrics = json.loads(files[0].read_text())
+    logger.info("already complete: %s, trained on %s rows (--restart trains again)", output, metrics.get("train_rows"))
+    return TrainResult(output / "model", metrics, [])
 
 
 def _stop_if_stopped_early(trainer: DHRDTrainer, checkpoint: str, patience: int | None) -> None:
