@@ -50,6 +50,7 @@ def summary(pooled: dict, dhrd: dict) -> dict:
         "dhrd_loss_cls": mean(dhrd["terms"], "loss_cls"),
         "dhrd_loss_lm": mean(dhrd["terms"], "loss_lm"),
         "grad_norm_cls": mean(dhrd["terms"], "grad_norm_cls"),
+        "grad_norm_cls_shared": mean(dhrd["terms"], "grad_norm_cls_shared"),
         "grad_norm_lm": mean(dhrd["terms"], "grad_norm_lm"),
         # what each term contributes to the step: its weight times its gradient
         "weighted_lm_over_cls": ratio(
@@ -77,6 +78,9 @@ def plot(studies: dict[str, tuple[dict, dict]], path: Path) -> Path:
         lm_steps, lm = series(dhrd["terms"], "grad_norm_lm")
         norms.plot(steps, dhrd["beta"] * cls, label="beta x |grad classification|", color="tab:blue")
         norms.plot(lm_steps, dhrd["alpha"] * lm, label="alpha x |grad LM|", color="tab:orange")
+        shared_steps, shared = series(dhrd["terms"], "grad_norm_cls_shared")
+        if len(shared):
+            norms.plot(shared_steps, dhrd["beta"] * shared, "--", label="beta x |grad classification|, backbone only")
         norms.set_yscale("log")
         norms.set_title(f"{name}: gradient norms on the trained parameters")
         cosine.plot(*series(dhrd["terms"], "grad_cosine"), color="tab:green")

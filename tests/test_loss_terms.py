@@ -51,13 +51,18 @@ def test_logged_terms_and_gradient_norms_equal_a_hand_computation(tiny_backbone,
     cls = torch.nn.functional.cross_entropy(classifier(**inputs).logits, batch["labels"])
     lm_loss = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["lm_labels"]).loss
     g_cls, g_lm = _gradient(cls, parameters), _gradient(lm_loss, parameters)
+    # the parameters both terms train: every one but the classification head's
+    lm_reaches = torch.cat([torch.full((p.numel(),), "score" not in n) for n, p in classifier.named_parameters()])
+    g_shared = g_cls[lm_reaches]
 
     assert logged["loss"] == 9.0  # Trainer's own figure is left as it is
     assert logged["loss_cls"] == pytest.approx(cls.item(), rel=1e-4)
     assert logged["loss_lm"] == pytest.approx(lm_loss.item(), rel=1e-4)
     assert logged["grad_norm_cls"] == pytest.approx(g_cls.norm().item(), rel=1e-3)
     assert logged["grad_norm_lm"] == pytest.approx(g_lm.norm().item(), rel=1e-3)
-    cosine = torch.nn.functional.cosine_similarity(g_cls, g_lm, dim=0).item()
+    assert logged["grad_norm_cls_shared"] == pytest.approx(g_shared.norm().item(), rel=1e-3)
+    assert logged["grad_norm_cls_shared"] < logged["grad_norm_cls"]
+    cosine = torch.nn.functional.cosine_similarity(g_shared, g_lm[lm_reaches], dim=0).item()
     assert logged["grad_cosine"] == pytest.approx(cosine, abs=1e-3)
     assert g_cls.norm() > 0 and g_lm.norm() > 0
 

@@ -19,6 +19,7 @@ TRAIN_KEYS = (
     ("loss_lm", "lm"),
     ("grad_norm", "grad-norm"),
     ("grad_norm_cls", "cls-grad"),
+    ("grad_norm_cls_shared", "cls-grad-backbone"),
     ("grad_norm_lm", "lm-grad"),
     ("grad_cosine", "cos"),
     ("learning_rate", "lr"),

@@ -134,20 +134,41 @@ def trained_parameters(model: nn.Module) -> list[torch.Tensor]:
 
 
 def term_gradient_norms(parameters: list[torch.Tensor], cls_loss: torch.Tensor, lm_loss: torch.Tensor) -> dict:
-    """The L2 norm of each loss term's gradient on ``parameters`` and the cosine between the two gradients
-    (negative: the terms pull the weights apart). The graph is kept for the step's own backward pass."""
-    grads = [
+    """The L2 norm of each loss term's gradient on ``parameters``, the classification gradient's norm on the
+    parameters both terms train (``_shared``: the backbone's, not the head's, which the LM loss never reaches),
+    and the cosine between the two gradients there (negative: the terms pull the shared weights apart). The
+    graph is kept for the step's own backward pass."""
+    cls_grads, lm_grads = (
         torch.autograd.grad(term, parameters, retain_graph=True, allow_unused=True) for term in (cls_loss, lm_loss)
-    ]
-    squares = [sum(float(g.float().pow(2).sum()) for g in gs if g is not None) for gs in grads]
-    dot = sum(float((a.float() * b.float()).sum()) for a, b in zip(*grads) if a is not None and b is not None)
-    norms = [q**0.5 for q in squares]
-    cosine = dot / (norms[0] * norms[1]) if norms[0] and norms[1] else 0.0
-    return {"grad_norm_cls": norms[0], "grad_norm_lm": norms[1], "grad_cosine": cosine}
+    )
+
+    def square(g) -> float:
+        return 0.0 if g is None else float(g.float().pow(2).sum())
+
+    shared = [i for i, g in enumerate(lm_grads) if g is not None]
+    cls_norm, lm_norm = (sum(map(square, grads)) ** 0.5 for grads in (cls_grads, lm_grads))
+    shared_norm = sum(square(cls_grads[i]) for i in shared) ** 0.5
+    dot = sum(float((cls_grads[i].float() * lm_grads[i].float()).sum()) for i in shared if cls_grads[i] is not None)
+    cosine = dot / (shared_norm * lm_norm) if shared_norm and lm_norm else 0.0
+    return {
+        "grad_norm_cls": cls_norm,
+        "grad_norm_cls_shared": shared_norm,
+        "grad_norm_lm": lm_norm,
+        "grad_cosine": cosine,
+    }
 
 
 # the training log's entries of each term (unweighted) and, with --log-grad-norms, their gradients
-LOSS_TERM_KEYS = ("loss", "loss_cls", "loss_lm", "grad_norm", "grad_norm_cls", "grad_norm_lm", "grad_cosine")
+LOSS_TERM_KEYS = (
+    "loss",
+    "loss_cls",
+    "loss_lm",
+    "grad_norm",
+    "grad_norm_cls",
+    "grad_norm_cls_shared",
+    "grad_norm_lm",
+    "grad_cosine",
+)
 
 
 class DHRDTrainer(Trainer):
