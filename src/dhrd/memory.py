@@ -30,9 +30,10 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from transformers import TrainerCallback
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI pins the allocator before anything heavy loads
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -190,37 +191,3 @@ def activation_budget_for(model: torch.nn.Module, gb: float | None, every_layer:
         return None
     budget = ActivationBudget(model, gb)
     return budget if budget.enabled else None
-
-
-# ------------------------------------------------------------------------------------------------ a run's record
-class MemoryCallback(TrainerCallback):
-    """Resident memory at the points of a run: after the model is loaded (``loaded``), when training begins,
-    after the first optimiser step, at each epoch's end, and the run's peak. Frees what the epoch left
-    (``release_memory``) before each epoch-end figure."""
-
-    def __init__(self):
-        self.record: dict = {"unit": "GB", "peak_rss": None, "rss_after_load": None, "rss_at_train_begin": None}
-        self.record.update(rss_after_first_step=None, rss_at_epoch_end=[])
-
-    def loaded(self) -> None:
-        self.record["rss_after_load"] = rss_gb()
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.record["rss_at_train_begin"] = rss_gb()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.record["rss_after_first_step"] is None:
-            self.record["rss_after_first_step"] = rss_gb()
-            self.record["peak_rss_first_step"] = peak_rss_gb()
-
-    def on_epoch_end(self, args, state, control, **kwargs):
-        release_memory()
-        self.record["rss_at_epoch_end"].append({"epoch": round(state.epoch or 0.0, 3), "rss": rss_gb()})
-
-    def finish(self, budget: ActivationBudget | None = None, budget_gb: float | None = None) -> dict:
-        """The record, with the run's peak (since ``reset_peak``) and what the activation budget did."""
-        self.record["peak_rss"] = peak_rss_gb()
-        self.record["rss_at_end"] = rss_gb()
-        self.record["activation_memory"] = budget_gb
-        self.record["most_layers_recomputed"] = None if budget is None else budget.most
-        return dict(self.record)

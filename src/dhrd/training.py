@@ -44,7 +44,15 @@ from .errors import DHRDInputError
 from .evaluation import predict_proba
 from .hub import write_model_card
 from .lm_loss import linear_cross_entropy_sum
-from .memory import MemoryCallback, activation_budget_for, pin_mmap_threshold, release_memory, reset_peak
+from .memory import (
+    ActivationBudget,
+    activation_budget_for,
+    peak_rss_gb,
+    pin_mmap_threshold,
+    release_memory,
+    reset_peak,
+    rss_gb,
+)
 from .modeling import (
     backbone_source,
     build_classifier,
@@ -105,6 +113,39 @@ class SaveEveryNSteps(TrainerCallback):
         if self.n and state.global_step % self.n == 0 and not last_step_of_epoch:
             control.should_save = True
         return control
+
+
+class MemoryCallback(TrainerCallback):
+    """Resident memory (GB, ``dhrd.memory``) at the points of a run: after the model is loaded (``loaded``), when
+    training begins, after the first optimiser step, at each epoch's end, and the run's peak (since train()'s
+    ``reset_peak``). Frees what the epoch left (``release_memory``) before each epoch-end figure."""
+
+    def __init__(self):
+        self.record: dict = {"unit": "GB", "peak_rss": None, "rss_after_load": None, "rss_at_train_begin": None}
+        self.record.update(rss_after_first_step=None, rss_at_epoch_end=[])
+
+    def loaded(self) -> None:
+        self.record["rss_after_load"] = rss_gb()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.record["rss_at_train_begin"] = rss_gb()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.record["rss_after_first_step"] is None:
+            self.record["rss_after_first_step"] = rss_gb()
+            self.record["peak_rss_first_step"] = peak_rss_gb()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        release_memory()
+        self.record["rss_at_epoch_end"].append({"epoch": round(state.epoch or 0.0, 3), "rss": rss_gb()})
+
+    def finish(self, budget: ActivationBudget | None = None, budget_gb: float | None = None) -> dict:
+        """The record, with the run's peak and what the activation budget did."""
+        self.record["peak_rss"] = peak_rss_gb()
+        self.record["rss_at_end"] = rss_gb()
+        self.record["activation_memory"] = budget_gb
+        self.record["most_layers_recomputed"] = None if budget is None else budget.most
+        return dict(self.record)
 
 
 def reasoning_loss_sum(

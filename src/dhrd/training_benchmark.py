@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from .benchmark import gemm_peak
 from .data import ClassificationCollator
 from .errors import DHRDInputError
-from .memory import MemoryCallback, pin_mmap_threshold, release_memory, reset_peak, rss_gb
+from .memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
 from .provenance import machine
 from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 
@@ -183,7 +183,7 @@ def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path,
 
 
 def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Path, peak: float) -> dict:
-    from .training import prepare_run
+    from .training import MemoryCallback, prepare_run
 
     output_dir = runs / f"{method}-{variant.replace(' ', '_').replace(',', '')}"
     train_args = cell_arguments(args, method, output_dir, max_train_examples=args.examples, **VARIANTS[variant])
