@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dhrd.memory import rss_gb
 from dhrd.runtime import save_figure_atomic, write_json_atomic, write_text_atomic
 from dhrd.tasks import TASKS, floors, sample_examples
 from dhrd.training import DHRDTrainingArguments, train
@@ -312,7 +313,8 @@ def main() -> None:
         start = time.perf_counter()
         print(f"== {cell.name}", flush=True)
         train(arguments(cell))
-        print(f"== {cell.name} done in {time.perf_counter() - start:.0f} s", flush=True)
+        # resident memory after each cell (train() frees its run): cells one after another must not pile up
+        print(f"== {cell.name} done in {time.perf_counter() - start:.0f} s, RSS {rss_gb()} GB", flush=True)
         summary = save()
 
 

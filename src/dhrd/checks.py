@@ -113,7 +113,11 @@ def training_options(args) -> None:
         at_least(option, value, 1)
     for option, value in (("--seed", args.seed), ("--data-seed", args.data_seed), ("--subset-seed", args.subset_seed)):
         at_least(option, value, 0)
-    for option, value in (("--lr", args.learning_rate), ("--weight-decay", args.weight_decay)):
+    for option, value in (
+        ("--lr", args.learning_rate),
+        ("--weight-decay", args.weight_decay),
+        ("--activation-memory", getattr(args, "activation_memory", 0)),
+    ):
         at_least(option, value, 0)
     above("--lora-alpha", args.lora_alpha, 0)
     above("--logging-steps", args.logging_steps, 0)

@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .errors import DHRDInputError, save_traceback
+from .memory import pin_mmap_threshold
 
 app = typer.Typer(
     add_completion=False,
@@ -916,6 +917,7 @@ def main() -> None:
     """The ``dhrd`` entry point: every failure is one line on stderr. Bad input and bad options exit with 2,
     an interrupt with 130, a bug with 1 (its traceback saved to a file; ``DHRD_TRACEBACK=1`` raises it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    pin_mmap_threshold()  # freed tensors go back to the system at once (dhrd.memory); loads no torch
     show_messages()
     try:
         code = app(standalone_mode=False)  # click returns its exceptions to us instead of printing them

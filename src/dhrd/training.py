@@ -44,6 +44,15 @@ from .errors import DHRDInputError
 from .evaluation import predict_proba
 from .hub import write_model_card
 from .lm_loss import linear_cross_entropy_sum
+from .memory import (
+    ActivationBudget,
+    activation_budget_for,
+    peak_rss_gb,
+    pin_mmap_threshold,
+    release_memory,
+    reset_peak,
+    rss_gb,
+)
 from .modeling import (
     backbone_source,
     build_classifier,
@@ -104,6 +113,39 @@ class SaveEveryNSteps(TrainerCallback):
         if self.n and state.global_step % self.n == 0 and not last_step_of_epoch:
             control.should_save = True
         return control
+
+
+class MemoryCallback(TrainerCallback):
+    """Resident memory (GB, ``dhrd.memory``) at the points of a run: after the model is loaded (``loaded``), when
+    training begins, after the first optimiser step, at each epoch's end, and the run's peak (since train()'s
+    ``reset_peak``). Frees what the epoch left (``release_memory``) before each epoch-end figure."""
+
+    def __init__(self):
+        self.record: dict = {"unit": "GB", "peak_rss": None, "rss_after_load": None, "rss_at_train_begin": None}
+        self.record.update(rss_after_first_step=None, rss_at_epoch_end=[])
+
+    def loaded(self) -> None:
+        self.record["rss_after_load"] = rss_gb()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.record["rss_at_train_begin"] = rss_gb()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.record["rss_after_first_step"] is None:
+            self.record["rss_after_first_step"] = rss_gb()
+            self.record["peak_rss_first_step"] = peak_rss_gb()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        release_memory()
+        self.record["rss_at_epoch_end"].append({"epoch": round(state.epoch or 0.0, 3), "rss": rss_gb()})
+
+    def finish(self, budget: ActivationBudget | None = None, budget_gb: float | None = None) -> dict:
+        """The record, with the run's peak and what the activation budget did."""
+        self.record["peak_rss"] = peak_rss_gb()
+        self.record["rss_at_end"] = rss_gb()
+        self.record["activation_memory"] = budget_gb
+        self.record["most_layers_recomputed"] = None if budget is None else budget.most
+        return dict(self.record)
 
 
 def reasoning_loss_sum(
@@ -257,6 +299,11 @@ class DHRDTrainer(Trainer):
         self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.reasoning_weight = reasoning_weight  # () -> the LM head's weight (tied or frozen)
         self.model_accepts_loss_kwargs = False  # Trainer must not rescale by the number of processes
+        every_layer = bool(self.args.gradient_checkpointing or getattr(self.args, "activation_checkpointing", False))
+        # transformers' own TrainingArguments have no budget: no layer is recomputed unless they say so
+        self.activation_budget = activation_budget_for(
+            self.model, getattr(self.args, "activation_memory", None), every_layer
+        )
 
     def _per_example_lm(self) -> bool:
         return getattr(self.args, "lm_normalization", "token") == "example"
@@ -275,6 +322,8 @@ class DHRDTrainer(Trainer):
         labels = inputs.pop("labels")
         lm_labels = inputs.pop("lm_labels", None)
         use_lm = bool(self.alpha) and lm_labels is not None
+        if model.training and self.activation_budget is not None and "input_ids" in inputs:
+            self.activation_budget.apply(*inputs["input_ids"].shape)  # recompute the layers beyond the budget
         outputs = model(**inputs, return_last_hidden_state=use_lm)
         steps = getattr(self, "current_gradient_accumulation_steps", 1) if model.training else 1
         logits = outputs.logits.float()
@@ -528,6 +577,8 @@ def prepare_parts(
         return model, classifier, causal_lm
 
     model, classifier, causal_lm = model_parts()
+    memory = MemoryCallback()
+    memory.loaded()
     input_format = spec.input_format
 
     weights = class_weight_values(args.class_weights, train_rows, label_names, input_format)
@@ -542,7 +593,7 @@ def prepare_parts(
         # the caller's metrics beside DHRD's, which the best checkpoint and the run's history need
         return {**(compute_metrics(prediction) if compute_metrics else {}), **found}
 
-    callbacks = list(callbacks or [])
+    callbacks = [*(callbacks or []), memory]
     if args.save_steps and strategy_name(args.save_strategy) == "epoch":
         callbacks.append(SaveEveryNSteps(int(args.save_steps)))
     if args.early_stopping_patience:
@@ -720,6 +771,9 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
         return train_with_alpha_search(args)
     if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
         return finished
+    pin_mmap_threshold()  # freed activations go back to the system at once (dhrd.memory)
+    reset_peak()  # this run's peak, not an earlier run's of the same process
+    own_trainer = trainer is None  # built here: nothing outside needs it once the run is saved
     if trainer is None:
         run_parts = prepare_run(args if args is not None else DHRDTrainingArguments())
     elif trainer.prepared is None:
@@ -736,6 +790,7 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
         _stop_if_stopped_early(trainer, checkpoint, args.early_stopping_patience)
+    memory = next((c for c in trainer.callback_handler.callbacks if isinstance(c, MemoryCallback)), None)
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     train_seconds = time.perf_counter() - start
@@ -786,12 +841,25 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     )
     if trainer.is_world_process_zero():  # one writer; the other processes wait for it
         best = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
-        _finish(best, tokenizer, eval_rows, input_format, args, output, run)
+        budget = getattr(trainer, "activation_budget", None)
+
+        def memory_record() -> dict | None:
+            return None if memory is None else memory.finish(budget, getattr(args, "activation_memory", None))
+
+        _finish(best, tokenizer, eval_rows, input_format, args, output, run, memory_record)
+        del best
         if args.keep_reasoning_head:
             save_reasoning_head(trainer.reasoning_weight(), output / "model")
     trainer.accelerator.wait_for_everyone()
     metrics = json.loads((output / "metrics.json").read_text())
-    return TrainResult(output / "model", metrics, history, trainer.is_world_process_zero())
+    main_process = trainer.is_world_process_zero()
+    if own_trainer:
+        # the run and its trainer refer to each other: the model, its optimiser state and the data would live
+        # until the next cyclic collection, and a process running cells one after another (reproduce) grew
+        run_parts.trainer = run_parts.trainer_kwargs = run_parts.model_parts = None
+    del trainer, run_parts
+    release_memory()
+    return TrainResult(output / "model", metrics, history, main_process)
 
 
 PREDICTIONS_FILE = "validation-predictions.json"
@@ -937,8 +1005,11 @@ def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path, peft_config
     return last
 
 
-def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict) -> None:
-    """Score the best model the way it will be served (``predict_proba``), then save it and its metrics."""
+def _finish(
+    best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict, memory=None
+) -> None:
+    """Score the best model the way it will be served (``predict_proba``), then save it and its metrics (with
+    ``memory()``'s record of the run's resident memory, taken last)."""
     best.eval()
     # served as loaded: with the default attention kernel, not training's eager one on a CPU. In bf16 the two
     # differ enough to flip near-ties, and training's score then disagreed with `dhrd evaluate` by an example.
@@ -963,6 +1034,8 @@ def _finish(best, tokenizer, eval_rows, input_format, args: DHRDTrainingArgument
         {"ids": [e.id for e in eval_rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
     )
     write_model_card(output / "model", settings=args.to_dict(), metrics=metrics)
+    if memory is not None:
+        metrics["memory"] = memory()
     write_json_atomic(output / "metrics.json", metrics)
 
 

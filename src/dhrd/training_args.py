@@ -195,6 +195,14 @@ class DHRDTrainingArguments(TrainingArguments):
         MODEL,
         choices=["auto", "eager", "sdpa"],
     )
+    # The activations a LoRA step keeps for its backward pass are about 70 KB a token a layer on SmolLM2 (8 x 512
+    # tokens: 10 GB); layers beyond the budget are recomputed in the backward pass (dhrd.memory).
+    activation_memory: float = _option(
+        1.0,
+        "GB of activations a training step may keep for its backward pass; the layers beyond are recomputed "
+        "(activation checkpointing, only for batches that need it). 0: no limit",
+        MODEL,
+    )
     bits_dropout: bool = _option(True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL)
     chunked_lm_loss: bool = _option(
         True,

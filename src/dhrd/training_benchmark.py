@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from .benchmark import gemm_peak
 from .data import ClassificationCollator
 from .errors import DHRDInputError
+from .memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
 from .provenance import machine
 from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 
@@ -45,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     "full fine-tuning": {"lora": False, "learning_rate": 2e-5},
     "full + fused AdamW": {"lora": False, "learning_rate": 2e-5, "optim": "adamw_torch_fused"},
     "torch.compile": {"torch_compile": True},
+    "no activation budget": {"activation_memory": 0},  # every layer's activations kept (before issue 25)
 }
 # settings that act on DHRD's loss only: a pooled step is the same with them on or off
 DHRD_ONLY_SETTINGS = {"chunked_lm_loss", "lm_scope"}
@@ -181,11 +183,12 @@ def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path,
 
 
 def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Path, peak: float) -> dict:
-    from .training import prepare_run
+    from .training import MemoryCallback, prepare_run
 
     output_dir = runs / f"{method}-{variant.replace(' ', '_').replace(',', '')}"
     train_args = cell_arguments(args, method, output_dir, max_train_examples=args.examples, **VARIANTS[variant])
     clock = StepClock()
+    reset_peak()  # this cell's peak
     run = prepare_run(
         train_args,
         callbacks=[clock],
@@ -203,7 +206,10 @@ def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Pat
     config, vocabulary_weights = model.config, model.get_input_embeddings().weight.numel()
     del model
     run.trainer.train()
+    memory = next(c for c in run.trainer.callback_handler.callbacks if isinstance(c, MemoryCallback))
+    record = memory.finish(run.trainer.activation_budget, train_args.activation_memory)
     release(run)
+    record["rss_after_release"] = rss_gb()
     steps = len(clock.seconds)
     batches = collator.batches[-steps:] if steps else []
     seconds = sum(clock.seconds)
@@ -230,6 +236,7 @@ def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Pat
         "useful_tflops": round(flops / seconds / 1e12, 4) if seconds else None,
         "fraction_of_peak": round(flops / seconds / 1e12 / peak, 4) if seconds and peak else None,
         "trainable_weights": trainable + (vocabulary_weights if vocab_trainable else 0),
+        "memory": record,
     }
 
 
@@ -259,7 +266,9 @@ def release(run) -> None:
 
     run.trainer.accelerator.free_memory()
     run.trainer.model = run.trainer.model_wrapped = run.trainer.optimizer = run.trainer.lr_scheduler = None
+    run.trainer_kwargs = run.model_parts = None
     gc.collect()
+    release_memory()
 
 
 def dhrd_overheads(cells: list[dict]) -> list[dict]:
@@ -301,6 +310,7 @@ def speedups(cells: list[dict]) -> list[dict]:
 def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> dict:
     args.validate()
     bf16 = bf16_supported()
+    pin_mmap_threshold()  # as dhrd train does (dhrd.memory)
     out = Path(args.output)
     runs = work_dir(args)
     peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32)
@@ -352,6 +362,8 @@ TRAIN_COLUMNS = (
     "LM targets",
     "useful TFLOP/s",
     "of bf16 peak",
+    "peak RSS GB",
+    "RSS after step 1 / end GB",
 )
 
 
@@ -359,7 +371,7 @@ def table_rows(result: dict) -> list[list[str]]:
     rows = []
     for c in result["cells"]:
         if "error" in c:
-            rows.append([c["variant"], c["method"], "–", "–", c["error"][:60], *["–"] * 6])
+            rows.append([c["variant"], c["method"], "–", "–", c["error"][:60], *["–"] * 8])
             continue
         rows.append(
             [
@@ -374,9 +386,16 @@ def table_rows(result: dict) -> list[list[str]]:
                 str(c["reasoning_targets"]),
                 f"{c['useful_tflops']:.3f}",
                 f"{100 * c['fraction_of_peak']:.1f}%",
+                *_memory_cells(c.get("memory")),
             ]
         )
     return rows
+
+
+def _memory_cells(memory: dict | None) -> list[str]:
+    if not memory or memory.get("peak_rss") is None:
+        return ["–", "–"]
+    return [f"{memory['peak_rss']:.2f}", f"{memory['rss_after_first_step']:.2f} / {memory['rss_at_end']:.2f}"]
 
 
 def markdown(result: dict) -> str:
@@ -431,6 +450,8 @@ def markdown(result: dict) -> str:
         "Useful FLOPs count real tokens only: 2 per weight forward, 2 backward (input gradients), 2 more for "
         "weights that train; attention 4n²d per layer forward, 3x with the backward; the reasoning head's "
         "vocabulary projection on its targets only. Time is the optimiser step (forward, backward, AdamW).",
+        "Resident memory (GB, the process's VmRSS and its peak VmHWM, reset before each cell): the model, its "
+        "optimiser state and the step's activations; the activation budget is --activation-memory (dhrd.memory).",
     ]
     if result.get("command"):
         lines += ["", f"Command: `{result['command']}`"]

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..memory import release_memory, rss_gb
 from ..provenance import versions
 from ..tasks import TASKS
 from .arguments import TRAINED_METHODS, ReproduceArguments
@@ -129,6 +130,10 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         else:
             value = qps_cell(args, cell.task, sources[cell.task])
         record = {"kind": cell.kind, "task": cell.task, "method": cell.method, "seed": cell.seed, "result": value}
+        if not done_before:
+            release_memory()  # what the cell freed goes back to the system before the next one starts
+            # this process's resident memory after each cell: cells one after another must not pile up
+            record["rss_after_cell_gb"] = rss_gb()
         # a cell finished by an earlier run keeps the time it took then, not the moment it takes to re-read it
         seconds = timed.get(cell.name) if done_before else None
         record["cell_seconds"] = seconds if seconds is not None else round(time.perf_counter() - start, 1)
