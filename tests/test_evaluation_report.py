@@ -4,6 +4,7 @@ and early stopping."""
 
 import json
 from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -94,7 +95,13 @@ def test_evaluate_writes_the_per_class_report_and_confusion_matrix_of_its_predic
     cli = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "run"), "--file", data["validation_file"]])
     assert cli.exit_code == 0, cli.output
     assert "per class" in cli.output and "neg" in cli.output and "macro avg" in cli.output
-    assert (tmp_path / "run" / "model" / "eval-validation-confusion.png").is_file()
+    # a file is named in the title and has its own result file: the validation split's is never overwritten
+    name = Path(data["validation_file"]).name
+    assert f"metrics on {data['validation_file']}" in " ".join(cli.output.split())
+    assert "validation metrics" not in cli.output
+    assert (tmp_path / "run" / "model" / f"eval-file-{name}.json").is_file()
+    assert (tmp_path / "run" / "model" / f"eval-file-{name}-confusion.png").is_file()
+    assert not (tmp_path / "run" / "model" / "eval-validation.json").exists()
 
 
 def test_candidate_tasks_are_reported_per_example_on_the_chosen_candidate(superglue_dir):
