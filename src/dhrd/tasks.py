@@ -801,7 +801,8 @@ def carve_split(rows: list, fraction: float, seed: int, option: str = "--dev-fra
     if held_count >= len(groups):
         raise DHRDInputError(f"{option} {fraction}: {len(groups)} training examples leave none to train on")
     counts = {s: strata.count(s) for s in strata}
-    stratify = strata if min(counts.values()) >= 2 and held_count >= len(counts) else None
+    both_sides = min(held_count, len(groups) - held_count) >= len(counts)  # room for every label on each side
+    stratify = strata if min(counts.values()) >= 2 and both_sides else None
     _, held_groups = train_test_split(groups, test_size=held_count, random_state=seed, stratify=stratify)
     held = set(held_groups)
     return [e for e in rows if e.group not in held], [e for e in rows if e.group in held]
