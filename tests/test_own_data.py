@@ -115,6 +115,7 @@ def test_teacher_prompts_carry_the_instruction_and_names_and_the_cache_tracks_th
     seen = []
     url, _ = server(_explaining_server(seen))
     settings = dict(train_file=train, teacher="m", base_url=url, progress=False, instruction=INSTRUCTION)
+    settings["validation_fraction"] = 0  # every row asked about (training gets a validation file)
     columns = Columns(label_map=parse_label_map(NAMES))
     path, summary = make_rationales(columns=columns, **settings)
     assert summary["outcomes"] == {"ok": 6}
@@ -258,7 +259,7 @@ def test_the_readme_walkthrough_from_a_csv_to_predictions(shared_superglue, smol
     # 3. evaluate on the validation file: the score training reported
     code, output = run("evaluate", "--model", run_dir, "--file", data / "validation.csv")
     assert code == 0, output
-    evaluated = json.loads((run_dir / "model" / "eval-validation.json").read_text())
+    evaluated = json.loads((run_dir / "model" / "eval-file-validation.csv.json").read_text())
     assert evaluated["tasks"]["custom"]["accuracy"] == pytest.approx(metrics["tasks"]["custom"]["accuracy"], abs=1e-6)
 
     # 4. predict: every row, named labels, keyed by the id column

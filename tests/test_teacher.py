@@ -375,7 +375,7 @@ def test_empty_and_non_text_answers_are_retried_then_dropped(server, superglue_d
 def test_policies_on_a_label_leak(server, superglue_dir, tmp_path, policy, status):
     def leaky(n, body):
         if body.get("temperature", 0) == 0:
-            return 200, _completion(f"Yes, it is so. {SENTINEL}\nAnswer: Entailment")
+            return 200, _completion(f"Yes, the premise says it is so. {SENTINEL}\nAnswer: Entailment")
         return _good_reply_status(body)
 
     def _good_reply_status(body):
@@ -386,12 +386,12 @@ def test_policies_on_a_label_leak(server, superglue_dir, tmp_path, policy, statu
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert len(rows) == 3 and {r["status"] for r in rows} == {status}
     if policy == "keep":
-        assert rows[0]["rationale"] == "Yes, it is so." and rows[0]["problems"] == ["leak"]
+        assert rows[0]["rationale"] == "Yes, the premise says it is so." and rows[0]["problems"] == ["leak"]
 
 
 def test_free_prompt_reports_agreement(server, superglue_dir, tmp_path):
     def guess(n, body):
-        return 200, _completion(f"The premise says so. {SENTINEL}\nAnswer: Entailment")
+        return 200, _completion(f"The premise says so in plain words. {SENTINEL}\nAnswer: Entailment")
 
     url, _ = server(guess)
     _, summary = _run_server(url, superglue_dir, tmp_path, prompt_mode="free", policy="keep")
@@ -530,7 +530,7 @@ def test_cli_kill_9_loses_nothing_and_resumes(server, superglue_dir, tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     assert sorted(r["idx"] for r in rows) == list(range(12))  # every example once, the first rows untouched
     assert [r["idx"] for r in rows[: len(before)]] == before
-    assert "train with: dhrd train --method dhrd --rationales" in result.stdout
+    assert "train with: dhrd train --task cb --method dhrd --rationales" in result.stdout
 
 
 def test_generated_cache_trains_a_dhrd_model(server, superglue_dir, tiny_backbone, tmp_path):
@@ -609,7 +609,8 @@ def test_cli_max_examples(server, tmp_path):
             "--output", str(tmp_path / "c"), "--max-examples", "1", "--subset-seed", "3"]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
-    assert "selected_examples" in result.output and "--max-examples 1, --subset-seed 3" in result.output
+    assert "selected_examples" in result.output
+    assert "--max-examples 1, --selection seeded, --subset-seed 3" in result.output
     # exactly the capped examples were asked about and cached: the ones dhrd train --max-train-examples 1
     # --subset-seed 3 trains on (a passage whose seed-3 draw differs from the default seed's)
     from dhrd.tasks import load_task_split, sample_examples

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import sys
 import traceback
@@ -44,7 +45,7 @@ DATASET_HELP = (
 )
 DATASET_CONFIG_HELP = "the hub dataset's configuration (datasets.load_dataset's second argument)"
 # prompts.CHECKS, written out: importing prompts loads torch, which `dhrd --help` must not (a test compares them)
-CHECKS_DEFAULT = "empty,truncated,repetitive,leak,contradicts"
+CHECKS_DEFAULT = "empty,truncated,repetitive,leak,contradicts,short,conclusion,invented"
 TRUST_HELP = (
     "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
     "only the installed dhrd and transformers classes are used"
@@ -110,6 +111,16 @@ def _one_line_errors(fn):
     except KeyboardInterrupt:
         console.print("interrupted: what was written so far is kept; run the same command again to resume")
         raise typer.Exit(130) from None
+
+
+def evaluation_file_name(split: str, file: Path | None = None, dataset: str | None = None) -> str:
+    """Where ``dhrd evaluate`` writes its metrics beside the model: ``eval-<split>.json`` for a split of the
+    model's own data or a dataset, ``eval-file-<file name>.json`` for a file (never a split's file, which a
+    file named validation.csv would otherwise overwrite)."""
+    if file is not None:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(file).name).strip("_") or "file"
+        return f"eval-file-{name}.json"
+    return f"eval-{split}.json"
 
 
 def _metrics_table(metrics: dict, title: str) -> Table:
@@ -195,7 +206,10 @@ def evaluate(
     text_column: str = typer.Option(None),
     text_pair_column: str = typer.Option(None),
     label_column: str = typer.Option(None),
-    output: Path = typer.Option(None, help="write the metrics here as JSON [default: <model>/eval-<split>.json]"),
+    output: Path = typer.Option(
+        None,
+        help="write the metrics here as JSON [default: <model>/eval-<split>.json; --file: eval-file-<file name>.json]",
+    ),
     batch_size: int = typer.Option(32),
     max_examples: int = typer.Option(None, help="evaluate on the first N examples only"),
     encoding: str = typer.Option("utf-8", help="of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252"),
@@ -213,7 +227,7 @@ def evaluate(
     from .evaluation import evaluate as run_evaluation
 
     def go():
-        target = output or model_file(model, engine.value).parent / f"eval-{split}.json"
+        target = output or model_file(model, engine.value).parent / evaluation_file_name(split, file, dataset)
         return run_evaluation(
             model,
             task,
@@ -237,7 +251,8 @@ def evaluate(
         ), target
 
     metrics, target = _run(go)
-    out.print(_metrics_table(metrics, f"{split} metrics - {model}"))
+    scored = f"{file}" if file else f"{dataset} {split}" if dataset else f"the {split} split"
+    out.print(_metrics_table(metrics, f"metrics on {scored} - {model}"))
     _print_classes(metrics["classes"])
     out.print(
         f"{metrics['rows']} rows in {metrics['seconds']:.1f} s ({metrics['rows_per_second']:.1f} rows/s); "
@@ -363,6 +378,11 @@ class PromptMode(str, Enum):
     free = "free"
 
 
+class Selection(str, Enum):
+    seeded = "seeded"
+    first = "first"
+
+
 class Policy(str, Enum):
     retry = "retry"
     drop = "drop"
@@ -373,6 +393,16 @@ class Policy(str, Enum):
 def rationales(
     task: str = typer.Option(None, help="SuperGLUE task whose training split gets rationales"),
     train_file: Path = typer.Option(None, help="or your own labelled CSV/JSONL/Parquet training file"),
+    validation_file: Path = typer.Option(
+        None,
+        help="the validation file dhrd train will get, if any: then no rows of --train-file are held out "
+        "(it is not read here)",
+    ),
+    validation_fraction: float = typer.Option(
+        None,
+        help="--train-file without --validation-file: the teacher skips the rows dhrd train holds out as its "
+        "validation split (the same seeded, stratified fraction: pass train's --validation-fraction) [default: 0.1]",
+    ),
     dataset: str = typer.Option(None, help="or " + DATASET_HELP + ": its train split"),
     dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
     text_column: str = typer.Option("text"),
@@ -430,7 +460,13 @@ def rationales(
     limit: int = typer.Option(None, help="stop when the cache holds this many examples"),
     max_examples: int = typer.Option(
         None,
-        help="only the examples dhrd train --max-train-examples N trains on (matches its seeded sample; one task)",
+        help="only the examples dhrd train --max-train-examples N trains on (the same rows, as --selection "
+        "takes them; one task)",
+    ),
+    selection: Selection = typer.Option(
+        Selection.seeded,
+        help="which rows --max-examples takes: seeded (a sample, --subset-seed) or first (the first N training rows "
+        "in file order); dhrd train's --selection takes the same",
     ),
     subset_seed: int = typer.Option(
         42, help="with --max-examples: matches dhrd train's --subset-seed (its default, --seed, is 42)"
@@ -440,14 +476,25 @@ def rationales(
     reads. Resumable: kill it at any moment and run the same command again."""
     from .data import Columns, parse_label_map
     from .datasets_input import dataset_split
-    from .teacher import make_rationales
+    from .teacher import RationalesInterrupted, make_rationales
 
     def go():
+        try:
+            return ask()
+        except RationalesInterrupted as stop:  # the summary so far, then _run's "interrupted" line
+            _print_rationales_summary(stop.path, stop.summary, "interrupted: ")
+            raise
+
+    def ask():
         own = train_file or dataset
         if not own and (label_names or instruction):
             raise DHRDInputError("--label-names and --instruction are for your own files (--train-file or --dataset)")
         if train_file and dataset:
             raise DHRDInputError("give --train-file or --dataset, not both")
+        if (validation_file or validation_fraction is not None) and not train_file:
+            raise DHRDInputError("--validation-file and --validation-fraction go with --train-file")
+        if validation_file and validation_fraction is not None:
+            raise DHRDInputError("give --validation-file or --validation-fraction, not both")
         return make_rationales(
             task=None if own else (task or "cb"),
             train_file=dataset_split(dataset, "train", dataset_config) if dataset else train_file,
@@ -478,10 +525,23 @@ def rationales(
             subset_seed=subset_seed,
             encoding=encoding,
             instruction=instruction,
+            validation_fraction=0.0 if validation_file else validation_fraction,
+            selection=selection.value,
         )
 
     path, summary = _run(go)
-    table = Table(title=f"rationales - {summary['teacher']} / {summary['prompt_id']}")
+    _print_rationales_summary(path, summary)
+    if summary.get("asked_ids"):
+        out.print(f"rows: {summary['selection_reason']}\nasked about: {summary['asked_ids']}", soft_wrap=True)
+    commands = _train_commands(path, train_file, locals(), summary)
+    out.print(f"cache: {path}\ntrain with: {commands[0]}", soft_wrap=True)
+    if len(commands) > 1:
+        out.print(f"or, on the explained rows only: {commands[1]}", soft_wrap=True)
+
+
+def _print_rationales_summary(path: Path, summary: dict, prefix: str = "") -> None:
+    """The end-of-run table of ``dhrd rationales`` (also what an interrupted run had done)."""
+    table = Table(title=f"{prefix}rationales - {summary['teacher']} / {summary['prompt_id']}")
     table.add_column("what")
     table.add_column("value", justify="right")
     for key in (
@@ -499,27 +559,45 @@ def rationales(
     ):
         table.add_row(key, str(summary[key]))
     if summary["max_examples"]:
-        cap = f"--max-examples {summary['max_examples']}, --subset-seed {summary['subset_seed']}"
+        cap = f"--max-examples {summary['max_examples']}, --selection {summary['selection']}"
+        cap += f", --subset-seed {summary['subset_seed']}" if summary["selection"] == "seeded" else ""
         table.add_row("selected_examples", f"{summary['selected_examples']} ({cap})")
     out.print(table)
-    out.print(f"cache: {path}\ntrain with: {_train_command(path, train_file, locals())}")
+    if prefix:
+        record = path.with_name("train.summary.json")
+        out.print(f"{prefix}{summary['rows_in_cache']} rows in {path}; its summary: {record}")
 
 
-def _train_command(cache: Path, train_file: Path | None, given: dict) -> str:
-    """The ``dhrd train`` that uses a rationale cache: a task's reads the folder of <Task>/train.jsonl, a
-    file's (or dataset's) the cache file itself, with the options that describe the file."""
+def _train_commands(cache: Path, train_file: Path | None, given: dict, summary: dict) -> list[str]:
+    """The ``dhrd train`` that uses a rationale cache, as it runs when pasted: a task's reads the folder of
+    <Task>/train.jsonl, a file's (or dataset's) the cache file itself, with the options that describe the file
+    and hold out the same validation rows. Where the teacher explained a capped subset, a second command trains
+    on those rows only (the first trains on every training row; rows without a rationale train the classifier
+    only)."""
     if given.get("dataset"):
         words = ["dhrd", "train", "--dataset", given["dataset"]]
         words += ["--dataset-config", given["dataset_config"]] if given.get("dataset_config") else []
     elif train_file is None:
-        return f"dhrd train --method dhrd --rationales {cache.parent.parent}"
+        words = ["dhrd", "train", "--task", summary.get("task") or given.get("task") or "cb"]
     else:
         words = ["dhrd", "train", "--train-file", str(train_file)]
-    defaults = {"text_column": "text", "label_column": "label"}
-    for option in ("text_column", "text_pair_column", "label_column", "id_column", "label_names", "instruction"):
+    defaults = {"text_column": "text", "label_column": "label", "encoding": "utf-8"}
+    options = ["text_column", "text_pair_column", "label_column", "id_column", "label_names", "instruction"]
+    options += ["encoding", "validation_file", "validation_fraction"]
+    for option in options:
         if given.get(option) not in (None, defaults.get(option)):
             words += ["--" + option.replace("_", "-"), str(given[option])]
-    return shlex.join(words + ["--method", "dhrd", "--rationales", str(cache)])
+    seed = summary.get("subset_seed") if summary.get("subset_seed") is not None else given.get("subset_seed")
+    if seed not in (None, 42) and (train_file is not None or summary.get("max_examples")):
+        words += ["--subset-seed", str(seed)]  # it seeds the held-out validation rows and the capped sample
+    rationales = str(cache) if train_file is not None or given.get("dataset") else str(cache.parent.parent)
+    words += ["--method", "dhrd", "--rationales", rationales]
+    commands = [shlex.join(words)]
+    if summary.get("max_examples"):
+        capped = words + ["--max-train-examples", str(summary["max_examples"])]
+        capped += ["--selection", "first"] if summary.get("selection") == "first" else []
+        commands.append(shlex.join(capped))
+    return commands
 
 
 @app.command()

@@ -228,6 +228,9 @@ def file_rationales(path: str | Path, columns: Columns, rationale_column: str, e
 
 
 # ---------------------------------------------------------------------------------------- data sources
+DEFAULT_VALIDATION_FRACTION = 0.1  # of a training file given without a validation file
+
+
 @dataclass
 class DataSpec:
     """Where the data comes from: SuperGLUE task(s), the user's files, or a ``datasets`` dataset (a
@@ -250,8 +253,30 @@ class DataSpec:
     instruction_in_input: bool = False  # the student's input ends with the instruction (measured: it hurt)
     dataset: str | None = None  # a save_to_disk directory or a hub name: its train and validation splits
     dataset_config: str | None = None  # the hub dataset's configuration (load_dataset's second argument)
+    # a training file without a validation file: this seeded, stratified fraction of its rows is the validation
+    # split, never trained on (``tasks.carve_split``, seeded by ``validation_seed``)
+    validation_fraction: float | None = None
+    validation_seed: int = 42
     # ``datasets.Dataset`` objects by split ("train", "validation"), handed to DHRDTrainer in memory; never saved
     splits: dict | None = field(default=None, repr=False)
+    _carved: tuple | None = field(default=None, repr=False, compare=False)  # (train rows, validation rows)
+
+    @property
+    def carves_validation(self) -> bool:
+        """The validation split is carved from the training file (no validation file was given)."""
+        return bool(self.validation_fraction) and self.train_file is not None and self.validation_file is None
+
+    def carved_splits(self, label_names: tuple[str, ...]) -> tuple[list[Example], list[Example]]:
+        """The training file's rows left to train on and the rows carved out as the validation split: seeded by
+        ``validation_seed`` and stratified by label, so every run (and a resumed one, and ``dhrd rationales``)
+        carves the same rows from the same file."""
+        if self._carved is None or self._carved[0] != label_names:
+            from .tasks import carve_split
+
+            rows = load_file_examples(self.train_file, self.columns, label_names, True, self.train_file, self.encoding)
+            kept, held = carve_split(rows, self.validation_fraction, self.validation_seed, "--validation-fraction")
+            self._carved = (label_names, kept, held)
+        return self._carved[1], self._carved[2]
 
     @property
     def own_data(self) -> bool:
@@ -274,7 +299,9 @@ class DataSpec:
             return found
         path = self.train_file if split == "train" else self.validation_file
         if path is None:
-            raise DHRDInputError(f"no {split} file: pass --validation-file")
+            raise DHRDInputError(
+                f"no {split} file: pass --validation-file, or --validation-fraction to carve one from --train-file"
+            )
         return path
 
     @property
@@ -295,6 +322,13 @@ class DataSpec:
             raise DHRDInputError("give either --task, --train-file or --dataset, not two of them")
         if self.dataset is not None and (self.train_file or self.validation_file):
             raise DHRDInputError("give --dataset or --train-file/--validation-file, not both")
+        if self.validation_fraction is not None:
+            if not 0 < self.validation_fraction < 1:
+                raise DHRDInputError(f"--validation-fraction must be between 0 and 1, not {self.validation_fraction}")
+            if self.train_file is None:
+                raise DHRDInputError("--validation-fraction carves a validation split from --train-file: give one")
+            if self.validation_file is not None:
+                raise DHRDInputError("give --validation-file or --validation-fraction, not both")
         if self.dataset is None and self.dataset_config:
             raise DHRDInputError("--dataset-config needs --dataset")
         if not self.own_data and (self.id_column or self.rationale_column or self.label_map or self.instruction):
@@ -334,6 +368,9 @@ class DataSpec:
                     f"a model trained on your own data has train and validation splits, not {split!r}: use "
                     "--file or --dataset"
                 )
+            if self.carves_validation:
+                kept, held = self.carved_splits(label_names)
+                return kept if split == "train" else held
             source = self.source(split)
             if isinstance(source, DatasetSplit) and max_examples and max_examples < len(source):
                 source = source.subset(sample_positions(len(source), max_examples, seed))
@@ -345,7 +382,7 @@ class DataSpec:
         return rows
 
     def to_dict(self) -> dict:
-        saved = {k: v for k, v in self.__dict__.items() if k != "splits"}
+        saved = {k: v for k, v in self.__dict__.items() if k not in ("splits", "_carved")}
         if self.splits:  # recorded by name, as a saved dataset directory is
             saved["dataset"] = in_memory_name(self.splits.get("train"), "train")
         if self.dataset is not None:  # a local directory by its name: its absolute path means nothing elsewhere

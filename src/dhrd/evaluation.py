@@ -209,6 +209,15 @@ def examples_for_model(
             id_column=id_column,
         )
         return load_file_examples(file, columns, label_names, require_labels, encoding=encoding), spec.input_format
+    if task is None and spec.carves_validation and split in ("train", "validation"):
+        # the validation split training carved from its file (the same seeded rows), or the rows it trained on
+        if not Path(spec.train_file).is_file():
+            raise DHRDInputError(
+                f"{spec.train_file}: not found: this model's validation split was carved from it (run from the "
+                "directory training ran in), or pass --file"
+            )
+        kept, held = spec.carved_splits(label_names)
+        return (held if split == "validation" else kept), spec.input_format
     if task is not None:
         spec.tasks, spec.train_file = task, None
     if data_dir is not None:

@@ -432,9 +432,14 @@ def _restore_data_dir(model, directory: Path) -> None:
     """A model in its run directory reads the data folder it trained on (``--data-dir``), as before the
     config stopped carrying local paths."""
     data = model_spec(model).get("data")
-    local = run_settings(directory).get("data_dir")
+    settings = run_settings(directory)
+    local = settings.get("data_dir")
     if data is not None and local and not data.get("data_dir"):
         data["data_dir"] = local
+    # and the training file as it was given, where the validation split was carved from it
+    given = settings.get("train_file")
+    if data is not None and given and data.get("validation_fraction") and data.get("train_file") == Path(given).name:
+        data["train_file"] = given
 
 
 def save_reasoning_head(weight: torch.Tensor, model_dir: Path) -> Path:

@@ -24,7 +24,7 @@ from .tasks import TASKS, TeacherItem, read_records
 
 SENTINEL = "[END OF REASONING]"
 PROMPT_MODES = ("label", "free")  # label-conditioned (the paper's) or unconditioned
-CHECKS = ("empty", "truncated", "repetitive", "leak", "contradicts")
+CHECKS = ("empty", "truncated", "repetitive", "leak", "contradicts", "short", "conclusion", "invented")
 POLICIES = ("retry", "drop", "keep")
 
 # The rules go in the system turn, the example last: every request then starts with the same tokens, which
@@ -250,6 +250,135 @@ def is_repetitive(text: str) -> bool:
     return len(set(trigrams)) / len(trigrams) < 0.5
 
 
+# ------------------------------------------------------------------------------- reading the rationale
+MIN_WORDS = 5  # fewer words than this explain nothing ("The movie review is")
+# a rationale that ends on one of these stopped mid-sentence, whatever its length
+_DANGLING = set(
+    "a an the is are was were be been being of to in on at by for with from as and or but nor that which who "
+    "whose this these those its their his her our your my than then because since so if while whereas".split()
+)
+_NEGATORS = set("not no never neither nor without nothing none cannot hardly lacks lack lacking rather instead".split())
+_WORD = re.compile(r"[A-Za-z0-9]+(?:'[a-z]+)?")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_CLAUSE_BREAK = re.compile(r"[,;:()]")
+# "Answer: positive" or "Final Answer - yes" written inside the explanation: the prompt's own format, which a
+# rationale that quotes the text as saying it has invented (the input never holds it)
+_ANSWER_QUOTE = re.compile(r"\b(?:final\s+)?answer\s*(?::|=|-\s)", re.IGNORECASE)
+_QUOTED = re.compile(r"[\"\u201c\u201d]([^\"\u201c\u201d]{1,200})[\"\u201c\u201d]|(?<!\w)'([^']{1,200})'(?!\w)")
+_SUFFIXES = ("ively", "ments", "ment", "ions", "ion", "ives", "ive", "ory", "ly", "ing", "ed", "es", "s")
+
+
+def stem(word: str) -> str:
+    """A crude stem, enough to tell label words apart in their usual forms: entails / entailment / entailed ->
+    entail, contradicts / contradiction -> contradict, positively -> posit."""
+    word = word.lower()
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)]
+    return word
+
+
+def words_of(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(text)]
+
+
+def is_short(rationale: str) -> bool:
+    """Fewer than ``MIN_WORDS`` words, or a fragment that stops on a word no sentence ends with
+    ("The movie review is", "... because of the")."""
+    words = words_of(rationale)
+    return len(words) < MIN_WORDS or (not rationale.rstrip().endswith((".", "!", "?", '"')) and words[-1] in _DANGLING)
+
+
+def label_terms(answers) -> dict[str, list[tuple[str, bool]]]:
+    """``answer -> [(stem, asserted)]``: the words that name each answer in a rationale. A task's answer word
+    and its label both count (Neither / neutral); "not_entailment" is entailment negated. Yes/No/True/False
+    name no label here (the leak check forbids them), and a stem that names two labels alike names none."""
+    mapping = answers if isinstance(answers, dict) else {a: a for a in answers}
+    found: dict[str, set] = {}
+    for answer, label in mapping.items():
+        for name in {str(answer), str(label)}:
+            words = words_of(name.replace("_", " "))
+            negated = any(w in _NEGATORS for w in words)
+            content = [w for w in words if w not in _NEGATORS and not w.isdigit()]
+            if len(content) != 1 or content[0] in ("yes", "no", "true", "false") or len(content[0]) < 4:
+                continue
+            found.setdefault(answer, set()).add((stem(content[0]), not negated))
+    owners: dict[tuple[str, bool], set] = {}
+    for answer, terms in found.items():
+        for term in terms:
+            owners.setdefault(term, set()).add(answer)
+    return {a: sorted(t for t in terms if len(owners[t]) == 1) for a, terms in found.items()}
+
+
+def conclusion_answer(rationale: str, answers, gold: str) -> tuple[str | None, bool]:
+    """What the rationale's conclusion says of the answers: its last sentence that names one, read with
+    negation ("does not entail", "neither ... nor"). Returns (the sentence, whether it argues against ``gold``:
+    it asserts another answer and not gold, or denies gold)."""
+    terms = label_terms(answers)
+    by_term = {term: answer for answer, found in terms.items() for term in found}
+    stems = {s for s, _ in by_term}
+    if not by_term or gold not in terms:
+        return None, False
+    for sentence in reversed(_SENTENCE_END.split(rationale.strip())):
+        supported, opposed = set(), set()
+        for clause in _CLAUSE_BREAK.split(sentence):
+            words = words_of(clause)
+            for k, word in enumerate(words):
+                root = stem(word)
+                if root not in stems:
+                    continue
+                negated = any(w in _NEGATORS or w.endswith("n't") for w in words[max(0, k - 3) : k])
+                if (root, not negated) in by_term:
+                    supported.add(by_term[(root, not negated)])
+                elif negated and (root, True) in by_term:
+                    opposed.add(by_term[(root, True)])
+        if supported or opposed:
+            if len(terms) == 2:  # of two answers, denying one asserts the other
+                supported |= {a for a in terms if opposed and a not in opposed}
+            against = gold in opposed or (bool(supported) and gold not in supported)
+            return sentence, against
+    return None, False
+
+
+def invented_answer_quote(rationale: str, source: str) -> bool:
+    """The rationale writes an ``Answer: ...`` (the prompt's format) that the input text never holds."""
+    return bool(_ANSWER_QUOTE.search(rationale)) and not _ANSWER_QUOTE.search(source)
+
+
+def _quoted_from(source_words: str, rationale: str) -> str:
+    """The rationale with the words it copies from the input blanked out (its punctuation kept): quoted spans the
+    input holds, and any run of three words the input holds, so that a text's own "yes" is not the teacher
+    leaking the label."""
+
+    def unquote(m: re.Match) -> str:
+        inner = m.group(1) or m.group(2) or ""
+        return " " if f" {' '.join(words_of(inner))} " in source_words else m.group(0)
+
+    kept = _QUOTED.sub(unquote, rationale)
+    spans = list(_WORD.finditer(kept))
+    lower = [m.group(0).lower() for m in spans]
+    copied = [False] * len(spans)
+    for k in range(len(spans) - 2):
+        if f" {' '.join(lower[k : k + 3])} " in source_words:
+            copied[k] = copied[k + 1] = copied[k + 2] = True
+    pieces, at = [], 0
+    for m, blank in zip(spans, copied):
+        if blank:
+            pieces += [kept[at : m.start()], "_"]
+            at = m.end()
+    return "".join(pieces) + kept[at:]
+
+
+def leaks(rationale: str, source: str = "") -> bool:
+    """Yes/True/False/correct/incorrect, or "No" as an answer, in the teacher's own words (what it copies from
+    the input does not count)."""
+    if not _LEAK.search(rationale):
+        return False
+    if not source:
+        return True
+    return bool(_LEAK.search(_quoted_from(f" {' '.join(words_of(source))} ", rationale)))
+
+
 def check_output(
     text: str | None,
     item: TeacherItem,
@@ -274,8 +403,22 @@ def check_output(
         problems.append("truncated")
     if "repetitive" in checks and is_repetitive(rationale):
         problems.append("repetitive")
-    if "leak" in checks and _LEAK.search(rationale):
+    source = _item_text(item)
+    if "leak" in checks and leaks(rationale, source):
         problems.append("leak")
     if "contradicts" in checks and teacher_answer is not None and teacher_answer != item.answer:
         problems.append("contradicts")
+    # a fragment cut by the budget is truncated (and a loop repetitive) already; one the teacher stopped on is short
+    if "short" in checks and rationale and not {"empty", "truncated", "repetitive"} & set(problems):
+        problems += ["short"] if is_short(rationale) else []
+    if "conclusion" in checks and rationale and conclusion_answer(rationale, answers, item.answer)[1]:
+        problems.append("conclusion")
+    if "invented" in checks and invented_answer_quote(rationale, source):
+        problems.append("invented")
     return Checked(rationale or None, teacher_answer, problems)
+
+
+def _item_text(item: TeacherItem) -> str:
+    """The example's own text (its fields, else its prompt block), without the question dhrd adds."""
+    fields = {k: v for k, v in (item.fields or {}).items() if k != "question" and isinstance(v, str)}
+    return "\n".join(fields.values()) if fields else item.input

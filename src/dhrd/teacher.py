@@ -28,7 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .checks import above, at_least, input_dir, input_file, input_path, output_dir
-from .data import Columns
+from .data import DEFAULT_VALIDATION_FRACTION, Columns
 from .datasets_input import DatasetSplit
 from .errors import DHRDInputError, where
 from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
@@ -276,24 +276,34 @@ def generate_rationales(
     seed: int = 0,
     limit: int | None = None,
     progress: bool = True,
+    summary: RunSummary | None = None,
 ) -> RunSummary:
     """Fill ``cache`` with a rationale row for every item it lacks. Rows are appended as they become final;
     bad answers are re-asked (sampled, ``retry_temperature``) up to ``retries`` times under ``retry``,
-    dropped under ``drop``, kept with their problems listed under ``keep``."""
+    dropped under ``drop``, kept with their problems listed under ``keep``. ``summary``, where given, is
+    filled as rows are written, so that a caller interrupted mid-run still holds the counts so far."""
     if policy not in POLICIES:
         raise DHRDInputError(f"unknown policy {policy!r}: choose from {', '.join(POLICIES)}")
     checks = tuple(checks)
     unknown = [c for c in checks if c not in CHECKS]
     if unknown:
         raise DHRDInputError(f"unknown check {', '.join(unknown)}: choose from {', '.join(CHECKS)}")
-    summary = RunSummary(examples=len(items))
+    summary = summary if summary is not None else RunSummary()
+    summary.examples = len(items)
     todo = [item for item in items if item.idx not in cache]
     summary.already_cached = len(items) - len(todo)
     if limit is not None:
         todo = todo[: max(0, limit - summary.already_cached)]
     requests = [Request(item, template.messages(item, answers)) for item in todo]
     start = time.perf_counter()
-    bar = tqdm(total=len(requests), desc=f"rationales ({teacher.name})", unit="row", disable=not progress)
+    # the bar counts the rows the cache held already, and its rate and estimate only the rows made now
+    bar = tqdm(
+        total=summary.already_cached + len(requests),
+        initial=summary.already_cached,
+        desc=f"rationales ({teacher.name})",
+        unit="row",
+        disable=not progress,
+    )
     # the bar closes on an error too, so that the error's one line starts a line of its own
     with bar, cache:
         while requests:
@@ -332,6 +342,15 @@ def generate_rationales(
             requests = again
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+class RationalesInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a teacher run: the cache keeps every row written, and ``summary`` (also written as
+    ``train.summary.json``, marked ``interrupted``) counts them."""
+
+    def __init__(self, path: Path, summary: dict):
+        super().__init__()
+        self.path, self.summary = path, summary
 
 
 # --------------------------------------------------------------------------------------------- import
@@ -416,7 +435,9 @@ def _check_options(train_file, data_dir, import_file, template_file, output, max
     output_dir("--output", output)
 
 
-def _ask_teacher(items, answers, template, cache, teacher, gguf_file, base_url, api_key_env, **asking) -> RunSummary:
+def _ask_teacher(
+    items, answers, template, cache, teacher, gguf_file, base_url, api_key_env, summary=None, **asking
+) -> RunSummary:
     """A local or served teacher asked about every item the cache lacks (``generate_rationales``)."""
     backend: Teacher = (
         OpenAITeacher(base_url, teacher, api_key_env, asking["concurrency"], asking["timeout"], asking["max_retries"])
@@ -436,6 +457,7 @@ def _ask_teacher(items, answers, template, cache, teacher, gguf_file, base_url, 
             seed=asking["seed"],
             limit=asking["limit"],
             progress=asking["progress"],
+            summary=summary,
         )
     finally:
         backend.close()
@@ -450,24 +472,39 @@ def _finished_cache(cache: RationaleCache, items, limit: int | None, imported: b
     return imported or sum(1 for item in items if item.idx in cache) >= min(len(items), limit or len(items))
 
 
+def describe_ids(ids: Sequence, shown: int = 8) -> str:
+    """A list of row ids as a person reads it: ``1, 2, 5, ..., 4997`` (the first ones and the last)."""
+    ids = [str(i) for i in ids]
+    if len(ids) <= shown:
+        return ", ".join(ids)
+    return ", ".join(ids[: shown - 1]) + ", ..., " + ids[-1]
+
+
 def training_subset(
     items: list[TeacherItem],
     task: str | None,
     train_file: str | Path | None,
     columns: Columns,
     data_dir: str | Path | None,
-    max_examples: int,
+    max_examples: int | None,
     subset_seed: int,
     encoding: str | None = None,
-) -> tuple[list[TeacherItem], int]:
-    """The items of the examples ``dhrd train --max-train-examples N --subset-seed S`` trains on, and how
-    many original examples that is. Training's own rows and ``sample_examples`` pick them, and an item joins
-    on the row's ``source_idx``, exactly as training joins rationales (``pair_rationales``)."""
+    validation_fraction: float | None = None,
+    selection: str = "seeded",
+) -> tuple[list[TeacherItem], int, dict]:
+    """The items of the examples ``dhrd train`` trains on with the same settings, how many original examples
+    that is, and a record of which rows they are and why. A training file given without a validation file
+    has ``validation_fraction`` of its rows carved out as the validation split exactly as training carves it
+    (seeded by ``subset_seed``, stratified): the teacher is never asked about them. ``max_examples`` then takes
+    the rows ``--max-train-examples N --subset-seed S --selection first|seeded`` takes. Training's own rows and
+    ``sample_examples`` pick them, and an item joins on the row's ``source_idx``, exactly as training joins
+    rationales (``pair_rationales``)."""
     from .data import DataSpec
     from .tasks import sample_examples
 
-    if subset_seed is None:  # a None seed would draw a fresh random subset that no training run uses
+    if max_examples and subset_seed is None and selection == "seeded":  # a None seed: a fresh random subset
         raise DHRDInputError("--max-examples needs --subset-seed (dhrd train's default is its --seed, 42)")
+    carving = bool(validation_fraction) and train_file is not None and not isinstance(train_file, DatasetSplit)
     if isinstance(train_file, DatasetSplit):  # training reads the same split of the same dataset
         spec = DataSpec(
             dataset=train_file.name,
@@ -487,13 +524,57 @@ def training_subset(
             id_column=columns.id,
             encoding=encoding,
             label_map=dict(columns.label_map) or None,
+            validation_fraction=validation_fraction if carving else None,
+            validation_seed=subset_seed if subset_seed is not None else 42,
         )
     else:
         # groups (what the cap counts) are the same in both input formats, so yesno stands for either
         spec = DataSpec(tasks=[task], data_dir=None if data_dir is None else str(data_dir))
-    rows = sample_examples(spec.split("train", spec.label_names()), max_examples, subset_seed)
+    every = spec.split("train", spec.label_names())
+    rows = sample_examples(every, max_examples, subset_seed, selection)
     keep = {id_key(row.source_idx) for row in rows}
-    return [item for item in items if id_key(item.idx) in keep], len({row.group for row in rows})
+    chosen = [item for item in items if id_key(item.idx) in keep]
+    held = spec.carved_splits(spec.label_names())[1] if carving else []
+    why = []
+    if carving:
+        why.append(
+            f"{len(held)} rows ({validation_fraction:g}) are held out as the validation split, as dhrd train "
+            f"carves it (--validation-fraction {validation_fraction:g}, --subset-seed {spec.validation_seed}), "
+            "and never asked about"
+        )
+    groups = len({row.group for row in rows})
+    if max_examples and len(rows) < len(every):
+        how = (
+            f"the first {max_examples} training rows in file order (--selection first)"
+            if selection == "first"
+            else f"a seeded sample of {max_examples} (--subset-seed {subset_seed})"
+        )
+        why.append(f"of the {len(every)} training rows, {how}, as dhrd train --max-train-examples {max_examples} takes")
+    else:
+        why.append(f"every training row ({groups})")
+    record = {
+        "selection_reason": "; ".join(why),
+        "asked_ids": describe_ids([item.idx for item in chosen]),
+        "held_out_for_validation": len(held),
+    }
+    return chosen, groups, record
+
+
+def _result(cache: RationaleCache, torn: bool, max_examples, subset_seed, selected, selection, fraction) -> dict:
+    """The run's record (``train.summary.json``), before the counts of its ``RunSummary``."""
+    return {
+        "cache": str(cache.path),
+        "torn_row_removed": torn,
+        "teacher": cache.teacher,
+        "prompt_id": cache.prompt_id,
+        "rows_in_cache": len(cache),
+        "rationales_in_cache": sum(1 for r in cache.rows.values() if r.get("rationale")),
+        "max_examples": max_examples or None,
+        "subset_seed": subset_seed if max_examples else None,
+        "selected_examples": selected,  # original examples in the subset (MultiRC: questions); None: all
+        "selection": selection if max_examples else None,
+        "validation_fraction": fraction or None,
+    }
 
 
 def make_rationales(
@@ -527,6 +608,8 @@ def make_rationales(
     subset_seed: int = 42,
     encoding: str | None = None,
     instruction: str | None = None,
+    validation_fraction: float | None = None,
+    selection: str = "seeded",
 ) -> tuple[Path, dict]:
     """Rationales for every training example of ``task`` (or ``train_file``) into a resumable cache:
     from a local model (``teacher`` without ``base_url``), an OpenAI-compatible server (``base_url`` and
@@ -537,7 +620,10 @@ def make_rationales(
     ``train.summary.json``. A training file's rows are keyed by ``columns.id`` (the user's ids) or else by
     their 1-based row number; ``id_column`` is the imported file's id column [default: ``columns.id``, else
     ``idx``]. A training file's labels are named by ``columns.label_map`` and its task stated by
-    ``instruction``: the teacher is asked about them, never about bare numbers."""
+    ``instruction``: the teacher is asked about them, never about bare numbers. A training file has
+    ``validation_fraction`` of its rows held out as ``dhrd train`` holds them out when it has no validation file
+    (pass 0 where training gets a ``--validation-file``): the teacher is never asked about them.
+    ``selection`` (``seeded`` or ``first``) is the rows ``max_examples`` takes, as training's ``--selection``."""
     from .prompts import (
         TASK_ANSWERS,
         builtin_template,
@@ -576,13 +662,29 @@ def make_rationales(
         keyed_by = "the records' idx"
     import_ids = id_column or (columns.id if train_file is not None and columns.id else "idx")
     known = {item.idx for item in items}  # every id: a cache made for a larger subset stays usable
-    selected = None
-    if max_examples:
-        if import_file is not None:
-            raise DHRDInputError("--max-examples picks whom a teacher is asked about; --import copies every row")
-        items, selected = training_subset(
-            items, task, train_file, columns, data_dir, max_examples, subset_seed, encoding
+    selected, chosen = None, {}
+    if max_examples and import_file is not None:
+        raise DHRDInputError("--max-examples picks whom a teacher is asked about; --import copies every row")
+    if validation_fraction is None:  # as dhrd train: a training file without a validation file has one carved
+        validation_fraction = DEFAULT_VALIDATION_FRACTION if train_file is not None else 0.0
+    if not 0 <= validation_fraction < 1:
+        raise DHRDInputError(f"--validation-fraction must be between 0 and 1, not {validation_fraction}")
+    if import_file is None:
+        items, selected, chosen = training_subset(
+            items,
+            task,
+            train_file,
+            columns,
+            data_dir,
+            max_examples,
+            subset_seed,
+            encoding,
+            validation_fraction,
+            selection,
         )
+        logger.info("rows asked about: %s; ids %s", chosen["selection_reason"], chosen["asked_ids"])
+        if not max_examples:
+            selected = None
 
     finished = False  # an earlier run filled the cache: this one asks, copies and writes nothing
     if import_file is not None:
@@ -631,21 +733,22 @@ def make_rationales(
         if finished:  # decided before the teacher loads: nothing is asked
             summary = RunSummary(examples=len(items), already_cached=sum(1 for item in items if item.idx in cache))
         else:
-            summary = _ask_teacher(items, answers, template, cache, teacher, gguf_file, base_url, api_key_env, **asking)
+            summary = RunSummary()
+            started = time.perf_counter()
+            try:
+                _ask_teacher(
+                    items, answers, template, cache, teacher, gguf_file, base_url, api_key_env, summary, **asking
+                )
+            except KeyboardInterrupt:  # what was written is counted and recorded, then the run stops
+                summary.seconds = summary.seconds or time.perf_counter() - started
+                result = _result(cache, torn, max_examples, subset_seed, selected, selection, validation_fraction)
+                result.update(chosen, **summary.as_dict(), interrupted=True)
+                write_json_atomic(cache.path.with_name("train.summary.json"), result)
+                raise RationalesInterrupted(cache.path, result) from None
     if import_file is not None:  # copying wrote nothing new: the import was finished before
         finished = not summary.written and _finished_cache(cache, items, limit, imported=True)
-    result = {
-        "cache": str(cache.path),
-        "torn_row_removed": torn,
-        "teacher": cache.teacher,
-        "prompt_id": cache.prompt_id,
-        "rows_in_cache": len(cache),
-        "rationales_in_cache": sum(1 for r in cache.rows.values() if r.get("rationale")),
-        "max_examples": max_examples or None,
-        "subset_seed": subset_seed if max_examples else None,
-        "selected_examples": selected,  # original examples in the subset (MultiRC: questions); None: all
-        **summary.as_dict(),
-    }
+    result = _result(cache, torn, max_examples, subset_seed, selected, selection, validation_fraction)
+    result.update(chosen, **summary.as_dict(), interrupted=False)
     if finished:  # the summary of the run that filled the cache is kept
         logger.info("already complete: %d rows in %s (another --output asks again)", len(cache), cache.path)
     else:

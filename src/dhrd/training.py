@@ -68,8 +68,8 @@ from .rationales import check_rationale_keys, pair_rationales, rationale_file, r
 from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
 from .tables import id_key
-from .tasks import chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
-from .training_args import DHRDTrainingArguments, default_value, strategy_name
+from .tasks import carve_split, chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
+from .training_args import DEFAULT_VALIDATION_FRACTION, DHRDTrainingArguments, default_value, strategy_name
 
 logger = logging.getLogger(__name__)
 
@@ -441,6 +441,7 @@ class PreparedRun:
     trainer_kwargs: dict | None = None  # what DHRDTrainer is built from
     peft_config: str | None = None  # a fingerprint of a given peft config (run identity), None: the built-in LoRA
     model_parts: object = None  # (args) -> (model, classifier, causal LM), freshly initialised
+    validation_split: dict | None = None  # where a validation split carved from the training file came from
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
@@ -541,9 +542,10 @@ def prepare_parts(
         )
     subset_seed = args.seed if args.subset_seed is None else args.subset_seed
     # a dataset is read only as far as the caps need (DHRD checks its rationales against the whole split)
-    train_cap = None if args.method == "dhrd" else args.max_train_examples
+    train_cap = None if args.method == "dhrd" or args.selection == "first" else args.max_train_examples
     all_train_rows = spec.split("train", label_names, train_cap, subset_seed)
-    train_rows = sample_examples(all_train_rows, args.max_train_examples, subset_seed)
+    train_rows = sample_examples(all_train_rows, args.max_train_examples, subset_seed, args.selection)
+    validation_split = carved_validation_record(spec, label_names, all_train_rows)
     if args.dev_fraction:
         # the validation split is carved from the training rows: the reported split is never read
         train_rows, eval_rows = carve_dev_split(train_rows, args.dev_fraction, subset_seed)
@@ -624,7 +626,56 @@ def prepare_parts(
         trainer_kwargs=trainer_kwargs,
         peft_config=peft_fingerprint(peft_config),
         model_parts=model_parts,
+        validation_split=validation_split,
     )
+
+
+VALIDATION_SPLIT_FILE = "validation-split.json"
+
+
+def carved_validation_record(spec: DataSpec, label_names, train_rows: list) -> dict | None:
+    """Where a validation split carved from the training file came from and which rows it holds (their ids),
+    so that a run can be reproduced and a resumed one checked to carve the same rows; None for a given one."""
+    if not spec.carves_validation:
+        return None
+    held = spec.carved_splits(tuple(label_names))[1]
+    counts = {name: sum(e.label == k for e in held) for k, name in enumerate(label_names)}
+    logger.warning(
+        "validation split: %d of %d rows of %s (--validation-fraction %g, seeded by --subset-seed %d, stratified: "
+        "%s), never trained on; their ids are in %s",
+        len(held),
+        len(held) + len(train_rows),
+        spec.train_file,
+        spec.validation_fraction,
+        spec.validation_seed,
+        ", ".join(f"{n} {name}" for name, n in counts.items()),
+        VALIDATION_SPLIT_FILE,
+    )
+    return {
+        "carved_from": spec.train_file,
+        "validation_fraction": spec.validation_fraction,
+        "seed": spec.validation_seed,
+        "keyed_by": spec.id_column or "row number",
+        "train_rows": len(train_rows),
+        "validation_rows": len(held),
+        "validation_labels": counts,
+        "validation_ids": [e.source_idx for e in held],
+    }
+
+
+def _record_validation_split(output: Path, record: dict | None, resuming: bool) -> None:
+    """Write the carved split's record; a resumed run must have carved the same rows (the file unchanged)."""
+    path = output / VALIDATION_SPLIT_FILE
+    if record is None:
+        return
+    if resuming and path.is_file():
+        earlier = json.loads(path.read_text())
+        if earlier.get("validation_ids") != record["validation_ids"]:
+            raise DHRDInputError(
+                f"{path}: this run's validation split was carved from other rows than {record['carved_from']} "
+                "gives now (has the file changed?); use another --output-dir, or --restart to train again"
+            )
+    write_json_atomic(path, record)
 
 
 def build_model(args: DHRDTrainingArguments, backbone: str, label_names, tokenizer, given_lm=None, peft_config=None):
@@ -650,23 +701,8 @@ def build_model(args: DHRDTrainingArguments, backbone: str, label_names, tokeniz
 
 
 def carve_dev_split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """A seeded dev split of ``fraction`` of the examples, stratified by label (whole examples: the yes/no rows
-    of one example stay together), and the rows left to train on, each in their original order."""
-    from sklearn.model_selection import train_test_split
-
-    groups = list(dict.fromkeys(e.group for e in rows))
-    labels_of = {}
-    for e in rows:
-        labels_of.setdefault(e.group, []).append(e.label)
-    strata = [str(labels_of[g]) for g in groups]
-    dev_count = max(1, round(fraction * len(groups)))
-    if dev_count >= len(groups):
-        raise DHRDInputError(f"--dev-fraction {fraction}: {len(groups)} training examples leave none to train on")
-    counts = {s: strata.count(s) for s in strata}
-    stratify = strata if min(counts.values()) >= 2 and dev_count >= len(counts) else None
-    _, dev_groups = train_test_split(groups, test_size=dev_count, random_state=seed, stratify=stratify)
-    dev = set(dev_groups)
-    return [e for e in rows if e.group not in dev], [e for e in rows if e.group in dev]
+    """The alpha search's seeded, stratified dev split and the rows left to train on (``tasks.carve_split``)."""
+    return carve_split(rows, fraction, seed, "--dev-fraction")
 
 
 def peft_fingerprint(peft_config) -> str | None:
@@ -786,6 +822,7 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     output = Path(args.output_dir)
     checkpoint = _checkpoint_to_resume(args, output, run_parts.peft_config)
     if trainer.is_world_process_zero():  # one writer: processes sharing one temporary file name would race
+        _record_validation_split(output, run_parts.validation_split, checkpoint is not None)
         write_json_atomic(output / "train_args.json", {**args.to_dict(), "peft_config": run_parts.peft_config})
     if checkpoint:
         logger.warning("resuming from %s", checkpoint)
@@ -816,6 +853,12 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
         "train_rows": len(train_rows),
         "rows_without_rationale": missing if args.method == "dhrd" else None,
         "eval_rows": len(eval_rows),
+        "validation_split": None
+        if run_parts.validation_split is None
+        else {
+            **{k: v for k, v in run_parts.validation_split.items() if k != "validation_ids"},
+            "ids_in": VALIDATION_SPLIT_FILE,
+        },
         "processes": trainer.args.world_size,
         "train_seconds": round(train_seconds, 2),
         "train_seconds_per_epoch": round(
@@ -882,6 +925,8 @@ RUN_DEFINING = (
     "instruction",
     "instruction_in_input",
     "max_train_examples",
+    "selection",
+    "validation_fraction",
     "dev_fraction",
     "subset_seed",
     "backbone",
@@ -935,11 +980,21 @@ def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[st
     now = args.to_dict()
     keys = (*RUN_DEFINING, *extra)
     changed = [k for k in keys if _setting(k, earlier.get(k, default_value(k))) != _setting(k, now.get(k))]
+    if "validation_fraction" in changed and _carved_fraction(earlier) == args.resolved_validation_fraction:
+        changed.remove("validation_fraction")  # the default given by name, or left to default: the same split
     if not earlier.get("instruction") and not now.get("instruction"):  # where it goes matters only if there is one
         changed = [k for k in changed if k != "instruction_in_input"]
     if not earlier.get("best_epoch", True) and not now["best_epoch"]:  # no epoch is chosen by it
         changed = [k for k in changed if k != "metric_for_best_model"]
     return changed
+
+
+def _carved_fraction(saved: dict) -> float | None:
+    """The validation fraction a saved run carved (``DHRDTrainingArguments.resolved_validation_fraction``)."""
+    if saved.get("validation_fraction") is not None:
+        return saved["validation_fraction"]
+    own_file = saved.get("train_file") and not saved.get("validation_file") and not saved.get("dataset")
+    return DEFAULT_VALIDATION_FRACTION if own_file else None
 
 
 def _setting(key: str, value):
@@ -1130,8 +1185,20 @@ def _load_rationales(
             keyed_by = "the records' idx"
         rows = read_rationale_rows(path, spec.encoding)
         task_rows = [e for e in all_train_rows if e.task == task]
-        check_rationale_keys(rows, task_rows, label_names, path, keyed_by, spec.columns.label_name)
-        found[task] = {r.key: r.rationale for r in rows if r.rationale is not None}
+        # rows carved out as the validation split are the file's rows too: checked, never trained on
+        held = spec.carved_splits(tuple(label_names))[1] if task == "custom" and spec.carves_validation else []
+        check_rationale_keys(rows, task_rows + held, label_names, path, keyed_by, spec.columns.label_name)
+        held_keys = {str(e.source_idx) for e in held}
+        unused = sum(1 for r in rows if r.key in held_keys and r.rationale is not None)
+        if unused:
+            logger.warning(
+                "%s: %d rationales are for rows of the validation split carved from the training file: not used "
+                "(dhrd rationales with the same --validation-fraction and --subset-seed asks only about training "
+                "rows)",
+                path,
+                unused,
+            )
+        found[task] = {r.key: r.rationale for r in rows if r.rationale is not None and r.key not in held_keys}
     return found
 
 

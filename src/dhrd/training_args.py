@@ -18,7 +18,7 @@ import torch
 from transformers import TrainingArguments
 
 from .checks import training_options
-from .data import DataSpec
+from .data import DEFAULT_VALIDATION_FRACTION, DataSpec
 from .errors import DHRDInputError
 from .runtime import bf16_supported
 
@@ -122,7 +122,15 @@ class DHRDTrainingArguments(TrainingArguments):
     )
     data_dir: str | None = _option(None, "folder with <Task>/{train,val,test}.jsonl (None: the shared set)", DATA)
     train_file: str | None = _option(None, "your own CSV/JSONL/Parquet training file", DATA)
-    validation_file: str | None = _option(None, "your own validation file (the evaluation split)", DATA)
+    validation_file: str | None = _option(
+        None, "your own validation file (the evaluation split; None: --validation-fraction of --train-file)", DATA
+    )
+    validation_fraction: float | None = _option(
+        None,
+        "with --train-file and no --validation-file: this seeded (--subset-seed), stratified fraction of its "
+        f"rows is the validation split, never trained on (None: {DEFAULT_VALIDATION_FRACTION} there)",
+        DATA,
+    )
     dataset: str | None = _option(
         None,
         "a datasets dataset: a save_to_disk directory or a hub name, read as your files are (the same column "
@@ -160,7 +168,16 @@ class DHRDTrainingArguments(TrainingArguments):
     # off by default: with it, pooled SmolLM2 scored 7.7 points lower on CB as a CSV
     # (results/own-data-instruction-smollm2-cpu.md)
     instruction_in_input: bool = _option(False, "the classifier's input ends with --instruction too", DATA)
-    max_train_examples: int | None = _option(None, "cap the training examples (a seeded sample)", DATA)
+    max_train_examples: int | None = _option(
+        None, "cap the training examples (a seeded sample, or the first N with --selection first)", DATA
+    )
+    selection: str = _option(
+        "seeded",
+        "which rows --max-train-examples takes: seeded (a sample drawn with --subset-seed, as dhrd rationales "
+        "--max-examples takes it) or first (the first N training rows in file order)",
+        DATA,
+        choices=["seeded", "first"],
+    )
     max_eval_examples: int | None = _option(None, "cap the validation examples (a seeded sample)", DATA)
     subset_seed: int | None = _option(
         None, "seed of the capped samples (None: --seed); fixed, it pairs runs across seeds", DATA
@@ -375,8 +392,20 @@ class DHRDTrainingArguments(TrainingArguments):
             instruction_in_input=self.instruction_in_input,
             dataset=self.dataset,
             dataset_config=self.dataset_config,
+            validation_fraction=self.resolved_validation_fraction,
+            validation_seed=self.seed if self.subset_seed is None else self.subset_seed,
             splits=splits,
         )
+
+    @property
+    def resolved_validation_fraction(self) -> float | None:
+        """The fraction of the training file carved out as the validation split: the one given, else
+        ``DEFAULT_VALIDATION_FRACTION`` for a training file without a validation file, else none."""
+        if self.validation_fraction is not None:
+            return self.validation_fraction
+        if self.train_file is not None and self.validation_file is None and self.dataset is None:
+            return DEFAULT_VALIDATION_FRACTION
+        return None
 
     @property
     def choose_best(self) -> bool:
@@ -413,8 +442,8 @@ class DHRDTrainingArguments(TrainingArguments):
             raise DHRDInputError(f"--truncation must be 'error' or 'left', not {self.truncation!r}")
         if self.max_length < 8:
             raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
-        if self.train_file and not self.validation_file:
-            raise DHRDInputError("--train-file needs --validation-file (the evaluation split)")
+        if self.selection not in ("seeded", "first"):
+            raise DHRDInputError(f"--selection must be 'seeded' or 'first', not {self.selection!r}")
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise DHRDInputError(f"--early-stopping-patience must be >= 1, not {self.early_stopping_patience}")
