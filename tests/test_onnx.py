@@ -176,3 +176,30 @@ def test_benchmark_times_every_engine_on_the_same_inputs(exported, superglue_dir
     assert markdown.count("Fastest for dhrd at batch") == 2
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["engines"]["rows"] == rows
+
+
+def _absolute_roots(*folders) -> set[str]:
+    """Paths of this machine that must not appear in a folder meant to be copied to another one."""
+    import site
+    import sys
+    from pathlib import Path
+
+    import dhrd
+
+    roots = {str(Path(f).resolve()) for f in folders} | {str(Path(f)) for f in folders}
+    roots |= {str(Path(dhrd.__file__).resolve().parent), sys.prefix, str(Path.home()), str(Path.cwd())}
+    roots |= set(site.getsitepackages())
+    return {r for r in roots if len(r) > 4}
+
+
+def test_no_absolute_path_of_this_machine_in_a_saved_or_exported_folder(exported):
+    """A model folder or its export is copied to servers and pushed to the Hub: the paths where it was made
+    (the source files of torch and dhrd the exporter records per node, the model's own folder) stay behind."""
+    model_dir, export_dir, _ = exported
+    roots = _absolute_roots(model_dir.parent)
+    for folder in (model_dir, export_dir):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                data = path.read_bytes()
+                leaked = sorted(r for r in roots if r.encode() in data)
+                assert not leaked, f"{path.name} holds {leaked}"

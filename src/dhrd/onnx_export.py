@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import shutil
@@ -121,14 +122,56 @@ def to_onnx(classifier: nn.Module, tokenizer, path: Path) -> Path:
         # weights in a sidecar (model.onnx.data), as transformers' exporter saves them: serialising them into the
         # protobuf would hold a second copy of the model in memory, and past 2 GB it cannot be done at all
         program.save(str(path), external_data=True)
+    _drop_source_paths(path)
     return path
+
+
+# The dynamo exporter records, per node, the Python stack that made it: the absolute paths of this machine's
+# source files (torch's, transformers', dhrd's). An export is copied to servers and pushed to the Hub, so they
+# stay behind; the node's module path and fx node (also recorded) still say where each op came from.
+_MACHINE_SPECIFIC_NODE_METADATA = ("pkg.torch.onnx.stack_trace",)
+
+
+def _drop_source_paths(path: Path) -> None:
+    """Remove the per-node stack traces from the graph in ``path`` (its weights in the sidecar are untouched)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    for graph in _graphs(proto):
+        for node in graph.node:
+            kept = [p for p in node.metadata_props if p.key not in _MACHINE_SPECIFIC_NODE_METADATA]
+            del node.metadata_props[:]
+            node.metadata_props.extend(kept)
+    staged = path.with_name(path.name + ".partial")
+    onnx.save_model(proto, str(staged))
+    staged.replace(path)
+
+
+def _graphs(proto):
+    """The main graph, the graphs nested in its nodes' attributes (If, Loop, Scan), and the local functions."""
+    pending = [proto.graph, *proto.functions]
+    while pending:
+        graph = pending.pop()
+        yield graph
+        for node in graph.node:
+            for attribute in node.attribute:
+                pending.extend([attribute.g] if attribute.HasField("g") else [])
+                pending.extend(attribute.graphs)
 
 
 def quantize_int8(source: Path, target: Path) -> Path:
     """int8 weights with onnxruntime's dynamic quantization (MatMul, Gather: the projections and embeddings)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    # the quantizer suggests its pre-processing step through the root logger: a stray "WARNING:root:" line in
+    # the terminal of every export that the user can do nothing about here
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(source, target, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     return target
 
 
@@ -235,6 +278,13 @@ def _source_stamp(model_dir: Path) -> dict[str, int]:
     return {path.name: path.stat().st_mtime_ns for path in files if path.is_file()}
 
 
+def _source_id(model_dir: Path) -> str:
+    """Which model folder the export came from, without writing this machine's absolute path into the export
+    (it is copied to servers and pushed): a digest of the resolved path, enough to tell a rerun of the same
+    export from another model's."""
+    return hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
+
+
 def _finished_export(output: Path, model_dir: Path, quantize: str | None) -> ExportSummary | None:
     """The export already in ``output`` where it is this model's, with these files: left as it is."""
     try:
@@ -242,7 +292,7 @@ def _finished_export(output: Path, model_dir: Path, quantize: str | None) -> Exp
     except (OSError, ValueError):
         return None
     files = {"fp32": ONNX_FILE, **({"int8": INT8_FILE} if quantize == "int8" else {})}
-    same = metadata.get("source_model") == str(model_dir.resolve()) and metadata.get("files") == files
+    same = metadata.get("source_model_id") == _source_id(model_dir) and metadata.get("files") == files
     if not same or metadata.get("source_stamp") != _source_stamp(model_dir):
         return None
     if not all((output / name).is_file() for name in files.values()):
@@ -259,7 +309,8 @@ def _metadata(summary: ExportSummary, model_dir: Path, onnx_path: Path) -> dict:
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {
         "format": "onnx",
-        "source_model": str(model_dir.resolve()),
+        "source_model": model_dir.resolve().name,
+        "source_model_id": _source_id(model_dir),
         "source_stamp": _source_stamp(model_dir),
         "head": summary.head,
         "files": summary.files,
