@@ -62,7 +62,7 @@ class DHRDArgumentParser(HfArgumentParser):
             if f.type in (bool, bool | None):
                 add_bool(group, f)
             else:
-                metadata = {k: v for k, v in f.metadata.items() if k not in ("group", "negative")}
+                metadata = {k: v for k, v in f.metadata.items() if k not in ("group", "negative", "defines_run")}
                 if "choices" not in metadata and (metavar := _metavar(f.type)):
                     metadata["metavar"] = metavar
                 self._parse_dataclass_field(group, _with(f, metadata))

@@ -69,7 +69,13 @@ from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
 from .tables import id_key
 from .tasks import carve_split, chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
-from .training_args import DEFAULT_VALIDATION_FRACTION, DHRDTrainingArguments, default_value, strategy_name
+from .training_args import (
+    DEFAULT_VALIDATION_FRACTION,
+    DHRDTrainingArguments,
+    default_value,
+    run_defining,
+    strategy_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -907,55 +913,9 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
 
 PREDICTIONS_FILE = "validation-predictions.json"
 
-# Settings that change what a checkpoint means: resuming under different ones would mix two runs.
-RUN_DEFINING = (
-    "task",
-    "input_format",
-    "data_dir",
-    "train_file",
-    "validation_file",
-    "dataset",
-    "dataset_config",
-    "text_column",
-    "text_pair_column",
-    "label_column",
-    "id_column",
-    "rationale_column",
-    "label_map",
-    "instruction",
-    "instruction_in_input",
-    "max_train_examples",
-    "selection",
-    "validation_fraction",
-    "dev_fraction",
-    "subset_seed",
-    "backbone",
-    "gguf_file",
-    "head",
-    "pooling",
-    "method",
-    "alpha",
-    "beta",
-    "class_weights",
-    "rationales",
-    "rationale_mode",
-    "lm_scope",
-    "max_rationale_tokens",
-    "lm_normalization",
-    "lora",
-    "lora_r",
-    "lora_alpha",
-    "learning_rate",
-    "num_train_epochs",
-    "best_epoch",
-    "metric_for_best_model",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "group_by_length",
-    "max_length",
-    "truncation",
-    "seed",
-)
+# Settings that change what a checkpoint means: resuming under different ones would mix two runs. Declared on
+# the fields (DHRDTrainingArguments: ``_option(run=...)``; transformers' own: TRAINER_RUN_DEFINING).
+RUN_DEFINING = run_defining()
 
 
 def latest_complete_checkpoint(checkpoints: Path) -> str | None:
@@ -1004,7 +964,7 @@ def _setting(key: str, value):
             return parse_label_map(value)
         except DHRDInputError:
             return value
-    return value
+    return strategy_name(value)  # transformers' enums (SchedulerType, OptimizerNames) as their saved names
 
 
 def finished_run(args: DHRDTrainingArguments) -> TrainResult | None:
