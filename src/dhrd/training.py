@@ -311,6 +311,25 @@ class DHRDTrainer(Trainer):
             self.model, getattr(self.args, "activation_memory", None), every_layer
         )
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's own checkpoints (``_internal_call``) keep the LoRA adapter, which resuming needs. Called by a
+        user, it writes the usable classifier: LoRA merged into a copy of the model, saved as ``dhrd.train``
+        saves it, so that ``AutoModelForSequenceClassification.from_pretrained`` gets the trained head."""
+        model = self.accelerator.unwrap_model(self.model)
+        if _internal_call or self.prepared is None:  # built with alpha=: the caller's own model, saved as given
+            return super().save_model(output_dir, _internal_call)
+        if self.is_world_process_zero():
+            merged = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
+            save_classifier(
+                merged,
+                self.processing_class or self.prepared.tokenizer,
+                output_dir or self.args.output_dir,
+                max_length=getattr(self.args, "max_length", None),
+                truncation=getattr(self.args, "truncation", "error"),
+            )
+            del merged
+        self.accelerator.wait_for_everyone()
+
     def _per_example_lm(self) -> bool:
         return getattr(self.args, "lm_normalization", "token") == "example"
 
