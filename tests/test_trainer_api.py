@@ -330,3 +330,24 @@ OLD_KEYS = (
     "torch_compile attention bits_dropout save_steps save_total_limit logging_steps resume report_to "
     "trust_remote_code"
 ).split()
+
+
+def test_plain_trainer_save_model_reloads_with_the_trained_head(tmp_path, tiny_backbone, reviews):
+    """Only Trainer's own methods: train(), then save_model(): AutoModelForSequenceClassification reloads the
+    classifier with its trained head (LoRA merged), not an adapter over a freshly initialised head."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    trainer = DHRDTrainer(
+        args=config(tmp_path, tiny_backbone, num_train_epochs=1, head="linear"),
+        train_dataset=reviews[0],
+        eval_dataset=reviews[1],
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "saved"))
+    assert not (tmp_path / "saved" / "adapter_config.json").exists()
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
+    trained = trainer.model.merge_and_unload().eval()
+    batch = trainer.prepared.tokenizer(["a great film", "dull and too long"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(**batch).logits, trained(**batch).logits.to(torch.float32))

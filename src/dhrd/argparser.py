@@ -2,7 +2,7 @@
 (as TRL's ``TrlParser`` is): every field is a flag under its own name (``--num_train_epochs`` or
 ``--num-train-epochs``), with the aliases, help and choices its metadata declares (``--epochs``, ``--lr``,
 ``--batch-size``, ...), every boolean with a ``--no-<name>`` form, DHRD's groups listed before transformers'
-and each default shown. ``--config x.yaml|json`` gives values that the command line overrides. Building it imports
+and each default shown. ``--config x.yaml|json|toml`` gives values that the command line overrides. Building it imports
 torch and transformers: ``dhrd.train_options`` answers ``--help`` and option errors from a table of it instead."""
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ class DHRDArgumentParser(HfArgumentParser):
             formatter_class=HelpFormatter,
         )
         self.add_argument(
-            "--config", metavar="FILE", help="a YAML or JSON file of these settings; the command line overrides it"
+            "--config",
+            metavar="FILE",
+            help="a YAML, JSON or TOML file of these settings; the command line overrides them",
         )
 
     def _add_dataclass_arguments(self, dtype):
@@ -62,7 +64,7 @@ class DHRDArgumentParser(HfArgumentParser):
             if f.type in (bool, bool | None):
                 add_bool(group, f)
             else:
-                metadata = {k: v for k, v in f.metadata.items() if k not in ("group", "negative")}
+                metadata = {k: v for k, v in f.metadata.items() if k not in ("group", "negative", "defines_run")}
                 if "choices" not in metadata and (metavar := _metavar(f.type)):
                     metadata["metavar"] = metavar
                 self._parse_dataclass_field(group, _with(f, metadata))
@@ -82,7 +84,7 @@ class DHRDArgumentParser(HfArgumentParser):
         return found[0]  # then a namespace holding --config, then the strings left over
 
     def read_config(self, path: Path) -> dict:
-        """A YAML or JSON mapping of field names (dashes or underscores); unknown names are errors."""
+        """A YAML, JSON or TOML mapping of field names (dashes or underscores); unknown names are errors."""
         return read_config(path, set(FIELDS), self.prog)
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .command_args import COT_ENGINES, COT_SETTINGS, SYSTEMS, BenchmarkArguments
 from .cot import (
     PAPER_SETTINGS,
     CoTScore,
@@ -54,60 +55,12 @@ from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from .startup_benchmark import cli_startup, startup_markdown
 from .stats import latency_percentiles
-from .tasks import TASKS, Example, evaluate_rows
+from .tasks import Example, evaluate_rows
 
 logger = logging.getLogger(__name__)
 
-# the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
-SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot")
 LEGACY_SYSTEMS = {"cot-finetuned": "cot"}  # what results written before the names were one called them
-ENGINES = ("transformers", "llama.cpp", "vllm")  # llama.cpp: GGUF backbones; vllm: GPU machines
-COT_SETTINGS = ("paper", "greedy")
-
-
-@dataclass
-class BenchmarkArguments:
-    task: str = "cb"
-    data_dir: str | None = None
-    max_examples: int | None = None  # the first N validation examples, for every system alike
-    pooled: str | None = None  # a trained model (run dir or model dir)
-    dhrd: str | None = None
-    cot: str | None = None  # CoT fine-tuned: trained with --method dhrd --alpha 1 --beta 0 --keep-reasoning-head
-    backbone: str | None = None  # zero-shot CoT's backbone [default: the classifiers' backbone]
-    zero_shot: bool = True
-    batch_sizes: tuple[int, ...] = (1, 32)
-    repeats: int = 3
-    cot_repeats: int = 1
-    cot_settings: tuple[str, ...] = COT_SETTINGS
-    greedy_max_new_tokens: int | None = None  # None: fitted to the rationale cache
-    rationales: str | None = None  # the cache the greedy budget is fitted to [default: the shared set]
-    engines: tuple[str, ...] = ENGINES
-    fast_path: bool = True  # measure each switch of the classifier's inference path
-    compile: bool = True  # include torch.compile among the measured switches
-    bf16: bool | None = None
-    threads: int | None = None
-    onnx: bool = False  # also time onnxruntime fp32 and int8 (an export made for the run) beside torch
-    startup: bool = False  # also time the command line's help, version and option errors (dhrd benchmark does)
-    seed: int = 0
-    output: str = "results/benchmark"
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.task not in TASKS:
-            raise DHRDInputError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")
-        if not (self.pooled or self.dhrd or self.cot or self.zero_shot):
-            raise DHRDInputError("nothing to benchmark: give --pooled, --dhrd, --cot or --zero-shot")
-        if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
-            raise DHRDInputError("--batch-sizes must be positive integers")
-        if self.repeats < 1 or self.cot_repeats < 1:
-            raise DHRDInputError("--repeats and --cot-repeats must be at least 1")
-        unknown = set(self.cot_settings) - set(COT_SETTINGS) | set(self.engines) - set(ENGINES)
-        if unknown:
-            raise DHRDInputError(f"unknown CoT setting or engine: {', '.join(sorted(unknown))}")
-        if self.onnx:
-            from .onnx_export import require_onnxruntime
-
-            require_onnxruntime()  # before anything is timed
+ENGINES = COT_ENGINES
 
 
 # ------------------------------------------------------------------------------------------ the machine
@@ -594,4 +547,14 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
     return save_figure_atomic(fig, path, dpi=120)
 
 
-__all__ = ["BenchmarkArguments", "BenchmarkResult", "benchmark", "gemm_peak", "headline_ratios", "read_result"]
+__all__ = [
+    "COT_SETTINGS",
+    "ENGINES",
+    "SYSTEMS",
+    "BenchmarkArguments",
+    "BenchmarkResult",
+    "benchmark",
+    "gemm_peak",
+    "headline_ratios",
+    "read_result",
+]

@@ -9,6 +9,7 @@ import shlex
 import sys
 import traceback
 import warnings
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 
@@ -17,8 +18,19 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_options import command
+from .command_args import (
+    DATASET_CONFIG_HELP,
+    DATASET_HELP,
+    ENGINE_HELP,
+    TRUST_HELP,
+    BenchmarkCommand,
+    EvaluateArguments,
+)
 from .errors import DHRDInputError, save_traceback
 from .memory import pin_mmap_threshold
+from .reproduction.arguments import ReproduceArguments
+from .reproduction.demo import DemoArguments
 
 app = typer.Typer(
     add_completion=False,
@@ -39,44 +51,8 @@ INSTRUCTION_HELP = (
     "your task's question, e.g. 'Is this movie review positive or negative?': the teacher's prompt asks it after "
     "the text, as the SuperGLUE prompts ask theirs; saved with the model (see --instruction-in-input)"
 )
-DATASET_HELP = (
-    "a datasets dataset: a save_to_disk directory (Dataset or DatasetDict) or a hub name, read as your files are "
-    "(the same column options; a ClassLabel label column names the labels)"
-)
-DATASET_CONFIG_HELP = "the hub dataset's configuration (datasets.load_dataset's second argument)"
 # prompts.CHECKS, written out: importing prompts loads torch, which `dhrd --help` must not (a test compares them)
 CHECKS_DEFAULT = "empty,truncated,repetitive,leak,contradicts,short,conclusion,invented"
-TRUST_HELP = (
-    "run Python code shipped with the model or backbone (its config's or tokenizer's auto_map); off: never, "
-    "only the installed dhrd and transformers classes are used"
-)
-
-
-class Head(str, Enum):
-    mlp = "mlp"
-    linear = "linear"
-
-
-class Pooling(str, Enum):
-    last = "last"
-    mean = "mean"
-
-
-class InputFormat(str, Enum):
-    yesno = "yesno"
-    native = "native"
-
-
-class RationaleMode(str, Enum):
-    consistent = "consistent"
-    only_label = "only_label"
-    shuffle_reasoning = "shuffle_reasoning"
-    shuffle_both = "shuffle_both"
-
-
-class LMScope(str, Enum):
-    all = "all"
-    reasoning = "reasoning"
 
 
 class Truncation(str, Enum):
@@ -87,12 +63,6 @@ class Truncation(str, Enum):
 class Engine(str, Enum):
     torch = "torch"
     onnxruntime = "onnxruntime"
-
-
-ENGINE_HELP = (
-    "torch: --model is a trained model; onnxruntime: --model is an export directory (its model.onnx) or one of "
-    "its .onnx files, e.g. model.int8.onnx (dhrd export --format onnx)"
-)
 
 
 def _run(fn):
@@ -194,60 +164,37 @@ def train(ctx: typer.Context):
     out.print(f"model: {result.model_dir}\nmetrics: {Path(args.output_dir) / 'metrics.json'}")
 
 
-@app.command()
-def evaluate(
-    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
-    task: str = typer.Option(None, help="task to evaluate on [default: the task(s) the model was trained on]"),
-    split: str = typer.Option("validation", help="train or validation (SuperGLUE test labels are hidden)"),
-    data_dir: Path = typer.Option(None),
-    file: Path = typer.Option(None, help="your own labelled CSV/JSONL/Parquet file"),
-    dataset: str = typer.Option(None, help=DATASET_HELP + "; its --split is evaluated"),
-    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
-    text_column: str = typer.Option(None),
-    text_pair_column: str = typer.Option(None),
-    label_column: str = typer.Option(None),
-    output: Path = typer.Option(
-        None,
-        help="write the metrics here as JSON [default: <model>/eval-<split>.json; --file: eval-file-<file name>.json]",
-    ),
-    batch_size: int = typer.Option(32),
-    max_examples: int = typer.Option(None, help="evaluate on the first N examples only"),
-    encoding: str = typer.Option("utf-8", help="of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252"),
-    max_length: int = typer.Option(None, help="longest input in tokens [default: the model's training --max-length]"),
-    truncation: Truncation = typer.Option(
-        None, help="error (an input longer than --max-length stops the run, naming it) or left [default: the model's]"
-    ),
-    compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    engine: Engine = typer.Option(Engine.torch, help=ENGINE_HELP),
-):
+@command(app, EvaluateArguments, run=_run)
+def evaluate(args: EvaluateArguments):
     """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
     and the confusion matrix as a PNG beside it."""
     from .engines import model_file
     from .evaluation import evaluate as run_evaluation
 
+    model, split, file, dataset = args.model, args.split, args.file, args.dataset
+
     def go():
-        target = output or model_file(model, engine.value).parent / evaluation_file_name(split, file, dataset)
+        target = args.output or model_file(model, args.engine).parent / evaluation_file_name(split, file, dataset)
         return run_evaluation(
             model,
-            task,
+            args.task,
             split,
-            str(data_dir) if data_dir else None,
+            str(args.data_dir) if args.data_dir else None,
             str(file) if file else None,
-            text_column,
-            text_pair_column,
-            label_column,
+            args.text_column,
+            args.text_pair_column,
+            args.label_column,
             target,
-            batch_size,
-            max_examples,
-            compile=compile,
-            trust_remote_code=trust_remote_code,
-            encoding=encoding,
-            max_length=max_length,
-            truncation=truncation.value if truncation else None,
+            args.batch_size,
+            args.max_examples,
+            compile=args.compile,
+            trust_remote_code=args.trust_remote_code,
+            encoding=args.encoding,
+            max_length=args.max_length,
+            truncation=args.truncation,
             dataset=dataset,
-            dataset_config=dataset_config,
-            engine=engine.value,
+            dataset_config=args.dataset_config,
+            engine=args.engine,
         ), target
 
     metrics, target = _run(go)
@@ -655,86 +602,21 @@ def _csv(value: str, cast=str) -> tuple:
         raise DHRDInputError(f"cannot read {value!r} as a comma-separated list") from None
 
 
-@app.command()
-def benchmark(
-    task: str = typer.Option("cb", help="the SuperGLUE task whose validation split is measured"),
-    pooled: Path = typer.Option(None, help="a pooled classifier (run or model directory)"),
-    dhrd: Path = typer.Option(None, help="a DHRD classifier (run or model directory)"),
-    cot: Path = typer.Option(
-        None,
-        "--cot",
-        "--cot-finetuned",  # its earlier name, which recorded commands use
-        help="a CoT fine-tuned model: dhrd train --method dhrd --alpha 1 --beta 0 --keep-reasoning-head",
-    ),
-    zero_shot: bool = typer.Option(True, help="zero-shot CoT on the backbone"),
-    backbone: str = typer.Option(None, help="zero-shot CoT's backbone [default: the classifiers' backbone]"),
-    data_dir: Path = typer.Option(None),
-    max_examples: int = typer.Option(None, help="the first N validation examples, for every system"),
-    batch_sizes: str = typer.Option("1,32", help="comma-separated"),
-    repeats: int = typer.Option(3, help="timed passes per classifier and batch size (after a warm-up)"),
-    cot_repeats: int = typer.Option(1, help="timed passes per CoT system (each one decodes every input)"),
-    cot_settings: str = typer.Option("paper,greedy", help="paper: T=0.1 top_p=0.7 500 tokens; greedy: fitted"),
-    greedy_max_new_tokens: int = typer.Option(None, help="[default: fitted to the rationale cache's lengths]"),
-    rationales: Path = typer.Option(None, help="the rationale cache the greedy budget is fitted to"),
-    engines: str = typer.Option(
-        "transformers,llama.cpp,vllm", help="CoT engines (llama.cpp: a GGUF backbone; vllm: a GPU), where usable"
-    ),
-    fast_path: bool = typer.Option(True, help="measure each switch of the classifier's inference path"),
-    compile: bool = typer.Option(True, help="include torch.compile among the measured switches"),
-    threads: int = typer.Option(None, help="torch (and llama.cpp) threads [default: torch's]"),
-    onnx: bool = typer.Option(
-        False, "--onnx", help="also time onnxruntime fp32 and int8 (exported for the run) beside torch bf16 and fp32"
-    ),
-    output: Path = typer.Option(Path("results/benchmark"), help="writes <output>.json, .md and .png"),
-    train: bool = typer.Option(
-        False, "--train", help="measure training instead: real tokens/s, padding, FLOP/s of pooled and DHRD steps"
-    ),
-    train_examples: int = typer.Option(64, help="--train: training examples (a seeded sample) every cell steps over"),
-    train_variants: str | None = typer.Option(
-        None,
-        help="--train: comma-separated; default, before, random batches, SDPA attention, torch dropout, "
-        "one-piece LM loss, rationale-only LM loss, batch 16, batch 4, full fine-tuning, full + fused AdamW, "
-        "torch.compile [default: all but rationale-only LM loss, batch 4 and torch.compile]",
-    ),
-    train_methods: str = typer.Option("pooled,dhrd", help="--train: pooled, dhrd or both"),
-):
+@command(app, BenchmarkCommand, run=_run)
+def benchmark(args: BenchmarkCommand):
     """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine;
     with --train, the throughput of the training step instead."""
-    from .benchmark import COLUMNS, BenchmarkArguments, table_rows
+    from .benchmark import COLUMNS, table_rows
     from .benchmark import benchmark as run_benchmark
     from .startup_benchmark import STARTUP_COLUMNS, startup_rows
 
-    if train:
-        _benchmark_training(
-            task, data_dir, backbone, rationales, train_examples, train_variants, train_methods, threads, output
-        )
+    task, output = args.task, args.output
+    if args.train:
+        _benchmark_training(args)
         return
 
     def go():
-        arguments = BenchmarkArguments(
-            task=task,
-            data_dir=str(data_dir) if data_dir else None,
-            max_examples=max_examples,
-            pooled=str(pooled) if pooled else None,
-            dhrd=str(dhrd) if dhrd else None,
-            cot=str(cot) if cot else None,
-            backbone=backbone,
-            zero_shot=zero_shot,
-            batch_sizes=_csv(batch_sizes, int),
-            repeats=repeats,
-            cot_repeats=cot_repeats,
-            cot_settings=_csv(cot_settings),
-            greedy_max_new_tokens=greedy_max_new_tokens,
-            rationales=str(rationales) if rationales else None,
-            engines=_csv(engines),
-            fast_path=fast_path,
-            compile=compile,
-            threads=threads,
-            onnx=onnx,
-            startup=True,
-            output=str(output),
-        )
-        return run_benchmark(arguments)
+        return run_benchmark(replace(args.benchmark_arguments(), startup=True))
 
     result = _run(go)
     title = f"{task} validation, {result.inputs.get('examples')} examples - {result.machine['cpu']}"
@@ -766,23 +648,25 @@ def _print_table(title: str, columns, rows) -> None:
     out.print(table)
 
 
-def _benchmark_training(task, data_dir, backbone, rationales, examples, variants, methods, threads, output) -> None:
+def _benchmark_training(args: BenchmarkCommand) -> None:
     from .training_benchmark import DEFAULT_VARIANTS, TRAIN_COLUMNS, TrainBenchmarkArguments, benchmark_training
     from .training_benchmark import table_rows as train_rows
 
+    task, examples, output = args.task, args.train_examples, args.output
+
     def go():
-        if threads:
+        if args.threads:
             import torch
 
-            torch.set_num_threads(threads)
+            torch.set_num_threads(args.threads)
         arguments = TrainBenchmarkArguments(
             task=task,
-            data_dir=str(data_dir) if data_dir else None,
-            backbone=backbone,
-            rationales=str(rationales) if rationales else None,
+            data_dir=args.data_dir,
+            backbone=args.backbone,
+            rationales=args.rationales,
             examples=examples,
-            methods=_csv(methods),
-            variants=DEFAULT_VARIANTS if variants is None else _csv(variants),
+            methods=_csv(args.train_methods),
+            variants=DEFAULT_VARIANTS if args.train_variants is None else _csv(args.train_variants),
             output=str(output),
             command=shlex.join(["dhrd", *sys.argv[1:]]),
         )
@@ -807,73 +691,19 @@ def _print_reproduce(result) -> None:
     out.print(markdown(result), markup=False, highlight=False, soft_wrap=True)  # tables must not be wrapped
 
 
-@app.command()
-def reproduce(
-    config: Path = typer.Option(None, help="TOML or YAML file of settings; the options below override it"),
-    tasks: str = typer.Option(None, help="comma-separated SuperGLUE tasks or 'all' [default: all seven]"),
-    seeds: str = typer.Option(None, help="comma-separated seeds [default: 1,2,3]"),
-    methods: str = typer.Option(
-        None,
-        help="pooled, dhrd, dhrd-shuffled (another example's rationale: the paper's Table 2), cot (fine-tuned), "
-        "cot-zero-shot [default: pooled,dhrd,cot]",
-    ),
-    backbone: str = typer.Option(None, help="the student (hub name, directory or .gguf) [default: SmolLM2-135M]"),
-    data_dir: Path = typer.Option(None, help="folder with <Task>/{train,val}.jsonl [default: shared]"),
-    output_dir: Path = typer.Option(None, help="where the runs go [default: runs/reproduce]"),
-    results_dir: Path = typer.Option(None, help="where results.{md,json,csv,png} go [default: --output-dir]"),
-    rationales: Path = typer.Option(None, help="folder of <Task>/train.jsonl rationales [default: shared set]"),
-    teacher: str = typer.Option(None, help="teacher for tasks without rationales (local model, or served name)"),
-    teacher_base_url: str = typer.Option(None, help="the teacher's OpenAI-compatible server"),
-    alpha: float = typer.Option(None, help="DHRD's reasoning-loss weight [default: 1]"),
-    beta: float = typer.Option(None, help="DHRD's classification-loss weight [default: 1]"),
-    epochs: float = typer.Option(None, help="[default: 1]"),
-    learning_rate: float = typer.Option(None, "--lr", "--learning-rate", help="[default: 2e-4]"),
-    batch_size: int = typer.Option(None, help="[default: 8]"),
-    max_train_examples: str = typer.Option(None, help="cap per task: 64, or 64,multirc:16 (reported in the table)"),
-    max_eval_examples: str = typer.Option(None, help="cap of validation examples, same form (reported)"),
-    cot_eval_examples: str = typer.Option(None, help="validation examples CoT decodes [default: all evaluated]"),
-    cot_setting: str = typer.Option(None, help="paper (T=0.1, top_p 0.7, 500 tokens) or greedy (fitted budget)"),
-    qps: bool = typer.Option(None, "--qps/--no-qps", help="benchmark every method's examples/s [default: on]"),
-    qps_examples: int = typer.Option(None, help="validation examples the benchmark runs on [default: 32]"),
-    qps_batch_size: int = typer.Option(None, help="[default: 1]"),
-    restart: bool = typer.Option(None, "--restart", help="run every cell again instead of resuming"),
-    tables_only: bool = typer.Option(
-        None, "--tables-only", help="rewrite results.* from the finished cells and run nothing else"
-    ),
-):
+def _reproduce_arguments(config: Path | None, given: dict):
+    from .reproduction import make_arguments
+
+    return make_arguments(config, **given)
+
+
+@command(app, ReproduceArguments, config=True, build=_reproduce_arguments, run=_run)
+def reproduce(args: ReproduceArguments):
     """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
     QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
-    from .reproduction import make_arguments
     from .reproduction import reproduce as run_reproduce
 
     def go():
-        args = make_arguments(
-            config,
-            tasks=tasks,
-            seeds=seeds,
-            methods=methods,
-            backbone=backbone,
-            data_dir=str(data_dir) if data_dir else None,
-            output_dir=str(output_dir) if output_dir else None,
-            results_dir=str(results_dir) if results_dir else None,
-            rationales=str(rationales) if rationales else None,
-            teacher=teacher,
-            teacher_base_url=teacher_base_url,
-            alpha=alpha,
-            beta=beta,
-            epochs=epochs,
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-            cot_eval_examples=cot_eval_examples,
-            cot_setting=cot_setting,
-            qps=qps,
-            qps_examples=qps_examples,
-            qps_batch_size=qps_batch_size,
-            restart=restart,
-            tables_only=tables_only,
-        )
         return run_reproduce(args), Path(args.results_dir or args.output_dir)
 
     result, where = _run(go)
@@ -881,37 +711,17 @@ def reproduce(
     out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
 
 
-@app.command()
-def demo(
-    task: str = typer.Option(None, help="the small task [default: cb, in its native 3-way format]"),
-    backbone: str = typer.Option(None, help="the student [default: the shared SmolLM2-135M, else the hub's]"),
-    output_dir: Path = typer.Option(None, help="[default: runs/demo]"),
-    max_train_examples: int = typer.Option(None, help="[default: the whole training split]"),
-    max_eval_examples: int = typer.Option(None, help="[default: the whole validation split]"),
-    epochs: float = typer.Option(None, help="[default: 1]"),
-    restart: bool = typer.Option(None, "--restart", help="run everything again instead of reusing finished runs"),
-):
+@command(app, DemoArguments, run=_run)
+def demo(demo_args: DemoArguments):
     """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both beside the
     task's majority floor, benchmark them against chain-of-thought decoding on the same backbone, print the
     table."""
-    from .reproduction import demo_arguments
     from .reproduction import reproduce as run_reproduce
 
-    def go():
-        args = demo_arguments(
-            tasks=[task] if task else None,
-            backbone=backbone,
-            output_dir=str(output_dir) if output_dir else None,
-            max_train_examples=max_train_examples,
-            max_eval_examples=max_eval_examples,
-            epochs=epochs,
-            restart=restart,
-        )
-        return run_reproduce(args), Path(args.output_dir)
-
-    result, where = _run(go)
+    args = _run(demo_args.reproduce_arguments)
+    result = _run(lambda: run_reproduce(args))
     _print_reproduce(result)
-    out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
+    out.print(f"written: {args.output_dir}/results.md, results.json, results.csv, results.png")
 
 
 @app.command()

@@ -88,17 +88,27 @@ def auto_alpha(argv: list[str]) -> list[str]:
     return result
 
 
-def read_config(path: Path, fields: set[str], prog: str) -> dict:
-    """A YAML or JSON mapping of field names (dashes or underscores); names outside ``fields`` are errors."""
+def read_config(path: Path, fields: set[str], prog: str = "") -> dict:
+    """A YAML, JSON or TOML mapping of field names (dashes or underscores); names outside ``fields`` are errors.
+    The one reader of every command's ``--config`` (``dhrd train``, ``dhrd reproduce``)."""
+    path = Path(path)
     if not path.is_file():
         raise DHRDInputError(f"{path}: config file not found")
     try:
+        text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".json":
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = json.loads(text)
+        elif path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ImportError:  # Python 3.10
+                import tomli as tomllib
+
+            data = tomllib.loads(text)
         else:
             import yaml
 
-            data = yaml.safe_load(path.read_text(encoding="utf-8-sig")) or {}
+            data = yaml.safe_load(text) or {}
     except (ValueError, UnicodeDecodeError, ImportError) as error:
         raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
     except Exception as error:  # yaml's own error types
@@ -106,12 +116,13 @@ def read_config(path: Path, fields: set[str], prog: str) -> dict:
     if not isinstance(data, dict):
         raise DHRDInputError(f"{path}: expected a mapping of settings")
     data = {str(k).replace("-", "_"): v for k, v in data.items()}
-    if str(data.get("alpha")).strip().lower() == "auto":  # alpha: auto
+    if "alpha_search" in fields and str(data.get("alpha")).strip().lower() == "auto":  # alpha: auto
         del data["alpha"]
         data["alpha_search"] = True
     unknown = sorted(set(data) - fields)
     if unknown:
-        raise usage_error(f"{path}: unknown setting {', '.join(unknown)}", prog)
+        message = f"{path}: unknown setting {', '.join(unknown)}"
+        raise usage_error(message, prog) if prog else DHRDInputError(f"{message}; known: {', '.join(sorted(fields))}")
     return data
 
 

@@ -69,7 +69,13 @@ from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
 from .tables import id_key
 from .tasks import carve_split, chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
-from .training_args import DEFAULT_VALIDATION_FRACTION, DHRDTrainingArguments, default_value, strategy_name
+from .training_args import (
+    DEFAULT_VALIDATION_FRACTION,
+    DHRDTrainingArguments,
+    default_value,
+    run_defining,
+    strategy_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -304,6 +310,25 @@ class DHRDTrainer(Trainer):
         self.activation_budget = activation_budget_for(
             self.model, getattr(self.args, "activation_memory", None), every_layer
         )
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's own checkpoints (``_internal_call``) keep the LoRA adapter, which resuming needs. Called by a
+        user, it writes the usable classifier: LoRA merged into a copy of the model, saved as ``dhrd.train``
+        saves it, so that ``AutoModelForSequenceClassification.from_pretrained`` gets the trained head."""
+        model = self.accelerator.unwrap_model(self.model)
+        if _internal_call or self.prepared is None:  # built with alpha=: the caller's own model, saved as given
+            return super().save_model(output_dir, _internal_call)
+        if self.is_world_process_zero():
+            merged = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
+            save_classifier(
+                merged,
+                self.processing_class or self.prepared.tokenizer,
+                output_dir or self.args.output_dir,
+                max_length=getattr(self.args, "max_length", None),
+                truncation=getattr(self.args, "truncation", "error"),
+            )
+            del merged
+        self.accelerator.wait_for_everyone()
 
     def _per_example_lm(self) -> bool:
         return getattr(self.args, "lm_normalization", "token") == "example"
@@ -907,55 +932,9 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
 
 PREDICTIONS_FILE = "validation-predictions.json"
 
-# Settings that change what a checkpoint means: resuming under different ones would mix two runs.
-RUN_DEFINING = (
-    "task",
-    "input_format",
-    "data_dir",
-    "train_file",
-    "validation_file",
-    "dataset",
-    "dataset_config",
-    "text_column",
-    "text_pair_column",
-    "label_column",
-    "id_column",
-    "rationale_column",
-    "label_map",
-    "instruction",
-    "instruction_in_input",
-    "max_train_examples",
-    "selection",
-    "validation_fraction",
-    "dev_fraction",
-    "subset_seed",
-    "backbone",
-    "gguf_file",
-    "head",
-    "pooling",
-    "method",
-    "alpha",
-    "beta",
-    "class_weights",
-    "rationales",
-    "rationale_mode",
-    "lm_scope",
-    "max_rationale_tokens",
-    "lm_normalization",
-    "lora",
-    "lora_r",
-    "lora_alpha",
-    "learning_rate",
-    "num_train_epochs",
-    "best_epoch",
-    "metric_for_best_model",
-    "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-    "group_by_length",
-    "max_length",
-    "truncation",
-    "seed",
-)
+# Settings that change what a checkpoint means: resuming under different ones would mix two runs. Declared on
+# the fields (DHRDTrainingArguments: ``_option(run=...)``; transformers' own: TRAINER_RUN_DEFINING).
+RUN_DEFINING = run_defining()
 
 
 def latest_complete_checkpoint(checkpoints: Path) -> str | None:
@@ -1004,7 +983,7 @@ def _setting(key: str, value):
             return parse_label_map(value)
         except DHRDInputError:
             return value
-    return value
+    return strategy_name(value)  # transformers' enums (SchedulerType, OptimizerNames) as their saved names
 
 
 def finished_run(args: DHRDTrainingArguments) -> TrainResult | None:

@@ -25,10 +25,13 @@ from .runtime import bf16_supported
 DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
 
 
-def _option(default, help: str, group: str, *, choices=None, aliases=(), negative=(), factory=None):
+def _option(default, help: str, group: str, *, run=True, choices=None, aliases=(), negative=(), factory=None):
     """A dataclass field whose metadata is what the command line shows: help, choices, aliases, the group
-    (DHRD's groups are listed before transformers'), and ``negative`` flags that set a bool to False."""
-    metadata = {"help": help, "group": group}
+    (DHRD's groups are listed before transformers'), and ``negative`` flags that set a bool to False; and
+    whether it defines the run (``run``): a run resumed, or found finished, under a different value of a
+    run-defining setting would mix two runs, so it is refused (``run_defining``). ``run=False``: logging,
+    output, resources and when to validate, which change nothing a checkpoint means."""
+    metadata = {"help": help, "group": group, "defines_run": run}
     if choices:
         metadata["choices"] = list(choices)
     if aliases:
@@ -49,12 +52,17 @@ class DHRDTrainingArguments(TrainingArguments):
 
     # ---- transformers' fields with DHRD's defaults
     output_dir: str | None = _option(
-        None, "run directory: checkpoints/, model/, metrics.json (None: runs/<task>-<method>)", DATA
+        None,
+        "run directory: checkpoints/, model/, metrics.json (None: runs/<task>-<method>)",
+        DATA,
+        run=False,
     )
     learning_rate: float = _option(2e-4, "AdamW's peak learning rate", TRAINING, aliases=["--lr"])
     num_train_epochs: float = _option(3.0, "epochs", TRAINING, aliases=["--epochs"])
     per_device_train_batch_size: int = _option(8, "training batch size", TRAINING, aliases=["--batch-size"])
-    per_device_eval_batch_size: int = _option(32, "validation batch size", TRAINING, aliases=["--eval-batch-size"])
+    per_device_eval_batch_size: int = _option(
+        32, "validation batch size", TRAINING, aliases=["--eval-batch-size"], run=False
+    )
     gradient_accumulation_steps: int = _option(
         1, "micro-batches per optimiser step", TRAINING, aliases=["--gradient-accumulation"]
     )
@@ -62,16 +70,17 @@ class DHRDTrainingArguments(TrainingArguments):
     weight_decay: float = _option(0.01, "AdamW's weight decay", TRAINING)
     lr_scheduler_type: str = _option("cosine", "learning-rate schedule (transformers' SchedulerType)", TRAINING)
     seed: int = _option(42, "seed of the head's initialisation, shuffling, dropout and capped samples", TRAINING)
-    bf16: bool | None = _option(None, "bf16 autocast (None: where the hardware supports it)", TRAINING)
+    bf16: bool | None = _option(None, "bf16 autocast (None: where the hardware supports it)", TRAINING, run=False)
     optim: str = _option("adamw_torch", "optimiser (transformers' OptimizerNames)", TRAINING)
     save_steps: float | None = _option(
         None,
         "with --save-strategy epoch: extra resume checkpoints every N optimiser steps; with steps: "
         "transformers' (None: --eval-steps, else 500)",
         TRAINING,
+        run=False,
     )
-    save_total_limit: int | None = _option(2, "checkpoints kept (the best one always is)", TRAINING)
-    logging_steps: float = _option(10, "log the loss every N steps", TRAINING)
+    save_total_limit: int | None = _option(2, "checkpoints kept (the best one always is)", TRAINING, run=False)
+    logging_steps: float = _option(10, "log the loss every N steps", TRAINING, run=False)
     # 'score' is the task's official score as compute_metrics logs it; see best_metric_key
     metric_for_best_model: str | None = _option(
         "score",
@@ -85,22 +94,27 @@ class DHRDTrainingArguments(TrainingArguments):
         "validation passes: no, steps or epoch (None: epoch when the best epoch is kept, else no)",
         TRAINING,
         choices=["no", "steps", "epoch"],
+        run=False,
     )
     save_strategy: str | None = _option(
         None,
         "checkpoints: no, steps, epoch or best (None: as --eval-strategy, epoch without one)",
         TRAINING,
         choices=["no", "steps", "epoch", "best"],
+        run=False,
     )
     load_best_model_at_end: bool | None = _option(
-        None, "keep the best checkpoint (None: with --best-epoch and more than one epoch)", TRAINING
+        None,
+        "keep the best checkpoint (None: with --best-epoch and more than one epoch)",
+        TRAINING,
+        run=False,
     )
-    use_cpu: bool | None = _option(None, "train on the CPU (None: when there is no GPU)", TRAINING)
+    use_cpu: bool | None = _option(None, "train on the CPU (None: when there is no GPU)", TRAINING, run=False)
     data_seed: int | None = _option(None, "seed of the data sampler (None: --seed)", TRAINING)
-    remove_unused_columns: bool = _option(False, "drop dataset columns the model does not take", TRAINING)
+    remove_unused_columns: bool = _option(False, "drop dataset columns the model does not take", TRAINING, run=False)
     # DHRD's collator always names the labels "labels"; not an option (--label-names is DHRD's label_map)
     label_names: list[str] | None = field(default_factory=lambda: ["labels"], init=False)
-    disable_tqdm: bool | None = _option(False, "no progress bars", TRAINING)
+    disable_tqdm: bool | None = _option(False, "no progress bars", TRAINING, run=False)
     train_sampling_strategy: str | None = _option(
         None,
         "sampler: random, sequential, group_by_length or batch_rebalance (None: from --group-by-length)",
@@ -152,7 +166,9 @@ class DHRDTrainingArguments(TrainingArguments):
         "a column of the training data with an explanation per row (empty: that row trains the classifier only)",
         DATA,
     )
-    encoding: str = _option("utf-8", "of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252", DATA)
+    encoding: str = _option(
+        "utf-8", "of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252", DATA, run=False
+    )
     label_map: dict[str, str] | str | None = _option(
         None,
         "your labels' names, value=name in label order: 0=negative,1=positive (or a mapping)",
@@ -178,7 +194,7 @@ class DHRDTrainingArguments(TrainingArguments):
         DATA,
         choices=["seeded", "first"],
     )
-    max_eval_examples: int | None = _option(None, "cap the validation examples (a seeded sample)", DATA)
+    max_eval_examples: int | None = _option(None, "cap the validation examples (a seeded sample)", DATA, run=False)
     subset_seed: int | None = _option(
         None, "seed of the capped samples (None: --seed); fixed, it pairs runs across seeds", DATA
     )
@@ -211,6 +227,7 @@ class DHRDTrainingArguments(TrainingArguments):
         "attention kernel while training: auto (eager on a CPU, SDPA on a GPU), eager or sdpa",
         MODEL,
         choices=["auto", "eager", "sdpa"],
+        run=False,
     )
     # The activations a LoRA step keeps for its backward pass are about 70 KB a token a layer on SmolLM2 (8 x 512
     # tokens: 10 GB); layers beyond the budget are recomputed in the backward pass (dhrd.memory).
@@ -219,19 +236,29 @@ class DHRDTrainingArguments(TrainingArguments):
         "GB of activations a training step may keep for its backward pass; the layers beyond are recomputed "
         "(activation checkpointing, only for batches that need it). 0: no limit",
         MODEL,
+        run=False,
     )
-    bits_dropout: bool = _option(True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL)
+    bits_dropout: bool = _option(
+        True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL, run=False
+    )
     chunked_lm_loss: bool = _option(
         True,
         "the reasoning head's loss a chunk of targets at a time, never holding all their logits (dhrd.lm_loss); "
         "off: one projection of every target, as autograd does it",
         MODEL,
+        run=False,
     )
     trust_remote_code: bool = _option(
-        False, "run Python code shipped with the backbone (its auto_map); off: never", MODEL
+        False,
+        "run Python code shipped with the backbone (its auto_map); off: never",
+        MODEL,
+        run=False,
     )
     keep_reasoning_head: bool = _option(
-        False, "also save the LM head beside the classifier, so that `dhrd explain` can use it", MODEL
+        False,
+        "also save the LM head beside the classifier, so that `dhrd explain` can use it",
+        MODEL,
+        run=False,
     )
     # ---- loss: beta * L_cls + alpha * L_reason; "pooled" is alpha = 0 with no rationale (the paper's baseline)
     method: str = _option(
@@ -254,9 +281,10 @@ class DHRDTrainingArguments(TrainingArguments):
         "being pooled, through Trainer.hyperparameter_search with bad trials pruned; the winner is trained again "
         "on all the training rows and saved with the search table",
         LOSS,
+        run=False,
     )
-    alpha_candidates: str = _option("0,0.1,0.25,0.5,1", "the alpha search's alphas (0: pooled)", LOSS)
-    lm_scope_candidates: str = _option("all,reasoning", "the alpha search's --lm-scope values", LOSS)
+    alpha_candidates: str = _option("0,0.1,0.25,0.5,1", "the alpha search's alphas (0: pooled)", LOSS, run=False)
+    lm_scope_candidates: str = _option("all,reasoning", "the alpha search's --lm-scope values", LOSS, run=False)
     dev_fraction: float | None = _option(
         None,
         "validate on a seeded, stratified fraction of the training rows instead of the validation split (the "
@@ -299,6 +327,7 @@ class DHRDTrainingArguments(TrainingArguments):
         "log each loss term's gradient norm on the trained parameters and their cosine at every logging step "
         "(two more backward passes a logging step); the terms themselves are always logged",
         LOSS,
+        run=False,
     )
     max_length: int = _option(512, "longest input in tokens; longer inputs are an error unless --truncation left", DATA)
     truncation: str = _option(
@@ -314,7 +343,10 @@ class DHRDTrainingArguments(TrainingArguments):
         negative=["--last-epoch"],
     )
     early_stopping_patience: int | None = _option(
-        None, "stop after N validation passes whose --metric-for-best-model is no better", TRAINING
+        None,
+        "stop after N validation passes whose --metric-for-best-model is no better",
+        TRAINING,
+        run=False,
     )
     # transformers' LengthGroupedSampler: far less padding on SuperGLUE's mixed-length inputs
     group_by_length: bool = _option(
@@ -328,6 +360,7 @@ class DHRDTrainingArguments(TrainingArguments):
         "continue from the last checkpoint in --output-dir; --restart: discard it",
         TRAINING,
         negative=["--restart"],
+        run=False,
     )
 
     def __post_init__(self):
@@ -420,30 +453,25 @@ class DHRDTrainingArguments(TrainingArguments):
 
     def validate(self) -> None:
         training_options(self)  # numbers and paths, before any data or model loads
-        if self.method not in ("pooled", "dhrd"):
-            raise DHRDInputError(f"unknown method {self.method!r}: choose pooled or dhrd")
+        for f in dataclasses.fields(self):  # the allowed values its metadata declares, also from Python
+            allowed = f.metadata.get("choices")
+            value = strategy_name(getattr(self, f.name))
+            if allowed and value is not None and value not in allowed:
+                flag = "--" + f.name.replace("_", "-")
+                what = f"unknown method {value!r}" if f.name == "method" else f"{flag} {value!r}"
+                raise DHRDInputError(f"{what}: choose {', '.join(allowed)}")
         if self.method == "pooled" and self.alpha:
             raise DHRDInputError("--method pooled is alpha = 0; use --method dhrd to weight the reasoning loss")
         if self.lm_weight < 0 or self.beta < 0 or self.lm_weight + self.beta == 0:
             raise DHRDInputError("--alpha and --beta must be >= 0 and not both 0")
-        if self.lm_scope not in ("all", "reasoning"):
-            raise DHRDInputError(f"--lm-scope must be 'all' or 'reasoning', not {self.lm_scope!r}")
         if self.dev_fraction is not None and not 0 < self.dev_fraction < 1:
             raise DHRDInputError(f"--dev-fraction must be between 0 and 1, not {self.dev_fraction}")
         if self.alpha_search:
             if self.alpha is not None:
                 raise DHRDInputError("--alpha auto chooses alpha: give it or a number, not both")
             self.search_candidates()  # readable
-        if self.lm_normalization not in ("token", "example"):
-            raise DHRDInputError(f"--lm-normalization must be 'token' or 'example', not {self.lm_normalization!r}")
-        if self.attention not in ("auto", "eager", "sdpa"):
-            raise DHRDInputError(f"--attention must be auto, eager or sdpa, not {self.attention!r}")
-        if self.truncation not in ("error", "left"):
-            raise DHRDInputError(f"--truncation must be 'error' or 'left', not {self.truncation!r}")
         if self.max_length < 8:
             raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
-        if self.selection not in ("seeded", "first"):
-            raise DHRDInputError(f"--selection must be 'seeded' or 'first', not {self.selection!r}")
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise DHRDInputError(f"--early-stopping-patience must be >= 1, not {self.early_stopping_patience}")
@@ -460,7 +488,7 @@ class DHRDTrainingArguments(TrainingArguments):
         except ValueError:
             raise DHRDInputError(f"--alpha-candidates {self.alpha_candidates!r}: numbers like 0,0.25,1") from None
         scopes = [s.strip() for s in str(self.lm_scope_candidates).split(",") if s.strip()]
-        if not alphas or min(alphas) < 0 or not scopes or set(scopes) - {"all", "reasoning"}:
+        if not alphas or min(alphas) < 0 or not scopes or set(scopes) - set(choices_of("lm_scope")):
             raise DHRDInputError(
                 f"--alpha-candidates {self.alpha_candidates!r} x --lm-scope-candidates {self.lm_scope_candidates!r}: "
                 "alphas >= 0, scopes all or reasoning"
@@ -478,6 +506,64 @@ class DHRDTrainingArguments(TrainingArguments):
         return {k: None if k.endswith("_token") else v for k, v in self.__dict__.items()}
 
 
+# transformers' own fields that DHRD does not redeclare (their metadata is transformers'): which of them define a
+# run, and which do not. A field in neither (a newer transformers') is not checked on resume, and the test of
+# this classification names it.
+TRAINER_RUN_DEFINING = frozenset(
+    {
+        "max_steps",
+        "lr_scheduler_kwargs",
+        "optim_args",
+        "optim_target_modules",
+        "adam_beta1",
+        "adam_beta2",
+        "adam_epsilon",
+        "max_grad_norm",
+        "label_smoothing_factor",
+        "neftune_noise_alpha",
+    }
+)
+TRAINER_NOT_RUN_DEFINING = frozenset(
+    # precision, memory, speed and devices
+    "fp16 bf16_full_eval fp16_full_eval tf32 activation_checkpointing activation_checkpointing_kwargs "
+    "gradient_checkpointing gradient_checkpointing_kwargs torch_compile torch_compile_backend torch_compile_mode "
+    "use_liger_kernel liger_kernel_config use_cache torch_empty_cache_steps auto_find_batch_size "
+    "average_tokens_across_devices accelerator_config parallelism_config dataloader_drop_last "
+    "dataloader_num_workers dataloader_pin_memory dataloader_persistent_workers dataloader_prefetch_factor "
+    "dataloader_multiprocessing_context dataloader_in_order ddp_find_unused_parameters ddp_bucket_cap_mb "
+    "ddp_broadcast_buffers ddp_static_graph ddp_backend ddp_timeout fsdp fsdp_config deepspeed debug "
+    "skip_memory_metrics full_determinism local_rank "
+    # logging and reporting
+    "logging_strategy logging_first_step log_on_each_node logging_nan_inf_filter include_num_input_tokens_seen "
+    "log_level log_level_replica report_to run_name project trackio_space_id trackio_bucket_id "
+    "trackio_static_space_id "
+    # when to validate and what a validation pass gathers
+    "eval_steps eval_delay prediction_loss_only eval_on_start eval_do_concat_batches eval_use_gather_object "
+    "eval_accumulation_steps include_for_metrics batch_eval_metrics greater_is_better "
+    # checkpoints, the hub and resuming
+    "save_only_model save_on_each_node enable_jit_checkpoint push_to_hub hub_token hub_private_repo hub_model_id "
+    "hub_strategy hub_always_push hub_revision ignore_data_skip restore_callback_states_from_checkpoint "
+    "resume_from_checkpoint "
+    # fixed or unused by DHRD
+    "label_names length_column_name do_train do_eval do_predict".split()
+)
+
+
+def run_defining() -> tuple[str, ...]:
+    """The settings that define a run, in field order: DHRD's fields declared so (``_option(run=...)``) and
+    ``TRAINER_RUN_DEFINING``. Resuming, or reusing a finished run, under another value of any is refused."""
+    return tuple(
+        f.name
+        for f in dataclasses.fields(DHRDTrainingArguments)
+        if f.metadata.get("defines_run", f.name in TRAINER_RUN_DEFINING)
+    )
+
+
+def choices_of(name: str) -> list[str] | None:
+    """A field's allowed values, as its metadata declares them (the command line offers the same)."""
+    return next((f.metadata.get("choices") for f in dataclasses.fields(DHRDTrainingArguments) if f.name == name), None)
+
+
 def strategy_name(setting) -> str:
     """A strategy's name, whether TrainingArguments has made it an enum yet or not."""
     return getattr(setting, "value", setting)
@@ -493,4 +579,12 @@ def default_value(name: str):
     return None
 
 
-__all__ = ["DHRDTrainingArguments", "default_value", "strategy_name"]
+__all__ = [
+    "TRAINER_NOT_RUN_DEFINING",
+    "TRAINER_RUN_DEFINING",
+    "DHRDTrainingArguments",
+    "choices_of",
+    "default_value",
+    "run_defining",
+    "strategy_name",
+]

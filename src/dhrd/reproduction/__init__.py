@@ -23,15 +23,37 @@ run), ``summary`` (the statistics of the finished cells), ``report`` (Markdown, 
 (the ``dhrd demo`` preset).
 """
 
+import importlib
+
 from .arguments import METHODS, ReproduceArguments, make_arguments, read_config
-from .demo import demo_arguments
-from .paper import PAPER_TABLE1, paper_gains
-from .report import markdown, write_results
-from .runner import ReproduceResult, plan, reproduce
-from .summary import score_stats
+from .demo import DemoArguments, demo_arguments
+
+# the rest on first use: `dhrd reproduce --help` reads the arguments without the modules that run the cells
+_LAZY = {
+    "PAPER_TABLE1": "paper",
+    "paper_gains": "paper",
+    "markdown": "report",
+    "write_results": "report",
+    "ReproduceResult": "runner",
+    "plan": "runner",
+    "reproduce": "runner",
+    "score_stats": "summary",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "METHODS",
+    "DemoArguments",
     "PAPER_TABLE1",
     "ReproduceArguments",
     "ReproduceResult",

@@ -3,18 +3,21 @@ line, and the methods it can compare."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
+from ..cli_options import option
 from ..errors import DHRDInputError
-from ..tables import read_text
-from ..tasks import TASKS, parse_task_names
 
 METHODS = ("pooled", "dhrd", "dhrd-shuffled", "cot", "cot-zero-shot")
 TRAINED_METHODS = ("pooled", "dhrd", "dhrd-shuffled", "cot")
 # classifiers compared with the pooled baseline, paired by seed and example, with a confidence interval
 PAIRED_METHODS = ("dhrd", "dhrd-shuffled")
 COT_METHODS = ("cot", "cot-zero-shot")
+COT_SETTINGS = ("paper", "greedy")
+# tasks.TASKS' names, written out: importing tasks takes seconds, which `dhrd reproduce --help` must not (a test
+# compares them)
+SUPERGLUE_TASKS = ("boolq", "cb", "copa", "multirc", "rte", "wic", "wsc")
 
 
 def _per_task(value, task: str):
@@ -29,50 +32,70 @@ class ReproduceArguments:
     """What ``dhrd reproduce`` runs. Every field can come from a config file (TOML or YAML) and be
     overridden on the command line; ``train`` passes any other ``DHRDTrainingArguments`` field through."""
 
-    tasks: list[str] = field(default_factory=lambda: list(TASKS))
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    methods: list[str] = field(default_factory=lambda: ["pooled", "dhrd", "cot"])
-    backbone: str | None = None  # [default: the shared SmolLM2 GGUF, else the hub's SmolLM2-135M-Instruct]
-    data_dir: str | None = None
-    output_dir: str = "runs/reproduce"  # the cells: training runs, CoT decodes, teacher caches, benchmarks
-    results_dir: str | None = None  # results.{md,json,csv,png} [default: output_dir]
-    # rationales: a folder of <Task>/train.jsonl (default: the shared reference set); tasks it lacks get
-    # theirs from the teacher, into <output_dir>/rationales/
-    rationales: str | None = None
-    teacher: str | None = None  # a local model, or with teacher_base_url the served model's name
-    teacher_base_url: str | None = None
-    teacher_options: dict = field(default_factory=dict)  # more make_rationales arguments (concurrency, ...)
+    tasks: list[str] = option(help="SuperGLUE tasks, or 'all'", factory=lambda: list(SUPERGLUE_TASKS))
+    seeds: list[int] = option(help="seeds", factory=lambda: [1, 2, 3])
+    methods: list[str] = option(
+        help="pooled, dhrd, dhrd-shuffled (another example's rationale: the paper's Table 2), cot (fine-tuned), "
+        "cot-zero-shot",
+        factory=lambda: ["pooled", "dhrd", "cot"],
+    )
+    backbone: str | None = option(
+        None, "the student (hub name, directory or .gguf) [default: the shared SmolLM2 GGUF, else SmolLM2-135M]"
+    )
+    data_dir: str | None = option(None, "folder with <Task>/{train,val}.jsonl [default: the shared set]")
+    # the cells: training runs, CoT decodes, teacher caches, benchmarks
+    output_dir: str = option("runs/reproduce", "where the runs go")
+    results_dir: str | None = option(None, "where results.{md,json,csv,png} go [default: --output-dir]")
+    # tasks the rationale folder lacks get theirs from the teacher, into <output_dir>/rationales/
+    rationales: str | None = option(None, "folder of <Task>/train.jsonl rationales [default: the shared set]")
+    teacher: str | None = option(None, "teacher for tasks without rationales (local model, or served name)")
+    teacher_base_url: str | None = option(None, "the teacher's OpenAI-compatible server")
+    teacher_options: dict = option(cli=False, factory=dict)  # more make_rationales arguments (concurrency, ...)
     # hyper-parameters (the paper's by default; see DHRDTrainingArguments)
-    alpha: float = 1.0
-    beta: float = 1.0
-    epochs: float | dict = 3.0  # one number, or {task: epochs, "default": epochs}
-    learning_rate: float = 2e-4
-    batch_size: int = 8
-    train: dict = field(default_factory=dict)
+    alpha: float = option(1.0, "DHRD's reasoning-loss weight")
+    beta: float = option(1.0, "DHRD's classification-loss weight")
+    epochs: float | dict = option(
+        3.0, "epochs (a config file may give {task: epochs, default: epochs})", cli_type=float
+    )
+    learning_rate: float = option(2e-4, "AdamW's peak learning rate", aliases=["--lr"])
+    batch_size: int = option(8, "training batch size")
+    train: dict = option(cli=False, factory=dict)  # any other DHRDTrainingArguments field, for every run
     # caps for CPU budgets: an int for every task or {task: int, "default": int}; reported in every table
-    max_train_examples: int | dict | None = None
-    max_eval_examples: int | dict | None = None
-    subset_seed: int = 0  # every seed trains and is scored on the same capped subset: paired comparisons
-    # CoT: decoding setting for the CoT scores and throughput, and how many validation examples it decodes
-    cot_setting: str = "paper"  # paper (T=0.1, top_p 0.7, 500 tokens) or greedy (budget fitted to rationales)
-    cot_eval_examples: int | dict | None = None  # [default: all evaluated examples]
+    max_train_examples: int | dict | None = option(
+        None, "cap per task: 64, or 64,multirc:16 (reported in the table)", cli_type=str
+    )
+    max_eval_examples: int | dict | None = option(
+        None, "cap of validation examples, same form (reported)", cli_type=str
+    )
+    # every seed trains and is scored on the same capped subset: paired comparisons
+    subset_seed: int = option(0, "seed of the capped subsets, the same for every seed")
+    cot_setting: str = option(
+        "paper", "paper (T=0.1, top_p 0.7, 500 tokens) or greedy (budget fitted to rationales)", choices=COT_SETTINGS
+    )
+    cot_eval_examples: int | dict | None = option(
+        None, "validation examples CoT decodes, same form [default: all evaluated]", cli_type=str
+    )
     # throughput (QPS): the benchmark on the first seed's models, first N validation examples
-    qps: bool = True
-    qps_examples: int = 32
-    qps_batch_size: int = 1
-    qps_repeats: int = 3
-    restart: bool = False  # discard finished cells and checkpoints (default: resume)
-    tables_only: bool = False  # rewrite the tables from the finished cells; run nothing
-    title: str | None = None
+    qps: bool = option(True, "benchmark every method's examples/s")
+    qps_examples: int = option(32, "validation examples the benchmark runs on")
+    qps_batch_size: int = option(1, "the benchmark's batch size")
+    qps_repeats: int = option(3, "the benchmark's timed passes")
+    restart: bool = option(False, "run every cell again instead of resuming", flag="--restart")
+    tables_only: bool = option(
+        False, "rewrite results.* from the finished cells and run nothing else", flag="--tables-only"
+    )
+    title: str | None = option(None, "the tables' title")
 
     def validate(self) -> None:
+        from ..tasks import TASKS, parse_task_names
+
         self.tasks = parse_task_names(self.tasks)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise DHRDInputError(f"unknown method {', '.join(unknown) or '(none)'}: choose from {', '.join(METHODS)}")
         if not self.seeds:
             raise DHRDInputError("give at least one seed")
-        if self.cot_setting not in ("paper", "greedy"):
+        if self.cot_setting not in COT_SETTINGS:
             raise DHRDInputError(f"cot_setting must be paper or greedy, not {self.cot_setting!r}")
         from ..training import DHRDTrainingArguments
 
@@ -113,37 +136,11 @@ def parse_caps(text: str) -> int | dict:
 
 
 def read_config(path: str | Path) -> dict:
-    """A TOML or YAML file of ``ReproduceArguments`` fields (dashes or underscores); unknown keys are errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise DHRDInputError(f"{path}: config file not found")
-    text = read_text(path)  # UTF-8, a byte-order mark accepted, a bad byte named
-    try:
-        if path.suffix.lower() == ".toml":
-            try:
-                import tomllib
-            except ImportError:  # Python 3.10
-                import tomli as tomllib
+    """A YAML, JSON or TOML file of ``ReproduceArguments`` fields (dashes or underscores); unknown keys are
+    errors. The same reader as ``dhrd train --config``'s."""
+    from ..train_options import read_config as read_settings
 
-            data = tomllib.loads(text)
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            raise DHRDInputError(f"{path}: a config file is .toml, .yaml or .yml")
-    except DHRDInputError:
-        raise
-    except Exception as error:  # tomllib and yaml each raise their own error types
-        raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise DHRDInputError(f"{path}: expected a table of settings")
-    data = {key.replace("-", "_"): value for key, value in data.items()}
-    known = {f.name for f in fields(ReproduceArguments)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise DHRDInputError(f"{path}: unknown setting {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return data
+    return read_settings(Path(path), {f.name for f in fields(ReproduceArguments) if f.init})
 
 
 def make_arguments(config: str | Path | None = None, **overrides) -> ReproduceArguments:

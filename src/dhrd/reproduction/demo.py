@@ -1,7 +1,11 @@
-"""``dhrd demo``: a preset of ``dhrd reproduce`` that fits a few minutes on a CPU."""
+"""``dhrd demo``: a preset of ``dhrd reproduce`` that fits a few minutes on a CPU (``DemoArguments``: what a user
+may change of it)."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
+from ..cli_options import option
 from .arguments import ReproduceArguments, make_arguments
 
 # The demo's task and budget, from results/learning-budget-smollm2-cpu.md: of the budgets that fit 10 minutes on
@@ -32,3 +36,20 @@ def demo_arguments(**overrides) -> ReproduceArguments:
     settings = {**DEMO, "train": dict(DEMO["train"])}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     return make_arguments(None, **settings)
+
+
+@dataclass
+class DemoArguments:
+    """What ``dhrd demo`` lets a user change; the rest is ``DEMO``."""
+
+    task: str = option(DEMO["tasks"][0], "the small task (CB in its native 3-way format by default)")
+    backbone: str | None = option(None, "the student [default: the shared SmolLM2-135M, else the hub's]")
+    output_dir: str = option(DEMO["output_dir"], "where the runs and the tables go")
+    max_train_examples: int | None = option(None, "cap of training examples [default: the whole training split]")
+    max_eval_examples: int | None = option(None, "cap of validation examples [default: the whole validation split]")
+    epochs: float = option(DEMO["epochs"], "training epochs")
+    restart: bool = option(False, "run everything again instead of reusing finished runs", flag="--restart")
+
+    def reproduce_arguments(self) -> ReproduceArguments:
+        settings = asdict(self)
+        return demo_arguments(tasks=[settings.pop("task")], **settings)

@@ -1,0 +1,110 @@
+"""Commands generated from their dataclasses: each field is one option, spelled --kebab-case and --snake_case,
+whose help shows the field's own default; one --config reader (YAML, JSON, TOML)."""
+
+import dataclasses
+import json
+import typing
+
+import pytest
+import typer.main
+from typer.testing import CliRunner
+
+from dhrd.cli import app
+from dhrd.cli_options import cli_default, option_fields
+from dhrd.command_args import BenchmarkCommand, EvaluateArguments
+from dhrd.errors import DHRDInputError
+from dhrd.reproduction.arguments import SUPERGLUE_TASKS, ReproduceArguments, make_arguments
+from dhrd.reproduction.demo import DemoArguments
+from dhrd.train_options import read_config
+
+runner = CliRunner()
+GENERATED = {
+    "evaluate": EvaluateArguments,
+    "benchmark": BenchmarkCommand,
+    "reproduce": ReproduceArguments,
+    "demo": DemoArguments,
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATED))
+def test_each_field_is_one_option_with_its_default(name):
+    arguments = GENERATED[name]
+    command = typer.main.get_command(app).commands[name]
+    params = {p.name: p for p in command.params if p.name != "config"}
+    hints = typing.get_type_hints(arguments)
+    fields = option_fields(arguments)
+    assert sorted(params) == sorted(f.name for f in fields)
+    help_text = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output.split())
+    for f in fields:
+        param = params[f.name]
+        default = cli_default(f, hints[f.name])
+        if default is not ...:
+            assert param.default == default, (name, f.name)
+        spellings = [*param.opts, *param.secondary_opts]
+        if "flag" not in f.metadata:
+            assert "--" + f.name.replace("_", "-") in spellings and "--" + f.name in spellings, spellings
+        if default not in (None, ..., False):
+            shown = str(default) if param.is_flag is False else ""
+            assert f"[default: {shown}" in help_text, (name, f.name)
+
+
+def test_reproduce_help_shows_the_real_epochs_default():
+    text = " ".join(runner.invoke(app, ["reproduce", "--help"], env={"COLUMNS": "200"}).output.split())
+    epochs = next(f for f in dataclasses.fields(ReproduceArguments) if f.name == "epochs")
+    assert (
+        f"--epochs <float> epochs (a config file may give {{task: epochs, default: epochs}}) "
+        f"[default: {epochs.default}]" in text
+    )
+
+
+def test_the_light_task_names_are_the_tasks():
+    from dhrd.tasks import TASKS
+
+    assert list(SUPERGLUE_TASKS) == list(TASKS)
+
+
+def test_evaluate_takes_both_spellings():
+    for spelling in ("--text_column", "--text-column"):
+        result = runner.invoke(app, ["evaluate", "--model", "/nonexistent", spelling, "x"])
+        assert "No such option" not in result.output and result.exit_code == 2, result.output
+        assert "no trained model" in result.output
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".yaml", ".json"])
+def test_one_config_reader_for_train_and_reproduce(tmp_path, suffix):
+    path = tmp_path / f"c{suffix}"
+    settings = {"seeds": [4], "learning-rate": 0.001}
+    if suffix == ".toml":
+        path.write_text("seeds = [4]\nlearning-rate = 0.001\n")
+    elif suffix == ".yaml":
+        path.write_text("seeds: [4]\nlearning-rate: 0.001\n")
+    else:
+        path.write_text(json.dumps(settings))
+    args = make_arguments(path, tasks="cb")
+    assert (args.seeds, args.learning_rate) == ([4], 0.001)
+    train = tmp_path / f"t{suffix}"
+    train.write_text(path.read_text().replace("seeds", "num_train_epochs").replace("[4]", "4"))
+    assert read_config(train, {"num_train_epochs", "learning_rate"}, "dhrd train") == {
+        "num_train_epochs": 4,
+        "learning_rate": 0.001,
+    }
+    with pytest.raises(DHRDInputError, match="unknown setting seeds"):
+        read_config(path, {"learning_rate"}, "dhrd train")
+
+
+def test_reproduce_command_line_overrides_its_config(tmp_path, monkeypatch):
+    import dhrd.reproduction.runner as runner_module
+
+    seen = {}
+
+    def reproduce(args):
+        seen["args"] = args
+        raise DHRDInputError("stopped before any work")
+
+    monkeypatch.setattr(runner_module, "reproduce", reproduce)
+    config = tmp_path / "c.toml"
+    config.write_text('tasks = "cb"\nepochs = 2\nlearning_rate = 0.01\n')
+    result = runner.invoke(app, ["reproduce", "--config", str(config), "--learning_rate", "0.5", "--seeds", "7,8"])
+    assert result.exit_code == 2 and "stopped before any work" in result.output
+    args = seen["args"]
+    assert (args.tasks, args.epochs, args.learning_rate, args.seeds) == (["cb"], 2, 0.5, [7, 8])
