@@ -468,8 +468,11 @@ class DHRDTrainingArguments(TrainingArguments):
         return [(a, "all" if a == 0 else scope) for a in alphas for scope in (scopes[:1] if a == 0 else scopes)]
 
     def trainer_arguments(self, **overrides) -> DHRDTrainingArguments:
-        """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top."""
-        settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), **overrides}
+        """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top.
+        ``push_to_hub`` is off in it: Trainer would create the repository as it is built and push the checkpoint
+        folder (a LoRA adapter, not the usable model) at every save; ``dhrd.train`` pushes the saved ``model/``
+        with its card instead (``dhrd.hub.push_trained``)."""
+        settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), "push_to_hub": False, **overrides}
         return dataclasses.replace(self, **settings)
 
     def __getstate__(self) -> dict:
