@@ -105,8 +105,8 @@ def _one_line_errors(fn):
     """Bad input: one line on stderr and exit code 2, never a traceback."""
     try:
         return fn()
-    except DHRDInputError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except DHRDInputError as error:  # brackets in it are text (pip install 'dhrd[tensorboard]'), not markup
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("interrupted: what was written so far is kept; run the same command again to resume")
