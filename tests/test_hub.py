@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from dhrd import DHRDTrainer, DHRDTrainingArguments, train
 from dhrd.cli import app
+from dhrd.errors import DHRDInputError
 from dhrd.hub import upload_files
 
 runner = CliRunner()
@@ -257,6 +258,20 @@ def test_push_refuses_what_is_not_a_saved_dhrd_model(tmp_path, tiny_backbone):
             assert code == 2 and len(output.splitlines()) == 1 and output.startswith("error:"), output
             assert fragment in output, output
     assert hub.paths == []
+
+
+def test_a_finished_run_pushes_without_training_again(trained, tiny_backbone, superglue_dir):
+    out, metrics, _ = trained
+    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-3, seed=3)
+    args = DHRDTrainingArguments(**settings, output_dir=str(out), push_to_hub=True, hub_model_id="me/again")
+    with FakeHub() as hub, hub_at(hub.url):
+        with pytest.raises(DHRDInputError, match=r"no hub token.*; the trained model is saved: `dhrd push .*`"):
+            train(args)  # no token: one line that says the model is there, and how to push it
+        before = fingerprint(out)
+        args.hub_token = TOKEN
+        result = train(args)
+    assert result.metrics == metrics and fingerprint(out) == before  # nothing trained or written
+    assert set(hub.files["me/again"]) == set(upload_files(out / "model"))
 
 
 def test_the_trainer_api_pushes_the_saved_model(trained, tiny_backbone, superglue_dir):
