@@ -208,7 +208,14 @@ def test_every_process_refuses_a_repeated_id_at_the_same_row(model, tmp_path, mo
         monkeypatch.setattr("dhrd.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, 2, {}))
         with pytest.raises(DHRDInputError, match="row 9: field 'id': id 'r0' is also the id of row 1"):
             predict(model, tmp_path / "p.jsonl", str(path), chunk_rows=4, progress=False)
-    assert not (tmp_path / "p.jsonl").exists()
+    # no output; each shard keeps its chunk before the repeat, for when the file is fixed (as one process does)
+    assert not (tmp_path / "p.jsonl").exists() and recorded_rows(tmp_path / "p.jsonl") == 8
+    early = write_jsonl(tmp_path / "early" / "in.jsonl", [*reviews(1), {**reviews(1)[0], "text": "again"}])
+    for rank in (1, 0):  # refused in the first chunk: nothing is written, not even a shard folder
+        monkeypatch.setattr("dhrd.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, 2, {}))
+        with pytest.raises(DHRDInputError, match="row 2: field 'id': id 'r0' is also the id of row 1"):
+            predict(model, early.parent / "p.jsonl", str(early), chunk_rows=4, progress=False)
+    assert [p.name for p in early.parent.iterdir()] == ["in.jsonl"]
 
 
 def accelerate_launch(*args, port: int) -> list[str]:

@@ -94,7 +94,6 @@ class PredictionSink:
             self._clear()
         self.resumed_from = self.done
         self.committed_bytes = self._size()  # where a failed append is cut back to
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _state(self) -> dict | None:
         try:
@@ -133,6 +132,8 @@ class PredictionSink:
         return self.path.stat().st_size if self.format != "parquet" and self.path.is_file() else 0
 
     def _commit(self) -> None:
+        # the folder is made with the first record, so that a run that fails before its first row leaves nothing
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         size = self._size()
         write_json_atomic(
             self.state_path,
@@ -196,6 +197,7 @@ class PredictionSink:
         ``finished_rows``, never an output that looks unfinished)."""
         try:
             if self.done == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._write_empty()
             elif self.format == "parquet":
                 self._join_parts()
