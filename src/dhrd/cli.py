@@ -267,13 +267,19 @@ def predict(
             engine=engine.value,
         )
     )
+    if not summary.main_process:  # accelerate launched several: the main one reports
+        return
     if summary.complete:
         out.print(f"already complete: {summary.rows} rows in {summary.output} (left as is; --restart predicts again)")
         return
     resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
+    if summary.resumed_from and summary.processes > 1:  # the rows the shards held, from all over the input
+        resumed = f", {summary.resumed_from} rows resumed"
     ids = f"ids from column {summary.id_column!r}" if summary.id_column else "ids are 1-based row numbers"
+    shared = f", shared by {summary.processes} processes" if summary.processes > 1 else ""
     out.print(
-        f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}; {summary.rows_per_second:.1f} rows/s)"
+        f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}{shared}; "
+        f"{summary.rows_per_second:.1f} rows/s)"
     )
 
 
