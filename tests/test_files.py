@@ -371,6 +371,37 @@ def test_truncation_left_keeps_the_last_tokens_as_the_saved_tokenizer_does(tiny_
     np.testing.assert_allclose(probs, torch.softmax(logits, -1).numpy(), atol=1e-5)
 
 
+@pytest.mark.parametrize("umask, folder, file", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_atomic_directory_follows_the_umask(tmp_path, umask, folder, file):
+    """A saved folder is as readable as anything else the user makes: not tempfile's 0o700, and the weights not
+    safetensors' own 0o600; an executable keeps its execute bits."""
+    import stat
+
+    import torch
+    from safetensors.torch import save_file
+
+    from dhrd.runtime import atomic_directory, write_json_atomic
+
+    def mode(path) -> int:
+        return stat.S_IMODE(path.stat().st_mode)
+
+    earlier = os.umask(umask)
+    try:
+        with atomic_directory(tmp_path / "model") as tmp:
+            save_file({"w": torch.zeros(2)}, str(tmp / "model.safetensors"))
+            write_json_atomic(tmp / "config.json", {})
+            (tmp / "sub").mkdir(mode=0o700)
+            (tmp / "sub" / "run.sh").write_text("#!/bin/sh\n")
+            (tmp / "sub" / "run.sh").chmod(0o700)
+        write_json_atomic(tmp_path / "metrics.json", {})
+    finally:
+        os.umask(earlier)
+    model = tmp_path / "model"
+    assert (mode(model), mode(model / "sub"), mode(model / "sub" / "run.sh")) == (folder, folder, folder)
+    assert (mode(model / "model.safetensors"), mode(model / "config.json")) == (file, file)
+    assert mode(tmp_path / "metrics.json") == file
+
+
 def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
     from dhrd.runtime import atomic_directory
 

@@ -1,4 +1,4 @@
-"""The saved model's card (README.md), no local path in what it saves, and `dhrd push` (the hub call faked)."""
+"""The saved model's card (README.md) and no local path in what it saves; `dhrd push` is in test_hub.py."""
 
 import json
 import shutil
@@ -6,22 +6,13 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED_GGUF, tiny_run, write_jsonl
-from huggingface_hub import HfApi, ModelCard
-from huggingface_hub.utils import filter_repo_objects
-from typer.testing import CliRunner
+from huggingface_hub import ModelCard
 
 from dhrd import DHRDTrainingArguments, evaluate, load_classifier, predict, train
-from dhrd.cli import app
-from dhrd.hub import model_card, upload_files
+from dhrd.hub import model_card
 from dhrd.modeling import hub_backbone_name, portable_spec
 
-runner = CliRunner()
 NAMES = "0=negative,1=positive"
-
-
-def run(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result.exit_code, result.output.strip()
 
 
 def reviews(n: int, start: int = 0) -> list[dict]:
@@ -167,83 +158,3 @@ def test_a_known_local_backbone_is_named_by_its_hub_id(task_run):
     card = model_card(config, dict(settings, backbone=str(SHARED_GGUF)), metrics, model_id="me/cb")
     assert (card.data.base_model, card.data.license) == ("HuggingFaceTB/SmolLM2-135M-Instruct", "apache-2.0")
     assert 'from_pretrained("me/cb", trust_remote_code=True)' in card.text and "<user>" not in card.text
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    """HfApi's two calls, recorded: the files upload_folder would send (its own pattern filter), read then."""
-    calls = {}
-
-    def create_repo(self, repo_id, **kwargs):
-        calls["create_repo"] = (repo_id, kwargs)
-        return f"https://huggingface.co/{repo_id}"
-
-    def upload_folder(self, *, repo_id, folder_path, allow_patterns=None, ignore_patterns=None, **kwargs):
-        folder = Path(folder_path)
-        every = [str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()]
-        sent = filter_repo_objects(every, allow_patterns=allow_patterns, ignore_patterns=ignore_patterns)
-        calls["files"] = {name: (folder / name).read_bytes() for name in sent}
-        calls["repo_id"] = repo_id
-
-    monkeypatch.setattr(HfApi, "create_repo", create_repo)
-    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    return calls
-
-
-def test_push_uploads_the_model_and_its_card_only(task_run, fake_hub, tiny_backbone, superglue_dir):
-    out, _ = task_run
-    (out / "model" / "eval-train.json").write_text(json.dumps({"model": str(out), "tasks": {}}))  # local paths
-    (out / "model" / ".README.md.tmp").write_text("half a file")
-    code, output = run("push", out, "me/cb-tiny", "--private")
-    assert code == 0, output
-    assert "https://huggingface.co/me/cb-tiny" in output
-    assert fake_hub["create_repo"] == ("me/cb-tiny", {"private": True, "exist_ok": True})
-    assert fake_hub["repo_id"] == "me/cb-tiny"
-    sent = fake_hub["files"]
-    assert set(sent) >= {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-                         "configuration_dhrd.py", "modeling_dhrd.py"}  # fmt: skip
-    assert not [name for name in sent if name.startswith(("checkpoints", "eval-", ".")) or "/" in name]
-    for name, content in sent.items():
-        if not name.endswith(".safetensors"):
-            text = content.decode()
-            for local in (out, tiny_backbone, superglue_dir):
-                assert str(local) not in text, (name, local)
-    card = sent["README.md"].decode()
-    assert 'from_pretrained("me/cb-tiny", trust_remote_code=True)' in card and "<user>" not in card
-    assert ModelCard(card).data.model_name == "cb-tiny"
-
-
-def test_push_makes_an_older_config_portable(task_run, fake_hub, tmp_path, superglue_dir):
-    """A model saved before configs were portable (its data folder in config.json) is cleaned before it goes."""
-    out, _ = task_run
-    old = tmp_path / "old" / "model"
-    shutil.copytree(out / "model", old)
-    config = json.loads((old / "config.json").read_text())
-    config["dhrd"]["data"]["data_dir"] = str(superglue_dir)
-    (old / "config.json").write_text(json.dumps(config))
-    assert run("push", old, "me/old")[0] == 0
-    assert str(superglue_dir) not in fake_hub["files"]["config.json"].decode()
-    assert set(upload_files(old)) == set(fake_hub["files"])
-
-
-def test_push_refuses_what_is_not_a_saved_dhrd_model(tmp_path, tiny_backbone, fake_hub):
-    for path, fragment in [
-        (tmp_path / "nowhere", "no trained model here"),
-        (tiny_backbone, "not a dhrd model"),  # a plain transformers model: config.json without dhrd's settings
-    ]:
-        code, output = run("push", path, "me/x")
-        assert code == 2 and len(output.splitlines()) == 1 and output.startswith("error:"), output
-        assert fragment in output, output
-    assert "files" not in fake_hub
-
-
-def test_a_failed_push_is_one_line(task_run, monkeypatch):
-    from huggingface_hub.errors import OfflineModeIsEnabled
-
-    def offline(self, repo_id, **kwargs):
-        raise OfflineModeIsEnabled("Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled.")
-
-    monkeypatch.setattr(HfApi, "create_repo", offline)
-    code, output = run("push", task_run[0], "me/cb")
-    assert code == 2 and len(output.splitlines()) == 1, output
-    assert output.startswith("error: me/cb: the push to the hub failed: Cannot reach"), output

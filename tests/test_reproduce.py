@@ -242,8 +242,9 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
     assert trained == [str(root / "copa" / "dhrd-s2")]
     assert (root / "cb" / "cot-s2" / "cot-eval.json").is_file()
     assert again.summary["tasks"]["cb"]["methods"]["pooled"] == result.summary["tasks"]["cb"]["methods"]["pooled"]
-    # the wall time adds up across sessions: the first run's, plus this one's (less its set-up, a few s)
-    assert result.seconds > 2 and result.seconds + elapsed - 5 <= again.seconds <= result.seconds + elapsed + 0.2
+    # the wall time adds up across sessions: the first run's, plus this one's (less its set-up, which takes
+    # anything from a few seconds to a minute on a loaded machine: only the bounds are asserted)
+    assert result.seconds > 2 and result.seconds < again.seconds <= result.seconds + elapsed + 0.2
     # a cell finished by the first run keeps the time it took then, not the moment the rerun took to read it
     kept = result.cells["train cb pooled s1"]["cell_seconds"]
     assert kept > 0 and again.cells["train cb pooled s1"]["cell_seconds"] == kept

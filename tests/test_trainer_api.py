@@ -254,6 +254,29 @@ def test_hf_flag_names_and_short_aliases_give_the_same_config():
     assert steps.metric_for_best_model == "loss" and not steps.resume and not steps.best_epoch
 
 
+def test_report_to_takes_several_integrations(tmp_path, superglue_dir, tiny_backbone):
+    """Trainer's ``report_to`` is a list: several values on one flag, as with HfArgumentParser's list fields;
+    one value stays the string it was (``optim_target_modules``' string is a pattern, its list names)."""
+    from transformers.integrations import is_tensorboard_available
+
+    from dhrd.train_options import check_train_arguments
+
+    argv = ["--report_to", "tensorboard", "wandb", "--epochs", "1"]
+    check_train_arguments(argv)  # the fast table accepts it as the real parser does
+    assert parse_train_arguments(argv).report_to == ["tensorboard", "wandb"]
+    assert parse_train_arguments(["--report-to", "none"]).report_to == []
+    assert parse_train_arguments(["--optim_target_modules", "attn"]).optim_target_modules == "attn"
+    assert parse_train_arguments(["--optim_target_modules", "q", "v"]).optim_target_modules == ["q", "v"]
+    with pytest.raises(DHRDInputError, match="not an integration Trainer knows"):
+        parse_train_arguments(["--report_to", "tensorbored"]).check_report_to()
+    if not is_tensorboard_available():  # a missing integration: one line naming the extra, before any model loads
+        data = ["--task", "cb", "--data-dir", superglue_dir, "--backbone", tiny_backbone, "--output-dir", tmp_path]
+        result = runner.invoke(app, ["train", *argv, *map(str, data)])
+        assert result.exit_code == 2, result.output
+        assert "--report_to tensorboard needs tensorboard: pip install 'dhrd[tensorboard]'" in result.output
+        assert not (tmp_path / "train_args.json").exists()
+
+
 def test_config_file_then_command_line(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("task: rte\nnum_train_epochs: 5\nlearning-rate: 0.001\nlora: false\nreport_to: [tensorboard]\n")

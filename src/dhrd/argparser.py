@@ -34,6 +34,19 @@ TRAINER_GROUP = "transformers.TrainingArguments (every Trainer option)"
 FIELDS = [f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init]  # what --config may set
 
 
+def _one_or_many(kind) -> bool:
+    """A field typed ``str | list[str]`` (``report_to``, ``optim_target_modules``): Trainer takes a list."""
+    kinds = typing.get_args(kind)
+    return str in kinds and any(typing.get_origin(k) is list and typing.get_args(k) == (str,) for k in kinds)
+
+
+# several values (``--report_to tensorboard wandb``) are a list, one stays a string (its meaning may differ:
+# optim_target_modules' string is a pattern)
+ONE_OR_MANY = frozenset(
+    name for name, kind in typing.get_type_hints(DHRDTrainingArguments).items() if name in FIELDS and _one_or_many(kind)
+)
+
+
 class DHRDArgumentParser(HfArgumentParser):
     """HfArgumentParser over ``DHRDTrainingArguments`` with groups, negative flags, ``--config`` and errors
     raised as ``DHRDInputError`` (the CLI prints one line and exits with 2)."""
@@ -65,12 +78,22 @@ class DHRDArgumentParser(HfArgumentParser):
                 add_bool(group, f)
             else:
                 metadata = {k: v for k, v in f.metadata.items() if k not in ("group", "negative", "defines_run")}
+                if f.name in ONE_OR_MANY:  # HfArgumentParser would take one string only
+                    f.type, metadata["default"] = list[str], f.default
                 if "choices" not in metadata and (metavar := _metavar(f.type)):
                     metadata["metavar"] = metavar
                 self._parse_dataclass_field(group, _with(f, metadata))
 
     def error(self, message: str):
         raise usage_error(message, self.prog)
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, left = super().parse_known_args(args, namespace)
+        for name in ONE_OR_MANY:
+            value = getattr(namespace, name, None)
+            if isinstance(value, list) and len(value) == 1:
+                setattr(namespace, name, value[0])  # one value stays the string it always was
+        return namespace, left
 
     def parse(self, argv: list[str]) -> DHRDTrainingArguments:
         """Defaults, then ``--config``'s file, then the command line."""

@@ -75,8 +75,8 @@ def _one_line_errors(fn):
     """Bad input: one line on stderr and exit code 2, never a traceback."""
     try:
         return fn()
-    except DHRDInputError as error:
-        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+    except DHRDInputError as error:  # brackets in it are text (pip install 'dhrd[tensorboard]'), not markup
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         console.print("interrupted: what was written so far is kept; run the same command again to resume")
@@ -267,13 +267,19 @@ def predict(
             engine=engine.value,
         )
     )
+    if not summary.main_process:  # accelerate launched several: the main one reports
+        return
     if summary.complete:
         out.print(f"already complete: {summary.rows} rows in {summary.output} (left as is; --restart predicts again)")
         return
     resumed = f", resumed after row {summary.resumed_from}" if summary.resumed_from else ""
+    if summary.resumed_from and summary.processes > 1:  # the rows the shards held, from all over the input
+        resumed = f", {summary.resumed_from} rows resumed"
     ids = f"ids from column {summary.id_column!r}" if summary.id_column else "ids are 1-based row numbers"
+    shared = f", shared by {summary.processes} processes" if summary.processes > 1 else ""
     out.print(
-        f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}; {summary.rows_per_second:.1f} rows/s)"
+        f"{summary.rows} predictions written to {summary.output} ({ids}{resumed}{shared}; "
+        f"{summary.rows_per_second:.1f} rows/s)"
     )
 
 
@@ -730,11 +736,17 @@ def push(
     repo_id: str = typer.Argument(..., help="the hub repository, user/name (created where it does not exist)"),
     private: bool = typer.Option(False, "--private", help="create the repository private"),
     token: str = typer.Option(None, help="a hub token with write access [default: HF_TOKEN or `hf auth login`'s]"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be uploaded, and where; no network"),
 ):
     """Upload a trained model to the Hugging Face Hub: weights, config, tokenizer, modeling code and its model
-    card (README.md), never checkpoints or evaluate's JSON."""
+    card (README.md), never checkpoints or evaluate's JSON. The local folder is never changed."""
+    from .hub import describe, push_plan
     from .hub import push as push_model
 
+    if dry_run:
+        lines = _run(lambda: describe(push_plan(model_dir, repo_id), private))
+        out.print("\n".join(lines), highlight=False, soft_wrap=True)
+        return
     url = _run(lambda: push_model(model_dir, repo_id, private=private, token=token))
     out.print(f"pushed to {url}")
 

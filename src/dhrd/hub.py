@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
+from huggingface_hub.utils import validate_repo_id
 
 from .errors import DHRDInputError
 from .modeling import (
@@ -25,7 +27,7 @@ from .modeling import (
     portable_spec,
     run_settings,
 )
-from .runtime import write_json_atomic, write_text_atomic
+from .runtime import write_text_atomic
 from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,15 @@ KNOWN_LICENSES = {"HuggingFaceTB/SmolLM2-135M-Instruct": "apache-2.0"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Never uploaded: evaluate's JSON (it names local paths; its numbers are in the card), temporary files
 LOCAL_ONLY = ("eval-", ".")
-METRIC_NAMES = {"f1": "macro-F1", "f1a": "F1a", "em": "exact match", "accuracy": "accuracy", "score": "score"}
+METRIC_NAMES = {
+    "f1": "macro-F1",  # CB's official F1
+    "macro_f1": "macro-F1",  # a user file's or dataset's
+    "f1a": "F1a",
+    "em": "exact match",
+    "accuracy": "accuracy",
+    "score": "score",
+}
+HUB_METRIC_TYPES = {"macro_f1": "f1"}  # the hub's (evaluate's) metric id, where dhrd's key differs
 
 
 # ------------------------------------------------------------------------------------------------ reading
@@ -113,7 +123,7 @@ def eval_results(spec: dict, metrics: dict, split: str, source: str | None = Non
                         dataset_name=name,
                         dataset_config=config,
                         dataset_split=split,
-                        metric_type=metric,
+                        metric_type=HUB_METRIC_TYPES.get(metric, metric),
                         metric_name=METRIC_NAMES[metric],
                         metric_value=round(float(value), 2),
                     )
@@ -309,20 +319,24 @@ Metrics in percent, on the original examples (each task's official metric; `scor
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
-def write_model_card(
-    model_dir: str | Path, settings: dict | None = None, metrics: dict | None = None, model_id: str | None = None
-) -> Path | None:
-    """Write ``README.md`` beside the weights, atomically. ``settings`` and ``metrics`` default to the run's
-    ``train_args.json`` and ``metrics.json``; without them (a model from elsewhere) nothing is written."""
-    model_dir = Path(model_dir)
+def _card(model_dir: Path, settings: dict | None, metrics: dict | None, model_id: str | None) -> ModelCard | None:
+    """The card of a saved model from its run's ``train_args.json`` and ``metrics.json`` (unless given); None
+    for a model from elsewhere (no run beside it)."""
     settings = settings if settings is not None else run_settings(model_dir)
     if metrics is None:
         metrics = _read_json(model_dir.parent / "metrics.json") if settings else None
     if not settings or not metrics:
         return None
-    config = saved_config(model_dir)
-    card = model_card(config, settings, metrics, saved_evaluations(model_dir), model_id)
-    return write_text_atomic(model_dir / CARD, str(card))
+    return model_card(saved_config(model_dir), settings, metrics, saved_evaluations(model_dir), model_id)
+
+
+def write_model_card(
+    model_dir: str | Path, settings: dict | None = None, metrics: dict | None = None, model_id: str | None = None
+) -> Path | None:
+    """Write ``README.md`` beside the weights, atomically. ``settings`` and ``metrics`` default to the run's
+    ``train_args.json`` and ``metrics.json``; without them (a model from elsewhere) nothing is written."""
+    card = _card(Path(model_dir), settings, metrics, model_id)
+    return None if card is None else write_text_atomic(Path(model_dir) / CARD, str(card))
 
 
 # ------------------------------------------------------------------------------------------------ pushing
@@ -331,41 +345,154 @@ def upload_files(model_dir: Path) -> list[str]:
     return sorted(p.name for p in Path(model_dir).iterdir() if p.is_file() and not p.name.startswith(LOCAL_ONLY))
 
 
-def make_portable(model_dir: Path, config: dict) -> None:
-    """Rewrite the ``config.json`` of a model saved with this machine's paths (by an older dhrd)."""
+@dataclass
+class PushPlan:
+    """What a push sends: each file in the repository by its name, either as it is on disk or, for the card
+    (naming the repository) and a config cleaned of local paths, as bytes made in memory."""
+
+    model_dir: Path
+    repo_id: str
+    files: dict[str, Path | bytes]
+
+    def sizes(self) -> dict[str, int]:
+        return {name: len(f) if isinstance(f, bytes) else f.stat().st_size for name, f in self.files.items()}
+
+    def operations(self) -> list[CommitOperationAdd]:
+        return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=f) for name, f in self.files.items()]
+
+
+def push_plan(model_dir: str | Path, repo_id: str) -> PushPlan:
+    """What ``push`` would upload, read from disk and changed in memory only: the local folder is never
+    written. Bad input (no saved dhrd model, an invalid repository id) is one line, before any network."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise DHRDInputError(f"{repo_id}: not a hub repository id ({_first_line(error)})") from None
+    model_dir = find_model_dir(model_dir)
+    config = saved_config(model_dir)
+    files: dict[str, Path | bytes] = {name: model_dir / name for name in upload_files(model_dir)}
     clean = portable_config(config)
-    if clean != config:
-        logger.warning("%s: local paths replaced by names in config.json before pushing", model_dir)
-        write_json_atomic(Path(model_dir) / "config.json", clean)
+    if clean != config:  # saved by an older dhrd, with this machine's paths
+        logger.warning("%s: config.json names local paths; the pushed copy names them by their names", model_dir)
+        files["config.json"] = (json.dumps(clean, indent=2, sort_keys=True) + "\n").encode()
+    card = _card(model_dir, None, None, repo_id)
+    if card is not None:
+        files[CARD] = str(card).encode()
+    elif CARD in files:  # a card from elsewhere: only its placeholder id is filled in
+        files[CARD] = (model_dir / CARD).read_text(encoding="utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id).encode()
+    else:
+        logger.warning("%s: no run beside it to write a model card from; pushing without one", model_dir)
+    return PushPlan(model_dir, repo_id, dict(sorted(files.items())))
+
+
+def describe(plan: PushPlan, private: bool = False) -> list[str]:
+    """``dhrd push --dry-run``'s lines: the target and each file with its size."""
+    sizes = plan.sizes()
+    created = "private" if private else "public"
+    lines = [f"would push {len(sizes)} files ({_size(sum(sizes.values()))}) from {plan.model_dir} to "
+             f"{constants.ENDPOINT}/{plan.repo_id} (created {created} where it does not exist):"]  # fmt: skip
+    width = max(len(name) for name in sizes)
+    for name, size in sizes.items():
+        made = " (made for this push)" if isinstance(plan.files[name], bytes) else ""
+        lines.append(f"  {name:<{width}}  {_size(size):>9}{made}")
+    return lines
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
 
 
 def push(
     model_dir: str | Path, repo_id: str, private: bool = False, token: str | None = None, api: HfApi | None = None
 ) -> str:
     """Upload a saved model (weights, config, tokenizer, modeling code, card) to the hub repository
-    ``repo_id``, creating it where needed. Returns the repository's URL."""
-    model_dir = find_model_dir(model_dir)
-    config = saved_config(model_dir)
-    make_portable(model_dir, config)
-    card = model_dir / CARD
-    if write_model_card(model_dir, model_id=repo_id) is None and card.is_file():
-        text = card.read_text(encoding="utf-8").replace(MODEL_ID_PLACEHOLDER, repo_id)
-        write_text_atomic(card, text)
-    elif not card.is_file():
-        logger.warning("%s: no run beside it to write a model card from; pushing without one", model_dir)
+    ``repo_id``, creating it where needed, in one commit. Returns the repository's URL.
+
+    The card naming the repository is made in memory and sent as the commit's README.md: the local folder is
+    never written, so a failed push (no network, a refused token) leaves it exactly as it was, and pushing one
+    model to two repositories leaves no card naming whichever came last. Every network or hub failure is
+    one line (``DHRDInputError``)."""
+    plan = push_plan(model_dir, repo_id)
     api = api or HfApi(token=token)
+    if token is None and api.token is None and get_token() is None and not constants.is_offline_mode():
+        raise DHRDInputError(f"{repo_id}: not pushed: no hub token (log in with `hf auth login`, set HF_TOKEN or "
+                             "pass --token)")  # fmt: skip
     try:
         url = api.create_repo(repo_id, private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(model_dir),
-            allow_patterns=upload_files(model_dir),
-            commit_message="Upload a DHRD classifier (dhrd push)",
+        # a name without a namespace is created in the token's own: the card names the full id
+        full_id = getattr(url, "repo_id", None) or repo_id
+        if full_id != repo_id:
+            plan = push_plan(plan.model_dir, full_id)
+        api.create_commit(
+            repo_id=full_id, operations=plan.operations(), commit_message="Upload a DHRD classifier (dhrd push)"
         )
-    except (HFValidationError, HfHubHTTPError, OSError) as error:  # a bad id or token, no network, offline mode
-        reason = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
-        raise DHRDInputError(f"{repo_id}: the push to the hub failed: {reason[:300]}") from None
+    except PUSH_FAILURES as error:
+        raise DHRDInputError(push_failure(repo_id, error, api.endpoint)) from None
     return str(url)
 
 
-__all__ = ["model_card", "push", "upload_files", "write_model_card"]
+def trained_repo_id(args) -> str:
+    """Trainer's repository for a run: ``hub_model_id``, else the run directory's name (in the token's
+    namespace)."""
+    return args.hub_model_id or Path(args.output_dir).name
+
+
+def push_trained(model_dir: str | Path, args) -> str:
+    """``--push_to_hub``: the saved model folder with its card, once the run is saved. Trainer's own pushes (the
+    checkpoint folder's LoRA adapter, at every save) are not the usable model, and dhrd turns them off
+    (``DHRDTrainingArguments.trainer_arguments``). A failure is one line that says the model is saved."""
+    repo_id = trained_repo_id(args)
+    try:
+        url = push(model_dir, repo_id, private=bool(args.hub_private_repo), token=args.hub_token)
+    except DHRDInputError as error:
+        retry = f"dhrd push {model_dir} {repo_id}"
+        raise DHRDInputError(f"{error}; the trained model is saved: `{retry}` retries") from None
+    logger.info("pushed %s to %s", model_dir, url)
+    return url
+
+
+# huggingface_hub's HTTP client's own root error (httpx's or httpx2's HTTPError; requests' errors, in hub < 1.0,
+# are OSErrors): connection refused, a name that does not resolve, timeouts, a dropped connection
+TRANSPORT_ERROR = next(base for base in HfHubHTTPError.__bases__ if base is not OSError)
+PUSH_FAILURES = (HfHubHTTPError, TRANSPORT_ERROR, OSError, HFValidationError)  # offline mode is an OSError
+HTTP_HINTS = {
+    401: "the hub refused the token: log in with `hf auth login`, set HF_TOKEN or pass --token (with write access)",
+    403: "the token may not write there: use a token with write access to that namespace",
+    404: "no such repository or namespace visible to this token",
+}
+
+
+def push_failure(repo_id: str, error: Exception, endpoint: str) -> str:
+    """One line saying why a push failed and what to do; the local model is as it was."""
+    prefix = f"{repo_id}: not pushed (the local model is unchanged): "
+    if isinstance(error, OfflineModeIsEnabled):
+        return prefix + "HF_HUB_OFFLINE is set; pushing needs the network (unset it)"
+    if isinstance(error, HfHubHTTPError) and getattr(error, "response", None) is not None:
+        status = error.response.status_code
+        said = _first_line(error.server_message or "") if getattr(error, "server_message", None) else ""
+        hint = HTTP_HINTS.get(status, _first_line(error))
+        return prefix + f"HTTP {status} from {endpoint}: {hint}" + (f" (hub: {said[:200]})" if said else "")
+    if isinstance(error, TRANSPORT_ERROR) or isinstance(error, ConnectionError | TimeoutError):
+        return prefix + f"cannot reach {endpoint} ({type(error).__name__}: {_first_line(error)[:200]})"
+    return prefix + _first_line(error)[:300]
+
+
+def _first_line(error) -> str:
+    text = str(error)
+    return next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+
+
+__all__ = [
+    "PushPlan",
+    "describe",
+    "model_card",
+    "push",
+    "push_plan",
+    "push_trained",
+    "upload_files",
+    "write_model_card",
+]

@@ -6,7 +6,8 @@ Output is JSONL, CSV or Parquet by the output's extension. From before the first
 output is whole, a small progress record beside it (``<output>.progress.json``) says how many input rows, and
 how many bytes of output, are final; a run killed at any moment is resumed by the same command from there, with
 nothing duplicated or torn. An output without a progress record is finished: the same command leaves it as it
-is (``--restart`` predicts again).
+is (``--restart`` predicts again). Under ``accelerate launch --num_processes N`` the rows are shared out
+between the processes and joined into the same one output (``dhrd.prediction_shards``).
 """
 
 from __future__ import annotations
@@ -93,7 +94,6 @@ class PredictionSink:
             self._clear()
         self.resumed_from = self.done
         self.committed_bytes = self._size()  # where a failed append is cut back to
-        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def _state(self) -> dict | None:
         try:
@@ -132,6 +132,8 @@ class PredictionSink:
         return self.path.stat().st_size if self.format != "parquet" and self.path.is_file() else 0
 
     def _commit(self) -> None:
+        # the folder is made with the first record, so that a run that fails before its first row leaves nothing
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         size = self._size()
         write_json_atomic(
             self.state_path,
@@ -195,6 +197,7 @@ class PredictionSink:
         ``finished_rows``, never an output that looks unfinished)."""
         try:
             if self.done == 0:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._write_empty()
             elif self.format == "parquet":
                 self._join_parts()
@@ -202,6 +205,7 @@ class PredictionSink:
             raise _disk_error(self.path, error, self.done) from None
         self.state_path.unlink(missing_ok=True)
         shutil.rmtree(self.parts, ignore_errors=True)
+        shutil.rmtree(shards_dir(self.path), ignore_errors=True)  # what processes sharing it out left
 
     def _join_parts(self) -> None:
         import pyarrow as pa
@@ -235,13 +239,19 @@ class PredictionSink:
             os.replace(tmp, self.path)
 
 
+def shards_dir(output: Path) -> Path:
+    """Where the processes of a launched run write their shares of ``output`` (``dhrd.prediction_shards``)."""
+    return output.with_name(output.name + ".shards")
+
+
 def finished_rows(path: Path) -> int | None:
     """The number of rows of a finished output (one without a progress record), None where there is none.
-    Parts a kill left after the record went are dropped: the output they made is whole."""
+    Parts and shards a kill left after the record went are dropped: the output they made is whole."""
     state = path.with_name(path.name + ".progress.json")
     if not path.is_file() or state.exists():
         return None
     shutil.rmtree(path.with_name(path.name + ".parts"), ignore_errors=True)
+    shutil.rmtree(shards_dir(path), ignore_errors=True)
     try:
         if output_format(path) == "parquet":
             import pyarrow.parquet as pq
@@ -282,6 +292,8 @@ class PredictSummary:
     id_column: str | None = None
     kept_columns: list[str] = field(default_factory=list)
     complete: bool = False  # finished by an earlier run, and left as it was
+    processes: int = 1  # the processes that shared the rows out (accelerate launch)
+    main_process: bool = True  # False on the other processes of a launched run: the main one reports
 
     @property
     def rows_per_second(self) -> float:
@@ -375,8 +387,14 @@ def predict(
     path = _checked_input(output, file, task, split, data_dir, dataset, dataset_config, batch_size, max_length)
     at_least("--chunk-rows", chunk_rows, 1)
     encoding = check_encoding(encoding)
+    from .prediction_shards import Processes
+
+    processes = Processes()  # one, unless accelerate launched several
+    shared = dict(processes=processes.num_processes, main_process=processes.is_main_process)
     if resume and (rows := finished_rows(output)) is not None:
-        return PredictSummary(str(output), rows, rows, complete=True)
+        return PredictSummary(str(output), rows, rows, complete=True, **shared)
+    if path is None and not processes.is_main_process:  # a task's split is small, and predicted whole: by one
+        return PredictSummary(str(output), 0, **shared)
     model, tokenizer = load_inference_model(model_path, engine, trust_remote_code=trust_remote_code, compile=compile)
     source_file = model_file(model_path, engine)
     max_length, truncation = inference_limits(model, tokenizer, max_length, truncation)
@@ -403,8 +421,14 @@ def predict(
     )
     settings.update(columns=[columns.text, columns.text_pair, columns.label, columns.id], encoding=encoding)
     fingerprint = _fingerprint(source_file, source, settings)
-    sink = PredictionSink(output, fingerprint, resume, columns=_table_columns(names, keep_columns))
-    return _predict_file(run, sink, path, columns, list(keep_columns), encoding, chunk_rows, progress)
+    table_columns = _table_columns(names, keep_columns)
+    reading = FileRows(path, columns, list(keep_columns), encoding, chunk_rows)
+    if processes.num_processes > 1:
+        from .prediction_shards import predict_sharded
+
+        return predict_sharded(run, processes, reading, output, fingerprint, table_columns, resume, progress)
+    sink = PredictionSink(output, fingerprint, resume, columns=table_columns)
+    return _predict_file(run, sink, reading, progress)
 
 
 def _checked_input(output, file, task, split, data_dir, dataset, dataset_config, batch_size, max_length):
@@ -432,32 +456,62 @@ def _id_column(path, encoding: str, given: str | None, trained: str | None) -> s
     return None
 
 
-def _predict_file(run, sink, path, columns, keep, encoding, chunk_rows, progress) -> PredictSummary:
+@dataclass
+class FileRows:
+    """The input of a file or dataset prediction, and how it is read: ``chunk_rows`` rows at a time."""
+
+    path: Path | DatasetSplit
+    columns: object  # dhrd.data.Columns
+    keep: list[str]
+    encoding: str
+    chunk_rows: int
+
+
+def _predict_file(run, sink, reading: FileRows, progress) -> PredictSummary:
     started = time.perf_counter()
-    keys = RowKeys(path, columns.id)  # ids must be unique: a repeated one would name two predictions
-    names = run["names"]
-    rows = iter_table(path, encoding)
-    for number, row in islice(rows, sink.done):  # written already: not predicted again, but their ids still count
-        keys(row, number)
-    # closed on any error too, so that an error message starts on a line of its own
-    with tqdm(total=_count_rows(path), initial=sink.done, desc="Predicting", unit="row", disable=not progress) as bar:
-        while chunk := list(islice(rows, chunk_rows)):
-            predicted = []
-            for number, row in chunk:
-                missing = [name for name in keep if name not in row]
-                if missing:
-                    raise DHRDInputError(f"{where(path, number, missing[0])}: no such column to keep")
-                text = row_text(row, columns, path, number)
-                predicted.append((keys(row, number), text, _label(row, columns), {name: row[name] for name in keep}))
-            texts = [text for _, text, _, _ in predicted]
-            probs = _probabilities(run, texts, str(path), [f"row {n}" for n, _ in chunk])
-            sink.write([_prediction_row(k, names, p, label, kept) for (k, _, label, kept), p in zip(predicted, probs)])
-            bar.update(len(chunk))
+    predict_chunks(run, sink, reading, progress)
     total = sink.done
     sink.finish()
     return PredictSummary(
-        str(sink.path), total, sink.resumed_from, time.perf_counter() - started, columns.id, list(keep)
+        str(sink.path), total, sink.resumed_from, time.perf_counter() - started, reading.columns.id, reading.keep
     )
+
+
+def predict_chunks(run, sink, reading: FileRows, progress: bool, shard: tuple[int, int] = (0, 1)) -> int:
+    """Predict the input chunk by chunk into ``sink``, past the rows it holds already; the number of input rows.
+
+    ``shard`` (rank, count): this process predicts chunk k where k % count == rank (one process: every chunk).
+    Every process still reads and checks every row, so that a repeated id or a bad row is refused by each alike
+    and at the row one process would refuse."""
+    keys = RowKeys(reading.path, reading.columns.id)  # ids must be unique: a repeated one would name two predictions
+    rank, processes = shard
+    skip, seen, index = sink.done, 0, 0  # skip: this shard's rows written already, read and checked again
+    rows = iter_table(reading.path, reading.encoding)
+    # closed on any error too, so that an error message starts on a line of its own
+    with tqdm(total=_count_rows(reading.path), desc="Predicting", unit="row", disable=not progress) as bar:
+        while chunk := [_checked_row(row, n, reading, keys) for n, row in islice(rows, reading.chunk_rows)]:
+            if index % processes == rank:
+                todo, skip = chunk[skip:], max(0, skip - len(chunk))
+                if todo:
+                    sink.write(_predicted_rows(run, todo, reading.path))
+            seen, index = seen + len(chunk), index + 1
+            bar.update(len(chunk))
+    return seen
+
+
+def _checked_row(row: dict, number: int, reading: FileRows, keys: RowKeys) -> tuple:
+    """(row number, key, text, label, kept columns) of one input row, or the error that names it."""
+    missing = [name for name in reading.keep if name not in row]
+    if missing:
+        raise DHRDInputError(f"{where(reading.path, number, missing[0])}: no such column to keep")
+    text = row_text(row, reading.columns, reading.path, number)
+    kept = {name: row[name] for name in reading.keep}
+    return number, keys(row, number), text, _label(row, reading.columns), kept
+
+
+def _predicted_rows(run, checked: list[tuple], path) -> list[dict]:
+    probs = _probabilities(run, [text for _, _, text, _, _ in checked], str(path), [f"row {n}" for n, *_ in checked])
+    return [_prediction_row(key, run["names"], p, label, kept) for (_, key, _, label, kept), p in zip(checked, probs)]
 
 
 def _predict_task(run, sink, task, split, data_dir, progress) -> PredictSummary:

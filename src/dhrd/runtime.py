@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -75,9 +75,10 @@ def atomic_directory(target: str | Path, replace: bool = True):
     target.parent.mkdir(parents=True, exist_ok=True)
     earlier = target.with_name(f".{target.name}.old")
     _restore_earlier(target, earlier)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+    tmp = _new_directory(target.parent, f".{target.name}.tmp-")
     try:
         yield tmp
+        honour_umask(tmp)
         if replace and target.exists():
             os.replace(target, earlier)
             os.replace(tmp, target)
@@ -93,6 +94,31 @@ def atomic_directory(target: str | Path, replace: bool = True):
         shutil.rmtree(tmp, ignore_errors=True)
         _restore_earlier(target, earlier)
         raise
+
+
+def _new_directory(parent: Path, prefix: str) -> Path:
+    """A new empty directory ``<prefix><random>`` in ``parent``, made with the user's umask (0o777 less it), as
+    any folder they make is: ``tempfile.mkdtemp``'s are 0o700, and a saved model renamed from one was unreadable
+    to a team sharing the folder or to a serving container's user."""
+    while True:
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def honour_umask(root: Path) -> None:
+    """Every folder and file under ``root`` given the mode the user's umask gives a new one (read from ``root``'s
+    own, made by ``_new_directory``), executables keeping their execute bits: libraries write some files private
+    (safetensors' weights 0o600), and the saved folder must be as readable as anything else the user writes."""
+    folders = root.stat().st_mode & 0o777
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o100
+        path.chmod(folders if executable else folders & 0o666)
 
 
 def _restore_earlier(target: Path, earlier: Path) -> None:

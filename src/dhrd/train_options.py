@@ -94,8 +94,10 @@ def read_config(path: Path, fields: set[str], prog: str = "") -> dict:
     path = Path(path)
     if not path.is_file():
         raise DHRDInputError(f"{path}: config file not found")
+    from .tables import read_text
+
+    text = read_text(path)  # UTF-8, a byte-order mark accepted, a bad byte named by line and offset
     try:
-        text = path.read_text(encoding="utf-8-sig")
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         elif path.suffix.lower() == ".toml":
@@ -109,7 +111,7 @@ def read_config(path: Path, fields: set[str], prog: str = "") -> dict:
             import yaml
 
             data = yaml.safe_load(text) or {}
-    except (ValueError, UnicodeDecodeError, ImportError) as error:
+    except (ValueError, ImportError) as error:
         raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None
     except Exception as error:  # yaml's own error types
         raise DHRDInputError(f"{path}: unreadable config ({str(error).splitlines()[0]})") from None

@@ -42,7 +42,7 @@ from .data import (
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
-from .hub import write_model_card
+from .hub import push, push_trained, trained_repo_id, write_model_card
 from .lm_loss import linear_cross_entropy_sum
 from .memory import (
     ActivationBudget,
@@ -329,6 +329,19 @@ class DHRDTrainer(Trainer):
             )
             del merged
         self.accelerator.wait_for_everyone()
+
+    def push_to_hub(self, commit_message=None, blocking=True, token=None, revision=None, private=None, **kwargs):
+        """The model ``dhrd.train(trainer=...)`` saved (``<output_dir>/model``, with its card) to the hub, not
+        Trainer's checkpoint folder (a LoRA adapter). Returns the repository's URL. A trainer built with
+        ``alpha=`` (plain Trainer arguments) pushes as Trainer does."""
+        if self.prepared is None:
+            return super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
+        args = self.prepared.args
+        model_dir = Path(args.output_dir) / "model"
+        if not (model_dir / "config.json").is_file():
+            raise DHRDInputError(f"{model_dir}: no saved model to push yet; dhrd.train(trainer=trainer) saves it")
+        private = args.hub_private_repo if private is None else private
+        return push(model_dir, trained_repo_id(args), private=bool(private), token=token or args.hub_token)
 
     def _per_example_lm(self) -> bool:
         return getattr(self.args, "lm_normalization", "token") == "example"
@@ -823,7 +836,16 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     path. ``trainer``: a DHRDTrainer built with the Trainer-shaped API (its own datasets, callbacks, ...) to
     run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed. With
     ``alpha_search`` (``--alpha auto``), alpha is chosen first on a dev split of the training rows
-    (``dhrd.tuning``)."""
+    (``dhrd.tuning``). With ``push_to_hub``, the saved ``model/`` and its card go to the hub at the end (also
+    when the run had finished before)."""
+    run_args = args if trainer is None else getattr(trainer.prepared, "args", None)
+    result = _train_and_save(args, trainer)
+    if run_args is not None and run_args.push_to_hub and result.is_main_process:
+        push_trained(result.model_dir, run_args)
+    return result
+
+
+def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | None) -> TrainResult:
     if trainer is None and args is not None:
         training_options(args)  # a bad number or path stops here, before any data or model loads
     if trainer is None and args is not None and args.alpha_search:

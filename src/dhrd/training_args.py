@@ -472,6 +472,7 @@ class DHRDTrainingArguments(TrainingArguments):
             self.search_candidates()  # readable
         if self.max_length < 8:
             raise DHRDInputError(f"--max-length {self.max_length} is too short for any input")
+        self.check_report_to()
         if self.early_stopping_patience is not None:
             if self.early_stopping_patience < 1:
                 raise DHRDInputError(f"--early-stopping-patience must be >= 1, not {self.early_stopping_patience}")
@@ -480,6 +481,19 @@ class DHRDTrainingArguments(TrainingArguments):
                     "--early-stopping-patience needs a validation pass every epoch: more than one epoch, and "
                     "--best-epoch (the best epoch is the one kept)"
                 )
+
+    def check_report_to(self) -> None:
+        """Each ``report_to`` integration known to Trainer, and the two dhrd has extras for installed: Trainer
+        would otherwise stop with a RuntimeError once the model is loaded."""
+        from transformers.integrations import integration_utils as integrations
+
+        extras = {"tensorboard": integrations.is_tensorboard_available, "wandb": integrations.is_wandb_available}
+        for name in [self.report_to] if isinstance(self.report_to, str) else self.report_to or []:
+            if name not in integrations.INTEGRATION_TO_CALLBACK and name not in ("all", "none"):
+                known = ", ".join(sorted(integrations.INTEGRATION_TO_CALLBACK))
+                raise DHRDInputError(f"--report_to {name}: not an integration Trainer knows ({known}, all, none)")
+            if name in extras and not extras[name]():
+                raise DHRDInputError(f"--report_to {name} needs {name}: pip install 'dhrd[{name}]'")
 
     def search_candidates(self) -> list[tuple[float, str]]:
         """The alpha search's (alpha, lm_scope) pairs, pooled (alpha 0, one scope) first."""
@@ -496,8 +510,11 @@ class DHRDTrainingArguments(TrainingArguments):
         return [(a, "all" if a == 0 else scope) for a in alphas for scope in (scopes[:1] if a == 0 else scopes)]
 
     def trainer_arguments(self, **overrides) -> DHRDTrainingArguments:
-        """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top."""
-        settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), **overrides}
+        """The copy Trainer runs with: checkpoints in ``<output_dir>/checkpoints``, ``overrides`` on top.
+        ``push_to_hub`` is off in it: Trainer would create the repository as it is built and push the checkpoint
+        folder (a LoRA adapter, not the usable model) at every save; ``dhrd.train`` pushes the saved ``model/``
+        with its card instead (``dhrd.hub.push_trained``)."""
+        settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), "push_to_hub": False, **overrides}
         return dataclasses.replace(self, **settings)
 
     def __getstate__(self) -> dict:

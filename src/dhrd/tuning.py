@@ -241,6 +241,7 @@ def train_with_alpha_search(args: DHRDTrainingArguments):
         method="pooled" if table["alpha"] == 0 else "dhrd",
         alpha=None if table["alpha"] == 0 else table["alpha"],
         lm_scope=table["lm_scope"],
+        push_to_hub=False,  # train() pushes once the search table is saved beside the model
     )
     logger.warning("alpha search chose %s; training it on all the training rows", table["chosen"])
     result = train(final)
