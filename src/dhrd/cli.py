@@ -29,6 +29,7 @@ from .command_args import (
 )
 from .errors import DHRDInputError, save_traceback
 from .memory import pin_mmap_threshold
+from .openmp import passive_openmp_wait
 from .reproduction.arguments import ReproduceArguments
 from .reproduction.demo import DemoArguments
 
@@ -818,6 +819,7 @@ def main() -> None:
     an interrupt with 130, a bug with 1 (its traceback saved to a file; ``DHRD_TRACEBACK=1`` raises it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     pin_mmap_threshold()  # freed tensors go back to the system at once (dhrd.memory); loads no torch
+    passive_openmp_wait()  # torch's threads sleep instead of spinning between operations (dhrd.openmp)
     show_messages()
     try:
         code = app(standalone_mode=False)  # click returns its exceptions to us instead of printing them
