@@ -108,3 +108,19 @@ def test_an_error_naming_user_text_prints_it_as_written(tmp_path):
     """Rich turned ':x:' in an error line into an emoji (f1:x: became 'f1❌')."""
     code, _, stderr = dhrd_command("evaluate", "--model", tmp_path / "f1:x:")
     assert code == 2 and "f1:x:" in stderr and "❌" not in stderr
+
+
+def test_messages_go_to_the_stderr_of_the_moment_not_to_a_closed_one(monkeypatch):
+    """CI: a test that ran ``main()`` under capsys left dhrd's handler on a closed stream; a later command's
+    information line then printed a 'Logging error' traceback into a one-line error."""
+    import io
+    import logging
+
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    dhrd.cli.show_messages()
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("dhrd.test").info("rows asked about: %s", "all")
+    assert second.getvalue() == "rows asked about: all\n"

@@ -231,7 +231,8 @@ def test_the_readme_walkthrough_from_a_csv_to_predictions(shared_superglue, smol
 
     # 1. rationales
     code, output = run(
-        "rationales", "--train-file", data / "train.csv", *columns, *instruction, "--teacher", smollm2,
+        "rationales", "--train-file", data / "train.csv", "--validation-file", data / "validation.csv", *columns,
+        *instruction, "--teacher", smollm2,
         "--max-examples", "8", "--subset-seed", "1", "--max-new-tokens", "32", "--on-problem", "keep",
         "--output", tmp_path / "rationales",
     )  # fmt: skip
@@ -308,3 +309,21 @@ def test_label_names_as_a_string_or_a_mapping_are_the_same_run(tmp_path):
     assert changed_settings(saved, args({"0": "negative", "1": "positive"})) == []
     assert changed_settings(saved, args({"0": "negative", "1": "good"})) == ["label_map"]
     assert changed_settings(saved, args("1=positive,0=negative")) == ["label_map"]  # the order is the label order
+
+
+def test_rationales_for_other_rows_than_the_run_trains_on_say_why_none_pair(tiny_backbone, tmp_path):
+    """The CI walkthrough: rationales made with a carved validation split, training given --validation-file and
+    a sample of 8: no rationale was for a training row, and the error said only 'check --rationales'."""
+    train = write_jsonl(tmp_path / "train.jsonl", reviews(12))
+    validation = write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))
+    cache = write_jsonl(
+        tmp_path / "r.jsonl", [{"idx": f"r{k}", "label": "negative", "rationale": "it is bad"} for k in (9, 10, 11)]
+    )
+    code, output = run(
+        "train", "--train-file", train, "--validation-file", validation, "--backbone", tiny_backbone,
+        "--output-dir", tmp_path / "run", "--no-bf16", "--epochs", "1", "--method", "dhrd", "--rationales", cache,
+        "--id-column", "id", "--label-names", NAMES, "--max-length", "64", "--selection", "first",
+        "--max-train-examples", "3",
+    )  # fmt: skip
+    assert code == 2
+    assert "no training example has a rationale" in output and "3 rationales were read, none for the 3 rows" in output

@@ -776,6 +776,22 @@ def _unexpected(error: Exception) -> str:
         return f"{message} (raised at {at}; the traceback could not be saved: {failure})"
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is at each message, as logging's own last resort does: a
+    stream bound once goes stale when a caller (a test runner, a notebook) swaps stderr and closes the old one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler's constructor assigns it; the current stderr wins
+        pass
+
+
 class _MessageFormat(logging.Formatter):
     """dhrd's information as plain lines (``converting ... once``); its warnings and errors prefixed."""
 
@@ -789,11 +805,11 @@ def show_messages() -> None:
     long step is doing) and warnings as plain lines. Handlers of our own, each once: pytest's (caplog) stay."""
     root = logging.getLogger()
     if not any(getattr(h, "dhrd", False) for h in root.handlers):
-        libraries = logging.StreamHandler()
+        libraries = _CurrentStderr()
         libraries.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         libraries.addFilter(lambda record: not record.name.startswith("dhrd"))
         libraries.dhrd = True
-        ours = logging.StreamHandler()
+        ours = _CurrentStderr()
         ours.setFormatter(_MessageFormat())
         ours.addFilter(lambda record: record.name.startswith("dhrd"))
         ours.dhrd = True

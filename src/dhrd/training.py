@@ -72,8 +72,8 @@ from .tasks import carve_split, chooses_candidate, evaluate_rows, flatten_metric
 from .training_args import (
     DEFAULT_VALIDATION_FRACTION,
     DHRDTrainingArguments,
-    default_value,
     run_defining,
+    saved_value,
     strategy_name,
 )
 
@@ -980,7 +980,7 @@ def changed_settings(earlier: dict, args: DHRDTrainingArguments, extra: tuple[st
     ``train_args.json``. A setting the saved run predates counts as its default, the value it trained with."""
     now = args.to_dict()
     keys = (*RUN_DEFINING, *extra)
-    changed = [k for k in keys if _setting(k, earlier.get(k, default_value(k))) != _setting(k, now.get(k))]
+    changed = [k for k in keys if _setting(k, saved_value(k, earlier)) != _setting(k, now.get(k))]
     if "validation_fraction" in changed and _carved_fraction(earlier) == args.resolved_validation_fraction:
         changed.remove("validation_fraction")  # the default given by name, or left to default: the same split
     if not earlier.get("instruction") and not now.get("instruction"):  # where it goes matters only if there is one
@@ -1107,6 +1107,19 @@ def reasoning_head(classifier, causal_lm):
     return lambda: frozen.to(embeddings.weight.device)
 
 
+def _why_none_paired(by_task: dict[str, dict[str, str]], train_rows) -> str:
+    """Where rationales exist but none is for a row this run trains on, the likely reason: the teacher was asked
+    about other rows (``dhrd rationales`` chose them with another validation split or sample)."""
+    count = sum(len(found) for found in (by_task or {}).values())
+    if not count:
+        return ""
+    return (
+        f" ({count} rationales were read, none for the {len(train_rows)} rows this run trains on: make them with "
+        "the rows' choice train makes, the same --validation-file or --validation-fraction, --subset-seed and "
+        "--max-examples as --max-train-examples)"
+    )
+
+
 def _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names, given=None) -> int:
     """For ``--method dhrd``: extend the training rows with their rationale and answer. Returns the number
     of rows left without a rationale. ``given``: a mapping row id -> rationale (DHRDTrainer's)."""
@@ -1127,7 +1140,9 @@ def _add_rationales(args, spec, train_set, train_rows, all_train_rows, tokenizer
     )
     if missing == len(train_rows):
         where = f"--rationale-column {spec.rationale_column}" if spec.rationale_column else "--rationales"
-        raise DHRDInputError(f"no training example has a rationale: check {where}")
+        raise DHRDInputError(
+            f"no training example has a rationale: check {where}{_why_none_paired(by_task, train_rows)}"
+        )
     if missing:
         logger.warning(
             "%d of %d training rows have no rationale: they train the classification head only",

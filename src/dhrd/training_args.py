@@ -596,12 +596,27 @@ def default_value(name: str):
     return None
 
 
+def saved_value(name: str, saved: dict):
+    """A setting as a saved run (its ``train_args.json``) trained with. A setting the run predates, or saved
+    unresolved, counts as its default resolved as ``__post_init__`` resolves it from the run's other settings:
+    a run saved before ``data_seed`` existed sampled its data with its ``seed``."""
+    value = saved.get(name)
+    if value is not None:
+        return value
+    if name == "data_seed":
+        return saved.get("seed", default_value("seed"))
+    if name == "train_sampling_strategy":
+        return "group_by_length" if saved.get("group_by_length", default_value("group_by_length")) else "random"
+    return value if name in saved else default_value(name)
+
+
 __all__ = [
     "TRAINER_NOT_RUN_DEFINING",
     "TRAINER_RUN_DEFINING",
     "DHRDTrainingArguments",
     "choices_of",
     "default_value",
+    "saved_value",
     "run_defining",
     "strategy_name",
 ]
