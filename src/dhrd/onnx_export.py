@@ -308,8 +308,17 @@ def _dynamic(source: Path, target: Path, config: QuantConfig, exclude: list[str]
 
 def _weight_only(source: Path, target: Path, config: QuantConfig, exclude: list[str]) -> None:
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
+    # this module calls logging.basicConfig(level=INFO) when imported: on a root logger without a handler yet,
+    # that would print every later INFO line of every library in the user's process (a line per node here)
+    root = logging.getLogger()
+    guard = logging.NullHandler()
+    root.addHandler(guard)
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    finally:
+        root.removeHandler(guard)
+    logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
     quantizer = MatMulNBitsQuantizer(
         onnx.load(str(source)),
         bits=8,
