@@ -198,6 +198,7 @@ def summary(rows: list[dict], configs: list[str]) -> list[dict]:
                     max_abs_accuracy_diff=max(abs(r["accuracy_diff_points"]) for r in mine),
                     max_abs_prob_diff=max(r["max_abs_prob_diff"] for r in mine),
                     median_int8_over_ort_fp32=float(np.median([r["int8_over_ort_fp32"] for r in mine])),
+                    size_mb=mine[0]["size_mb"],
                 )
             )
     return out
@@ -212,7 +213,9 @@ def markdown(rows: list[dict], overall: list[dict], args: argparse.Namespace, se
         "(the ratio is int8 / onnxruntime fp32, both timed in this one run, fp32 before and after the int8 configs).",
         f"Timed on {torch.get_num_threads()} CPU threads beside other load (a training queue shared the 2 cores):",
         "the absolute rates are noisy, the ratios less so. Bar (issue 28): agreement >= 99% and accuracy moved by",
-        f"<= 0.5 points on every model. `dhrd export --quantize int8` writes **{INT8_CONFIG.name}**. {seconds:.0f} s.",
+        f"<= 0.5 points on every model. `dhrd export --quantize int8` writes **{INT8_CONFIG.name}**. The fp32",
+        f"model.onnx weighs 542 MB (weights and graph). Rows: the first {args.max_rows} of each model's evaluation",
+        f"rows (ComVE: test.jsonl; CB, RTE: the SuperGLUE validation split). {seconds:.0f} s.",
         "",
         "Command:",
         "",
@@ -222,14 +225,15 @@ def markdown(rows: list[dict], overall: list[dict], args: argparse.Namespace, se
         "",
         "## Per config, over all models",
         "",
-        "| config | what | models passing | min agreement | max accuracy move | max prob diff | median speed-up |",
-        "|---|---|---|---|---|---|---|",
+        "| config | what | models passing | min agreement | max accuracy move | max prob diff | median speed-up "
+        "| file MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in overall:
         lines.append(
             f"| {s['config']} | {s['description']} | {s['models_passing']}/{s['models']} | {s['min_agreement']:.1%} "
             f"| {s['max_abs_accuracy_diff']:.2f} | {s['max_abs_prob_diff']:.3f} | "
-            f"{s['median_int8_over_ort_fp32']:.2f}x |"
+            f"{s['median_int8_over_ort_fp32']:.2f}x | {s['size_mb']:.0f} |"
         )
     lines += [
         "",
