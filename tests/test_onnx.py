@@ -14,7 +14,20 @@ pytest.importorskip("onnxscript")
 from dhrd.cli import app  # noqa: E402
 from dhrd.evaluation import evaluate, predict_proba  # noqa: E402
 from dhrd.modeling import build_classifier, load_classifier, save_classifier  # noqa: E402
-from dhrd.onnx_export import INT8_FILE, METADATA_FILE, ONNX_FILE, export_onnx, load_onnx_classifier  # noqa: E402
+from dhrd.onnx_export import (  # noqa: E402
+    CHECK_TEXTS,
+    INT8_CONFIG,
+    INT8_FILE,
+    METADATA_FILE,
+    ONNX_FILE,
+    QUANT_CONFIGS,
+    OnnxClassifier,
+    check_rows,
+    export_onnx,
+    head_nodes,
+    load_onnx_classifier,
+    quantize_int8,
+)
 
 runner = CliRunner()
 LABELS = ("entailment", "contradiction", "neutral")
@@ -37,7 +50,9 @@ def exported(request, tiny_backbone, tmp_path_factory):
     """A saved tiny classifier of each head and its ONNX export with the int8 file."""
     root = tmp_path_factory.mktemp(f"onnx-{request.param}")
     model_dir = _saved(tiny_backbone, root, request.param)
-    summary = export_onnx(model_dir, root / "export", quantize="int8")
+    rows = root / "rows.jsonl"  # the rows int8 is checked on: the model's text column, no labels
+    rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 3))
+    summary = export_onnx(model_dir, root / "export", quantize="int8", check_file=rows)
     return model_dir, root / "export", summary
 
 
@@ -203,3 +218,107 @@ def test_no_absolute_path_of_this_machine_in_a_saved_or_exported_folder(exported
                 data = path.read_bytes()
                 leaked = sorted(r for r in roots if r.encode() in data)
                 assert not leaked, f"{path.name} holds {leaked}"
+
+
+def _initializer_types(path) -> dict[str, int]:
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {t.name: t.data_type for t in proto.graph.initializer}
+
+
+def _head_weights_stay_fp32(int8_path) -> None:
+    """The head's weights are float32 initializers of the int8 graph, and none has a quantized copy."""
+    import onnx
+
+    types = _initializer_types(int8_path)
+    head = {name: kind for name, kind in types.items() if name.startswith("classifier.score.")}
+    assert head and all(kind == onnx.TensorProto.FLOAT for kind in head.values()), head
+    assert not [n for n in types if n.startswith("classifier.score.") and "quant" in n.lower()]
+
+
+@pytest.mark.parametrize("name", [n for n, c in QUANT_CONFIGS.items() if c.head_fp32 and c.method != "static"])
+def test_quantizations_that_keep_the_head_leave_it_in_fp32(exported, tmp_path, name):
+    """The head (a Gemm/MatMul on the pooled token) is found in the graph and left out of quantization; the
+    rest is quantized and the answers stay close to fp32's."""
+    model_dir, export_dir, _ = exported
+    heads = head_nodes(export_dir / ONNX_FILE)  # the MLP's two linears and its activation, or the one linear
+    assert len([h for h in heads if not h.endswith(("_MatMul", "_Add"))]) == (3 if "mlp" in model_dir.name else 1)
+    target = quantize_int8(export_dir / ONNX_FILE, tmp_path / "q.onnx", QUANT_CONFIGS[name])
+    _head_weights_stay_fp32(target)
+    fp32, tokenizer = load_onnx_classifier(export_dir)
+    quantized = OnnxClassifier(target, fp32.config)
+    want = predict_proba(fp32, tokenizer, TEXTS, batch_size=4, bf16=False, progress=False)
+    got = predict_proba(quantized, tokenizer, TEXTS, batch_size=4, bf16=False, progress=False)
+    assert np.abs(got - want).max() < 0.05
+
+
+def test_export_int8_is_the_chosen_quantization_and_records_its_check(exported, tmp_path):
+    """--quantize int8 writes INT8_CONFIG's graph, and onnx_export.json says how it agreed with torch fp32 and
+    how fast it ran beside onnxruntime fp32 on the rows of --check-file."""
+    from collections import Counter
+
+    import onnx
+
+    _, export_dir, summary = exported
+    check = summary.int8_check
+    assert check["quantization"] == INT8_CONFIG.name and check["description"] == INT8_CONFIG.describe()
+    assert check["rows"] == 3 * len(TEXTS) and check["rows_source"] == "rows.jsonl"
+    assert 0 <= check["labels_agreeing"] <= check["rows"]
+    assert check["agreement"] == round(check["labels_agreeing"] / check["rows"], 4)
+    assert 0 <= check["max_abs_prob_diff"] < 0.05
+    assert check["fp32_examples_per_s"] > 0 and check["int8_examples_per_s"] > 0 and check["speedup"] > 0
+    metadata = json.loads((export_dir / METADATA_FILE).read_text())
+    assert metadata["int8"] == check
+    fresh = quantize_int8(export_dir / ONNX_FILE, tmp_path / "fresh.onnx", INT8_CONFIG)
+    ops = [
+        Counter(n.op_type for n in onnx.load(str(p), load_external_data=False).graph.node)
+        for p in (fresh, export_dir / INT8_FILE)
+    ]
+    assert ops[0] == ops[1]
+    if INT8_CONFIG.head_fp32:
+        _head_weights_stay_fp32(export_dir / INT8_FILE)
+
+
+def test_int8_check_rows_fall_back_to_the_task_then_to_the_built_in_texts(
+    exported, superglue_dir, monkeypatch, tmp_path
+):
+    from dhrd.modeling import load_classifier as load
+
+    model_dir, _, _ = exported
+    classifier, _ = load(model_dir)
+    monkeypatch.setenv("DHRD_DATA_DIR", str(superglue_dir))
+    rows, source = check_rows(classifier, model_dir, None)
+    assert len(rows) == 6 and source == "cb validation"
+    monkeypatch.setenv("DHRD_DATA_DIR", str(tmp_path / "nothing"))
+    rows, source = check_rows(classifier, model_dir, None)
+    assert rows == list(CHECK_TEXTS) and "built-in" in source
+
+
+def test_int8_check_reads_the_data_file_the_run_recorded(exported, tmp_path, monkeypatch):
+    """A run trained on a file records it relative to where training ran: found from the run directory."""
+    from dhrd.onnx_export import _recorded_data_file
+
+    model_dir, _, _ = exported
+    run = tmp_path / "project" / "runs" / "mine"
+    (run / "model").mkdir(parents=True)
+    (tmp_path / "project" / "data").mkdir()
+    (tmp_path / "project" / "data" / "valid.jsonl").write_text('{"text": "x"}\n')
+    settings = {"output_dir": "runs/mine", "train_file": "data/train.jsonl", "validation_file": "data/valid.jsonl"}
+    (run / "train_args.json").write_text(json.dumps(settings))
+    monkeypatch.chdir(tmp_path)
+    found = _recorded_data_file(run / "model")
+    assert found is not None and found.resolve() == (tmp_path / "project" / "data" / "valid.jsonl").resolve()
+    assert _recorded_data_file(model_dir) is None  # a model folder outside a run directory
+
+
+def test_cli_export_int8_prints_agreement_and_speed_up(tiny_backbone, superglue_dir, tmp_path, monkeypatch):
+    model_dir = _saved(tiny_backbone, tmp_path, "linear")
+    monkeypatch.setenv("DHRD_DATA_DIR", str(superglue_dir))
+    args = ["export", "--model", str(model_dir), "--output", str(tmp_path / "e"), "--quantize", "int8"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert f"int8 ({INT8_CONFIG.describe()})" in text
+    assert "torch fp32's label on" in text and "/6 rows" in text and "of cb validation" in text
+    assert "x onnxruntime fp32's examples/s at batch 16" in text
