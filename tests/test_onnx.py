@@ -27,6 +27,7 @@ from dhrd.onnx_export import (  # noqa: E402
     head_nodes,
     load_onnx_classifier,
     quantize_int8,
+    quantized_nodes,
 )
 
 runner = CliRunner()
@@ -78,6 +79,8 @@ def test_export_is_self_contained_and_matches_torch(exported):
     quantized = predict_proba(int8, onnx_tokenizer, TEXTS, batch_size=4, bf16=False, progress=False)
     assert np.abs(quantized - expected).max() < 0.05
     assert not np.array_equal(quantized, got)  # the int8 file is another graph, not a copy
+    # every projection of the 2 layers (q, k, v, o, gate, up, down) in int8; the head stays fp32
+    assert quantized_nodes(export_dir / INT8_FILE) == 14 and quantized_nodes(export_dir / ONNX_FILE) == 0
 
 
 def test_padding_side_and_batching_do_not_change_the_onnx_probabilities(exported):

@@ -127,11 +127,26 @@ def to_onnx(classifier: nn.Module, tokenizer, path: Path) -> Path:
             dynamic_shapes=dynamic,
             verbose=False,
         )
+        _fold_weight_transposes(program.model)
         # weights in a sidecar (model.onnx.data), as transformers' exporter saves them: serialising them into the
         # protobuf would hold a second copy of the model in memory, and past 2 GB it cannot be done at all
         program.save(str(path), external_data=True)
     _drop_source_paths(path)
     return path
+
+
+def _fold_weight_transposes(model) -> None:
+    """Fold the constant subgraphs of the traced graph (above all each ``Linear``'s ``Transpose`` of its weight)
+    into initializers, and drop what no longer feeds anything. Without it every ``MatMul`` multiplies by a
+    computed tensor, and the int8 quantizers, which quantize only a ``MatMul`` whose weight is an initializer,
+    leave the whole graph in fp32 without a word. This is the folding step of onnxscript's optimizer alone: its
+    pattern rewriter is what costs the time."""
+    import onnx_ir.passes.common as common_passes
+    from onnxscript.optimizer import fold_constants_ir
+
+    fold_constants_ir(model)
+    common_passes.RemoveUnusedNodesPass()(model)
+    common_passes.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0)(model)
 
 
 # The dynamo exporter records, per node, the Python stack that made it: the absolute paths of this machine's
@@ -294,7 +309,31 @@ def quantize_int8(source: Path, target: Path, config: QuantConfig | None = None,
             _static(source, target, config, exclude, calibration)
         else:
             _dynamic(source, target, config, exclude)
+    if not quantized_nodes(target):
+        raise RuntimeError(f"{target}: the {config.name} quantizer left every weight in fp32 (no int8 node)")
     return target
+
+
+# The ops onnxruntime's quantizers write in place of an fp32 MatMul/Gather (weight-only, dynamic, static QDQ)
+QUANTIZED_OPS = frozenset(
+    {
+        "MatMulNBits",
+        "MatMulInteger",
+        "DynamicQuantizeMatMul",
+        "QLinearMatMul",
+        "DequantizeLinear",
+        "GatherBlockQuantized",
+    }
+)
+
+
+def quantized_nodes(path: Path) -> int:
+    """How many nodes of the graph in ``path`` compute with int8 weights. A quantizer that finds no weight it
+    can take (a weight reached through a ``Transpose`` instead of an initializer) writes an fp32 copy, silently."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return sum(node.op_type in QUANTIZED_OPS for node in graph.node)
 
 
 def _dynamic(source: Path, target: Path, config: QuantConfig, exclude: list[str]) -> None:
