@@ -101,6 +101,9 @@ def _explaining_server(seen):
 
 
 def test_a_teacher_on_bare_numbers_stops_with_one_line_saying_how_to_name_them(tmp_path):
+    from dhrd.cli import show_messages
+
+    show_messages()  # dhrd's information lines printed, as the dhrd command prints them (the row choice was)
     train = write_jsonl(tmp_path / "train.jsonl", reviews(6))
     code, output = run("rationales", "--train-file", train, "--teacher", "m", "--base-url", "http://127.0.0.1:9/v1")
     assert code == 2 and "Traceback" not in output, output

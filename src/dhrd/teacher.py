@@ -669,7 +669,11 @@ def make_rationales(
         validation_fraction = DEFAULT_VALIDATION_FRACTION if train_file is not None else 0.0
     if not 0 <= validation_fraction < 1:
         raise DHRDInputError(f"--validation-fraction must be between 0 and 1, not {validation_fraction}")
-    if import_file is None:
+    if import_file is None:  # what stops a teacher run stops it before the row choice is printed: one line
+        if not teacher:
+            raise DHRDInputError("give --teacher (a local model, or the served model's name with --base-url)")
+        if train_file is not None:
+            check_teacher_labels(train_file, columns, list(answers))
         items, selected, chosen = training_subset(
             items,
             task,
@@ -712,10 +716,6 @@ def make_rationales(
             label_name=label_name,
         )
     else:
-        if not teacher:
-            raise DHRDInputError("give --teacher (a local model, or the served model's name with --base-url)")
-        if train_file is not None:
-            check_teacher_labels(train_file, columns, list(answers))
         template = (
             load_template(template_file, prompt_mode, fields, encoding)
             if template_file
