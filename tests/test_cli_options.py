@@ -11,7 +11,15 @@ from typer.testing import CliRunner
 
 from dhrd.cli import app
 from dhrd.cli_options import cli_default, option_fields
-from dhrd.command_args import BenchmarkCommand, EvaluateArguments
+from dhrd.command_args import (
+    BenchmarkCommand,
+    EvaluateArguments,
+    ExplainArguments,
+    ExportArguments,
+    PredictArguments,
+    PushArguments,
+    RationalesArguments,
+)
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction.arguments import SUPERGLUE_TASKS, ReproduceArguments, make_arguments
 from dhrd.reproduction.demo import DemoArguments
@@ -20,10 +28,20 @@ from dhrd.train_options import read_config
 runner = CliRunner()
 GENERATED = {
     "evaluate": EvaluateArguments,
+    "predict": PredictArguments,
+    "export": ExportArguments,
+    "rationales": RationalesArguments,
+    "explain": ExplainArguments,
     "benchmark": BenchmarkCommand,
     "reproduce": ReproduceArguments,
     "demo": DemoArguments,
+    "push": PushArguments,
 }
+
+
+def test_every_command_is_generated():
+    """train's options are DHRDTrainingArguments' (its own parser: test_cli_startup, test_trainer_api)."""
+    assert set(typer.main.get_command(app).commands) - {"train"} == set(GENERATED)
 
 
 @pytest.mark.parametrize("name", sorted(GENERATED))
@@ -34,6 +52,8 @@ def test_each_field_is_one_option_with_its_default(name):
     hints = typing.get_type_hints(arguments)
     fields = option_fields(arguments)
     assert sorted(params) == sorted(f.name for f in fields)
+    every = [o for p in command.params for o in (*p.opts, *p.secondary_opts)]
+    assert len(every) == len(set(every)), name  # no spelling names two options
     help_text = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output.split())
     for f in fields:
         param = params[f.name]
@@ -41,11 +61,16 @@ def test_each_field_is_one_option_with_its_default(name):
         if default is not ...:
             assert param.default == default, (name, f.name)
         spellings = [*param.opts, *param.secondary_opts]
-        if "flag" not in f.metadata:
+        if f.metadata.get("positional"):
+            assert param.param_type_name == "argument" and spellings == [f.name], spellings
+        elif "flag" not in f.metadata:
             assert "--" + f.name.replace("_", "-") in spellings and "--" + f.name in spellings, spellings
+        else:
+            assert f.metadata["flag"] in spellings, spellings
         if default not in (None, ..., False):
             shown = str(default) if param.is_flag is False else ""
-            assert f"[default: {shown}" in help_text, (name, f.name)
+            # without spaces: click breaks a long default (rationales' --checks) inside its words
+            assert "[default:" + shown.replace(" ", "") in "".join(help_text.split()), (name, f.name)
 
 
 def test_reproduce_help_shows_the_real_epochs_default():

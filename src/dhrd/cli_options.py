@@ -1,10 +1,12 @@
 """Commands generated from their dataclasses: each field of a command's arguments is one option, declared once.
 
 A field's metadata (``option(...)``) gives its help, allowed values (``choices``), extra spellings (``aliases``),
-a bool's flag when it has no ``--no-`` form (``flag``), and ``cli=False`` for a field the command line does not
-set. Every option is spelled ``--kebab-case`` and ``--snake_case``, as ``dhrd train``'s are; its default is the
-field's (typer shows it); lists and tuples are written comma-separated. A command with ``config=True`` also takes
-``--config FILE`` (YAML, JSON or TOML: ``train_options.read_config``), which the command line overrides.
+a bool's flag when it has no ``--no-`` form (``flag``), ``repeat=True`` for a list given once per item,
+``positional=True`` for a command-line argument (``dhrd push MODEL_DIR REPO_ID``), and ``cli=False`` for a field
+the command line does not set. Every option is spelled ``--kebab-case`` and ``--snake_case``, as ``dhrd train``'s
+are; its default is the field's (typer shows it); other lists and tuples are written comma-separated.
+A command with ``config=True`` also takes ``--config FILE`` (YAML, JSON or TOML: ``train_options.read_config``),
+which the command line overrides.
 
 Only typer and the standard library are imported here, and the argument dataclasses live in light modules:
 ``dhrd <command> --help`` never imports torch."""
@@ -148,7 +150,7 @@ def command(
             if f.metadata.get("metavar"):
                 settings["metavar"] = f.metadata["metavar"]
             annotation = kind if default is ... or default is not None else kind | None
-            parameters.append(_keyword(f.name, annotation, typer.Option(default, *flags(f, kind), **settings)))
+            parameters.append(_keyword(f.name, annotation, _parameter(f, kind, default, settings)))
 
         def callback(ctx: typer.Context, **values):
             source = ctx.get_parameter_source
@@ -177,6 +179,12 @@ def command(
 
 
 CONFIG_HELP = "a YAML, JSON or TOML file of these settings (dashes or underscores); the options given override it"
+
+
+def _parameter(f: dataclasses.Field, kind, default, settings: dict):
+    if f.metadata.get("positional"):
+        return typer.Argument(default, **settings)
+    return typer.Option(default, *flags(f, kind), **settings)
 
 
 def _keyword(name: str, annotation, default) -> inspect.Parameter:
