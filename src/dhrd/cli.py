@@ -145,7 +145,7 @@ def train(ctx: typer.Context):
     out.print(f"model: {result.model_dir}\nmetrics: {Path(args.output_dir) / 'metrics.json'}")
 
 
-@command(app, EvaluateArguments, run=_run)
+@command(app, EvaluateArguments, run=_one_line_errors)
 def evaluate(args: EvaluateArguments):
     """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
     and the confusion matrix as a PNG beside it."""
@@ -188,7 +188,7 @@ def evaluate(args: EvaluateArguments):
     )
 
 
-@command(app, PredictArguments, run=_run)
+@command(app, PredictArguments, run=_one_line_errors)
 def predict(args: PredictArguments):
     """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
     from .prediction import predict as run_prediction
@@ -234,7 +234,7 @@ def predict(args: PredictArguments):
     )
 
 
-@command(app, ExportArguments, run=_run)
+@command(app, ExportArguments, run=_one_line_errors)
 def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
     from .onnx_export import export_onnx, int8_check_line
@@ -263,7 +263,7 @@ def export(args: ExportArguments):
     )
 
 
-@command(app, RationalesArguments, run=_run)
+@command(app, RationalesArguments, run=_one_line_errors)
 def rationales(args: RationalesArguments):
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
@@ -387,7 +387,7 @@ def _train_commands(cache: Path, train_file: Path | None, given: dict, summary: 
     return commands
 
 
-@command(app, ExplainArguments, run=_run)
+@command(app, ExplainArguments, run=_one_line_errors)
 def explain(args: ExplainArguments):
     """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
     come from the pooled head and never use this text."""
@@ -425,7 +425,7 @@ def _csv(value: str, cast=str) -> tuple:
         raise DHRDInputError(f"cannot read {value!r} as a comma-separated list") from None
 
 
-@command(app, BenchmarkCommand, run=_run)
+@command(app, BenchmarkCommand, run=_one_line_errors)
 def benchmark(args: BenchmarkCommand):
     """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine;
     with --train, the throughput of the training step instead."""
@@ -520,7 +520,7 @@ def _reproduce_arguments(config: Path | None, given: dict):
     return make_arguments(config, **given)
 
 
-@command(app, ReproduceArguments, config=True, build=_reproduce_arguments, run=_run)
+@command(app, ReproduceArguments, build=_reproduce_arguments, run=_one_line_errors)
 def reproduce(args: ReproduceArguments):
     """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
     QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
@@ -534,7 +534,7 @@ def reproduce(args: ReproduceArguments):
     out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
 
 
-@command(app, DemoArguments, run=_run)
+@command(app, DemoArguments, run=_one_line_errors)
 def demo(demo_args: DemoArguments):
     """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both beside the
     task's majority floor, benchmark them against chain-of-thought decoding on the same backbone, print the
@@ -547,7 +547,7 @@ def demo(demo_args: DemoArguments):
     out.print(f"written: {args.output_dir}/results.md, results.json, results.csv, results.png")
 
 
-@command(app, PushArguments, run=_run)
+@command(app, PushArguments, run=_one_line_errors)
 def push(args: PushArguments):
     """Upload a trained model to the Hugging Face Hub: weights, config, tokenizer, modeling code and its model
     card (README.md), never checkpoints or evaluate's JSON. The local folder is never changed."""
