@@ -4,6 +4,7 @@ whose help shows the field's own default; one --config reader (YAML, JSON, TOML)
 import dataclasses
 import json
 import typing
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -11,7 +12,15 @@ from typer.testing import CliRunner
 
 from dhrd.cli import app
 from dhrd.cli_options import cli_default, option_fields
-from dhrd.command_args import BenchmarkCommand, EvaluateArguments
+from dhrd.command_args import (
+    BenchmarkCommand,
+    EvaluateArguments,
+    ExplainArguments,
+    ExportArguments,
+    PredictArguments,
+    PushArguments,
+    RationalesArguments,
+)
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction.arguments import SUPERGLUE_TASKS, ReproduceArguments, make_arguments
 from dhrd.reproduction.demo import DemoArguments
@@ -20,10 +29,20 @@ from dhrd.train_options import read_config
 runner = CliRunner()
 GENERATED = {
     "evaluate": EvaluateArguments,
+    "predict": PredictArguments,
+    "export": ExportArguments,
+    "rationales": RationalesArguments,
+    "explain": ExplainArguments,
     "benchmark": BenchmarkCommand,
     "reproduce": ReproduceArguments,
     "demo": DemoArguments,
+    "push": PushArguments,
 }
+
+
+def test_every_command_is_generated():
+    """train's options are DHRDTrainingArguments' (its own parser: test_cli_startup, test_trainer_api)."""
+    assert set(typer.main.get_command(app).commands) - {"train"} == set(GENERATED)
 
 
 @pytest.mark.parametrize("name", sorted(GENERATED))
@@ -34,6 +53,8 @@ def test_each_field_is_one_option_with_its_default(name):
     hints = typing.get_type_hints(arguments)
     fields = option_fields(arguments)
     assert sorted(params) == sorted(f.name for f in fields)
+    every = [o for p in command.params for o in (*p.opts, *p.secondary_opts)]
+    assert len(every) == len(set(every)), name  # no spelling names two options
     help_text = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output.split())
     for f in fields:
         param = params[f.name]
@@ -41,11 +62,16 @@ def test_each_field_is_one_option_with_its_default(name):
         if default is not ...:
             assert param.default == default, (name, f.name)
         spellings = [*param.opts, *param.secondary_opts]
-        if "flag" not in f.metadata:
+        if f.metadata.get("positional"):
+            assert param.param_type_name == "argument" and spellings == [f.name], spellings
+        elif "flag" not in f.metadata:
             assert "--" + f.name.replace("_", "-") in spellings and "--" + f.name in spellings, spellings
+        else:
+            assert f.metadata["flag"] in spellings, spellings
         if default not in (None, ..., False):
             shown = str(default) if param.is_flag is False else ""
-            assert f"[default: {shown}" in help_text, (name, f.name)
+            # without spaces: click breaks a long default (rationales' --checks) inside its words
+            assert "[default:" + shown.replace(" ", "") in "".join(help_text.split()), (name, f.name)
 
 
 def test_reproduce_help_shows_the_real_epochs_default():
@@ -108,3 +134,64 @@ def test_reproduce_command_line_overrides_its_config(tmp_path, monkeypatch):
     assert result.exit_code == 2 and "stopped before any work" in result.output
     args = seen["args"]
     assert (args.tasks, args.epochs, args.learning_rate, args.seeds) == (["cb"], 2, 0.5, [7, 8])
+
+
+def test_every_command_takes_config():
+    commands = typer.main.get_command(app).commands
+    for name in GENERATED:
+        assert "--config" in [o for p in commands[name].params for o in p.opts], name
+
+
+@pytest.fixture
+def predictions(monkeypatch):
+    """What ``dhrd predict`` would predict with, recorded before any model loads."""
+    import dhrd.prediction
+
+    seen = {}
+
+    def predict(*args, **kwargs):
+        seen.update(args=args, **kwargs)
+        raise DHRDInputError("stopped before any work")
+
+    monkeypatch.setattr(dhrd.prediction, "predict", predict)
+    return seen
+
+
+def test_predict_reads_its_config_as_its_options(tmp_path, predictions):
+    config = tmp_path / "predict.yaml"
+    config.write_text(
+        "model: m\noutput: p.jsonl\nkeep-columns: [a, b]\nbatch_size: '8'\nengine: onnxruntime\nrestart: true\n"
+    )
+    result = runner.invoke(app, ["predict", "--config", str(config), "--batch_size", "4", "--file", "x.csv"])
+    assert result.exit_code == 2 and "stopped before any work" in result.output, result.output
+    model, output, file, *_, batch_size = predictions["args"]
+    assert (model, output, file, batch_size) == (Path("m"), Path("p.jsonl"), "x.csv", 4)
+    assert predictions["keep_columns"] == ("a", "b") and predictions["engine"] == "onnxruntime"
+    assert predictions["resume"] is False
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: m\noutput: p.jsonl\nengine: tensorflow\n", "engine: "),
+        ("model: m\noutput: p.jsonl\nbatch_size: many\n", "batch_size: "),
+        ("model: m\nbatch-sise: 3\n", "unknown setting batch_sise"),
+        ("model: m\n", "Missing option '--output'"),
+    ],
+)
+def test_a_bad_config_is_one_line(tmp_path, predictions, text, message):
+    config = tmp_path / "predict.yaml"
+    config.write_text(text)
+    result = runner.invoke(app, ["predict", "--config", str(config)])
+    assert result.exit_code == 2 and message in result.output and not predictions, result.output
+
+
+def test_a_repeated_option_from_a_toml_list(tmp_path, monkeypatch):
+    import dhrd.explain
+
+    seen = {}
+    monkeypatch.setattr(dhrd.explain, "explain", lambda model, texts, *a, **k: seen.update(texts=texts) or [])
+    config = tmp_path / "explain.toml"
+    config.write_text('model = "m"\ntext = ["one", "two"]\nmax_new_tokens = 5\n')
+    result = runner.invoke(app, ["explain", "--config", str(config)])
+    assert result.exit_code == 0 and seen["texts"] == ["one", "two"], result.output

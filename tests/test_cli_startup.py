@@ -148,10 +148,10 @@ def test_a_table_for_other_versions_is_never_used(current_table, monkeypatch):
 
 
 def test_rationales_checks_default_is_the_prompts_checks():
-    from dhrd.cli import CHECKS_DEFAULT
+    from dhrd.command_args import RATIONALE_CHECKS
     from dhrd.prompts import CHECKS
 
-    assert CHECKS_DEFAULT == ",".join(CHECKS)
+    assert RATIONALE_CHECKS == tuple(CHECKS)
 
 
 def test_the_benchmark_rows_of_start_up():

@@ -10,7 +10,6 @@ import sys
 import traceback
 import warnings
 from dataclasses import replace
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -20,12 +19,13 @@ from rich.table import Table
 
 from .cli_options import command
 from .command_args import (
-    DATASET_CONFIG_HELP,
-    DATASET_HELP,
-    ENGINE_HELP,
-    TRUST_HELP,
     BenchmarkCommand,
     EvaluateArguments,
+    ExplainArguments,
+    ExportArguments,
+    PredictArguments,
+    PushArguments,
+    RationalesArguments,
 )
 from .errors import DHRDInputError, save_traceback
 from .memory import pin_mmap_threshold
@@ -44,26 +44,6 @@ app = typer.Typer(
 # no emoji codes: a user's text such as "f1:x:" in an error or a label name must print as written
 console = Console(stderr=True, emoji=False)
 out = Console(emoji=False)
-LABEL_NAMES_HELP = (
-    "your labels' names, value=name in label order: 0=negative,1=positive. Used in the teacher's prompt, the "
-    "reasoning head's 'Final Answer', predictions and the model's id2label (a teacher refuses bare numbers)"
-)
-INSTRUCTION_HELP = (
-    "your task's question, e.g. 'Is this movie review positive or negative?': the teacher's prompt asks it after "
-    "the text, as the SuperGLUE prompts ask theirs; saved with the model (see --instruction-in-input)"
-)
-# prompts.CHECKS, written out: importing prompts loads torch, which `dhrd --help` must not (a test compares them)
-CHECKS_DEFAULT = "empty,truncated,repetitive,leak,contradicts,short,conclusion,invented"
-
-
-class Truncation(str, Enum):
-    error = "error"
-    left = "left"
-
-
-class Engine(str, Enum):
-    torch = "torch"
-    onnxruntime = "onnxruntime"
 
 
 def _run(fn):
@@ -165,7 +145,7 @@ def train(ctx: typer.Context):
     out.print(f"model: {result.model_dir}\nmetrics: {Path(args.output_dir) / 'metrics.json'}")
 
 
-@command(app, EvaluateArguments, run=_run)
+@command(app, EvaluateArguments, run=_one_line_errors)
 def evaluate(args: EvaluateArguments):
     """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
     and the confusion matrix as a PNG beside it."""
@@ -208,64 +188,34 @@ def evaluate(args: EvaluateArguments):
     )
 
 
-@app.command()
-def predict(
-    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
-    output: Path = typer.Option(
-        ..., help="predictions file: .jsonl, .csv or .parquet; written in chunks, resumed after an interruption"
-    ),
-    file: Path = typer.Option(None, help="CSV/TSV/JSONL/Parquet file to classify (any size: read in chunks)"),
-    dataset: str = typer.Option(None, help=DATASET_HELP + "; its --split is classified"),
-    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
-    task: str = typer.Option(None, help="or a SuperGLUE task (with --split)"),
-    split: str = typer.Option("test"),
-    data_dir: Path = typer.Option(None),
-    text_column: str = typer.Option(None),
-    text_pair_column: str = typer.Option(None),
-    id_column: str = typer.Option(
-        None,
-        help="the input's id column, carried to each prediction [default: the training file's, else 'id' "
-        "where the file has one, else the 1-based row number]",
-    ),
-    keep_columns: str = typer.Option(None, help="comma-separated input columns copied to each prediction"),
-    encoding: str = typer.Option("utf-8", help="of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252"),
-    max_length: int = typer.Option(None, help="longest input in tokens [default: the model's training --max-length]"),
-    truncation: Truncation = typer.Option(
-        None, help="error (an input longer than --max-length stops the run, naming it) or left [default: the model's]"
-    ),
-    batch_size: int = typer.Option(32),
-    chunk_rows: int = typer.Option(1024, help="rows read, predicted and appended at a time"),
-    restart: bool = typer.Option(False, "--restart", help="start over instead of resuming an interrupted run"),
-    compile: bool = typer.Option(False, help="torch.compile the model: faster batches, minutes to compile"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    engine: Engine = typer.Option(Engine.torch, help=ENGINE_HELP),
-):
+@command(app, PredictArguments, run=_one_line_errors)
+def predict(args: PredictArguments):
     """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
     from .prediction import predict as run_prediction
 
     summary = _run(
         lambda: run_prediction(
-            model,
-            output,
-            str(file) if file else None,
-            task,
-            split,
-            str(data_dir) if data_dir else None,
-            text_column,
-            text_pair_column,
-            batch_size,
-            compile=compile,
-            trust_remote_code=trust_remote_code,
-            id_column=id_column,
-            keep_columns=_csv(keep_columns) if keep_columns else (),
-            encoding=encoding,
-            max_length=max_length,
-            truncation=truncation.value if truncation else None,
-            chunk_rows=chunk_rows,
-            resume=not restart,
-            dataset=dataset,
-            dataset_config=dataset_config,
-            engine=engine.value,
+            args.model,
+            args.output,
+            str(args.file) if args.file else None,
+            args.task,
+            args.split,
+            str(args.data_dir) if args.data_dir else None,
+            args.text_column,
+            args.text_pair_column,
+            args.batch_size,
+            compile=args.compile,
+            trust_remote_code=args.trust_remote_code,
+            id_column=args.id_column,
+            keep_columns=args.keep_columns or (),
+            encoding=args.encoding,
+            max_length=args.max_length,
+            truncation=args.truncation,
+            chunk_rows=args.chunk_rows,
+            resume=not args.restart,
+            dataset=args.dataset,
+            dataset_config=args.dataset_config,
+            engine=args.engine,
         )
     )
     if not summary.main_process:  # accelerate launched several: the main one reports
@@ -284,43 +234,20 @@ def predict(
     )
 
 
-class ExportFormat(str, Enum):
-    onnx = "onnx"
-
-
-class Quantize(str, Enum):
-    int8 = "int8"
-
-
-@app.command()
-def export(
-    model: Path = typer.Option(..., help="a trained model directory (or a run directory holding model/)"),
-    output: Path = typer.Option(..., help="the export directory (replaced if it holds an earlier export)"),
-    format: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="onnx: model.onnx, for onnxruntime"),
-    quantize: Quantize = typer.Option(
-        None, help="int8: also write model.int8.onnx, and print how often it agrees with fp32 and its speed-up"
-    ),
-    check_file: Path = typer.Option(
-        None,
-        "--check-file",
-        help="rows in the model's columns (labels not needed) to check int8 on (the first 200); default: the data "
-        "the run records, else three built-in texts",
-    ),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-    restart: bool = typer.Option(False, "--restart", help="export again where the same export is already there"),
-):
+@command(app, ExportArguments, run=_one_line_errors)
+def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
     from .onnx_export import export_onnx, int8_check_line
 
     summary = _run(
         lambda: export_onnx(
-            model,
-            output,
-            format=format.value,
-            quantize=quantize.value if quantize else None,
-            trust_remote_code=trust_remote_code,
-            restart=restart,
-            check_file=check_file,
+            args.model,
+            args.output,
+            format=args.format,
+            quantize=args.quantize,
+            trust_remote_code=args.trust_remote_code,
+            restart=args.restart,
+            check_file=args.check_file,
         )
     )
     for precision, name in summary.files.items():
@@ -336,105 +263,8 @@ def export(
     )
 
 
-class PromptMode(str, Enum):
-    label = "label"
-    free = "free"
-
-
-class Selection(str, Enum):
-    seeded = "seeded"
-    first = "first"
-
-
-class Policy(str, Enum):
-    retry = "retry"
-    drop = "drop"
-    keep = "keep"
-
-
-@app.command()
-def rationales(
-    task: str = typer.Option(None, help="SuperGLUE task whose training split gets rationales"),
-    train_file: Path = typer.Option(None, help="or your own labelled CSV/JSONL/Parquet training file"),
-    validation_file: Path = typer.Option(
-        None,
-        help="the validation file dhrd train will get, if any: then no rows of --train-file are held out "
-        "(it is not read here)",
-    ),
-    validation_fraction: float = typer.Option(
-        None,
-        help="--train-file without --validation-file: the teacher skips the rows dhrd train holds out as its "
-        "validation split (the same seeded, stratified fraction: pass train's --validation-fraction) [default: 0.1]",
-    ),
-    dataset: str = typer.Option(None, help="or " + DATASET_HELP + ": its train split"),
-    dataset_config: str = typer.Option(None, help=DATASET_CONFIG_HELP),
-    text_column: str = typer.Option("text"),
-    text_pair_column: str = typer.Option(None),
-    label_column: str = typer.Option("label"),
-    data_dir: Path = typer.Option(None, help="folder with <Task>/train.jsonl [default: ../shared/data/superglue]"),
-    teacher: str = typer.Option(
-        None, help="local model (hub name, directory, .gguf file), or with --base-url the served model's name"
-    ),
-    gguf_file: str = typer.Option(None, help="GGUF file inside --teacher's directory"),
-    base_url: str = typer.Option(None, help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1"),
-    api_key_env: str = typer.Option("OPENAI_API_KEY", help="environment variable holding the server's key"),
-    import_file: Path = typer.Option(
-        None,
-        "--import",
-        help="rationales you already have (CSV/JSONL with idx and "
-        "rationale columns, or a folder of <Task>/train.jsonl such as "
-        "../shared/data/rationales)",
-    ),
-    id_column: str = typer.Option(
-        None,
-        help="--train-file's id column: the cache is keyed by it, as dhrd train --id-column keys rows [default: the "
-        "1-based row number]; with --import, the imported file's id column too [default there: idx]",
-    ),
-    import_id_column: str = typer.Option(None, help="--import: its id column, where it differs from --id-column"),
-    rationale_column: str = typer.Option("rationale", help="--import: the column with the rationale"),
-    encoding: str = typer.Option("utf-8", help="of your files (training, --import, --template)"),
-    label_names: str = typer.Option(None, help=LABEL_NAMES_HELP),
-    instruction: str = typer.Option(None, help=INSTRUCTION_HELP),
-    output: Path = typer.Option(None, help="cache folder [default: rationales/<teacher>--<prompt id>]"),
-    prompt: PromptMode = typer.Option(
-        PromptMode.label,
-        help="label: the teacher sees the gold label and "
-        "justifies it (the paper's); free: it reasons and answers itself",
-    ),
-    template: Path = typer.Option(
-        None,
-        help="your own prompt template file (placeholders {input}, {answer}, "
-        "{answers}, {sentinel} and the example's fields)",
-    ),
-    batch_size: int = typer.Option(8, help="local teacher: prompts generated together"),
-    concurrency: int = typer.Option(8, help="server teacher: requests in flight"),
-    timeout: float = typer.Option(120.0, help="server teacher: seconds per request"),
-    max_retries: int = typer.Option(4, help="server teacher: retries of a failed request (429, 5xx, timeout)"),
-    on_problem: Policy = typer.Option(
-        Policy.retry,
-        help="bad answers (empty, truncated, repetitive, label "
-        "leak, contradicting the gold label): retry then drop, drop, or keep",
-    ),
-    retries: int = typer.Option(2, help="re-asks of a bad answer under --on-problem retry (sampled)"),
-    checks: str = typer.Option(CHECKS_DEFAULT, help="which checks count as problems"),
-    temperature: float = typer.Option(0.0, help="0: greedy"),
-    max_new_tokens: int = typer.Option(160),
-    seed: int = typer.Option(0),
-    limit: int = typer.Option(None, help="stop when the cache holds this many examples"),
-    max_examples: int = typer.Option(
-        None,
-        help="only the examples dhrd train --max-train-examples N trains on (the same rows, as --selection "
-        "takes them; one task)",
-    ),
-    selection: Selection = typer.Option(
-        Selection.seeded,
-        help="which rows --max-examples takes: seeded (a sample, --subset-seed) or first (the first N training rows "
-        "in file order); dhrd train's --selection takes the same",
-    ),
-    subset_seed: int = typer.Option(
-        42, help="with --max-examples: matches dhrd train's --subset-seed (its default, --seed, is 42)"
-    ),
-):
+@command(app, RationalesArguments, run=_one_line_errors)
+def rationales(args: RationalesArguments):
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
     from .data import Columns, parse_label_map
@@ -449,54 +279,48 @@ def rationales(
             raise
 
     def ask():
-        own = train_file or dataset
-        if not own and (label_names or instruction):
-            raise DHRDInputError("--label-names and --instruction are for your own files (--train-file or --dataset)")
-        if train_file and dataset:
-            raise DHRDInputError("give --train-file or --dataset, not both")
-        if (validation_file or validation_fraction is not None) and not train_file:
-            raise DHRDInputError("--validation-file and --validation-fraction go with --train-file")
-        if validation_file and validation_fraction is not None:
-            raise DHRDInputError("give --validation-file or --validation-fraction, not both")
+        args.validate()
+        own = args.train_file or args.dataset
+        columns = (args.text_column, args.label_column, args.text_pair_column, args.id_column)
         return make_rationales(
-            task=None if own else (task or "cb"),
-            train_file=dataset_split(dataset, "train", dataset_config) if dataset else train_file,
-            columns=Columns(text_column, label_column, text_pair_column, id_column, parse_label_map(label_names)),
-            data_dir=data_dir,
-            teacher=teacher,
-            gguf_file=gguf_file,
-            base_url=base_url,
-            import_file=import_file,
-            id_column=import_id_column or id_column,
-            rationale_column=rationale_column,
-            output=output,
-            prompt_mode=prompt.value,
-            template_file=template,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            timeout=timeout,
-            max_retries=max_retries,
-            api_key_env=api_key_env,
-            policy=on_problem.value,
-            retries=retries,
-            checks=[c.strip() for c in checks.split(",") if c.strip()],
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            limit=limit,
-            max_examples=max_examples,
-            subset_seed=subset_seed,
-            encoding=encoding,
-            instruction=instruction,
-            validation_fraction=0.0 if validation_file else validation_fraction,
-            selection=selection.value,
+            task=None if own else (args.task or "cb"),
+            train_file=dataset_split(args.dataset, "train", args.dataset_config) if args.dataset else args.train_file,
+            columns=Columns(*columns, parse_label_map(args.label_names)),
+            data_dir=args.data_dir,
+            teacher=args.teacher,
+            gguf_file=args.gguf_file,
+            base_url=args.base_url,
+            import_file=args.import_file,
+            id_column=args.import_id_column or args.id_column,
+            rationale_column=args.rationale_column,
+            output=args.output,
+            prompt_mode=args.prompt,
+            template_file=args.template,
+            batch_size=args.batch_size,
+            concurrency=args.concurrency,
+            timeout=args.timeout,
+            max_retries=args.max_retries,
+            api_key_env=args.api_key_env,
+            policy=args.on_problem,
+            retries=args.retries,
+            checks=list(args.checks),
+            temperature=args.temperature,
+            max_new_tokens=args.max_new_tokens,
+            seed=args.seed,
+            limit=args.limit,
+            max_examples=args.max_examples,
+            subset_seed=args.subset_seed,
+            encoding=args.encoding,
+            instruction=args.instruction,
+            validation_fraction=0.0 if args.validation_file else args.validation_fraction,
+            selection=args.selection,
         )
 
     path, summary = _run(go)
     _print_rationales_summary(path, summary)
     if summary.get("asked_ids"):
         out.print(f"rows: {summary['selection_reason']}\nasked about: {summary['asked_ids']}", soft_wrap=True)
-    commands = _train_commands(path, train_file, locals(), summary)
+    commands = _train_commands(path, args.train_file, vars(args), summary)
     out.print(f"cache: {path}\ntrain with: {commands[0]}", soft_wrap=True)
     if len(commands) > 1:
         out.print(f"or, on the explained rows only: {commands[1]}", soft_wrap=True)
@@ -563,18 +387,8 @@ def _train_commands(cache: Path, train_file: Path | None, given: dict, summary: 
     return commands
 
 
-@app.command()
-def explain(
-    model: Path = typer.Option(..., help="a model trained with --method dhrd --keep-reasoning-head"),
-    text: list[str] = typer.Option(None, help="an input to explain (repeatable)"),
-    task: str = typer.Option(None, help="or explain the first examples of a task split"),
-    split: str = typer.Option("validation"),
-    data_dir: Path = typer.Option(None),
-    max_examples: int = typer.Option(3),
-    max_new_tokens: int = typer.Option(128),
-    output: Path = typer.Option(None, help="write the explanations as JSONL"),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help=TRUST_HELP),
-):
+@command(app, ExplainArguments, run=_one_line_errors)
+def explain(args: ExplainArguments):
     """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
     come from the pooled head and never use this text."""
     from .evaluation import examples_for_model
@@ -583,23 +397,16 @@ def explain(
     from .runtime import write_jsonl_atomic
 
     def go():
-        from .checks import at_least, inference_options, output_file
-
-        inference_options(1, max_examples=max_examples, data_dir=data_dir, split=split)
-        at_least("--max-new-tokens", max_new_tokens, 1)
-        output_file("--output", output)
-        texts = list(text or [])
+        args.validate()  # before any model loads
+        texts = list(args.text or [])
         if not texts:
-            if task is None:
-                raise DHRDInputError("give --text or --task")
-            classifier, _ = load_classifier(model, trust_remote_code=trust_remote_code)
-            rows, _ = examples_for_model(
-                classifier, task, split, str(data_dir) if data_dir else None, require_labels=False
-            )
-            texts = [r.text for r in rows[:max_examples]]
-        results = run_explain(model, texts, max_new_tokens, trust_remote_code=trust_remote_code)
-        if output is not None:
-            write_jsonl_atomic(output, results)
+            classifier, _ = load_classifier(args.model, trust_remote_code=args.trust_remote_code)
+            data_dir = str(args.data_dir) if args.data_dir else None
+            rows, _ = examples_for_model(classifier, args.task, args.split, data_dir, require_labels=False)
+            texts = [r.text for r in rows[: args.max_examples]]
+        results = run_explain(args.model, texts, args.max_new_tokens, trust_remote_code=args.trust_remote_code)
+        if args.output is not None:
+            write_jsonl_atomic(args.output, results)
         return results
 
     console.print("[yellow]explain decodes with the reasoning head: slow, and not used for predictions[/]")
@@ -618,7 +425,7 @@ def _csv(value: str, cast=str) -> tuple:
         raise DHRDInputError(f"cannot read {value!r} as a comma-separated list") from None
 
 
-@command(app, BenchmarkCommand, run=_run)
+@command(app, BenchmarkCommand, run=_one_line_errors)
 def benchmark(args: BenchmarkCommand):
     """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine;
     with --train, the throughput of the training step instead."""
@@ -713,7 +520,7 @@ def _reproduce_arguments(config: Path | None, given: dict):
     return make_arguments(config, **given)
 
 
-@command(app, ReproduceArguments, config=True, build=_reproduce_arguments, run=_run)
+@command(app, ReproduceArguments, build=_reproduce_arguments, run=_one_line_errors)
 def reproduce(args: ReproduceArguments):
     """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
     QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
@@ -727,7 +534,7 @@ def reproduce(args: ReproduceArguments):
     out.print(f"written: {where}/results.md, results.json, results.csv, results.png")
 
 
-@command(app, DemoArguments, run=_run)
+@command(app, DemoArguments, run=_one_line_errors)
 def demo(demo_args: DemoArguments):
     """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both beside the
     task's majority floor, benchmark them against chain-of-thought decoding on the same backbone, print the
@@ -740,24 +547,18 @@ def demo(demo_args: DemoArguments):
     out.print(f"written: {args.output_dir}/results.md, results.json, results.csv, results.png")
 
 
-@app.command()
-def push(
-    model_dir: Path = typer.Argument(..., help="a trained model directory (or a run directory holding model/)"),
-    repo_id: str = typer.Argument(..., help="the hub repository, user/name (created where it does not exist)"),
-    private: bool = typer.Option(False, "--private", help="create the repository private"),
-    token: str = typer.Option(None, help="a hub token with write access [default: HF_TOKEN or `hf auth login`'s]"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="list what would be uploaded, and where; no network"),
-):
+@command(app, PushArguments, run=_one_line_errors)
+def push(args: PushArguments):
     """Upload a trained model to the Hugging Face Hub: weights, config, tokenizer, modeling code and its model
     card (README.md), never checkpoints or evaluate's JSON. The local folder is never changed."""
     from .hub import describe, push_plan
     from .hub import push as push_model
 
-    if dry_run:
-        lines = _run(lambda: describe(push_plan(model_dir, repo_id), private))
+    if args.dry_run:
+        lines = _run(lambda: describe(push_plan(args.model_dir, args.repo_id), args.private))
         out.print("\n".join(lines), highlight=False, soft_wrap=True)
         return
-    url = _run(lambda: push_model(model_dir, repo_id, private=private, token=token))
+    url = _run(lambda: push_model(args.model_dir, args.repo_id, private=args.private, token=args.token))
     out.print(f"pushed to {url}")
 
 

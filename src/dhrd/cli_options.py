@@ -1,10 +1,12 @@
 """Commands generated from their dataclasses: each field of a command's arguments is one option, declared once.
 
 A field's metadata (``option(...)``) gives its help, allowed values (``choices``), extra spellings (``aliases``),
-a bool's flag when it has no ``--no-`` form (``flag``), and ``cli=False`` for a field the command line does not
-set. Every option is spelled ``--kebab-case`` and ``--snake_case``, as ``dhrd train``'s are; its default is the
-field's (typer shows it); lists and tuples are written comma-separated. A command with ``config=True`` also takes
-``--config FILE`` (YAML, JSON or TOML: ``train_options.read_config``), which the command line overrides.
+a bool's flag when it has no ``--no-`` form (``flag``), ``repeat=True`` for a list given once per item,
+``positional=True`` for a command-line argument (``dhrd push MODEL_DIR REPO_ID``), and ``cli=False`` for a field
+the command line does not set. Every option is spelled ``--kebab-case`` and ``--snake_case``, as ``dhrd train``'s
+are; its default is the field's (typer shows it); other lists and tuples are written comma-separated.
+Every command also takes ``--config FILE`` (YAML, JSON or TOML: ``train_options.read_config``, the one reader), its
+settings read as their options are; the command line overrides it. Positional arguments are the command line's.
 
 Only typer and the standard library are imported here, and the argument dataclasses live in light modules:
 ``dhrd <command> --help`` never imports torch."""
@@ -22,6 +24,11 @@ from typing import Literal
 import typer
 
 from .errors import DHRDInputError
+
+try:  # typer >= 0.20 carries its own copy of click
+    from typer._click.exceptions import BadParameter, MissingParameter
+except ImportError:  # pragma: no cover
+    from click.exceptions import BadParameter, MissingParameter
 
 
 def option(default=dataclasses.MISSING, help: str = "", *, choices=None, aliases=(), flag=None, cli=True, **more):
@@ -123,15 +130,15 @@ def command(
     arguments: type,
     *,
     name: str | None = None,
-    config: bool = False,
+    config: bool = True,
     build: Callable | None = None,
     run: Callable | None = None,
     **command_settings,
 ):
-    """Registers ``body(args)`` as the command ``name`` whose options are ``arguments``' fields. ``build(config,
-    given)`` makes the arguments from ``--config``'s file and the options given on the command line (default:
-    the file's settings, then the given ones, over the dataclass's defaults); ``run`` wraps the building so that
-    its errors print as the command's do (``cli._run``)."""
+    """Registers ``body(args)`` as the command ``name`` whose options are ``arguments``' fields, and ``--config``
+    unless ``config=False``. ``build(config, given)`` makes the arguments from ``--config``'s file and the options
+    given on the command line (default: the file's settings, then the given ones, over the dataclass's defaults);
+    ``run`` wraps the building so that its errors print as the command's do (``cli._one_line_errors``)."""
     hints = typing.get_type_hints(arguments)
     chosen = option_fields(arguments)
 
@@ -141,28 +148,18 @@ def command(
             parameters.append(
                 _keyword("config", Path | None, typer.Option(None, "--config", help=CONFIG_HELP, metavar="FILE"))
             )
-        for f in chosen:
-            kind = cli_type(f, hints[f.name])
-            default = cli_default(f, hints[f.name])
-            settings = {"help": f.metadata.get("help") or None}
-            if f.metadata.get("metavar"):
-                settings["metavar"] = f.metadata["metavar"]
-            annotation = kind if default is ... or default is not None else kind | None
-            parameters.append(_keyword(f.name, annotation, typer.Option(default, *flags(f, kind), **settings)))
+        parameters += [_keyword(f.name, *_declare(f, hints[f.name], config)) for f in chosen]
 
         def callback(ctx: typer.Context, **values):
-            source = ctx.get_parameter_source
-            where = values.get("config")
-
             def make():  # its errors (a bad list, a bad config) are the command's
                 given = {
-                    f.name: from_command_line(f, hints[f.name], values[f.name])
-                    for f in chosen
-                    if source(f.name) is not None and source(f.name).name not in ("DEFAULT", "DEFAULT_MAP")
+                    f.name: from_command_line(f, hints[f.name], values[f.name]) for f in chosen if _given(ctx, f.name)
                 }
                 if build is not None:
-                    return build(where, given)
-                return arguments(**{**(read_settings(where, arguments) if where else {}), **given})
+                    return build(values.get("config"), given)
+                settings = {**config_settings(ctx, values.get("config"), chosen, hints), **given}
+                _require(ctx, chosen, settings)
+                return arguments(**settings)
 
             return body(run(make) if run else make())
 
@@ -179,15 +176,69 @@ def command(
 CONFIG_HELP = "a YAML, JSON or TOML file of these settings (dashes or underscores); the options given override it"
 
 
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _declare(f: dataclasses.Field, hint, config: bool) -> tuple:
+    """The annotation and ``typer.Option`` (or ``Argument``) of a field. With ``--config``, a required option may
+    come from the file instead: typer is told it is optional and ``_require`` checks it once both are read."""
+    kind, default = cli_type(f, hint), cli_default(f, hint)
+    settings = {"help": f.metadata.get("help") or None}
+    if f.metadata.get("metavar"):
+        settings["metavar"] = f.metadata["metavar"]
+    if default is ... and config and not f.metadata.get("positional"):
+        default, settings["help"] = None, f"{settings['help'] or ''}  [required]".strip()
+    annotation = kind if default is ... or default is not None else kind | None
+    return annotation, _parameter(f, kind, default, settings)
+
+
+def _parameter(f: dataclasses.Field, kind, default, settings: dict):
+    if f.metadata.get("positional"):
+        return typer.Argument(default, **settings)
+    return typer.Option(default, *flags(f, kind), **settings)
+
+
+def _require(ctx: typer.Context, chosen: list[dataclasses.Field], settings: dict) -> None:
+    """A required option given neither on the command line nor in ``--config``: click's own error."""
+    for f in chosen:
+        if field_default(f) is ... and settings.get(f.name) is None:
+            param = next(p for p in ctx.command.params if p.name == f.name)
+            raise MissingParameter(ctx=ctx, param=param)
+
+
+def config_settings(ctx: typer.Context, path: Path | None, chosen: list[dataclasses.Field], hints: dict) -> dict:
+    """``--config``'s settings (one reader for every command: ``train_options.read_config``), each read as the
+    same option on the command line is: its type, choices and lists (a YAML list or comma-separated text)."""
+    if path is None:
+        return {}
+    from .train_options import read_config
+
+    fields = {f.name: f for f in chosen if not f.metadata.get("positional")}
+    params = {p.name: p for p in ctx.command.params}
+    settings = read_config(Path(path), set(fields), "")
+    return {
+        name: _config_value(ctx, params[name], fields[name], hints[name], value, path)
+        for name, value in settings.items()
+        if value is not None
+    }
+
+
+def _config_value(ctx: typer.Context, param, f: dataclasses.Field, hint, value, path: Path):
+    if f.metadata.get("repeat"):
+        value = list(value) if isinstance(value, list | tuple) else [value]
+    elif isinstance(value, list | tuple):
+        value = ",".join(str(v) for v in value)
+    try:
+        value = param.process_value(ctx, value)
+    except BadParameter as error:
+        raise DHRDInputError(f"{path}: {f.name}: {error.message}") from None
+    return from_command_line(f, hint, value)
+
+
 def _keyword(name: str, annotation, default) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
 
 
-def read_settings(path: Path, arguments: type) -> dict:
-    """``--config``'s file, for the fields of ``arguments`` (one reader for every command)."""
-    from .train_options import read_config
-
-    return read_config(Path(path), {f.name for f in dataclasses.fields(arguments) if f.init}, "")
-
-
-__all__ = ["command", "field_default", "option", "option_fields", "read_settings"]
+__all__ = ["command", "config_settings", "field_default", "option", "option_fields"]

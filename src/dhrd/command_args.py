@@ -1,4 +1,5 @@
-"""The arguments of ``dhrd benchmark`` and ``dhrd evaluate``, declared once: each field is the Python API's
+"""The arguments of ``dhrd benchmark``, ``evaluate``, ``predict``, ``export``, ``rationales``, ``explain`` and
+``push``, declared once: each field is the Python API's
 setting and the command's option (``dhrd.cli_options`` generates the command from it). Light: no torch, so
 that ``--help`` answers at once."""
 
@@ -30,6 +31,30 @@ DATASET_HELP = (
     "(the same column options; a ClassLabel label column names the labels)"
 )
 DATASET_CONFIG_HELP = "the hub dataset's configuration (datasets.load_dataset's second argument)"
+MODEL_HELP = "a trained model directory (or a run directory holding model/)"
+ENCODING_HELP = "of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252"
+COMPILE_HELP = "torch.compile the model: faster batches, minutes to compile"
+LABEL_NAMES_HELP = (
+    "your labels' names, value=name in label order: 0=negative,1=positive. Used in the teacher's prompt, the "
+    "reasoning head's 'Final Answer', predictions and the model's id2label (a teacher refuses bare numbers)"
+)
+INSTRUCTION_HELP = (
+    "your task's question, e.g. 'Is this movie review positive or negative?': the teacher's prompt asks it after "
+    "the text, as the SuperGLUE prompts ask theirs; saved with the model (see --instruction-in-input)"
+)
+# prompts.CHECKS, written out: importing prompts loads torch, which `dhrd --help` must not (a test compares them)
+RATIONALE_CHECKS = ("empty", "truncated", "repetitive", "leak", "contradicts", "short", "conclusion", "invented")
+
+
+def trust_option():
+    """``--trust-remote-code``: a flag without a ``--no-`` form, as every command has spelled it."""
+    return option(False, TRUST_HELP, flag="--trust-remote-code", aliases=["--trust_remote_code"])
+
+
+def switch(name: str, help: str):
+    """A bool flag ``--name`` (and ``--name_with_underscores``) without a ``--no-`` form."""
+    snake = "--" + name.replace("-", "_")
+    return option(False, help, flag="--" + name, aliases=[snake] if snake != "--" + name else [])
 
 
 @dataclass
@@ -133,9 +158,197 @@ class EvaluateArguments:
     encoding: str = option("utf-8", "of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252")
     max_length: int | None = option(None, LENGTH_HELP)
     truncation: str | None = option(None, TRUNCATION_HELP, choices=["error", "left"])
-    compile: bool = option(False, "torch.compile the model: faster batches, minutes to compile")
-    trust_remote_code: bool = option(False, TRUST_HELP, flag="--trust-remote-code", aliases=["--trust_remote_code"])
+    compile: bool = option(False, COMPILE_HELP)
+    trust_remote_code: bool = trust_option()
     engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
+
+
+@dataclass
+class PredictArguments:
+    """``dhrd predict``: ``prediction.predict``'s settings."""
+
+    model: Path = option(..., MODEL_HELP)
+    output: Path = option(
+        ..., "predictions file: .jsonl, .csv or .parquet; written in chunks, resumed after an interruption"
+    )
+    file: Path | None = option(None, "CSV/TSV/JSONL/Parquet file to classify (any size: read in chunks)")
+    dataset: str | None = option(None, DATASET_HELP + "; its --split is classified")
+    dataset_config: str | None = option(None, DATASET_CONFIG_HELP)
+    task: str | None = option(None, "or a SuperGLUE task (with --split)")
+    split: str = option("test")
+    data_dir: Path | None = option(None)
+    text_column: str | None = option(None)
+    text_pair_column: str | None = option(None)
+    id_column: str | None = option(
+        None,
+        "the input's id column, carried to each prediction [default: the training file's, else 'id' "
+        "where the file has one, else the 1-based row number]",
+    )
+    keep_columns: tuple[str, ...] | None = option(None, "comma-separated input columns copied to each prediction")
+    encoding: str = option("utf-8", ENCODING_HELP)
+    max_length: int | None = option(None, LENGTH_HELP)
+    truncation: str | None = option(None, TRUNCATION_HELP, choices=["error", "left"])
+    batch_size: int = option(32)
+    chunk_rows: int = option(1024, "rows read, predicted and appended at a time")
+    restart: bool = switch("restart", "start over instead of resuming an interrupted run")
+    compile: bool = option(False, COMPILE_HELP)
+    trust_remote_code: bool = trust_option()
+    engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
+
+
+@dataclass
+class ExportArguments:
+    """``dhrd export``: ``onnx_export.export_onnx``'s settings."""
+
+    model: Path = option(..., MODEL_HELP)
+    output: Path = option(..., "the export directory (replaced if it holds an earlier export)")
+    format: str = option("onnx", "onnx: model.onnx, for onnxruntime", choices=["onnx"])
+    quantize: str | None = option(
+        None,
+        "int8: also write model.int8.onnx, and print how often it agrees with fp32 and its speed-up",
+        choices=["int8"],
+    )
+    check_file: Path | None = option(
+        None,
+        "rows in the model's columns (labels not needed) to check int8 on (the first 200); default: the data "
+        "the run records, else three built-in texts",
+    )
+    trust_remote_code: bool = trust_option()
+    restart: bool = switch("restart", "export again where the same export is already there")
+
+
+@dataclass
+class RationalesArguments:
+    """``dhrd rationales``: ``teacher.make_rationales``'s settings."""
+
+    task: str | None = option(None, "SuperGLUE task whose training split gets rationales")
+    train_file: Path | None = option(None, "or your own labelled CSV/JSONL/Parquet training file")
+    validation_file: Path | None = option(
+        None,
+        "the validation file dhrd train will get, if any: then no rows of --train-file are held out "
+        "(it is not read here)",
+    )
+    validation_fraction: float | None = option(
+        None,
+        "--train-file without --validation-file: the teacher skips the rows dhrd train holds out as its "
+        "validation split (the same seeded, stratified fraction: pass train's --validation-fraction) [default: 0.1]",
+    )
+    dataset: str | None = option(None, "or " + DATASET_HELP + ": its train split")
+    dataset_config: str | None = option(None, DATASET_CONFIG_HELP)
+    text_column: str = option("text")
+    text_pair_column: str | None = option(None)
+    label_column: str = option("label")
+    data_dir: Path | None = option(None, "folder with <Task>/train.jsonl [default: ../shared/data/superglue]")
+    teacher: str | None = option(
+        None, "local model (hub name, directory, .gguf file), or with --base-url the served model's name"
+    )
+    gguf_file: str | None = option(None, "GGUF file inside --teacher's directory")
+    base_url: str | None = option(None, "OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the server's key")
+    import_file: Path | None = option(
+        None,
+        "rationales you already have (CSV/JSONL with idx and rationale columns, or a folder of <Task>/train.jsonl "
+        "such as ../shared/data/rationales)",
+        aliases=["--import"],  # its first name, which the README and recorded commands use
+    )
+    id_column: str | None = option(
+        None,
+        "--train-file's id column: the cache is keyed by it, as dhrd train --id-column keys rows [default: the "
+        "1-based row number]; with --import, the imported file's id column too [default there: idx]",
+    )
+    import_id_column: str | None = option(None, "--import: its id column, where it differs from --id-column")
+    rationale_column: str = option("rationale", "--import: the column with the rationale")
+    encoding: str = option("utf-8", "of your files (training, --import, --template)")
+    label_names: str | None = option(None, LABEL_NAMES_HELP)
+    instruction: str | None = option(None, INSTRUCTION_HELP)
+    output: Path | None = option(None, "cache folder [default: rationales/<teacher>--<prompt id>]")
+    prompt: str = option(
+        "label",
+        "label: the teacher sees the gold label and justifies it (the paper's); free: it reasons and answers itself",
+        choices=["label", "free"],
+    )
+    template: Path | None = option(
+        None,
+        "your own prompt template file (placeholders {input}, {answer}, {answers}, {sentinel} and the example's "
+        "fields)",
+    )
+    batch_size: int = option(8, "local teacher: prompts generated together")
+    concurrency: int = option(8, "server teacher: requests in flight")
+    timeout: float = option(120.0, "server teacher: seconds per request")
+    max_retries: int = option(4, "server teacher: retries of a failed request (429, 5xx, timeout)")
+    on_problem: str = option(
+        "retry",
+        "bad answers (empty, truncated, repetitive, label leak, contradicting the gold label): retry then drop, "
+        "drop, or keep",
+        choices=["retry", "drop", "keep"],
+    )
+    retries: int = option(2, "re-asks of a bad answer under --on-problem retry (sampled)")
+    checks: tuple[str, ...] = option(RATIONALE_CHECKS, "which checks count as problems")
+    temperature: float = option(0.0, "0: greedy")
+    max_new_tokens: int = option(160)
+    seed: int = option(0)
+    limit: int | None = option(None, "stop when the cache holds this many examples")
+    max_examples: int | None = option(
+        None,
+        "only the examples dhrd train --max-train-examples N trains on (the same rows, as --selection takes them; "
+        "one task)",
+    )
+    selection: str = option(
+        "seeded",
+        "which rows --max-examples takes: seeded (a sample, --subset-seed) or first (the first N training rows in "
+        "file order); dhrd train's --selection takes the same",
+        choices=["seeded", "first"],
+    )
+    subset_seed: int = option(
+        42, "with --max-examples: matches dhrd train's --subset-seed (its default, --seed, is 42)"
+    )
+
+    def validate(self) -> None:
+        """The combinations no teacher is asked under."""
+        if not (self.train_file or self.dataset) and (self.label_names or self.instruction):
+            raise DHRDInputError("--label-names and --instruction are for your own files (--train-file or --dataset)")
+        if self.train_file and self.dataset:
+            raise DHRDInputError("give --train-file or --dataset, not both")
+        if (self.validation_file or self.validation_fraction is not None) and not self.train_file:
+            raise DHRDInputError("--validation-file and --validation-fraction go with --train-file")
+        if self.validation_file and self.validation_fraction is not None:
+            raise DHRDInputError("give --validation-file or --validation-fraction, not both")
+
+
+@dataclass
+class ExplainArguments:
+    """``dhrd explain``: the inputs the reasoning head explains."""
+
+    model: Path = option(..., "a model trained with --method dhrd --keep-reasoning-head")
+    text: list[str] | None = option(None, "an input to explain (repeatable)", repeat=True)
+    task: str | None = option(None, "or explain the first examples of a task split")
+    split: str = option("validation")
+    data_dir: Path | None = option(None)
+    max_examples: int = option(3)
+    max_new_tokens: int = option(128)
+    output: Path | None = option(None, "write the explanations as JSONL")
+    trust_remote_code: bool = trust_option()
+
+    def validate(self) -> None:
+        """Before any model loads (a bad number or output path is one line at once)."""
+        from .checks import at_least, inference_options, output_file
+
+        inference_options(1, max_examples=self.max_examples, data_dir=self.data_dir, split=self.split)
+        at_least("--max-new-tokens", self.max_new_tokens, 1)
+        output_file("--output", self.output)
+        if not self.text and self.task is None:
+            raise DHRDInputError("give --text or --task")
+
+
+@dataclass
+class PushArguments:
+    """``dhrd push``: the model, where it goes on the hub, and how."""
+
+    model_dir: Path = option(..., MODEL_HELP, positional=True)
+    repo_id: str = option(..., "the hub repository, user/name (created where it does not exist)", positional=True)
+    private: bool = switch("private", "create the repository private")
+    token: str | None = option(None, "a hub token with write access [default: HF_TOKEN or `hf auth login`'s]")
+    dry_run: bool = switch("dry-run", "list what would be uploaded, and where; no network")
 
 
 __all__ = [
@@ -145,4 +358,9 @@ __all__ = [
     "BenchmarkArguments",
     "BenchmarkCommand",
     "EvaluateArguments",
+    "ExplainArguments",
+    "ExportArguments",
+    "PredictArguments",
+    "PushArguments",
+    "RationalesArguments",
 ]
