@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
+from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 
 COLUMNS = (("dhrd", "DHRD alpha 1 (paper)"), ("fixed", "best fixed DHRD"), ("auto", "DHRD auto"))
@@ -107,7 +106,7 @@ def main() -> None:
     for spec in options.studies:
         name, path = spec.split("=", 1)
         rows += budget_rows(name, json.loads(Path(path).read_text()), options.fixed)
-    command = "python scripts/pays_off_table.py " + shlex.join(sys.argv[1:])
+    command = command_line(program=("python", "scripts/pays_off_table.py"))
     out = Path(options.out)
     write_json_atomic(out.with_suffix(".json"), {"rows": rows, "fixed": options.fixed, "command": command})
     write_text_atomic(out.with_suffix(".md"), markdown(rows, options.fixed, options.min_seeds, command))

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from collections import Counter
 from pathlib import Path
 
 from dhrd.data import Columns, parse_label_map
 from dhrd.prompts import CHECKS, SENTINEL, check_output, conclusion_answer, file_items, task_items
+from dhrd.provenance import command_line
 from dhrd.tables import id_key
 from dhrd.tasks import TASK_ANSWERS
 
@@ -88,7 +87,7 @@ def main() -> None:
         dropped_before += any(p in BEFORE for p in problems)
         dropped_now += bool(problems)
 
-    command = "python " + " ".join(shlex.quote(a) for a in ["scripts/rationale_filter_report.py", *sys.argv[1:]])
+    command = command_line(program=("python", "scripts/rationale_filter_report.py"))
     n = len(rows)
     lines = [
         f"# {args.title or 'Rationale quality filter'}",

@@ -24,8 +24,6 @@ import argparse
 import json
 import re
 import resource
-import shlex
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import numpy as np
 import yaml
 
 from dhrd.data import load_file_examples
+from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.stats import example_statistics, paired_difference, resampled_scores
 from dhrd.tasks import floors, load_task_split
@@ -310,7 +309,7 @@ def main() -> None:
         variant_settings(variant)
     # seed-major: every seed's variants land before the next seed starts
     cells = [Cell(n, v, s, options.epochs, options.lr) for n in sizes for s in seeds for v in variants]
-    command = "python scripts/variants_study.py " + shlex.join(a for a in sys.argv[1:] if a != "--render")
+    command = command_line(drop=("--render",), program=("python", "scripts/variants_study.py"))
     title = options.title or f"DHRD variants against pooled: {options.task or Path(options.config).stem}"
 
     def save() -> None:

@@ -27,6 +27,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def assert_provenance(record: dict) -> None:
+    """Every run, cache, export and table holds the one record of ``dhrd.provenance``, with the same keys."""
+    from dhrd.provenance import PROVENANCE_KEYS
+
+    assert tuple(record) == PROVENANCE_KEYS, record
+    assert {"dhrd", "python", "torch", "transformers"} <= set(record["versions"])
+    assert set(record["machine"]) == {"cpu", "cpu_count", "torch_threads", "bf16_supported", "gpu"}
+
+
 def _cb_rows(n: int, offset: int = 0) -> list[dict]:
     labels = ["entailment", "contradiction", "neutral"]
     rows = []

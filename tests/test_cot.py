@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import SHARED_GGUF, tiny_run, write_jsonl
+from conftest import SHARED_GGUF, assert_provenance, tiny_run, write_jsonl
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, evaluate, load_task_split, predict_proba, train
@@ -470,7 +470,8 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     assert [f["variant"].split(" ")[0] for f in result.fast_path] == ["default", "no", "no_grad"]
     assert result.cot_settings["greedy"].startswith("greedy, max_new_tokens=")
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["machine"]["versions"]["torch"] == torch.__version__ and saved["gemm"] == result.gemm
+    assert_provenance(saved["provenance"])
+    assert saved["provenance"]["versions"]["torch"] == torch.__version__ and saved["gemm"] == result.gemm
     assert [g["dtype"] for g in result.gemm] == ["float32"]  # bf16=False: the fp32 peak is the reference
     assert "DHRD examples/s over" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"

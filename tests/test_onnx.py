@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import assert_provenance
 from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
@@ -65,6 +66,7 @@ def test_export_is_self_contained_and_matches_torch(exported):
     metadata = json.loads((export_dir / METADATA_FILE).read_text())
     assert metadata["labels"] == list(LABELS) and metadata["output"].keys() == {"logits"}
     assert metadata["head"] == summary.head
+    assert_provenance(metadata["provenance"])
 
     model, tokenizer = load_classifier(model_dir)
     expected = predict_proba(model, tokenizer, TEXTS, batch_size=3, bf16=False, progress=False)

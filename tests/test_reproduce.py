@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_jsonl
+from conftest import assert_provenance, write_jsonl
 from typer.testing import CliRunner
 
 import dhrd.training
@@ -464,6 +464,8 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
     assert "{'loss'" not in result.output and "{'eval_" not in result.output
     saved = json.loads((out / "results.json").read_text())
     assert saved["finished"] and saved["arguments"]["title"] == "dhrd demo"
+    assert_provenance(saved["provenance"])
+    assert_provenance(json.loads((out / "cb" / "qps.json").read_text())["provenance"])
     assert set(saved["cells"]) == {"train cb pooled s1", "train cb dhrd s1", "cot cb cot-zero-shot s1", "qps cb"}
     for method in ("pooled", "dhrd"):
         run = out / "cb" / f"{method}-s1"
@@ -476,6 +478,7 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
         assert set(config["id2label"].values()) == {"entailment", "contradiction", "neutral"}  # 3-way, native
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["train_rows"] == 6 and metrics["tasks"]["cb"]["examples"] == 6  # whole validation split
+        assert_provenance(metrics["provenance"])
         # the printed table shows this run's score
         row = next(x for x in result.output.splitlines() if x.startswith(f"| {METHOD_NAMES[method]} |"))
         assert row.split("|")[2].strip() == f"{metrics['tasks']['cb']['score']:.1f}"

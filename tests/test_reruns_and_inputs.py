@@ -250,14 +250,21 @@ def test_no_secret_reaches_any_file_dhrd_writes(tiny_backbone, tmp_path, monkeyp
     write_jsonl(tmp_path / "train.jsonl", reviews(8))
     write_jsonl(tmp_path / "val.jsonl", reviews(4, 8))
     command = [*train_args(tmp_path, tiny_backbone), "--hub-token", FAKE_TOKEN, "--report-to", "none"]
+    monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, command)])  # as the dhrd command: provenance records it
     code, output = run(*command)
     assert code == 0, output
     assert list((tmp_path / "run").rglob("training_args.bin")), "no checkpoint was written"
     assert _scan(tmp_path / "run", secrets) == []  # checkpoints included
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["provenance"]["command"]
+    assert "--hub-token '<secret>'" in recorded
     with teacher_server() as url:  # the teacher's key is read from the environment
-        code, output = run("rationales", "--train-file", tmp_path / "train.jsonl", "--teacher", "m", "--base-url",
-                           url, "--output", tmp_path / "rationales")  # fmt: skip
+        asked = ["rationales", "--train-file", tmp_path / "train.jsonl", "--teacher", "m", "--base-url", url,
+                 "--output", tmp_path / "rationales"]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, asked)])
+        code, output = run(*asked)
     assert code == 0, output
+    summary = next((tmp_path / "rationales").rglob("train.summary.json"))
+    assert json.loads(summary.read_text())["provenance"]["command"].startswith("dhrd rationales --train-file")
 
     def breaks(*args, **kwargs):
         raise RuntimeError("a bug")

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import write_jsonl
+from conftest import assert_provenance, write_jsonl
 
 from dhrd.data import Columns
 from dhrd.errors import DHRDInputError
@@ -313,6 +313,7 @@ def test_server_teacher_fills_the_cache(server, superglue_dir, tmp_path):
     assert summary["outcomes"] == {"ok": 12} and summary["teacher_agreement"] == 1.0
     assert {r["teacher_label"] for r in rows} == {"entailment", "contradiction", "neutral"}  # mapped back
     assert summary["generated_tokens"] == 12 * 12 and (path.parent / "train.summary.json").is_file()
+    assert_provenance(json.loads((path.parent / "train.summary.json").read_text())["provenance"])
     assert path == tmp_path / "cache" / "CB" / "train.jsonl"
     _, again = _run_server(url, superglue_dir, tmp_path)  # everything cached: no request
     assert again["already_cached"] == 12 and again["written"] == 0 and script.calls == 12

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_provenance
 from safetensors.torch import load_file
 
 from dhrd import DHRDTrainingArguments, evaluate, load_classifier, predict, train
@@ -48,6 +49,8 @@ def test_train_lora_saves_best_model_and_metrics(tmp_path, tiny_backbone, superg
     again = evaluate(tmp_path / "run", output=tmp_path / "eval.json", bf16=False)
     assert again["tasks"]["cb"] == metrics["tasks"]["cb"]
     assert json.loads((tmp_path / "eval.json").read_text())["score"] == again["score"]
+    assert_provenance(metrics["provenance"])
+    assert_provenance(json.loads((tmp_path / "eval.json").read_text())["provenance"])
 
 
 def test_lora_targets_every_projection_and_not_the_head(tiny_backbone):

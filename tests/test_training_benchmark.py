@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import assert_provenance
 from typer.testing import CliRunner
 
 from dhrd.cli import app
@@ -69,6 +70,7 @@ def test_training_benchmark_measures_pooled_and_dhrd_side_by_side(tmp_path, tiny
     assert padding["pooled"]["rows"] == 36 and padding["pooled"]["grouped"] <= padding["pooled"]["random"]
     saved = json.loads((tmp_path / "bench.json").read_text())
     assert saved["cells"] == result["cells"]
+    assert_provenance(saved["provenance"])
     text = (tmp_path / "bench.md").read_text()
     assert "real tok/s" in text and "DHRD / pooled time" in text and "Padding share of one epoch" in text
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"

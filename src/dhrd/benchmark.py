@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -50,7 +48,7 @@ from .modeling import (
     run_settings,
     split_backbone,
 )
-from .provenance import machine
+from .provenance import machine_text, provenance, versions_text
 from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from .startup_benchmark import cli_startup, startup_markdown
@@ -199,9 +197,9 @@ def _cot_settings(args: BenchmarkArguments, tokenizer) -> list:
 # -------------------------------------------------------------------------------------------- the run
 @dataclass
 class BenchmarkResult:
-    machine: dict
+    provenance: dict  # provenance.provenance(): versions, git commit, machine, command line
     gemm: list[dict]
-    inputs: dict
+    inputs: dict  # the task, split, examples and dtype ("bf16 autocast" or "fp32")
     rows: list[dict] = field(default_factory=list)
     fast_path: list[dict] = field(default_factory=list)
     ratios: list[dict] = field(default_factory=list)
@@ -210,7 +208,6 @@ class BenchmarkResult:
     cot_settings: dict = field(default_factory=dict)
     seconds: float = 0.0
     arguments: dict = field(default_factory=dict)
-    command: str | None = None  # the command line, when run from ``dhrd benchmark``
 
 
 def read_result(path: str | Path) -> BenchmarkResult:
@@ -225,7 +222,19 @@ def read_result(path: str | Path) -> BenchmarkResult:
     arguments = data.get("arguments") or {}
     if "cot_finetuned" in arguments:
         arguments["cot"] = arguments.pop("cot_finetuned")
+    if "machine" in data:  # written before the provenance record: its machine and command moved into one
+        _legacy_provenance(data)
     return BenchmarkResult(**data)
+
+
+def _legacy_provenance(data: dict) -> None:
+    """A result's ``machine`` and ``command`` of before as today's ``provenance`` and ``inputs['dtype']``."""
+    old = data.pop("machine")
+    data["inputs"]["dtype"] = old.get("dtype")
+    machine = {key: old.get(key) for key in ("cpu", "cpu_count", "torch_threads")}
+    machine.update(bf16_supported=None, gpu=None if old.get("device") == "cpu" else old.get("device"))
+    versions = old.get("versions", {})  # python stays out: the committed tables render as they were written
+    data["provenance"] = {"versions": versions, "git_commit": None, "machine": machine, "command": data.pop("command")}
 
 
 def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
@@ -237,12 +246,11 @@ def benchmark(args: BenchmarkArguments) -> BenchmarkResult:
     bf16 = bf16_supported() if args.bf16 is None else args.bf16
     gemm = [gemm_peak(torch.bfloat16), gemm_peak(torch.float32)] if bf16 else [gemm_peak(torch.float32)]
     peak = gemm[0]["tflops"] * 1e12
-    result = BenchmarkResult(machine(bf16), gemm, {"task": args.task, "split": "validation"})
+    dtype = "bf16 autocast" if bf16 else "fp32"
+    result = BenchmarkResult(provenance(), gemm, {"task": args.task, "split": "validation", "dtype": dtype})
     result.arguments = asdict(args)
     if args.startup:
         result.startup = cli_startup(args.repeats)
-    if Path(sys.argv[0]).name == "dhrd":
-        result.command = shlex.join(["dhrd", *sys.argv[1:]])
     out = Path(args.output)
 
     def save():
@@ -488,14 +496,13 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
 
 
 def write_markdown(result: BenchmarkResult, path: Path) -> Path:
-    m = result.machine
+    p, command = result.provenance, result.provenance.get("command")
     lines = [
         f"# dhrd benchmark: {result.inputs['task']} validation, {result.inputs.get('examples')} examples",
         "",
-        f"Command: `{result.command}`" if result.command else "Run from the Python API (arguments in the JSON).",
+        f"Command: `{command}`" if command else "Run from the Python API (arguments in the JSON).",
         "",
-        f"Machine: {m['cpu']} ({m['device']}), {m['cpu_count']} CPUs, {m['torch_threads']} torch threads, "
-        f"{m['dtype']}; versions {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+        f"Machine: {machine_text(p)}, {result.inputs.get('dtype')}; versions {versions_text(p)}.",
         "GEMM peak: " + ", ".join(f"{g['dtype']} {g['tflops']:.3f} TFLOP/s (n={g['n']})" for g in result.gemm) + ".",
         "CoT settings: " + "; ".join(f"{k}: {v}" for k, v in result.cot_settings.items()) + "."
         if result.cot_settings
@@ -536,9 +543,8 @@ def plot(result: BenchmarkResult, path: Path) -> Path:
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set_xlabel("examples per second (log scale, best of repeats)")
-    ax.set_title(
-        f"{result.inputs['task']} validation, {result.inputs.get('examples')} examples: {result.machine['cpu']}"
-    )
+    cpu = result.provenance["machine"]["cpu"]
+    ax.set_title(f"{result.inputs['task']} validation, {result.inputs.get('examples')} examples: {cpu}")
     for k, r in enumerate(rows):
         ax.text(
             r["examples_per_s"], k, f" {r['examples_per_s']:.3g}/s, score {r['score']:.1f}", va="center", fontsize=8

@@ -442,7 +442,7 @@ def benchmark(args: BenchmarkCommand):
         return run_benchmark(replace(args.benchmark_arguments(), startup=True))
 
     result = _run(go)
-    title = f"{task} validation, {result.inputs.get('examples')} examples - {result.machine['cpu']}"
+    title = f"{task} validation, {result.inputs.get('examples')} examples - {result.provenance['machine']['cpu']}"
     _print_table(title, COLUMNS, table_rows(result))
     _print_table("command-line start-up (each in a fresh interpreter)", STARTUP_COLUMNS, startup_rows(result.startup))
     for ratio in result.ratios:
@@ -491,12 +491,11 @@ def _benchmark_training(args: BenchmarkCommand) -> None:
             methods=_csv(args.train_methods),
             variants=DEFAULT_VARIANTS if args.train_variants is None else _csv(args.train_variants),
             output=str(output),
-            command=shlex.join(["dhrd", *sys.argv[1:]]),
         )
         return benchmark_training(arguments)
 
     result = _run(go)
-    title = f"training throughput, {task}, {examples} examples - {result['machine']['cpu']}"
+    title = f"training throughput, {task}, {examples} examples - {result['provenance']['machine']['cpu']}"
     _print_table(title, TRAIN_COLUMNS, train_rows(result))
     for x in result.get("dhrd_overhead", []):
         out.print(

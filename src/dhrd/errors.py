@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import sys
 import time
 import traceback
@@ -74,5 +73,7 @@ def save_traceback(error: BaseException) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     lines = traceback.format_exception(type(error), error, error.__traceback__)
-    path.write_text(redact(f"$ dhrd {shlex.join(sys.argv[1:])}\n\n{''.join(lines)}"), encoding="utf-8")
+    from .provenance import command_line  # here: provenance imports this module
+
+    path.write_text(redact(f"$ {command_line()}\n\n{''.join(lines)}"), encoding="utf-8")
     return path

@@ -19,6 +19,7 @@ from .engines import load_inference_model
 from .errors import DHRDInputError
 from .hub import CARD, write_model_card
 from .modeling import find_model_dir, model_spec
+from .provenance import provenance
 from .runtime import autocast, bf16_supported, device, write_json_atomic
 from .tables import check_encoding, iter_table
 from .tasks import Example, evaluate_rows
@@ -302,7 +303,7 @@ def evaluate(
     )
     if output is not None:
         metrics["confusion_png"] = str(save_confusion_png(metrics["classes"], confusion_png_path(output)))
-        write_json_atomic(output, metrics)
+        write_json_atomic(output, {**metrics, "provenance": provenance()})  # the file's record, not the scores'
         if engine == "torch":  # an ONNX export has no model card of its own
             _refresh_card(Path(output), model_path)
     return metrics

@@ -14,7 +14,9 @@
   label agreement with torch fp32 and its speed beside onnxruntime fp32 (``Int8Check``).
 - ``config.json`` (the label names in ``id2label``; the training length policy under ``dhrd``), the tokenizer
   files, and ``onnx_export.json``: inputs, output, labels, files, the largest probability difference
-  from torch fp32 measured on sample inputs when the export was made, and the int8 check under ``int8``.
+  from torch fp32 measured on sample inputs when the export was made, the int8 check under ``int8``, and
+  ``provenance`` (``dhrd.provenance``: versions, git commit, machine and command line, without this
+  machine's paths).
 
 The graph comes from ``torch.onnx.export`` (the dynamo exporter), as optimum's and transformers' own exporters
 build theirs; ``OnnxClassifier`` runs it in an ``onnxruntime.InferenceSession`` behind the small part of the
@@ -45,6 +47,7 @@ from .data import ClassificationCollator
 from .errors import DHRDInputError
 from .hf.configuration_dhrd import DHRDConfig
 from .modeling import find_model_dir, load_classifier, load_tokenizer, run_settings
+from .provenance import provenance
 from .runtime import atomic_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -674,12 +677,9 @@ def _metadata(summary: ExportSummary, model_dir: Path, onnx_path: Path) -> dict:
         "opset": opset,
         "max_abs_prob_diff_vs_torch_fp32": summary.max_abs_prob_diff,
         **({"int8": summary.int8_check} if summary.int8_check else {}),
-        "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": _ort_version()},
+        # portable: the command's paths reduced to their last parts, as source_model above
+        "provenance": provenance(portable=True),
     }
-
-
-def _ort_version() -> str:
-    return require_onnxruntime().__version__
 
 
 # -------------------------------------------------------------------------------------------------- engine

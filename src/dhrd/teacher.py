@@ -32,6 +32,7 @@ from .data import DEFAULT_VALIDATION_FRACTION, Columns
 from .datasets_input import DatasetSplit
 from .errors import DHRDInputError, where
 from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
+from .provenance import provenance
 from .rationales import RationaleCache
 from .tables import id_key, is_missing, iter_table, table_source
 
@@ -561,7 +562,8 @@ def training_subset(
 
 
 def _result(cache: RationaleCache, torn: bool, max_examples, subset_seed, selected, selection, fraction) -> dict:
-    """The run's record (``train.summary.json``), before the counts of its ``RunSummary``."""
+    """The run's record (``train.summary.json``), before the counts of its ``RunSummary``; ``provenance`` is
+    this process's (a cache left as an earlier run finished it keeps that run's record)."""
     return {
         "cache": str(cache.path),
         "torn_row_removed": torn,
@@ -574,6 +576,7 @@ def _result(cache: RationaleCache, torn: bool, max_examples, subset_seed, select
         "selected_examples": selected,  # original examples in the subset (MultiRC: questions); None: all
         "selection": selection if max_examples else None,
         "validation_fraction": fraction or None,
+        "provenance": provenance(),
     }
 
 

@@ -64,6 +64,7 @@ from .modeling import (
     with_pad_token,
 )
 from .progress import use_log_lines
+from .provenance import provenance
 from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
@@ -1065,7 +1066,7 @@ def _finish(
     best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict, memory=None
 ) -> None:
     """Score the best model the way it will be served (``predict_proba``), then save it and its metrics (with
-    ``memory()``'s record of the run's resident memory, taken last)."""
+    ``memory()``'s record of the run's resident memory, taken last, and ``provenance``)."""
     best.eval()
     # served as loaded: with the default attention kernel, not training's eager one on a CPU. In bf16 the two
     # differ enough to flip near-ties, and training's score then disagreed with `dhrd evaluate` by an example.
@@ -1092,6 +1093,8 @@ def _finish(
     write_model_card(output / "model", settings=args.to_dict(), metrics=metrics)
     if memory is not None:
         metrics["memory"] = memory()
+    # after the model card: the card is pushed with the model, and the command line holds this machine's paths
+    metrics["provenance"] = provenance()
     write_json_atomic(output / "metrics.json", metrics)
 
 

@@ -25,7 +25,7 @@ from .benchmark import gemm_peak
 from .data import ClassificationCollator
 from .errors import DHRDInputError
 from .memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
-from .provenance import machine
+from .provenance import machine_text, provenance, versions_text
 from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,6 @@ class TrainBenchmarkArguments:
     truncation: str = "left"
     seed: int = 1
     output: str = "results/benchmark-train"
-    command: str | None = None
     epoch_padding: bool = True  # also the padding share of a whole epoch over the full split (no training)
     extra: dict = field(default_factory=dict)  # any other DHRDTrainingArguments field, for every cell
 
@@ -315,11 +314,10 @@ def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> 
     runs = work_dir(args)
     peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32)
     result = {
-        "machine": machine(bf16),
+        "provenance": provenance(),
         "gemm_peak": peak,
-        "settings": {k: v for k, v in vars(args).items() if k not in ("output", "command")},
+        "settings": {**{k: v for k, v in vars(args).items() if k != "output"}, "dtype": "bf16" if bf16 else "fp32"},
         "cells": [],
-        "command": args.command,
     }
     plan = [(v, m) for v in args.variants for m in args.methods]
     from tqdm.auto import tqdm
@@ -399,13 +397,13 @@ def _memory_cells(memory: dict | None) -> list[str]:
 
 
 def markdown(result: dict) -> str:
-    s, m = result["settings"], result["machine"]
+    s, p = result["settings"], result["provenance"]
     lines = [
         f"# Training throughput: {s['task']}, {s['examples']} training examples, one epoch per cell",
         "",
-        f"Machine: {m['cpu']} ({m['device']}), {m['torch_threads']} torch threads, {m['dtype']}; "
-        f"bf16 GEMM peak {result['gemm_peak']['tflops']:.3f} TFLOP/s ({result['gemm_peak']['n']}^3). "
-        f"Versions: {', '.join(f'{k} {v}' for k, v in m['versions'].items())}.",
+        f"Machine: {machine_text(p)}, {s['dtype']}; "
+        f"GEMM peak {result['gemm_peak']['tflops']:.3f} TFLOP/s ({result['gemm_peak']['n']}^3). "
+        f"Versions: {versions_text(p)}.",
         "",
         "| " + " | ".join(TRAIN_COLUMNS) + " |",
         "|" + "---|" * len(TRAIN_COLUMNS),
@@ -453,8 +451,8 @@ def markdown(result: dict) -> str:
         "Resident memory (GB, the process's VmRSS and its peak VmHWM, reset before each cell): the model, its "
         "optimiser state and the step's activations; the activation budget is --activation-memory (dhrd.memory).",
     ]
-    if result.get("command"):
-        lines += ["", f"Command: `{result['command']}`"]
+    if p.get("command"):
+        lines += ["", f"Command: `{p['command']}`"]
     return "\n".join(lines) + "\n"
 
 

@@ -175,7 +175,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
         "batch_size": args.qps_batch_size,
         "examples": result.inputs.get("examples"),
         "setting": result.cot_settings,
-        "machine": result.machine,
+        "provenance": result.provenance,
         "seconds": result.seconds,
     }
     write_json_atomic(target, data)

@@ -9,6 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..provenance import machine_text, versions_text
 from ..runtime import plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from ..tasks import TASKS
 from .arguments import COT_METHODS
@@ -53,6 +54,10 @@ def settings_flags(settings: dict) -> str:
 
 def markdown(result: ReproduceResult) -> str:
     args, summary = result.arguments, result.summary
+    command = result.provenance.get("command")
+    # a result built in Python without a record (the tests' tables) has no machine to name
+    where = [f"Machine: {machine_text(result.provenance)}; versions {versions_text(result.provenance)}."]
+    where = where if result.provenance else []
     tasks = summary["tasks"]
     names = list(tasks)
     header = "| method | " + " | ".join(TASKS[t].folder for t in names) + " | Avg | Rel.Δ |"
@@ -115,9 +120,9 @@ def markdown(result: ReproduceResult) -> str:
     lines += _caps_lines(result)
     lines += [
         "",
-        f"Command: `{result.command}`" if result.command else "Run from the Python API (arguments in results.json).",
+        f"Command: `{command}`" if command else "Run from the Python API (arguments in results.json).",
         "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in result.versions.items()) + ".",
+        *where,
         f"Wall time: {result.seconds:.0f} s{'' if result.finished else ' so far (the run has not finished)'}.",
         "",
     ]
@@ -354,6 +359,8 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
     right.set_yscale("log")
     right.set_ylabel(f"examples/s (batch {result.arguments['qps_batch_size']}, log)")
     right.set_title("throughput")
-    fig.suptitle(f"{result.arguments.get('title') or 'dhrd reproduce'} - {result.versions.get('device', '')}")
+    machine = result.provenance.get("machine", {})
+    where = machine.get("gpu") or machine.get("cpu", "")
+    fig.suptitle(f"{result.arguments.get('title') or 'dhrd reproduce'} - {where}")
     fig.tight_layout()
     return save_figure_atomic(fig, path, dpi=110)

@@ -4,7 +4,6 @@ rewrites the tables after every cell."""
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..memory import release_memory, rss_gb
-from ..provenance import versions
+from ..provenance import provenance
 from ..tasks import TASKS
 from .arguments import TRAINED_METHODS, ReproduceArguments
 from .cells import (
@@ -79,9 +78,8 @@ class ReproduceResult:
     cells: dict = field(default_factory=dict)  # name -> {"kind", "task", "method", "seed", "result"/"error"}
     rationales: dict = field(default_factory=dict)
     summary: dict = field(default_factory=dict)
-    command: str | None = None
     seconds: float = 0.0
-    versions: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)  # dhrd.provenance's record: versions, commit, machine, command
     finished: bool = False
 
 
@@ -94,11 +92,8 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
     """Run every unfinished cell of the plan and write the tables after each one."""
     args.validate()
     began = time.perf_counter()
-    result = ReproduceResult(asdict(args), versions=versions())
-    program = Path(sys.argv[0])
-    if program.name == "dhrd" or (program.name == "__main__.py" and program.parent.name == "dhrd"):
-        # the command that made the cells: a --tables-only pass only rewrites their tables
-        result.command = shlex.join(["dhrd", *(a for a in sys.argv[1:] if a != "--tables-only")])
+    # the command that made the cells: a --tables-only pass only rewrites their tables
+    result = ReproduceResult(asdict(args), provenance=provenance(drop=("--tables-only",)))
     results_dir = Path(args.results_dir or args.output_dir)
     earlier = results_dir / "results.json"
     before = json.loads(earlier.read_text()) if earlier.is_file() and not args.restart else {}
