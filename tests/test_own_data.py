@@ -213,6 +213,7 @@ def test_an_answer_is_truncated_only_when_the_budget_cut_its_explanation():
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # 2-4 minutes of SmolLM2 as teacher and student; tests/test_walkthrough.py runs the block by default
 def test_the_readme_walkthrough_from_a_csv_to_predictions(shared_superglue, smollm2, tmp_path):
     """The README's four commands on CB exported as a CSV, with the shared SmolLM2 as student (and, to stay
     fast, as teacher too: a few rows, a short budget, rationales kept whatever the checks say)."""
