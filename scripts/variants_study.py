@@ -14,7 +14,8 @@ one resumes from its checkpoint, and the tables are rewritten after every cell:
     python scripts/variants_study.py ... --render              # rewrite the tables from finished cells only
 
 A variant is `pooled`, or `dhrd` with optional `-a<alpha>`, `-reasoning` (`--lm-scope reasoning`) and `-example`
-(`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). `--grad-norms`
+(`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). A `-linear` suffix
+(`pooled-linear`, `dhrd-linear`) trains `--head linear` instead of the default MLP head. `--grad-norms`
 logs each loss term's gradient norm (two more backward passes a logging step: not for timing cells).
 """
 
@@ -69,12 +70,15 @@ def variant_settings(variant: str) -> dict:
     """The training settings of a variant name (see the module's help)."""
     if variant == "auto":
         return {"method": "dhrd", "alpha_search": True}
-    match = re.fullmatch(r"(pooled|dhrd)(?:-a([0-9.]+))?(-reasoning)?(-example)?", variant)
-    if not match or (match.group(1) == "pooled" and any(match.groups()[1:])):
-        raise SystemExit(f"unknown variant {variant!r}: pooled, auto, or dhrd[-a<alpha>][-reasoning][-example]")
+    match = re.fullmatch(r"(pooled|dhrd)(?:-a([0-9.]+))?(-reasoning)?(-example)?(-linear)?", variant)
+    if not match or (match.group(1) == "pooled" and any(match.groups()[1:4])):
+        raise SystemExit(
+            f"unknown variant {variant!r}: pooled[-linear], auto, or dhrd[-a<alpha>][-reasoning][-example][-linear]"
+        )
+    head = {"head": "linear"} if match.group(5) else {}  # the head comparison (issue 28): the MLP is the default
     if match.group(1) == "pooled":
-        return {"method": "pooled"}
-    settings = {"method": "dhrd", "alpha": float(match.group(2) or 1.0)}
+        return {"method": "pooled", **head}
+    settings = {"method": "dhrd", "alpha": float(match.group(2) or 1.0), **head}
     if match.group(3):
         settings["lm_scope"] = "reasoning"
     if match.group(4):
