@@ -374,3 +374,22 @@ def test_plain_trainer_save_model_reloads_with_the_trained_head(tmp_path, tiny_b
     batch = trainer.prepared.tokenizer(["a great film", "dull and too long"], return_tensors="pt", padding=True)
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**batch).logits, trained(**batch).logits.to(torch.float32))
+
+
+def test_plain_trainer_predict_takes_raw_text_rows(tmp_path, tiny_backbone, reviews):
+    """Trainer's own predict() on a raw datasets.Dataset (the review column, with or without labels) gives the
+    logits of the encoded rows; a KeyError 'input_ids' before."""
+    import numpy as np
+
+    trainer = DHRDTrainer(
+        args=config(tmp_path, tiny_backbone, num_train_epochs=1), train_dataset=reviews[0], eval_dataset=reviews[1]
+    )
+    trainer.train()
+    labelled = trainer.predict(reviews[1])
+    assert labelled.predictions.shape == (6, 2) and list(labelled.label_ids) == list(reviews[1]["label"])
+    assert "test_loss" in labelled.metrics
+    unlabelled = trainer.predict(reviews[1].remove_columns("label"))
+    assert unlabelled.label_ids is None
+    np.testing.assert_allclose(unlabelled.predictions, labelled.predictions, atol=1e-5)
+    encoded = trainer.predict(trainer.encode_rows(reviews[1]))  # encoded rows go through as given
+    np.testing.assert_allclose(encoded.predictions, labelled.predictions, atol=1e-5)

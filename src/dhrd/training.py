@@ -37,8 +37,10 @@ from .data import (
     bare_numbers,
     encode_examples,
     file_rationales,
+    load_file_examples,
     parse_label_map,
 )
+from .datasets_input import DatasetSplit
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
@@ -331,6 +333,24 @@ class DHRDTrainer(Trainer):
             del merged
         self.accelerator.wait_for_everyone()
 
+    def predict(self, test_dataset, ignore_keys=None, metric_key_prefix: str = "test"):
+        """Trainer's ``predict``, also on a raw ``datasets.Dataset``: rows with the text columns the arguments
+        name (a label column optional), encoded as the training rows were; an encoded dataset goes through as
+        given. ``predictions`` are the classifier's logits, ``label_ids`` the labels where the rows have them."""
+        if self.prepared is not None and "input_ids" not in getattr(test_dataset, "column_names", ["input_ids"]):
+            test_dataset = self.encode_rows(test_dataset)
+        return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
+
+    def encode_rows(self, dataset):
+        """A raw ``datasets.Dataset`` (the run's text columns, a label column optional) as model inputs."""
+        args, spec = self.prepared.args, self.prepared.spec
+        if spec is None or not spec.own_data:
+            raise DHRDInputError("raw rows are read with the columns of a run on your own data; encode them first")
+        columns = spec.columns  # the training rows' columns, and their label names (a ClassLabel's among them)
+        labelled = columns.label in dataset.column_names
+        rows = load_file_examples(DatasetSplit("predict", None, dataset), columns, self.prepared.label_names, labelled)
+        return encode_examples(rows, self.prepared.tokenizer, args.max_length, args.truncation, "test dataset")
+
     def push_to_hub(self, commit_message=None, blocking=True, token=None, revision=None, private=None, **kwargs):
         """The model ``dhrd.train(trainer=...)`` saved (``<output_dir>/model``, with its card) to the hub, not
         Trainer's checkpoint folder (a LoRA adapter). Returns the repository's URL. A trainer built with
@@ -481,6 +501,7 @@ class PreparedRun:
     peft_config: str | None = None  # a fingerprint of a given peft config (run identity), None: the built-in LoRA
     model_parts: object = None  # (args) -> (model, classifier, causal LM), freshly initialised
     validation_split: dict | None = None  # where a validation split carved from the training file came from
+    spec: DataSpec | None = None  # where the rows came from and how they are read (columns, label names)
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
@@ -666,6 +687,7 @@ def prepare_parts(
         peft_config=peft_fingerprint(peft_config),
         model_parts=model_parts,
         validation_split=validation_split,
+        spec=spec,
     )
 
 
