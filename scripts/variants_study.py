@@ -66,6 +66,9 @@ def parse_cell(name: str) -> Cell | None:
     return Cell(size, match.group(4), int(match.group(5)), float(match.group(2)), float(match.group(3)))
 
 
+LINEAR = "-linear"
+
+
 def variant_settings(variant: str) -> dict:
     """The training settings of a variant name (see the module's help)."""
     if variant == "auto":
@@ -248,6 +251,13 @@ def summarise(study: Study, cells: list[Cell], runs: Path) -> dict:
                 row["time_vs_pooled"] = (
                     round(sum(r["train_seconds"] or 0 for _, r in paired) / base, 2) if base else None
                 )
+            if variant.endswith(LINEAR):  # the head comparison: against the same variant with the MLP head
+                twin = {c.seed: results[c] for c in here if c.variant == variant[: -len(LINEAR)] and c in results}
+                pairs = [(twin[r["cell"].seed], r) for r in done if r["cell"].seed in twin]
+                if pairs:
+                    row["vs_mlp"] = paired_difference(
+                        study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs]
+                    )
             rows.append(row)
     return {
         "task": study.task,
@@ -282,6 +292,21 @@ def markdown(summary: dict, title: str, command: str) -> str:
             f"| {r['budget']} | {r['variant']}{chosen} | {','.join(map(str, r['seeds']))} | {scores} | {mean} | "
             f"{'yes' if r['learnt'] else 'no'} | {diff} | {ratio} |"
         )
+    heads = [r for r in summary["rows"] if r.get("vs_mlp")]
+    if heads:
+        lines += [
+            "",
+            "## The linear head against the MLP head (the default), paired by seed",
+            "",
+            "| budget | variant | seeds | linear minus MLP [95% CI] |",
+            "|---|---|---|---|",
+        ]
+        for r in heads:
+            p = r["vs_mlp"]
+            lines.append(
+                f"| {r['budget']} | {r['variant']} | {','.join(map(str, r['seeds']))} | {p['difference']:+.1f} "
+                f"[{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']}) |"
+            )
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
