@@ -102,13 +102,15 @@ def test_kill_9_rationales(work, env):
     root.mkdir()
     rows = [{"text": f"film number {k} was {WORDS[k % 6]}", "label": "pos" if k % 6 < 3 else "neg"} for k in range(48)]
     train = write_jsonl(root / "films.jsonl", rows)
+    # a validation file of its own: every training row is asked (without one, a seeded tenth is held out)
+    validation = write_jsonl(root / "films-val.jsonl", rows[:6])
     tally = Tally("rationales")
     at_kill, strays = [], []
     with teacher_server(delay=0.06) as url:
 
         def args(output):
-            return ["rationales", "--train-file", train, "--teacher", "m", "--base-url", url, "--concurrency", "2",
-                    "--output", output]  # fmt: skip
+            return ["rationales", "--train-file", train, "--validation-file", validation, "--teacher", "m",
+                    "--base-url", url, "--concurrency", "2", "--output", output]  # fmt: skip
 
         def cache(output):
             return output / "films" / "train.jsonl"
@@ -438,12 +440,13 @@ def full_disk_rationales(work, env):
     root.mkdir()
     rows = [{"text": f"film number {k} was {WORDS[k % 6]}", "label": "pos" if k % 6 < 3 else "neg"} for k in range(300)]
     train = write_jsonl(root / "films.jsonl", rows)
+    validation = write_jsonl(root / "films-val.jsonl", rows[:6])  # its own: every training row is asked
     with small_tmpfs("256k") as mounted, teacher_server(padding=3000) as url:  # rows of ~6.5 KB
         if mounted is None:
             yield None
             return
-        args = ["rationales", "--train-file", train, "--teacher", "m", "--base-url", url, "--output",
-                mounted / "cache", "--checks", "empty,truncated"]  # fmt: skip
+        args = ["rationales", "--train-file", train, "--validation-file", validation, "--teacher", "m", "--base-url",
+                url, "--output", mounted / "cache", "--checks", "empty,truncated"]  # fmt: skip
         full = run(args, env, root)
         cache = mounted / "cache" / "films" / "train.jsonl"
         state = {"full": full, "bytes": cache.read_bytes() if cache.exists() else None}
