@@ -258,6 +258,12 @@ def summarise(study: Study, cells: list[Cell], runs: Path) -> dict:
                     row["vs_mlp"] = paired_difference(
                         study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs]
                     )
+                linear_pooled = {c.seed: results[c] for c in here if c.variant == "pooled" + LINEAR and c in results}
+                pairs = [(linear_pooled[r["cell"].seed], r) for r in done if r["cell"].seed in linear_pooled]
+                if pairs and variant != "pooled" + LINEAR:  # DHRD against pooled with the same (linear) head
+                    row["vs_pooled_linear"] = paired_difference(
+                        study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs]
+                    )
             rows.append(row)
     return {
         "task": study.task,
@@ -298,14 +304,17 @@ def markdown(summary: dict, title: str, command: str) -> str:
             "",
             "## The linear head against the MLP head (the default), paired by seed",
             "",
-            "| budget | variant | seeds | linear minus MLP [95% CI] |",
-            "|---|---|---|---|",
+            "| budget | variant | seeds | linear minus MLP [95% CI] | minus pooled-linear [95% CI] |",
+            "|---|---|---|---|---|",
         ]
+
+        def cell(p: dict | None) -> str:
+            return f"{p['difference']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']})" if p else ""
+
         for r in heads:
-            p = r["vs_mlp"]
             lines.append(
-                f"| {r['budget']} | {r['variant']} | {','.join(map(str, r['seeds']))} | {p['difference']:+.1f} "
-                f"[{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']}) |"
+                f"| {r['budget']} | {r['variant']} | {','.join(map(str, r['seeds']))} | {cell(r['vs_mlp'])} | "
+                f"{cell(r.get('vs_pooled_linear'))} |"
             )
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
