@@ -241,29 +241,19 @@ def summarise(study: Study, cells: list[Cell], runs: Path) -> dict:
                 "predicted_classes": [r["predicted_classes"] for r in done],
                 "chosen": [r["chosen"] for r in done if r["chosen"]],
             }
-            pooled = {c.seed: results[c] for c in here if c.variant == "pooled" and c in results}
-            paired = [(pooled[r["cell"].seed], r) for r in done if r["cell"].seed in pooled]
+            paired = paired_with("pooled", here, done, results)
             if variant != "pooled" and paired:
-                row["paired"] = paired_difference(
-                    study.task, [p["stats"] for p, _ in paired], [r["stats"] for _, r in paired]
-                )
+                row["paired"] = difference(study, paired)
                 base = sum(p["train_seconds"] or 0 for p, _ in paired)
                 row["time_vs_pooled"] = (
                     round(sum(r["train_seconds"] or 0 for _, r in paired) / base, 2) if base else None
                 )
             if variant.endswith(LINEAR):  # the head comparison: against the same variant with the MLP head
-                twin = {c.seed: results[c] for c in here if c.variant == variant[: -len(LINEAR)] and c in results}
-                pairs = [(twin[r["cell"].seed], r) for r in done if r["cell"].seed in twin]
-                if pairs:
-                    row["vs_mlp"] = paired_difference(
-                        study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs]
-                    )
-                linear_pooled = {c.seed: results[c] for c in here if c.variant == "pooled" + LINEAR and c in results}
-                pairs = [(linear_pooled[r["cell"].seed], r) for r in done if r["cell"].seed in linear_pooled]
+                if pairs := paired_with(variant[: -len(LINEAR)], here, done, results):
+                    row["vs_mlp"] = difference(study, pairs)
+                pairs = paired_with("pooled" + LINEAR, here, done, results)
                 if pairs and variant != "pooled" + LINEAR:  # DHRD against pooled with the same (linear) head
-                    row["vs_pooled_linear"] = paired_difference(
-                        study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs]
-                    )
+                    row["vs_pooled_linear"] = difference(study, pairs)
             rows.append(row)
     return {
         "task": study.task,
@@ -272,6 +262,17 @@ def summarise(study: Study, cells: list[Cell], runs: Path) -> dict:
         "chance": floor["chance"],
         "rows": rows,
     }
+
+
+def paired_with(other: str, here: list, done: list[dict], results: dict) -> list[tuple[dict, dict]]:
+    """(the ``other`` variant's result, a finished one's) for each seed of ``done`` that ``other`` finished too."""
+    by_seed = {c.seed: results[c] for c in here if c.variant == other and c in results}
+    return [(by_seed[r["cell"].seed], r) for r in done if r["cell"].seed in by_seed]
+
+
+def difference(study: Study, pairs: list[tuple[dict, dict]]) -> dict:
+    """The second of each pair minus the first, with its confidence interval (``paired_difference``)."""
+    return paired_difference(study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs])
 
 
 def markdown(summary: dict, title: str, command: str) -> str:

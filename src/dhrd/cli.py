@@ -589,9 +589,6 @@ class _CurrentStderr(logging.StreamHandler):
     """A handler that writes to whatever ``sys.stderr`` is at each message, as logging's own last resort does: a
     stream bound once goes stale when a caller (a test runner, a notebook) swaps stderr and closes the old one."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self):  # type: ignore[override]
         return sys.stderr
