@@ -247,7 +247,10 @@ QUANT_CONFIGS = {
             keep_fp32=("mlp.down_proj",),
         ),
         QuantConfig("weight-only-b128", method="weight_only", head_fp32=True),
+        QuantConfig("weight-only-b32", method="weight_only", block_size=32, head_fp32=True),
         QuantConfig("weight-only-b32-acc4", method="weight_only", block_size=32, accuracy_level=4, head_fp32=True),
+        # the input of each MLP's down projection again: its weights' int8 error meets the largest activations
+        QuantConfig("weight-only-b128-keep-down", method="weight_only", head_fp32=True, keep_fp32=("mlp.down_proj",)),
         QuantConfig("weight-only-b128-acc4", method="weight_only", accuracy_level=4, head_fp32=True),
         QuantConfig(
             "static-s8-channel-head32-matmul", method="static", per_channel=True, head_fp32=True, op_types=("MatMul",)
