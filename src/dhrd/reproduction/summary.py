@@ -9,8 +9,9 @@ import statistics
 from typing import TYPE_CHECKING
 
 from ..tasks import TASKS
-from .arguments import COT_METHODS, PAIRED_METHODS, ReproduceArguments
+from .arguments import ReproduceArguments
 from .cells import run_dir
+from .methods import COT_METHODS, METHOD_RULES, PAIRED_METHODS
 from .paper import paper_gains
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
         task, method, value = record["task"], record["method"], record["result"]
         if record["kind"] == "qps":
             qps[task] = value["qps"]
-        elif record["kind"] == "train" and method != "cot" or record["kind"] == "cot":
+        elif record["kind"] in ("train", "cot") and record["kind"] == METHOD_RULES[method].scored_by:
             scores[task].setdefault(method, []).append(value)
     paper = paper_gains()
     tasks = {}
@@ -156,7 +157,7 @@ def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
 
 def _decodes_cot(args: ReproduceArguments, task: str) -> bool:
     """Whether any CoT method decodes this task (zero-shot CoT has no per-answer prompt for MultiRC)."""
-    return "cot" in args.methods or ("cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot)
+    return any(METHOD_RULES[m].decodes(TASKS[task].zero_shot_cot, first_seed=True) for m in args.methods)
 
 
 def _caps(args: ReproduceArguments, task: str) -> dict:
