@@ -113,6 +113,7 @@ def test_every_method_has_one_row_of_rules_that_the_cells_follow(tmp_path):
     for name, rules in METHOD_RULES.items():
         trained = [(c.task, c.seed) for c in cells if c.kind == "train" and c.method == name]
         assert len(trained) == (4 if rules.trained else 0), name
+        assert rules.scored_by == ("train" if rules.classifier else "cot") and rules.classifier != bool(rules.cot)
         decoded = {(c.task, c.seed) for c in cells if c.kind == "cot" and c.method == name}
         if rules.cot == "fine-tuned":
             assert decoded == {(t, s) for t in ("cb", "multirc") for s in (1, 2)}

@@ -36,8 +36,8 @@ class MethodRules:
 
     @property
     def scored_by(self) -> str:
-        """The kind of cell whose result is the method's score: its training run, or its CoT decode."""
-        return "cot" if self.cot else "train"
+        """The kind of cell whose result is the method's score: a classifier's training run, or the CoT decode."""
+        return "train" if self.classifier else "cot"
 
     @property
     def one_cell_per_task(self) -> bool:
