@@ -20,6 +20,7 @@ from transformers import TrainingArguments
 from .checks import training_options
 from .data import DEFAULT_VALIDATION_FRACTION, DataSpec
 from .errors import DHRDInputError
+from .lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
 from .runtime import bf16_supported
 
 DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
@@ -329,9 +330,11 @@ class DHRDTrainingArguments(TrainingArguments):
         LOSS,
         run=False,
     )
-    max_length: int = _option(512, "longest input in tokens; longer inputs are an error unless --truncation left", DATA)
+    max_length: int = _option(
+        DEFAULT_MAX_LENGTH, "longest input in tokens; longer inputs are an error unless --truncation left", DATA
+    )
     truncation: str = _option(
-        "error", "error, or left: drop the start of long passages", DATA, choices=["error", "left"]
+        "error", "error, or left: drop the start of long passages", DATA, choices=list(TRUNCATIONS)
     )
     # ---- DHRD's training choices
     # the validation split is also the evaluation split, so choosing on it flatters every score a little
