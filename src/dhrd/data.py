@@ -11,10 +11,9 @@ from .datasets_input import DatasetSplit, dataset_name, dataset_split
 from .errors import DHRDInputError, where
 from .lengths import encode_within
 from .tables import check_encoding, id_key, is_missing, iter_table, table_source
-from .tasks import Example, load_task_split, parse_task_names, sample_positions
+from .tasks import OWN_DATA, Example, load_task_split, parse_task_names, sample_positions, task_rules
 
 PAIR_SEPARATOR = "\n"
-CUSTOM_TASK = "custom"
 
 
 # ------------------------------------------------------------------------------------------- user files
@@ -187,7 +186,7 @@ def file_example(
                 )
             label = label_names.index(key_text)
     name = str(key)
-    return Example(name, CUSTOM_TASK, text, label, name, source_idx=key)
+    return Example(name, OWN_DATA.name, text, label, name, source_idx=key)
 
 
 def load_file_examples(
@@ -400,7 +399,7 @@ def in_memory_name(dataset, split: str) -> str:
 # ------------------------------------------------------------------------------------------ tokenising
 def example_name(example: Example) -> str:
     """How a message names an example: a user file's row by its number or id, a task's by its id."""
-    if example.task != CUSTOM_TASK:
+    if not task_rules(example.task).own_data:
         return f"example {example.id}"
     key = example.source_idx
     return f"row {key}" if isinstance(key, int) else f"id {key!r}"

@@ -71,7 +71,16 @@ from .rationales import check_rationale_keys, pair_rationales, rationale_file, r
 from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
 from .tables import id_key
-from .tasks import carve_split, chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
+from .tasks import (
+    OWN_DATA,
+    TASKS,
+    Task,
+    carve_split,
+    chooses_candidate,
+    evaluate_rows,
+    flatten_metrics,
+    sample_examples,
+)
 from .training_args import (
     DEFAULT_VALIDATION_FRACTION,
     DHRDTrainingArguments,
@@ -1201,33 +1210,15 @@ def _load_rationales(
     if spec.rationale_column:
         if args.rationales:
             raise DHRDInputError("give --rationale-column or --rationales, not both")
-        return {"custom": file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)}
-    tasks = spec.tasks or ["custom"]
+        column = file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)
+        return {OWN_DATA.name: column}
     found = {}
-    for task in tasks:
-        if task == "custom":
-            if not args.rationales:
-                raise DHRDInputError(
-                    "--method dhrd on your own files needs rationales: --rationale-column NAME (a column of the "
-                    "training file) or --rationales FILE (JSONL with idx and rationale, idx being the row's "
-                    "--id-column value or its 1-based row number)"
-                )
-            path = Path(args.rationales)
-            if not path.is_file():
-                raise DHRDInputError(f"{path}: rationale file not found")
-            keyed_by = f"their {spec.id_column!r} column" if spec.id_column else "their 1-based row number"
-        else:
-            path = rationale_file(args.rationales, task)
-            if path is None:
-                raise DHRDInputError(
-                    f"no rationales for task {task}: pass --rationales (a file or a folder of "
-                    "<Task>/train.jsonl), or run the teacher first"
-                )
-            keyed_by = "the records' idx"
+    for task in [TASKS[name] for name in spec.tasks] if spec.tasks else [OWN_DATA]:
+        path, keyed_by = _rationale_path(args, spec, task)
         rows = read_rationale_rows(path, spec.encoding)
-        task_rows = [e for e in all_train_rows if e.task == task]
+        task_rows = [e for e in all_train_rows if e.task == task.name]
         # rows carved out as the validation split are the file's rows too: checked, never trained on
-        held = spec.carved_splits(tuple(label_names))[1] if task == "custom" and spec.carves_validation else []
+        held = spec.carved_splits(tuple(label_names))[1] if task.own_data and spec.carves_validation else []
         check_rationale_keys(rows, task_rows + held, label_names, path, keyed_by, spec.columns.label_name)
         held_keys = {str(e.source_idx) for e in held}
         unused = sum(1 for r in rows if r.key in held_keys and r.rationale is not None)
@@ -1239,8 +1230,30 @@ def _load_rationales(
                 path,
                 unused,
             )
-        found[task] = {r.key: r.rationale for r in rows if r.rationale is not None and r.key not in held_keys}
+        found[task.name] = {r.key: r.rationale for r in rows if r.rationale is not None and r.key not in held_keys}
     return found
+
+
+def _rationale_path(args: DHRDTrainingArguments, spec: DataSpec, task: Task) -> tuple[Path, str]:
+    """A task's rationale file, and what its ids are: the user's rows' ids or numbers, or a task's idx."""
+    if not task.own_data:
+        path = rationale_file(args.rationales, task.name)
+        if path is None:
+            raise DHRDInputError(
+                f"no rationales for task {task.name}: pass --rationales (a file or a folder of "
+                "<Task>/train.jsonl), or run the teacher first"
+            )
+        return path, "the records' idx"
+    if not args.rationales:
+        raise DHRDInputError(
+            "--method dhrd on your own files needs rationales: --rationale-column NAME (a column of the "
+            "training file) or --rationales FILE (JSONL with idx and rationale, idx being the row's "
+            "--id-column value or its 1-based row number)"
+        )
+    path = Path(args.rationales)
+    if not path.is_file():
+        raise DHRDInputError(f"{path}: rationale file not found")
+    return path, f"their {spec.id_column!r} column" if spec.id_column else "their 1-based row number"
 
 
 def _spec_dict(args: DHRDTrainingArguments, spec: DataSpec) -> dict:

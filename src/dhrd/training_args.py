@@ -22,6 +22,7 @@ from .data import DEFAULT_VALIDATION_FRACTION, DataSpec
 from .errors import DHRDInputError
 from .lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
 from .runtime import bf16_supported
+from .tasks import OWN_DATA
 
 DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
 
@@ -376,7 +377,7 @@ class DHRDTrainingArguments(TrainingArguments):
         if isinstance(self.alpha, str) and self.alpha.strip().lower() == "auto":
             self.alpha, self.alpha_search = None, True
         if self.output_dir is None:
-            name = "custom" if self.train_file or self.dataset else str(self.task).replace(",", "+")
+            name = OWN_DATA.name if self.train_file or self.dataset else str(self.task).replace(",", "+")
             self.output_dir = str(Path("runs") / f"{name}-{self.method}")
         choose_best = self.load_best_model_at_end
         if choose_best is None:

@@ -70,11 +70,9 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
             p, d = methods["pooled"]["score"]["mean"], methods["dhrd"]["score"]["mean"]
             entry["relative_gain_percent"] = round(100 * (d / p - 1), 2) if p else None
         entry["paper_relative_gain_percent"] = {b: g[task] for b, g in paper.items()}
-        if task == "boolq":
-            from ..tasks import BOOLQ_CARVE_NOTE, boolq_carved
-
-            if boolq_carved(args.data_dir):
-                entry["not_comparable"] = BOOLQ_CARVE_NOTE
+        note = TASKS[task].not_comparable(args.data_dir)
+        if note:
+            entry["not_comparable"] = note
         tasks[task] = entry
     return {"tasks": tasks, "average": _average(args, tasks, paper)}
 
