@@ -266,7 +266,7 @@ def release(run) -> None:
 
     run.trainer.accelerator.free_memory()
     run.trainer.model = run.trainer.model_wrapped = run.trainer.optimizer = run.trainer.lr_scheduler = None
-    run.trainer_kwargs = run.model_parts = None
+    run.release()
     gc.collect()
     release_memory()
 
