@@ -12,10 +12,9 @@ from transformers import AutoTokenizer
 from dhrd import DHRDTrainingArguments, train
 from dhrd.data import ANSWER_PREFIX, REASON_PREFIX, ClassificationCollator, add_reasoning_targets, encode_examples
 from dhrd.errors import DHRDInputError
-from dhrd.modeling import build_classifier
 from dhrd.rationales import pair_rationales, read_rationales
 from dhrd.tasks import Example, load_task_split
-from dhrd.training import DHRDTrainer, reasoning_head, reasoning_loss_sum
+from dhrd.training import reasoning_loss_sum
 
 
 def _rows(n=4, per_group=1):
@@ -410,18 +409,8 @@ def test_an_untied_reasoning_head_is_the_lm_head_and_stays_frozen(untied_backbon
     head, embeddings = original.lm_head.weight.detach().clone(), original.model.embed_tokens.weight.detach()
     assert not torch.allclose(head, embeddings)
     # the loss: beta * CE + alpha * the LM loss of the untied head, as transformers computes it
-    classifier, tokenizer, lm = build_classifier(str(untied_backbone), ["No", "Yes"], seed=0)
+    trainer, classifier, _, batch = loss_trainer(untied_backbone, tmp_path / "t", alpha=0.5, beta=2.0)
     classifier.eval()
-    rows = _rows(4)
-    features = encode_examples(rows, tokenizer, 128, "error", "t")
-    add_reasoning_targets(
-        features, rows, tokenizer, ("No", "Yes"), [("reason it out", None)] * 4, 64, "all", "consistent"
-    )
-    args = DHRDTrainingArguments(output_dir=str(tmp_path / "t"), num_train_epochs=1).trainer_arguments()
-    trainer = DHRDTrainer(
-        model=classifier, args=args, alpha=0.5, beta=2.0, reasoning_weight=reasoning_head(classifier, lm)
-    )
-    batch = ClassificationCollator(tokenizer.pad_token_id)(features)
     with torch.no_grad():
         full = original(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["lm_labels"])
         cls = torch.nn.functional.cross_entropy(

@@ -65,6 +65,8 @@ def encode_within(
             raise DHRDInputError(message)
         return ids
     too_long = [k for k, row in enumerate(ids) if len(row) > max_length]
+    if not too_long:
+        return ids
     for k, row in zip(too_long, encode_texts([texts[k] for k in too_long], tokenizer, max_length, "left")):
         ids[k] = row
     return ids
