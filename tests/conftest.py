@@ -185,3 +185,33 @@ def tiny_run(backbone, data_dir, **overrides) -> dict:
     )
     settings.update(overrides)
     return settings
+
+
+def loss_trainer(backbone, tmp_path, n: int = 4, **settings):
+    """A DHRDTrainer built the one way on ``n`` rows of the user's own data, each with the rationale "reason
+    number i" repeated i + 1 times, over a causal LM loaded here (so a test can compute the LM loss by hand):
+    the trainer, its classifier (full fine-tuning unless ``lora=True``), the causal LM and a batch of all its
+    training rows. ``settings``: DHRDTrainingArguments fields (alpha, beta, ...)."""
+    import datasets
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dhrd.data import ClassificationCollator
+    from dhrd.training import DHRDTrainer, DHRDTrainingArguments
+
+    lm = AutoModelForCausalLM.from_pretrained(backbone)
+    rows = datasets.Dataset.from_dict(
+        {
+            "text": [f"Passage:\nday {i} row 0" for i in range(n)],
+            "label": [("No", "Yes")[i % 2] for i in range(n)],
+            "why": [f"reason number {i} " * (i + 1) for i in range(n)],
+        }
+    )
+    base = dict(output_dir=str(tmp_path / "run"), rationale_column="why", lora=False, max_length=128, bf16=False)
+    base.update(method="dhrd", max_rationale_tokens=64, seed=0, report_to="none")
+    args = DHRDTrainingArguments(**{**base, **settings})
+    tokenizer = AutoTokenizer.from_pretrained(backbone)
+    trainer = DHRDTrainer(model=lm, args=args, train_dataset=rows, eval_dataset=rows, processing_class=tokenizer)
+    model = trainer.model
+    classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
+    batch = ClassificationCollator(trainer.prepared.tokenizer.pad_token_id)(list(trainer.train_dataset))
+    return trainer, classifier, lm, batch

@@ -5,17 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_run, write_jsonl
+from conftest import loss_trainer, tiny_run, write_jsonl
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from dhrd import DHRDTrainingArguments, train
 from dhrd.data import ANSWER_PREFIX, REASON_PREFIX, ClassificationCollator, add_reasoning_targets, encode_examples
 from dhrd.errors import DHRDInputError
-from dhrd.modeling import build_classifier
 from dhrd.rationales import pair_rationales, read_rationales
 from dhrd.tasks import Example, load_task_split
-from dhrd.training import DHRDTrainer, reasoning_head, reasoning_loss_sum
+from dhrd.training import reasoning_loss_sum
 
 
 def _rows(n=4, per_group=1):
@@ -113,23 +112,10 @@ def test_the_label_word_written_into_each_training_sequence(tmp_path, tiny_backb
 
 
 def test_loss_is_beta_ce_plus_alpha_token_mean(tiny_backbone, tmp_path):
-    classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], seed=0)
+    trainer, classifier, lm, batch = loss_trainer(tiny_backbone, tmp_path, alpha=0.5, beta=2.0)
+    assert (trainer.alpha, trainer.beta) == (0.5, 2.0)  # the loss's settings are the arguments'
     classifier.eval()
-    rows = _rows(4)
-    features = encode_examples(rows, tokenizer, 128, "error", "t")
-    paired = [(f"reason number {i} " * (i + 1), None) for i in range(4)]
-    add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "consistent")
-    collate = ClassificationCollator(tokenizer.pad_token_id)
-    args = DHRDTrainingArguments(output_dir=str(tmp_path)).trainer_arguments()
-    args.eval_strategy, args.load_best_model_at_end = "no", False
-    trainer = DHRDTrainer(
-        model=classifier,
-        args=args,
-        alpha=0.5,
-        beta=2.0,
-        reasoning_weight=reasoning_head(classifier, lm),
-    )
-    batch = collate(features)
+    features, collate = list(trainer.train_dataset), trainer.data_collator
     loss = trainer.compute_loss(classifier, batch)
     # reference: the LM loss as transformers computes it (a mean over all valid tokens of the batch)
     with torch.no_grad():
@@ -163,20 +149,11 @@ def test_the_chunked_lm_loss_trains_with_the_one_piece_gradients(tiny_backbone, 
     from dhrd import lm_loss
 
     monkeypatch.setattr(lm_loss, "_CHUNK_ELEMENTS", 400 * 7)  # several chunks of the tiny vocabulary
-    rows = _rows(4)
     gradients = {}
     for chunked in (True, False):
-        classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], seed=0)
+        trainer, classifier, _, batch = loss_trainer(tiny_backbone, tmp_path / str(chunked), chunked_lm_loss=chunked)
         classifier.eval()  # no dropout: the two passes see the same network
-        features = encode_examples(rows, tokenizer, 128, "error", "t")
-        paired = [(f"reason number {i} " * (i + 1), None) for i in range(4)]
-        add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "consistent")
-        args = DHRDTrainingArguments(output_dir=str(tmp_path), chunked_lm_loss=chunked).trainer_arguments()
-        args.eval_strategy, args.load_best_model_at_end = "no", False
-        trainer = DHRDTrainer(
-            model=classifier, args=args, alpha=1.0, beta=1.0, reasoning_weight=reasoning_head(classifier, lm)
-        )
-        loss = trainer.compute_loss(classifier, ClassificationCollator(tokenizer.pad_token_id)(features))
+        loss = trainer.compute_loss(classifier, batch)
         loss.backward()
         gradients[chunked] = {n: p.grad.clone() for n, p in classifier.named_parameters() if p.grad is not None}
         gradients[chunked]["loss"] = loss.detach()
@@ -322,26 +299,13 @@ def test_two_cpu_processes_match_one(tmp_path, tiny_backbone, superglue_dir):
 
 @pytest.mark.parametrize("lora", [True, False])
 def test_gradient_checkpointing_gives_the_same_gradients_with_both_heads(tiny_backbone, tmp_path, lora):
-    from dhrd.training import apply_lora
-
     grads = []
     for checkpointing in (False, True):
-        classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], head_dropout=0.0, seed=0)
-        if checkpointing:
-            classifier.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        model = apply_lora(classifier, DHRDTrainingArguments(lora_dropout=0.0)) if lora else classifier
+        settings = dict(lora=lora, lora_dropout=0.0, head_dropout=0.0, gradient_checkpointing=checkpointing)
+        trainer, _, _, batch = loss_trainer(tiny_backbone, tmp_path / str(checkpointing), n=3, **settings)
+        model = trainer.model
         model.train()
-        rows = _rows(3)
-        features = encode_examples(rows, tokenizer, 128, "error", "t")
-        add_reasoning_targets(
-            features, rows, tokenizer, ("No", "Yes"), [("a reason", None)] * 3, 64, "all", "consistent"
-        )
-        args = DHRDTrainingArguments(output_dir=str(tmp_path)).trainer_arguments()
-        args.eval_strategy, args.load_best_model_at_end = "no", False
-        trainer = DHRDTrainer(
-            model=model, args=args, alpha=1.0, beta=1.0, reasoning_weight=reasoning_head(classifier, lm)
-        )
-        trainer.compute_loss(model, ClassificationCollator(tokenizer.pad_token_id)(features)).backward()
+        trainer.compute_loss(model, batch).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None})
     assert grads[0].keys() == grads[1].keys() and any("lora_B" in n for n in grads[0]) == lora
     assert any("score" in n for n in grads[0])
@@ -445,18 +409,8 @@ def test_an_untied_reasoning_head_is_the_lm_head_and_stays_frozen(untied_backbon
     head, embeddings = original.lm_head.weight.detach().clone(), original.model.embed_tokens.weight.detach()
     assert not torch.allclose(head, embeddings)
     # the loss: beta * CE + alpha * the LM loss of the untied head, as transformers computes it
-    classifier, tokenizer, lm = build_classifier(str(untied_backbone), ["No", "Yes"], seed=0)
+    trainer, classifier, _, batch = loss_trainer(untied_backbone, tmp_path / "t", alpha=0.5, beta=2.0)
     classifier.eval()
-    rows = _rows(4)
-    features = encode_examples(rows, tokenizer, 128, "error", "t")
-    add_reasoning_targets(
-        features, rows, tokenizer, ("No", "Yes"), [("reason it out", None)] * 4, 64, "all", "consistent"
-    )
-    args = DHRDTrainingArguments(output_dir=str(tmp_path / "t"), num_train_epochs=1).trainer_arguments()
-    trainer = DHRDTrainer(
-        model=classifier, args=args, alpha=0.5, beta=2.0, reasoning_weight=reasoning_head(classifier, lm)
-    )
-    batch = ClassificationCollator(tokenizer.pad_token_id)(features)
     with torch.no_grad():
         full = original(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["lm_labels"])
         cls = torch.nn.functional.cross_entropy(

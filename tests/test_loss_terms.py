@@ -4,33 +4,23 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_run, write_jsonl
-from test_dhrd import _rows
+from conftest import loss_trainer, tiny_run, write_jsonl
 
 from dhrd import DHRDTrainingArguments, train
-from dhrd.data import ClassificationCollator, add_reasoning_targets, encode_examples
 from dhrd.lm_loss import linear_cross_entropy_sum
-from dhrd.modeling import build_classifier
-from dhrd.training import DHRDTrainer, reasoning_head, reasoning_loss_sum, trained_parameters
+from dhrd.training import reasoning_loss_sum, trained_parameters
 
 
 def _trainer_and_batch(tiny_backbone, tmp_path, **settings):
-    classifier, tokenizer, lm = build_classifier(str(tiny_backbone), ["No", "Yes"], seed=0)
+    trainer, classifier, lm, batch = loss_trainer(
+        tiny_backbone, tmp_path, alpha=0.5, beta=2.0, logging_steps=2, **settings
+    )
     classifier.train()
     for module in classifier.modules():  # the training branch, without dropout: one network for every pass
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    rows = _rows(4)
-    features = encode_examples(rows, tokenizer, 128, "error", "t")
-    paired = [(f"reason number {i} " * (i + 1), None) for i in range(4)]
-    add_reasoning_targets(features, rows, tokenizer, ("No", "Yes"), paired, 64, "all", "consistent")
-    args = DHRDTrainingArguments(output_dir=str(tmp_path), logging_steps=2, **settings).trainer_arguments()
-    args.eval_strategy, args.load_best_model_at_end = "no", False
-    trainer = DHRDTrainer(
-        model=classifier, args=args, alpha=0.5, beta=2.0, reasoning_weight=reasoning_head(classifier, lm)
-    )
     trainer.state.logging_steps = 2
-    return trainer, classifier, lm, ClassificationCollator(tokenizer.pad_token_id)(features)
+    return trainer, classifier, lm, batch
 
 
 def _gradient(loss, parameters):

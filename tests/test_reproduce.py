@@ -99,6 +99,40 @@ def test_plan_puts_each_seed_across_all_tasks_first():
     assert names.index("qps cb") < names.index("train cb pooled s2")
 
 
+def test_every_method_has_one_row_of_rules_that_the_cells_follow(tmp_path):
+    """The methods reproduce accepts, the benchmark's systems and the tables' names are the rows of one table
+    (``reproduction.methods``); the plan and each training cell's arguments follow the method's row."""
+    from dhrd.command_args import SYSTEMS
+    from dhrd.reproduction import METHODS
+    from dhrd.reproduction.methods import METHOD_RULES
+
+    assert tuple(METHOD_RULES) == METHODS and set(SYSTEMS) <= set(METHODS) and set(METHOD_NAMES) == set(METHODS)
+    args = make_arguments(None, tasks=["cb", "multirc"], seeds=[1, 2], methods=list(METHODS), alpha=0.5, beta=2.0)
+    cells = plan(args)
+    assert any(c.kind == "rationales" for c in cells)
+    for name, rules in METHOD_RULES.items():
+        trained = [(c.task, c.seed) for c in cells if c.kind == "train" and c.method == name]
+        assert len(trained) == (4 if rules.trained else 0), name
+        assert rules.scored_by == ("train" if rules.classifier else "cot") and rules.classifier != bool(rules.cot)
+        decoded = {(c.task, c.seed) for c in cells if c.kind == "cot" and c.method == name}
+        if rules.cot == "fine-tuned":
+            assert decoded == {(t, s) for t in ("cb", "multirc") for s in (1, 2)}
+        else:  # zero-shot: once, where the task has a zero-shot prompt (not MultiRC); others never
+            assert decoded == ({("cb", 1)} if rules.cot else set()), name
+        if not rules.trained:
+            continue
+        made = training_arguments(args, "cb", name, 1, str(tmp_path))
+        assert made.method == rules.training_method and made.rationale_mode == rules.rationale_mode
+        assert made.keep_reasoning_head == rules.keep_reasoning_head
+        expected = (0.0, 2.0) if name == "pooled" else ((1.0, 0.0) if name == "cot" else (0.5, 2.0))
+        assert (made.lm_weight, made.beta) == expected, name
+        assert rules.needs_rationales == (made.method == "dhrd")
+    pooled_only = make_arguments(None, tasks=["cb"], seeds=[1], methods=["pooled"])
+    assert not any(c.kind == "rationales" for c in plan(pooled_only))
+    with pytest.raises(DHRDInputError, match="unknown method nope"):
+        make_arguments(None, methods=["nope"])
+
+
 # ------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def rationale_dir(tmp_path_factory):

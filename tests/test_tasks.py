@@ -407,3 +407,27 @@ def test_a_malformed_record_is_one_line_naming_its_row(tmp_path, folder, task, r
     write_jsonl(tmp_path / folder / "val.jsonl", [record])
     with pytest.raises(DHRDInputError, match=rf"val.jsonl: row 1: not a {folder} record \(.*{said}"):
         load_task_split(task, "validation", data_dir=tmp_path)
+
+
+def test_own_data_is_a_task_that_answers_for_its_rows(tmp_path):
+    """The user's own rows are a task object with capabilities of its own (no name tests at the call sites):
+    the rows read from a file carry it, and metrics, statistics, reports and messages ask it."""
+    from dhrd.class_report import class_report
+    from dhrd.data import Columns, load_file_examples
+    from dhrd.stats import check_against_metrics, has_macro_f1, per_answer
+    from dhrd.tasks import OWN_DATA, chooses_candidate, task_rules
+
+    assert task_rules("custom") is OWN_DATA and task_rules("cb") is TASKS["cb"]
+    assert OWN_DATA.own_data and not any(task.own_data for task in TASKS.values())
+    assert not (OWN_DATA.per_answer or OWN_DATA.candidate_rows or OWN_DATA.zero_shot_cot)
+    assert not (has_macro_f1("custom") or per_answer("custom") or chooses_candidate("custom"))
+    assert OWN_DATA.not_comparable() is None and TASKS["cb"].not_comparable() is None
+    path = tmp_path / "reviews.jsonl"
+    write_jsonl(path, [{"text": f"film {i}", "label": ("bad", "good")[i % 2]} for i in range(4)])
+    rows = load_file_examples(path, Columns(), ("bad", "good"), True)
+    assert {task_rules(e.task) for e in rows} == {OWN_DATA}
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])  # the third row wrong
+    metrics = task_metrics(rows[0].task, rows, probs, "native")
+    assert metrics["score"] == metrics["accuracy"] == 75.0 and "macro_f1" in metrics
+    assert not check_against_metrics(rows[0].task, rows, probs, "native")
+    assert class_report(rows, probs, "native", ("bad", "good"))[rows[0].task]["unit"] == "example"

@@ -109,6 +109,23 @@ def test_a_loaded_causal_lm_as_model_trains_like_its_name(tmp_path, tiny_backbon
     assert saved["backbone"] == str(tiny_backbone)
 
 
+def test_the_trainer_is_built_one_way_with_the_loss_settings_of_its_arguments(tmp_path, tiny_backbone, reviews):
+    """One constructor: DHRD prepares the run from its arguments, whose alpha, beta and class weights the loss
+    takes (no second way in with a ready model and loss settings of its own); ``trainer_overrides`` change only
+    Trainer's copy of the arguments."""
+    import inspect
+
+    assert not {"alpha", "beta", "reasoning_weight", "class_weights"} & set(inspect.signature(DHRDTrainer).parameters)
+    args = config(tmp_path, tiny_backbone, beta=2.0, class_weights="positive=2.0")
+    quiet = {"save_strategy": "no", "eval_strategy": "no", "load_best_model_at_end": False}
+    trainer = DHRDTrainer(args=args, train_dataset=reviews[0], eval_dataset=reviews[1], trainer_overrides=quiet)
+    assert (trainer.alpha, trainer.beta) == (0.0, 2.0) and trainer.class_weights.tolist() == [1.0, 2.0]
+    assert trainer.prepared.trainer is trainer and trainer.prepared.args.save_strategy == "epoch"
+    assert trainer.args.save_strategy == "no" and trainer.args.output_dir == str(tmp_path / "run" / "checkpoints")
+    with pytest.raises(TypeError, match="alpha"):
+        DHRDTrainer(args=args, train_dataset=reviews[0], eval_dataset=reviews[1], alpha=0.5)
+
+
 def test_a_model_that_is_no_causal_lm_is_a_one_line_error(tmp_path, tiny_backbone, reviews):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
 

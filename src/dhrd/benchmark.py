@@ -66,7 +66,7 @@ def gemm_peak(dtype: torch.dtype, n: int | None = None, repeats: int = 5) -> dic
     """FLOP/s of the best of ``repeats`` n x n x n matmuls: the practical ceiling of this machine's
     matmul units (the classifier's forward pass is almost all matmuls)."""
     on_gpu = torch.cuda.is_available()
-    n = n or (8192 if on_gpu else 2048)
+    n = n or (8192 if on_gpu else 2048)  # a matrix side, not an input length: big enough to reach the peak
     a = torch.randn(n, n, device=device()).to(dtype)
     b = torch.randn(n, n, device=device()).to(dtype)
     torch.matmul(a, b)  # warm-up: thread pool, kernels

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
 from .runtime import save_figure_atomic
-from .tasks import TASKS, Example, choice_predictions, chooses_candidate
+from .tasks import Example, choice_predictions, chooses_candidate, task_rules
 
 CLASS_METRICS = ("precision", "recall", "f1")
 
@@ -35,7 +35,7 @@ def task_decisions(
         return gold, predicted, names, "example (the candidate with the highest P(Yes))"
     predicted = np.asarray(probs).argmax(-1)
     gold = [label_names[e.label] for e in examples]
-    unit = "answer" if task in TASKS and TASKS[task].per_answer else "example"
+    unit = "answer" if task_rules(task).per_answer else "example"
     return gold, [label_names[int(p)] for p in predicted], list(label_names), unit
 
 

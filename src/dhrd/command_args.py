@@ -11,6 +11,7 @@ from pathlib import Path
 from .cli_options import option
 from .engines import ENGINES
 from .errors import DHRDInputError
+from .lengths import TRUNCATIONS
 
 # the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
 SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot")
@@ -157,7 +158,7 @@ class EvaluateArguments:
     max_examples: int | None = option(None, "evaluate on the first N examples only")
     encoding: str = option("utf-8", "of --file (a UTF-8 byte-order mark is fine), e.g. latin-1, cp1252")
     max_length: int | None = option(None, LENGTH_HELP)
-    truncation: str | None = option(None, TRUNCATION_HELP, choices=["error", "left"])
+    truncation: str | None = option(None, TRUNCATION_HELP, choices=list(TRUNCATIONS))
     compile: bool = option(False, COMPILE_HELP)
     trust_remote_code: bool = trust_option()
     engine: str = option("torch", ENGINE_HELP, choices=ENGINES)
@@ -187,7 +188,7 @@ class PredictArguments:
     keep_columns: tuple[str, ...] | None = option(None, "comma-separated input columns copied to each prediction")
     encoding: str = option("utf-8", ENCODING_HELP)
     max_length: int | None = option(None, LENGTH_HELP)
-    truncation: str | None = option(None, TRUNCATION_HELP, choices=["error", "left"])
+    truncation: str | None = option(None, TRUNCATION_HELP, choices=list(TRUNCATIONS))
     batch_size: int = option(32)
     chunk_rows: int = option(1024, "rows read, predicted and appended at a time")
     restart: bool = switch("restart", "start over instead of resuming an interrupted run")

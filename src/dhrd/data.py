@@ -9,11 +9,11 @@ import torch
 
 from .datasets_input import DatasetSplit, dataset_name, dataset_split
 from .errors import DHRDInputError, where
+from .lengths import encode_within
 from .tables import check_encoding, id_key, is_missing, iter_table, table_source
-from .tasks import Example, load_task_split, parse_task_names, sample_positions
+from .tasks import OWN_DATA, Example, load_task_split, parse_task_names, sample_positions, task_rules
 
 PAIR_SEPARATOR = "\n"
-CUSTOM_TASK = "custom"
 
 
 # ------------------------------------------------------------------------------------------- user files
@@ -186,7 +186,7 @@ def file_example(
                 )
             label = label_names.index(key_text)
     name = str(key)
-    return Example(name, CUSTOM_TASK, text, label, name, source_idx=key)
+    return Example(name, OWN_DATA.name, text, label, name, source_idx=key)
 
 
 def load_file_examples(
@@ -397,50 +397,19 @@ def in_memory_name(dataset, split: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ tokenising
-def check_lengths(
-    lengths: list[int], max_length: int, truncation: str, source: str, names: list[str] | None = None
-) -> None:
-    """Refuse to cut inputs silently: name the first input too long (``names``: one per input), say how many
-    are and how to change it."""
-    too_long = [k for k, n in enumerate(lengths) if n > max_length]
-    if too_long and truncation == "error":
-        first, longest = too_long[0], max(lengths[k] for k in too_long)
-        name = names[first] if names is not None else f"input {first + 1}"
-        raise DHRDInputError(
-            f"{source}: {name}: {lengths[first]} tokens; {len(too_long)} of {len(lengths)} inputs are longer than "
-            f"--max-length {max_length} (longest {longest} tokens); raise --max-length to {longest}, or pass "
-            "--truncation left to drop the start of the passage and keep the question and answer"
-        )
-
-
 def example_name(example: Example) -> str:
     """How a message names an example: a user file's row by its number or id, a task's by its id."""
-    if example.task != CUSTOM_TASK:
+    if not task_rules(example.task).own_data:
         return f"example {example.id}"
     key = example.source_idx
     return f"row {key}" if isinstance(key, int) else f"id {key!r}"
 
 
-def encode_texts(texts: list[str], tokenizer, max_length: int, truncation: str) -> list[list[int]]:
-    """Token ids of each input, exactly as ``tokenizer(text)`` (and so ``pipeline``) gives them; with
-    ``truncation='left'`` the start is dropped, as a tokenizer saved with ``truncation_side='left'`` does."""
-    if truncation == "left":
-        side = tokenizer.truncation_side
-        tokenizer.truncation_side = "left"
-        try:
-            return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-        finally:
-            tokenizer.truncation_side = side
-    return tokenizer(texts, verbose=False)["input_ids"]  # lengths are checked by the caller, who names the input
-
-
 def encode_examples(examples: list[Example], tokenizer, max_length: int, truncation: str, source: str) -> list[dict]:
-    """Features for the classifier: ``input_ids`` and ``labels``."""
-    texts = [e.text for e in examples]
-    ids = encode_texts(texts, tokenizer, max_length, "none")
-    check_lengths([len(i) for i in ids], max_length, truncation, source, [example_name(e) for e in examples])
-    if truncation == "left" and any(len(i) > max_length for i in ids):
-        ids = encode_texts(texts, tokenizer, max_length, "left")
+    """Features for the classifier: ``input_ids`` (under the length policy, ``lengths.encode_within``) and
+    ``labels``."""
+    names = [example_name(e) for e in examples]
+    ids = encode_within([e.text for e in examples], tokenizer, max_length, truncation, source, names)
     features = []
     for example, input_ids in zip(examples, ids):
         feature = {"input_ids": input_ids}

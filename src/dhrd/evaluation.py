@@ -13,11 +13,12 @@ from tqdm.auto import tqdm
 
 from .checks import inference_options, input_file, output_file
 from .class_report import class_report, confusion_png_path, save_confusion_png
-from .data import ClassificationCollator, Columns, DataSpec, encode_texts, file_example, load_file_examples
+from .data import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
 from .datasets_input import DatasetSplit, dataset_name, dataset_split
 from .engines import load_inference_model
 from .errors import DHRDInputError
 from .hub import CARD, write_model_card
+from .lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
 from .modeling import find_model_dir, model_spec
 from .provenance import provenance
 from .runtime import autocast, bf16_supported, device, write_json_atomic
@@ -38,35 +39,16 @@ def inference_limits(model, tokenizer, max_length: int | None, truncation: str |
     if not max_length:
         text_config = getattr(model.config, "text_config", model.config)
         limits = [getattr(text_config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
-        max_length = min([n for n in limits if isinstance(n, int) and 0 < n < 10**6] or [2048])
-    truncation = truncation or spec.get("truncation") or "error"
-    if truncation not in ("error", "left"):
-        raise DHRDInputError(f"--truncation must be 'error' or 'left', not {truncation!r}")
+        max_length = min([n for n in limits if isinstance(n, int) and 0 < n < 10**6] or [UNKNOWN_CONTEXT_LENGTH])
+    truncation = check_truncation(truncation or spec.get("truncation") or "error")
     return int(max_length), truncation
 
 
 def encode_for_inference(
     texts: list[str], tokenizer, max_length: int, truncation: str, source: str = "input", names: list | None = None
 ) -> list[list[int]]:
-    """Token ids under the length policy: an input longer than ``max_length`` is an error naming the first one,
-    how many there are and the length they need, or with ``truncation='left'`` loses its start."""
-    ids = encode_texts(texts, tokenizer, max_length, "none")
-    too_long = [k for k, row in enumerate(ids) if len(row) > max_length]
-    if not too_long:
-        return ids
-    if truncation == "error":
-        first, longest = too_long[0], max(len(ids[k]) for k in too_long)
-        name = names[first] if names is not None else f"input {first + 1}"
-        raise DHRDInputError(
-            f"{source}: {name}: {len(ids[first])} tokens, longer than --max-length {max_length} "
-            f"({len(too_long)} of the {len(ids)} inputs read with it are too long, the longest {longest} tokens): "
-            "pass --truncation left "
-            f"to drop the start of long inputs, or --max-length {longest} (memory grows with it)"
-        )
-    cut = encode_texts([texts[k] for k in too_long], tokenizer, max_length, "left")
-    for k, row in zip(too_long, cut):
-        ids[k] = row
-    return ids
+    """Token ids under the length policy training read its rows with (``lengths.encode_within``)."""
+    return encode_within(texts, tokenizer, max_length, truncation, source, names)
 
 
 def token_batches(lengths: list[int], batch_size: int, max_batch_tokens: int, sort_by_length: bool = True) -> list:

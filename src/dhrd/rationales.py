@@ -14,7 +14,7 @@ import numpy as np
 from .errors import DHRDInputError, missing_file, where
 from .runtime import find_shared
 from .tables import Undecodable, decode_error, id_key, iter_lines
-from .tasks import TASKS, Example
+from .tasks import TASKS, Example, task_rules
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def check_rationale_keys(
     must say its row's label: numbers alone cannot tell a file shifted by one (one lacking idx 0, say) from
     one that lines up. ``label_name`` reads a file's label value as its name (``Columns.label_name``)."""
     by_key = {str(e.source_idx): e for e in examples}
-    numbered = all(e.task == "custom" and isinstance(e.source_idx, int) for e in examples)
+    numbered = all(task_rules(e.task).own_data and isinstance(e.source_idx, int) for e in examples)
     for row in rows:
         example = by_key.get(row.key)
         if example is None:
@@ -125,7 +125,7 @@ def check_rationale_keys(
                 f"{where(path, row.row, 'idx')}: id {row.key!r} is not in the training data, whose rows are keyed "
                 f"by {keyed_by}: the rationales would be paired with the wrong examples"
             )
-        if example.task != "custom":
+        if not task_rules(example.task).own_data:  # a task's labels are its own, checked when it was read
             continue
         if row.label is None:
             if numbered:

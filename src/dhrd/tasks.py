@@ -100,6 +100,8 @@ class Task:
     per_answer: bool = False
     # zero-shot CoT asks one question per example and reads one label back (none for a per-answer task)
     zero_shot_cot: bool = True
+    # the user's own rows (``OWN_DATA``): labels of their own, rows keyed by an id column or their number
+    own_data: bool = False
 
     required: ClassVar[tuple[str, ...]] = ()  # the record fields every row needs
 
@@ -166,6 +168,10 @@ class Task:
 
     def official_label(self, index: int):
         return self.native_labels[index]
+
+    def not_comparable(self, data_dir: str | Path | None = None) -> str | None:
+        """Why this task's scores with ``data_dir`` cannot be set beside the paper's, if they cannot."""
+        return None
 
     # metrics
     def official_metrics(self, examples: Sequence[Example], probs: np.ndarray, input_format: str) -> dict:
@@ -250,6 +256,9 @@ class _TrueFalse(Task):
 
 class BoolQ(_TrueFalse):
     required = ("question", "passage")
+
+    def not_comparable(self, data_dir: str | Path | None = None) -> str | None:
+        return BOOLQ_CARVE_NOTE if boolq_carved(data_dir) else None
 
     def yes_no_parts(self, record: dict) -> tuple[str, str]:
         return record["passage"], _boolq_question(record["question"])
@@ -580,6 +589,28 @@ TASKS: dict[str, Task] = {
 }
 
 
+class OwnData(Task):
+    """The user's own rows (a file or a dataset) as a task: one row per example, with the labels its training
+    file has; scored by accuracy, with macro-F1 beside it. It has no SuperGLUE records, teacher view or
+    zero-shot prompt."""
+
+    def official_metrics(self, examples: Sequence[Example], probs: np.ndarray, input_format: str) -> dict:
+        labels, row_pred = np.array([e.label for e in examples]), probs.argmax(-1)
+        return {
+            "accuracy": _percent(np.mean(row_pred == labels)),
+            "macro_f1": _percent(f1_score(labels, row_pred, average="macro", zero_division=0)),
+        }
+
+
+# Every Example read from the user's own rows carries this task (its name is saved in models and files)
+OWN_DATA = OwnData("custom", "custom", (), ("accuracy",), {}, zero_shot_cot=False, own_data=True)
+
+
+def task_rules(name: str) -> Task:
+    """The rules of an example's task: a SuperGLUE task's, or else those of the user's own rows."""
+    return TASKS.get(name, OWN_DATA)
+
+
 class _AnswerWords(Mapping):
     """``{task: {answer word: native label}}``, read from ``TASKS`` at each look-up: the words have one home."""
 
@@ -598,8 +629,7 @@ TASK_ANSWERS: Mapping[str, dict[str, str]] = _AnswerWords()
 
 def chooses_candidate(task_name: str) -> bool:
     """Whether a yes/no example of this task is answered by choosing among its candidate rows (CB, COPA)."""
-    task = TASKS.get(task_name)
-    return task is not None and task.candidate_rows
+    return task_rules(task_name).candidate_rows
 
 
 def parse_task_names(spec: str | Sequence[str]) -> list[str]:
@@ -850,21 +880,14 @@ def task_metrics(task_name: str, examples: Sequence[Example], probs: np.ndarray,
     """Official metrics of one task, in percent, on its original examples; ``score`` is the paper's task
     score (CB and MultiRC pairs averaged). A user file's task: accuracy (its score) and macro-F1."""
     probs = np.asarray(probs, dtype=np.float64)
-    if task_name in TASKS:
-        result = TASKS[task_name].official_metrics(examples, probs, input_format)
-    else:
-        labels, row_pred = np.array([e.label for e in examples]), probs.argmax(-1)
-        result = {
-            "accuracy": _percent(np.mean(row_pred == labels)),
-            "macro_f1": _percent(f1_score(labels, row_pred, average="macro", zero_division=0)),
-        }
+    result = task_rules(task_name).official_metrics(examples, probs, input_format)
     result.update(examples=len(example_groups(examples)), rows=len(examples))
     return _with_score(task_name, result)
 
 
 def _with_score(task_name: str, result: dict) -> dict:
     """Add the task score (the mean of its official metrics) and put the official metrics first."""
-    metric_names = TASKS[task_name].metrics if task_name in TASKS else ("accuracy",)
+    metric_names = task_rules(task_name).metrics
     result["score"] = round(float(np.mean([result[m] for m in metric_names])), 4)
     return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
 

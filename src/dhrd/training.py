@@ -71,7 +71,16 @@ from .rationales import check_rationale_keys, pair_rationales, rationale_file, r
 from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
 from .tables import id_key
-from .tasks import carve_split, chooses_candidate, evaluate_rows, flatten_metrics, sample_examples
+from .tasks import (
+    OWN_DATA,
+    TASKS,
+    Task,
+    carve_split,
+    chooses_candidate,
+    evaluate_rows,
+    flatten_metrics,
+    sample_examples,
+)
 from .training_args import (
     DEFAULT_VALIDATION_FRACTION,
     DHRDTrainingArguments,
@@ -263,53 +272,41 @@ class DHRDTrainer(Trainer):
         *,
         rationales=None,
         peft_config=None,
-        alpha: float | None = None,
-        beta: float = 1.0,
-        reasoning_weight=None,
-        class_weights=None,
+        trainer_overrides: dict | None = None,
         **kwargs,
     ):
-        """Two ways in. Without ``alpha`` (the Trainer-shaped API), DHRD prepares everything from ``args`` (a
-        ``DHRDTrainingArguments``): ``model`` is a backbone (hub name, directory or .gguf; None: ``args.backbone``)
-        or a loaded causal LM (``AutoModelForCausalLM``; ``processing_class`` its tokenizer where its folder has
-        none),
+        """One way in: DHRD prepares everything from ``args`` (a ``DHRDTrainingArguments``; None: its defaults),
+        in the steps of ``prepare_parts``, and the loss's settings (alpha, beta, class weights) are the
+        arguments'. ``model`` is a backbone (hub name, directory or .gguf; None: ``args.backbone``) or a loaded
+        causal LM (``AutoModelForCausalLM``; ``processing_class`` its tokenizer where its folder has none),
         ``train_dataset`` / ``eval_dataset`` are ``datasets.Dataset`` objects with the columns ``args`` names
         (None: ``args``' task, files or dataset), ``rationales`` a mapping row id -> text, a rationale file or a
         column of ``train_dataset``, ``peft_config`` a peft ``LoraConfig`` in place of the built-in LoRA;
-        ``callbacks`` and ``compute_metrics`` (its metrics are logged beside DHRD's) reach Trainer. With
-        ``alpha``, the model and encoded datasets are ready and the arguments go to Trainer as they are."""
-        self.prepared: PreparedRun | None = None
-        if alpha is None:
-            prepared = prepare_parts(
-                args if args is not None else DHRDTrainingArguments(),
-                model=model,
-                train_dataset=train_dataset,
-                eval_dataset=eval_dataset,
-                rationales=rationales,
-                peft_config=peft_config,
-                callbacks=kwargs.pop("callbacks", None),
-                compute_metrics=kwargs.pop("compute_metrics", None),
-                collator=kwargs.pop("data_collator", None),
-                tokenizer=kwargs.pop("processing_class", None),
-            )
-            given = dict(prepared.trainer_kwargs)
-            alpha, beta = given.pop("alpha"), given.pop("beta")
-            reasoning_weight, class_weights = given.pop("reasoning_weight"), given.pop("class_weights")
-            kwargs.update(given)
-        else:
-            prepared = None
-            kwargs.update(model=model, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset)
-        super().__init__(**kwargs)
+        ``callbacks`` and ``compute_metrics`` (its metrics are logged beside DHRD's) and any other Trainer
+        argument reach Trainer. ``trainer_overrides``: TrainingArguments fields set on Trainer's copy of
+        ``args`` only (the training benchmark runs without checkpoints or validation)."""
+        prepared = prepare_parts(
+            args if args is not None else DHRDTrainingArguments(),
+            model=model,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            rationales=rationales,
+            peft_config=peft_config,
+            callbacks=kwargs.pop("callbacks", None),
+            compute_metrics=kwargs.pop("compute_metrics", None),
+            collator=kwargs.pop("data_collator", None),
+            tokenizer=kwargs.pop("processing_class", None),
+            trainer_overrides=trainer_overrides,
+        )
+        self.prepared, prepared.trainer = prepared, self
+        super().__init__(**prepared.trainer_inputs(), **kwargs)
         use_log_lines(self)  # its logs as short lines above the bar, not dicts
-        self.prepared = prepared
-        if prepared is not None:
-            prepared.trainer = self
-        self.alpha, self.beta = alpha, beta
-        self.class_weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.reasoning_weight = reasoning_weight  # () -> the LM head's weight (tied or frozen)
+        self.alpha, self.beta = prepared.args.lm_weight, prepared.args.beta
+        weights = prepared.class_weights
+        self.class_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
+        self.reasoning_weight = prepared.reasoning_weight  # () -> the LM head's weight (tied or frozen)
         self.model_accepts_loss_kwargs = False  # Trainer must not rescale by the number of processes
         every_layer = bool(self.args.gradient_checkpointing or getattr(self.args, "activation_checkpointing", False))
-        # transformers' own TrainingArguments have no budget: no layer is recomputed unless they say so
         self.activation_budget = activation_budget_for(
             self.model, getattr(self.args, "activation_memory", None), every_layer
         )
@@ -319,7 +316,7 @@ class DHRDTrainer(Trainer):
         user, it writes the usable classifier: LoRA merged into a copy of the model, saved as ``dhrd.train``
         saves it, so that ``AutoModelForSequenceClassification.from_pretrained`` gets the trained head."""
         model = self.accelerator.unwrap_model(self.model)
-        if _internal_call or self.prepared is None:  # built with alpha=: the caller's own model, saved as given
+        if _internal_call:
             return super().save_model(output_dir, _internal_call)
         if self.is_world_process_zero():
             merged = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
@@ -337,7 +334,7 @@ class DHRDTrainer(Trainer):
         """Trainer's ``predict``, also on a raw ``datasets.Dataset``: rows with the text columns the arguments
         name (a label column optional), encoded as the training rows were; an encoded dataset goes through as
         given. ``predictions`` are the classifier's logits, ``label_ids`` the labels where the rows have them."""
-        if self.prepared is not None and "input_ids" not in getattr(test_dataset, "column_names", ["input_ids"]):
+        if "input_ids" not in getattr(test_dataset, "column_names", ["input_ids"]):
             test_dataset = self.encode_rows(test_dataset)
         return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
@@ -353,10 +350,7 @@ class DHRDTrainer(Trainer):
 
     def push_to_hub(self, commit_message=None, blocking=True, token=None, revision=None, private=None, **kwargs):
         """The model ``dhrd.train(trainer=...)`` saved (``<output_dir>/model``, with its card) to the hub, not
-        Trainer's checkpoint folder (a LoRA adapter). Returns the repository's URL. A trainer built with
-        ``alpha=`` (plain Trainer arguments) pushes as Trainer does."""
-        if self.prepared is None:
-            return super().push_to_hub(commit_message, blocking, token, revision, private, **kwargs)
+        Trainer's checkpoint folder (a LoRA adapter). Returns the repository's URL."""
         args = self.prepared.args
         model_dir = Path(args.output_dir) / "model"
         if not (model_dir / "config.json").is_file():
@@ -486,8 +480,31 @@ class TrainResult:
 
 
 @dataclass
+class RunRows:
+    """The rows a run trains and validates on, and where they came from (``read_rows``)."""
+
+    spec: DataSpec  # where the rows came from and how they are read (columns, label names)
+    label_names: tuple[str, ...]
+    all_train_rows: list  # the whole training split, which rationale files are checked against
+    train_rows: list
+    eval_rows: list
+    validation_split: dict | None  # where a validation split carved from the training file came from
+
+    @property
+    def input_format(self) -> str:
+        return self.spec.input_format
+
+
+@dataclass
+class EncodedRows:
+    train_set: list[dict]  # with the reasoning targets of the rows that have a rationale (--method dhrd)
+    eval_set: list[dict]
+    rows_without_rationale: int
+
+
+@dataclass
 class PreparedRun:
-    """A trainer ready to run, with what scoring and saving need afterwards."""
+    """Everything a DHRDTrainer is built from, and what scoring and saving need afterwards."""
 
     trainer: DHRDTrainer | None
     tokenizer: object
@@ -497,21 +514,49 @@ class PreparedRun:
     rows_without_rationale: int
     label_names: tuple[str, ...] = ()
     args: DHRDTrainingArguments | None = None  # the run's settings (its output_dir is the run directory)
-    trainer_kwargs: dict | None = None  # what DHRDTrainer is built from
     peft_config: str | None = None  # a fingerprint of a given peft config (run identity), None: the built-in LoRA
     model_parts: object = None  # (args) -> (model, classifier, causal LM), freshly initialised
     validation_split: dict | None = None  # where a validation split carved from the training file came from
     spec: DataSpec | None = None  # where the rows came from and how they are read (columns, label names)
+    rows: RunRows | None = None
+    # Trainer's inputs: the model, its copy of the arguments, the encoded sets, collator, metrics and callbacks
+    model: object = None
+    trainer_args: DHRDTrainingArguments | None = None
+    train_set: list | None = None
+    eval_set: list | None = None
+    collator: object = None
+    compute_metrics: object = None
+    callbacks: list | None = None
+    # the loss's: () -> the reasoning head's weight, and the classification loss's class weights
+    reasoning_weight: object = None
+    class_weights: list[float] | None = None
+
+    def trainer_inputs(self) -> dict:
+        return dict(
+            model=self.model,
+            args=self.trainer_args,
+            train_dataset=self.train_set,
+            eval_dataset=self.eval_set,
+            data_collator=self.collator,
+            compute_metrics=self.compute_metrics,
+            callbacks=self.callbacks or None,
+        )
+
+    def release(self) -> None:
+        """Drop the model, the data and the trainer: they refer to each other, and would otherwise live until
+        the next cyclic collection (a process running cells one after another grew)."""
+        self.trainer = self.model = self.model_parts = self.train_set = self.eval_set = None
+        self.reasoning_weight = self.compute_metrics = self.callbacks = None
 
 
 def prepare_run(args: DHRDTrainingArguments, callbacks=None, collator=None, **trainer_overrides) -> PreparedRun:
-    """Read and encode the data, build the classifier (LoRA where asked) and its DHRDTrainer. ``train`` and the
-    training benchmark (``dhrd benchmark --train``) share it, so the benchmark times the real training step.
-    ``trainer_overrides`` are TrainingArguments fields set on the trainer's copy of ``args``."""
-    prepared = prepare_parts(args, callbacks=callbacks, collator=collator, trainer_overrides=trainer_overrides)
-    prepared.trainer = DHRDTrainer(**prepared.trainer_kwargs)
-    prepared.trainer.prepared = prepared
-    return prepared
+    """The trainer of ``args`` (data read and encoded, the classifier built, LoRA where asked), with what
+    scoring and saving need. ``train`` and the training benchmark (``dhrd benchmark --train``) share it, so the
+    benchmark times the real training step. ``trainer_overrides`` are TrainingArguments fields set on the
+    trainer's copy of ``args``."""
+    return DHRDTrainer(
+        args=args, callbacks=callbacks, data_collator=collator, trainer_overrides=trainer_overrides
+    ).prepared
 
 
 def in_memory_splits(train_dataset, eval_dataset) -> dict | None:
@@ -581,14 +626,54 @@ def prepare_parts(
     tokenizer=None,
     trainer_overrides: dict | None = None,
 ) -> PreparedRun:
-    """Everything a DHRDTrainer is built from (``trainer_kwargs``), and what scoring and saving need.
-    ``model`` is a backbone's name or a loaded causal LM; ``tokenizer`` replaces the backbone's own."""
+    """Everything a DHRDTrainer is built from, and what scoring and saving need, in steps: the arguments, the
+    rows, the tokenizer, the encoded rows, the model, the metrics and the callbacks. ``model`` is a backbone's
+    name or a loaded causal LM; ``tokenizer`` replaces the backbone's own."""
     if not isinstance(args, DHRDTrainingArguments):
         raise DHRDInputError(f"args: a DHRDTrainingArguments, not a {type(args).__name__}")
     splits = in_memory_splits(train_dataset, eval_dataset)
     given_lm = None if model is None or isinstance(model, str | Path) else model
     args, given_rationales = resolve_inputs(args, model, splits, rationales)
     args.validate()
+    rows = read_rows(args, splits)
+    backbone, tokenizer = run_tokenizer(args, given_lm, tokenizer)
+    encoded = encode_rows(args, rows, tokenizer, given_rationales)
+    model_parts = model_builder(args, rows.spec, backbone, rows.label_names, tokenizer, given_lm, peft_config)
+    model, classifier, causal_lm = model_parts()
+    memory = MemoryCallback()
+    memory.loaded()
+    class_weights = class_weight_values(args.class_weights, rows.train_rows, rows.label_names, rows.input_format)
+    metric_key, dhrd_metrics = run_metrics(args, rows, compute_metrics)
+    overrides = {"metric_for_best_model": metric_key} if args.choose_best else {}
+    return PreparedRun(
+        trainer=None,  # the DHRDTrainer built from it
+        tokenizer=tokenizer,
+        train_rows=rows.train_rows,
+        eval_rows=rows.eval_rows,
+        input_format=rows.input_format,
+        rows_without_rationale=encoded.rows_without_rationale,
+        label_names=rows.label_names,
+        args=args,
+        peft_config=peft_fingerprint(peft_config),
+        model_parts=model_parts,
+        validation_split=rows.validation_split,
+        spec=rows.spec,
+        rows=rows,
+        model=model,
+        trainer_args=args.trainer_arguments(**{**overrides, **(trainer_overrides or {})}),
+        train_set=encoded.train_set,
+        eval_set=encoded.eval_set,
+        collator=collator or ClassificationCollator(tokenizer.pad_token_id),
+        compute_metrics=dhrd_metrics,
+        callbacks=run_callbacks(args, callbacks, memory),
+        reasoning_weight=reasoning_head(classifier, causal_lm),
+        class_weights=class_weights,
+    )
+
+
+def read_rows(args: DHRDTrainingArguments, splits: dict | None = None) -> RunRows:
+    """The training and validation rows (capped, sampled, or the validation split carved from the training
+    rows by --dev-fraction), with their labels checked."""
     spec = args.data_spec(splits)
     spec.validate()
     label_names = spec.label_names()
@@ -617,33 +702,54 @@ def prepare_parts(
         )
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
+    return RunRows(spec, tuple(label_names), all_train_rows, train_rows, eval_rows, validation_split)
 
+
+def run_tokenizer(args: DHRDTrainingArguments, given_lm=None, tokenizer=None) -> tuple[str, object]:
+    """The backbone (resolved and converted where it is a name or .gguf) and its tokenizer, with a pad token;
+    ``tokenizer``: the caller's in place of the backbone's own."""
     if given_lm is None:
         backbone = resolve_backbone(args.backbone, args.gguf_file, trust_remote_code=args.trust_remote_code)
     else:
         backbone = args.backbone  # loaded already: nothing to resolve or convert
     if tokenizer is None:
         tokenizer = load_given_tokenizer(backbone, args.trust_remote_code, given_lm is not None)
-    tokenizer = with_pad_token(tokenizer)
-    train_set = encode_examples(train_rows, tokenizer, args.max_length, args.truncation, "train split")
-    eval_set = encode_examples(eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
+    return backbone, with_pad_token(tokenizer)
 
+
+def encode_rows(args: DHRDTrainingArguments, rows: RunRows, tokenizer, given_rationales=None) -> EncodedRows:
+    """The rows as model inputs under the length policy; with --method dhrd the training rows extended with
+    their rationale and answer (the reasoning head's targets)."""
+    train_set = encode_examples(rows.train_rows, tokenizer, args.max_length, args.truncation, "train split")
+    eval_set = encode_examples(rows.eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
     missing = _add_rationales(
-        args, spec, train_set, train_rows, all_train_rows, tokenizer, label_names, given_rationales
+        args,
+        rows.spec,
+        train_set,
+        rows.train_rows,
+        rows.all_train_rows,
+        tokenizer,
+        rows.label_names,
+        given_rationales,
     )
+    return EncodedRows(train_set, eval_set, missing)
+
+
+def model_builder(args: DHRDTrainingArguments, spec: DataSpec, backbone: str, label_names, tokenizer, given_lm, peft):
+    """() -> a freshly initialised (model, classifier, causal LM); an alpha search builds one per trial."""
 
     def model_parts(run_args: DHRDTrainingArguments = args):
-        """A freshly initialised model (an alpha search builds one per trial)."""
-        model, classifier, causal_lm, _ = build_model(run_args, backbone, label_names, tokenizer, given_lm, peft_config)
+        model, classifier, causal_lm, _ = build_model(run_args, backbone, label_names, tokenizer, given_lm, peft)
         classifier.config.dhrd = _spec_dict(run_args, spec)
         return model, classifier, causal_lm
 
-    model, classifier, causal_lm = model_parts()
-    memory = MemoryCallback()
-    memory.loaded()
-    input_format = spec.input_format
+    return model_parts
 
-    weights = class_weight_values(args.class_weights, train_rows, label_names, input_format)
+
+def run_metrics(args: DHRDTrainingArguments, rows: RunRows, compute_metrics=None):
+    """The logged name of the metric that chooses the best epoch, and the validation metrics of an epoch: the
+    caller's ``compute_metrics`` beside DHRD's, which the best checkpoint and the run's history need."""
+    eval_rows, input_format, label_names = rows.eval_rows, rows.input_format, rows.label_names
     metric_key = best_metric_key(args.metric_for_best_model, eval_rows, input_format, label_names)
     if metric_key != "score" and not args.choose_best:
         logger.warning("--metric-for-best-model %s has no effect: no best epoch is chosen", args.metric_for_best_model)
@@ -652,43 +758,19 @@ def prepare_parts(
         logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
         probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
         found = validation_metrics(eval_rows, probs, input_format, label_names, wanted=(metric_key,))
-        # the caller's metrics beside DHRD's, which the best checkpoint and the run's history need
         return {**(compute_metrics(prediction) if compute_metrics else {}), **found}
 
+    return metric_key, dhrd_metrics
+
+
+def run_callbacks(args: DHRDTrainingArguments, callbacks, memory: MemoryCallback) -> list:
+    """The caller's callbacks, then the run's: memory, step checkpoints and early stopping where asked."""
     callbacks = [*(callbacks or []), memory]
     if args.save_steps and strategy_name(args.save_strategy) == "epoch":
         callbacks.append(SaveEveryNSteps(int(args.save_steps)))
     if args.early_stopping_patience:
         callbacks.append(EarlyStopping(early_stopping_patience=args.early_stopping_patience))
-    overrides = {"metric_for_best_model": metric_key} if args.choose_best else {}
-    trainer_kwargs = dict(
-        model=model,
-        args=args.trainer_arguments(**overrides, **(trainer_overrides or {})),
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator or ClassificationCollator(tokenizer.pad_token_id),
-        compute_metrics=dhrd_metrics,
-        callbacks=callbacks or None,
-        alpha=args.lm_weight,
-        beta=args.beta,
-        reasoning_weight=reasoning_head(classifier, causal_lm),
-        class_weights=weights,
-    )
-    return PreparedRun(
-        trainer=None,  # built from trainer_kwargs by DHRDTrainer itself or prepare_run
-        tokenizer=tokenizer,
-        train_rows=train_rows,
-        eval_rows=eval_rows,
-        input_format=input_format,
-        rows_without_rationale=missing,
-        label_names=tuple(label_names),
-        args=args,
-        trainer_kwargs=trainer_kwargs,
-        peft_config=peft_fingerprint(peft_config),
-        model_parts=model_parts,
-        validation_split=validation_split,
-        spec=spec,
-    )
+    return callbacks
 
 
 VALIDATION_SPLIT_FILE = "validation-split.json"
@@ -882,8 +964,6 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     own_trainer = trainer is None  # built here: nothing outside needs it once the run is saved
     if trainer is None:
         run_parts = prepare_run(args if args is not None else DHRDTrainingArguments())
-    elif trainer.prepared is None:
-        raise DHRDInputError("train(trainer=...): a DHRDTrainer built from DHRDTrainingArguments (without alpha=)")
     else:
         run_parts = trainer.prepared
     args = run_parts.args
@@ -969,7 +1049,7 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     if own_trainer:
         # the run and its trainer refer to each other: the model, its optimiser state and the data would live
         # until the next cyclic collection, and a process running cells one after another (reproduce) grew
-        run_parts.trainer = run_parts.trainer_kwargs = run_parts.model_parts = None
+        run_parts.release()
     del trainer, run_parts
     release_memory()
     return TrainResult(output / "model", metrics, history, main_process)
@@ -1201,33 +1281,15 @@ def _load_rationales(
     if spec.rationale_column:
         if args.rationales:
             raise DHRDInputError("give --rationale-column or --rationales, not both")
-        return {"custom": file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)}
-    tasks = spec.tasks or ["custom"]
+        column = file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)
+        return {OWN_DATA.name: column}
     found = {}
-    for task in tasks:
-        if task == "custom":
-            if not args.rationales:
-                raise DHRDInputError(
-                    "--method dhrd on your own files needs rationales: --rationale-column NAME (a column of the "
-                    "training file) or --rationales FILE (JSONL with idx and rationale, idx being the row's "
-                    "--id-column value or its 1-based row number)"
-                )
-            path = Path(args.rationales)
-            if not path.is_file():
-                raise DHRDInputError(f"{path}: rationale file not found")
-            keyed_by = f"their {spec.id_column!r} column" if spec.id_column else "their 1-based row number"
-        else:
-            path = rationale_file(args.rationales, task)
-            if path is None:
-                raise DHRDInputError(
-                    f"no rationales for task {task}: pass --rationales (a file or a folder of "
-                    "<Task>/train.jsonl), or run the teacher first"
-                )
-            keyed_by = "the records' idx"
+    for task in [TASKS[name] for name in spec.tasks] if spec.tasks else [OWN_DATA]:
+        path, keyed_by = _rationale_path(args, spec, task)
         rows = read_rationale_rows(path, spec.encoding)
-        task_rows = [e for e in all_train_rows if e.task == task]
+        task_rows = [e for e in all_train_rows if e.task == task.name]
         # rows carved out as the validation split are the file's rows too: checked, never trained on
-        held = spec.carved_splits(tuple(label_names))[1] if task == "custom" and spec.carves_validation else []
+        held = spec.carved_splits(tuple(label_names))[1] if task.own_data and spec.carves_validation else []
         check_rationale_keys(rows, task_rows + held, label_names, path, keyed_by, spec.columns.label_name)
         held_keys = {str(e.source_idx) for e in held}
         unused = sum(1 for r in rows if r.key in held_keys and r.rationale is not None)
@@ -1239,8 +1301,30 @@ def _load_rationales(
                 path,
                 unused,
             )
-        found[task] = {r.key: r.rationale for r in rows if r.rationale is not None and r.key not in held_keys}
+        found[task.name] = {r.key: r.rationale for r in rows if r.rationale is not None and r.key not in held_keys}
     return found
+
+
+def _rationale_path(args: DHRDTrainingArguments, spec: DataSpec, task: Task) -> tuple[Path, str]:
+    """A task's rationale file, and what its ids are: the user's rows' ids or numbers, or a task's idx."""
+    if not task.own_data:
+        path = rationale_file(args.rationales, task.name)
+        if path is None:
+            raise DHRDInputError(
+                f"no rationales for task {task.name}: pass --rationales (a file or a folder of "
+                "<Task>/train.jsonl), or run the teacher first"
+            )
+        return path, "the records' idx"
+    if not args.rationales:
+        raise DHRDInputError(
+            "--method dhrd on your own files needs rationales: --rationale-column NAME (a column of the "
+            "training file) or --rationales FILE (JSONL with idx and rationale, idx being the row's "
+            "--id-column value or its 1-based row number)"
+        )
+    path = Path(args.rationales)
+    if not path.is_file():
+        raise DHRDInputError(f"{path}: rationale file not found")
+    return path, f"their {spec.id_column!r} column" if spec.id_column else "their 1-based row number"
 
 
 def _spec_dict(args: DHRDTrainingArguments, spec: DataSpec) -> dict:

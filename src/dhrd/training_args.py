@@ -20,7 +20,9 @@ from transformers import TrainingArguments
 from .checks import training_options
 from .data import DEFAULT_VALIDATION_FRACTION, DataSpec
 from .errors import DHRDInputError
+from .lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
 from .runtime import bf16_supported
+from .tasks import OWN_DATA
 
 DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
 
@@ -329,9 +331,11 @@ class DHRDTrainingArguments(TrainingArguments):
         LOSS,
         run=False,
     )
-    max_length: int = _option(512, "longest input in tokens; longer inputs are an error unless --truncation left", DATA)
+    max_length: int = _option(
+        DEFAULT_MAX_LENGTH, "longest input in tokens; longer inputs are an error unless --truncation left", DATA
+    )
     truncation: str = _option(
-        "error", "error, or left: drop the start of long passages", DATA, choices=["error", "left"]
+        "error", "error, or left: drop the start of long passages", DATA, choices=list(TRUNCATIONS)
     )
     # ---- DHRD's training choices
     # the validation split is also the evaluation split, so choosing on it flatters every score a little
@@ -373,7 +377,7 @@ class DHRDTrainingArguments(TrainingArguments):
         if isinstance(self.alpha, str) and self.alpha.strip().lower() == "auto":
             self.alpha, self.alpha_search = None, True
         if self.output_dir is None:
-            name = "custom" if self.train_file or self.dataset else str(self.task).replace(",", "+")
+            name = OWN_DATA.name if self.train_file or self.dataset else str(self.task).replace(",", "+")
             self.output_dir = str(Path("runs") / f"{name}-{self.method}")
         choose_best = self.load_best_model_at_end
         if choose_best is None:

@@ -24,6 +24,7 @@ from transformers import TrainerCallback
 from .benchmark import gemm_peak
 from .data import ClassificationCollator
 from .errors import DHRDInputError
+from .lengths import SUPERGLUE_MAX_LENGTH
 from .memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
 from .provenance import machine_text, provenance, versions_text
 from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
@@ -72,7 +73,7 @@ class TrainBenchmarkArguments:
     examples: int = 64  # training examples (a seeded sample), the same for every cell
     methods: tuple[str, ...] = ("pooled", "dhrd")
     variants: tuple[str, ...] = DEFAULT_VARIANTS
-    max_length: int = 768
+    max_length: int = SUPERGLUE_MAX_LENGTH  # the SuperGLUE reproduce runs' (lengths.py)
     truncation: str = "left"
     seed: int = 1
     output: str = "results/benchmark-train"
@@ -265,7 +266,7 @@ def release(run) -> None:
 
     run.trainer.accelerator.free_memory()
     run.trainer.model = run.trainer.model_wrapped = run.trainer.optimizer = run.trainer.lr_scheduler = None
-    run.trainer_kwargs = run.model_parts = None
+    run.release()
     gc.collect()
     release_memory()
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .errors import DHRDInputError
 from .runtime import write_json_atomic, write_text_atomic
-from .training import DHRDTrainer, prepare_parts, reasoning_head, train
+from .training import DHRDTrainer, encode_rows, reasoning_head, train
 from .training_args import DHRDTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,19 @@ class AlphaSearchTrainer(DHRDTrainer):
     """A DHRDTrainer whose trials set ``alpha`` and ``lm_scope``: each trial trains a fresh model
     (``model_init``) on the training rows encoded for its scope (pooled: without rationales)."""
 
-    def __init__(self, *args, train_sets: dict, **kwargs):
-        self.train_sets = train_sets
-        super().__init__(*args, **kwargs)
+    def __init__(self, args: DHRDTrainingArguments, scopes: set[str]):
+        # dev passes every eval_steps (set below, once the rows are counted), no checkpoints, the dev score
+        trial = dict(eval_strategy="steps", save_strategy="no", load_best_model_at_end=False)
+        super().__init__(args=args, trainer_overrides={**trial, "metric_for_best_model": "score"})
+        self.train_sets = {"all": self.train_dataset, **scope_sets(self.prepared, scopes)}
+        self.args.eval_steps = evaluation_steps(args, len(self.train_dataset))
+        self.model_init = self.trial_model  # Trainer builds each trial's model with it
+
+    def trial_model(self, trial=None):
+        """A freshly initialised model, whose reasoning head the loss then reads."""
+        model, classifier, causal_lm = self.prepared.model_parts()
+        self.reasoning_weight = reasoning_head(classifier, causal_lm)
+        return model
 
     def _hp_search_setup(self, trial) -> None:
         super()._hp_search_setup(trial)  # sets args.alpha and args.lm_scope from the trial's parameters
@@ -101,48 +111,29 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     return search_table(optuna.load_study(study_name=STUDY_NAME, storage=storage), candidates, base)
 
 
+def scope_sets(prepared, scopes: set[str]) -> dict:
+    """The training rows encoded for the other candidates: LM loss on the reasoning only, and pooled (no
+    rationales). The rows, tokenizer and dev carve are the prepared run's."""
+    base = prepared.args
+    settings = {"reasoning": dict(lm_scope="reasoning"), "pooled": dict(method="pooled", alpha=None)}
+    return {
+        scope: encode_rows(dataclasses.replace(base, **settings[scope]), prepared.rows, prepared.tokenizer).train_set
+        for scope in scopes
+        if scope in settings
+    }
+
+
+def evaluation_steps(args: DHRDTrainingArguments, train_rows: int) -> int:
+    """Optimiser steps between a trial's dev passes: ``EVALUATIONS_PER_TRIAL`` passes over its training."""
+    steps = math.ceil(train_rows / (args.per_device_train_batch_size * args.gradient_accumulation_steps))
+    total = max(1, int(steps * args.num_train_epochs))
+    return max(1, math.ceil(total / EVALUATIONS_PER_TRIAL))
+
+
 def _optimise(base: DHRDTrainingArguments, candidates, storage: str, trials: int) -> None:
     import optuna
 
-    prepared = prepare_parts(base)  # the dev carve, the rows encoded with rationales (scope all), the metrics
-    sets = {"all": prepared.trainer_kwargs["train_dataset"]}
-    scopes = {scope for alpha, scope in candidates if alpha}
-    if "reasoning" in scopes:
-        sets["reasoning"] = prepare_parts(dataclasses.replace(base, lm_scope="reasoning")).trainer_kwargs[
-            "train_dataset"
-        ]
-    if any(alpha == 0 for alpha, _ in candidates):
-        sets["pooled"] = prepare_parts(dataclasses.replace(base, method="pooled", alpha=None)).trainer_kwargs[
-            "train_dataset"
-        ]
-    head = {}
-
-    def model_init(trial=None):
-        model, classifier, causal_lm = prepared.model_parts()
-        head["weight"] = reasoning_head(classifier, causal_lm)
-        return model
-
-    kwargs = dict(prepared.trainer_kwargs)
-    for name in ("model", "alpha", "beta", "reasoning_weight"):
-        kwargs.pop(name)
-    steps = math.ceil(len(sets["all"]) / (base.per_device_train_batch_size * base.gradient_accumulation_steps))
-    total = max(1, int(steps * base.num_train_epochs))
-    kwargs["args"] = base.trainer_arguments(
-        eval_strategy="steps",
-        eval_steps=max(1, math.ceil(total / EVALUATIONS_PER_TRIAL)),
-        save_strategy="no",
-        load_best_model_at_end=False,
-        metric_for_best_model="score",
-    )
-    trainer = AlphaSearchTrainer(
-        model=None,
-        model_init=model_init,
-        alpha=1.0,
-        beta=base.beta,
-        reasoning_weight=lambda: head["weight"](),
-        train_sets=sets,
-        **kwargs,
-    )
+    trainer = AlphaSearchTrainer(base, {scope if alpha else "pooled" for alpha, scope in candidates})
     alphas = sorted({a for a, _ in candidates})
     scope_names = sorted({s for _, s in candidates})
 

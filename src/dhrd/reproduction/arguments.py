@@ -8,12 +8,8 @@ from pathlib import Path
 
 from ..cli_options import option
 from ..errors import DHRDInputError
+from .methods import METHODS
 
-METHODS = ("pooled", "dhrd", "dhrd-shuffled", "cot", "cot-zero-shot")
-TRAINED_METHODS = ("pooled", "dhrd", "dhrd-shuffled", "cot")
-# classifiers compared with the pooled baseline, paired by seed and example, with a confidence interval
-PAIRED_METHODS = ("dhrd", "dhrd-shuffled")
-COT_METHODS = ("cot", "cot-zero-shot")
 COT_SETTINGS = ("paper", "greedy")
 # tasks.TASKS' names, written out: importing tasks takes seconds, which `dhrd reproduce --help` must not (a test
 # compares them)

@@ -10,7 +10,8 @@ from pathlib import Path
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic
 from ..tasks import TASKS
-from .arguments import TRAINED_METHODS, ReproduceArguments
+from .arguments import ReproduceArguments
+from .methods import METHOD_RULES, TRAINED_METHODS
 
 
 def run_dir(args: ReproduceArguments, task: str, method: str, seed: int) -> Path:
@@ -20,17 +21,18 @@ def run_dir(args: ReproduceArguments, task: str, method: str, seed: int) -> Path
 def training_arguments(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None):
     from ..training import DHRDTrainingArguments
 
+    rules = METHOD_RULES[method]
     settings = dict(
         output_dir=str(run_dir(args, task, method, seed)),
         task=task,
         data_dir=args.data_dir,
         backbone=args.backbone,
-        method="pooled" if method == "pooled" else "dhrd",
-        alpha=None if method == "pooled" else (1.0 if method == "cot" else args.alpha),
-        beta=0.0 if method == "cot" else args.beta,
+        method=rules.training_method,
+        alpha=rules.training_alpha(args.alpha),
+        beta=rules.training_beta(args.beta),
         rationales=rationales,
-        rationale_mode="shuffle_reasoning" if method == "dhrd-shuffled" else "consistent",
-        keep_reasoning_head=method == "cot",
+        rationale_mode=rules.rationale_mode,
+        keep_reasoning_head=rules.keep_reasoning_head,
         num_train_epochs=float(args.task_epochs(task)),
         learning_rate=args.learning_rate,
         per_device_train_batch_size=args.batch_size,
@@ -147,7 +149,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
         return json.loads(target.read_text())
     seed = args.seeds[0]
     trained = {m: str(run_dir(args, task, m, seed)) for m in TRAINED_METHODS if m in args.methods}
-    zero_shot = "cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot
+    zero_shot = TASKS[task].zero_shot_cot and any(METHOD_RULES[m].cot == "zero-shot" for m in args.methods)
     result = benchmark(
         BenchmarkArguments(
             task=task,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from ..provenance import machine_text, versions_text
 from ..runtime import plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from ..tasks import TASKS
-from .arguments import COT_METHODS
+from .methods import COT_METHODS, METHOD_RULES
 from .paper import PAPER_QPS_SPEEDUP, PAPER_TABLE1
 
 if TYPE_CHECKING:
@@ -31,13 +31,7 @@ def _pm(stat: dict | None) -> str:
     return f"{stat['mean']:.1f} ± {stat['std']:.1f}" if stat["std"] is not None else f"{stat['mean']:.1f}"
 
 
-METHOD_NAMES = {
-    "pooled": "Pooled baseline",
-    "dhrd": "DHRD",
-    "dhrd-shuffled": "DHRD, shuffled rationales",
-    "cot": "CoT fine-tuned (α=1, β=0)",
-    "cot-zero-shot": "CoT zero-shot",
-}
+METHOD_NAMES = {name: rules.title for name, rules in METHOD_RULES.items()}
 
 
 def settings_flags(settings: dict) -> str:
@@ -202,7 +196,7 @@ def _score_cell(methods: dict, method: str, seeds: int) -> str:
     margin = f", ±{_sampling_error(entry['score']['mean'], entry['eval_examples']):.0f}" if fewer else ""
     text = _pm(entry["score"]) + (f" (on {entry['eval_examples']}{margin})" if fewer else "")
     n = entry["score"]["n"]
-    return text + (f" [{n}/{seeds} seeds]" if method != "cot-zero-shot" and n < seeds else "")
+    return text + (f" [{n}/{seeds} seeds]" if not METHOD_RULES[method].one_cell_per_task and n < seeds else "")
 
 
 def _decoding(result: ReproduceResult) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from ..memory import release_memory, rss_gb
 from ..provenance import provenance
 from ..tasks import TASKS
-from .arguments import TRAINED_METHODS, ReproduceArguments
+from .arguments import ReproduceArguments
 from .cells import (
     cot_cell,
     existing_rationales,
@@ -23,6 +23,7 @@ from .cells import (
     train_cell,
     training_arguments,
 )
+from .methods import METHOD_RULES
 from .report import write_results
 from .summary import summarise
 
@@ -44,15 +45,15 @@ def plan(args: ReproduceArguments) -> list[Cell]:
     """Seed by seed, so that a run stopped early still has a full-width table of its first seeds; the
     benchmark of a task follows its first seed's models."""
     cells: list[Cell] = []
-    needs_rationales = any(m in args.methods for m in ("dhrd", "dhrd-shuffled", "cot"))
-    if needs_rationales:
+    if any(METHOD_RULES[m].needs_rationales for m in args.methods):
         cells += [Cell("rationales", task) for task in args.tasks]
     for k, seed in enumerate(args.seeds):
         for task in args.tasks:
             for method in args.methods:
-                if method in TRAINED_METHODS:
+                rules = METHOD_RULES[method]
+                if rules.trained:
                     cells.append(Cell("train", task, method, seed))
-                if method == "cot" or (method == "cot-zero-shot" and k == 0 and TASKS[task].zero_shot_cot):
+                if rules.decodes(TASKS[task].zero_shot_cot, first_seed=k == 0):
                     cells.append(Cell("cot", task, method, seed))
             if k == 0 and args.qps:
                 cells.append(Cell("qps", task))
@@ -117,7 +118,7 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
             sources[cell.task], result.rationales[cell.task] = rationale_source(args, cell.task, progress)
             continue
         if cell.kind == "train":
-            rationales = sources[cell.task] if cell.method != "pooled" else None
+            rationales = sources[cell.task] if METHOD_RULES[cell.method].needs_rationales else None
             output = training_arguments(args, cell.task, cell.method, cell.seed, rationales)
             value = train_cell(output)
         elif cell.kind == "cot":

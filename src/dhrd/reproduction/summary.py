@@ -9,8 +9,9 @@ import statistics
 from typing import TYPE_CHECKING
 
 from ..tasks import TASKS
-from .arguments import COT_METHODS, PAIRED_METHODS, ReproduceArguments
+from .arguments import ReproduceArguments
 from .cells import run_dir
+from .methods import COT_METHODS, METHOD_RULES, PAIRED_METHODS
 from .paper import paper_gains
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
         task, method, value = record["task"], record["method"], record["result"]
         if record["kind"] == "qps":
             qps[task] = value["qps"]
-        elif record["kind"] == "train" and method != "cot" or record["kind"] == "cot":
+        elif record["kind"] in ("train", "cot") and record["kind"] == METHOD_RULES[method].scored_by:
             scores[task].setdefault(method, []).append(value)
     paper = paper_gains()
     tasks = {}
@@ -69,11 +70,9 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
             p, d = methods["pooled"]["score"]["mean"], methods["dhrd"]["score"]["mean"]
             entry["relative_gain_percent"] = round(100 * (d / p - 1), 2) if p else None
         entry["paper_relative_gain_percent"] = {b: g[task] for b, g in paper.items()}
-        if task == "boolq":
-            from ..tasks import BOOLQ_CARVE_NOTE, boolq_carved
-
-            if boolq_carved(args.data_dir):
-                entry["not_comparable"] = BOOLQ_CARVE_NOTE
+        note = TASKS[task].not_comparable(args.data_dir)
+        if note:
+            entry["not_comparable"] = note
         tasks[task] = entry
     return {"tasks": tasks, "average": _average(args, tasks, paper)}
 
@@ -156,7 +155,7 @@ def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
 
 def _decodes_cot(args: ReproduceArguments, task: str) -> bool:
     """Whether any CoT method decodes this task (zero-shot CoT has no per-answer prompt for MultiRC)."""
-    return "cot" in args.methods or ("cot-zero-shot" in args.methods and TASKS[task].zero_shot_cot)
+    return any(METHOD_RULES[m].decodes(TASKS[task].zero_shot_cot, first_seed=True) for m in args.methods)
 
 
 def _caps(args: ReproduceArguments, task: str) -> dict:
