@@ -324,9 +324,10 @@ def _bench_cot(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, ou
         lm_dir = out.with_name(f"{out.name}-cot-lm")
         lm.save_pretrained(lm_dir)
         tokenizer.save_pretrained(lm_dir)
-        _run_cot(result, "cot", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
+        _run_cot(result, "cot", VLLMEngine(lm_dir, args.seed), tokenizer, queries, gold, settings, args, save)
     if "transformers" in args.engines:
-        _run_cot(result, "cot", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save)
+        engine = TransformersEngine(lm, tokenizer, bf16)
+        _run_cot(result, "cot", engine, tokenizer, queries, gold, settings, args, save)
     return groups or list(dict.fromkeys(e.group for e in examples))
 
 
@@ -341,15 +342,15 @@ def _bench_cot_zero_shot(args: BenchmarkArguments, result: BenchmarkResult, bf16
     result.inputs["examples"] = len(groups)
     if "transformers" in args.engines:
         engine = TransformersEngine(lm, tokenizer, bf16)
-        _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
-    del lm
+        _run_cot(result, "cot-zero-shot", engine, tokenizer, queries, gold, settings, args, save)
+    lm = engine = None  # the other engines load their own weights: free these first
     if _vllm_usable(args):
         engine = VLLMEngine(resolve_backbone(backbone), args.seed)
-        _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+        _run_cot(result, "cot-zero-shot", engine, tokenizer, queries, gold, settings, args, save)
     if "llama.cpp" in args.engines:
         engine = _llama_cpp_engine(backbone, args.threads)
         if engine is not None:
-            _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+            _run_cot(result, "cot-zero-shot", engine, tokenizer, queries, gold, settings, args, save)
 
 
 def _llama_cpp_engine(backbone: str, threads: int | None):
@@ -364,7 +365,7 @@ def _llama_cpp_engine(backbone: str, threads: int | None):
         return None
 
 
-def _run_cot(result, system, engine, queries, gold, settings, args, save) -> None:
+def _run_cot(result, system, engine, tokenizer, queries, gold, settings, args, save) -> None:
     for setting in settings:
         result.cot_settings[setting.name] = setting.describe()
         for batch_size in args.batch_sizes:
@@ -376,6 +377,7 @@ def _run_cot(result, system, engine, queries, gold, settings, args, save) -> Non
                 queries,
                 gold,
                 setting,
+                tokenizer=tokenizer,
                 batch_size=batch_size,
                 seed=args.seed,
                 repeats=args.cot_repeats,
@@ -472,10 +474,7 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
         notes = []
         if "mean_new_tokens" in r:
             notes.append(f"{r['mean_new_tokens']} new tokens/request")
-        if r.get("unparsed_rows"):
-            notes.append(f"{r['unparsed_rows']} unparsed")
-        if r.get("ambiguous_examples"):
-            notes.append(f"{r['ambiguous_examples']} ambiguous")
+        notes += cot_answer_notes(r)
         peak = r.get("fraction_of_gemm_peak")
         rows.append(
             [
@@ -493,6 +492,15 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def cot_answer_notes(row: dict) -> list[str]:
+    """How a CoT row's examples were answered: parsed from the text or by likelihood. A row written before
+    answers were chosen by likelihood counts its unparsed rows and ambiguous examples, both scored wrong."""
+    if "likelihood_examples" in row:
+        return [f"answers: parsed {row['parsed_examples']}, by likelihood {row['likelihood_examples']}"]
+    notes = [f"{row['unparsed_rows']} unparsed"] if row.get("unparsed_rows") else []
+    return notes + ([f"{row['ambiguous_examples']} ambiguous"] if row.get("ambiguous_examples") else [])
 
 
 def write_markdown(result: BenchmarkResult, path: Path) -> Path:

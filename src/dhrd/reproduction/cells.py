@@ -101,7 +101,8 @@ def _decode_settings(args: ReproduceArguments, task: str, tokenizer, rationales:
 
 
 def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None) -> dict:
-    """Decode CoT on the evaluation examples and score the parsed answers with the task's official metric.
+    """Decode CoT on the evaluation examples and score its answers (parsed, else chosen by likelihood) with the
+    task's official metric.
     ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``; ``cot-zero-shot``: the backbone,
     prompted to reason (greedy decoding does not depend on the seed, so it is one cell per task)."""
     from ..cot import TransformersEngine, decode_and_score, finetuned_gold, finetuned_queries, zero_shot_queries
@@ -124,12 +125,15 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
         groups = list(dict.fromkeys(e.group for e in _cot_examples(args, task)))
         queries, gold = zero_shot_queries(task, tokenizer, args.data_dir, groups=groups)
     settings = _decode_settings(args, task, tokenizer, rationales)
-    run = decode_and_score(task, TransformersEngine(lm, tokenizer), queries, gold, settings, batch_size=8, seed=seed)
+    engine = TransformersEngine(lm, tokenizer)
+    run = decode_and_score(task, engine, queries, gold, settings, tokenizer=tokenizer, batch_size=8, seed=seed)
     scored = run.summary()
     result = {
         "score": scored["score"],
         "tasks": {task: scored["metrics"]},
         "setting": settings.describe(),
+        "parsed_examples": scored["parsed_examples"],
+        "likelihood_examples": scored["likelihood_examples"],
         "unparsed_rows": scored["unparsed_rows"],
         "ambiguous_examples": scored["ambiguous_examples"],
         "eval_examples": len(gold),
