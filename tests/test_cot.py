@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -507,6 +508,95 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     assert [g["dtype"] for g in result.gemm] == ["float32"]  # bf16=False: the fp32 peak is the reference
     assert "DHRD examples/s over" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_and_reproduce_build_cot_through_one_setup(
+    trained, tiny_backbone, superglue_dir, tmp_path, monkeypatch
+):
+    """``dhrd benchmark`` and ``dhrd reproduce`` on the same 4 CB examples: both CoT systems' LMs, queries, gold
+    labels and greedy settings come from ``cot_setup`` and are the same in both commands."""
+    import shutil
+
+    import dhrd.cot
+    import dhrd.cot_setup
+    from dhrd.reproduction import make_arguments
+    from dhrd.reproduction.cells import cot_cell, run_dir
+
+    built, decoded = [], []
+    real_inputs, real_decode = dhrd.cot_setup.cot_inputs, dhrd.cot.decode_and_score
+
+    def recording_inputs(system, task, model, data_dir, choose):
+        built.append(real_inputs(system, task, model, data_dir, choose))
+        return built[-1]
+
+    def recording_decode(task, engine, queries, gold, settings, **kwargs):
+        decoded.append((queries, gold, settings))
+        return real_decode(task, engine, queries, gold, settings, **kwargs)
+
+    for module in (dhrd.cot_setup, dhrd.benchmark):
+        monkeypatch.setattr(module, "cot_inputs", recording_inputs)
+    for module in (dhrd.cot, dhrd.benchmark):
+        monkeypatch.setattr(module, "decode_and_score", recording_decode)
+    rationales = str(trained["rationales"])
+    benchmark(
+        BenchmarkArguments(
+            task="cb",
+            data_dir=str(superglue_dir),
+            max_examples=4,
+            cot=str(trained["cot"]),
+            backbone=str(tiny_backbone),
+            batch_sizes=(8,),
+            repeats=1,
+            cot_settings=("greedy",),
+            rationales=rationales,
+            engines=("transformers",),
+            fast_path=False,
+            bf16=False,
+            output=str(tmp_path / "bench"),
+            progress=False,
+        )
+    )
+    args = make_arguments(
+        None,
+        tasks=["cb"],
+        seeds=[1],
+        methods=["cot", "cot-zero-shot"],
+        backbone=str(tiny_backbone),
+        data_dir=str(superglue_dir),
+        output_dir=str(tmp_path / "reproduce"),
+        cot_eval_examples=4,
+        cot_setting="greedy",
+    )
+    shutil.copytree(trained["cot"], run_dir(args, "cb", "cot", 1) / "model")
+    cells = {method: cot_cell(args, "cb", method, 1, rationales) for method in ("cot", "cot-zero-shot")}
+    assert [i.system for i in built] == ["cot", "cot-zero-shot"] * 2 and len(decoded) == 4
+    for bench, reproduce, bench_decode, reproduce_decode in zip(built[:2], built[2:], decoded[:2], decoded[2:]):
+        assert [asdict(q) for q in bench.queries] == [asdict(q) for q in reproduce.queries]
+        assert bench.gold == reproduce.gold and len(bench.gold) == 4
+        assert bench_decode[2] == reproduce_decode[2] and bench_decode[2].name == "greedy"
+        assert [q.cue for q in bench.queries][:1] == (
+            ["\nFinal Answer:\n"] if bench.system == "cot" else ["\nAnswer: "]
+        )
+    for cell in cells.values():  # and the cells count how their answers were read
+        assert cell["eval_examples"] == 4 and cell["parsed_examples"] + cell["likelihood_examples"] == 4
+
+
+def test_cot_setup_refuses_what_it_cannot_decode_and_builds_settings(tiny_backbone, monkeypatch):
+    from dhrd.cot import PAPER_SETTINGS
+    from dhrd.cot_setup import cot_inputs, decode_settings
+    from dhrd.modeling import load_tokenizer
+
+    with pytest.raises(DHRDInputError, match="zero-shot CoT does not support multirc"):
+        cot_inputs("cot-zero-shot", "multirc", str(tiny_backbone), None, list)
+    with pytest.raises(DHRDInputError, match="'pooled' is no CoT system"):
+        cot_inputs("pooled", "cb", str(tiny_backbone), None, list)
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    both = decode_settings(("greedy", "paper"), "cb", tokenizer, None, greedy_max_new_tokens=40)
+    assert both == [PAPER_SETTINGS, greedy_settings(40)]
+    assert decode_settings(("paper",), "cb", tokenizer, None) == [PAPER_SETTINGS]
+    monkeypatch.setattr("dhrd.rationales.default_rationale_dir", lambda: None)  # as without ../shared
+    with pytest.raises(DHRDInputError, match="no rationale cache for cb"):
+        decode_settings(("greedy",), "cb", tokenizer, None)
 
 
 def test_benchmark_accuracy_matches_evaluate(trained, superglue_dir):
