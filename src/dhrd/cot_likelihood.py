@@ -19,6 +19,7 @@ examples/s, and a scored request's latency is its decode batch's plus its scorin
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -51,32 +52,73 @@ def scoring_pairs(query, text: str, tokenizer) -> list[Pair]:
 
 
 def continuation_logprobs(lm, pairs: Sequence[Pair], pad_id: int) -> list[float]:
-    """log P(continuation | context), summed over the continuation's tokens, of every pair in one forward pass.
+    """log P(continuation | context), summed over the continuation's tokens, of every pair.
 
-    Sequences are left-padded (positions counted from each row's first real token) so that every continuation
-    ends at the last position; only the last positions' logits are computed (``logits_to_keep``), so the
-    vocabulary projection costs a few positions per row, not the whole reasoning."""
-    sequences = [list(context) + list(continuation) for context, continuation in pairs]
-    width, keep = max(map(len, sequences)), max(len(continuation) for _, continuation in pairs)
+    Each distinct context (a query's answer words share one) runs once, left-padded in one batch (positions
+    counted from each row's first real token), keeping its KV cache and only its last position's logits: they
+    give every continuation's first token. The continuations' other tokens then run on that cache, repeated
+    per continuation, so the reasoning is read once per query, not once per answer word."""
+    contexts = list(dict.fromkeys(tuple(context) for context, _ in pairs))
+    rows = torch.tensor([contexts.index(tuple(context)) for context, _ in pairs])
+    ids, mask = _left_padded(contexts, pad_id)
+    on = lm.device
+    with torch.inference_mode():
+        out = lm(
+            input_ids=ids.to(on),
+            attention_mask=mask.to(on),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(on),
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        first = out.logits[:, -1].float().log_softmax(-1).cpu()[rows]
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        rest = _after_context(lm, cache, mask, rows, [k for _, k in pairs], pad_id)
+    totals = []
+    for row, (_, continuation) in enumerate(pairs):
+        total = float(first[row, continuation[0]])
+        total += sum(float(rest[row, j - 1, token]) for j, token in enumerate(continuation[1:], 1))
+        totals.append(total)
+    return totals
+
+
+def _cache_argument(lm) -> str:
+    """What ``forward`` calls the cache: ``cache`` in recent transformers, ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(lm.forward).parameters else "past_key_values"
+
+
+def _left_padded(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, sequences))
     ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
         ids[row, width - len(sequence) :] = torch.tensor(sequence, dtype=torch.long)
         mask[row, width - len(sequence) :] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask
+
+
+def _after_context(lm, cache, mask: torch.Tensor, rows: torch.Tensor, continuations: list[list[int]], pad_id: int):
+    """Log-probabilities (row, j, vocabulary) of what follows each continuation's token j, all but its last token
+    run after its context's cache (right-padded: a pad after a row's tokens changes none of them); None when
+    every continuation is one token."""
+    width = max(map(len, continuations)) - 1
+    if width == 0:
+        return None
+    ids = torch.full((len(continuations), width), pad_id, dtype=torch.long)
+    tail = torch.zeros((len(continuations), width), dtype=torch.long)
+    for row, continuation in enumerate(continuations):
+        ids[row, : len(continuation) - 1] = torch.tensor(continuation[:-1], dtype=torch.long)
+        tail[row, : len(continuation) - 1] = 1
+    cache.batch_select_indices(rows.to(lm.device))  # each continuation's own copy of its context's cache
+    lengths = mask.sum(-1)[rows]
     on = lm.device
-    with torch.inference_mode():
-        logits = lm(
-            input_ids=ids.to(on), attention_mask=mask.to(on), position_ids=positions.to(on), logits_to_keep=keep + 1
-        ).logits
-    # kept position t predicts the token at width - keep + t; the last kept position predicts past the end
-    logprobs = logits[:, :-1].float().log_softmax(-1).cpu()
-    totals = []
-    for row, (_, continuation) in enumerate(pairs):
-        targets = torch.tensor(continuation, dtype=torch.long)
-        predicted = logprobs[row, keep - len(continuation) :]
-        totals.append(float(predicted.gather(-1, targets[:, None]).sum()))
-    return totals
+    logits = lm(
+        input_ids=ids.to(on),
+        attention_mask=torch.cat([mask[rows], tail], dim=-1).to(on),
+        position_ids=(lengths[:, None] + torch.arange(width)).to(on),
+        use_cache=True,
+        **{_cache_argument(lm): cache},
+    ).logits
+    return logits.float().log_softmax(-1).cpu()
 
 
 def rows_to_score(queries: Sequence, said: Sequence[str | None]) -> list[int]:
