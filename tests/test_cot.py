@@ -2,6 +2,7 @@
 
 import json
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -297,10 +298,12 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
 def test_cot_pass_statistics_come_from_the_measured_decodes(monkeypatch):
     """decode_and_score (the one CoT pipeline of the benchmark and the reproduce runner) and the benchmark's
     timing of it: examples/s from the fastest and the median pass, latency percentiles and new tokens over
-    the decodes of the last pass, the score from the last pass's answers."""
+    the decodes of the last pass, the score from the last pass's answers. The likelihood scoring of an answer
+    the text does not give is part of its pass's time and of its request's latency."""
     import types
 
     import dhrd.cot
+    import dhrd.cot_likelihood
 
     clock = FakeClock()
     seconds = {0: [0.1], 1: [1.0, 2.0, 3.0, 4.0, 5.0], 2: [0.5, 0.5, 0.7, 2.5, 0.9]}  # warm-up, pass 1, pass 2
@@ -317,25 +320,39 @@ def test_cot_pass_statistics_come_from_the_measured_decodes(monkeypatch):
             timed = enumerate(zip(texts, seconds[k]))
             return [Decoded(t, 3 + j * settings.max_new_tokens % 5, s) for j, (t, s) in timed]
 
-    monkeypatch.setattr(dhrd.cot, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+        def score(self, pairs):  # the one unparsed row of pass 2: its context, then " No" and " Yes"
+            FakeEngine.scored.append(pairs)
+            clock.now += 0.25
+            return [-2.0, -0.5]
+
+    FakeEngine.scored = []
+    for module in (dhrd.cot, dhrd.cot_likelihood):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     queries = [Query(f"g{k}", [1, 2], YES_NO) for k in range(5)]
     gold = {f"g{k}": "entailment" for k in range(5)}
+    tokenizer = lambda text, add_special_tokens: {"input_ids": [len(text)]}  # noqa: E731 (one id per piece)
     run = decode_and_score(
-        "rte", FakeEngine(), queries, gold, greedy_settings(8), batch_size=2, seed=7, repeats=2, warm_up=True
-    )
+        "rte", FakeEngine(), queries, gold, greedy_settings(8), tokenizer=tokenizer, batch_size=2, seed=7, repeats=2,
+        warm_up=True,
+    )  # fmt: skip
     warm_up, first, last_pass = FakeEngine.calls
+    # only the last pass's "no idea" was scored: its prompt, its text and the cue; then each answer word
+    context = [1, 2, len("no idea\nAnswer:")]
+    assert FakeEngine.scored == [[(context, [len(" No")]), (context, [len(" Yes")])]]
     assert warm_up[0] == 1 and warm_up[1].max_new_tokens == 4 and not warm_up[1].do_sample and warm_up[2] == 1
     assert (first[2], first[3], last_pass[3]) == (2, 7, 8)  # pass r is seeded seed + r
     timed = cot_timing(run)
-    last = seconds[2]
+    last = seconds[2][:4] + [0.9 + 0.25]  # the scored request waited for its decode and its scoring batches
     assert [d.seconds for d in run.decoded] == last
-    assert (timed["seconds_min"], timed["seconds_median"]) == (5.1, 10.05)  # 0.5+0.5+0.7+2.5+0.9, (15 + 5.1) / 2
-    assert timed["examples_per_s"] == round(5 / 5.1, 3) and timed["examples_per_s_median"] == round(5 / 10.05, 3)
+    # pass 2: 0.5+0.5+0.7+2.5+0.9 and 0.25 of scoring; the median of it and pass 1's 15
+    assert (timed["seconds_min"], timed["seconds_median"]) == (5.35, 10.175)
+    assert timed["examples_per_s"] == round(5 / 5.35, 3) and timed["examples_per_s_median"] == round(5 / 10.175, 3)
     assert timed["latency_p50_ms"] == round(1000 * float(np.percentile(last, 50)), 2) == 700.0
     assert timed["latency_p95_ms"] == round(1000 * float(np.percentile(last, 95)), 2)
     assert timed["mean_new_tokens"] == round(float(np.mean([d.new_tokens for d in run.decoded])), 1)
-    summary = run.summary()  # the last pass's answers: four right, one unparsed (scored as wrong)
-    assert summary["score"] == summary["metrics"]["score"] == 80.0
+    summary = run.summary()  # the last pass's answers: four parsed, one unparsed and Yes by likelihood
+    assert summary["score"] == summary["metrics"]["score"] == 100.0
+    assert (summary["parsed_examples"], summary["likelihood_examples"]) == (4, 1)
     assert (summary["unparsed_rows"], summary["ambiguous_examples"]) == (1, 0)
     assert summary["sample_output"] == "Answer: Yes"
 
@@ -372,11 +389,13 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     import time
 
     import dhrd.benchmark
+    import dhrd.cot
     from dhrd.modeling import load_classifier
 
-    # every timed pass as it happens: a classifier pass's batches and seconds, a CoT pass's decodes
-    passes, decodes = [], []
-    real_predict, real_run = dhrd.benchmark.predict_proba, TransformersEngine.run
+    # every timed pass as it happens: a classifier pass's batches and seconds, a CoT pass's decodes (and the
+    # same decodes once their answers were read, the latency of a request scored by likelihood grown by it)
+    passes, decodes, answered = [], [], []
+    real_predict, real_run, real_answer = dhrd.benchmark.predict_proba, TransformersEngine.run, dhrd.cot.answer
 
     def recording_predict(model, tokenizer, texts, batch_size, **kwargs):
         began = time.perf_counter()
@@ -390,8 +409,14 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
         decodes.append((len(queries), settings.max_new_tokens, decoded))
         return decoded
 
+    def recording_answer(task, engine, tokenizer, queries, decoded, batch_size):
+        predictions, grown = real_answer(task, engine, tokenizer, queries, decoded, batch_size)
+        answered.append(grown)
+        return predictions, grown
+
     monkeypatch.setattr(dhrd.benchmark, "predict_proba", recording_predict)
     monkeypatch.setattr(TransformersEngine, "run", recording_run)
+    monkeypatch.setattr(dhrd.cot, "answer", recording_answer)
     out = trained["root"] / "bench"
     result = benchmark(
         BenchmarkArguments(
@@ -435,15 +460,23 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
         walls = [wall for *_, wall in mine]  # the pass as timed around predict_proba itself
         assert row["seconds_min"] == pytest.approx(min(walls), abs=0.02, rel=0.1)
         assert row["seconds_median"] == pytest.approx(float(np.median(walls)), abs=0.02, rel=0.1)
-    # a CoT row's latencies are the seconds of the decodes of its (only) timed pass, in the order rows were made
+    # a CoT row's latencies are the seconds of the decodes of its (only) timed pass, each grown by the scoring
+    # of its answer where the text gave none, in the order rows were made
     full = [d for n, budget, d in decodes if budget > 4]  # the warm-up decodes 4 tokens of one query
+    read = [d for d in answered if len(d) > 1]  # and its answer is read from one query
     cot_rows = [r for r in result.rows if r["system"].startswith("cot")]
-    assert len(full) == len(cot_rows) == 4
-    for row, decoded in zip(cot_rows, full):
-        assert len(decoded) == row["rows"]
-        assert row["latency_p50_ms"] == round(1000 * float(np.percentile([d.seconds for d in decoded], 50)), 2)
-        assert row["latency_p95_ms"] == round(1000 * float(np.percentile([d.seconds for d in decoded], 95)), 2)
+    assert len(full) == len(read) == len(cot_rows) == 4
+    for row, decoded, grown in zip(cot_rows, full, read):
+        assert len(decoded) == len(grown) == row["rows"]
+        assert all(g.seconds >= d.seconds and g.text == d.text for d, g in zip(decoded, grown))
+        assert row["latency_p50_ms"] == round(1000 * float(np.percentile([d.seconds for d in grown], 50)), 2)
+        assert row["latency_p95_ms"] == round(1000 * float(np.percentile([d.seconds for d in grown], 95)), 2)
         assert row["mean_new_tokens"] == round(float(np.mean([d.new_tokens for d in decoded])), 1)
+        # the tiny models write no answer: every example is answered by likelihood, and the table says so
+        assert (row["parsed_examples"], row["likelihood_examples"]) == (0, 4)
+        assert row["score"] == row["metrics"]["score"]
+    table = out.with_suffix(".md").read_text()
+    assert table.count("answers: parsed 0, by likelihood 4") == 4 and "unparsed" not in table
     # a classifier's accuracy column is its score on those 4 examples, as dhrd evaluate gives it
     for system in ("pooled", "dhrd"):
         expected = evaluate(trained[system], task="cb", data_dir=str(superglue_dir), max_examples=4, bf16=False)
@@ -475,6 +508,95 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     assert [g["dtype"] for g in result.gemm] == ["float32"]  # bf16=False: the fp32 peak is the reference
     assert "DHRD examples/s over" in out.with_suffix(".md").read_text()
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_benchmark_and_reproduce_build_cot_through_one_setup(
+    trained, tiny_backbone, superglue_dir, tmp_path, monkeypatch
+):
+    """``dhrd benchmark`` and ``dhrd reproduce`` on the same 4 CB examples: both CoT systems' LMs, queries, gold
+    labels and greedy settings come from ``cot_setup`` and are the same in both commands."""
+    import shutil
+
+    import dhrd.cot
+    import dhrd.cot_setup
+    from dhrd.reproduction import make_arguments
+    from dhrd.reproduction.cells import cot_cell, run_dir
+
+    built, decoded = [], []
+    real_inputs, real_decode = dhrd.cot_setup.cot_inputs, dhrd.cot.decode_and_score
+
+    def recording_inputs(system, task, model, data_dir, choose):
+        built.append(real_inputs(system, task, model, data_dir, choose))
+        return built[-1]
+
+    def recording_decode(task, engine, queries, gold, settings, **kwargs):
+        decoded.append((queries, gold, settings))
+        return real_decode(task, engine, queries, gold, settings, **kwargs)
+
+    for module in (dhrd.cot_setup, dhrd.benchmark):
+        monkeypatch.setattr(module, "cot_inputs", recording_inputs)
+    for module in (dhrd.cot, dhrd.benchmark):
+        monkeypatch.setattr(module, "decode_and_score", recording_decode)
+    rationales = str(trained["rationales"])
+    benchmark(
+        BenchmarkArguments(
+            task="cb",
+            data_dir=str(superglue_dir),
+            max_examples=4,
+            cot=str(trained["cot"]),
+            backbone=str(tiny_backbone),
+            batch_sizes=(8,),
+            repeats=1,
+            cot_settings=("greedy",),
+            rationales=rationales,
+            engines=("transformers",),
+            fast_path=False,
+            bf16=False,
+            output=str(tmp_path / "bench"),
+            progress=False,
+        )
+    )
+    args = make_arguments(
+        None,
+        tasks=["cb"],
+        seeds=[1],
+        methods=["cot", "cot-zero-shot"],
+        backbone=str(tiny_backbone),
+        data_dir=str(superglue_dir),
+        output_dir=str(tmp_path / "reproduce"),
+        cot_eval_examples=4,
+        cot_setting="greedy",
+    )
+    shutil.copytree(trained["cot"], run_dir(args, "cb", "cot", 1) / "model")
+    cells = {method: cot_cell(args, "cb", method, 1, rationales) for method in ("cot", "cot-zero-shot")}
+    assert [i.system for i in built] == ["cot", "cot-zero-shot"] * 2 and len(decoded) == 4
+    for bench, reproduce, bench_decode, reproduce_decode in zip(built[:2], built[2:], decoded[:2], decoded[2:]):
+        assert [asdict(q) for q in bench.queries] == [asdict(q) for q in reproduce.queries]
+        assert bench.gold == reproduce.gold and len(bench.gold) == 4
+        assert bench_decode[2] == reproduce_decode[2] and bench_decode[2].name == "greedy"
+        assert [q.cue for q in bench.queries][:1] == (
+            ["\nFinal Answer:\n"] if bench.system == "cot" else ["\nAnswer: "]
+        )
+    for cell in cells.values():  # and the cells count how their answers were read
+        assert cell["eval_examples"] == 4 and cell["parsed_examples"] + cell["likelihood_examples"] == 4
+
+
+def test_cot_setup_refuses_what_it_cannot_decode_and_builds_settings(tiny_backbone, monkeypatch):
+    from dhrd.cot import PAPER_SETTINGS
+    from dhrd.cot_setup import cot_inputs, decode_settings
+    from dhrd.modeling import load_tokenizer
+
+    with pytest.raises(DHRDInputError, match="zero-shot CoT does not support multirc"):
+        cot_inputs("cot-zero-shot", "multirc", str(tiny_backbone), None, list)
+    with pytest.raises(DHRDInputError, match="'pooled' is no CoT system"):
+        cot_inputs("pooled", "cb", str(tiny_backbone), None, list)
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    both = decode_settings(("greedy", "paper"), "cb", tokenizer, None, greedy_max_new_tokens=40)
+    assert both == [PAPER_SETTINGS, greedy_settings(40)]
+    assert decode_settings(("paper",), "cb", tokenizer, None) == [PAPER_SETTINGS]
+    monkeypatch.setattr("dhrd.rationales.default_rationale_dir", lambda: None)  # as without ../shared
+    with pytest.raises(DHRDInputError, match="no rationale cache for cb"):
+        decode_settings(("greedy",), "cb", tokenizer, None)
 
 
 def test_benchmark_accuracy_matches_evaluate(trained, superglue_dir):

@@ -324,6 +324,8 @@ def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
     from dataclasses import asdict
 
     from dhrd.reproduction import ReproduceResult
+    from dhrd.reproduction.report import _caps_lines
+    from dhrd.tasks import TASKS
 
     tasks, methods, seeds = ["cb", "copa"], ["pooled", "dhrd", "cot"], [1, 2, 3]
     args = make_arguments(
@@ -350,7 +352,9 @@ def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
                 if method == "cot":  # the CoT score is its decode's; its classifier's is another number
                     scored = metrics(task)
                     cell = {"score": scored["score"], "tasks": {task: scored}}
-                    cell.update(unparsed_rows=seed, ambiguous_examples=1)
+                    cell.update(
+                        unparsed_rows=seed, ambiguous_examples=1, parsed_examples=4 - seed, likelihood_examples=seed
+                    )
                     result.cells[f"cot {task} cot s{seed}"] = {
                         "kind": "cot", "task": task, "method": "cot", "seed": seed, "result": cell
                     }  # fmt: skip
@@ -368,6 +372,10 @@ def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
         assert entry["metrics"] == pytest.approx({k: np.mean([r[k] for r in runs]) for k in names}, abs=0.005)
         if method == "cot":
             assert entry["unparsed_rows"] == 1 + 2 + 3 and entry["ambiguous_examples"] == 3
+            assert (entry["parsed_examples"], entry["likelihood_examples"]) == (3 + 2 + 1, 1 + 2 + 3)
+            result.summary = summary
+            line = next(x for x in _caps_lines(result) if f"**{TASKS[task].folder}**" in x)
+            assert "cot answers (all seeds): parsed 6, by likelihood 6 (6 unparseable rows, 3 examples" in line
     for task in tasks:
         gain = summary["tasks"][task]["relative_gain_percent"]
         assert gain == pytest.approx(100 * (means[task, "dhrd"] / means[task, "pooled"] - 1), abs=0.02)

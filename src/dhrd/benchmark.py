@@ -21,19 +21,8 @@ import numpy as np
 import torch
 
 from .command_args import COT_ENGINES, COT_SETTINGS, SYSTEMS, BenchmarkArguments
-from .cot import (
-    PAPER_SETTINGS,
-    CoTScore,
-    LlamaCppEngine,
-    TransformersEngine,
-    VLLMEngine,
-    decode_and_score,
-    finetuned_gold,
-    finetuned_queries,
-    fitted_max_new_tokens,
-    greedy_settings,
-    zero_shot_queries,
-)
+from .cot import CoTScore, LlamaCppEngine, TransformersEngine, VLLMEngine, decode_and_score
+from .cot_setup import FINETUNED, ZERO_SHOT, CoTInputs, cot_inputs, decode_settings
 from .errors import DHRDInputError
 from .evaluation import examples_for_model, first_examples, predict_proba
 from .modeling import (
@@ -42,14 +31,12 @@ from .modeling import (
     backbone_source,
     default_backbone,
     find_model_dir,
-    load_causal_lm,
     load_classifier,
     resolve_backbone,
     run_settings,
     split_backbone,
 )
 from .provenance import machine_text, provenance, versions_text
-from .rationales import rationale_file, read_rationales
 from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from .startup_benchmark import cli_startup, startup_markdown
 from .stats import latency_percentiles
@@ -176,22 +163,13 @@ def cot_timing(run: CoTScore) -> dict:
     return {**stats, **latency_percentiles([d.seconds for d in decoded]), "mean_new_tokens": mean_new_tokens}
 
 
-def _greedy_budget(args: BenchmarkArguments, tokenizer) -> int:
-    if args.greedy_max_new_tokens:
-        return args.greedy_max_new_tokens
-    path = rationale_file(args.rationales, args.task)
-    if path is None:
-        raise DHRDInputError(f"no rationale cache for {args.task} to fit the greedy budget: pass --rationales")
-    return fitted_max_new_tokens(read_rationales(path).values(), tokenizer)
-
-
 def _cot_settings(args: BenchmarkArguments, tokenizer) -> list:
-    settings = []
-    if "paper" in args.cot_settings:
-        settings.append(PAPER_SETTINGS)
-    if "greedy" in args.cot_settings:
-        settings.append(greedy_settings(_greedy_budget(args, tokenizer)))
-    return settings
+    return decode_settings(args.cot_settings, args.task, tokenizer, args.rationales, args.greedy_max_new_tokens)
+
+
+def _cot_examples(args: BenchmarkArguments, groups: list[str] | None):
+    """The benchmark's CoT examples: those the classifiers were measured on, else the first ``max_examples``."""
+    return lambda rows: _keep_groups(first_examples(rows, args.max_examples), groups)
 
 
 # -------------------------------------------------------------------------------------------- the run
@@ -312,44 +290,35 @@ def _bench_classifiers(args: BenchmarkArguments, result: BenchmarkResult, bf16: 
 
 def _bench_cot(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, out: Path, save, groups):
     """The CoT fine-tuned model (alpha=1, beta=0) decoding with its LM head, on the classifier's rows."""
-    from .modeling import reasoning_lm
-
-    lm, classifier, tokenizer = reasoning_lm(args.cot)
-    label_names = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
-    examples, _ = examples_for_model(classifier, args.task, "validation", args.data_dir)
-    examples = _keep_groups(first_examples(examples, args.max_examples), groups)
-    queries, gold = finetuned_queries(examples, tokenizer, label_names), finetuned_gold(examples, label_names)
-    settings = _cot_settings(args, tokenizer)
+    inputs = cot_inputs(FINETUNED, args.task, args.cot, args.data_dir, _cot_examples(args, groups))
+    settings = _cot_settings(args, inputs.tokenizer)
     if _vllm_usable(args):  # vLLM reads a model directory: the fine-tuned LM is saved as one
         lm_dir = out.with_name(f"{out.name}-cot-lm")
-        lm.save_pretrained(lm_dir)
-        tokenizer.save_pretrained(lm_dir)
-        _run_cot(result, "cot", VLLMEngine(lm_dir, args.seed), queries, gold, settings, args, save)
+        inputs.lm.save_pretrained(lm_dir)
+        inputs.tokenizer.save_pretrained(lm_dir)
+        _run_cot(result, inputs, VLLMEngine(lm_dir, args.seed), settings, args, save)
     if "transformers" in args.engines:
-        _run_cot(result, "cot", TransformersEngine(lm, tokenizer, bf16), queries, gold, settings, args, save)
-    return groups or list(dict.fromkeys(e.group for e in examples))
+        _run_cot(result, inputs, TransformersEngine(inputs.lm, inputs.tokenizer, bf16), settings, args, save)
+    return groups or inputs.groups
 
 
 def _bench_cot_zero_shot(args: BenchmarkArguments, result: BenchmarkResult, bf16: bool, save, groups) -> None:
     """The untouched backbone prompted to reason, on every requested engine."""
     backbone = args.backbone or _classifier_backbone(args) or default_backbone()
-    lm, tokenizer = load_causal_lm(backbone)
-    if groups is None:
-        groups = [q.group for q in zero_shot_queries(args.task, tokenizer, args.data_dir)[0]][: args.max_examples]
-    queries, gold = zero_shot_queries(args.task, tokenizer, args.data_dir, groups=groups)
-    settings = _cot_settings(args, tokenizer)
-    result.inputs["examples"] = len(groups)
+    inputs = cot_inputs(ZERO_SHOT, args.task, backbone, args.data_dir, _cot_examples(args, groups))
+    settings = _cot_settings(args, inputs.tokenizer)
+    result.inputs["examples"] = len(inputs.groups)
     if "transformers" in args.engines:
-        engine = TransformersEngine(lm, tokenizer, bf16)
-        _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
-    del lm
+        engine = TransformersEngine(inputs.lm, inputs.tokenizer, bf16)
+        _run_cot(result, inputs, engine, settings, args, save)
+    inputs.lm = engine = None  # the other engines load their own weights: free these first
     if _vllm_usable(args):
         engine = VLLMEngine(resolve_backbone(backbone), args.seed)
-        _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+        _run_cot(result, inputs, engine, settings, args, save)
     if "llama.cpp" in args.engines:
         engine = _llama_cpp_engine(backbone, args.threads)
         if engine is not None:
-            _run_cot(result, "cot-zero-shot", engine, queries, gold, settings, args, save)
+            _run_cot(result, inputs, engine, settings, args, save)
 
 
 def _llama_cpp_engine(backbone: str, threads: int | None):
@@ -364,7 +333,7 @@ def _llama_cpp_engine(backbone: str, threads: int | None):
         return None
 
 
-def _run_cot(result, system, engine, queries, gold, settings, args, save) -> None:
+def _run_cot(result, inputs: CoTInputs, engine, settings, args, save) -> None:
     for setting in settings:
         result.cot_settings[setting.name] = setting.describe()
         for batch_size in args.batch_sizes:
@@ -373,16 +342,17 @@ def _run_cot(result, system, engine, queries, gold, settings, args, save) -> Non
             run = decode_and_score(
                 args.task,
                 engine,
-                queries,
-                gold,
+                inputs.queries,
+                inputs.gold,
                 setting,
+                tokenizer=inputs.tokenizer,
                 batch_size=batch_size,
                 seed=args.seed,
                 repeats=args.cot_repeats,
                 warm_up=True,
                 progress=args.progress,
             )
-            row = {"system": system, "engine": engine.name, "setting": setting.name, "batch_size": batch_size}
+            row = {"system": inputs.system, "engine": engine.name, "setting": setting.name, "batch_size": batch_size}
             row.update(cot_timing(run), **run.summary())
             result.rows.append(row)
             save()
@@ -472,10 +442,7 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
         notes = []
         if "mean_new_tokens" in r:
             notes.append(f"{r['mean_new_tokens']} new tokens/request")
-        if r.get("unparsed_rows"):
-            notes.append(f"{r['unparsed_rows']} unparsed")
-        if r.get("ambiguous_examples"):
-            notes.append(f"{r['ambiguous_examples']} ambiguous")
+        notes += cot_answer_notes(r)
         peak = r.get("fraction_of_gemm_peak")
         rows.append(
             [
@@ -493,6 +460,15 @@ def table_rows(result: BenchmarkResult) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def cot_answer_notes(row: dict) -> list[str]:
+    """How a CoT row's examples were answered: parsed from the text or by likelihood. A row written before
+    answers were chosen by likelihood counts its unparsed rows and ambiguous examples, both scored wrong."""
+    if "likelihood_examples" in row:
+        return [f"answers: parsed {row['parsed_examples']}, by likelihood {row['likelihood_examples']}"]
+    notes = [f"{row['unparsed_rows']} unparsed"] if row.get("unparsed_rows") else []
+    return notes + ([f"{row['ambiguous_examples']} ambiguous"] if row.get("ambiguous_examples") else [])
 
 
 def write_markdown(result: BenchmarkResult, path: Path) -> Path:

@@ -11,9 +11,11 @@ Two CoT systems, as in the paper (Table 3 and §6):
   sequence it was trained on, and its ``Final Answer:`` is parsed. Its inputs are the classifier's rows, so
   CB and COPA decode once per candidate and the example's answer is the one candidate it says Yes to.
 
-Unparseable answers (and candidate rows that say Yes to none or several candidates) are counted and scored
-as wrong, with the task's official metric. Decoding runs through an *engine*: transformers' batched
-``generate`` with the KV cache, or llama.cpp (llama-cpp-python) on the backbone's GGUF.
+An output the parser cannot read still answers: its answer words are scored by likelihood after the answer
+cue, on the same engine, inside the timed pass (``cot_likelihood``); how many examples were answered by the
+text and how many by likelihood is reported beside the task's official metric. Decoding runs through an
+*engine*: transformers' batched ``generate`` with the KV cache, llama.cpp (llama-cpp-python) on the
+backbone's GGUF, or vLLM on a GPU.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import REASON_PREFIX
+from .cot_likelihood import answer_likelihoods, continuation_logprobs, rows_to_score
+from .data import ANSWER_PREFIX, REASON_PREFIX
 from .errors import DHRDInputError
 from .generation import chat_prompt_ids, generate_batches
 from .prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
@@ -40,6 +43,7 @@ ZERO_SHOT_SYSTEM = (
     "Answer the question. Let's think step by step: reason in 2-5 sentences, then, on a new line, write "
     '"Answer: " followed by exactly one of: {answers}.'
 )
+ZERO_SHOT_CUE = "\nAnswer: "  # what the zero-shot prompt asks the answer to follow, as the likelihood's cue
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -85,6 +89,7 @@ class Query:
     answers: dict[str, str]  # answer word -> label (native label, or "Yes"/"No" for candidate rows)
     candidate: str | None = None  # the candidate this row asks about (CB/COPA in the yes/no format)
     messages: list[dict] | None = None
+    cue: str = ZERO_SHOT_CUE  # what the answer word follows, where its answer is chosen by likelihood
 
 
 @dataclass
@@ -127,10 +132,18 @@ class TransformersEngine:
                 bar.update(len(batch.indices))
         return results
 
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """log P(continuation | context) of each (context ids, continuation ids), in one forward pass."""
+        pad = self.tokenizer.pad_token_id
+        return continuation_logprobs(self.lm, pairs, pad if pad is not None else self.tokenizer.eos_token_id)
+
 
 class LlamaCppEngine:
     """llama.cpp through llama-cpp-python on a GGUF file: the optimized CPU engine, on the backbone's own
-    (quantised) weights. It decodes one sequence at a time, so it is measured at batch size 1 only."""
+    (quantised) weights. It decodes one sequence at a time, so it is measured at batch size 1 only.
+
+    Answers chosen by likelihood are scored by llama.cpp too, on the same quantised weights and in the same
+    context (``score``), so its examples/s stays the time of one engine answering."""
 
     name = "llama.cpp"
     max_batch_size = 1
@@ -146,6 +159,8 @@ class LlamaCppEngine:
         if not path.is_file():
             raise DHRDInputError(f"{path}: GGUF file not found (the llama.cpp engine runs on the backbone's GGUF)")
         self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads or torch.get_num_threads(), verbose=False)
+        self._context: list[int] | None = None  # the context ``score`` last evaluated, and its logits
+        self._context_logits: np.ndarray | None = None
 
     def run(self, queries: Sequence[Query], settings: DecodeSettings, batch_size: int, seed: int = 0, progress=True):
         results = []
@@ -165,6 +180,41 @@ class LlamaCppEngine:
             seconds = time.perf_counter() - began
             results.append(Decoded(out["choices"][0]["text"], out["usage"]["completion_tokens"], seconds))
         return results
+
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """log P(continuation | context) of each pair, one sequence at a time. The context is evaluated once
+        (past the prefix it shares with what the cache holds: a query's answer words share all of it, queries
+        their chat system turn) and each continuation token after it; llama.cpp keeps only the last
+        position's logits unless built with ``logits_all``, so a token is read from the logits before it."""
+        totals = []
+        for context, continuation in pairs:
+            logits = self._evaluate(context)
+            total = 0.0
+            for k, token in enumerate(continuation):
+                total += float(logits[token] - np.logaddexp.reduce(logits))
+                if k + 1 < len(continuation):
+                    self.llm.eval([token])
+                    logits = self._last_logits()
+            totals.append(total)
+        return totals
+
+    def _evaluate(self, context: list[int]) -> np.ndarray:
+        """The logits after ``context``, evaluating only the part of it the cache does not hold."""
+        cached = list(self.llm.input_ids[: self.llm.n_tokens])
+        if cached[: len(context)] == context and self._context == context:
+            self.llm.n_tokens = len(context)  # drop the previous continuation's tokens (eval removes them)
+            return self._context_logits
+        shared = next((k for k, (a, b) in enumerate(zip(cached, context)) if a != b), min(len(cached), len(context)))
+        self.llm.n_tokens = min(shared, len(context) - 1)  # at least one token to evaluate: its logits are kept
+        self.llm.eval(context[self.llm.n_tokens :])
+        self._context, self._context_logits = list(context), self._last_logits()
+        return self._context_logits
+
+    def _last_logits(self) -> np.ndarray:
+        import llama_cpp
+
+        logits = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(self.llm.n_vocab(),)).astype(np.float64)
 
 
 class VLLMEngine:
@@ -200,6 +250,20 @@ class VLLMEngine:
             results += [Decoded(o.outputs[0].text, len(o.outputs[0].token_ids), seconds) for o in outputs]
         return results
 
+    def score(self, pairs: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """log P(continuation | context) of each pair from vLLM's prompt log-probabilities of context +
+        continuation (one ``generate`` of one new token; its prefix cache shares a query's context)."""
+        from vllm import SamplingParams
+
+        sampling = SamplingParams(max_tokens=1, prompt_logprobs=1, temperature=0.0)
+        prompts = [{"prompt_token_ids": list(c) + list(k)} for c, k in pairs]
+        outputs = self.llm.generate(prompts, sampling, use_tqdm=False)
+        totals = []
+        for (_, continuation), output in zip(pairs, outputs):
+            said = output.prompt_logprobs[-len(continuation) :]
+            totals.append(sum(position[token].logprob for position, token in zip(said, continuation)))
+        return totals
+
 
 # --------------------------------------------------------------------------------------------- queries
 def zero_shot_queries(
@@ -234,10 +298,10 @@ def reasoning_prompts(texts: Sequence[str], tokenizer) -> list[list[int]]:
 
 
 def finetuned_queries(examples: Sequence[Example], tokenizer, label_names: Sequence[str]) -> list[Query]:
-    """The classifier's rows as the CoT-fine-tuned model was trained on them."""
+    """The classifier's rows as the CoT-fine-tuned model was trained on them (its answer cue: "Final Answer:")."""
     answers = {name: name for name in label_names}
     prompts = reasoning_prompts([e.text for e in examples], tokenizer)
-    return [Query(e.group, ids, answers, e.candidate) for e, ids in zip(examples, prompts)]
+    return [Query(e.group, ids, answers, e.candidate, cue=ANSWER_PREFIX) for e, ids in zip(examples, prompts)]
 
 
 def finetuned_gold(examples: Sequence[Example], label_names: Sequence[str]) -> dict[str, str]:
@@ -292,29 +356,66 @@ class Predictions:
     unparsed_rows: int = 0
     ambiguous_examples: int = 0  # candidate rows that said Yes to none or to several candidates
     texts: list[str] = field(default_factory=list)
+    parsed_examples: int = 0  # examples answered by their outputs' text alone
+    likelihood_examples: int = 0  # examples whose answer needed the likelihood of an answer word
 
 
-def example_predictions(task: str, queries: Sequence[Query], decoded: Sequence[Decoded]) -> Predictions:
-    """Parse every output and fold candidate rows back into one prediction per original example."""
+def parsed_labels(queries: Sequence[Query], decoded: Sequence[Decoded]) -> list[str | None]:
+    return [parse_label(out.text, query.answers) for query, out in zip(queries, decoded)]
+
+
+def example_predictions(
+    task: str,
+    queries: Sequence[Query],
+    decoded: Sequence[Decoded],
+    likelihoods: dict[int, dict[str, float]] | None = None,
+) -> Predictions:
+    """Parse every output and fold candidate rows back into one prediction per original example.
+
+    ``likelihoods`` (row -> answer word -> log P, from ``cot_likelihood``) answer for the rows the parser
+    cannot read, and choose among the candidates of an example whose rows say Yes to none or several; without
+    them such an example is scored as wrong."""
+    likelihoods = likelihoods or {}
     labels: dict[str, str | None] = {}
-    said_yes: dict[str, list[str]] = defaultdict(list)
-    candidates: set[str] = set()
-    unparsed = 0
-    for query, out in zip(queries, decoded):
-        label = parse_label(out.text, query.answers)
-        unparsed += label is None
+    candidate_rows: dict[str, list[tuple[Query, str | None, dict[str, float] | None]]] = defaultdict(list)
+    by_likelihood: set[str] = set()
+    said = parsed_labels(queries, decoded)
+    for i, (query, label) in enumerate(zip(queries, said)):
+        scores = likelihoods.get(i)
+        if label is None and scores:
+            label = query.answers[max(scores, key=scores.get)]
+            by_likelihood.add(query.group)
         if query.candidate is not None:
-            candidates.add(query.group)
-            if label == "Yes":
-                said_yes[query.group].append(query.candidate)
+            candidate_rows[query.group].append((query, label, scores))
         else:
             labels[query.group] = None if label is None else _native(task, label)
     ambiguous = 0
-    for group in candidates:
-        chosen = said_yes.get(group, [])
-        labels[group] = chosen[0] if len(chosen) == 1 else None
-        ambiguous += len(chosen) != 1
-    return Predictions(labels, unparsed, ambiguous, [d.text for d in decoded])
+    for group, rows in candidate_rows.items():
+        chosen = [query.candidate for query, label, _ in rows if label == "Yes"]
+        if len(chosen) == 1:
+            labels[group] = chosen[0]
+            continue
+        ambiguous += 1
+        labels[group] = _likeliest_yes(rows, chosen)
+        if labels[group] is not None:
+            by_likelihood.add(group)
+    answered = sum(label is not None for label in labels.values())
+    likely = len(by_likelihood & set(labels))
+    return Predictions(labels, said.count(None), ambiguous, [d.text for d in decoded], answered - likely, likely)
+
+
+def _likeliest_yes(rows: list[tuple[Query, str | None, dict[str, float] | None]], said_yes: list[str]) -> str | None:
+    """The candidate whose row gives Yes the most likelihood over No, among those said Yes to (all when none
+    is); None where a row has no likelihoods."""
+    margins = {}
+    for query, _, scores in rows:
+        if said_yes and query.candidate not in said_yes:
+            continue
+        if not scores:
+            return None
+        word = {label: word for word, label in query.answers.items()}
+        margins[query.candidate] = scores[word["Yes"]] - scores[word["No"]]
+    return max(margins, key=margins.get) if margins else None
 
 
 def score(task: str, predictions: Predictions, gold: dict[str, str]) -> dict:
@@ -333,15 +434,29 @@ class CoTScore:
     pass_seconds: list[float]
 
     def summary(self) -> dict:
-        """What a CoT result reports besides its timing: the score, its metrics and what failed to parse."""
-        texts = self.predictions.texts
+        """What a CoT result reports besides its timing: the score, its metrics, how many examples were answered
+        by the text and how many by likelihood, and what failed to parse."""
+        predictions = self.predictions
+        texts = predictions.texts
         return {
             "score": self.metrics["score"],
             "metrics": self.metrics,
-            "unparsed_rows": self.predictions.unparsed_rows,
-            "ambiguous_examples": self.predictions.ambiguous_examples,
+            "parsed_examples": predictions.parsed_examples,
+            "likelihood_examples": predictions.likelihood_examples,
+            "unparsed_rows": predictions.unparsed_rows,
+            "ambiguous_examples": predictions.ambiguous_examples,
             "sample_output": texts[0][:400] if texts else None,
         }
+
+
+def answer(
+    task: str, engine, tokenizer, queries: Sequence[Query], decoded: Sequence[Decoded], batch_size: int
+) -> tuple[Predictions, list[Decoded]]:
+    """Every example's answer: parsed from its outputs, else chosen by likelihood on ``engine``
+    (``cot_likelihood``); and the decodes with the scored rows' latency grown by their scoring."""
+    rows = rows_to_score(queries, parsed_labels(queries, decoded))
+    likelihoods, decoded = answer_likelihoods(engine, tokenizer, queries, decoded, rows, batch_size)
+    return example_predictions(task, queries, decoded, likelihoods), decoded
 
 
 def decode_and_score(
@@ -351,23 +466,25 @@ def decode_and_score(
     gold: dict[str, str],
     settings: DecodeSettings,
     *,
+    tokenizer,
     batch_size: int,
     seed: int = 0,
     repeats: int = 1,
     warm_up: bool = False,
     progress: bool = True,
 ) -> CoTScore:
-    """Decode every query ``repeats`` times (pass r seeded ``seed + r``), after a 4-token greedy warm-up of one
-    query if asked, then parse the last pass's answers and score them with the task's official metric."""
-    if warm_up:
+    """Decode and answer every query ``repeats`` times (pass r seeded ``seed + r``), after a 4-token greedy
+    warm-up of one query if asked, and score the last pass's answers with the task's official metric. A pass
+    is the decode and the likelihood of the answers the text does not give: both are the system's time."""
+    if warm_up:  # its 4 tokens seldom hold an answer: the scoring is warmed up too
         short = replace(settings, do_sample=False, max_new_tokens=4, temperature=None, top_p=None)
-        engine.run(queries[:1], short, 1, seed, progress=False)
-    times, decoded = [], []
+        answer(task, engine, tokenizer, queries[:1], engine.run(queries[:1], short, 1, seed, progress=False), 1)
+    times, decoded, predictions = [], [], Predictions({})
     for r in range(repeats):
         start = time.perf_counter()
         decoded = engine.run(queries, settings, batch_size, seed + r, progress)
+        predictions, decoded = answer(task, engine, tokenizer, queries, decoded, batch_size)
         times.append(time.perf_counter() - start)
-    predictions = example_predictions(task, queries, decoded)
     return CoTScore(score(task, predictions, gold), predictions, list(decoded), times)
 
 
@@ -379,6 +496,8 @@ __all__ = [
     "Predictions",
     "Query",
     "TransformersEngine",
+    "ZERO_SHOT_CUE",
+    "answer",
     "VLLMEngine",
     "decode_and_score",
     "example_predictions",

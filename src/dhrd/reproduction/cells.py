@@ -75,64 +75,43 @@ def train_cell(train_args) -> dict:
     return train(train_args).metrics
 
 
-def _cot_examples(args: ReproduceArguments, task: str, classifier=None):
+def _cot_examples(args: ReproduceArguments, task: str):
     """The validation examples CoT is scored on: the first ``cot_cap`` of the (capped) evaluation subset."""
-    from ..evaluation import examples_for_model, first_examples
-    from ..tasks import load_task_split, sample_examples
+    from ..evaluation import first_examples
+    from ..tasks import sample_examples
 
-    if classifier is not None:
-        examples, _ = examples_for_model(classifier, task, "validation", args.data_dir)
-    else:
-        examples = load_task_split(task, "validation", "yesno", args.data_dir)
-    examples = sample_examples(examples, args.eval_cap(task), args.subset_seed)
-    return first_examples(examples, args.cot_cap(task))
-
-
-def _decode_settings(args: ReproduceArguments, task: str, tokenizer, rationales: str | None):
-    from ..cot import PAPER_SETTINGS, fitted_max_new_tokens, greedy_settings
-    from ..rationales import rationale_file, read_rationales
-
-    if args.cot_setting == "paper":
-        return PAPER_SETTINGS
-    path = rationale_file(rationales, task)
-    if path is None:
-        raise DHRDInputError(f"cot_setting greedy fits its budget to {task}'s rationales, and there are none")
-    return greedy_settings(fitted_max_new_tokens(read_rationales(path).values(), tokenizer))
+    return lambda rows: first_examples(sample_examples(rows, args.eval_cap(task), args.subset_seed), args.cot_cap(task))
 
 
 def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None) -> dict:
-    """Decode CoT on the evaluation examples and score the parsed answers with the task's official metric.
-    ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``; ``cot-zero-shot``: the backbone,
-    prompted to reason (greedy decoding does not depend on the seed, so it is one cell per task)."""
-    from ..cot import TransformersEngine, decode_and_score, finetuned_gold, finetuned_queries, zero_shot_queries
+    """Decode CoT on the evaluation examples and score its answers (parsed, else chosen by likelihood) with the
+    task's official metric. ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``;
+    ``cot-zero-shot``: the backbone, prompted to reason (greedy decoding does not depend on the seed, so it is
+    one cell per task)."""
+    from ..cot import TransformersEngine, decode_and_score
+    from ..cot_setup import cot_inputs, decode_settings
 
     target = run_dir(args, task, method, seed) / "cot-eval.json"
     if target.is_file() and not args.restart:
         return json.loads(target.read_text())
     start = time.perf_counter()
-    if method == "cot":
-        from ..modeling import reasoning_lm
-
-        lm, classifier, tokenizer = reasoning_lm(run_dir(args, task, "cot", seed))
-        labels = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
-        examples = _cot_examples(args, task, classifier)
-        queries, gold = finetuned_queries(examples, tokenizer, labels), finetuned_gold(examples, labels)
-    else:
-        from ..modeling import default_backbone, load_causal_lm
-
-        lm, tokenizer = load_causal_lm(args.backbone or default_backbone())
-        groups = list(dict.fromkeys(e.group for e in _cot_examples(args, task)))
-        queries, gold = zero_shot_queries(task, tokenizer, args.data_dir, groups=groups)
-    settings = _decode_settings(args, task, tokenizer, rationales)
-    run = decode_and_score(task, TransformersEngine(lm, tokenizer), queries, gold, settings, batch_size=8, seed=seed)
+    model = run_dir(args, task, method, seed) if METHOD_RULES[method].cot == "fine-tuned" else args.backbone
+    inputs = cot_inputs(method, task, model, args.data_dir, _cot_examples(args, task))
+    settings = decode_settings((args.cot_setting,), task, inputs.tokenizer, rationales)[0]
+    engine = TransformersEngine(inputs.lm, inputs.tokenizer)
+    run = decode_and_score(
+        task, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer, batch_size=8, seed=seed
+    )
     scored = run.summary()
     result = {
         "score": scored["score"],
         "tasks": {task: scored["metrics"]},
         "setting": settings.describe(),
+        "parsed_examples": scored["parsed_examples"],
+        "likelihood_examples": scored["likelihood_examples"],
         "unparsed_rows": scored["unparsed_rows"],
         "ambiguous_examples": scored["ambiguous_examples"],
-        "eval_examples": len(gold),
+        "eval_examples": len(inputs.gold),
         "seconds": round(time.perf_counter() - start, 1),
         "sample_output": scored["sample_output"],
     }

@@ -249,11 +249,7 @@ def _caps_lines(result: ReproduceResult) -> list[str]:
         if source:
             line += f"; rationales: {source.get('teacher', 'reference set')} ({source['source']})"
         for method in (m for m in COT_METHODS if m in methods):
-            counts = methods[method]
-            line += (
-                f"; {method} outputs (all seeds): {counts['unparsed_rows']} unparseable rows, "
-                f"{counts['ambiguous_examples']} examples answered Yes for no or several candidates (scored wrong)"
-            )
+            line += _cot_answers(method, methods[method])
         without = (methods.get("dhrd") or {}).get("rows_without_rationale")
         if without:
             line += f"; {without} DHRD training rows had no rationale (classification loss only)"
@@ -261,6 +257,21 @@ def _caps_lines(result: ReproduceResult) -> list[str]:
             line += f". **Not comparable to the paper**: {entry['not_comparable']}"
         lines.append(line)
     return lines
+
+
+def _cot_answers(method: str, counts: dict) -> str:
+    """How a CoT method's examples were answered, over its seeds: parsed from the text or by likelihood
+    (cells written before answers were chosen by likelihood scored their failures as wrong)."""
+    if "likelihood_examples" in counts:
+        return (
+            f"; {method} answers (all seeds): parsed {counts['parsed_examples']}, by likelihood "
+            f"{counts['likelihood_examples']} ({counts['unparsed_rows']} unparseable rows, "
+            f"{counts['ambiguous_examples']} examples answered Yes for no or several candidates)"
+        )
+    return (
+        f"; {method} outputs (all seeds): {counts['unparsed_rows']} unparseable rows, "
+        f"{counts['ambiguous_examples']} examples answered Yes for no or several candidates (scored wrong)"
+    )
 
 
 def csv_rows(result: ReproduceResult) -> list[dict]:

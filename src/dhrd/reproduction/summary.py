@@ -58,8 +58,12 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
                 "train_rows": runs[0].get("train_rows"),
                 "rows_without_rationale": runs[0].get("rows_without_rationale"),
             }
-            if method in COT_METHODS:  # scored as wrong, and worth seeing beside a low CoT score
-                for key in ("unparsed_rows", "ambiguous_examples"):
+            if method in COT_METHODS:  # how its answers were read, worth seeing beside a low CoT score
+                # cells written before answers were chosen by likelihood have only the (then wrong) failures
+                answered = (
+                    ("parsed_examples", "likelihood_examples") if all("parsed_examples" in r for r in runs) else ()
+                )
+                for key in ("unparsed_rows", "ambiguous_examples", *answered):
                     methods[method][key] = sum(r.get(key) or 0 for r in runs)
         entry = {"methods": methods, "qps": qps.get(task), "caps": _caps(args, task)}
         if methods:
