@@ -117,11 +117,12 @@ class OwnData(Study):
         spec = DHRDTrainingArguments(**self.config, output_dir="unused").data_spec()
         spec.validate()
         self.label_names = spec.label_names()
-        self.path = Path(self.config["train_file"]).with_name(TEST_FILE)
+        self.path = Path(self.config.get("test_file") or Path(self.config["train_file"]).with_name(TEST_FILE))
         self.examples = load_file_examples(self.path, spec.columns, self.label_names)
 
     def settings(self) -> dict:
-        return dict(self.config)
+        # the study scores the test file itself (score_cell), once per cell: training need not score it too
+        return {k: v for k, v in self.config.items() if k != "test_file"}
 
     def scored_split(self) -> str:
         return f"test ({self.path.name}, {len(self.examples)} rows)"
