@@ -4,8 +4,8 @@ A study is one data source and its budgets (training rows, epochs, learning rate
 the same seeds on the same rows and scored on the same split:
 - a SuperGLUE task (`--task rte`): scored on the validation split, the last epoch kept (no choice is made on it);
 - your own data through an own-data config (`--config examples/own-data/comve.yaml`: ComVE with its human
-  explanations as rationales): scored on the `test` file beside the training file, the validation file only
-  picking the epoch where there are several. No dataset-specific code.
+  explanations as rationales): scored on its `test_file` (else the test.jsonl beside the training file), the
+  validation file only picking the epoch where there are several. No dataset-specific code.
 Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
 one resumes from its checkpoint, and the tables are rewritten after every cell:
 

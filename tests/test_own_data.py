@@ -353,7 +353,15 @@ def test_a_test_file_is_scored_once_by_the_kept_model_and_capped_as_validation_i
     assert set(validation_ids) <= {f"r{k}" for k in range(12, 18)}
     assert (tmp_path / "run" / "test-confusion.png").is_file()
     # a test file is a file of your own: with a SuperGLUE task it is refused in one line
+    code, output = run("train", "--config", write_config(tmp_path, settings), "--output-dir", tmp_path / "run")
+    assert code == 0 and "test metrics" in output and "test.jsonl" in output, output  # the finished run, shown
     code, output = run("train", "--task", "cb", "--test-file", test, "--output-dir", tmp_path / "cb")
     assert code == 2 and "--test-file are for your own files" in output and len(output.splitlines()) == 1
     code, output = run("train", "--train-file", train_file, "--test-file", tmp_path / "no.jsonl")
     assert code == 2 and "--test-file" in output and "no.jsonl" in output and len(output.splitlines()) == 1
+
+
+def write_config(root, settings: dict):
+    path = root / "config.json"
+    path.write_text(json.dumps(settings))
+    return path
