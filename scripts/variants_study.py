@@ -4,8 +4,8 @@ A study is one data source and its budgets (training rows, epochs, learning rate
 the same seeds on the same rows and scored on the same split:
 - a SuperGLUE task (`--task rte`): scored on the validation split, the last epoch kept (no choice is made on it);
 - your own data through an own-data config (`--config examples/own-data/comve.yaml`: ComVE with its human
-  explanations as rationales): scored on the `test` file beside the training file, the validation file only
-  picking the epoch where there are several. No dataset-specific code.
+  explanations as rationales): scored on its `test_file` (else the test.jsonl beside the training file), the
+  validation file only picking the epoch where there are several. No dataset-specific code.
 Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
 one resumes from its checkpoint, and the tables are rewritten after every cell:
 
@@ -117,11 +117,12 @@ class OwnData(Study):
         spec = DHRDTrainingArguments(**self.config, output_dir="unused").data_spec()
         spec.validate()
         self.label_names = spec.label_names()
-        self.path = Path(self.config["train_file"]).with_name(TEST_FILE)
+        self.path = Path(self.config.get("test_file") or Path(self.config["train_file"]).with_name(TEST_FILE))
         self.examples = load_file_examples(self.path, spec.columns, self.label_names)
 
     def settings(self) -> dict:
-        return dict(self.config)
+        # the study scores the test file itself (score_cell), once per cell: training need not score it too
+        return {k: v for k, v in self.config.items() if k != "test_file"}
 
     def scored_split(self) -> str:
         return f"test ({self.path.name}, {len(self.examples)} rows)"

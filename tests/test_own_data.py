@@ -331,3 +331,37 @@ def test_rationales_for_other_rows_than_the_run_trains_on_say_why_none_pair(tiny
     )  # fmt: skip
     assert code == 2
     assert "no training example has a rationale" in output and "3 rationales were read, none for the 3 rows" in output
+
+
+def test_a_test_file_is_scored_once_by_the_kept_model_and_capped_as_validation_is(tiny_backbone, tmp_path):
+    from dhrd.training import DHRDTrainingArguments, train
+
+    train_file = write_jsonl(tmp_path / "train.jsonl", reviews(12))
+    validation = write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))
+    test = write_jsonl(tmp_path / "test.jsonl", reviews(8, 18))
+    settings = dict(
+        train_file=str(train_file), validation_file=str(validation), test_file=str(test), id_column="id",
+        backbone=str(tiny_backbone), bf16=False, max_length=64, num_train_epochs=1, per_device_train_batch_size=4,
+        max_eval_examples=5, subset_seed=3,
+    )  # fmt: skip
+    result = train(DHRDTrainingArguments(output_dir=str(tmp_path / "run"), **settings))
+    scored = result.metrics["test"]
+    assert scored["file"] == str(test) and scored["tasks"]["custom"]["examples"] == 5
+    saved = json.loads((tmp_path / "run" / "test-predictions.json").read_text())
+    assert len(saved["ids"]) == 5 and set(saved["ids"]) <= {f"r{k}" for k in range(18, 26)}
+    validation_ids = json.loads((tmp_path / "run" / "validation-predictions.json").read_text())["ids"]
+    assert set(validation_ids) <= {f"r{k}" for k in range(12, 18)}
+    assert (tmp_path / "run" / "test-confusion.png").is_file()
+    # a test file is a file of your own: with a SuperGLUE task it is refused in one line
+    code, output = run("train", "--config", write_config(tmp_path, settings), "--output-dir", tmp_path / "run")
+    assert code == 0 and "test metrics" in output and "test.jsonl" in output, output  # the finished run, shown
+    code, output = run("train", "--task", "cb", "--test-file", test, "--output-dir", tmp_path / "cb")
+    assert code == 2 and "--test-file are for your own files" in output and len(output.splitlines()) == 1
+    code, output = run("train", "--train-file", train_file, "--test-file", tmp_path / "no.jsonl")
+    assert code == 2 and "--test-file" in output and "no.jsonl" in output and len(output.splitlines()) == 1
+
+
+def write_config(root, settings: dict):
+    path = root / "config.json"
+    path.write_text(json.dumps(settings))
+    return path

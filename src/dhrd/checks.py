@@ -129,6 +129,7 @@ def training_options(args) -> None:
     if args.dataset is None:  # with one, the files are refused as a conflict (DataSpec.validate)
         for option, path in (("--train-file", args.train_file), ("--validation-file", args.validation_file)):
             input_file(option, path)
+    input_file("--test-file", args.test_file)
     input_dir("--data-dir", args.data_dir)
     input_path("--rationales", args.rationales, "rationale file")
     output_dir("--output-dir", args.output_dir)

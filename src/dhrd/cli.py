@@ -142,6 +142,9 @@ def train(ctx: typer.Context):
         kept += f", stopped early after epoch {result.metrics['epochs'][-1]['epoch']:g}"
     out.print(_metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
     _print_classes(result.metrics.get("classes", {}))
+    test = result.metrics.get("test")
+    if test:  # --test-file: scored once, by the kept model
+        out.print(_metrics_table(test, f"test metrics ({test['file']}) - {result.model_dir}"))
     out.print(f"model: {result.model_dir}\nmetrics: {Path(args.output_dir) / 'metrics.json'}")
 
 

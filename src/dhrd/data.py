@@ -242,6 +242,7 @@ class DataSpec:
     data_dir: str | None = None
     train_file: str | None = None
     validation_file: str | None = None
+    test_file: str | None = None  # scored once after training, read with the same columns and labels
     text_column: str = "text"
     text_pair_column: str | None = None
     label_column: str = "label"
@@ -331,10 +332,11 @@ class DataSpec:
                 raise DHRDInputError("give --validation-file or --validation-fraction, not both")
         if self.dataset is None and self.dataset_config:
             raise DHRDInputError("--dataset-config needs --dataset")
-        if not self.own_data and (self.id_column or self.rationale_column or self.label_map or self.instruction):
+        own_only = (self.id_column, self.rationale_column, self.label_map, self.instruction, self.test_file)
+        if not self.own_data and any(own_only):
             raise DHRDInputError(
-                "--id-column, --rationale-column, --label-names and --instruction are for your own files "
-                "(--train-file or --dataset)"
+                "--id-column, --rationale-column, --label-names, --instruction and --test-file are for your own "
+                "files (--train-file or --dataset)"
             )
         if (
             self.dataset is not None or self.splits
@@ -363,10 +365,12 @@ class DataSpec:
         reads from a dataset only the rows ``tasks.sample_examples(rows, max_examples, seed)`` would keep
         (other sources are read whole: the caller samples)."""
         if self.own_data:
+            if split == "test" and self.test_file is not None:
+                return load_file_examples(self.test_file, self.columns, label_names, True, self.origin, self.encoding)
             if split not in ("train", "validation"):
                 raise DHRDInputError(
-                    f"a model trained on your own data has train and validation splits, not {split!r}: use "
-                    "--file or --dataset"
+                    f"a model trained on your own data has train and validation splits (and test with a "
+                    f"--test-file), not {split!r}: use --file or --dataset"
                 )
             if self.carves_validation:
                 kept, held = self.carved_splits(label_names)
@@ -374,12 +378,18 @@ class DataSpec:
             source = self.source(split)
             if isinstance(source, DatasetSplit) and max_examples and max_examples < len(source):
                 source = source.subset(sample_positions(len(source), max_examples, seed))
-            origin = self.dataset or self.train_file or source.name
-            return load_file_examples(source, self.columns, label_names, True, origin, self.encoding)
+            return load_file_examples(
+                source, self.columns, label_names, True, self.origin or source.name, self.encoding
+            )
         rows: list[Example] = []
         for task in self.tasks:
             rows.extend(load_task_split(task, split, self.input_format, self.data_dir))
         return rows
+
+    @property
+    def origin(self) -> str | None:
+        """Where the label set comes from, as messages about a label the training data lacks name it."""
+        return self.dataset or self.train_file
 
     def to_dict(self) -> dict:
         saved = {k: v for k, v in self.__dict__.items() if k not in ("splits", "_carved")}

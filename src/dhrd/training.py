@@ -16,7 +16,7 @@ import re
 import shutil
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -489,6 +489,7 @@ class RunRows:
     train_rows: list
     eval_rows: list
     validation_split: dict | None  # where a validation split carved from the training file came from
+    test_rows: list = field(default_factory=list)  # --test-file's: scored once by the kept model
 
     @property
     def input_format(self) -> str:
@@ -702,7 +703,11 @@ def read_rows(args: DHRDTrainingArguments, splits: dict | None = None) -> RunRow
         )
     if any(e.label is None for e in train_rows + eval_rows):
         raise DHRDInputError("the train and validation splits must have labels")
-    return RunRows(spec, tuple(label_names), all_train_rows, train_rows, eval_rows, validation_split)
+    # capped as the validation split is: the same seeded sample of the file every run of a study scores on
+    test_rows = spec.split("test", label_names) if spec.test_file else []
+    test_rows = sample_examples(test_rows, args.max_eval_examples, subset_seed)
+    rows = RunRows(spec, tuple(label_names), all_train_rows, train_rows, eval_rows, validation_split, test_rows)
+    return rows
 
 
 def run_tokenizer(args: DHRDTrainingArguments, given_lm=None, tokenizer=None) -> tuple[str, object]:
@@ -1039,7 +1044,8 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
         def memory_record() -> dict | None:
             return None if memory is None else memory.finish(budget, getattr(args, "activation_memory", None))
 
-        _finish(best, tokenizer, eval_rows, input_format, args, output, run, memory_record)
+        test_rows = run_parts.rows.test_rows if run_parts.rows is not None else []
+        _finish(best, tokenizer, eval_rows, input_format, args, output, run, memory_record, test_rows)
         del best
         if args.keep_reasoning_head:
             save_reasoning_head(trainer.reasoning_weight(), output / "model")
@@ -1056,6 +1062,7 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
 
 
 PREDICTIONS_FILE = "validation-predictions.json"
+TEST_PREDICTIONS_FILE = "test-predictions.json"  # --test-file's
 
 # Settings that change what a checkpoint means: resuming under different ones would mix two runs. Declared on
 # the fields (DHRDTrainingArguments: ``_option(run=...)``; transformers' own: TRAINER_RUN_DEFINING).
@@ -1165,10 +1172,19 @@ def _checkpoint_to_resume(args: DHRDTrainingArguments, output: Path, peft_config
 
 
 def _finish(
-    best, tokenizer, eval_rows, input_format, args: DHRDTrainingArguments, output: Path, run: dict, memory=None
+    best,
+    tokenizer,
+    eval_rows,
+    input_format,
+    args: DHRDTrainingArguments,
+    output: Path,
+    run: dict,
+    memory=None,
+    test_rows=(),
 ) -> None:
-    """Score the best model the way it will be served (``predict_proba``), then save it and its metrics (with
-    ``memory()``'s record of the run's resident memory, taken last, and ``provenance``)."""
+    """Score the best model the way it will be served (``predict_proba``) on the validation rows and the test
+    rows (``--test-file``), then save it and its metrics (with ``memory()``'s record of the run's resident
+    memory, taken last, and ``provenance``)."""
     best.eval()
     # served as loaded: with the default attention kernel, not training's eager one on a CPU. In bf16 the two
     # differ enough to flip near-ties, and training's score then disagreed with `dhrd evaluate` by an example.
@@ -1177,21 +1193,28 @@ def _finish(
         set_training_attention(best, "sdpa")
     except (ValueError, ImportError):
         set_training_attention(best, "eager")
-    texts = [e.text for e in eval_rows]
-    probs = predict_proba(
-        best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
-    )
     label_names = [best.config.id2label[i] for i in range(best.config.num_labels)]
-    classes = class_report(eval_rows, probs, input_format, label_names)
-    figure = save_confusion_png(classes, confusion_png_path(output / "metrics.json"))
-    metrics = {**evaluate_rows(eval_rows, probs, input_format), "classes": classes, **run, "confusion_png": str(figure)}
+
+    def scored(rows, predictions_file: str, figure: Path) -> dict:
+        """Metrics of ``rows``; their per-row probabilities go to ``predictions_file`` (paired comparisons
+        with confidence intervals, dhrd reproduce), before the metrics, whose presence marks the run finished."""
+        texts = [e.text for e in rows]
+        probs = predict_proba(
+            best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
+        )
+        classes = class_report(rows, probs, input_format, label_names)
+        figure = save_confusion_png(classes, figure)
+        write_json_atomic(
+            output / predictions_file,
+            {"ids": [e.id for e in rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
+        )
+        return {**evaluate_rows(rows, probs, input_format), "classes": classes, "confusion_png": str(figure)}
+
+    metrics = {**scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json")), **run}
+    if test_rows:
+        test = scored(test_rows, TEST_PREDICTIONS_FILE, output / "test-confusion.png")
+        metrics["test"] = {"file": args.test_file, **test}
     save_classifier(best, tokenizer, output / "model", max_length=args.max_length, truncation=args.truncation)
-    # per-row probabilities, for paired comparisons with confidence intervals (dhrd reproduce); before the
-    # metrics, whose presence marks the run finished
-    write_json_atomic(
-        output / PREDICTIONS_FILE,
-        {"ids": [e.id for e in eval_rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
-    )
     write_model_card(output / "model", settings=args.to_dict(), metrics=metrics)
     if memory is not None:
         metrics["memory"] = memory()

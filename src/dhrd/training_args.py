@@ -141,6 +141,14 @@ class DHRDTrainingArguments(TrainingArguments):
     validation_file: str | None = _option(
         None, "your own validation file (the evaluation split; None: --validation-fraction of --train-file)", DATA
     )
+    # scored once, by the kept model, after training: never seen by a choice (the validation file picks the epoch)
+    test_file: str | None = _option(
+        None,
+        "your own test file, read as --train-file is: the kept model is scored on it at the end (metrics.json's "
+        "test, test-predictions.json); --max-eval-examples caps it too",
+        DATA,
+        run=False,
+    )
     validation_fraction: float | None = _option(
         None,
         "with --train-file and no --validation-file: this seeded (--subset-seed), stratified fraction of its "
@@ -196,7 +204,9 @@ class DHRDTrainingArguments(TrainingArguments):
         DATA,
         choices=["seeded", "first"],
     )
-    max_eval_examples: int | None = _option(None, "cap the validation examples (a seeded sample)", DATA, run=False)
+    max_eval_examples: int | None = _option(
+        None, "cap the validation examples (and --test-file's): a seeded sample", DATA, run=False
+    )
     subset_seed: int | None = _option(
         None, "seed of the capped samples (None: --seed); fixed, it pairs runs across seeds", DATA
     )
@@ -418,6 +428,7 @@ class DHRDTrainingArguments(TrainingArguments):
             data_dir=self.data_dir,
             train_file=self.train_file,
             validation_file=self.validation_file,
+            test_file=self.test_file,
             text_column=self.text_column,
             text_pair_column=self.text_pair_column,
             label_column=self.label_column,

@@ -15,12 +15,14 @@ Methods (the paper's Tables 1 and 3):
 * ``cot``: reasoning/CoT fine-tuned (alpha = 1, beta = 0), scored by decoding a rationale and parsing its answer;
 * ``cot-zero-shot``: the untouched backbone prompted to reason (no training, so one cell per task).
 
-Scores are the tasks' official metrics on the (capped) validation split, as mean ± std over seeds.
+Scores are the tasks' official metrics on the (capped) validation split, as mean ± std over seeds. A task may
+also be your own data: a ``--tasks`` entry that is an own-data config (``own_data``), scored on its test file
+where it has one.
 
 The package only composes the library: ``arguments`` (settings, config files), ``paper`` (the paper's
-reference numbers), ``cells`` (each a thin call into the library), ``runner`` (the plan and the resumable
-run), ``summary`` (the statistics of the finished cells), ``report`` (Markdown, CSV, PNG, JSON) and ``demo``
-(the ``dhrd demo`` preset).
+reference numbers), ``own_data`` (own-data tasks), ``cells`` (each a thin call into the library), ``runner``
+(the plan and the resumable run), ``summary`` (the statistics of the finished cells), ``report`` (Markdown,
+CSV, PNG, JSON) and ``demo`` (the ``dhrd demo`` preset).
 """
 
 import importlib

@@ -28,7 +28,13 @@ class ReproduceArguments:
     """What ``dhrd reproduce`` runs. Every field can come from a config file (TOML or YAML) and be
     overridden on the command line; ``train`` passes any other ``DHRDTrainingArguments`` field through."""
 
-    tasks: list[str] = option(help="SuperGLUE tasks, or 'all'", factory=lambda: list(SUPERGLUE_TASKS))
+    tasks: list[str] = option(
+        help="SuperGLUE tasks, 'all', or own-data configs (a .yaml/.json/.toml path, as dhrd train --config reads; "
+        "the task is named by the file's stem): cb,examples/own-data/comve.yaml",
+        factory=lambda: list(SUPERGLUE_TASKS),
+    )
+    # the own-data tasks among ``tasks``: name -> config path (filled from ``tasks`` by ``validate``)
+    own_data: dict = option(cli=False, factory=dict)
     seeds: list[int] = option(help="seeds", factory=lambda: [1, 2, 3])
     methods: list[str] = option(
         help="pooled, dhrd, dhrd-shuffled (another example's rationale: the paper's Table 2), cot (fine-tuned), "
@@ -83,9 +89,10 @@ class ReproduceArguments:
     title: str | None = option(None, "the tables' title")
 
     def validate(self) -> None:
-        from ..tasks import TASKS, parse_task_names
+        from ..tasks import TASKS
+        from .own_data import resolve_tasks
 
-        self.tasks = parse_task_names(self.tasks)
+        self.tasks, self.own_data = resolve_tasks(self.tasks, self.own_data)
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise DHRDInputError(f"unknown method {', '.join(unknown) or '(none)'}: choose from {', '.join(METHODS)}")
@@ -102,7 +109,7 @@ class ReproduceArguments:
         for name in ("max_train_examples", "max_eval_examples", "cot_eval_examples", "epochs"):
             value = getattr(self, name)
             if isinstance(value, dict):
-                extra = sorted(set(value) - set(TASKS) - {"default"})
+                extra = sorted(set(value) - set(TASKS) - set(self.own_data) - {"default"})
                 if extra:
                     raise DHRDInputError(f"{name}: unknown task {', '.join(extra)}")
 

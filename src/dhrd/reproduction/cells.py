@@ -12,6 +12,9 @@ from ..runtime import write_json_atomic
 from ..tasks import TASKS
 from .arguments import ReproduceArguments
 from .methods import METHOD_RULES, TRAINED_METHODS
+from .own_data import existing_rationales as own_existing_rationales
+from .own_data import own_task, training_settings
+from .own_data import rationale_source as own_rationale_source
 
 
 def run_dir(args: ReproduceArguments, task: str, method: str, seed: int) -> Path:
@@ -42,6 +45,7 @@ def training_arguments(args: ReproduceArguments, task: str, method: str, seed: i
         max_eval_examples=args.eval_cap(task),
         resume=not args.restart,
     )
+    settings.update(training_settings(args, task))  # an own-data task's files and columns
     settings.update(args.train)
     return DHRDTrainingArguments(**settings)
 
@@ -53,7 +57,7 @@ def _same_run(train_args, output: Path) -> bool:
     saved = output / "train_args.json"
     if not saved.is_file():
         return False
-    changed = changed_settings(json.loads(saved.read_text()), train_args, ("max_eval_examples",))
+    changed = changed_settings(json.loads(saved.read_text()), train_args, ("max_eval_examples", "test_file"))
     if changed:
         raise DHRDInputError(
             f"{output}: holds a finished run with other settings ({', '.join(changed)}); use another "
@@ -168,6 +172,8 @@ def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
     the reference set where it has the task, else the teacher's cache where one was made."""
     from ..rationales import default_rationale_dir
 
+    if (own := own_task(args, task)) is not None:
+        return own_existing_rationales(args, own)
     base = Path(args.rationales) if args.rationales else default_rationale_dir()
     if base is not None and (base / TASKS[task].folder / "train.jsonl").is_file():
         return str(base)
@@ -185,6 +191,8 @@ def rationale_source(args: ReproduceArguments, task: str, progress: bool = True)
     task, else the teacher's cache (made now, resumably, for the capped training subset only)."""
     from ..rationales import default_rationale_dir
 
+    if (own := own_task(args, task)) is not None:
+        return own_rationale_source(args, own, progress)
     base = Path(args.rationales) if args.rationales else default_rationale_dir()
     folder = TASKS[task].folder
     if base is not None and (base / folder / "train.jsonl").is_file():

@@ -42,7 +42,11 @@ def demo_arguments(**overrides) -> ReproduceArguments:
 class DemoArguments:
     """What ``dhrd demo`` lets a user change; the rest is ``DEMO``."""
 
-    task: str = option(DEMO["tasks"][0], "the small task (CB in its native 3-way format by default)")
+    task: str = option(
+        DEMO["tasks"][0],
+        "the small task (CB in its native 3-way format by default), or an own-data config as dhrd reproduce "
+        "--tasks takes one (examples/own-data/comve.yaml)",
+    )
     backbone: str | None = option(None, "the student [default: the shared SmolLM2-135M, else the hub's]")
     output_dir: str = option(DEMO["output_dir"], "where the runs and the tables go")
     max_train_examples: int | None = option(None, "cap of training examples [default: the whole training split]")

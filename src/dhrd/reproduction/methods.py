@@ -53,6 +53,15 @@ class MethodRules:
     def training_beta(self, run_beta: float) -> float:
         return self.beta if self.beta is not None else run_beta
 
+    def skip_reason(self, task) -> str | None:
+        """Why the method has no cells for ``task`` (its ``tasks.Task`` rules), which the tables state; None
+        where it runs."""
+        if self.cot == "zero-shot" and not task.zero_shot_cot:
+            return "no zero-shot CoT prompt for this task"
+        if self.cot == "fine-tuned" and task.own_data:
+            return "CoT decoding reads SuperGLUE splits only: not built for own data"
+        return None
+
     def decodes(self, zero_shot_prompt: bool, first_seed: bool) -> bool:
         """Whether a seed of a task has a CoT cell: ``zero_shot_prompt`` is the task's (``Task.zero_shot_cot``)."""
         if self.cot == "zero-shot":

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from ..provenance import machine_text, versions_text
 from ..runtime import plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
-from ..tasks import TASKS
+from ..tasks import task_rules
 from .methods import COT_METHODS, METHOD_RULES
+from .own_data import task_title
 from .paper import PAPER_QPS_SPEEDUP, PAPER_TABLE1
 
 if TYPE_CHECKING:
@@ -54,21 +55,27 @@ def markdown(result: ReproduceResult) -> str:
     where = where if result.provenance else []
     tasks = summary["tasks"]
     names = list(tasks)
-    header = "| method | " + " | ".join(TASKS[t].folder for t in names) + " | Avg | Rel.Δ |"
-    with_cot = any(m in COT_METHODS for m in args["methods"])
+    header = "| method | " + " | ".join(_column(t, tasks[t]) for t in names) + " | Avg | Rel.Δ |"
+    superglue = [t for t in names if not task_rules(t).own_data]  # what Avg and the paper's table are over
+    # a CoT method skipped on every task (own data) decodes nothing
+    with_cot = any(
+        m in COT_METHODS and any(m not in tasks[t].get("skipped", {}) for t in names) for m in args["methods"]
+    )
     decoding = f"; CoT decoding: {_decoding(result)}" if with_cot else ""
     lines = [
-        f"# {args.get('title') or 'dhrd reproduce'}: pooled vs DHRD{' vs CoT' if with_cot else ''} on SuperGLUE",
+        f"# {args.get('title') or 'dhrd reproduce'}: pooled vs DHRD{' vs CoT' if with_cot else ''} on "
+        + _data_name(names),
         "",
         f"Backbone: {args['backbone'] or 'default (SmolLM2-135M-Instruct)'}; seeds {args['seeds']}; "
         f"{_epochs_text(args['epochs'])} epoch(s), lr {args['learning_rate']:g}, batch {args['batch_size']}, "
         f"alpha {args['alpha']:g}, beta {args['beta']:g}{decoding}."
         + (f" Other training settings: {settings_flags(args['train'])}." if args["train"] else ""),
         "Scores are each task's official metric in percent on the validation split (CB: mean of F1 and "
-        "accuracy; MultiRC: mean of F1a and EM), mean ± std over seeds; Avg is the mean over the tasks a method "
-        "finished; Rel.Δ is the relative change of Avg against the pooled baseline. '(on N, ±E)': scored on "
-        "fewer examples than the classifiers, E the 95% sampling error of N examples. The majority floor is the "
-        "score of the best constant predictor on the same examples: a model below it has learnt nothing.",
+        f"accuracy; MultiRC: mean of F1a and EM{_own_data_scores(tasks)}), mean ± std over seeds; Avg is the mean "
+        "over the SuperGLUE tasks a method finished; Rel.Δ is the relative change of Avg against the pooled "
+        "baseline. '(on N, ±E)': scored on fewer examples than the classifiers, E the 95% sampling error of N "
+        "examples. The majority floor is the score of the best constant predictor on the same examples: a model "
+        "below it has learnt nothing.",
         "",
         *_headline_lines(result),
         header,
@@ -76,6 +83,8 @@ def markdown(result: ReproduceResult) -> str:
     ]
     average = summary["average"]
     for method in args["methods"]:
+        if all(method in tasks[t].get("skipped", {}) for t in names):  # its reasons are in the caps section
+            continue
         cells = [_score_cell(tasks[t]["methods"], method, len(args["seeds"])) for t in names]
         avg = average["methods"].get(method)
         rel = ""
@@ -83,33 +92,17 @@ def markdown(result: ReproduceResult) -> str:
             rel = f"{average['relative_gain_percent']:+.2f}%"
         avg_text = "–"
         if avg:
-            avg_text = f"{avg['mean']:.2f}" + (f" ({avg['tasks']} tasks)" if avg["tasks"] < len(names) else "")
+            avg_text = f"{avg['mean']:.2f}" + (f" ({avg['tasks']} tasks)" if avg["tasks"] < len(superglue) else "")
         lines.append(f"| {METHOD_NAMES[method]} | " + " | ".join(cells) + f" | {avg_text} | {rel} |")
     for label, key in (("Majority floor (best constant)", "score"), ("Chance (uniform guess)", "chance")):
         values = [tasks[t].get("floor", {}).get(key) for t in names]
         if any(v is not None for v in values):
             shown = ["–" if v is None else f"{v:.1f}" for v in values]
-            known = [v for v in values if v is not None]
-            lines.append(f"| *{label}* | " + " | ".join(shown) + f" | {statistics.fmean(known):.2f} | |")
+            known = [tasks[t]["floor"][key] for t in superglue if tasks[t].get("floor")]
+            mean = f"{statistics.fmean(known):.2f}" if known else "–"
+            lines.append(f"| *{label}* | " + " | ".join(shown) + f" | {mean} | |")
     lines += _paired_lines(result)
-    lines += [
-        "",
-        "## DHRD over pooled: relative gain, beside the paper's (Table 1)",
-        "",
-        "| task | pooled | DHRD | ours | " + " | ".join(f"paper {b}" for b in PAPER_TABLE1) + " |",
-        "|---|---|---|---|" + "---|" * len(PAPER_TABLE1),
-    ]
-    for task in names:
-        entry, methods = tasks[task], tasks[task]["methods"]
-        ours = entry.get("relative_gain_percent")
-        paper = " | ".join(f"{entry['paper_relative_gain_percent'][b]:+.2f}%" for b in PAPER_TABLE1)
-        lines.append(
-            f"| {TASKS[task].folder} | {_pm(methods.get('pooled', {}).get('score'))} "
-            f"| {_pm(methods.get('dhrd', {}).get('score'))} | {'–' if ours is None else f'{ours:+.2f}%'} | {paper} |"
-        )
-    ours = average.get("relative_gain_percent")
-    paper = " | ".join(f"{average['paper_relative_gain_percent'][b]:+.2f}%" for b in PAPER_TABLE1)
-    lines.append(f"| Avg ({len(average['tasks'])} tasks) | | | {'–' if ours is None else f'{ours:+.2f}%'} | {paper} |")
+    lines += _paper_lines(result, superglue) if superglue else []
     lines += _qps_lines(result)
     lines += _caps_lines(result)
     lines += [
@@ -121,6 +114,49 @@ def markdown(result: ReproduceResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _paper_lines(result: ReproduceResult, superglue: list[str]) -> list[str]:
+    """DHRD's relative gain over pooled per SuperGLUE task and on average, beside the paper's."""
+    tasks, average = result.summary["tasks"], result.summary["average"]
+    lines = [
+        "",
+        "## DHRD over pooled: relative gain, beside the paper's (Table 1)",
+        "",
+        "| task | pooled | DHRD | ours | " + " | ".join(f"paper {b}" for b in PAPER_TABLE1) + " |",
+        "|---|---|---|---|" + "---|" * len(PAPER_TABLE1),
+    ]
+    for task in superglue:
+        entry, methods = tasks[task], tasks[task]["methods"]
+        ours = entry.get("relative_gain_percent")
+        paper = " | ".join(f"{entry['paper_relative_gain_percent'][b]:+.2f}%" for b in PAPER_TABLE1)
+        lines.append(
+            f"| {task_title(task)} | {_pm(methods.get('pooled', {}).get('score'))} "
+            f"| {_pm(methods.get('dhrd', {}).get('score'))} | {'–' if ours is None else f'{ours:+.2f}%'} | {paper} |"
+        )
+    ours = average.get("relative_gain_percent")
+    paper = " | ".join(f"{average['paper_relative_gain_percent'][b]:+.2f}%" for b in PAPER_TABLE1)
+    lines.append(f"| Avg ({len(average['tasks'])} tasks) | | | {'–' if ours is None else f'{ours:+.2f}%'} | {paper} |")
+    return lines
+
+
+def _column(task: str, entry: dict) -> str:
+    """A task's column: its name, and its split where that is not the validation split (an own-data test file)."""
+    split = entry.get("split", "validation")
+    return task_title(task) + ("" if split == "validation" else f" ({split})")
+
+
+def _data_name(tasks: list[str]) -> str:
+    own = [t for t in tasks if task_rules(t).own_data]
+    if not own:
+        return "SuperGLUE"
+    return "own data" if len(own) == len(tasks) else "SuperGLUE and own data"
+
+
+def _own_data_scores(tasks: dict) -> str:
+    """How own-data tasks are scored, and on which split (their test file where they have one)."""
+    own = [f"{t} on its {e['split_source']}" for t, e in tasks.items() if task_rules(t).own_data]
+    return f"; own-data tasks: accuracy, {', '.join(own)}" if own else ""
 
 
 def _headline_lines(result: ReproduceResult) -> list[str]:
@@ -145,7 +181,7 @@ def _headline_lines(result: ReproduceResult) -> list[str]:
         for cot in (m for m in COT_METHODS if m in qps and "dhrd" in qps):
             ratio = qps["dhrd"]["examples_per_s"] / qps[cot]["examples_per_s"]
             parts.append(f"the DHRD classifier serves {ratio:.0f}x the examples/s of {METHOD_NAMES[cot]}")
-        lines.append(f"- **{TASKS[task].folder}**: " + "; ".join(parts) + ".")
+        lines.append(f"- **{task_title(task)}**: " + "; ".join(parts) + ".")
     return [*lines, ""] if lines else []
 
 
@@ -165,18 +201,20 @@ def _paired_lines(result: ReproduceResult) -> list[str]:
         "",
         "## Paired with pooled: the difference in points, with a 95% confidence interval",
         "",
-        "Same seeds, same training and validation examples. The interval is a bootstrap over validation examples "
+        "Same seeds, same training and scored examples. The interval is a bootstrap over the scored examples "
         "and seeds (2,000 resamples) of each task's official score; a difference whose interval holds 0 is no "
         "measurable difference.",
         "",
-        "| task | method | seeds | examples | floor | pooled | method | difference | 95% CI | per seed | verdict |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| task | split | method | seeds | examples | floor | pooled | method | difference | 95% CI | per seed "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for task, method, c in rows:
         methods = tasks[task]["methods"]
         floor = tasks[task].get("floor", {}).get("score")
         lines.append(
-            f"| {TASKS[task].folder} | {METHOD_NAMES[method]} | {c['seeds']} | {c['examples']} | "
+            f"| {task_title(task)} | {tasks[task].get('split', 'validation')} | {METHOD_NAMES[method]} | "
+            f"{c['seeds']} | {c['examples']} | "
             f"{'–' if floor is None else f'{floor:.1f}'} | {_pm(methods.get('pooled', {}).get('score'))} | "
             f"{_pm(methods.get(method, {}).get('score'))} | {c['difference']:+.2f} | "
             f"[{c['ci'][0]:+.2f}, {c['ci'][1]:+.2f}] | {', '.join(f'{d:+.1f}' for d in c['per_seed'])} | "
@@ -218,7 +256,7 @@ def _qps_lines(result: ReproduceResult) -> list[str]:
     lines = [
         "",
         f"## Throughput: examples/s at batch {result.arguments['qps_batch_size']}, one benchmark run per task "
-        f"(first seed's models, first {result.arguments['qps_examples']} validation examples)",
+        f"(first seed's models, first {result.arguments['qps_examples']} examples of each task's scored split)",
         "",
         "| task | "
         + " | ".join(METHOD_NAMES[m] for m in methods)
@@ -231,7 +269,7 @@ def _qps_lines(result: ReproduceResult) -> list[str]:
         for m in (m for m in COT_METHODS if m in methods):
             ratio = "dhrd" in q and m in q and q["dhrd"]["examples_per_s"] / q[m]["examples_per_s"]
             cells.append(f"{ratio:.1f}x" if ratio else "–")
-        lines.append(f"| {TASKS[task].folder} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task_title(task)} | " + " | ".join(cells) + " |")
     lines.append(f"\nThe paper's speed-up of the classifier over CoT decoding: {PAPER_QPS_SPEEDUP}.")
     return lines
 
@@ -240,14 +278,19 @@ def _caps_lines(result: ReproduceResult) -> list[str]:
     lines = ["", "## What each cell saw (caps are never hidden)", ""]
     for task, entry in result.summary["tasks"].items():
         caps = entry["caps"]
-        unit = " (questions)" if TASKS[task].per_answer else ""
+        unit = " (questions)" if task_rules(task).per_answer else ""
         parts = [f"{k.replace('_', ' ')} {v}{unit}" for k, v in caps.items() if k != "epochs"] or ["no caps"]
         methods = entry["methods"]
         seen = ", ".join(f"{m}: {v['eval_examples']} eval examples" for m, v in methods.items() if v["eval_examples"])
-        line = f"- **{TASKS[task].folder}**: {'; '.join(parts)}" + (f" ({seen})" if seen else "")
+        line = f"- **{task_title(task)}**: scored on {entry.get('split_source', 'the validation split')}; "
+        line += "; ".join(parts) + (f" ({seen})" if seen else "")
+        for method, why in (entry.get("skipped") or {}).items():
+            line += f"; {method} skipped ({why})"
         source = result.rationales.get(task)
         if source:
-            line += f"; rationales: {source.get('teacher', 'reference set')} ({source['source']})"
+            line += (
+                f"; rationales: {source.get('teacher') or source.get('origin', 'reference set')} ({source['source']})"
+            )
         for method in (m for m in COT_METHODS if m in methods):
             line += _cot_answers(method, methods[method])
         without = (methods.get("dhrd") or {}).get("rows_without_rationale")
@@ -284,6 +327,7 @@ def csv_rows(result: ReproduceResult) -> list[dict]:
                 {
                     "task": task,
                     "method": method,
+                    "split": entry.get("split", "validation"),
                     "score_mean": score["mean"],
                     "score_std": score["std"],
                     "seeds": score["n"],
@@ -351,8 +395,8 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
             left.hlines(
                 floor["chance"], *span, colors="grey", linestyles=":", lw=1.2, label="chance" if i == 0 else None
             )
-    left.set_xticks(x + width * (len(methods) - 1) / 2, [TASKS[t].folder for t in names])
-    left.set_ylabel("validation score (%)")
+    left.set_xticks(x + width * (len(methods) - 1) / 2, [_column(t, tasks[t]) for t in names])
+    left.set_ylabel("score on the scored split (%)")
     left.set_ylim(0, 100)
     left.legend(fontsize=8)
     left.set_title("task score, mean ± std over seeds")
@@ -360,7 +404,7 @@ def plot(result: ReproduceResult, path: Path) -> Path | None:
     for k, method in enumerate(methods):
         speeds = [tasks[t]["qps"].get(method, {}).get("examples_per_s", 0) for t in measured]
         right.bar(np.arange(len(measured)) + k * width, speeds, width, color=plot_colour(method))
-    right.set_xticks(np.arange(len(measured)) + width * (len(methods) - 1) / 2, [TASKS[t].folder for t in measured])
+    right.set_xticks(np.arange(len(measured)) + width * (len(methods) - 1) / 2, [task_title(t) for t in measured])
     right.set_yscale("log")
     right.set_ylabel(f"examples/s (batch {result.arguments['qps_batch_size']}, log)")
     right.set_title("throughput")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..memory import release_memory, rss_gb
 from ..provenance import provenance
-from ..tasks import TASKS
+from ..tasks import task_rules
 from .arguments import ReproduceArguments
 from .cells import (
     cot_cell,
@@ -24,6 +24,8 @@ from .cells import (
     training_arguments,
 )
 from .methods import METHOD_RULES
+from .own_data import qps_cell as own_data_qps_cell
+from .own_data import scored_result
 from .report import write_results
 from .summary import summarise
 
@@ -51,9 +53,11 @@ def plan(args: ReproduceArguments) -> list[Cell]:
         for task in args.tasks:
             for method in args.methods:
                 rules = METHOD_RULES[method]
+                if rules.skip_reason(task_rules(task)):  # said in the tables
+                    continue
                 if rules.trained:
                     cells.append(Cell("train", task, method, seed))
-                if rules.decodes(TASKS[task].zero_shot_cot, first_seed=k == 0):
+                if rules.decodes(task_rules(task).zero_shot_cot, first_seed=k == 0):
                     cells.append(Cell("cot", task, method, seed))
             if k == 0 and args.qps:
                 cells.append(Cell("qps", task))
@@ -120,9 +124,11 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         if cell.kind == "train":
             rationales = sources[cell.task] if METHOD_RULES[cell.method].needs_rationales else None
             output = training_arguments(args, cell.task, cell.method, cell.seed, rationales)
-            value = train_cell(output)
+            value = scored_result(args, cell.task, train_cell(output))
         elif cell.kind == "cot":
             value = cot_cell(args, cell.task, cell.method, cell.seed, sources[cell.task])
+        elif task_rules(cell.task).own_data:  # no SuperGLUE benchmark: its classifiers, timed alike
+            value = own_data_qps_cell(args, cell.task)
         else:
             value = qps_cell(args, cell.task, sources[cell.task])
         record = {"kind": cell.kind, "task": cell.task, "method": cell.method, "seed": cell.seed, "result": value}

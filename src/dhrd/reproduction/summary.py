@@ -8,10 +8,11 @@ import logging
 import statistics
 from typing import TYPE_CHECKING
 
-from ..tasks import TASKS
+from ..tasks import task_rules
 from .arguments import ReproduceArguments
 from .cells import run_dir
 from .methods import COT_METHODS, METHOD_RULES, PAIRED_METHODS
+from .own_data import own_task, predictions_file
 from .paper import paper_gains
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
                 "score": score_stats([r["tasks"][task]["score"] for r in runs]),
                 "metrics": {
                     k: round(statistics.fmean(r["tasks"][task][k] for r in runs), 2)
-                    for k in TASKS[task].metrics
+                    for k in task_rules(task).metrics
                     if all(k in r["tasks"][task] for r in runs)
                 },
                 "eval_examples": runs[0]["tasks"][task].get("examples"),
@@ -65,7 +66,10 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
                 )
                 for key in ("unparsed_rows", "ambiguous_examples", *answered):
                     methods[method][key] = sum(r.get(key) or 0 for r in runs)
-        entry = {"methods": methods, "qps": qps.get(task), "caps": _caps(args, task)}
+        entry = {"methods": methods, "qps": qps.get(task), "caps": _caps(args, task), **_split(args, task)}
+        skipped = {m: METHOD_RULES[m].skip_reason(task_rules(task)) for m in args.methods}
+        if any(skipped.values()):
+            entry["skipped"] = {m: why for m, why in skipped.items() if why}
         if methods:
             examples = evaluation_examples(args, task)
             entry["floor"] = task_floor(args, task, examples)
@@ -73,8 +77,8 @@ def summarise(args: ReproduceArguments, result: ReproduceResult) -> dict:
         if "pooled" in methods and "dhrd" in methods:
             p, d = methods["pooled"]["score"]["mean"], methods["dhrd"]["score"]["mean"]
             entry["relative_gain_percent"] = round(100 * (d / p - 1), 2) if p else None
-        entry["paper_relative_gain_percent"] = {b: g[task] for b, g in paper.items()}
-        note = TASKS[task].not_comparable(args.data_dir)
+        entry["paper_relative_gain_percent"] = {b: g[task] for b, g in paper.items() if task in g}
+        note = task_rules(task).not_comparable(args.data_dir)
         if note:
             entry["not_comparable"] = note
         tasks[task] = entry
@@ -85,10 +89,22 @@ def _input_format(args: ReproduceArguments) -> str:
     return args.train.get("input_format", "yesno")
 
 
+def _split(args: ReproduceArguments, task: str) -> dict:
+    """The split a task is scored on, and where its examples come from (an own-data task's test file)."""
+    own = own_task(args, task)
+    if own is None:
+        return {"split": "validation", "split_source": "the validation split"}
+    return {"split": own.scored_split, "split_source": own.split_text()}
+
+
 def evaluation_examples(args: ReproduceArguments, task: str) -> list:
-    """The validation examples every classifier of ``task`` is scored on (the same capped, seeded sample)."""
+    """The examples every classifier of ``task`` is scored on (the same capped, seeded sample): a SuperGLUE
+    task's validation split, an own-data task's test file (else its validation split)."""
     from ..tasks import load_task_split, sample_examples
 
+    own = own_task(args, task)
+    if own is not None:
+        return own.scored_examples(args)
     rows = load_task_split(task, "validation", _input_format(args), args.data_dir)
     return sample_examples(rows, args.eval_cap(task), args.subset_seed)
 
@@ -102,8 +118,10 @@ def task_floor(args: ReproduceArguments, task: str, examples: list) -> dict:
 
     key = (task, tuple(e.id for e in examples), _input_format(args))
     if key not in _FLOORS:
-        labels = len(TASKS[task].label_names(_input_format(args)))
-        _FLOORS[key] = floors(examples, _input_format(args), labels)[task]
+        own = own_task(args, task)
+        names = own.label_names(args) if own else task_rules(task).label_names(_input_format(args))
+        # keyed by the examples' task: an own-data task's rows all carry tasks.OWN_DATA's name
+        _FLOORS[key] = floors(examples, _input_format(args), len(names))[examples[0].task]
     return _FLOORS[key]
 
 
@@ -111,7 +129,6 @@ def paired_comparisons(args: ReproduceArguments, task: str, examples: list) -> d
     """Each of ``PAIRED_METHODS`` against pooled over the seeds both finished: the mean paired difference in
     points and its 95% bootstrap interval over validation examples and seeds (``dhrd.stats``)."""
     from ..stats import example_statistics, paired_difference
-    from ..training import PREDICTIONS_FILE
 
     if "pooled" not in args.methods:
         return {}
@@ -119,7 +136,7 @@ def paired_comparisons(args: ReproduceArguments, task: str, examples: list) -> d
 
     def statistics_of(method: str, seed: int):
         directory = run_dir(args, task, method, seed)
-        path = directory / PREDICTIONS_FILE
+        path = directory / predictions_file(args, task)
         if not (directory / "metrics.json").is_file() or not path.is_file():
             return None
         saved = json.loads(path.read_text())
@@ -138,16 +155,18 @@ def paired_comparisons(args: ReproduceArguments, task: str, examples: list) -> d
 
 
 def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
-    """The SuperGLUE average per method over the tasks every method has finished, and DHRD's gain."""
+    """The SuperGLUE average per method over the tasks every method has finished, and DHRD's gain (own-data
+    tasks are not SuperGLUE's: they have their own columns, never averaged in)."""
     average: dict = {"methods": {}, "tasks": []}
+    superglue = [t for t in args.tasks if not task_rules(t).own_data]
     for method in args.methods:
-        done = [t for t in args.tasks if method in tasks[t]["methods"]]
+        done = [t for t in superglue if method in tasks[t]["methods"]]
         if done:
             average["methods"][method] = {
                 "mean": round(statistics.fmean(tasks[t]["methods"][method]["score"]["mean"] for t in done), 2),
                 "tasks": len(done),
             }
-    both = [t for t in args.tasks if {"pooled", "dhrd"} <= set(tasks[t]["methods"])]
+    both = [t for t in superglue if {"pooled", "dhrd"} <= set(tasks[t]["methods"])]
     average["tasks"] = both
     if both:
         p = statistics.fmean(tasks[t]["methods"]["pooled"]["score"]["mean"] for t in both)
@@ -159,7 +178,11 @@ def _average(args: ReproduceArguments, tasks: dict, paper: dict) -> dict:
 
 def _decodes_cot(args: ReproduceArguments, task: str) -> bool:
     """Whether any CoT method decodes this task (zero-shot CoT has no per-answer prompt for MultiRC)."""
-    return any(METHOD_RULES[m].decodes(TASKS[task].zero_shot_cot, first_seed=True) for m in args.methods)
+    rules = task_rules(task)
+    return any(
+        METHOD_RULES[m].decodes(rules.zero_shot_cot, first_seed=True) and not METHOD_RULES[m].skip_reason(rules)
+        for m in args.methods
+    )
 
 
 def _caps(args: ReproduceArguments, task: str) -> dict:

@@ -1,0 +1,246 @@
+"""``dhrd reproduce`` (and ``dhrd demo``) over your own data: a ``--tasks`` entry that is an own-data config is a
+task named by the file's stem, trained with its files and columns, its rationales from its rationale column, and
+scored on its test file; on the tiny model and tiny files."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import write_jsonl
+from typer.testing import CliRunner
+
+import dhrd.benchmark
+import dhrd.training
+from dhrd.cli import app
+from dhrd.errors import DHRDInputError
+from dhrd.reproduction import DemoArguments, make_arguments, plan, reproduce
+from dhrd.reproduction.own_data import resolve_tasks
+
+runner = CliRunner()
+STATEMENTS = ["he drank milk", "he drank a car", "she ate bread", "she ate a cloud", "I read a book", "I read a sofa"]
+
+
+def comparisons(n: int, start: int = 0) -> list[dict]:
+    """ComVE's shape: two statements, which one is against common sense, and a human explanation."""
+    rows = []
+    for k in range(start, start + n):
+        sensible, odd = STATEMENTS[2 * (k % 3)], STATEMENTS[2 * (k % 3) + 1]
+        first = k % 2 == 0  # the odd statement comes first in even rows
+        rows.append(
+            {
+                "id": f"c{k}",
+                "statement_1": odd if first else sensible,
+                "statement_2": sensible if first else odd,
+                "label": "first" if first else "second",
+                "explanation": f"nobody can do that: {odd} ({k})",
+            }
+        )
+    return rows
+
+
+def own_data_config(root: Path, name: str = "mine", **changes) -> Path:
+    """An own-data config as examples/own-data/comve.yaml writes one, with train, validation and test files."""
+    settings = {
+        "train_file": str(write_jsonl(root / "data" / "train.jsonl", comparisons(12))),
+        "validation_file": str(write_jsonl(root / "data" / "validation.jsonl", comparisons(6, 100))),
+        "test_file": str(write_jsonl(root / "data" / "test.jsonl", comparisons(8, 200))),
+        "text_column": "statement_1",
+        "text_pair_column": "statement_2",
+        "label_column": "label",
+        "id_column": "id",
+        "rationale_column": "explanation",
+        "instruction": "Which statement is against common sense, the first or the second?",
+        **changes,
+    }
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({k: v for k, v in settings.items() if v is not None}))
+    return path
+
+
+def _arguments(tmp_path: Path, config: Path, tiny_backbone, **overrides):
+    settings = dict(
+        tasks=[str(config)],
+        seeds=[1, 2],
+        methods=["pooled", "dhrd", "cot", "cot-zero-shot"],
+        backbone=str(tiny_backbone),
+        output_dir=str(tmp_path / "runs"),
+        epochs=1,
+        batch_size=4,
+        max_train_examples=8,
+        max_eval_examples=6,
+        qps_examples=2,
+        qps_repeats=1,
+        train={"bf16": False, "max_length": 64},
+    )
+    settings.update(overrides)
+    return make_arguments(None, **settings)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_backbone):
+    tmp_path = tmp_path_factory.mktemp("reproduce-own-data")
+    args = _arguments(tmp_path, own_data_config(tmp_path), tiny_backbone)
+    return args, reproduce(args, progress=False)
+
+
+def test_an_own_data_task_trains_pooled_and_dhrd_and_is_scored_on_its_test_file(finished):
+    args, result = finished
+    assert result.finished and args.tasks == ["mine"]
+    entry = result.summary["tasks"]["mine"]
+    assert set(entry["methods"]) == {"pooled", "dhrd"}
+    # the CoT methods have no cells for own data, and the tables say why
+    assert set(entry["skipped"]) == {"cot", "cot-zero-shot"}
+    assert not [c for c in plan(args) if c.method in ("cot", "cot-zero-shot")]
+    test_file = yaml.safe_load(Path(args.own_data["mine"]).read_text())["test_file"]
+    labels = {row["id"]: row["label"] for row in map(json.loads, Path(test_file).open())}
+    for method in ("pooled", "dhrd"):
+        for seed in (1, 2):
+            run = Path(args.output_dir) / "mine" / f"{method}-s{seed}"
+            scored = json.loads((run / "test-predictions.json").read_text())["ids"]
+            assert len(scored) == 6 and set(scored) <= set(labels)  # the test file's rows, capped to 6
+            train_args = json.loads((run / "train_args.json").read_text())
+            assert train_args["test_file"] == test_file and train_args["rationale_column"] == "explanation"
+            assert train_args["max_train_examples"] == 8
+        assert entry["methods"][method]["eval_examples"] == 6 and entry["methods"][method]["score"]["n"] == 2
+    # the scored split is the test file's, everywhere: the split, the floor and the paired comparison
+    assert entry["split"] == "test" and "test file" in entry["split_source"]
+    counts = Counter(labels[i] for i in scored)
+    assert entry["floor"]["score"] == pytest.approx(100 * max(counts.values()) / 6, abs=1e-3)
+    paired = entry["paired"]["dhrd"]
+    assert paired["examples"] == 6 and paired["seeds"] == 2 and paired["ci"][0] <= paired["difference"]
+    dhrd_rows = entry["methods"]["dhrd"]
+    assert dhrd_rows["train_rows"] == 8 and dhrd_rows["rows_without_rationale"] == 0  # its human explanations
+    assert set(entry["qps"]) == {"pooled", "dhrd"} and entry["qps"]["dhrd"]["examples"] == 2
+    assert result.summary["average"]["methods"] == {}  # the SuperGLUE average has no own-data task in it
+
+    text = (Path(args.output_dir) / "results.md").read_text()
+    assert text.startswith("# dhrd reproduce: pooled vs DHRD on own data\n") and "| mine (test) |" in text
+    assert "| CoT" not in text and "paper Llama" not in text  # no CoT row, no SuperGLUE paper table
+    assert "| mine | test | DHRD |" in text  # the paired table, with the task's split
+    assert "| *Majority floor (best constant)* |" in text and "scored on test file" in text
+    assert "cot-zero-shot skipped (no zero-shot CoT prompt for this task)" in text
+    assert "cot skipped (CoT decoding reads SuperGLUE splits only" in text
+    rows = (Path(args.output_dir) / "results.csv").read_text().splitlines()
+    assert rows[0].split(",")[2] == "split" and all(",test," in row for row in rows[1:])
+
+
+def test_resuming_a_finished_reproduce_over_own_data_reruns_nothing(finished, monkeypatch):
+    args, result = finished
+    monkeypatch.setattr(dhrd.training, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
+    monkeypatch.setattr(dhrd.benchmark, "time_classifier", lambda *a, **k: pytest.fail("timed again"))
+    again = reproduce(dataclasses.replace(args), progress=False)
+    assert again.finished
+    assert again.summary["tasks"]["mine"]["paired"] == result.summary["tasks"]["mine"]["paired"]
+    assert again.summary["tasks"]["mine"]["methods"] == result.summary["tasks"]["mine"]["methods"]
+
+
+def test_an_own_data_task_is_named_by_its_stem_beside_superglue_tasks(tmp_path):
+    config = own_data_config(tmp_path, "My-Data")
+    names, configs = resolve_tasks(["cb", f"{config},copa"], {})
+    assert names == ["cb", "my-data", "copa"] and configs == {"my-data": str(config)}
+    # resolved once, the name stands for its config (arguments are validated again by reproduce)
+    assert resolve_tasks(names, configs) == (names, configs)
+    args = make_arguments(None, tasks=f"cb,{config}", max_train_examples="16,my-data:4", output_dir=str(tmp_path))
+    assert args.tasks == ["cb", "my-data"] and args.train_cap("my-data") == 4 and args.train_cap("cb") == 16
+    # the demo takes an own-data task through its one task option; its defaults stay CB
+    assert DemoArguments(task=str(config)).reproduce_arguments().tasks == ["my-data"]
+    assert DemoArguments().reproduce_arguments().tasks == ["cb"]
+
+
+def test_an_own_data_task_without_a_test_file_is_scored_on_its_validation_file(tmp_path):
+    config = own_data_config(tmp_path, test_file=None)
+    args = make_arguments(None, tasks=[str(config)], max_eval_examples=3, output_dir=str(tmp_path))
+    from dhrd.reproduction.own_data import own_task
+
+    own = own_task(args, "mine")
+    assert own.scored_split == "validation" and own.split_text().startswith("validation file")
+    scored = own.scored_examples(args)
+    assert len(scored) == 3 and {e.id for e in scored} <= {f"c{k}" for k in range(100, 106)}
+
+
+@pytest.mark.parametrize(
+    "change, fragments",
+    [
+        ({"test_file": "nowhere/test.jsonl"}, ["mine.yaml", "test_file nowhere/test.jsonl: file not found"]),
+        ({"learning_rate": 0.001}, ["mine.yaml", "learning_rate: not a data setting"]),
+        ({"train_file": None}, ["mine.yaml", "needs train_file"]),
+    ],
+)
+def test_a_bad_own_data_config_is_one_line_and_exit_2(tmp_path, change, fragments):
+    config = own_data_config(tmp_path, **change)
+    with pytest.raises(DHRDInputError):
+        make_arguments(None, tasks=[str(config)])
+    result = runner.invoke(app, ["reproduce", "--tasks", f"cb,{config}", "--output-dir", str(tmp_path / "r")])
+    output = result.output.strip()
+    assert result.exit_code == 2 and len(output.splitlines()) == 1 and "Traceback" not in output, output
+    assert all(f in output for f in fragments), output
+
+
+def test_a_missing_config_or_unknown_task_is_one_line_and_exit_2(tmp_path):
+    for entry, fragment in [
+        (str(tmp_path / "absent.yaml"), "absent.yaml: config file not found"),
+        ("comve", "unknown task 'comve'"),
+        (str(own_data_config(tmp_path, "cb")), "'cb' is taken"),
+    ]:
+        result = runner.invoke(app, ["reproduce", "--tasks", entry, "--output-dir", str(tmp_path / "r")])
+        output = result.output.strip()
+        assert result.exit_code == 2 and len(output.splitlines()) == 1 and fragment in output, output
+    result = runner.invoke(app, ["demo", "--task", str(tmp_path / "absent.yaml"), "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "absent.yaml: config file not found" in result.output, result.output
+
+
+def test_superglue_and_own_data_tasks_in_one_run(tmp_path, tiny_backbone, superglue_dir):
+    config = own_data_config(tmp_path)
+    args = _arguments(
+        tmp_path, config, tiny_backbone, tasks=["cb", str(config)], seeds=[1], methods=["pooled"], qps=False,
+        data_dir=str(superglue_dir), max_train_examples="6,mine:4", max_eval_examples=4,
+        train={"bf16": False, "max_length": 128},
+    )  # fmt: skip
+    result = reproduce(args, progress=False)
+    tasks = result.summary["tasks"]
+    assert tasks["cb"]["split"] == "validation" and tasks["mine"]["split"] == "test"
+    assert tasks["mine"]["methods"]["pooled"]["train_rows"] == 4 and tasks["cb"]["caps"]["max_train_examples"] == 6
+    assert tasks["mine"]["methods"]["pooled"]["eval_examples"] == 4
+    # the SuperGLUE average and the paper's table are over CB alone; the own-data task has its own column
+    assert result.summary["average"]["methods"]["pooled"]["tasks"] == 1
+    assert tasks["mine"]["paper_relative_gain_percent"] == {} and "not_comparable" not in tasks["mine"]
+    text = (tmp_path / "runs" / "results.md").read_text()
+    assert "on SuperGLUE and own data" in text and "| method | CB | mine (test) | Avg | Rel.Δ |" in text
+    assert "| CB |" in text.split("Table 1")[1] and "| mine |" not in text.split("Table 1")[1]
+
+
+def test_an_own_data_task_without_explanations_asks_the_teacher_for_its_capped_rows(
+    tmp_path, monkeypatch, tiny_backbone
+):
+    import dhrd.teacher
+
+    asked = {}
+
+    def fake_make_rationales(train_file, columns, output, max_examples, subset_seed, validation_fraction, **kwargs):
+        asked.update(train_file=train_file, id=columns.id, max_examples=max_examples, held_out=validation_fraction)
+        rows = [{"idx": f"c{k}", "rationale": f"because {k}"} for k in range(12)]
+        return write_jsonl(output / "train" / "train.jsonl", rows), {
+            "teacher": "fake", "rationales_in_cache": 12, "examples": 12
+        }  # fmt: skip
+
+    monkeypatch.setattr(dhrd.teacher, "make_rationales", fake_make_rationales)
+    config = own_data_config(tmp_path, rationale_column=None)
+    args = _arguments(tmp_path, config, tiny_backbone, methods=["dhrd"], seeds=[1], qps=False, teacher="a-teacher")
+    result = reproduce(args, progress=False)
+    train_file = yaml.safe_load(config.read_text())["train_file"]
+    assert asked == {"train_file": train_file, "id": "id", "max_examples": 8, "held_out": 0.0}
+    cache = tmp_path / "runs" / "rationales" / "a-teacher" / "mine" / "train" / "train.jsonl"
+    assert result.rationales["mine"] == {"source": str(cache), "teacher": "fake", "rationales": 12, "examples": 12}
+    trained = json.loads((tmp_path / "runs" / "mine" / "dhrd-s1" / "train_args.json").read_text())
+    assert (
+        trained["rationales"] == str(cache)
+        and result.cells["train mine dhrd s1"]["result"]["rows_without_rationale"] == 0
+    )
+    # without a teacher, one line says where rationales can come from
+    with pytest.raises(DHRDInputError, match="no rationales for mine: give its config a rationale_column"):
+        reproduce(dataclasses.replace(args, teacher=None, output_dir=str(tmp_path / "other")), progress=False)
