@@ -13,7 +13,7 @@ from ..tasks import TASKS
 from .arguments import ReproduceArguments
 from .methods import METHOD_RULES, TRAINED_METHODS
 from .own_data import existing_rationales as own_existing_rationales
-from .own_data import own_task, training_settings
+from .own_data import own_task, teacher_record, training_settings
 from .own_data import rationale_source as own_rationale_source
 
 
@@ -217,9 +217,4 @@ def rationale_source(args: ReproduceArguments, task: str, progress: bool = True)
         progress=progress,
         **options,
     )
-    return str(output), {
-        "source": str(path),
-        "teacher": summary["teacher"],
-        "rationales": summary["rationales_in_cache"],
-        "examples": summary["examples"],
-    }
+    return str(output), teacher_record(path, summary)

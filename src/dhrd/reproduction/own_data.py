@@ -219,7 +219,13 @@ def rationale_source(args: ReproduceArguments, own: OwnDataTask, progress: bool 
         progress=progress,
         **dict(args.teacher_options),
     )
-    return str(path), {
+    return str(path), teacher_record(path, summary)
+
+
+def teacher_record(path: Path, summary: dict) -> dict:
+    """What the tables say of rationales a teacher wrote: the cache file, the teacher, and how many it holds
+    for how many examples (SuperGLUE and own-data tasks alike)."""
+    return {
         "source": str(path),
         "teacher": summary["teacher"],
         "rationales": summary["rationales_in_cache"],
