@@ -7,7 +7,9 @@ the same seeds on the same rows and scored on the same split:
   explanations as rationales): scored on its `test_file` (else the test.jsonl beside the training file), the
   validation file only picking the epoch where there are several. No dataset-specific code.
 Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
-one resumes from its checkpoint, and the tables are rewritten after every cell:
+one resumes from its checkpoint, and the tables are rewritten after every cell. Each finished cell's scored
+probabilities and costs are also kept beside the tables (`<out>.cells.json`, committed with them), so the paired
+intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again.
 
     python scripts/variants_study.py --config examples/own-data/comve.yaml --sizes 1000 --variants pooled,dhrd
     python scripts/variants_study.py --task rte --lr 2e-4 --variants pooled,dhrd,dhrd-a0.25,dhrd-example
@@ -194,33 +196,54 @@ def score_cell(study: Study, run: Path) -> dict:
     return json.loads(target.read_text())
 
 
-def cell_result(study: Study, cell: Cell, runs: Path) -> dict | None:
+def kept_cell(cell: Cell, runs: Path) -> dict | None:
+    """What the tables need of a finished run: its scored probabilities and costs (None: not finished)."""
     run = runs / cell.name
     target = run / "scored.json"
     if not target.is_file():
         return None
     saved = json.loads(target.read_text())
-    by_id = dict(zip(saved["ids"], saved["probs"]))
-    probs = np.array([by_id[e.id] for e in study.examples])
     metrics = json.loads((run / "metrics.json").read_text())
-    stats = example_statistics(study.task, study.examples, probs, study.input_format)
-    score = float(resampled_scores(study.task, stats, np.arange(len(stats["correct"]))[None, :])[0])
     search = metrics.get("alpha_search")
     seconds = metrics.get("optimizer_seconds_per_epoch", 0) * cell.epochs or metrics.get("train_seconds")
     return {
-        "cell": cell,
-        "stats": stats,
-        "score": round(score, 2),
+        "ids": saved["ids"],
+        "probs": saved["probs"],
         "train_seconds": (search["search_seconds"] if search else 0) + (seconds or 0),
         "peak_rss_gb": saved.get("peak_rss_gb"),
-        "predicted_classes": len(set(probs.argmax(-1).tolist())),
         "chosen": search["chosen"] if search else None,
     }
 
 
-def summarise(study: Study, cells: list[Cell], runs: Path) -> dict:
+def cell_result(study: Study, cell: Cell, kept: dict) -> dict:
+    by_id = dict(zip(kept["ids"], kept["probs"]))
+    probs = np.array([by_id[e.id] for e in study.examples])
+    stats = example_statistics(study.task, study.examples, probs, study.input_format)
+    score = float(resampled_scores(study.task, stats, np.arange(len(stats["correct"]))[None, :])[0])
+    return {
+        "cell": cell,
+        "stats": stats,
+        "score": round(score, 2),
+        "train_seconds": kept["train_seconds"],
+        "peak_rss_gb": kept["peak_rss_gb"],
+        "predicted_classes": len(set(probs.argmax(-1).tolist())),
+        "chosen": kept["chosen"],
+    }
+
+
+def cells_path(out: Path) -> Path:
+    return out.with_name(out.name + ".cells.json")
+
+
+def load_kept(out: Path) -> dict[str, dict]:
+    """The finished cells kept beside the tables, by cell name."""
+    path = cells_path(out)
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
     floor = floors(study.examples, study.input_format, len(study.label_names))[study.task]
-    results = {c: r for c in cells if (r := cell_result(study, c, runs))}
+    results = {c: cell_result(study, c, kept[c.name]) for c in cells if c.name in kept}
     rows = []
     for budget in dict.fromkeys(c.budget for c in cells):
         here = [c for c in cells if c.budget == budget]
@@ -339,6 +362,9 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="results path without suffix (.md and .json are written)")
     parser.add_argument("--title", default=None)
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from finished cells")
+    parser.add_argument(
+        "--restart-tables", action="store_true", help="replace tables written before cells were kept beside them"
+    )
     options = parser.parse_args()
     study = OwnData(Path(options.config)) if options.config else SuperGLUE(options.task, options.input_format)
     runs, out = Path(options.runs), Path(options.out)
@@ -352,15 +378,23 @@ def main() -> None:
     command = command_line(drop=("--render",), program=("python", "scripts/variants_study.py"))
     title = options.title or f"DHRD variants against pooled: {options.task or Path(options.config).stem}"
 
+    kept = load_kept(out)
+    if not kept and out.with_suffix(".json").is_file() and not options.restart_tables:
+        raise SystemExit(
+            f"{out.with_suffix('.json')} holds tables whose cells are not kept in {cells_path(out)} (written before"
+            " cells were kept): rerunning would replace them. Write to another --out, or pass --restart-tables."
+        )
+
     def save() -> None:
-        # every finished cell under runs/ stays in the tables, whichever command ran it
-        known = {c.name: c for c in cells}
+        # every finished cell, under runs/ or kept from an earlier checkout, stays in the tables
         for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
             cell = parse_cell(path.parent.name)
-            if cell is not None and cell.name not in known:
-                known[cell.name] = cell
+            if cell is not None and cell.name not in kept and (found := kept_cell(cell, runs)):
+                kept[cell.name] = found
+        write_json_atomic(cells_path(out), kept)
+        known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
         ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))
-        summary = summarise(study, ordered, runs)
+        summary = summarise(study, ordered, kept)
         write_json_atomic(out.with_suffix(".json"), {**summary, "command": command})
         write_text_atomic(out.with_suffix(".md"), markdown(summary, title, command))
 
@@ -371,7 +405,7 @@ def main() -> None:
 
     for cell in cells:
         run = runs / cell.name
-        if (run / "scored.json").is_file():
+        if cell.name in kept:
             continue
         print(f"== {cell.name}", flush=True)
         if not (run / "metrics.json").is_file():

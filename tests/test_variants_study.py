@@ -40,3 +40,57 @@ def test_a_variant_name_is_its_settings(study, name, settings):
 def test_an_unknown_variant_is_refused(study, name):
     with pytest.raises(SystemExit, match="unknown variant"):
         study.variant_settings(name)
+
+
+class _TinyStudy:
+    """Two own-data rows: enough for the tables' scores and paired differences."""
+
+    task = "custom"
+    input_format = "native"
+    label_names = ("no", "yes")
+
+    def __init__(self, module):
+        self.examples = [
+            module.Example(id=f"r{i}", task="custom", text="t", label=i % 2, group=f"r{i}") for i in range(4)
+        ]
+
+    def scored_split(self) -> str:
+        return "test (4 rows)"
+
+
+def _finish(study, runs: Path, name: str, probs: list[list[float]]) -> None:
+    import json
+
+    run = runs / name
+    run.mkdir(parents=True)
+    (run / "scored.json").write_text(json.dumps({"ids": ["r0", "r1", "r2", "r3"], "probs": probs, "peak_rss_gb": 1.0}))
+    (run / "metrics.json").write_text(json.dumps({"train_seconds": 10.0}))
+
+
+def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, tmp_path):
+    """A new checkout has no runs/: the tables and their paired intervals come back from the kept cells."""
+    from dhrd.tasks import Example
+
+    study.Example = Example
+    fake = _TinyStudy(study)
+    runs, out = tmp_path / "runs", tmp_path / "results" / "variants"
+    out.parent.mkdir()
+    right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
+    _finish(study, runs, "n4-e1-lr0.001-pooled-s1", wrong)
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-s1", right)
+    kept = {}
+    for path in sorted(runs.glob("*/scored.json")):
+        cell = study.parse_cell(path.parent.name)
+        kept[cell.name] = study.kept_cell(cell, runs)
+    study.write_json_atomic(study.cells_path(out), kept)
+
+    import shutil
+
+    shutil.rmtree(runs)  # the runs are gone; the kept cells are not
+    again = study.load_kept(out)
+    cells = [study.parse_cell(name) for name in again]
+    summary = study.summarise(fake, cells, again)
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["pooled"]["scores"] == [50.0] and rows["dhrd"]["scores"] == [100.0]
+    assert rows["dhrd"]["paired"]["difference"] == 50.0
+    assert rows["dhrd"]["train_seconds"] == [10.0]
