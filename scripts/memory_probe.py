@@ -1,7 +1,7 @@
 """Probe (issue 25): RSS of LoRA training steps of 8 x L tokens on the shared SmolLM2 backbone.
 
     python scripts/memory_probe.py ATTENTION RECOMPUTE_ALL LENGTHS    e.g. eager 0 128,512,256,512
-TRIM=1: malloc_trim after each step; MALLOC_MMAP_THRESHOLD_=131072: glibc's threshold pinned. Prints RSS after
+TRIM=1: malloc_trim after each step; MALLOC_MMAP_THRESHOLD_=4194304: the threshold dhrd fixes. Prints RSS after
 the forward pass, the step's peak and RSS after the step (GB). Runs the plain step: no activation budget.
 """
 
