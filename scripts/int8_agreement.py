@@ -28,6 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from dhrd.data.tasks import evaluate_rows
 from dhrd.evaluation import examples_for_model, predict_proba
 from dhrd.modeling import load_classifier, load_tokenizer
 from dhrd.onnx_export import (
@@ -40,7 +41,6 @@ from dhrd.onnx_export import (
     load_export_config,
     quantize_int8,
 )
-from dhrd.tasks import evaluate_rows
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from dhrd.data import Columns, parse_label_map
+from dhrd.data.inputs import Columns, parse_label_map
+from dhrd.data.tables import id_key
+from dhrd.data.tasks import TASK_ANSWERS
 from dhrd.prompts import CHECKS, SENTINEL, check_output, conclusion_answer, file_items, task_items
 from dhrd.provenance import command_line
-from dhrd.tables import id_key
-from dhrd.tasks import TASK_ANSWERS
 
 BEFORE = ("empty", "truncated", "repetitive", "leak", "contradicts")
 MEANING = {

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dhrd.data import load_file_examples
+from dhrd.data.inputs import load_file_examples
+from dhrd.data.tasks import floors, load_task_split
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.stats import example_statistics, paired_difference, resampled_scores
-from dhrd.tasks import floors, load_task_split
 
 TEST_FILE = "test.jsonl"  # an own-data study's scored split, beside its training file
 MARGIN = 5.0  # points above the majority floor that count as learning (as in the learning-budget study)
@@ -141,7 +141,7 @@ class SuperGLUE(Study):
     def __init__(self, task: str, input_format: str):
         self.task, self.input_format = task, input_format
         self.examples = load_task_split(task, "validation", input_format)
-        from dhrd.tasks import TASKS
+        from dhrd.data.tasks import TASKS
 
         self.label_names = TASKS[task].label_names(input_format)
 

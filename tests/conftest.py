@@ -195,7 +195,7 @@ def loss_trainer(backbone, tmp_path, n: int = 4, **settings):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dhrd.data import ClassificationCollator
+    from dhrd.data.inputs import ClassificationCollator
     from dhrd.training import DHRDTrainer, DHRDTrainingArguments
 
     lm = AutoModelForCausalLM.from_pretrained(backbone)

@@ -84,7 +84,7 @@ def test_reproduce_help_shows_the_real_epochs_default():
 
 
 def test_the_light_task_names_are_the_tasks():
-    from dhrd.tasks import TASKS
+    from dhrd.data.tasks import TASKS
 
     assert list(SUPERGLUE_TASKS) == list(TASKS)
 

@@ -36,10 +36,10 @@ from dhrd.cot import (
     parse_label,
     zero_shot_queries,
 )
+from dhrd.data.tasks import label_metrics
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import load_causal_lm
 from dhrd.stats import latency_percentiles
-from dhrd.tasks import label_metrics
 
 CB_WORDS = {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"}
 YES_NO = {"No": "No", "Yes": "Yes"}
@@ -177,7 +177,7 @@ def test_zero_shot_prompts_name_the_answers(tiny_backbone, superglue_dir):
 
 
 def test_greedy_budget_fits_the_rationale_lengths(tiny_backbone):
-    from dhrd.data import REASON_PREFIX
+    from dhrd.data.inputs import REASON_PREFIX
     from dhrd.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_backbone))
@@ -264,7 +264,7 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
     import types
 
     import dhrd.benchmark
-    from dhrd.tasks import Example
+    from dhrd.data.tasks import Example
 
     clock = FakeClock()
     passes = iter(
@@ -594,7 +594,7 @@ def test_cot_setup_refuses_what_it_cannot_decode_and_builds_settings(tiny_backbo
     both = decode_settings(("greedy", "paper"), "cb", tokenizer, None, greedy_max_new_tokens=40)
     assert both == [PAPER_SETTINGS, greedy_settings(40)]
     assert decode_settings(("paper",), "cb", tokenizer, None) == [PAPER_SETTINGS]
-    monkeypatch.setattr("dhrd.rationales.default_rationale_dir", lambda: None)  # as without ../shared
+    monkeypatch.setattr("dhrd.data.rationales.default_rationale_dir", lambda: None)  # as without ../shared
     with pytest.raises(DHRDInputError, match="no rationale cache for cb"):
         decode_settings(("greedy",), "cb", tokenizer, None)
 

@@ -17,9 +17,9 @@ from dhrd.cot import (
     zero_shot_queries,
 )
 from dhrd.cot_likelihood import cued_text, rows_to_score
-from dhrd.data import ANSWER_PREFIX
+from dhrd.data.inputs import ANSWER_PREFIX
+from dhrd.data.tasks import label_metrics, load_task_split
 from dhrd.modeling import load_causal_lm
-from dhrd.tasks import label_metrics, load_task_split
 
 YES_NO = {"No": "No", "Yes": "Yes"}
 

@@ -10,10 +10,16 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from dhrd import DHRDTrainingArguments, train
-from dhrd.data import ANSWER_PREFIX, REASON_PREFIX, ClassificationCollator, add_reasoning_targets, encode_examples
+from dhrd.data.inputs import (
+    ANSWER_PREFIX,
+    REASON_PREFIX,
+    ClassificationCollator,
+    add_reasoning_targets,
+    encode_examples,
+)
+from dhrd.data.rationales import pair_rationales, read_rationales
+from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.rationales import pair_rationales, read_rationales
-from dhrd.tasks import Example, load_task_split
 from dhrd.training import reasoning_loss_sum
 
 
@@ -217,7 +223,7 @@ def test_dhrd_errors(tmp_path, tiny_backbone, superglue_dir):
 
 @pytest.mark.integration
 def test_reference_rationales_cover_the_shared_train_splits(shared_superglue):
-    from dhrd.rationales import default_rationale_dir, rationale_file
+    from dhrd.data.rationales import default_rationale_dir, rationale_file
 
     if default_rationale_dir() is None:
         pytest.skip("no shared rationales")

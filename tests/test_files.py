@@ -13,13 +13,13 @@ from conftest import write_jsonl
 from typer.testing import CliRunner
 
 from dhrd.cli import app
-from dhrd.data import Columns, load_file_examples
+from dhrd.data.inputs import Columns, load_file_examples
+from dhrd.data.rationales import read_rationales
+from dhrd.data.tables import iter_table, read_table
 from dhrd.errors import DHRDInputError
 from dhrd.evaluation import token_batches
 from dhrd.prediction import PredictionSink, predict
 from dhrd.prompts import load_template
-from dhrd.rationales import read_rationales
-from dhrd.tables import iter_table, read_table
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]

@@ -6,7 +6,7 @@ from pathlib import Path
 import dhrd
 
 SOURCE = Path(dhrd.__file__).parent
-MODULES = {p.stem for p in SOURCE.glob("*.py")} | {"hf"}
+MODULES = {p.stem for p in SOURCE.rglob("*.py")} | {p.name for p in SOURCE.iterdir() if p.is_dir()}
 
 
 def _trees():

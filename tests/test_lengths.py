@@ -1,4 +1,4 @@
-"""One input-length policy and one home for the length defaults (``dhrd.lengths``)."""
+"""One input-length policy and one home for the length defaults (``dhrd.data.lengths``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import tomllib
 from transformers import AutoTokenizer
 
-from dhrd.data import encode_examples
+from dhrd.data.inputs import encode_examples
+from dhrd.data.lengths import DEFAULT_MAX_LENGTH, SUPERGLUE_MAX_LENGTH, UNKNOWN_CONTEXT_LENGTH, encode_within
+from dhrd.data.tasks import Example
 from dhrd.errors import DHRDInputError
 from dhrd.evaluation import encode_for_inference, inference_limits
-from dhrd.lengths import DEFAULT_MAX_LENGTH, SUPERGLUE_MAX_LENGTH, UNKNOWN_CONTEXT_LENGTH, encode_within
-from dhrd.tasks import Example
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reproduce"
 TEXTS = ["a short one", " ".join(f"word {k}" for k in range(40)), "short", " ".join(f"long {k}" for k in range(30))]

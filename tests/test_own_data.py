@@ -9,7 +9,7 @@ from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-com
 from typer.testing import CliRunner
 
 from dhrd.cli import app
-from dhrd.data import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
+from dhrd.data.inputs import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
 from dhrd.errors import DHRDInputError
 from dhrd.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
 from dhrd.teacher import make_rationales
@@ -143,7 +143,7 @@ def test_import_reads_raw_label_values_through_the_names(tmp_path):
 
 
 def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backbone, tmp_path):
-    from dhrd.data import ANSWER_PREFIX, REASON_PREFIX
+    from dhrd.data.inputs import ANSWER_PREFIX, REASON_PREFIX
     from dhrd.training import DHRDTrainingArguments, prepare_run
 
     rows = reviews(12)

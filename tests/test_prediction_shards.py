@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 import dhrd.prediction
 from dhrd.cli import app
+from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
 from dhrd.prediction import PredictionSink, predict, shards_dir
-from dhrd.tables import read_table
 
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
 

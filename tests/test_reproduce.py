@@ -323,9 +323,9 @@ def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
     relative gain; all recomputed with numpy from made-up cells."""
     from dataclasses import asdict
 
+    from dhrd.data.tasks import TASKS
     from dhrd.reproduction import ReproduceResult
     from dhrd.reproduction.report import _caps_lines
-    from dhrd.tasks import TASKS
 
     tasks, methods, seeds = ["cb", "copa"], ["pooled", "dhrd", "cot"], [1, 2, 3]
     args = make_arguments(
@@ -556,10 +556,10 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
 
 
 def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
-    import dhrd.tasks
+    import dhrd.data.tasks
     from dhrd.reproduction import ReproduceResult
 
-    monkeypatch.setattr(dhrd.tasks, "boolq_carved", lambda data_dir=None: True)
+    monkeypatch.setattr(dhrd.data.tasks, "boolq_carved", lambda data_dir=None: True)
     # the table's floor reads the validation split: a tiny one here, so the test needs neither ../shared nor the hub
     rows = [{"question": "is it", "passage": f"T{i} -- p", "label": bool(i % 2), "idx": i} for i in range(4)]
     write_jsonl(tmp_path / "BoolQ" / "val.jsonl", rows)
@@ -568,7 +568,7 @@ def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
     result = ReproduceResult(args.__dict__.copy())
     result.cells = {"train boolq pooled s1": {"kind": "train", "task": "boolq", "method": "pooled", "result": metrics}}
     result.summary = summarise(args, result)
-    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.tasks.BOOLQ_CARVE_NOTE
+    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.data.tasks.BOOLQ_CARVE_NOTE
     assert "Not comparable to the paper" in markdown(result)
 
 

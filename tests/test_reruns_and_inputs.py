@@ -13,10 +13,10 @@ from typer.testing import CliRunner
 
 import dhrd.cli
 from dhrd.cli import app
-from dhrd.data import Columns, file_label_names, load_file_examples
+from dhrd.data.inputs import Columns, file_label_names, load_file_examples
+from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
 from dhrd.prediction import predict
-from dhrd.tables import read_table
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]

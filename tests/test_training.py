@@ -247,7 +247,7 @@ def _records(data_dir, folder: str) -> dict:
 
 def official_scores(task: str, data_dir, run_dir: Path, input_format: str) -> dict:
     """A run's validation metrics recomputed with sklearn from its saved per-row probabilities and the raw jsonl
-    labels, independently of dhrd.tasks: the official metrics in percent and the task score."""
+    labels, independently of dhrd.data.tasks: the official metrics in percent and the task score."""
     from sklearn.metrics import accuracy_score, f1_score
 
     saved = json.loads((run_dir / "validation-predictions.json").read_text())

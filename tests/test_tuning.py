@@ -8,8 +8,8 @@ from conftest import tiny_run, write_jsonl
 
 from dhrd import DHRDTrainingArguments, train
 from dhrd.argparser import parse_train_arguments
+from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.tasks import Example, load_task_split
 from dhrd.training import carve_dev_split, prepare_parts
 
 pytest.importorskip("optuna", reason="--alpha auto needs optuna")

@@ -15,10 +15,10 @@ from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-com
 from typer.testing import CliRunner
 
 from dhrd.cli import app
-from dhrd.data import DataSpec
+from dhrd.data.inputs import DataSpec
+from dhrd.data.tasks import TASK_ANSWERS, Example, carve_split, sample_examples
 from dhrd.errors import DHRDInputError
 from dhrd.prompts import SENTINEL, TeacherItem, check_output, conclusion_answer, is_short
-from dhrd.tasks import TASK_ANSWERS, Example, carve_split, sample_examples
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NAMES = ["entailment", "contradiction", "neutral"]

@@ -9,12 +9,12 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each on first use
+    from .data.tasks import TASKS, Example, load_task_split
     from .errors import DHRDInputError
     from .evaluation import evaluate, predict_proba
     from .modeling import build_classifier, load_classifier, save_classifier
     from .prediction import predict
     from .reproduction import ReproduceArguments, make_arguments, reproduce
-    from .tasks import TASKS, Example, load_task_split
     from .training import DHRDTrainer, DHRDTrainingArguments, train
 
 # each public name and the module that defines it
@@ -29,9 +29,9 @@ _HOMES = {
     "ReproduceArguments": "reproduction",
     "make_arguments": "reproduction",
     "reproduce": "reproduction",
-    "TASKS": "tasks",
-    "Example": "tasks",
-    "load_task_split": "tasks",
+    "TASKS": "data.tasks",
+    "Example": "data.tasks",
+    "load_task_split": "data.tasks",
     "DHRDTrainer": "training",
     "DHRDTrainingArguments": "training",
     "train": "training",

@@ -23,6 +23,7 @@ import torch
 from .command_args import COT_ENGINES, COT_SETTINGS, SYSTEMS, BenchmarkArguments
 from .cot import CoTScore, LlamaCppEngine, TransformersEngine, VLLMEngine, decode_and_score
 from .cot_setup import FINETUNED, ZERO_SHOT, CoTInputs, cot_inputs, decode_settings
+from .data.tasks import Example, evaluate_rows
 from .errors import DHRDInputError
 from .evaluation import examples_for_model, first_examples, predict_proba
 from .modeling import (
@@ -40,7 +41,6 @@ from .provenance import machine_text, provenance, versions_text
 from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
 from .startup_benchmark import cli_startup, startup_markdown
 from .stats import latency_percentiles
-from .tasks import Example, evaluate_rows
 
 logger = logging.getLogger(__name__)
 

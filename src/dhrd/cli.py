@@ -270,8 +270,8 @@ def export(args: ExportArguments):
 def rationales(args: RationalesArguments):
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
-    from .data import Columns, parse_label_map
-    from .datasets_input import dataset_split
+    from .data.datasets_input import dataset_split
+    from .data.inputs import Columns, parse_label_map
     from .teacher import RationalesInterrupted, make_rationales
 
     def go():

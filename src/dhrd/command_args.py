@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cli_options import option
+from .data.lengths import TRUNCATIONS
 from .engines import ENGINES
 from .errors import DHRDInputError
-from .lengths import TRUNCATIONS
 
 # the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
 SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot")
@@ -95,7 +95,7 @@ class BenchmarkArguments:
     progress: bool = option(True, cli=False)
 
     def validate(self) -> None:
-        from .tasks import TASKS
+        from .data.tasks import TASKS
 
         if self.task not in TASKS:
             raise DHRDInputError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")

@@ -19,8 +19,8 @@ from .cot import (
     greedy_settings,
     zero_shot_queries,
 )
+from .data.tasks import Example
 from .errors import DHRDInputError
-from .tasks import Example
 
 FINETUNED, ZERO_SHOT = "cot", "cot-zero-shot"  # the CoT systems, as benchmark rows and reproduce methods name them
 
@@ -37,7 +37,7 @@ def decode_settings(
 
 
 def _fitted_budget(task: str, tokenizer, rationales: str | None) -> int:
-    from .rationales import rationale_file, read_rationales
+    from .data.rationales import rationale_file, read_rationales
 
     path = rationale_file(rationales, task)
     if path is None:
@@ -81,8 +81,8 @@ def cot_inputs(
         rows = choose(examples_for_model(classifier, task, "validation", data_dir)[0])
         queries, gold = finetuned_queries(rows, tokenizer, labels), finetuned_gold(rows, labels)
         return CoTInputs(system, lm, tokenizer, queries, gold)
+    from .data.tasks import load_task_split
     from .modeling import default_backbone, load_causal_lm
-    from .tasks import load_task_split
 
     lm, tokenizer = load_causal_lm(model or default_backbone())
     groups = list(dict.fromkeys(e.group for e in choose(load_task_split(task, "validation", "yesno", data_dir))))

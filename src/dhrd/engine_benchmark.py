@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from .benchmark import time_classifier
+from .data.tasks import Example, evaluate_rows
 from .evaluation import predict_proba
 from .onnx_export import INT8_FILE, export_onnx, load_onnx_classifier
-from .tasks import Example, evaluate_rows
 
 ENGINE_COLUMNS = (
     "system",

@@ -13,17 +13,17 @@ from tqdm.auto import tqdm
 
 from .checks import inference_options, input_file, output_file
 from .class_report import class_report, confusion_png_path, save_confusion_png
-from .data import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
-from .datasets_input import DatasetSplit, dataset_name, dataset_split
+from .data.datasets_input import DatasetSplit, dataset_name, dataset_split
+from .data.inputs import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
+from .data.lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
+from .data.tables import check_encoding, iter_table
+from .data.tasks import Example, evaluate_rows
 from .engines import load_inference_model
 from .errors import DHRDInputError
 from .hub import CARD, write_model_card
-from .lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
 from .modeling import find_model_dir, model_spec
 from .provenance import provenance
 from .runtime import autocast, bf16_supported, device, write_json_atomic
-from .tables import check_encoding, iter_table
-from .tasks import Example, evaluate_rows
 
 # Rows x padded width of one inference batch: with inputs capped at --max-length, this bounds the activations of
 # a batch whatever the file holds (32 rows of 512 tokens).

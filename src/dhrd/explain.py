@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data import ANSWER_PREFIX
+from .data.inputs import ANSWER_PREFIX
 from .evaluation import predict_proba
 from .modeling import reasoning_lm
 

@@ -43,7 +43,7 @@ from transformers import AutoConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .checks import input_file
-from .data import ClassificationCollator
+from .data.inputs import ClassificationCollator
 from .errors import DHRDInputError
 from .hf.configuration_dhrd import DHRDConfig
 from .modeling import find_model_dir, load_classifier, load_tokenizer, run_settings

@@ -26,8 +26,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .checks import at_least, inference_options, input_file, output_file, split_name
-from .data import RowKeys, row_text
-from .datasets_input import DatasetSplit
+from .data.datasets_input import DatasetSplit
+from .data.inputs import RowKeys, row_text
+from .data.tables import PARQUET_SUFFIXES, check_encoding, id_key, is_missing, iter_table
+from .data.tasks import choices_by_group
 from .engines import load_inference_model, model_file
 from .errors import DHRDInputError, where
 from .evaluation import (
@@ -39,8 +41,6 @@ from .evaluation import (
     saved_data_spec,
 )
 from .runtime import write_json_atomic, write_text_atomic
-from .tables import PARQUET_SUFFIXES, check_encoding, id_key, is_missing, iter_table
-from .tasks import choices_by_group
 
 logger = logging.getLogger(__name__)
 
@@ -461,7 +461,7 @@ class FileRows:
     """The input of a file or dataset prediction, and how it is read: ``chunk_rows`` rows at a time."""
 
     path: Path | DatasetSplit
-    columns: object  # dhrd.data.Columns
+    columns: object  # dhrd.data.inputs.Columns
     keep: list[str]
     encoding: str
     chunk_rows: int

@@ -94,7 +94,7 @@ def read_config(path: Path, fields: set[str], prog: str = "") -> dict:
     path = Path(path)
     if not path.is_file():
         raise DHRDInputError(f"{path}: config file not found")
-    from .tables import read_text
+    from .data.tables import read_text
 
     text = read_text(path)  # UTF-8, a byte-order mark accepted, a bad byte named by line and offset
     try:

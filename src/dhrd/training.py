@@ -30,7 +30,8 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .checks import training_options
 from .class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
-from .data import (
+from .data.datasets_input import DatasetSplit
+from .data.inputs import (
     ClassificationCollator,
     DataSpec,
     add_reasoning_targets,
@@ -40,7 +41,18 @@ from .data import (
     load_file_examples,
     parse_label_map,
 )
-from .datasets_input import DatasetSplit
+from .data.rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
+from .data.tables import id_key
+from .data.tasks import (
+    OWN_DATA,
+    TASKS,
+    Task,
+    carve_split,
+    chooses_candidate,
+    evaluate_rows,
+    flatten_metrics,
+    sample_examples,
+)
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
 from .evaluation import predict_proba
@@ -67,20 +79,8 @@ from .modeling import (
 )
 from .progress import use_log_lines
 from .provenance import provenance
-from .rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from .runtime import write_json_atomic
 from .sampling import SeedableLengthGroupedSampler
-from .tables import id_key
-from .tasks import (
-    OWN_DATA,
-    TASKS,
-    Task,
-    carve_split,
-    chooses_candidate,
-    evaluate_rows,
-    flatten_metrics,
-    sample_examples,
-)
 from .training_args import (
     DEFAULT_VALIDATION_FRACTION,
     DHRDTrainingArguments,

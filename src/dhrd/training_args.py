@@ -18,11 +18,11 @@ import torch
 from transformers import TrainingArguments
 
 from .checks import training_options
-from .data import DEFAULT_VALIDATION_FRACTION, DataSpec
+from .data.inputs import DEFAULT_VALIDATION_FRACTION, DataSpec
+from .data.lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
+from .data.tasks import OWN_DATA
 from .errors import DHRDInputError
-from .lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
 from .runtime import bf16_supported
-from .tasks import OWN_DATA
 
 DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
 

@@ -22,9 +22,9 @@ import torch
 from transformers import TrainerCallback
 
 from .benchmark import gemm_peak
-from .data import ClassificationCollator
+from .data.inputs import ClassificationCollator
+from .data.lengths import SUPERGLUE_MAX_LENGTH
 from .errors import DHRDInputError
-from .lengths import SUPERGLUE_MAX_LENGTH
 from .memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
 from .provenance import machine_text, provenance, versions_text
 from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic

@@ -89,7 +89,7 @@ class ReproduceArguments:
     title: str | None = option(None, "the tables' title")
 
     def validate(self) -> None:
-        from ..tasks import TASKS
+        from ..data.tasks import TASKS
         from .own_data import resolve_tasks
 
         self.tasks, self.own_data = resolve_tasks(self.tasks, self.own_data)

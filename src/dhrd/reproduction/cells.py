@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from ..data.tasks import TASKS
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic
-from ..tasks import TASKS
 from .arguments import ReproduceArguments
 from .methods import METHOD_RULES, TRAINED_METHODS
 from .own_data import existing_rationales as own_existing_rationales
@@ -81,8 +81,8 @@ def train_cell(train_args) -> dict:
 
 def _cot_examples(args: ReproduceArguments, task: str):
     """The validation examples CoT is scored on: the first ``cot_cap`` of the (capped) evaluation subset."""
+    from ..data.tasks import sample_examples
     from ..evaluation import first_examples
-    from ..tasks import sample_examples
 
     return lambda rows: first_examples(sample_examples(rows, args.eval_cap(task), args.subset_seed), args.cot_cap(task))
 
@@ -170,7 +170,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
 def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
     """The rationale folder a task's cells were trained with, without asking any teacher: the given folder or
     the reference set where it has the task, else the teacher's cache where one was made."""
-    from ..rationales import default_rationale_dir
+    from ..data.rationales import default_rationale_dir
 
     if (own := own_task(args, task)) is not None:
         return own_existing_rationales(args, own)
@@ -189,7 +189,7 @@ def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
 def rationale_source(args: ReproduceArguments, task: str, progress: bool = True) -> tuple[str | None, dict]:
     """Where ``task``'s rationales come from: the given folder or the shared reference set when it has the
     task, else the teacher's cache (made now, resumably, for the capped training subset only)."""
-    from ..rationales import default_rationale_dir
+    from ..data.rationales import default_rationale_dir
 
     if (own := own_task(args, task)) is not None:
         return own_rationale_source(args, own, progress)

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.tasks import TASKS, task_rules
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic
-from ..tasks import TASKS, task_rules
 
 if TYPE_CHECKING:
     from .arguments import ReproduceArguments
@@ -77,7 +77,7 @@ class OwnDataTask:
 
     def scored_examples(self, args: ReproduceArguments) -> list:
         """The examples every classifier of the task is scored on: the capped, seeded sample training scores."""
-        from ..tasks import sample_examples
+        from ..data.tasks import sample_examples
 
         spec = self.data_spec(args.subset_seed)
         labels = spec.label_names()
@@ -119,7 +119,7 @@ def read_task(path: str | Path) -> OwnDataTask:
 def resolve_tasks(entries, configs: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """``--tasks`` entries (SuperGLUE names, 'all', own-data config paths, or names of own-data tasks already
     resolved into ``configs``) as task names, and the own-data tasks' configs by name."""
-    from ..tasks import parse_task_names
+    from ..data.tasks import parse_task_names
 
     entries = [entries] if isinstance(entries, str) else list(entries)
     entries = [e.strip() for part in entries for e in str(part).split(",") if e.strip()]
@@ -199,7 +199,7 @@ def rationale_source(args: ReproduceArguments, own: OwnDataTask, progress: bool 
             f"{own.config}: no rationales for {own.name}: give its config a rationale_column or a rationales file, "
             "or reproduce a teacher (--teacher, with --teacher-base-url for a server)"
         )
-    from ..datasets_input import dataset_split
+    from ..data.datasets_input import dataset_split
     from ..teacher import make_rationales
 
     spec = own.data_spec(args.subset_seed)
@@ -252,11 +252,11 @@ def qps_cell(args: ReproduceArguments, task: str) -> dict:
     """Throughput of an own-data task's classifiers (the first seed's), each timed on the first examples of its
     scored split as ``dhrd benchmark`` times a SuperGLUE task's; no CoT system decodes own data."""
     from ..benchmark import time_classifier
+    from ..data.tasks import evaluate_rows
     from ..evaluation import first_examples
     from ..modeling import load_classifier
     from ..provenance import provenance
     from ..runtime import bf16_supported
-    from ..tasks import evaluate_rows
     from .cells import run_dir
     from .methods import METHOD_RULES
 

@@ -4,7 +4,7 @@ what a longer one does (``--truncation``): stop the run with one line naming it 
 
 from __future__ import annotations
 
-from .errors import DHRDInputError
+from ..errors import DHRDInputError
 
 TRUNCATIONS = ("error", "left")
 

@@ -32,9 +32,9 @@ from typing import ClassVar
 import numpy as np
 from sklearn.metrics import f1_score
 
+from ..errors import DHRDInputError, where
+from ..runtime import find_shared
 from . import tables
-from .errors import DHRDInputError, where
-from .runtime import find_shared
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DHRDInputError, missing_file, where
-from .runtime import find_shared
+from ..errors import DHRDInputError, missing_file, where
+from ..runtime import find_shared
 from .tables import Undecodable, decode_error, id_key, iter_lines
 from .tasks import TASKS, Example, task_rules
 

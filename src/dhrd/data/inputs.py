@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DHRDInputError, where
 from .datasets_input import DatasetSplit, dataset_name, dataset_split
-from .errors import DHRDInputError, where
 from .lengths import encode_within
 from .tables import check_encoding, id_key, is_missing, iter_table, table_source
 from .tasks import OWN_DATA, Example, load_task_split, parse_task_names, sample_positions, task_rules

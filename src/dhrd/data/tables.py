@@ -15,8 +15,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..errors import DHRDInputError, missing_file, where
 from .datasets_input import DatasetSplit
-from .errors import DHRDInputError, missing_file, where
 
 DEFAULT_ENCODING = "utf-8"
 TEXT_SUFFIXES = {".csv": ",", ".tsv": "\t"}

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from .errors import DHRDInputError
+from ..errors import DHRDInputError
 
 logger = logging.getLogger(__name__)
 
