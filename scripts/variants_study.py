@@ -128,8 +128,8 @@ class OwnData(Study):
         return f"test ({self.path.name}, {len(self.examples)} rows)"
 
     def scored_probs(self, run: Path) -> np.ndarray:
-        from dhrd.engines import load_inference_model
-        from dhrd.evaluation import predict_proba
+        from dhrd.inference.engines import load_inference_model
+        from dhrd.inference.evaluation import predict_proba
 
         model, tokenizer = load_inference_model(run / "model")
         return predict_proba(model, tokenizer, [e.text for e in self.examples], names=[e.id for e in self.examples])

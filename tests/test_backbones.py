@@ -13,7 +13,7 @@ from transformers import (
     Qwen3Config,
 )
 
-from dhrd.evaluation import predict_proba
+from dhrd.inference.evaluation import predict_proba
 from dhrd.modeling import build_classifier, save_classifier
 from dhrd.training import DHRDTrainingArguments, apply_lora
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import dhrd.cli
-import dhrd.evaluation
+import dhrd.inference.evaluation
 
 
 def dhrd_command(*args, columns=60):
@@ -74,7 +74,7 @@ def _bug(*args, **kwargs):
 def test_unexpected_error_is_one_line_and_its_traceback_is_saved(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DHRD_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DHRD_TRACEBACK", raising=False)
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _bug)
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     code, captured = run_main(monkeypatch, capsys, "evaluate", "--model", tmp_path, "--output", tmp_path / "m.json")
     assert code == 1
     assert_one_line(captured.err, "error: unexpected RuntimeError: something broke (full traceback saved to ")
@@ -90,7 +90,7 @@ def test_unexpected_error_when_the_traceback_cannot_be_saved(monkeypatch, capsys
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("DHRD_CACHE", str(tmp_path / "a-file"))  # no folder can be made under a file
     monkeypatch.delenv("DHRD_TRACEBACK", raising=False)
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _bug)
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     code, captured = run_main(monkeypatch, capsys, "evaluate", "--model", tmp_path, "--output", tmp_path / "m.json")
     assert code == 1
     assert_one_line(captured.err, "unexpected RuntimeError: something broke", "in _bug", "could not be saved")
@@ -98,7 +98,7 @@ def test_unexpected_error_when_the_traceback_cannot_be_saved(monkeypatch, capsys
 
 def test_developers_can_ask_for_the_traceback(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DHRD_TRACEBACK", "1")
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _bug)
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     monkeypatch.setattr(sys, "argv", ["dhrd", "evaluate", "--model", str(tmp_path), "--output", str(tmp_path / "m")])
     with pytest.raises(RuntimeError, match="something broke"):
         dhrd.cli.main()

@@ -145,7 +145,7 @@ def test_every_command_takes_config():
 @pytest.fixture
 def predictions(monkeypatch):
     """What ``dhrd predict`` would predict with, recorded before any model loads."""
-    import dhrd.prediction
+    import dhrd.inference.prediction
 
     seen = {}
 
@@ -153,7 +153,7 @@ def predictions(monkeypatch):
         seen.update(args=args, **kwargs)
         raise DHRDInputError("stopped before any work")
 
-    monkeypatch.setattr(dhrd.prediction, "predict", predict)
+    monkeypatch.setattr(dhrd.inference.prediction, "predict", predict)
     return seen
 
 

@@ -149,7 +149,7 @@ def test_a_table_for_other_versions_is_never_used(current_table, monkeypatch):
 
 def test_rationales_checks_default_is_the_prompts_checks():
     from dhrd.command_args import RATIONALE_CHECKS
-    from dhrd.prompts import CHECKS
+    from dhrd.teacher.prompts import CHECKS
 
     assert RATIONALE_CHECKS == tuple(CHECKS)
 

@@ -323,17 +323,17 @@ def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue
     from typer.testing import CliRunner
 
     import dhrd.cot
-    import dhrd.evaluation
+    import dhrd.inference.evaluation
     from dhrd.cli import app
-    from dhrd.evaluation import predict_proba
     from dhrd.explain import explain, reasoning_lm
+    from dhrd.inference.evaluation import predict_proba
     from dhrd.modeling import load_classifier
 
     rationales = write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": "Ann said so."} for i in range(12)])
     common = tiny_run(tiny_backbone, superglue_dir, method="dhrd", rationales=str(rationales))
     kept = train(DHRDTrainingArguments(output_dir=str(tmp_path / "kept"), keep_reasoning_head=True, **common))
     texts = ["Passage:\nAnn said it rained.", "Passage:\nBob"]
-    for module in (dhrd.cot, dhrd.evaluation):  # fp32 decoding, so that a token-by-token reference is exact
+    for module in (dhrd.cot, dhrd.inference.evaluation):  # fp32 decoding, so that a token-by-token reference is exact
         monkeypatch.setattr(module, "bf16_supported", lambda: False)
     results = explain(kept.model_dir, texts, max_new_tokens=8)
     assert len(results) == 2

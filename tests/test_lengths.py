@@ -12,7 +12,7 @@ from dhrd.data.inputs import encode_examples
 from dhrd.data.lengths import DEFAULT_MAX_LENGTH, SUPERGLUE_MAX_LENGTH, UNKNOWN_CONTEXT_LENGTH, encode_within
 from dhrd.data.tasks import Example
 from dhrd.errors import DHRDInputError
-from dhrd.evaluation import encode_for_inference, inference_limits
+from dhrd.inference.evaluation import encode_for_inference, inference_limits
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reproduce"
 TEXTS = ["a short one", " ".join(f"word {k}" for k in range(40)), "short", " ".join(f"long {k}" for k in range(30))]

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from dhrd.cli import app
 from dhrd.data.inputs import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
 from dhrd.errors import DHRDInputError
-from dhrd.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
-from dhrd.teacher import make_rationales
+from dhrd.teacher.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
+from dhrd.teacher.teachers import make_rationales
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]

@@ -534,7 +534,7 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
 def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
     tmp_path, monkeypatch, tiny_backbone, superglue_dir, rationale_dir
 ):
-    import dhrd.teacher
+    import dhrd.teacher.teachers
 
     asked = {}
 
@@ -543,7 +543,7 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
         path = write_jsonl(output / "RTE" / "train.jsonl", [{"idx": i, "rationale": f"So {i}."} for i in range(8)])
         return path, {"teacher": "fake", "rationales_in_cache": 8, "examples": 8}
 
-    monkeypatch.setattr(dhrd.teacher, "make_rationales", fake_make_rationales)
+    monkeypatch.setattr(dhrd.teacher.teachers, "make_rationales", fake_make_rationales)
     args = _arguments(
         tmp_path, tiny_backbone, superglue_dir, rationale_dir, tasks=["rte"], methods=["dhrd"], seeds=[1], qps=False
     )

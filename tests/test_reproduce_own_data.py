@@ -217,7 +217,7 @@ def test_superglue_and_own_data_tasks_in_one_run(tmp_path, tiny_backbone, superg
 def test_an_own_data_task_without_explanations_asks_the_teacher_for_its_capped_rows(
     tmp_path, monkeypatch, tiny_backbone
 ):
-    import dhrd.teacher
+    import dhrd.teacher.teachers
 
     asked = {}
 
@@ -228,7 +228,7 @@ def test_an_own_data_task_without_explanations_asks_the_teacher_for_its_capped_r
             "teacher": "fake", "rationales_in_cache": 12, "examples": 12
         }  # fmt: skip
 
-    monkeypatch.setattr(dhrd.teacher, "make_rationales", fake_make_rationales)
+    monkeypatch.setattr(dhrd.teacher.teachers, "make_rationales", fake_make_rationales)
     config = own_data_config(tmp_path, rationale_column=None)
     args = _arguments(tmp_path, config, tiny_backbone, methods=["dhrd"], seeds=[1], qps=False, teacher="a-teacher")
     result = reproduce(args, progress=False)

@@ -16,7 +16,7 @@ from dhrd.cli import app
 from dhrd.data.inputs import Columns, file_label_names, load_file_examples
 from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
-from dhrd.prediction import predict
+from dhrd.inference.prediction import predict
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
@@ -72,13 +72,13 @@ def loading_fails(monkeypatch):
         raise AssertionError("a model was loaded")
 
     for target in (
-        "dhrd.prediction.load_inference_model",
-        "dhrd.evaluation.load_inference_model",
+        "dhrd.inference.prediction.load_inference_model",
+        "dhrd.inference.evaluation.load_inference_model",
         "dhrd.training.resolve_backbone",
         "dhrd.training.prepare_run",
-        "dhrd.onnx_export.load_classifier",
-        "dhrd.teacher.LocalTeacher",
-        "dhrd.teacher.OpenAITeacher",
+        "dhrd.inference.onnx_export.load_classifier",
+        "dhrd.teacher.teachers.LocalTeacher",
+        "dhrd.teacher.teachers.OpenAITeacher",
     ):
         monkeypatch.setattr(target, loads)
 

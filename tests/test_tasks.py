@@ -321,7 +321,7 @@ def test_zero_shot_cot_rule_is_read_from_the_task(monkeypatch):
 
 
 def test_answer_words_are_read_from_the_task(monkeypatch, superglue_dir):
-    from dhrd.prompts import TASK_ANSWERS, task_items
+    from dhrd.teacher.prompts import TASK_ANSWERS, task_items
 
     assert [item.answer for item in task_items("rte", superglue_dir)[0][:2]] == ["No", "Yes"]
     _with_rule(monkeypatch, "rte", answers={"Entailed": "entailment", "Not entailed": "not_entailment"})
@@ -361,7 +361,7 @@ def test_per_answer_rule_decides_scoring(monkeypatch):
 
 def test_a_task_lays_out_its_records_for_classifier_and_teacher(superglue_dir):
     """One record, both views: the classifier's rows and the teacher's items come from the same Task."""
-    from dhrd.prompts import task_items
+    from dhrd.teacher.prompts import task_items
 
     cb = TASKS["cb"]
     record = {"premise": "Ann came.", "hypothesis": "Ann is here", "label": "neutral", "idx": 7}
@@ -388,7 +388,7 @@ def test_teacher_refuses_a_label_the_task_does_not_have(tmp_path):
         tmp_path / "COPA" / "train.jsonl",
         [{"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": 2}],
     )
-    from dhrd.prompts import task_items
+    from dhrd.teacher.prompts import task_items
 
     with pytest.raises(DHRDInputError, match="row 1: field 'label': label 2 is not one of the task's"):
         task_items("copa", tmp_path)
@@ -412,9 +412,9 @@ def test_a_malformed_record_is_one_line_naming_its_row(tmp_path, folder, task, r
 def test_own_data_is_a_task_that_answers_for_its_rows(tmp_path):
     """The user's own rows are a task object with capabilities of its own (no name tests at the call sites):
     the rows read from a file carry it, and metrics, statistics, reports and messages ask it."""
-    from dhrd.class_report import class_report
     from dhrd.data.inputs import Columns, load_file_examples
     from dhrd.data.tasks import OWN_DATA, chooses_candidate, task_rules
+    from dhrd.inference.class_report import class_report
     from dhrd.stats import check_against_metrics, has_macro_f1, per_answer
 
     assert task_rules("custom") is OWN_DATA and task_rules("cb") is TASKS["cb"]

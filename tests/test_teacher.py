@@ -21,7 +21,7 @@ from conftest import assert_provenance, write_jsonl
 from dhrd.data.inputs import Columns
 from dhrd.data.rationales import RationaleCache, read_rationales
 from dhrd.errors import DHRDInputError
-from dhrd.prompts import (
+from dhrd.teacher.prompts import (
     SENTINEL,
     TeacherItem,
     builtin_template,
@@ -32,7 +32,7 @@ from dhrd.prompts import (
     parse_answer,
     task_items,
 )
-from dhrd.teacher import LocalTeacher, OpenAITeacher, generate_rationales, make_rationales
+from dhrd.teacher.teachers import LocalTeacher, OpenAITeacher, generate_rationales, make_rationales
 
 ITEM = TeacherItem(0, "entailment", "Yes", "Premise: a\nHypothesis: b", {})
 ANSWERS = ("Yes", "No")

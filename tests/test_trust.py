@@ -10,10 +10,10 @@ import pytest
 from conftest import tiny_run
 from typer.testing import CliRunner
 
-import dhrd.evaluation
 import dhrd.explain
+import dhrd.inference.evaluation
+import dhrd.inference.prediction
 import dhrd.modeling
-import dhrd.prediction
 import dhrd.training
 from dhrd.cli import app
 from dhrd.errors import DHRDInputError
@@ -139,7 +139,7 @@ class Stop(Exception):
 
 def _predict_modules() -> list:
     """Where ``predict`` is defined."""
-    return [dhrd.prediction]
+    return [dhrd.inference.prediction]
 
 
 def _stop_and_record(record):
@@ -163,7 +163,7 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
     )
     predicts = [module.predict for module in _predict_modules()]
     calls = [
-        lambda: dhrd.evaluation.evaluate(saved_models["dhrd"], trust_remote_code=trust),
+        lambda: dhrd.inference.evaluation.evaluate(saved_models["dhrd"], trust_remote_code=trust),
         *[
             lambda f=f: f(saved_models["dhrd"], tmp_path / "p.jsonl", task="cb", trust_remote_code=trust)
             for f in predicts
@@ -183,7 +183,7 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
 @pytest.mark.parametrize("trust", [False, True])
 def test_cli_flag(saved_models, superglue_dir, tiny_backbone, tmp_path, monkeypatch, trust):
     seen = []
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _stop_and_record(seen))
     for module in _predict_modules():
         monkeypatch.setattr(module, "predict", _stop_and_record(seen))
     monkeypatch.setattr(dhrd.explain, "explain", _stop_and_record(seen))

@@ -18,7 +18,7 @@ from dhrd.cli import app
 from dhrd.data.inputs import DataSpec
 from dhrd.data.tasks import TASK_ANSWERS, Example, carve_split, sample_examples
 from dhrd.errors import DHRDInputError
-from dhrd.prompts import SENTINEL, TeacherItem, check_output, conclusion_answer, is_short
+from dhrd.teacher.prompts import SENTINEL, TeacherItem, check_output, conclusion_answer, is_short
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 NAMES = ["entailment", "contradiction", "neutral"]
@@ -211,7 +211,7 @@ def test_the_teacher_bar_counts_cached_rows_and_ctrl_c_prints_the_summary(server
     args = ["rationales", "--train-file", tmp_path / "train.csv", "--text-column", "premise", "--text-pair-column",
             "hypothesis", "--label-names", "0=entailment,1=contradiction,2=neutral", "--teacher", "m",
             "--base-url", url, "--output", tmp_path / "c", "--concurrency", "1"]  # fmt: skip
-    from dhrd.teacher import OpenAITeacher
+    from dhrd.teacher.teachers import OpenAITeacher
 
     original = OpenAITeacher.generate
 

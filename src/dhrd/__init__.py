@@ -11,21 +11,21 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each on first use
     from .data.tasks import TASKS, Example, load_task_split
     from .errors import DHRDInputError
-    from .evaluation import evaluate, predict_proba
+    from .inference.evaluation import evaluate, predict_proba
+    from .inference.prediction import predict
     from .modeling import build_classifier, load_classifier, save_classifier
-    from .prediction import predict
     from .reproduction import ReproduceArguments, make_arguments, reproduce
     from .training import DHRDTrainer, DHRDTrainingArguments, train
 
 # each public name and the module that defines it
 _HOMES = {
     "DHRDInputError": "errors",
-    "evaluate": "evaluation",
-    "predict_proba": "evaluation",
+    "evaluate": "inference.evaluation",
+    "predict_proba": "inference.evaluation",
     "build_classifier": "modeling",
     "load_classifier": "modeling",
     "save_classifier": "modeling",
-    "predict": "prediction",
+    "predict": "inference.prediction",
     "ReproduceArguments": "reproduction",
     "make_arguments": "reproduction",
     "reproduce": "reproduction",

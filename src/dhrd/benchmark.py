@@ -25,7 +25,7 @@ from .cot import CoTScore, LlamaCppEngine, TransformersEngine, VLLMEngine, decod
 from .cot_setup import FINETUNED, ZERO_SHOT, CoTInputs, cot_inputs, decode_settings
 from .data.tasks import Example, evaluate_rows
 from .errors import DHRDInputError
-from .evaluation import examples_for_model, first_examples, predict_proba
+from .inference.evaluation import examples_for_model, first_examples, predict_proba
 from .modeling import (
     DEFAULT_BACKBONE_HUB,
     SPEC_KEY,

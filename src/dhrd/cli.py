@@ -152,8 +152,8 @@ def train(ctx: typer.Context):
 def evaluate(args: EvaluateArguments):
     """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
     and the confusion matrix as a PNG beside it."""
-    from .engines import model_file
-    from .evaluation import evaluate as run_evaluation
+    from .inference.engines import model_file
+    from .inference.evaluation import evaluate as run_evaluation
 
     model, split, file, dataset = args.model, args.split, args.file, args.dataset
 
@@ -194,7 +194,7 @@ def evaluate(args: EvaluateArguments):
 @command(app, PredictArguments, run=_one_line_errors)
 def predict(args: PredictArguments):
     """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
-    from .prediction import predict as run_prediction
+    from .inference.prediction import predict as run_prediction
 
     summary = _run(
         lambda: run_prediction(
@@ -240,7 +240,7 @@ def predict(args: PredictArguments):
 @command(app, ExportArguments, run=_one_line_errors)
 def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
-    from .onnx_export import export_onnx, int8_check_line
+    from .inference.onnx_export import export_onnx, int8_check_line
 
     summary = _run(
         lambda: export_onnx(
@@ -272,7 +272,7 @@ def rationales(args: RationalesArguments):
     reads. Resumable: kill it at any moment and run the same command again."""
     from .data.datasets_input import dataset_split
     from .data.inputs import Columns, parse_label_map
-    from .teacher import RationalesInterrupted, make_rationales
+    from .teacher.teachers import RationalesInterrupted, make_rationales
 
     def go():
         try:
@@ -394,8 +394,8 @@ def _train_commands(cache: Path, train_file: Path | None, given: dict, summary: 
 def explain(args: ExplainArguments):
     """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
     come from the pooled head and never use this text."""
-    from .evaluation import examples_for_model
     from .explain import explain as run_explain
+    from .inference.evaluation import examples_for_model
     from .modeling import load_classifier
     from .runtime import write_jsonl_atomic
 

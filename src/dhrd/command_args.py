@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .cli_options import option
 from .data.lengths import TRUNCATIONS
-from .engines import ENGINES
 from .errors import DHRDInputError
+from .inference.engines import ENGINES
 
 # the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
 SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot")
@@ -109,7 +109,7 @@ class BenchmarkArguments:
         if unknown:
             raise DHRDInputError(f"unknown CoT setting or engine: {', '.join(sorted(unknown))}")
         if self.onnx:
-            from .onnx_export import require_onnxruntime
+            from .inference.onnx_export import require_onnxruntime
 
             require_onnxruntime()  # before anything is timed
 

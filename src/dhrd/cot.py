@@ -35,9 +35,9 @@ from .cot_likelihood import answer_likelihoods, continuation_logprobs, rows_to_s
 from .data.inputs import ANSWER_PREFIX, REASON_PREFIX
 from .data.tasks import TASKS, Example, chooses_candidate, label_metrics
 from .errors import DHRDInputError
-from .generation import chat_prompt_ids, generate_batches
-from .prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
 from .runtime import bf16_supported, device
+from .teacher.generation import chat_prompt_ids, generate_batches
+from .teacher.prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
 
 ZERO_SHOT_SYSTEM = (
     "Answer the question. Let's think step by step: reason in 2-5 sentences, then, on a new line, write "

@@ -73,7 +73,7 @@ def cot_inputs(
     if system not in (FINETUNED, ZERO_SHOT):
         raise DHRDInputError(f"{system!r} is no CoT system: {FINETUNED} or {ZERO_SHOT}")
     if system == FINETUNED:
-        from .evaluation import examples_for_model
+        from .inference.evaluation import examples_for_model
         from .modeling import reasoning_lm
 
         lm, classifier, tokenizer = reasoning_lm(model)

@@ -20,8 +20,8 @@ import numpy as np
 
 from .benchmark import time_classifier
 from .data.tasks import Example, evaluate_rows
-from .evaluation import predict_proba
-from .onnx_export import INT8_FILE, export_onnx, load_onnx_classifier
+from .inference.evaluation import predict_proba
+from .inference.onnx_export import INT8_FILE, export_onnx, load_onnx_classifier
 
 ENGINE_COLUMNS = (
     "system",

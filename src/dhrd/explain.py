@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .data.inputs import ANSWER_PREFIX
-from .evaluation import predict_proba
+from .inference.evaluation import predict_proba
 from .modeling import reasoning_lm
 
 

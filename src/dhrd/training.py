@@ -29,7 +29,6 @@ from transformers.pytorch_utils import Conv1D
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from .checks import training_options
-from .class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
 from .data.datasets_input import DatasetSplit
 from .data.inputs import (
     ClassificationCollator,
@@ -55,8 +54,9 @@ from .data.tasks import (
 )
 from .dropout import use_bits_dropout
 from .errors import DHRDInputError
-from .evaluation import predict_proba
 from .hub import push, push_trained, trained_repo_id, write_model_card
+from .inference.class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
+from .inference.evaluation import predict_proba
 from .lm_loss import linear_cross_entropy_sum
 from .memory import (
     ActivationBudget,

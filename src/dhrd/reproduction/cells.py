@@ -82,7 +82,7 @@ def train_cell(train_args) -> dict:
 def _cot_examples(args: ReproduceArguments, task: str):
     """The validation examples CoT is scored on: the first ``cot_cap`` of the (capped) evaluation subset."""
     from ..data.tasks import sample_examples
-    from ..evaluation import first_examples
+    from ..inference.evaluation import first_examples
 
     return lambda rows: first_examples(sample_examples(rows, args.eval_cap(task), args.subset_seed), args.cot_cap(task))
 
@@ -178,7 +178,7 @@ def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
     if base is not None and (base / TASKS[task].folder / "train.jsonl").is_file():
         return str(base)
     if args.teacher:
-        from ..teacher import teacher_slug
+        from ..teacher.teachers import teacher_slug
 
         cache = Path(args.output_dir) / "rationales" / teacher_slug(args.teacher)
         if (cache / TASKS[task].folder / "train.jsonl").is_file():
@@ -202,7 +202,7 @@ def rationale_source(args: ReproduceArguments, task: str, progress: bool = True)
             f"no rationales for {task} in {base or 'the shared reference set'}: give a teacher "
             "(--teacher, with --teacher-base-url for a server) or --rationales with a <Task>/train.jsonl"
         )
-    from ..teacher import make_rationales, teacher_slug
+    from ..teacher.teachers import make_rationales, teacher_slug
 
     output = Path(args.output_dir) / "rationales" / teacher_slug(args.teacher)
     options = dict(args.teacher_options)

@@ -200,7 +200,7 @@ def rationale_source(args: ReproduceArguments, own: OwnDataTask, progress: bool 
             "or reproduce a teacher (--teacher, with --teacher-base-url for a server)"
         )
     from ..data.datasets_input import dataset_split
-    from ..teacher import make_rationales
+    from ..teacher.teachers import make_rationales
 
     spec = own.data_spec(args.subset_seed)
     source = spec.train_file or dataset_split(spec.dataset, "train", spec.dataset_config)
@@ -234,7 +234,7 @@ def teacher_record(path: Path, summary: dict) -> dict:
 
 
 def _teacher_cache(args: ReproduceArguments, own: OwnDataTask) -> Path:
-    from ..teacher import teacher_slug
+    from ..teacher.teachers import teacher_slug
 
     return Path(args.output_dir) / "rationales" / teacher_slug(args.teacher) / own.name
 
@@ -253,7 +253,7 @@ def qps_cell(args: ReproduceArguments, task: str) -> dict:
     scored split as ``dhrd benchmark`` times a SuperGLUE task's; no CoT system decodes own data."""
     from ..benchmark import time_classifier
     from ..data.tasks import evaluate_rows
-    from ..evaluation import first_examples
+    from ..inference.evaluation import first_examples
     from ..modeling import load_classifier
     from ..provenance import provenance
     from ..runtime import bf16_supported

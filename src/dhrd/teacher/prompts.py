@@ -16,11 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .data.inputs import Columns, RowKeys, bare_numbers, file_label_names, row_text
-from .data.tables import iter_table, read_text, table_source
-from .data.tasks import TASK_ANSWERS as TASK_ANSWERS  # re-exported: the teacher's answer words, read from each Task
-from .data.tasks import TASKS, TeacherItem, read_records
-from .errors import DHRDInputError, where
+from ..data.inputs import Columns, RowKeys, bare_numbers, file_label_names, row_text
+from ..data.tables import iter_table, read_text, table_source
+from ..data.tasks import TASK_ANSWERS as TASK_ANSWERS  # re-exported: the teacher's answer words, read from each Task
+from ..data.tasks import TASKS, TeacherItem, read_records
+from ..errors import DHRDInputError, where
 
 SENTINEL = "[END OF REASONING]"
 PROMPT_MODES = ("label", "free")  # label-conditioned (the paper's) or unconditioned

@@ -7,7 +7,7 @@
   never run at inference). Inputs ``input_ids`` and ``attention_mask``, int64 ``[batch, sequence]``, both
   axes dynamic; padding may be on either side, the pooled token is found from the mask. Output ``logits``,
   float32 ``[batch, labels]``: a softmax over the last axis gives the probabilities that
-  ``dhrd.evaluation.predict_proba`` returns.
+  ``dhrd.inference.evaluation.predict_proba`` returns.
 - ``model.int8.onnx`` (``--quantize int8``): the same graph with int8 weights, made as ``INT8_CONFIG`` says:
   the candidate that kept torch fp32's labels on trained models (scripts/int8_agreement.py,
   results/int8-agreement-smollm2-cpu.md). The export checks it on up to ``CHECK_ROWS`` rows and records its
@@ -42,13 +42,13 @@ from torch import nn
 from transformers import AutoConfig
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from .checks import input_file
-from .data.inputs import ClassificationCollator
-from .errors import DHRDInputError
-from .hf.configuration_dhrd import DHRDConfig
-from .modeling import find_model_dir, load_classifier, load_tokenizer, run_settings
-from .provenance import provenance
-from .runtime import atomic_directory, write_json_atomic
+from ..checks import input_file
+from ..data.inputs import ClassificationCollator
+from ..errors import DHRDInputError
+from ..hf.configuration_dhrd import DHRDConfig
+from ..modeling import find_model_dir, load_classifier, load_tokenizer, run_settings
+from ..provenance import provenance
+from ..runtime import atomic_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
 

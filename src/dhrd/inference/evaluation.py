@@ -11,19 +11,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .checks import inference_options, input_file, output_file
+from ..checks import inference_options, input_file, output_file
+from ..data.datasets_input import DatasetSplit, dataset_name, dataset_split
+from ..data.inputs import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
+from ..data.lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
+from ..data.tables import check_encoding, iter_table
+from ..data.tasks import Example, evaluate_rows
+from ..errors import DHRDInputError
+from ..hub import CARD, write_model_card
+from ..modeling import find_model_dir, model_spec
+from ..provenance import provenance
+from ..runtime import autocast, bf16_supported, device, write_json_atomic
 from .class_report import class_report, confusion_png_path, save_confusion_png
-from .data.datasets_input import DatasetSplit, dataset_name, dataset_split
-from .data.inputs import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
-from .data.lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
-from .data.tables import check_encoding, iter_table
-from .data.tasks import Example, evaluate_rows
 from .engines import load_inference_model
-from .errors import DHRDInputError
-from .hub import CARD, write_model_card
-from .modeling import find_model_dir, model_spec
-from .provenance import provenance
-from .runtime import autocast, bf16_supported, device, write_json_atomic
 
 # Rows x padded width of one inference batch: with inputs capped at --max-length, this bounds the activations of
 # a batch whatever the file holds (32 rows of 512 tokens).
@@ -239,8 +239,8 @@ def evaluate(
 ) -> dict:
     """The task's official metrics (or accuracy / macro-F1 on a user file or a ``datasets`` dataset's
     ``split``) for a saved model, and per task the per-class precision/recall/F1/support and confusion matrix
-    (``classes``; ``dhrd.class_report``). With ``output``, the JSON goes there and the confusion matrices beside
-    it as ``<output stem>-confusion.png``. Inputs follow the model's length policy (``inference_limits``) unless
+    (``classes``; ``dhrd.inference.class_report``). With ``output``, the JSON goes there and the confusion matrices
+    beside it as ``<output stem>-confusion.png``. Inputs follow the model's length policy (``inference_limits``) unless
     ``max_length`` / ``truncation`` are given. ``engine``: ``torch`` runs a trained model directory,
     ``onnxruntime`` an ONNX export (``dhrd export``)."""
     inference_options(batch_size, max_length, max_examples, data_dir, split)

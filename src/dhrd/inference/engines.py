@@ -1,6 +1,6 @@
 """Which engine runs a trained classifier at inference: torch (the saved model) or onnxruntime (an ONNX export).
 
-Both give ``(model, tokenizer)`` that ``dhrd.evaluation.predict_proba`` accepts, so prediction and evaluation
+Both give ``(model, tokenizer)`` that ``dhrd.inference.evaluation.predict_proba`` accepts, so prediction and evaluation
 run the same code on either; only where the model comes from differs.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import DHRDInputError
+from ..errors import DHRDInputError
 
 ENGINES = ("torch", "onnxruntime")
 
@@ -32,7 +32,7 @@ def load_inference_model(
         from .onnx_export import load_onnx_classifier
 
         return load_onnx_classifier(path, trust_remote_code=trust_remote_code)
-    from .modeling import load_classifier
+    from ..modeling import load_classifier
 
     if is_onnx_export(path):
         raise DHRDInputError(f"{path}: an ONNX export, not a torch model: pass --engine onnxruntime")
@@ -46,7 +46,7 @@ def model_file(path: str | Path, engine: str = "torch") -> Path:
         from .onnx_export import find_export
 
         return find_export(path)
-    from .modeling import find_model_dir
+    from ..modeling import find_model_dir
 
     return find_model_dir(path) / "config.json"
 

@@ -32,7 +32,7 @@ class Processes:
     def __init__(self) -> None:
         from accelerate import PartialState
 
-        from .runtime import device
+        from ..runtime import device
 
         # on the device predictions run on: without cpu=True, launched CPU processes would each count as the only one
         self.state = PartialState(cpu=device().type == "cpu")

@@ -27,14 +27,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .checks import above, at_least, input_dir, input_file, input_path, output_dir
-from .data.datasets_input import DatasetSplit
-from .data.inputs import DEFAULT_VALIDATION_FRACTION, Columns
-from .data.rationales import RationaleCache
-from .data.tables import id_key, is_missing, iter_table, table_source
-from .errors import DHRDInputError, where
+from ..checks import above, at_least, input_dir, input_file, input_path, output_dir
+from ..data.datasets_input import DatasetSplit
+from ..data.inputs import DEFAULT_VALIDATION_FRACTION, Columns
+from ..data.rationales import RationaleCache
+from ..data.tables import id_key, is_missing, iter_table, table_source
+from ..errors import DHRDInputError, where
+from ..provenance import provenance
 from .prompts import CHECKS, POLICIES, Checked, PromptTemplate, TeacherItem, check_output
-from .provenance import provenance
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ class LocalTeacher(Teacher):
     def __init__(self, model: str, gguf_file: str | None = None, batch_size: int = 8, bf16: bool | None = None):
         import torch
 
-        from .modeling import load_causal_lm, load_tokenizer, resolve_backbone
-        from .runtime import bf16_supported
+        from ..modeling import load_causal_lm, load_tokenizer, resolve_backbone
+        from ..runtime import bf16_supported
 
         path = resolve_backbone(model, gguf_file)
         self.name = teacher_name(model, gguf_file)
@@ -500,8 +500,8 @@ def training_subset(
     the rows ``--max-train-examples N --subset-seed S --selection first|seeded`` takes. Training's own rows and
     ``sample_examples`` pick them, and an item joins on the row's ``source_idx``, exactly as training joins
     rationales (``pair_rationales``)."""
-    from .data.inputs import DataSpec
-    from .data.tasks import sample_examples
+    from ..data.inputs import DataSpec
+    from ..data.tasks import sample_examples
 
     if max_examples and subset_seed is None and selection == "seeded":  # a None seed: a fresh random subset
         raise DHRDInputError("--max-examples needs --subset-seed (dhrd train's default is its --seed, 42)")
@@ -627,7 +627,8 @@ def make_rationales(
     ``validation_fraction`` of its rows held out as ``dhrd train`` holds them out when it has no validation file
     (pass 0 where training gets a ``--validation-file``): the teacher is never asked about them.
     ``selection`` (``seeded`` or ``first``) is the rows ``max_examples`` takes, as training's ``--selection``."""
-    from .data.tasks import TASKS, parse_task_names
+    from ..data.tasks import TASKS, parse_task_names
+    from ..runtime import write_json_atomic
     from .prompts import (
         TASK_ANSWERS,
         builtin_template,
@@ -637,7 +638,6 @@ def make_rationales(
         load_template,
         task_items,
     )
-    from .runtime import write_json_atomic
 
     if (task is None) == (train_file is None):
         raise DHRDInputError("give either a task or a training file")

@@ -7,7 +7,7 @@ output is whole, a small progress record beside it (``<output>.progress.json``) 
 how many bytes of output, are final; a run killed at any moment is resumed by the same command from there, with
 nothing duplicated or torn. An output without a progress record is finished: the same command leaves it as it
 is (``--restart`` predicts again). Under ``accelerate launch --num_processes N`` the rows are shared out
-between the processes and joined into the same one output (``dhrd.prediction_shards``).
+between the processes and joined into the same one output (``dhrd.inference.prediction_shards``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .checks import at_least, inference_options, input_file, output_file, split_name
-from .data.datasets_input import DatasetSplit
-from .data.inputs import RowKeys, row_text
-from .data.tables import PARQUET_SUFFIXES, check_encoding, id_key, is_missing, iter_table
-from .data.tasks import choices_by_group
+from ..checks import at_least, inference_options, input_file, output_file, split_name
+from ..data.datasets_input import DatasetSplit
+from ..data.inputs import RowKeys, row_text
+from ..data.tables import PARQUET_SUFFIXES, check_encoding, id_key, is_missing, iter_table
+from ..data.tasks import choices_by_group
+from ..errors import DHRDInputError, where
+from ..runtime import write_json_atomic, write_text_atomic
 from .engines import load_inference_model, model_file
-from .errors import DHRDInputError, where
 from .evaluation import (
     examples_for_model,
     inference_limits,
@@ -40,7 +41,6 @@ from .evaluation import (
     predict_proba,
     saved_data_spec,
 )
-from .runtime import write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class PredictionSink:
 
 
 def shards_dir(output: Path) -> Path:
-    """Where the processes of a launched run write their shares of ``output`` (``dhrd.prediction_shards``)."""
+    """Where the processes of a launched run write their shares of ``output`` (``dhrd.inference.prediction_shards``)."""
     return output.with_name(output.name + ".shards")
 
 
