@@ -111,7 +111,7 @@ class OwnData(Study):
     """An own-data config (train and validation files), scored on the test file beside the training file."""
 
     def __init__(self, config: Path):
-        from dhrd.training import DHRDTrainingArguments
+        from dhrd.training.run import DHRDTrainingArguments
 
         self.config = dict(yaml.safe_load(config.read_text()))
         spec = DHRDTrainingArguments(**self.config, output_dir="unused").data_spec()
@@ -159,7 +159,7 @@ class SuperGLUE(Study):
 
 
 def training_arguments(study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool):
-    from dhrd.training import DHRDTrainingArguments
+    from dhrd.training.run import DHRDTrainingArguments
 
     own = isinstance(study, OwnData)
     return DHRDTrainingArguments(
@@ -367,7 +367,7 @@ def main() -> None:
     save()
     if options.render:
         return
-    from dhrd.training import train
+    from dhrd.training.run import train
 
     for cell in cells:
         run = runs / cell.name

@@ -196,7 +196,7 @@ def loss_trainer(backbone, tmp_path, n: int = 4, **settings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dhrd.data.inputs import ClassificationCollator
-    from dhrd.training import DHRDTrainer, DHRDTrainingArguments
+    from dhrd.training.run import DHRDTrainer, DHRDTrainingArguments
 
     lm = AutoModelForCausalLM.from_pretrained(backbone)
     rows = datasets.Dataset.from_dict(

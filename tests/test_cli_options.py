@@ -24,7 +24,7 @@ from dhrd.command_args import (
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction.arguments import SUPERGLUE_TASKS, ReproduceArguments, make_arguments
 from dhrd.reproduction.demo import DemoArguments
-from dhrd.train_options import read_config
+from dhrd.training.train_options import read_config
 
 runner = CliRunner()
 GENERATED = {

@@ -1,5 +1,6 @@
-"""The command line answers help, --version and option errors without importing torch or transformers (which take
-seconds), and ``dhrd train``'s table of options (dhrd.train_options) answers exactly as its real parser does."""
+"""The command line answers help, --version and option errors without importing torch or transformers (which
+take seconds), and ``dhrd train``'s table of options (dhrd.training.train_options) answers exactly as its real
+parser does."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import sys
 
 import pytest
 
-from dhrd import train_options
-from dhrd.argparser import FIELDS, DHRDArgumentParser, parse_train_arguments
 from dhrd.errors import DHRDInputError
 from dhrd.startup_benchmark import COMMANDS, import_seconds, run_cli, startup_markdown
+from dhrd.training import train_options
+from dhrd.training.argparser import FIELDS, DHRDArgumentParser, parse_train_arguments
 
 
 @pytest.fixture
@@ -77,7 +78,7 @@ def test_packaged_table_is_current():
     packaged table is regenerated; until then the CLI builds the real parser once and caches its table."""
     live = {"key": train_options.table_key(), **train_options.table_of(DHRDArgumentParser(), FIELDS)}
     packaged = json.loads(train_options.PACKAGED.read_text(encoding="utf-8"))
-    assert packaged == live, "regenerate it: python -m dhrd.train_options"
+    assert packaged == live, "regenerate it: python -m dhrd.training.train_options"
 
 
 @pytest.mark.parametrize("columns", ["50", "120", "200"])

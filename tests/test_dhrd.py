@@ -20,7 +20,7 @@ from dhrd.data.inputs import (
 from dhrd.data.rationales import pair_rationales, read_rationales
 from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.training import reasoning_loss_sum
+from dhrd.training.run import reasoning_loss_sum
 
 
 def _rows(n=4, per_group=1):
@@ -88,7 +88,7 @@ def test_rationale_modes_are_seeded_and_move_whole_examples():
 def test_the_label_word_written_into_each_training_sequence(tmp_path, tiny_backbone, superglue_dir, mode):
     """Through train()'s own data path: shuffle_both ends each sequence with the label word of the example whose
     rationale it got; the other modes with the row's own label word."""
-    from dhrd.training import prepare_run
+    from dhrd.training.run import prepare_run
 
     rationales = write_jsonl(tmp_path / "rte.jsonl", [{"idx": i, "rationale": f"reason number {i}"} for i in range(8)])
     args = DHRDTrainingArguments(
@@ -152,7 +152,7 @@ def test_loss_is_beta_ce_plus_alpha_token_mean(tiny_backbone, tmp_path):
 def test_the_chunked_lm_loss_trains_with_the_one_piece_gradients(tiny_backbone, tmp_path, monkeypatch):
     """--chunked-lm-loss (the default) and --no-chunked-lm-loss: the same loss and the same gradient on every
     parameter that trains, the tied embeddings (so the reasoning head) among them."""
-    from dhrd import lm_loss
+    from dhrd.training import lm_loss
 
     monkeypatch.setattr(lm_loss, "_CHUNK_ELEMENTS", 400 * 7)  # several chunks of the tiny vocabulary
     gradients = {}

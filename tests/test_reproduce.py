@@ -14,7 +14,7 @@ import pytest
 from conftest import assert_provenance, write_jsonl
 from typer.testing import CliRunner
 
-import dhrd.training
+import dhrd.training.run
 from dhrd.cli import app
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction import (
@@ -269,8 +269,8 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
     # rewriting the tables of a plan with unfinished cells does not call the run finished
     assert not reproduce(dataclasses.replace(args, tables_only=True), progress=False).finished
     trained = []
-    real_train = dhrd.training.train
-    monkeypatch.setattr(dhrd.training, "train", lambda a: trained.append(a.output_dir) or real_train(a))
+    real_train = dhrd.training.run.train
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: trained.append(a.output_dir) or real_train(a))
     again = reproduce(args, progress=False)
     elapsed = time.perf_counter() - began
     assert trained == [str(root / "copa" / "dhrd-s2")]
@@ -286,7 +286,7 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
 
 def test_tables_only_reads_the_finished_cells_and_trains_nothing(finished, monkeypatch):
     args, result = finished
-    monkeypatch.setattr(dhrd.training, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
     again = reproduce(make_arguments(None, **{**args.__dict__, "tables_only": True}), progress=False)
     assert again.summary["tasks"]["cb"]["paired"] == result.summary["tasks"]["cb"]["paired"]
     assert again.summary["tasks"]["copa"]["methods"]["dhrd"] == result.summary["tasks"]["copa"]["methods"]["dhrd"]
@@ -459,8 +459,8 @@ def test_cli_results_dir_and_restart(tmp_path, tiny_backbone, superglue_dir, rat
     )
     runs, tables = tmp_path / "runs", tmp_path / "tables"
     trained = []
-    real_train = dhrd.training.train
-    monkeypatch.setattr(dhrd.training, "train", lambda a: trained.append(a.resume) or real_train(a))
+    real_train = dhrd.training.run.train
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: trained.append(a.resume) or real_train(a))
 
     def reproduce_cli(*extra):
         began = time.perf_counter()
@@ -617,8 +617,8 @@ def test_other_training_settings_are_written_as_the_flags_that_give_them():
     """results.md names the settings beyond the table's columns as `dhrd train` flags, which parse back to them."""
     import shlex
 
-    from dhrd.argparser import parse_train_arguments
     from dhrd.reproduction.report import settings_flags
+    from dhrd.training.argparser import parse_train_arguments
 
     settings = {"input_format": "native", "best_epoch": False, "max_length": 768, "truncation": "left", "lora": True}
     text = settings_flags(settings)

@@ -74,8 +74,8 @@ def loading_fails(monkeypatch):
     for target in (
         "dhrd.inference.prediction.load_inference_model",
         "dhrd.inference.evaluation.load_inference_model",
-        "dhrd.training.resolve_backbone",
-        "dhrd.training.prepare_run",
+        "dhrd.training.run.resolve_backbone",
+        "dhrd.training.run.prepare_run",
         "dhrd.inference.onnx_export.load_classifier",
         "dhrd.teacher.teachers.LocalTeacher",
         "dhrd.teacher.teachers.OpenAITeacher",
@@ -269,7 +269,7 @@ def test_no_secret_reaches_any_file_dhrd_writes(tiny_backbone, tmp_path, monkeyp
     def breaks(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("dhrd.training.train", breaks)  # an unexpected error saves its traceback and command line
+    monkeypatch.setattr("dhrd.training.run.train", breaks)  # an unexpected error saves its traceback and command line
     monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, command), f"--hub_token={FAKE_TOKEN}"])
     with pytest.raises(SystemExit) as stopped:
         dhrd.cli.main()

@@ -14,7 +14,7 @@ import dhrd.explain
 import dhrd.inference.evaluation
 import dhrd.inference.prediction
 import dhrd.modeling
-import dhrd.training
+import dhrd.training.run
 from dhrd.cli import app
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import build_classifier, load_classifier, save_classifier
@@ -156,9 +156,9 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
     # evaluate and predict load through engines.load_inference_model and explain through
     # modeling.reasoning_lm: both call modeling's own load_classifier
     monkeypatch.setattr(dhrd.modeling, "load_classifier", _stop_and_record(seen))
-    monkeypatch.setattr(dhrd.training, "resolve_backbone", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.training.run, "resolve_backbone", _stop_and_record(seen))
     (saved_models["dhrd"] / "reasoning_head.safetensors").touch()  # explain's check for the reasoning head
-    run = dhrd.training.DHRDTrainingArguments(
+    run = dhrd.training.run.DHRDTrainingArguments(
         **tiny_run(tiny_backbone, superglue_dir, output_dir=str(tmp_path / "run")), trust_remote_code=trust
     )
     predicts = [module.predict for module in _predict_modules()]
@@ -169,7 +169,7 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
             for f in predicts
         ],
         lambda: dhrd.explain.explain(saved_models["dhrd"], [TEXT], trust_remote_code=trust),
-        lambda: dhrd.training.prepare_run(run),
+        lambda: dhrd.training.run.prepare_run(run),
     ]
     try:
         for call in calls:
@@ -192,7 +192,7 @@ def test_cli_flag(saved_models, superglue_dir, tiny_backbone, tmp_path, monkeypa
         seen.append(args.trust_remote_code)
         return SimpleNamespace(is_main_process=False)
 
-    monkeypatch.setattr(dhrd.training, "train", fake_train)
+    monkeypatch.setattr(dhrd.training.run, "train", fake_train)
     flag = ["--trust-remote-code"] if trust else []
     model = str(saved_models["dhrd"])
     runner = CliRunner()

@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each
     from .inference.prediction import predict
     from .modeling import build_classifier, load_classifier, save_classifier
     from .reproduction import ReproduceArguments, make_arguments, reproduce
-    from .training import DHRDTrainer, DHRDTrainingArguments, train
+    from .training.run import DHRDTrainer, DHRDTrainingArguments, train
 
 # each public name and the module that defines it
 _HOMES = {
@@ -32,9 +32,9 @@ _HOMES = {
     "TASKS": "data.tasks",
     "Example": "data.tasks",
     "load_task_split": "data.tasks",
-    "DHRDTrainer": "training",
-    "DHRDTrainingArguments": "training",
-    "train": "training",
+    "DHRDTrainer": "training.run",
+    "DHRDTrainingArguments": "training.run",
+    "train": "training.run",
 }
 __all__ = [
     "DHRDInputError",

@@ -126,11 +126,11 @@ def main_options(
 def train(ctx: typer.Context):
     """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it (options:
     dhrd train --help)."""
-    from .train_options import check_train_arguments
+    from .training.train_options import check_train_arguments
 
     _one_line_errors(lambda: check_train_arguments(list(ctx.args)))  # --help and option errors, without torch
-    from .argparser import parse_train_arguments
-    from .training import train as run_training
+    from .training.argparser import parse_train_arguments
+    from .training.run import train as run_training
 
     args = _run(lambda: parse_train_arguments(list(ctx.args)))
     result = _run(lambda: run_training(args))

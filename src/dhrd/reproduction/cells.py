@@ -22,7 +22,7 @@ def run_dir(args: ReproduceArguments, task: str, method: str, seed: int) -> Path
 
 
 def training_arguments(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None):
-    from ..training import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
 
     rules = METHOD_RULES[method]
     settings = dict(
@@ -52,7 +52,7 @@ def training_arguments(args: ReproduceArguments, task: str, method: str, seed: i
 
 def _same_run(train_args, output: Path) -> bool:
     """A finished run in ``output`` is reused only when it was made with these settings."""
-    from ..training import changed_settings
+    from ..training.run import changed_settings
 
     saved = output / "train_args.json"
     if not saved.is_file():
@@ -68,7 +68,7 @@ def _same_run(train_args, output: Path) -> bool:
 
 def train_cell(train_args) -> dict:
     """Train (or resume) one run; a finished run with the same settings is read back, not trained again."""
-    from ..training import train
+    from ..training.run import train
 
     output = Path(train_args.output_dir)
     metrics_file = output / "metrics.json"

@@ -40,7 +40,7 @@ def task_name(path: str | Path) -> str:
 def own_data_settings() -> frozenset[str]:
     """What an own-data config may set: ``dhrd train``'s data settings (and a rationale file), less those reproduce
     sets for every cell. Training settings (learning rate, epochs, ...) are reproduce's, the same for every task."""
-    from ..training import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
 
     data = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.metadata.get("group") == "data"}
     return frozenset((data | {"rationales"}) - REPRODUCE_SET)
@@ -68,7 +68,7 @@ class OwnDataTask:
 
     def data_spec(self, subset_seed: int):
         """The data spec every cell of the task trains with (the carved validation split seeded as theirs)."""
-        from ..training import DHRDTrainingArguments
+        from ..training.run import DHRDTrainingArguments
 
         args = DHRDTrainingArguments(output_dir="unused", subset_seed=subset_seed, **self.settings)
         spec = args.data_spec()
@@ -92,8 +92,8 @@ class OwnDataTask:
 def read_task(path: str | Path) -> OwnDataTask:
     """An own-data config, checked: its settings are data settings, it names a training file or dataset, and
     every file it names exists (one line naming the config and the setting otherwise)."""
-    from ..train_options import read_config
-    from ..training import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
+    from ..training.train_options import read_config
 
     known = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init}
     settings = read_config(Path(path), known)
@@ -178,7 +178,7 @@ def scored_result(args: ReproduceArguments, task: str, metrics: dict) -> dict:
 
 def predictions_file(args: ReproduceArguments, task: str) -> str:
     """The per-row probabilities of a training cell's scored split."""
-    from ..training import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE
+    from ..training.run import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE
 
     own = own_task(args, task)
     return TEST_PREDICTIONS_FILE if own is not None and own.scored_split == "test" else PREDICTIONS_FILE

@@ -28,9 +28,9 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
 from transformers.pytorch_utils import Conv1D
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from .checks import training_options
-from .data.datasets_input import DatasetSplit
-from .data.inputs import (
+from ..checks import training_options
+from ..data.datasets_input import DatasetSplit
+from ..data.inputs import (
     ClassificationCollator,
     DataSpec,
     add_reasoning_targets,
@@ -40,9 +40,9 @@ from .data.inputs import (
     load_file_examples,
     parse_label_map,
 )
-from .data.rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
-from .data.tables import id_key
-from .data.tasks import (
+from ..data.rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
+from ..data.tables import id_key
+from ..data.tasks import (
     OWN_DATA,
     TASKS,
     Task,
@@ -52,13 +52,11 @@ from .data.tasks import (
     flatten_metrics,
     sample_examples,
 )
-from .dropout import use_bits_dropout
-from .errors import DHRDInputError
-from .hub import push, push_trained, trained_repo_id, write_model_card
-from .inference.class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
-from .inference.evaluation import predict_proba
-from .lm_loss import linear_cross_entropy_sum
-from .memory import (
+from ..errors import DHRDInputError
+from ..hub import push, push_trained, trained_repo_id, write_model_card
+from ..inference.class_report import class_report, confusion_png_path, flat_class_metrics, save_confusion_png
+from ..inference.evaluation import predict_proba
+from ..memory import (
     ActivationBudget,
     activation_budget_for,
     peak_rss_gb,
@@ -67,7 +65,7 @@ from .memory import (
     reset_peak,
     rss_gb,
 )
-from .modeling import (
+from ..modeling import (
     backbone_source,
     build_classifier,
     check_causal_lm,
@@ -77,9 +75,11 @@ from .modeling import (
     save_reasoning_head,
     with_pad_token,
 )
-from .progress import use_log_lines
-from .provenance import provenance
-from .runtime import write_json_atomic
+from ..progress import use_log_lines
+from ..provenance import provenance
+from ..runtime import write_json_atomic
+from .dropout import use_bits_dropout
+from .lm_loss import linear_cross_entropy_sum
 from .sampling import SeedableLengthGroupedSampler
 from .training_args import (
     DEFAULT_VALIDATION_FRACTION,
@@ -171,7 +171,7 @@ def reasoning_loss_sum(
 ):
     """Sum of next-token cross-entropies over the valid targets, and their count. Only positions with a
     target go through the vocabulary projection (the reasoning head), which saves most of its cost; ``chunked``,
-    a chunk of them at a time (``dhrd.lm_loss``: the same gradients, in less time and memory). ``per_example``:
+    a chunk of them at a time (``dhrd.training.lm_loss``: the same gradients, in less time and memory). ``per_example``:
     the sum of each row's mean over its own targets, and the number of rows with a target (a long input then
     weighs as much as a short one)."""
     targets = lm_labels[:, 1:]
@@ -252,7 +252,7 @@ class DHRDTrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
         if isinstance(sampler, LengthGroupedSampler):
-            # a resumed epoch must see the order an unbroken run saw (see dhrd.sampling)
+            # a resumed epoch must see the order an unbroken run saw (see dhrd.training.sampling)
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return SeedableLengthGroupedSampler(sampler.batch_size, sampler.lengths, seed)
         return sampler
@@ -946,7 +946,7 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     path. ``trainer``: a DHRDTrainer built with the Trainer-shaped API (its own datasets, callbacks, ...) to
     run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed. With
     ``alpha_search`` (``--alpha auto``), alpha is chosen first on a dev split of the training rows
-    (``dhrd.tuning``). With ``push_to_hub``, the saved ``model/`` and its card go to the hub at the end (also
+    (``dhrd.training.tuning``). With ``push_to_hub``, the saved ``model/`` and its card go to the hub at the end (also
     when the run had finished before)."""
     run_args = args if trainer is None else getattr(trainer.prepared, "args", None)
     result = _train_and_save(args, trainer)

@@ -20,9 +20,9 @@ import logging
 import math
 from pathlib import Path
 
-from .errors import DHRDInputError
-from .runtime import write_json_atomic, write_text_atomic
-from .training import DHRDTrainer, encode_rows, reasoning_head, train
+from ..errors import DHRDInputError
+from ..runtime import write_json_atomic, write_text_atomic
+from .run import DHRDTrainer, encode_rows, reasoning_head, train
 from .training_args import DHRDTrainingArguments
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,9 @@
 (as TRL's ``TrlParser`` is): every field is a flag under its own name (``--num_train_epochs`` or
 ``--num-train-epochs``), with the aliases, help and choices its metadata declares (``--epochs``, ``--lr``,
 ``--batch-size``, ...), every boolean with a ``--no-<name>`` form, DHRD's groups listed before transformers'
-and each default shown. ``--config x.yaml|json|toml`` gives values that the command line overrides. Building it imports
-torch and transformers: ``dhrd.train_options`` answers ``--help`` and option errors from a table of it instead."""
+and each default shown. ``--config x.yaml|json|toml`` gives values that the command line overrides. Building it
+imports torch and transformers: ``dhrd.training.train_options`` answers ``--help`` and option errors from a table
+of it instead."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Literal
 from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
-from .errors import DHRDInputError
+from ..errors import DHRDInputError
 from .train_options import (
     DESCRIPTION,
     HelpFormatter,

@@ -1,7 +1,7 @@
 """``dhrd train``'s options without torch or transformers: its help and its option errors in a fraction of a second.
 
 ``dhrd train``'s parser is generated from ``DHRDTrainingArguments``, a transformers ``TrainingArguments``
-(``dhrd.argparser``), and building it imports torch and transformers: seconds. So its argparse actions are also
+(``dhrd.training.argparser``), and building it imports torch and transformers: seconds. So its argparse actions are also
 kept as a table (JSON): ``train_options.json`` in the package, and in the user cache (``<cache>/train-options``)
 whenever the real parser is built for versions the packaged one does not match. A table is keyed by what the
 parser is built from (the dhrd, transformers and Python versions and the text of the modules that declare it):
@@ -9,7 +9,7 @@ one whose key differs is never used. The parser rebuilt from a table applies arg
 float, str) and choices exactly as the real one does and lets every other value through, so it prints the same
 help and rejects arguments only where the real parser would, with the same message; what it accepts goes to
 the real parser (and ``TrainingArguments``' own checks). After a change to the options, regenerate the packaged
-table with ``python -m dhrd.train_options``."""
+table with ``python -m dhrd.training.train_options``."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .errors import DHRDInputError, cache_root
-from .provenance import dhrd_version
+from ..errors import DHRDInputError, cache_root
+from ..provenance import dhrd_version
 
 PACKAGED = Path(__file__).with_name("train_options.json")
 # the modules whose text decides the parser: a change to any of them retires every table made before it
@@ -94,7 +94,7 @@ def read_config(path: Path, fields: set[str], prog: str = "") -> dict:
     path = Path(path)
     if not path.is_file():
         raise DHRDInputError(f"{path}: config file not found")
-    from .data.tables import read_text
+    from ..data.tables import read_text
 
     text = read_text(path)  # UTF-8, a byte-order mark accepted, a bad byte named by line and offset
     try:

@@ -5,7 +5,7 @@ under ``output_dir/checkpoints``, a validation pass and a checkpoint every epoch
 defaults resolved in ``__post_init__``, which an explicit value overrides.
 
 Each field's help, choices and command-line aliases are declared here once: ``dhrd train`` is generated from
-them (``dhrd.argparser``).
+them (``dhrd.training.argparser``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from transformers import TrainingArguments
 
-from .checks import training_options
-from .data.inputs import DEFAULT_VALIDATION_FRACTION, DataSpec
-from .data.lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
-from .data.tasks import OWN_DATA
-from .errors import DHRDInputError
-from .runtime import bf16_supported
+from ..checks import training_options
+from ..data.inputs import DEFAULT_VALIDATION_FRACTION, DataSpec
+from ..data.lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
+from ..data.tasks import OWN_DATA
+from ..errors import DHRDInputError
+from ..runtime import bf16_supported
 
 DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
 
@@ -251,11 +251,12 @@ class DHRDTrainingArguments(TrainingArguments):
         run=False,
     )
     bits_dropout: bool = _option(
-        True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.dropout)", MODEL, run=False
+        True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.training.dropout)", MODEL, run=False
     )
     chunked_lm_loss: bool = _option(
         True,
-        "the reasoning head's loss a chunk of targets at a time, never holding all their logits (dhrd.lm_loss); "
+        "the reasoning head's loss a chunk of targets at a time, never holding all their logits "
+        "(dhrd.training.lm_loss); "
         "off: one projection of every target, as autograd does it",
         MODEL,
         run=False,
