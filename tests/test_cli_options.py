@@ -10,9 +10,10 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.cli_options import cli_default, option_fields
-from dhrd.command_args import (
+from dhrd.cli.commands import app
+from dhrd.errors import DHRDInputError
+from dhrd.options.cli_options import cli_default, option_fields
+from dhrd.options.command_args import (
     BenchmarkCommand,
     EvaluateArguments,
     ExplainArguments,
@@ -21,7 +22,6 @@ from dhrd.command_args import (
     PushArguments,
     RationalesArguments,
 )
-from dhrd.errors import DHRDInputError
 from dhrd.reproduction.arguments import SUPERGLUE_TASKS, ReproduceArguments, make_arguments
 from dhrd.reproduction.demo import DemoArguments
 from dhrd.training.train_options import read_config
@@ -187,10 +187,10 @@ def test_a_bad_config_is_one_line(tmp_path, predictions, text, message):
 
 
 def test_a_repeated_option_from_a_toml_list(tmp_path, monkeypatch):
-    import dhrd.explain
+    import dhrd.cot.explain
 
     seen = {}
-    monkeypatch.setattr(dhrd.explain, "explain", lambda model, texts, *a, **k: seen.update(texts=texts) or [])
+    monkeypatch.setattr(dhrd.cot.explain, "explain", lambda model, texts, *a, **k: seen.update(texts=texts) or [])
     config = tmp_path / "explain.toml"
     config.write_text('model = "m"\ntext = ["one", "two"]\nmax_new_tokens = 5\n')
     result = runner.invoke(app, ["explain", "--config", str(config)])

@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
+from dhrd.benchmarks.startup_benchmark import COMMANDS, import_seconds, run_cli, startup_markdown
 from dhrd.errors import DHRDInputError
-from dhrd.startup_benchmark import COMMANDS, import_seconds, run_cli, startup_markdown
 from dhrd.training import train_options
 from dhrd.training.argparser import FIELDS, DHRDArgumentParser, parse_train_arguments
 
@@ -43,7 +43,7 @@ def test_help_version_and_option_errors_import_neither_torch_nor_transformers(cu
 
 EVERY_HELP = """import sys, typer.main
 from typer.testing import CliRunner
-from dhrd.cli import app
+from dhrd.cli.commands import app
 runner = CliRunner()
 for args in [["--help"], ["--version"], *([name, "--help"] for name in typer.main.get_command(app).commands)]:
     result = runner.invoke(app, args)
@@ -149,7 +149,7 @@ def test_a_table_for_other_versions_is_never_used(current_table, monkeypatch):
 
 
 def test_rationales_checks_default_is_the_prompts_checks():
-    from dhrd.command_args import RATIONALE_CHECKS
+    from dhrd.options.command_args import RATIONALE_CHECKS
     from dhrd.teacher.prompts import CHECKS
 
     assert RATIONALE_CHECKS == tuple(CHECKS)

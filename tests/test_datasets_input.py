@@ -9,7 +9,7 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.data.datasets_input import dataset_name, dataset_split, open_dataset
 from dhrd.data.inputs import DataSpec
 from dhrd.data.tasks import sample_examples

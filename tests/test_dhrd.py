@@ -322,10 +322,10 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_both_heads(tiny_ba
 def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     from typer.testing import CliRunner
 
-    import dhrd.cot
+    import dhrd.cot.baseline
     import dhrd.inference.evaluation
-    from dhrd.cli import app
-    from dhrd.explain import explain, reasoning_lm
+    from dhrd.cli.commands import app
+    from dhrd.cot.explain import explain, reasoning_lm
     from dhrd.inference.evaluation import predict_proba
     from dhrd.modeling import load_classifier
 
@@ -333,7 +333,10 @@ def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue
     common = tiny_run(tiny_backbone, superglue_dir, method="dhrd", rationales=str(rationales))
     kept = train(DHRDTrainingArguments(output_dir=str(tmp_path / "kept"), keep_reasoning_head=True, **common))
     texts = ["Passage:\nAnn said it rained.", "Passage:\nBob"]
-    for module in (dhrd.cot, dhrd.inference.evaluation):  # fp32 decoding, so that a token-by-token reference is exact
+    for module in (
+        dhrd.cot.baseline,
+        dhrd.inference.evaluation,
+    ):  # fp32 decoding, so that a token-by-token reference is exact
         monkeypatch.setattr(module, "bf16_supported", lambda: False)
     results = explain(kept.model_dir, texts, max_new_tokens=8)
     assert len(results) == 2

@@ -16,7 +16,7 @@ from sklearn.utils.class_weight import compute_class_weight
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, evaluate, predict, train
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.data.tasks import Example, choice_predictions, load_task_split
 from dhrd.errors import DHRDInputError
 from dhrd.inference.class_report import class_report

@@ -12,7 +12,7 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.data.inputs import Columns, load_file_examples
 from dhrd.data.rationales import read_rationales
 from dhrd.data.tables import iter_table, read_table

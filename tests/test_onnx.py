@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from dhrd.cli import app  # noqa: E402
+from dhrd.cli.commands import app  # noqa: E402
 from dhrd.inference.evaluation import evaluate, predict_proba  # noqa: E402
 from dhrd.inference.onnx_export import (  # noqa: E402
     CHECK_TEXTS,
@@ -162,7 +162,7 @@ def test_bad_paths_and_missing_exports_are_one_line_errors(exported, tmp_path):
 def test_benchmark_times_every_engine_on_the_same_inputs(exported, superglue_dir, tmp_path):
     """--onnx adds torch fp32 and onnxruntime fp32/int8 rows at every batch size, each with its probability
     difference from torch fp32, and the markdown says which is fastest and that the machine was shared."""
-    from dhrd.benchmark import BenchmarkArguments, benchmark
+    from dhrd.benchmarks.benchmark import BenchmarkArguments, benchmark
 
     model_dir, _, _ = exported
     arguments = BenchmarkArguments(

@@ -8,7 +8,7 @@ from conftest import write_jsonl
 from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-compatible server fixture)
 from typer.testing import CliRunner
 
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.data.inputs import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
 from dhrd.errors import DHRDInputError
 from dhrd.teacher.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
@@ -101,7 +101,7 @@ def _explaining_server(seen):
 
 
 def test_a_teacher_on_bare_numbers_stops_with_one_line_saying_how_to_name_them(tmp_path):
-    from dhrd.cli import show_messages
+    from dhrd.cli.commands import show_messages
 
     show_messages()  # dhrd's information lines printed, as the dhrd command prints them (the row choice was)
     train = write_jsonl(tmp_path / "train.jsonl", reviews(6))

@@ -16,7 +16,7 @@ from conftest import write_jsonl
 from typer.testing import CliRunner
 
 import dhrd.inference.prediction
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
 from dhrd.inference.prediction import PredictionSink, predict, shards_dir
@@ -256,7 +256,7 @@ def test_a_killed_launch_resumes_each_shard(model, tmp_path):
         textwrap.dedent(
             """
             import os
-            from dhrd.cli import app
+            from dhrd.cli.commands import app
             from dhrd.inference.prediction import PredictionSink
 
             original, calls = PredictionSink.write, []

@@ -15,7 +15,7 @@ from conftest import assert_provenance, write_jsonl
 from typer.testing import CliRunner
 
 import dhrd.training.run
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction import (
     ReproduceArguments,
@@ -102,7 +102,7 @@ def test_plan_puts_each_seed_across_all_tasks_first():
 def test_every_method_has_one_row_of_rules_that_the_cells_follow(tmp_path):
     """The methods reproduce accepts, the benchmark's systems and the tables' names are the rows of one table
     (``reproduction.methods``); the plan and each training cell's arguments follow the method's row."""
-    from dhrd.command_args import SYSTEMS
+    from dhrd.options.command_args import SYSTEMS
     from dhrd.reproduction import METHODS
     from dhrd.reproduction.methods import METHOD_RULES
 

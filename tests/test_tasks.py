@@ -308,7 +308,7 @@ def _with_rule(monkeypatch, name: str, **rule):
 
 
 def test_zero_shot_cot_rule_is_read_from_the_task(monkeypatch):
-    from dhrd.cot import zero_shot_queries
+    from dhrd.cot.baseline import zero_shot_queries
     from dhrd.reproduction import ReproduceArguments, plan
 
     args = ReproduceArguments(tasks=["rte", "multirc"], seeds=[1], methods=["pooled", "cot-zero-shot"])

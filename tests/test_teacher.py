@@ -602,7 +602,7 @@ def test_max_examples_on_a_file_keys_rows_as_training_does(server, tmp_path):
 def test_cli_max_examples(server, tmp_path):
     from typer.testing import CliRunner
 
-    from dhrd.cli import app
+    from dhrd.cli.commands import app
 
     data = _multirc_dir(tmp_path / "data")
     url, script = server(lambda n, body: (200, _candidate_reply(body)))

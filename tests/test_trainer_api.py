@@ -10,7 +10,7 @@ import pytest
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.provenance import dhrd_version
 from dhrd.training.argparser import parse_train_arguments

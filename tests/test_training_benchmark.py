@@ -8,8 +8,8 @@ import pytest
 from conftest import assert_provenance
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.training_benchmark import TrainBenchmarkArguments, benchmark_training, step_flops
+from dhrd.benchmarks.training_benchmark import TrainBenchmarkArguments, benchmark_training, step_flops
+from dhrd.cli.commands import app
 
 runner = CliRunner()
 
@@ -95,7 +95,7 @@ def test_cli_training_benchmark_rejects_unknown_variants(tmp_path):
 
 
 def test_the_pooled_cells_of_a_dhrd_only_variant_give_the_noise_between_cells():
-    from dhrd.training_benchmark import noise_lines
+    from dhrd.benchmarks.training_benchmark import noise_lines
 
     cells = [
         {"variant": "default", "method": "pooled", "seconds": 25.0},

@@ -10,12 +10,12 @@ import pytest
 from conftest import tiny_run
 from typer.testing import CliRunner
 
-import dhrd.explain
+import dhrd.cot.explain
 import dhrd.inference.evaluation
 import dhrd.inference.prediction
 import dhrd.modeling
 import dhrd.training.run
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import build_classifier, load_classifier, save_classifier
 
@@ -168,7 +168,7 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
             lambda f=f: f(saved_models["dhrd"], tmp_path / "p.jsonl", task="cb", trust_remote_code=trust)
             for f in predicts
         ],
-        lambda: dhrd.explain.explain(saved_models["dhrd"], [TEXT], trust_remote_code=trust),
+        lambda: dhrd.cot.explain.explain(saved_models["dhrd"], [TEXT], trust_remote_code=trust),
         lambda: dhrd.training.run.prepare_run(run),
     ]
     try:
@@ -186,7 +186,7 @@ def test_cli_flag(saved_models, superglue_dir, tiny_backbone, tmp_path, monkeypa
     monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _stop_and_record(seen))
     for module in _predict_modules():
         monkeypatch.setattr(module, "predict", _stop_and_record(seen))
-    monkeypatch.setattr(dhrd.explain, "explain", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.cot.explain, "explain", _stop_and_record(seen))
 
     def fake_train(args):
         seen.append(args.trust_remote_code)

@@ -14,7 +14,7 @@ import pytest
 from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-compatible server fixture)
 from typer.testing import CliRunner
 
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.data.inputs import DataSpec
 from dhrd.data.tasks import TASK_ANSWERS, Example, carve_split, sample_examples
 from dhrd.errors import DHRDInputError

@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..cli_options import option
 from ..errors import DHRDInputError
+from ..options.cli_options import option
 from .methods import METHODS
 
 COT_SETTINGS = ("paper", "greedy")

@@ -92,8 +92,8 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
     task's official metric. ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``;
     ``cot-zero-shot``: the backbone, prompted to reason (greedy decoding does not depend on the seed, so it is
     one cell per task)."""
-    from ..cot import TransformersEngine, decode_and_score
-    from ..cot_setup import cot_inputs, decode_settings
+    from ..cot.baseline import TransformersEngine, decode_and_score
+    from ..cot.setup import cot_inputs, decode_settings
 
     target = run_dir(args, task, method, seed) / "cot-eval.json"
     if target.is_file() and not args.restart:
@@ -125,7 +125,7 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
 
 def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dict:
     """Throughput of every method, side by side in one benchmark run, on the first seed's models."""
-    from ..benchmark import BenchmarkArguments, benchmark
+    from ..benchmarks.benchmark import BenchmarkArguments, benchmark
 
     target = Path(args.output_dir) / task / "qps.json"
     if target.is_file() and not args.restart:

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .command_args import COT_ENGINES, COT_SETTINGS, SYSTEMS, BenchmarkArguments
-from .cot import CoTScore, LlamaCppEngine, TransformersEngine, VLLMEngine, decode_and_score
-from .cot_setup import FINETUNED, ZERO_SHOT, CoTInputs, cot_inputs, decode_settings
-from .data.tasks import Example, evaluate_rows
-from .errors import DHRDInputError
-from .inference.evaluation import examples_for_model, first_examples, predict_proba
-from .modeling import (
+from ..cot.baseline import CoTScore, LlamaCppEngine, TransformersEngine, VLLMEngine, decode_and_score
+from ..cot.setup import FINETUNED, ZERO_SHOT, CoTInputs, cot_inputs, decode_settings
+from ..data.tasks import Example, evaluate_rows
+from ..errors import DHRDInputError
+from ..inference.evaluation import examples_for_model, first_examples, predict_proba
+from ..modeling import (
     DEFAULT_BACKBONE_HUB,
     SPEC_KEY,
     backbone_source,
@@ -37,10 +36,11 @@ from .modeling import (
     run_settings,
     split_backbone,
 )
-from .provenance import machine_text, provenance, versions_text
-from .runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
+from ..options.command_args import COT_ENGINES, COT_SETTINGS, SYSTEMS, BenchmarkArguments
+from ..provenance import machine_text, provenance, versions_text
+from ..runtime import bf16_supported, device, plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
+from ..stats import latency_percentiles
 from .startup_benchmark import cli_startup, startup_markdown
-from .stats import latency_percentiles
 
 logger = logging.getLogger(__name__)
 

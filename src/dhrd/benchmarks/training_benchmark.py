@@ -21,13 +21,13 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
+from ..data.inputs import ClassificationCollator
+from ..data.lengths import SUPERGLUE_MAX_LENGTH
+from ..errors import DHRDInputError
+from ..memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
+from ..provenance import machine_text, provenance, versions_text
+from ..runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 from .benchmark import gemm_peak
-from .data.inputs import ClassificationCollator
-from .data.lengths import SUPERGLUE_MAX_LENGTH
-from .errors import DHRDInputError
-from .memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
-from .provenance import machine_text, provenance, versions_text
-from .runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def work_dir(args: TrainBenchmarkArguments) -> Path:
 def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path, **changes):
     """The training arguments of one benchmark run: one epoch, no real validation, every cell on the same
     seeded examples; ``args.extra`` then ``changes`` (a variant's) override the defaults."""
-    from .training.run import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
 
     settings = {
         "task": args.task,
@@ -183,7 +183,7 @@ def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path,
 
 
 def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Path, peak: float) -> dict:
-    from .training.run import MemoryCallback, prepare_run
+    from ..training.run import MemoryCallback, prepare_run
 
     output_dir = runs / f"{method}-{variant.replace(' ', '_').replace(',', '')}"
     train_args = cell_arguments(args, method, output_dir, max_train_examples=args.examples, **VARIANTS[variant])
@@ -243,7 +243,7 @@ def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Pat
 def epoch_padding(args: TrainBenchmarkArguments, method: str) -> dict:
     """Padding share of one epoch over the task's whole training split, as the Trainer batches it, with
     random batches and with length-grouped ones (collation only, no model step)."""
-    from .training.run import prepare_run
+    from ..training.run import prepare_run
 
     shares = {}
     for grouped in (False, True):

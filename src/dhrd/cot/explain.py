@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .data.inputs import ANSWER_PREFIX
-from .inference.evaluation import predict_proba
-from .modeling import reasoning_lm
+from ..data.inputs import ANSWER_PREFIX
+from ..inference.evaluation import predict_proba
+from ..modeling import reasoning_lm
 
 
 def explain(
@@ -22,7 +22,7 @@ def explain(
 ) -> list[dict]:
     """For each input: the rationale and answer the reasoning head writes, beside the classifier's prediction.
     It decodes greedily from ``x + "Reasoning:"``, tokenised as in training, through the CoT engine."""
-    from .cot import Query, TransformersEngine, greedy_settings, reasoning_prompts
+    from .baseline import Query, TransformersEngine, greedy_settings, reasoning_prompts
 
     lm, classifier, tokenizer = reasoning_lm(model_path, trust_remote_code=trust_remote_code)
     probs = predict_proba(classifier, tokenizer, texts, progress=False)

@@ -17,8 +17,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .cli_options import command
-from .command_args import (
+from ..errors import DHRDInputError
+from ..memory import pin_mmap_threshold
+from ..openmp import passive_openmp_wait
+from ..options.cli_options import command
+from ..options.command_args import (
     BenchmarkCommand,
     EvaluateArguments,
     ExplainArguments,
@@ -27,11 +30,9 @@ from .command_args import (
     PushArguments,
     RationalesArguments,
 )
-from .errors import DHRDInputError, save_traceback
-from .memory import pin_mmap_threshold
-from .openmp import passive_openmp_wait
-from .reproduction.arguments import ReproduceArguments
-from .reproduction.demo import DemoArguments
+from ..provenance import save_traceback
+from ..reproduction.arguments import ReproduceArguments
+from ..reproduction.demo import DemoArguments
 
 app = typer.Typer(
     add_completion=False,
@@ -104,7 +105,7 @@ def _print_classes(classes: dict, shown: int = 20) -> None:
 
 def _version(value: bool) -> None:
     if value:
-        from .provenance import dhrd_version
+        from ..provenance import dhrd_version
 
         out.print(f"dhrd {dhrd_version()}")
         raise typer.Exit()
@@ -126,11 +127,11 @@ def main_options(
 def train(ctx: typer.Context):
     """Train a classifier, evaluate it on the validation split every epoch, keep the best, save it (options:
     dhrd train --help)."""
-    from .training.train_options import check_train_arguments
+    from ..training.train_options import check_train_arguments
 
     _one_line_errors(lambda: check_train_arguments(list(ctx.args)))  # --help and option errors, without torch
-    from .training.argparser import parse_train_arguments
-    from .training.run import train as run_training
+    from ..training.argparser import parse_train_arguments
+    from ..training.run import train as run_training
 
     args = _run(lambda: parse_train_arguments(list(ctx.args)))
     result = _run(lambda: run_training(args))
@@ -152,8 +153,8 @@ def train(ctx: typer.Context):
 def evaluate(args: EvaluateArguments):
     """Compute the task's official metrics and the per-class report and confusion matrix; write them as JSON,
     and the confusion matrix as a PNG beside it."""
-    from .inference.engines import model_file
-    from .inference.evaluation import evaluate as run_evaluation
+    from ..inference.engines import model_file
+    from ..inference.evaluation import evaluate as run_evaluation
 
     model, split, file, dataset = args.model, args.split, args.file, args.dataset
 
@@ -194,7 +195,7 @@ def evaluate(args: EvaluateArguments):
 @command(app, PredictArguments, run=_one_line_errors)
 def predict(args: PredictArguments):
     """Classify every row of a file (or a task split) and write the predictions, chunk by chunk."""
-    from .inference.prediction import predict as run_prediction
+    from ..inference.prediction import predict as run_prediction
 
     summary = _run(
         lambda: run_prediction(
@@ -240,7 +241,7 @@ def predict(args: PredictArguments):
 @command(app, ExportArguments, run=_one_line_errors)
 def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
-    from .inference.onnx_export import export_onnx, int8_check_line
+    from ..inference.onnx_export import export_onnx, int8_check_line
 
     summary = _run(
         lambda: export_onnx(
@@ -270,9 +271,9 @@ def export(args: ExportArguments):
 def rationales(args: RationalesArguments):
     """Ask a teacher for a rationale for every training example, into a cache `dhrd train --rationales`
     reads. Resumable: kill it at any moment and run the same command again."""
-    from .data.datasets_input import dataset_split
-    from .data.inputs import Columns, parse_label_map
-    from .teacher.teachers import RationalesInterrupted, make_rationales
+    from ..data.datasets_input import dataset_split
+    from ..data.inputs import Columns, parse_label_map
+    from ..teacher.teachers import RationalesInterrupted, make_rationales
 
     def go():
         try:
@@ -394,10 +395,10 @@ def _train_commands(cache: Path, train_file: Path | None, given: dict, summary: 
 def explain(args: ExplainArguments):
     """SLOW, for inspection only: the reasoning head writes a rationale for each input. Predictions always
     come from the pooled head and never use this text."""
-    from .explain import explain as run_explain
-    from .inference.evaluation import examples_for_model
-    from .modeling import load_classifier
-    from .runtime import write_jsonl_atomic
+    from ..cot.explain import explain as run_explain
+    from ..inference.evaluation import examples_for_model
+    from ..modeling import load_classifier
+    from ..runtime import write_jsonl_atomic
 
     def go():
         args.validate()  # before any model loads
@@ -432,9 +433,9 @@ def _csv(value: str, cast=str) -> tuple:
 def benchmark(args: BenchmarkCommand):
     """Accuracy and examples/s of pooled vs DHRD vs chain-of-thought decoding, in one run on this machine;
     with --train, the throughput of the training step instead."""
-    from .benchmark import COLUMNS, table_rows
-    from .benchmark import benchmark as run_benchmark
-    from .startup_benchmark import STARTUP_COLUMNS, startup_rows
+    from ..benchmarks.benchmark import COLUMNS, table_rows
+    from ..benchmarks.benchmark import benchmark as run_benchmark
+    from ..benchmarks.startup_benchmark import STARTUP_COLUMNS, startup_rows
 
     task, output = args.task, args.output
     if args.train:
@@ -475,8 +476,13 @@ def _print_table(title: str, columns, rows) -> None:
 
 
 def _benchmark_training(args: BenchmarkCommand) -> None:
-    from .training_benchmark import DEFAULT_VARIANTS, TRAIN_COLUMNS, TrainBenchmarkArguments, benchmark_training
-    from .training_benchmark import table_rows as train_rows
+    from ..benchmarks.training_benchmark import (
+        DEFAULT_VARIANTS,
+        TRAIN_COLUMNS,
+        TrainBenchmarkArguments,
+        benchmark_training,
+    )
+    from ..benchmarks.training_benchmark import table_rows as train_rows
 
     task, examples, output = args.task, args.train_examples, args.output
 
@@ -511,13 +517,13 @@ def _benchmark_training(args: BenchmarkCommand) -> None:
 
 
 def _print_reproduce(result) -> None:
-    from .reproduction import markdown
+    from ..reproduction import markdown
 
     out.print(markdown(result), markup=False, highlight=False, soft_wrap=True)  # tables must not be wrapped
 
 
 def _reproduce_arguments(config: Path | None, given: dict):
-    from .reproduction import make_arguments
+    from ..reproduction import make_arguments
 
     return make_arguments(config, **given)
 
@@ -526,7 +532,7 @@ def _reproduce_arguments(config: Path | None, given: dict):
 def reproduce(args: ReproduceArguments):
     """The paper's experiment: every (task, method, seed) trained and scored, DHRD's gain beside the paper's,
     QPS per method; results.md/json/csv/png. Resumable: run it again and only unfinished cells run."""
-    from .reproduction import reproduce as run_reproduce
+    from ..reproduction import reproduce as run_reproduce
 
     def go():
         return run_reproduce(args), Path(args.results_dir or args.output_dir)
@@ -541,7 +547,7 @@ def demo(demo_args: DemoArguments):
     """The whole DHRD story in minutes on a CPU: train pooled and DHRD on a small task, evaluate both beside the
     task's majority floor, benchmark them against chain-of-thought decoding on the same backbone, print the
     table."""
-    from .reproduction import reproduce as run_reproduce
+    from ..reproduction import reproduce as run_reproduce
 
     args = _run(demo_args.reproduce_arguments)
     result = _run(lambda: run_reproduce(args))
@@ -553,8 +559,8 @@ def demo(demo_args: DemoArguments):
 def push(args: PushArguments):
     """Upload a trained model to the Hugging Face Hub: weights, config, tokenizer, modeling code and its model
     card (README.md), never checkpoints or evaluate's JSON. The local folder is never changed."""
-    from .hub import describe, push_plan
-    from .hub import push as push_model
+    from ..hub import describe, push_plan
+    from ..hub import push as push_model
 
     if args.dry_run:
         lines = _run(lambda: describe(push_plan(args.model_dir, args.repo_id), args.private))

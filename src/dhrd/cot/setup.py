@@ -9,7 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .cot import (
+from ..data.tasks import Example
+from ..errors import DHRDInputError
+from .baseline import (
     PAPER_SETTINGS,
     DecodeSettings,
     Query,
@@ -19,8 +21,6 @@ from .cot import (
     greedy_settings,
     zero_shot_queries,
 )
-from .data.tasks import Example
-from .errors import DHRDInputError
 
 FINETUNED, ZERO_SHOT = "cot", "cot-zero-shot"  # the CoT systems, as benchmark rows and reproduce methods name them
 
@@ -37,7 +37,7 @@ def decode_settings(
 
 
 def _fitted_budget(task: str, tokenizer, rationales: str | None) -> int:
-    from .data.rationales import rationale_file, read_rationales
+    from ..data.rationales import rationale_file, read_rationales
 
     path = rationale_file(rationales, task)
     if path is None:
@@ -73,16 +73,16 @@ def cot_inputs(
     if system not in (FINETUNED, ZERO_SHOT):
         raise DHRDInputError(f"{system!r} is no CoT system: {FINETUNED} or {ZERO_SHOT}")
     if system == FINETUNED:
-        from .inference.evaluation import examples_for_model
-        from .modeling import reasoning_lm
+        from ..inference.evaluation import examples_for_model
+        from ..modeling import reasoning_lm
 
         lm, classifier, tokenizer = reasoning_lm(model)
         labels = [classifier.config.id2label[i] for i in range(classifier.config.num_labels)]
         rows = choose(examples_for_model(classifier, task, "validation", data_dir)[0])
         queries, gold = finetuned_queries(rows, tokenizer, labels), finetuned_gold(rows, labels)
         return CoTInputs(system, lm, tokenizer, queries, gold)
-    from .data.tasks import load_task_split
-    from .modeling import default_backbone, load_causal_lm
+    from ..data.tasks import load_task_split
+    from ..modeling import default_backbone, load_causal_lm
 
     lm, tokenizer = load_causal_lm(model or default_backbone())
     groups = list(dict.fromkeys(e.group for e in choose(load_task_split(task, "validation", "yesno", data_dir))))

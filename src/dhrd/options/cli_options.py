@@ -23,7 +23,7 @@ from typing import Literal
 
 import typer
 
-from .errors import DHRDInputError
+from ..errors import DHRDInputError
 
 try:  # typer >= 0.20 carries its own copy of click
     from typer._click.exceptions import BadParameter, MissingParameter
@@ -213,7 +213,7 @@ def config_settings(ctx: typer.Context, path: Path | None, chosen: list[dataclas
     same option on the command line is: its type, choices and lists (a YAML list or comma-separated text)."""
     if path is None:
         return {}
-    from .training.train_options import read_config
+    from ..training.train_options import read_config
 
     fields = {f.name: f for f in chosen if not f.metadata.get("positional")}
     params = {p.name: p for p in ctx.command.params}

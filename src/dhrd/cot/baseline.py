@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cot_likelihood import answer_likelihoods, continuation_logprobs, rows_to_score
-from .data.inputs import ANSWER_PREFIX, REASON_PREFIX
-from .data.tasks import TASKS, Example, chooses_candidate, label_metrics
-from .errors import DHRDInputError
-from .runtime import bf16_supported, device
-from .teacher.generation import chat_prompt_ids, generate_batches
-from .teacher.prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
+from ..data.inputs import ANSWER_PREFIX, REASON_PREFIX
+from ..data.tasks import TASKS, Example, chooses_candidate, label_metrics
+from ..errors import DHRDInputError
+from ..runtime import bf16_supported, device
+from ..teacher.generation import chat_prompt_ids, generate_batches
+from ..teacher.prompts import TASK_ANSWERS, match_answer, parse_answer, task_items
+from .likelihood import answer_likelihoods, continuation_logprobs, rows_to_score
 
 ZERO_SHOT_SYSTEM = (
     "Answer the question. Let's think step by step: reason in 2-5 sentences, then, on a new line, write "

@@ -1,6 +1,6 @@
 """The arguments of ``dhrd benchmark``, ``evaluate``, ``predict``, ``export``, ``rationales``, ``explain`` and
 ``push``, declared once: each field is the Python API's
-setting and the command's option (``dhrd.cli_options`` generates the command from it). Light: no torch, so
+setting and the command's option (``dhrd.options.cli_options`` generates the command from it). Light: no torch, so
 that ``--help`` answers at once."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.lengths import TRUNCATIONS
+from ..errors import DHRDInputError
+from ..inference.engines import ENGINES
 from .cli_options import option
-from .data.lengths import TRUNCATIONS
-from .errors import DHRDInputError
-from .inference.engines import ENGINES
 
 # the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
 SYSTEMS = ("pooled", "dhrd", "cot-zero-shot", "cot")
@@ -95,7 +95,7 @@ class BenchmarkArguments:
     progress: bool = option(True, cli=False)
 
     def validate(self) -> None:
-        from .data.tasks import TASKS
+        from ..data.tasks import TASKS
 
         if self.task not in TASKS:
             raise DHRDInputError(f"unknown task {self.task!r}: choose from {', '.join(TASKS)}")
@@ -109,7 +109,7 @@ class BenchmarkArguments:
         if unknown:
             raise DHRDInputError(f"unknown CoT setting or engine: {', '.join(sorted(unknown))}")
         if self.onnx:
-            from .inference.onnx_export import require_onnxruntime
+            from ..inference.onnx_export import require_onnxruntime
 
             require_onnxruntime()  # before anything is timed
 
@@ -332,7 +332,7 @@ class ExplainArguments:
 
     def validate(self) -> None:
         """Before any model loads (a bad number or output path is one line at once)."""
-        from .checks import at_least, inference_options, output_file
+        from ..checks import at_least, inference_options, output_file
 
         inference_options(1, max_examples=self.max_examples, data_dir=self.data_dir, split=self.split)
         at_least("--max-new-tokens", self.max_new_tokens, 1)
