@@ -17,12 +17,11 @@ from dhrd.benchmarks.benchmark import (
     BenchmarkArguments,
     benchmark,
     cot_timing,
-    forward_flops,
-    gemm_peak,
     headline_ratios,
     read_result,
     write_markdown,
 )
+from dhrd.benchmarks.timing import forward_flops, gemm_peak
 from dhrd.cli.commands import app
 from dhrd.cot.baseline import (
     Decoded,
@@ -233,7 +232,7 @@ class FakeClock:
 def test_gemm_peak_and_flop_count(tiny_backbone, monkeypatch):
     import types
 
-    import dhrd.benchmarks.benchmark
+    import dhrd.benchmarks.timing
     from dhrd.modeling import build_classifier
 
     clock, durations = FakeClock(), iter([3e-6, 2e-6, 5e-6])
@@ -246,7 +245,7 @@ def test_gemm_peak_and_flop_count(tiny_backbone, monkeypatch):
         return real_matmul(a, b)
 
     timed_matmul.calls = 0
-    monkeypatch.setattr(dhrd.benchmarks.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(dhrd.benchmarks.timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     monkeypatch.setattr(torch, "matmul", timed_matmul)
     peak = gemm_peak(torch.float32, n=64, repeats=3)
     monkeypatch.undo()
@@ -263,7 +262,7 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
     (each request waits for its whole batch), against numpy on scripted seconds."""
     import types
 
-    import dhrd.benchmarks.benchmark
+    import dhrd.benchmarks.timing
     from dhrd.data.tasks import Example
 
     clock = FakeClock()
@@ -283,10 +282,10 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
             batch_seconds.extend(batches)
         return np.full((len(texts), 2), 0.5)
 
-    monkeypatch.setattr(dhrd.benchmarks.benchmark, "predict_proba", fake_predict)
-    monkeypatch.setattr(dhrd.benchmarks.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(dhrd.benchmarks.timing, "predict_proba", fake_predict)
+    monkeypatch.setattr(dhrd.benchmarks.timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     rows = [Example(f"cb-{g}#{r}", "cb", "t", 0, f"cb-{g}", r) for g in range(4) for r in "abc"]
-    timed = dhrd.benchmarks.benchmark.time_classifier(None, None, rows, 4, repeats=3)
+    timed = dhrd.benchmarks.timing.time_classifier(None, None, rows, 4, repeats=3)
     last = [0.05] * 2 + [0.25] * 4 + [0.15] * 4 + [0.6] * 2
     assert (timed["examples"], timed["rows"]) == (4, 12)
     assert (timed["seconds_min"], timed["seconds_median"]) == (0.5, 0.7)
@@ -389,6 +388,7 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     import time
 
     import dhrd.benchmarks.benchmark
+    import dhrd.benchmarks.timing
     import dhrd.cot.baseline
     from dhrd.modeling import load_classifier
 
@@ -396,7 +396,7 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
     # same decodes once their answers were read, the latency of a request scored by likelihood grown by it)
     passes, decodes, answered = [], [], []
     real_predict, real_run, real_answer = (
-        dhrd.benchmarks.benchmark.predict_proba,
+        dhrd.benchmarks.timing.predict_proba,
         TransformersEngine.run,
         dhrd.cot.baseline.answer,
     )
@@ -418,7 +418,7 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
         answered.append(grown)
         return predictions, grown
 
-    monkeypatch.setattr(dhrd.benchmarks.benchmark, "predict_proba", recording_predict)
+    monkeypatch.setattr(dhrd.benchmarks.timing, "predict_proba", recording_predict)
     monkeypatch.setattr(TransformersEngine, "run", recording_run)
     monkeypatch.setattr(dhrd.cot.baseline, "answer", recording_answer)
     out = trained["root"] / "bench"
@@ -735,7 +735,7 @@ def test_llama_cpp_engine_reads_the_same_prompt_tokens(smollm2, shared_superglue
 
 
 def test_a_failing_torch_compile_is_reported_not_fatal(monkeypatch, tiny_backbone, superglue_dir):
-    from dhrd.benchmarks.benchmark import fast_path_switches
+    from dhrd.benchmarks.timing import fast_path_switches
     from dhrd.modeling import build_classifier
 
     def broken(*args, **kwargs):

@@ -14,7 +14,7 @@ import yaml
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-import dhrd.benchmarks.benchmark
+import dhrd.benchmarks.timing
 import dhrd.training.run
 from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
@@ -132,7 +132,7 @@ def test_an_own_data_task_trains_pooled_and_dhrd_and_is_scored_on_its_test_file(
 def test_resuming_a_finished_reproduce_over_own_data_reruns_nothing(finished, monkeypatch):
     args, result = finished
     monkeypatch.setattr(dhrd.training.run, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
-    monkeypatch.setattr(dhrd.benchmarks.benchmark, "time_classifier", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(dhrd.benchmarks.timing, "time_classifier", lambda *a, **k: pytest.fail("timed again"))
     again = reproduce(dataclasses.replace(args), progress=False)
     assert again.finished
     assert again.summary["tasks"]["mine"]["paired"] == result.summary["tasks"]["mine"]["paired"]

@@ -21,7 +21,7 @@ import numpy as np
 from ..data.tasks import Example, evaluate_rows
 from ..inference.evaluation import predict_proba
 from ..inference.onnx_export import INT8_FILE, export_onnx, load_onnx_classifier
-from .benchmark import time_classifier
+from .timing import time_classifier
 
 ENGINE_COLUMNS = (
     "system",

@@ -27,7 +27,7 @@ from ..errors import DHRDInputError
 from ..memory import pin_mmap_threshold, release_memory, reset_peak, rss_gb
 from ..provenance import machine_text, provenance, versions_text
 from ..runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
-from .benchmark import gemm_peak
+from .timing import gemm_peak
 
 logger = logging.getLogger(__name__)
 

@@ -251,7 +251,7 @@ def existing_rationales(args: ReproduceArguments, own: OwnDataTask) -> str | Non
 def qps_cell(args: ReproduceArguments, task: str) -> dict:
     """Throughput of an own-data task's classifiers (the first seed's), each timed on the first examples of its
     scored split as ``dhrd benchmark`` times a SuperGLUE task's; no CoT system decodes own data."""
-    from ..benchmarks.benchmark import time_classifier
+    from ..benchmarks.timing import time_classifier
     from ..data.tasks import evaluate_rows
     from ..inference.evaluation import first_examples
     from ..modeling import load_classifier
