@@ -3,8 +3,8 @@
 The training benchmark (``dhrd benchmark --train``) gives a step's useful FLOP/s against the 2048^3 GEMM peak; this
 says where the rest goes. It times, at the given threads: the square GEMM (the peak), each projection of a decoder
 layer forward and its input-gradient backward for a batch of ``--tokens`` tokens (LoRA's frozen weights need no
-weight gradient), LoRA's rank-r projections, and the reasoning head's chunked loss (``dhrd.lm_loss``) at several
-chunk sizes. Best of ``--repeats`` after a warm-up; run it on a quiet machine.
+weight gradient), LoRA's rank-r projections, and the reasoning head's chunked loss (``dhrd.training.lm_loss``) at
+several chunk sizes. Best of ``--repeats`` after a warm-up; run it on a quiet machine.
 
     python scripts/fp32_gemm_shapes.py --threads 2 --out results/fp32-gemm-shapes-cpu
 """
@@ -59,7 +59,7 @@ def shapes(tokens: int, rank: int) -> dict[str, tuple[int, int, int]]:
 
 def lm_loss_rates(targets: int, chunks: list[int], repeats: int) -> list[dict]:
     """The reasoning head's loss and its gradient for ``targets`` targets, by chunk size (targets a chunk)."""
-    import dhrd.lm_loss as lm_loss
+    import dhrd.training.lm_loss as lm_loss
 
     states = torch.randn(targets, HIDDEN, requires_grad=True)
     weight, labels = torch.randn(VOCAB, HIDDEN) * 0.02, torch.randint(0, VOCAB, (targets,))
@@ -112,7 +112,7 @@ def main() -> None:
         *(f"| {r['shape']} | {r['m']} x {r['k']} x {r['n']} | {r['gflops']:.1f} | {r['of_peak']:.0%} |" for r in rows),
         "",
         f"The reasoning head's chunked loss and its gradient, {options.lm_targets} targets, by chunk size "
-        "(`dhrd.lm_loss` uses 128):",
+        "(`dhrd.training.lm_loss` uses 128):",
         "",
         "| targets a chunk | seconds | GFLOP/s of its two products |",
         "|---|---|---|",

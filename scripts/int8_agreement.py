@@ -1,5 +1,5 @@
-"""Which int8 keeps a trained classifier's answers: every candidate quantisation in ``dhrd.onnx_export.QUANT_CONFIGS``
-against torch fp32, on trained SmolLM2-135M models (issue 28, item 2).
+"""Which int8 keeps a trained classifier's answers: every candidate quantisation in
+``dhrd.inference.onnx_export.QUANT_CONFIGS`` against torch fp32, on trained SmolLM2-135M models (issue 28, item 2).
 
 Per model and per config: label agreement with torch fp32, accuracy of fp32 and int8 (and the difference in
 points), the largest probability difference, and examples/s of torch fp32, onnxruntime fp32 and the int8 graph
@@ -28,9 +28,9 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from dhrd.evaluation import examples_for_model, predict_proba
-from dhrd.modeling import load_classifier, load_tokenizer
-from dhrd.onnx_export import (
+from dhrd.data.tasks import evaluate_rows
+from dhrd.inference.evaluation import examples_for_model, predict_proba
+from dhrd.inference.onnx_export import (
     INT8_CONFIG,
     ONNX_FILE,
     QUANT_CONFIGS,
@@ -40,7 +40,7 @@ from dhrd.onnx_export import (
     load_export_config,
     quantize_int8,
 )
-from dhrd.tasks import evaluate_rows
+from dhrd.modeling import load_classifier, load_tokenizer
 
 
 @dataclass(frozen=True)

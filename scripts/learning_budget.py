@@ -21,10 +21,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dhrd.data.tasks import TASKS, floors, sample_examples
 from dhrd.memory import rss_gb
 from dhrd.runtime import save_figure_atomic, write_json_atomic, write_text_atomic
-from dhrd.tasks import TASKS, floors, sample_examples
-from dhrd.training import DHRDTrainingArguments, train
+from dhrd.training.run import DHRDTrainingArguments, train
 
 OUT = Path("results/learning-budget-smollm2-cpu")
 RUNS = Path("runs/learning-budget")

@@ -18,11 +18,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from superglue_to_csv import EXPORTS, export  # noqa: E402
 
-from dhrd.data import load_file_examples  # noqa: E402
+from dhrd.data.inputs import load_file_examples  # noqa: E402
+from dhrd.data.tasks import TASKS  # noqa: E402
 from dhrd.runtime import write_json_atomic, write_text_atomic  # noqa: E402
 from dhrd.stats import example_statistics, paired_difference  # noqa: E402
-from dhrd.tasks import TASKS  # noqa: E402
-from dhrd.training import DHRDTrainingArguments, train  # noqa: E402
+from dhrd.training.run import DHRDTrainingArguments, train  # noqa: E402
 
 RUNS = Path("runs/own-data-instruction")
 OUT = Path("results/own-data-instruction-smollm2-cpu")

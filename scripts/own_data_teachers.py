@@ -21,10 +21,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from superglue_to_csv import EXPORTS, export  # noqa: E402
 from teacher_throughput import LlamaServer  # noqa: E402
 
-from dhrd.data import Columns, parse_label_map  # noqa: E402
+from dhrd.data.inputs import Columns, parse_label_map  # noqa: E402
+from dhrd.data.tasks import TASKS  # noqa: E402
 from dhrd.runtime import write_json_atomic, write_text_atomic  # noqa: E402
-from dhrd.tasks import TASKS  # noqa: E402
-from dhrd.teacher import make_rationales  # noqa: E402
+from dhrd.teacher.teachers import make_rationales  # noqa: E402
 
 RUNS = Path("runs/own-data-teachers")
 OUT = Path("results/own-data-teachers-cpu")

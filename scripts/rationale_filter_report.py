@@ -2,7 +2,7 @@
 rationales for a SuperGLUE task (``--task cb --rationales ../shared/data/rationales/CB/train.jsonl``) or on a
 teacher cache of your own file (``--train-file`` and its column options, ``--rationales <cache>/train.jsonl``).
 
-Each row is checked again with every check (``dhrd.prompts.CHECKS``): a cache row's raw ``output`` (cut by the
+Each row is checked again with every check (``dhrd.teacher.prompts.CHECKS``): a cache row's raw ``output`` (cut by the
 token budget where its row says ``truncated``), a reference row's ``rationale`` (no sentinel: a whole answer).
 The report counts, per check, the rows it flags and the rows only it flags, the rows the checks before this
 version (empty, truncated, repetitive, leak, contradicts) drop and the rows all of them drop, and shows the
@@ -19,11 +19,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from dhrd.data import Columns, parse_label_map
-from dhrd.prompts import CHECKS, SENTINEL, check_output, conclusion_answer, file_items, task_items
+from dhrd.data.inputs import Columns, parse_label_map
+from dhrd.data.tables import id_key
+from dhrd.data.tasks import TASK_ANSWERS
 from dhrd.provenance import command_line
-from dhrd.tables import id_key
-from dhrd.tasks import TASK_ANSWERS
+from dhrd.teacher.prompts import CHECKS, SENTINEL, check_output, conclusion_answer, file_items, task_items
 
 BEFORE = ("empty", "truncated", "repetitive", "leak", "contradicts")
 MEANING = {
@@ -93,7 +93,7 @@ def main() -> None:
         f"# {args.title or 'Rationale quality filter'}",
         "",
         f"{n} rationales from `{args.rationales}`, each checked with every check of `dhrd rationales` "
-        "(`dhrd.prompts.check_output`).",
+        "(`dhrd.teacher.prompts.check_output`).",
         "",
         "| check | what it flags | rows flagged | only this check | share |",
         "|---|---|---|---|---|",

@@ -13,8 +13,8 @@ import csv
 import shlex
 from pathlib import Path
 
+from dhrd.data.tasks import TASKS, read_records
 from dhrd.runtime import atomic_file
-from dhrd.tasks import TASKS, read_records
 
 # The text columns each exported task keeps, and its question as a user would state it (--instruction).
 EXPORTS = {

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from dhrd.runtime import write_json_atomic
-from dhrd.teacher import make_rationales
+from dhrd.teacher.teachers import make_rationales
 
 
 def _free_port() -> int:

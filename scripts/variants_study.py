@@ -33,11 +33,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from dhrd.data import load_file_examples
+from dhrd.data.inputs import load_file_examples
+from dhrd.data.tasks import floors, load_task_split
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.stats import example_statistics, paired_difference, resampled_scores
-from dhrd.tasks import floors, load_task_split
 
 TEST_FILE = "test.jsonl"  # an own-data study's scored split, beside its training file
 MARGIN = 5.0  # points above the majority floor that count as learning (as in the learning-budget study)
@@ -113,7 +113,7 @@ class OwnData(Study):
     """An own-data config (train and validation files), scored on the test file beside the training file."""
 
     def __init__(self, config: Path):
-        from dhrd.training import DHRDTrainingArguments
+        from dhrd.training.run import DHRDTrainingArguments
 
         self.config = dict(yaml.safe_load(config.read_text()))
         spec = DHRDTrainingArguments(**self.config, output_dir="unused").data_spec()
@@ -130,8 +130,8 @@ class OwnData(Study):
         return f"test ({self.path.name}, {len(self.examples)} rows)"
 
     def scored_probs(self, run: Path) -> np.ndarray:
-        from dhrd.engines import load_inference_model
-        from dhrd.evaluation import predict_proba
+        from dhrd.inference.engines import load_inference_model
+        from dhrd.inference.evaluation import predict_proba
 
         model, tokenizer = load_inference_model(run / "model")
         return predict_proba(model, tokenizer, [e.text for e in self.examples], names=[e.id for e in self.examples])
@@ -143,7 +143,7 @@ class SuperGLUE(Study):
     def __init__(self, task: str, input_format: str):
         self.task, self.input_format = task, input_format
         self.examples = load_task_split(task, "validation", input_format)
-        from dhrd.tasks import TASKS
+        from dhrd.data.tasks import TASKS
 
         self.label_names = TASKS[task].label_names(input_format)
 
@@ -161,7 +161,7 @@ class SuperGLUE(Study):
 
 
 def training_arguments(study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool):
-    from dhrd.training import DHRDTrainingArguments
+    from dhrd.training.run import DHRDTrainingArguments
 
     own = isinstance(study, OwnData)
     return DHRDTrainingArguments(
@@ -401,7 +401,7 @@ def main() -> None:
     save()
     if options.render:
         return
-    from dhrd.training import train
+    from dhrd.training.run import train
 
     for cell in cells:
         run = runs / cell.name

@@ -195,8 +195,8 @@ def loss_trainer(backbone, tmp_path, n: int = 4, **settings):
     import datasets
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dhrd.data import ClassificationCollator
-    from dhrd.training import DHRDTrainer, DHRDTrainingArguments
+    from dhrd.data.inputs import ClassificationCollator
+    from dhrd.training.run import DHRDTrainer, DHRDTrainingArguments
 
     lm = AutoModelForCausalLM.from_pretrained(backbone)
     rows = datasets.Dataset.from_dict(

@@ -13,9 +13,9 @@ from transformers import (
     Qwen3Config,
 )
 
-from dhrd.evaluation import predict_proba
+from dhrd.inference.evaluation import predict_proba
 from dhrd.modeling import build_classifier, save_classifier
-from dhrd.training import DHRDTrainingArguments, apply_lora
+from dhrd.training.run import DHRDTrainingArguments, apply_lora
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 CONFIGS = {

@@ -7,7 +7,7 @@ from conftest import write_jsonl
 from transformers import BertConfig
 from typer.testing import CliRunner
 
-from dhrd.cli import app
+from dhrd.cli.commands import app
 
 runner = CliRunner()
 

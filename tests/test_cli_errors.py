@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-import dhrd.cli
-import dhrd.evaluation
+import dhrd.cli.commands
+import dhrd.inference.evaluation
 
 
 def dhrd_command(*args, columns=60):
@@ -63,7 +63,7 @@ def test_bad_input_is_still_one_line(tmp_path):
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:
-        dhrd.cli.main()
+        dhrd.cli.commands.main()
     return exit_info.value.code, capsys.readouterr()
 
 
@@ -74,7 +74,7 @@ def _bug(*args, **kwargs):
 def test_unexpected_error_is_one_line_and_its_traceback_is_saved(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DHRD_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("DHRD_TRACEBACK", raising=False)
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _bug)
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     code, captured = run_main(monkeypatch, capsys, "evaluate", "--model", tmp_path, "--output", tmp_path / "m.json")
     assert code == 1
     assert_one_line(captured.err, "error: unexpected RuntimeError: something broke (full traceback saved to ")
@@ -90,7 +90,7 @@ def test_unexpected_error_when_the_traceback_cannot_be_saved(monkeypatch, capsys
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv("DHRD_CACHE", str(tmp_path / "a-file"))  # no folder can be made under a file
     monkeypatch.delenv("DHRD_TRACEBACK", raising=False)
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _bug)
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     code, captured = run_main(monkeypatch, capsys, "evaluate", "--model", tmp_path, "--output", tmp_path / "m.json")
     assert code == 1
     assert_one_line(captured.err, "unexpected RuntimeError: something broke", "in _bug", "could not be saved")
@@ -98,10 +98,10 @@ def test_unexpected_error_when_the_traceback_cannot_be_saved(monkeypatch, capsys
 
 def test_developers_can_ask_for_the_traceback(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("DHRD_TRACEBACK", "1")
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _bug)
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     monkeypatch.setattr(sys, "argv", ["dhrd", "evaluate", "--model", str(tmp_path), "--output", str(tmp_path / "m")])
     with pytest.raises(RuntimeError, match="something broke"):
-        dhrd.cli.main()
+        dhrd.cli.commands.main()
 
 
 def test_an_error_naming_user_text_prints_it_as_written(tmp_path):
@@ -118,7 +118,7 @@ def test_messages_go_to_the_stderr_of_the_moment_not_to_a_closed_one(monkeypatch
 
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
-    dhrd.cli.show_messages()
+    dhrd.cli.commands.show_messages()
     first.close()
     second = io.StringIO()
     monkeypatch.setattr(sys, "stderr", second)

@@ -10,9 +10,10 @@ import pytest
 import typer.main
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.cli_options import cli_default, option_fields
-from dhrd.command_args import (
+from dhrd.cli.commands import app
+from dhrd.errors import DHRDInputError
+from dhrd.options.cli_options import cli_default, option_fields
+from dhrd.options.command_args import (
     BenchmarkCommand,
     EvaluateArguments,
     ExplainArguments,
@@ -21,10 +22,9 @@ from dhrd.command_args import (
     PushArguments,
     RationalesArguments,
 )
-from dhrd.errors import DHRDInputError
 from dhrd.reproduction.arguments import SUPERGLUE_TASKS, ReproduceArguments, make_arguments
 from dhrd.reproduction.demo import DemoArguments
-from dhrd.train_options import read_config
+from dhrd.training.train_options import read_config
 
 runner = CliRunner()
 GENERATED = {
@@ -84,7 +84,7 @@ def test_reproduce_help_shows_the_real_epochs_default():
 
 
 def test_the_light_task_names_are_the_tasks():
-    from dhrd.tasks import TASKS
+    from dhrd.data.tasks import TASKS
 
     assert list(SUPERGLUE_TASKS) == list(TASKS)
 
@@ -145,7 +145,7 @@ def test_every_command_takes_config():
 @pytest.fixture
 def predictions(monkeypatch):
     """What ``dhrd predict`` would predict with, recorded before any model loads."""
-    import dhrd.prediction
+    import dhrd.inference.prediction
 
     seen = {}
 
@@ -153,7 +153,7 @@ def predictions(monkeypatch):
         seen.update(args=args, **kwargs)
         raise DHRDInputError("stopped before any work")
 
-    monkeypatch.setattr(dhrd.prediction, "predict", predict)
+    monkeypatch.setattr(dhrd.inference.prediction, "predict", predict)
     return seen
 
 
@@ -187,10 +187,10 @@ def test_a_bad_config_is_one_line(tmp_path, predictions, text, message):
 
 
 def test_a_repeated_option_from_a_toml_list(tmp_path, monkeypatch):
-    import dhrd.explain
+    import dhrd.cot.explain
 
     seen = {}
-    monkeypatch.setattr(dhrd.explain, "explain", lambda model, texts, *a, **k: seen.update(texts=texts) or [])
+    monkeypatch.setattr(dhrd.cot.explain, "explain", lambda model, texts, *a, **k: seen.update(texts=texts) or [])
     config = tmp_path / "explain.toml"
     config.write_text('model = "m"\ntext = ["one", "two"]\nmax_new_tokens = 5\n')
     result = runner.invoke(app, ["explain", "--config", str(config)])

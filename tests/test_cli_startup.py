@@ -1,5 +1,6 @@
-"""The command line answers help, --version and option errors without importing torch or transformers (which take
-seconds), and ``dhrd train``'s table of options (dhrd.train_options) answers exactly as its real parser does."""
+"""The command line answers help, --version and option errors without importing torch or transformers (which
+take seconds), and ``dhrd train``'s table of options (dhrd.training.train_options) answers exactly as its real
+parser does."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import sys
 
 import pytest
 
-from dhrd import train_options
-from dhrd.argparser import FIELDS, DHRDArgumentParser, parse_train_arguments
+from dhrd.benchmarks.startup_benchmark import COMMANDS, import_seconds, run_cli, startup_markdown
 from dhrd.errors import DHRDInputError
-from dhrd.startup_benchmark import COMMANDS, import_seconds, run_cli, startup_markdown
+from dhrd.training import train_options
+from dhrd.training.argparser import FIELDS, DHRDArgumentParser, parse_train_arguments
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_help_version_and_option_errors_import_neither_torch_nor_transformers(cu
 
 EVERY_HELP = """import sys, typer.main
 from typer.testing import CliRunner
-from dhrd.cli import app
+from dhrd.cli.commands import app
 runner = CliRunner()
 for args in [["--help"], ["--version"], *([name, "--help"] for name in typer.main.get_command(app).commands)]:
     result = runner.invoke(app, args)
@@ -77,7 +78,7 @@ def test_packaged_table_is_current():
     packaged table is regenerated; until then the CLI builds the real parser once and caches its table."""
     live = {"key": train_options.table_key(), **train_options.table_of(DHRDArgumentParser(), FIELDS)}
     packaged = json.loads(train_options.PACKAGED.read_text(encoding="utf-8"))
-    assert packaged == live, "regenerate it: python -m dhrd.train_options"
+    assert packaged == live, "regenerate it: python -m dhrd.training.train_options"
 
 
 @pytest.mark.parametrize("columns", ["50", "120", "200"])
@@ -148,8 +149,8 @@ def test_a_table_for_other_versions_is_never_used(current_table, monkeypatch):
 
 
 def test_rationales_checks_default_is_the_prompts_checks():
-    from dhrd.command_args import RATIONALE_CHECKS
-    from dhrd.prompts import CHECKS
+    from dhrd.options.command_args import RATIONALE_CHECKS
+    from dhrd.teacher.prompts import CHECKS
 
     assert RATIONALE_CHECKS == tuple(CHECKS)
 

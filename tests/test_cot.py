@@ -12,19 +12,18 @@ from conftest import SHARED_GGUF, assert_provenance, tiny_run, write_jsonl
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, evaluate, load_task_split, predict_proba, train
-from dhrd.benchmark import (
+from dhrd.benchmarks.benchmark import (
     SYSTEMS,
     BenchmarkArguments,
     benchmark,
     cot_timing,
-    forward_flops,
-    gemm_peak,
     headline_ratios,
     read_result,
     write_markdown,
 )
-from dhrd.cli import app
-from dhrd.cot import (
+from dhrd.benchmarks.timing import forward_flops, gemm_peak
+from dhrd.cli.commands import app
+from dhrd.cot.baseline import (
     Decoded,
     Query,
     TransformersEngine,
@@ -36,10 +35,10 @@ from dhrd.cot import (
     parse_label,
     zero_shot_queries,
 )
+from dhrd.data.tasks import label_metrics
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import load_causal_lm
 from dhrd.stats import latency_percentiles
-from dhrd.tasks import label_metrics
 
 CB_WORDS = {"Entailment": "entailment", "Contradiction": "contradiction", "Neither": "neutral"}
 YES_NO = {"No": "No", "Yes": "Yes"}
@@ -177,7 +176,7 @@ def test_zero_shot_prompts_name_the_answers(tiny_backbone, superglue_dir):
 
 
 def test_greedy_budget_fits_the_rationale_lengths(tiny_backbone):
-    from dhrd.data import REASON_PREFIX
+    from dhrd.data.inputs import REASON_PREFIX
     from dhrd.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_backbone))
@@ -233,7 +232,7 @@ class FakeClock:
 def test_gemm_peak_and_flop_count(tiny_backbone, monkeypatch):
     import types
 
-    import dhrd.benchmark
+    import dhrd.benchmarks.timing
     from dhrd.modeling import build_classifier
 
     clock, durations = FakeClock(), iter([3e-6, 2e-6, 5e-6])
@@ -246,7 +245,7 @@ def test_gemm_peak_and_flop_count(tiny_backbone, monkeypatch):
         return real_matmul(a, b)
 
     timed_matmul.calls = 0
-    monkeypatch.setattr(dhrd.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(dhrd.benchmarks.timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     monkeypatch.setattr(torch, "matmul", timed_matmul)
     peak = gemm_peak(torch.float32, n=64, repeats=3)
     monkeypatch.undo()
@@ -263,8 +262,8 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
     (each request waits for its whole batch), against numpy on scripted seconds."""
     import types
 
-    import dhrd.benchmark
-    from dhrd.tasks import Example
+    import dhrd.benchmarks.timing
+    from dhrd.data.tasks import Example
 
     clock = FakeClock()
     passes = iter(
@@ -283,10 +282,10 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
             batch_seconds.extend(batches)
         return np.full((len(texts), 2), 0.5)
 
-    monkeypatch.setattr(dhrd.benchmark, "predict_proba", fake_predict)
-    monkeypatch.setattr(dhrd.benchmark, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(dhrd.benchmarks.timing, "predict_proba", fake_predict)
+    monkeypatch.setattr(dhrd.benchmarks.timing, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     rows = [Example(f"cb-{g}#{r}", "cb", "t", 0, f"cb-{g}", r) for g in range(4) for r in "abc"]
-    timed = dhrd.benchmark.time_classifier(None, None, rows, 4, repeats=3)
+    timed = dhrd.benchmarks.timing.time_classifier(None, None, rows, 4, repeats=3)
     last = [0.05] * 2 + [0.25] * 4 + [0.15] * 4 + [0.6] * 2
     assert (timed["examples"], timed["rows"]) == (4, 12)
     assert (timed["seconds_min"], timed["seconds_median"]) == (0.5, 0.7)
@@ -302,8 +301,8 @@ def test_cot_pass_statistics_come_from_the_measured_decodes(monkeypatch):
     the text does not give is part of its pass's time and of its request's latency."""
     import types
 
-    import dhrd.cot
-    import dhrd.cot_likelihood
+    import dhrd.cot.baseline
+    import dhrd.cot.likelihood
 
     clock = FakeClock()
     seconds = {0: [0.1], 1: [1.0, 2.0, 3.0, 4.0, 5.0], 2: [0.5, 0.5, 0.7, 2.5, 0.9]}  # warm-up, pass 1, pass 2
@@ -326,7 +325,7 @@ def test_cot_pass_statistics_come_from_the_measured_decodes(monkeypatch):
             return [-2.0, -0.5]
 
     FakeEngine.scored = []
-    for module in (dhrd.cot, dhrd.cot_likelihood):
+    for module in (dhrd.cot.baseline, dhrd.cot.likelihood):
         monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
     queries = [Query(f"g{k}", [1, 2], YES_NO) for k in range(5)]
     gold = {f"g{k}": "entailment" for k in range(5)}
@@ -388,14 +387,19 @@ def trained(tmp_path_factory, tiny_backbone, superglue_dir):
 def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, superglue_dir, monkeypatch):
     import time
 
-    import dhrd.benchmark
-    import dhrd.cot
+    import dhrd.benchmarks.benchmark
+    import dhrd.benchmarks.timing
+    import dhrd.cot.baseline
     from dhrd.modeling import load_classifier
 
     # every timed pass as it happens: a classifier pass's batches and seconds, a CoT pass's decodes (and the
     # same decodes once their answers were read, the latency of a request scored by likelihood grown by it)
     passes, decodes, answered = [], [], []
-    real_predict, real_run, real_answer = dhrd.benchmark.predict_proba, TransformersEngine.run, dhrd.cot.answer
+    real_predict, real_run, real_answer = (
+        dhrd.benchmarks.timing.predict_proba,
+        TransformersEngine.run,
+        dhrd.cot.baseline.answer,
+    )
 
     def recording_predict(model, tokenizer, texts, batch_size, **kwargs):
         began = time.perf_counter()
@@ -414,9 +418,9 @@ def test_benchmark_measures_every_system_in_one_run(trained, tiny_backbone, supe
         answered.append(grown)
         return predictions, grown
 
-    monkeypatch.setattr(dhrd.benchmark, "predict_proba", recording_predict)
+    monkeypatch.setattr(dhrd.benchmarks.timing, "predict_proba", recording_predict)
     monkeypatch.setattr(TransformersEngine, "run", recording_run)
-    monkeypatch.setattr(dhrd.cot, "answer", recording_answer)
+    monkeypatch.setattr(dhrd.cot.baseline, "answer", recording_answer)
     out = trained["root"] / "bench"
     result = benchmark(
         BenchmarkArguments(
@@ -517,13 +521,13 @@ def test_benchmark_and_reproduce_build_cot_through_one_setup(
     labels and greedy settings come from ``cot_setup`` and are the same in both commands."""
     import shutil
 
-    import dhrd.cot
-    import dhrd.cot_setup
+    import dhrd.cot.baseline
+    import dhrd.cot.setup
     from dhrd.reproduction import make_arguments
     from dhrd.reproduction.cells import cot_cell, run_dir
 
     built, decoded = [], []
-    real_inputs, real_decode = dhrd.cot_setup.cot_inputs, dhrd.cot.decode_and_score
+    real_inputs, real_decode = dhrd.cot.setup.cot_inputs, dhrd.cot.baseline.decode_and_score
 
     def recording_inputs(system, task, model, data_dir, choose):
         built.append(real_inputs(system, task, model, data_dir, choose))
@@ -533,9 +537,9 @@ def test_benchmark_and_reproduce_build_cot_through_one_setup(
         decoded.append((queries, gold, settings))
         return real_decode(task, engine, queries, gold, settings, **kwargs)
 
-    for module in (dhrd.cot_setup, dhrd.benchmark):
+    for module in (dhrd.cot.setup, dhrd.benchmarks.benchmark):
         monkeypatch.setattr(module, "cot_inputs", recording_inputs)
-    for module in (dhrd.cot, dhrd.benchmark):
+    for module in (dhrd.cot.baseline, dhrd.benchmarks.benchmark):
         monkeypatch.setattr(module, "decode_and_score", recording_decode)
     rationales = str(trained["rationales"])
     benchmark(
@@ -582,8 +586,8 @@ def test_benchmark_and_reproduce_build_cot_through_one_setup(
 
 
 def test_cot_setup_refuses_what_it_cannot_decode_and_builds_settings(tiny_backbone, monkeypatch):
-    from dhrd.cot import PAPER_SETTINGS
-    from dhrd.cot_setup import cot_inputs, decode_settings
+    from dhrd.cot.baseline import PAPER_SETTINGS
+    from dhrd.cot.setup import cot_inputs, decode_settings
     from dhrd.modeling import load_tokenizer
 
     with pytest.raises(DHRDInputError, match="zero-shot CoT does not support multirc"):
@@ -594,7 +598,7 @@ def test_cot_setup_refuses_what_it_cannot_decode_and_builds_settings(tiny_backbo
     both = decode_settings(("greedy", "paper"), "cb", tokenizer, None, greedy_max_new_tokens=40)
     assert both == [PAPER_SETTINGS, greedy_settings(40)]
     assert decode_settings(("paper",), "cb", tokenizer, None) == [PAPER_SETTINGS]
-    monkeypatch.setattr("dhrd.rationales.default_rationale_dir", lambda: None)  # as without ../shared
+    monkeypatch.setattr("dhrd.data.rationales.default_rationale_dir", lambda: None)  # as without ../shared
     with pytest.raises(DHRDInputError, match="no rationale cache for cb"):
         decode_settings(("greedy",), "cb", tokenizer, None)
 
@@ -714,7 +718,7 @@ def test_cli_benchmark_prints_the_table(tmp_path, trained, superglue_dir):
 @pytest.mark.integration
 def test_llama_cpp_engine_reads_the_same_prompt_tokens(smollm2, shared_superglue):
     pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs llama-cpp-python")
-    from dhrd.cot import LlamaCppEngine
+    from dhrd.cot.baseline import LlamaCppEngine
     from dhrd.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(smollm2)
@@ -731,7 +735,7 @@ def test_llama_cpp_engine_reads_the_same_prompt_tokens(smollm2, shared_superglue
 
 
 def test_a_failing_torch_compile_is_reported_not_fatal(monkeypatch, tiny_backbone, superglue_dir):
-    from dhrd.benchmark import fast_path_switches
+    from dhrd.benchmarks.timing import fast_path_switches
     from dhrd.modeling import build_classifier
 
     def broken(*args, **kwargs):
@@ -774,7 +778,7 @@ def test_vllm_engine_hands_token_prompts_and_settings_to_vllm(monkeypatch):
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = FakeLLM, lambda **kw: kw
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    from dhrd.cot import PAPER_SETTINGS, VLLMEngine
+    from dhrd.cot.baseline import PAPER_SETTINGS, VLLMEngine
 
     engine = VLLMEngine("some/model", seed=3)
     queries = [Query(str(i), [i, i + 1], YES_NO) for i in range(3)]
@@ -790,7 +794,7 @@ def test_vllm_is_skipped_without_a_gpu(monkeypatch, caplog):
     import sys
     import types
 
-    from dhrd.benchmark import _vllm_usable
+    from dhrd.benchmarks.benchmark import _vllm_usable
 
     assert not _vllm_usable(BenchmarkArguments(engines=("transformers",)))
     monkeypatch.setitem(sys.modules, "vllm", types.ModuleType("vllm"))

@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import SHARED_GGUF
 
-from dhrd.cot import (
+from dhrd.cot.baseline import (
     Decoded,
     Query,
     TransformersEngine,
@@ -16,10 +16,10 @@ from dhrd.cot import (
     parse_label,
     zero_shot_queries,
 )
-from dhrd.cot_likelihood import cued_text, rows_to_score
-from dhrd.data import ANSWER_PREFIX
+from dhrd.cot.likelihood import cued_text, rows_to_score
+from dhrd.data.inputs import ANSWER_PREFIX
+from dhrd.data.tasks import label_metrics, load_task_split
 from dhrd.modeling import load_causal_lm
-from dhrd.tasks import label_metrics, load_task_split
 
 YES_NO = {"No": "No", "Yes": "Yes"}
 
@@ -169,7 +169,7 @@ def test_vllm_scores_from_prompt_logprobs(monkeypatch):
     fake = types.ModuleType("vllm")
     fake.LLM, fake.SamplingParams = FakeLLM, lambda **kw: kw
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    from dhrd.cot import VLLMEngine
+    from dhrd.cot.baseline import VLLMEngine
 
     totals = VLLMEngine("some/model").score([([5, 6, 7], [8]), ([5, 6, 7], [9, 10])])
     assert totals == [-1.5, -1.5 - 2.0]  # positions 3 and 3 + 4
@@ -182,7 +182,7 @@ def test_llama_cpp_scores_as_transformers_does_on_the_same_gguf(smollm2, shared_
     """llama.cpp's likelihood of each answer word (the quantised weights, computed in its own context) against
     transformers' on the same GGUF dequantised: the same choice, log P within quantisation noise."""
     pytest.importorskip("llama_cpp", reason="the llama.cpp engine needs llama-cpp-python")
-    from dhrd.cot import LlamaCppEngine
+    from dhrd.cot.baseline import LlamaCppEngine
 
     lm, tokenizer = load_causal_lm(smollm2)
     transformers_engine = TransformersEngine(lm, tokenizer, bf16=False)

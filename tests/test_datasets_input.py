@@ -9,11 +9,11 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.data import DataSpec
-from dhrd.datasets_input import dataset_name, dataset_split, open_dataset
+from dhrd.cli.commands import app
+from dhrd.data.datasets_input import dataset_name, dataset_split, open_dataset
+from dhrd.data.inputs import DataSpec
+from dhrd.data.tasks import sample_examples
 from dhrd.errors import DHRDInputError
-from dhrd.tasks import sample_examples
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
@@ -139,8 +139,8 @@ def test_train_evaluate_and_predict_from_a_saved_dataset(tiny_backbone, sst, tmp
 
 
 def test_rationales_import_from_a_dataset_and_train_dhrd_on_them(tiny_backbone, sst, tmp_path):
-    from dhrd.data import ANSWER_PREFIX, REASON_PREFIX
-    from dhrd.training import DHRDTrainingArguments, prepare_run
+    from dhrd.data.inputs import ANSWER_PREFIX, REASON_PREFIX
+    from dhrd.training.run import DHRDTrainingArguments, prepare_run
 
     mine = write_jsonl(tmp_path / "mine.jsonl", [{"idx": k, "rationale": f"it says {WORDS[(k - 1) % 6]}"}
                                                  for k in range(1, 13)])  # fmt: skip

@@ -10,11 +10,17 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from dhrd import DHRDTrainingArguments, train
-from dhrd.data import ANSWER_PREFIX, REASON_PREFIX, ClassificationCollator, add_reasoning_targets, encode_examples
+from dhrd.data.inputs import (
+    ANSWER_PREFIX,
+    REASON_PREFIX,
+    ClassificationCollator,
+    add_reasoning_targets,
+    encode_examples,
+)
+from dhrd.data.rationales import pair_rationales, read_rationales
+from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.rationales import pair_rationales, read_rationales
-from dhrd.tasks import Example, load_task_split
-from dhrd.training import reasoning_loss_sum
+from dhrd.training.run import reasoning_loss_sum
 
 
 def _rows(n=4, per_group=1):
@@ -82,7 +88,7 @@ def test_rationale_modes_are_seeded_and_move_whole_examples():
 def test_the_label_word_written_into_each_training_sequence(tmp_path, tiny_backbone, superglue_dir, mode):
     """Through train()'s own data path: shuffle_both ends each sequence with the label word of the example whose
     rationale it got; the other modes with the row's own label word."""
-    from dhrd.training import prepare_run
+    from dhrd.training.run import prepare_run
 
     rationales = write_jsonl(tmp_path / "rte.jsonl", [{"idx": i, "rationale": f"reason number {i}"} for i in range(8)])
     args = DHRDTrainingArguments(
@@ -146,7 +152,7 @@ def test_loss_is_beta_ce_plus_alpha_token_mean(tiny_backbone, tmp_path):
 def test_the_chunked_lm_loss_trains_with_the_one_piece_gradients(tiny_backbone, tmp_path, monkeypatch):
     """--chunked-lm-loss (the default) and --no-chunked-lm-loss: the same loss and the same gradient on every
     parameter that trains, the tied embeddings (so the reasoning head) among them."""
-    from dhrd import lm_loss
+    from dhrd.training import lm_loss
 
     monkeypatch.setattr(lm_loss, "_CHUNK_ELEMENTS", 400 * 7)  # several chunks of the tiny vocabulary
     gradients = {}
@@ -217,7 +223,7 @@ def test_dhrd_errors(tmp_path, tiny_backbone, superglue_dir):
 
 @pytest.mark.integration
 def test_reference_rationales_cover_the_shared_train_splits(shared_superglue):
-    from dhrd.rationales import default_rationale_dir, rationale_file
+    from dhrd.data.rationales import default_rationale_dir, rationale_file
 
     if default_rationale_dir() is None:
         pytest.skip("no shared rationales")
@@ -316,18 +322,21 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_both_heads(tiny_ba
 def test_explain_uses_the_kept_reasoning_head(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     from typer.testing import CliRunner
 
-    import dhrd.cot
-    import dhrd.evaluation
-    from dhrd.cli import app
-    from dhrd.evaluation import predict_proba
-    from dhrd.explain import explain, reasoning_lm
+    import dhrd.cot.baseline
+    import dhrd.inference.evaluation
+    from dhrd.cli.commands import app
+    from dhrd.cot.explain import explain, reasoning_lm
+    from dhrd.inference.evaluation import predict_proba
     from dhrd.modeling import load_classifier
 
     rationales = write_jsonl(tmp_path / "cb.jsonl", [{"idx": i, "rationale": "Ann said so."} for i in range(12)])
     common = tiny_run(tiny_backbone, superglue_dir, method="dhrd", rationales=str(rationales))
     kept = train(DHRDTrainingArguments(output_dir=str(tmp_path / "kept"), keep_reasoning_head=True, **common))
     texts = ["Passage:\nAnn said it rained.", "Passage:\nBob"]
-    for module in (dhrd.cot, dhrd.evaluation):  # fp32 decoding, so that a token-by-token reference is exact
+    for module in (
+        dhrd.cot.baseline,
+        dhrd.inference.evaluation,
+    ):  # fp32 decoding, so that a token-by-token reference is exact
         monkeypatch.setattr(module, "bf16_supported", lambda: False)
     results = explain(kept.model_dir, texts, max_new_tokens=8)
     assert len(results) == 2

@@ -16,11 +16,11 @@ from sklearn.utils.class_weight import compute_class_weight
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, evaluate, predict, train
-from dhrd.class_report import class_report
-from dhrd.cli import app
+from dhrd.cli.commands import app
+from dhrd.data.tasks import Example, choice_predictions, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.tasks import Example, choice_predictions, load_task_split
-from dhrd.training import DHRDTrainer, changed_settings, class_weight_values, prepare_run
+from dhrd.inference.class_report import class_report
+from dhrd.training.run import DHRDTrainer, changed_settings, class_weight_values, prepare_run
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,14 +12,14 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.data import Columns, load_file_examples
+from dhrd.cli.commands import app
+from dhrd.data.inputs import Columns, load_file_examples
+from dhrd.data.rationales import read_rationales
+from dhrd.data.tables import iter_table, read_table
 from dhrd.errors import DHRDInputError
-from dhrd.evaluation import token_batches
-from dhrd.prediction import PredictionSink, predict
-from dhrd.prompts import load_template
-from dhrd.rationales import read_rationales
-from dhrd.tables import iter_table, read_table
+from dhrd.inference.evaluation import token_batches
+from dhrd.inference.prediction import PredictionSink, predict
+from dhrd.teacher.prompts import load_template
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
@@ -165,7 +165,7 @@ def test_a_rationale_file_that_does_not_line_up_is_refused(tiny_backbone, tmp_pa
 
 
 def test_teacher_import_keys_a_file_by_its_id_column(tmp_path):
-    from dhrd.teacher import make_rationales
+    from dhrd.teacher.teachers import make_rationales
 
     train = write_jsonl(tmp_path / "train.jsonl", reviews(4))
     mine = tmp_path / "mine.csv"
@@ -300,7 +300,7 @@ def test_predicting_a_huge_file_keeps_memory_flat(file_model, tmp_path):
     script = textwrap.dedent(
         """
         import json, resource, sys
-        from dhrd.prediction import predict
+        from dhrd.inference.prediction import predict
         predict(sys.argv[1], sys.argv[2], sys.argv[3], chunk_rows=512, progress=False)
         print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
         """
@@ -326,7 +326,7 @@ def test_predicting_a_huge_file_keeps_memory_flat(file_model, tmp_path):
 
 
 def test_evaluating_a_file_in_chunks_scores_as_training_did(file_model, tmp_path):
-    from dhrd.evaluation import evaluate
+    from dhrd.inference.evaluation import evaluate
 
     trained = json.loads((file_model / "metrics.json").read_text())["tasks"]["custom"]
     metrics = evaluate(file_model, file=str(file_model.parent / "val.jsonl"), output=tmp_path / "m.json")
@@ -352,7 +352,7 @@ def test_truncation_left_keeps_the_last_tokens_as_the_saved_tokenizer_does(tiny_
     import torch
     from transformers import AutoTokenizer
 
-    from dhrd.evaluation import encode_for_inference, predict_proba
+    from dhrd.inference.evaluation import encode_for_inference, predict_proba
     from dhrd.modeling import build_classifier, save_classifier
 
     classifier, tokenizer, _ = build_classifier(str(tiny_backbone), ["neg", "pos"], seed=0)

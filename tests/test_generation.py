@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from dhrd.generation import chat_prompt_ids, generate_batches
 from dhrd.modeling import load_causal_lm
+from dhrd.teacher.generation import chat_prompt_ids, generate_batches
 
 TEXTS = ["Passage: Ann said", "The museum is in Bilbao and the", "Question:", "the man turned on the tap water", "Ann"]
 

@@ -19,7 +19,7 @@ from huggingface_hub import ModelCard, constants
 from typer.testing import CliRunner
 
 from dhrd import DHRDTrainer, DHRDTrainingArguments, train
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.hub import upload_files
 

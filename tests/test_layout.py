@@ -1,12 +1,13 @@
 """The package's structure: one place for each concept, and modules that talk through public names."""
 
 import ast
+import graphlib
 from pathlib import Path
 
 import dhrd
 
 SOURCE = Path(dhrd.__file__).parent
-MODULES = {p.stem for p in SOURCE.glob("*.py")} | {"hf"}
+MODULES = {p.stem for p in SOURCE.rglob("*.py")} | {p.name for p in SOURCE.iterdir() if p.is_dir()}
 
 
 def _trees():
@@ -42,13 +43,88 @@ def test_no_module_imports_the_package_init():
 
 def test_training_saves_the_reasoning_head_through_modeling():
     imported = {
-        node.module
-        for node in ast.walk(ast.parse((SOURCE / "training.py").read_text()))
+        node.module or ""
+        for path in (SOURCE / "training").glob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.ImportFrom)
     }
-    assert "explain" not in imported
+    assert not [name for name in imported if name.split(".")[-1] == "explain"]
 
 
 def test_plot_colours_live_in_one_place():
     holders = sorted(str(path) for path, tree in _trees() if "tab:" in ast.unparse(tree))
     assert holders == ["runtime.py"]
+
+
+# A module past this many lines holds more than one concept (the splits of issue 27 left none over ~510: data.inputs
+# and training.training_args' one dataclass of ~500 lines of documented fields are the largest that stay whole).
+MOST_LINES = 550
+# modules still to split, each an issue: the list only shrinks
+NOT_YET_SPLIT = {
+    "cli.commands",
+    "data.tasks",
+    "inference.onnx_export",
+    "inference.prediction",
+    "teacher.teachers",
+    "training.run",
+    "training.training_args",
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SOURCE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, tree: ast.Module, top_level_only: bool) -> set[str]:
+    """The dhrd modules a module imports (``a.b`` names relative to ``dhrd``): all of them, or only those its
+    import runs at once (module-level statements, not under ``if TYPE_CHECKING``, not inside functions)."""
+    name = _module_name(path)
+    package = (name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]) if name else []
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package[: len(package) - node.level + 1]
+            target = [*base, *(node.module.split(".") if node.module else [])]
+            whole = ".".join(target)
+            for alias in node.names:  # ``from . import tables``: the module tables, not the package
+                sub = f"{whole}.{alias.name}" if whole else alias.name
+                found.add(sub if (SOURCE / sub.replace(".", "/")).with_suffix(".py").exists() else whole)
+    return {module for module in found if module and module != name}
+
+
+def test_no_module_is_much_over_500_lines():
+    long = {
+        _module_name(path): n
+        for path in SOURCE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > MOST_LINES and _module_name(path) not in NOT_YET_SPLIT
+    }
+    assert not long, f"split by concept: {long}"
+
+
+def test_module_level_imports_have_no_cycle():
+    """Importing any module never re-enters one half-imported (a cycle works only by the order of its lines)."""
+    graph = {_module_name(path): _imports(path, tree, top_level_only=True) for path, tree in _trees_at(SOURCE)}
+    graphlib.TopologicalSorter(graph).prepare()  # raises CycleError, naming the cycle
+
+
+def test_packages_import_downwards_only():
+    """Each subpackage and each top-level module is one node; every import, in a function too, is an arrow. No
+    arrow runs back up: cli > reproduction > benchmarks > options > training, cot > inference, teacher > ..."""
+
+    def node(module: str) -> str:
+        return module.split(".")[0]
+
+    graph: dict[str, set[str]] = {}
+    for path, tree in _trees_at(SOURCE):
+        graph.setdefault(node(_module_name(path)), set()).update(
+            node(m) for m in _imports(path, tree, top_level_only=False) if node(m) != node(_module_name(path))
+        )
+    graph.pop("", None)
+    graphlib.TopologicalSorter(graph).prepare()
+
+
+def _trees_at(source: Path):
+    for path in sorted(source.rglob("*.py")):
+        yield path, ast.parse(path.read_text())

@@ -1,4 +1,4 @@
-"""One input-length policy and one home for the length defaults (``dhrd.lengths``)."""
+"""One input-length policy and one home for the length defaults (``dhrd.data.lengths``)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import pytest
 import tomllib
 from transformers import AutoTokenizer
 
-from dhrd.data import encode_examples
+from dhrd.data.inputs import encode_examples
+from dhrd.data.lengths import DEFAULT_MAX_LENGTH, SUPERGLUE_MAX_LENGTH, UNKNOWN_CONTEXT_LENGTH, encode_within
+from dhrd.data.tasks import Example
 from dhrd.errors import DHRDInputError
-from dhrd.evaluation import encode_for_inference, inference_limits
-from dhrd.lengths import DEFAULT_MAX_LENGTH, SUPERGLUE_MAX_LENGTH, UNKNOWN_CONTEXT_LENGTH, encode_within
-from dhrd.tasks import Example
+from dhrd.inference.evaluation import encode_for_inference, inference_limits
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "reproduce"
 TEXTS = ["a short one", " ".join(f"word {k}" for k in range(40)), "short", " ".join(f"long {k}" for k in range(30))]
@@ -48,8 +48,8 @@ def test_left_truncation_cuts_only_the_long_inputs_from_the_left(tiny_backbone):
 
 
 def test_the_length_defaults_have_one_home(tiny_backbone):
-    from dhrd.training import DHRDTrainingArguments
-    from dhrd.training_benchmark import TrainBenchmarkArguments
+    from dhrd.benchmarks.training_benchmark import TrainBenchmarkArguments
+    from dhrd.training.run import DHRDTrainingArguments
 
     assert DHRDTrainingArguments(task="cb").max_length == DEFAULT_MAX_LENGTH
     assert TrainBenchmarkArguments().max_length == SUPERGLUE_MAX_LENGTH

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from dhrd import lm_loss
-from dhrd.lm_loss import linear_cross_entropy_sum
+from dhrd.training import lm_loss
+from dhrd.training.lm_loss import linear_cross_entropy_sum
 
 
 def reference(states, weight, targets):

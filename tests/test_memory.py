@@ -64,7 +64,7 @@ def test_three_training_cells_in_one_process_do_not_pile_up(tmp_path, small_back
     and the tokenizer's caches, logging records, the allocator's free lists after ``malloc_trim``) measured
     under 10 MB here. The first cell is the baseline: it loads the libraries and warms their caches once."""
     from dhrd.hf.modeling_dhrd import DHRDForSequenceClassification
-    from dhrd.training import DHRDTrainer
+    from dhrd.training.run import DHRDTrainer
 
     models_before = _alive(DHRDForSequenceClassification)
     after = []
@@ -99,7 +99,7 @@ def test_recomputed_layers_give_the_gradients_of_a_plain_step(small_backbone):
     """Dropout included: the recomputation replays the masks of the forward pass."""
     from transformers import AutoModelForCausalLM
 
-    from dhrd.dropout import BitsDropout
+    from dhrd.training.dropout import BitsDropout
 
     model = AutoModelForCausalLM.from_pretrained(small_backbone, attn_implementation="eager")
     for layer in model.model.layers:

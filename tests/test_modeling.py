@@ -7,9 +7,9 @@ import torch
 from transformers import BertConfig, LlamaConfig
 
 from dhrd.errors import DHRDInputError
-from dhrd.evaluation import predict_proba
 from dhrd.hf.configuration_dhrd import DHRDConfig
 from dhrd.hf.modeling_dhrd import DHRDForSequenceClassification
+from dhrd.inference.evaluation import predict_proba
 from dhrd.modeling import build_classifier, load_causal_lm, load_classifier, save_classifier
 
 PAD = 0

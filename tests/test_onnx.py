@@ -12,10 +12,9 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from dhrd.cli import app  # noqa: E402
-from dhrd.evaluation import evaluate, predict_proba  # noqa: E402
-from dhrd.modeling import build_classifier, load_classifier, save_classifier  # noqa: E402
-from dhrd.onnx_export import (  # noqa: E402
+from dhrd.cli.commands import app  # noqa: E402
+from dhrd.inference.evaluation import evaluate, predict_proba  # noqa: E402
+from dhrd.inference.onnx_export import (  # noqa: E402
     CHECK_TEXTS,
     INT8_CONFIG,
     INT8_FILE,
@@ -30,6 +29,7 @@ from dhrd.onnx_export import (  # noqa: E402
     quantize_int8,
     quantized_nodes,
 )
+from dhrd.modeling import build_classifier, load_classifier, save_classifier  # noqa: E402
 
 runner = CliRunner()
 LABELS = ("entailment", "contradiction", "neutral")
@@ -162,7 +162,7 @@ def test_bad_paths_and_missing_exports_are_one_line_errors(exported, tmp_path):
 def test_benchmark_times_every_engine_on_the_same_inputs(exported, superglue_dir, tmp_path):
     """--onnx adds torch fp32 and onnxruntime fp32/int8 rows at every batch size, each with its probability
     difference from torch fp32, and the markdown says which is fastest and that the machine was shared."""
-    from dhrd.benchmark import BenchmarkArguments, benchmark
+    from dhrd.benchmarks.benchmark import BenchmarkArguments, benchmark
 
     model_dir, _, _ = exported
     arguments = BenchmarkArguments(
@@ -302,7 +302,7 @@ def test_int8_check_rows_fall_back_to_the_task_then_to_the_built_in_texts(
 
 def test_int8_check_reads_the_data_file_the_run_recorded(exported, tmp_path, monkeypatch):
     """A run trained on a file records it relative to where training ran: found from the run directory."""
-    from dhrd.onnx_export import _recorded_data_file
+    from dhrd.inference.onnx_export import _recorded_data_file
 
     model_dir, _, _ = exported
     run = tmp_path / "project" / "runs" / "mine"

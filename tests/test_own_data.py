@@ -8,11 +8,11 @@ from conftest import write_jsonl
 from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-compatible server fixture)
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.data import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
+from dhrd.cli.commands import app
+from dhrd.data.inputs import Columns, DataSpec, file_label_names, load_file_examples, parse_label_map
 from dhrd.errors import DHRDInputError
-from dhrd.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
-from dhrd.teacher import make_rationales
+from dhrd.teacher.prompts import SENTINEL, TeacherItem, check_output, file_items, file_titles
+from dhrd.teacher.teachers import make_rationales
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
@@ -101,7 +101,7 @@ def _explaining_server(seen):
 
 
 def test_a_teacher_on_bare_numbers_stops_with_one_line_saying_how_to_name_them(tmp_path):
-    from dhrd.cli import show_messages
+    from dhrd.cli.commands import show_messages
 
     show_messages()  # dhrd's information lines printed, as the dhrd command prints them (the row choice was)
     train = write_jsonl(tmp_path / "train.jsonl", reviews(6))
@@ -143,8 +143,8 @@ def test_import_reads_raw_label_values_through_the_names(tmp_path):
 
 
 def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backbone, tmp_path):
-    from dhrd.data import ANSWER_PREFIX, REASON_PREFIX
-    from dhrd.training import DHRDTrainingArguments, prepare_run
+    from dhrd.data.inputs import ANSWER_PREFIX, REASON_PREFIX
+    from dhrd.training.run import DHRDTrainingArguments, prepare_run
 
     rows = reviews(12)
     for row in rows:
@@ -283,7 +283,7 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
     with their defaults: it is reused, not refused as a run with other settings."""
     from dataclasses import asdict
 
-    from dhrd.training import DHRDTrainingArguments, changed_settings
+    from dhrd.training.run import DHRDTrainingArguments, changed_settings
 
     args = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte")
     saved = {k: v for k, v in asdict(args).items() if k not in ("label_map", "instruction", "instruction_in_input")}
@@ -304,7 +304,7 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
 def test_label_names_as_a_string_or_a_mapping_are_the_same_run(tmp_path):
     """--label-names 0=a,1=b on the command line and {"0": "a", "1": "b"} in Python train the same model: a run
     saved with one resumes under the other; other names are another run."""
-    from dhrd.training import DHRDTrainingArguments, changed_settings
+    from dhrd.training.run import DHRDTrainingArguments, changed_settings
 
     def args(label_map):
         return DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", label_map=label_map)
@@ -334,7 +334,7 @@ def test_rationales_for_other_rows_than_the_run_trains_on_say_why_none_pair(tiny
 
 
 def test_a_test_file_is_scored_once_by_the_kept_model_and_capped_as_validation_is(tiny_backbone, tmp_path):
-    from dhrd.training import DHRDTrainingArguments, train
+    from dhrd.training.run import DHRDTrainingArguments, train
 
     train_file = write_jsonl(tmp_path / "train.jsonl", reviews(12))
     validation = write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))

@@ -15,11 +15,11 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-import dhrd.prediction
-from dhrd.cli import app
+import dhrd.inference.prediction
+from dhrd.cli.commands import app
+from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
-from dhrd.prediction import PredictionSink, predict, shards_dir
-from dhrd.tables import read_table
+from dhrd.inference.prediction import PredictionSink, predict, shards_dir
 
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
 
@@ -66,7 +66,7 @@ def predict_as(monkeypatch, count: int, *args, **kwargs) -> list:
     given, summaries = {}, {}
     with monkeypatch.context() as patch:
         for rank in reversed(range(count)):
-            patch.setattr("dhrd.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, count, given))
+            patch.setattr("dhrd.inference.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, count, given))
             summaries[rank] = predict(*args, progress=False, **kwargs)
     return [summaries[rank] for rank in range(count)]
 
@@ -130,13 +130,13 @@ def killing_at(monkeypatch, n: int) -> None:
 
 def predicted_texts(monkeypatch) -> list:
     """Every text the model is asked about from here on."""
-    seen, original = [], dhrd.prediction._probabilities
+    seen, original = [], dhrd.inference.prediction._probabilities
 
     def counting(run, texts, *args, **kwargs):
         seen.extend(texts)
         return original(run, texts, *args, **kwargs)
 
-    monkeypatch.setattr(dhrd.prediction, "_probabilities", counting)
+    monkeypatch.setattr(dhrd.inference.prediction, "_probabilities", counting)
     return seen
 
 
@@ -205,14 +205,14 @@ def test_every_process_refuses_a_repeated_id_at_the_same_row(model, tmp_path, mo
     rows = reviews(8) + [{**reviews(1)[0], "text": "again"}]  # row 9: in chunk 2, rank 0's of 2
     path = write_jsonl(tmp_path / "in.jsonl", rows)
     for rank in (1, 0):
-        monkeypatch.setattr("dhrd.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, 2, {}))
+        monkeypatch.setattr("dhrd.inference.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, 2, {}))
         with pytest.raises(DHRDInputError, match="row 9: field 'id': id 'r0' is also the id of row 1"):
             predict(model, tmp_path / "p.jsonl", str(path), chunk_rows=4, progress=False)
     # no output; each shard keeps its chunk before the repeat, for when the file is fixed (as one process does)
     assert not (tmp_path / "p.jsonl").exists() and recorded_rows(tmp_path / "p.jsonl") == 8
     early = write_jsonl(tmp_path / "early" / "in.jsonl", [*reviews(1), {**reviews(1)[0], "text": "again"}])
     for rank in (1, 0):  # refused in the first chunk: nothing is written, not even a shard folder
-        monkeypatch.setattr("dhrd.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, 2, {}))
+        monkeypatch.setattr("dhrd.inference.prediction_shards.Processes", lambda r=rank: FakeProcesses(r, 2, {}))
         with pytest.raises(DHRDInputError, match="row 2: field 'id': id 'r0' is also the id of row 1"):
             predict(model, early.parent / "p.jsonl", str(early), chunk_rows=4, progress=False)
     assert [p.name for p in early.parent.iterdir()] == ["in.jsonl"]
@@ -256,8 +256,8 @@ def test_a_killed_launch_resumes_each_shard(model, tmp_path):
         textwrap.dedent(
             """
             import os
-            from dhrd.cli import app
-            from dhrd.prediction import PredictionSink
+            from dhrd.cli.commands import app
+            from dhrd.inference.prediction import PredictionSink
 
             original, calls = PredictionSink.write, []
 

@@ -14,8 +14,8 @@ import pytest
 from conftest import assert_provenance, write_jsonl
 from typer.testing import CliRunner
 
-import dhrd.training
-from dhrd.cli import app
+import dhrd.training.run
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction import (
     ReproduceArguments,
@@ -102,7 +102,7 @@ def test_plan_puts_each_seed_across_all_tasks_first():
 def test_every_method_has_one_row_of_rules_that_the_cells_follow(tmp_path):
     """The methods reproduce accepts, the benchmark's systems and the tables' names are the rows of one table
     (``reproduction.methods``); the plan and each training cell's arguments follow the method's row."""
-    from dhrd.command_args import SYSTEMS
+    from dhrd.options.command_args import SYSTEMS
     from dhrd.reproduction import METHODS
     from dhrd.reproduction.methods import METHOD_RULES
 
@@ -269,8 +269,8 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
     # rewriting the tables of a plan with unfinished cells does not call the run finished
     assert not reproduce(dataclasses.replace(args, tables_only=True), progress=False).finished
     trained = []
-    real_train = dhrd.training.train
-    monkeypatch.setattr(dhrd.training, "train", lambda a: trained.append(a.output_dir) or real_train(a))
+    real_train = dhrd.training.run.train
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: trained.append(a.output_dir) or real_train(a))
     again = reproduce(args, progress=False)
     elapsed = time.perf_counter() - began
     assert trained == [str(root / "copa" / "dhrd-s2")]
@@ -286,7 +286,7 @@ def test_a_rerun_runs_only_the_unfinished_cells(finished, monkeypatch, tiny_back
 
 def test_tables_only_reads_the_finished_cells_and_trains_nothing(finished, monkeypatch):
     args, result = finished
-    monkeypatch.setattr(dhrd.training, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
     again = reproduce(make_arguments(None, **{**args.__dict__, "tables_only": True}), progress=False)
     assert again.summary["tasks"]["cb"]["paired"] == result.summary["tasks"]["cb"]["paired"]
     assert again.summary["tasks"]["copa"]["methods"]["dhrd"] == result.summary["tasks"]["copa"]["methods"]["dhrd"]
@@ -323,9 +323,9 @@ def test_summary_statistics_against_numpy(tmp_path, superglue_dir):
     relative gain; all recomputed with numpy from made-up cells."""
     from dataclasses import asdict
 
+    from dhrd.data.tasks import TASKS
     from dhrd.reproduction import ReproduceResult
     from dhrd.reproduction.report import _caps_lines
-    from dhrd.tasks import TASKS
 
     tasks, methods, seeds = ["cb", "copa"], ["pooled", "dhrd", "cot"], [1, 2, 3]
     args = make_arguments(
@@ -459,8 +459,8 @@ def test_cli_results_dir_and_restart(tmp_path, tiny_backbone, superglue_dir, rat
     )
     runs, tables = tmp_path / "runs", tmp_path / "tables"
     trained = []
-    real_train = dhrd.training.train
-    monkeypatch.setattr(dhrd.training, "train", lambda a: trained.append(a.resume) or real_train(a))
+    real_train = dhrd.training.run.train
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: trained.append(a.resume) or real_train(a))
 
     def reproduce_cli(*extra):
         began = time.perf_counter()
@@ -534,7 +534,7 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
 def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
     tmp_path, monkeypatch, tiny_backbone, superglue_dir, rationale_dir
 ):
-    import dhrd.teacher
+    import dhrd.teacher.teachers
 
     asked = {}
 
@@ -543,7 +543,7 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
         path = write_jsonl(output / "RTE" / "train.jsonl", [{"idx": i, "rationale": f"So {i}."} for i in range(8)])
         return path, {"teacher": "fake", "rationales_in_cache": 8, "examples": 8}
 
-    monkeypatch.setattr(dhrd.teacher, "make_rationales", fake_make_rationales)
+    monkeypatch.setattr(dhrd.teacher.teachers, "make_rationales", fake_make_rationales)
     args = _arguments(
         tmp_path, tiny_backbone, superglue_dir, rationale_dir, tasks=["rte"], methods=["dhrd"], seeds=[1], qps=False
     )
@@ -556,10 +556,10 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
 
 
 def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
-    import dhrd.tasks
+    import dhrd.data.tasks
     from dhrd.reproduction import ReproduceResult
 
-    monkeypatch.setattr(dhrd.tasks, "boolq_carved", lambda data_dir=None: True)
+    monkeypatch.setattr(dhrd.data.tasks, "boolq_carved", lambda data_dir=None: True)
     # the table's floor reads the validation split: a tiny one here, so the test needs neither ../shared nor the hub
     rows = [{"question": "is it", "passage": f"T{i} -- p", "label": bool(i % 2), "idx": i} for i in range(4)]
     write_jsonl(tmp_path / "BoolQ" / "val.jsonl", rows)
@@ -568,7 +568,7 @@ def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
     result = ReproduceResult(args.__dict__.copy())
     result.cells = {"train boolq pooled s1": {"kind": "train", "task": "boolq", "method": "pooled", "result": metrics}}
     result.summary = summarise(args, result)
-    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.tasks.BOOLQ_CARVE_NOTE
+    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.data.tasks.BOOLQ_CARVE_NOTE
     assert "Not comparable to the paper" in markdown(result)
 
 
@@ -617,8 +617,8 @@ def test_other_training_settings_are_written_as_the_flags_that_give_them():
     """results.md names the settings beyond the table's columns as `dhrd train` flags, which parse back to them."""
     import shlex
 
-    from dhrd.argparser import parse_train_arguments
     from dhrd.reproduction.report import settings_flags
+    from dhrd.training.argparser import parse_train_arguments
 
     settings = {"input_format": "native", "best_epoch": False, "max_length": 768, "truncation": "left", "lora": True}
     text = settings_flags(settings)

@@ -14,9 +14,9 @@ import yaml
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-import dhrd.benchmark
-import dhrd.training
-from dhrd.cli import app
+import dhrd.benchmarks.timing
+import dhrd.training.run
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction import DemoArguments, make_arguments, plan, reproduce
 from dhrd.reproduction.own_data import resolve_tasks
@@ -131,8 +131,8 @@ def test_an_own_data_task_trains_pooled_and_dhrd_and_is_scored_on_its_test_file(
 
 def test_resuming_a_finished_reproduce_over_own_data_reruns_nothing(finished, monkeypatch):
     args, result = finished
-    monkeypatch.setattr(dhrd.training, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
-    monkeypatch.setattr(dhrd.benchmark, "time_classifier", lambda *a, **k: pytest.fail("timed again"))
+    monkeypatch.setattr(dhrd.training.run, "train", lambda a: pytest.fail(f"trained {a.output_dir}"))
+    monkeypatch.setattr(dhrd.benchmarks.timing, "time_classifier", lambda *a, **k: pytest.fail("timed again"))
     again = reproduce(dataclasses.replace(args), progress=False)
     assert again.finished
     assert again.summary["tasks"]["mine"]["paired"] == result.summary["tasks"]["mine"]["paired"]
@@ -217,7 +217,7 @@ def test_superglue_and_own_data_tasks_in_one_run(tmp_path, tiny_backbone, superg
 def test_an_own_data_task_without_explanations_asks_the_teacher_for_its_capped_rows(
     tmp_path, monkeypatch, tiny_backbone
 ):
-    import dhrd.teacher
+    import dhrd.teacher.teachers
 
     asked = {}
 
@@ -228,7 +228,7 @@ def test_an_own_data_task_without_explanations_asks_the_teacher_for_its_capped_r
             "teacher": "fake", "rationales_in_cache": 12, "examples": 12
         }  # fmt: skip
 
-    monkeypatch.setattr(dhrd.teacher, "make_rationales", fake_make_rationales)
+    monkeypatch.setattr(dhrd.teacher.teachers, "make_rationales", fake_make_rationales)
     config = own_data_config(tmp_path, rationale_column=None)
     args = _arguments(tmp_path, config, tiny_backbone, methods=["dhrd"], seeds=[1], qps=False, teacher="a-teacher")
     result = reproduce(args, progress=False)

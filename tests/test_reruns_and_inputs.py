@@ -11,12 +11,12 @@ from conftest import write_jsonl
 from faults_support import teacher_server
 from typer.testing import CliRunner
 
-import dhrd.cli
-from dhrd.cli import app
-from dhrd.data import Columns, file_label_names, load_file_examples
+import dhrd.cli.commands
+from dhrd.cli.commands import app
+from dhrd.data.inputs import Columns, file_label_names, load_file_examples
+from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
-from dhrd.prediction import predict
-from dhrd.tables import read_table
+from dhrd.inference.prediction import predict
 
 runner = CliRunner()
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
@@ -72,13 +72,13 @@ def loading_fails(monkeypatch):
         raise AssertionError("a model was loaded")
 
     for target in (
-        "dhrd.prediction.load_inference_model",
-        "dhrd.evaluation.load_inference_model",
-        "dhrd.training.resolve_backbone",
-        "dhrd.training.prepare_run",
-        "dhrd.onnx_export.load_classifier",
-        "dhrd.teacher.LocalTeacher",
-        "dhrd.teacher.OpenAITeacher",
+        "dhrd.inference.prediction.load_inference_model",
+        "dhrd.inference.evaluation.load_inference_model",
+        "dhrd.training.run.resolve_backbone",
+        "dhrd.training.run.prepare_run",
+        "dhrd.inference.onnx_export.load_classifier",
+        "dhrd.teacher.teachers.LocalTeacher",
+        "dhrd.teacher.teachers.OpenAITeacher",
     ):
         monkeypatch.setattr(target, loads)
 
@@ -269,10 +269,10 @@ def test_no_secret_reaches_any_file_dhrd_writes(tiny_backbone, tmp_path, monkeyp
     def breaks(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("dhrd.training.train", breaks)  # an unexpected error saves its traceback and command line
+    monkeypatch.setattr("dhrd.training.run.train", breaks)  # an unexpected error saves its traceback and command line
     monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, command), f"--hub_token={FAKE_TOKEN}"])
     with pytest.raises(SystemExit) as stopped:
-        dhrd.cli.main()
+        dhrd.cli.commands.main()
     assert stopped.value.code == 1
     saved = list((tmp_path / "cache" / "errors").glob("*.txt"))
     assert len(saved) == 1 and "--hub_token=<secret>" in saved[0].read_text()

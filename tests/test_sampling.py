@@ -3,7 +3,7 @@ from accelerate.data_loader import skip_first_batches
 from torch.utils.data import DataLoader
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from dhrd.sampling import SeedableLengthGroupedSampler
+from dhrd.training.sampling import SeedableLengthGroupedSampler
 
 LENGTHS = [3, 17, 5, 9, 12, 1, 8, 30, 2, 14, 6, 11, 4, 20, 7, 16]
 

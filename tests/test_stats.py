@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dhrd.data.tasks import load_task_split, majority_floor, task_metrics
 from dhrd.stats import check_against_metrics, example_statistics, paired_difference, resampled_scores
-from dhrd.tasks import load_task_split, majority_floor, task_metrics
 
 
 @pytest.mark.parametrize("task", ["cb", "copa", "rte", "multirc"])
@@ -87,7 +87,7 @@ def test_statistics_follow_first_appearance_of_groups(superglue_dir):
 def test_bits_dropout_keeps_the_drop_rate_and_scales_like_dropout():
     import torch
 
-    from dhrd.dropout import BitsDropout, keep_mask, use_bits_dropout
+    from dhrd.training.dropout import BitsDropout, keep_mask, use_bits_dropout
 
     torch.manual_seed(0)
     mask = keep_mask(torch.Size([400, 500]), 0.1, torch.device("cpu"))

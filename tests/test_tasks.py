@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 
+from dhrd.data.tasks import TASKS, Example, evaluate_rows, load_task_split, parse_task_names, task_metrics
 from dhrd.errors import DHRDInputError
-from dhrd.tasks import TASKS, Example, evaluate_rows, load_task_split, parse_task_names, task_metrics
 
 
 def test_parse_task_names():
@@ -108,7 +108,7 @@ def test_superglue_average_takes_pairs_first():
 
 @pytest.mark.integration
 def test_official_files_load(shared_superglue):
-    from dhrd.tasks import boolq_carved
+    from dhrd.data.tasks import boolq_carved
 
     expected = {
         "cb": (56, 168),
@@ -204,14 +204,14 @@ def _title(row: dict) -> str:
 @pytest.fixture
 def offline_hub(monkeypatch):
     """The hub check answers "no train split" at once, without touching ``datasets``."""
-    from dhrd import tasks
+    from dhrd.data import tasks
 
     monkeypatch.setattr(tasks, "_hub_boolq_train", lambda: None)
     monkeypatch.setattr(tasks, "BOOLQ_HELD_OUT", 5)
 
 
 def test_boolq_carve_is_disjoint_by_title_and_deterministic(offline_hub, tmp_path):
-    from dhrd.tasks import boolq_carved, read_records
+    from dhrd.data.tasks import boolq_carved, read_records
 
     rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2, "Cat": 4, "Dog": 1, "Eel": 2, "Fox": 3})
     train, train_source = read_records(TASKS["boolq"], "train", tmp_path)
@@ -237,7 +237,7 @@ def test_boolq_carve_needs_titles(offline_hub, tmp_path):
 
 
 def test_boolq_with_a_train_file_is_not_carved(monkeypatch, tmp_path):
-    from dhrd import tasks
+    from dhrd.data import tasks
 
     def no_hub():
         raise AssertionError("the hub must not be asked when train.jsonl exists")
@@ -252,7 +252,7 @@ def test_boolq_with_a_train_file_is_not_carved(monkeypatch, tmp_path):
 
 
 def test_boolq_train_from_the_hub_keeps_the_whole_validation_file(monkeypatch, tmp_path):
-    from dhrd import tasks
+    from dhrd.data import tasks
 
     hub_rows = [{"question": "q", "passage": "Hub -- text", "label": True, "idx": 0}]
     monkeypatch.setattr(tasks, "_hub_boolq_train", lambda: (hub_rows, "hub:super_glue/boolq/train"))
@@ -265,7 +265,7 @@ def test_boolq_train_from_the_hub_keeps_the_whole_validation_file(monkeypatch, t
 def test_the_hub_is_asked_once_for_both_splits(monkeypatch, tmp_path):
     import datasets
 
-    from dhrd import tasks
+    from dhrd.data import tasks
 
     calls = []
 
@@ -287,7 +287,7 @@ def test_the_hub_is_asked_once_for_both_splits(monkeypatch, tmp_path):
 
 @pytest.mark.integration
 def test_shared_boolq_carve_sizes(shared_superglue):
-    from dhrd.tasks import BOOLQ_CARVE_NOTE, boolq_carved, read_records
+    from dhrd.data.tasks import BOOLQ_CARVE_NOTE, boolq_carved, read_records
 
     if not boolq_carved(shared_superglue):
         pytest.skip("BoolQ is not carved here (the data or the hub has its train split)")
@@ -308,7 +308,7 @@ def _with_rule(monkeypatch, name: str, **rule):
 
 
 def test_zero_shot_cot_rule_is_read_from_the_task(monkeypatch):
-    from dhrd.cot import zero_shot_queries
+    from dhrd.cot.baseline import zero_shot_queries
     from dhrd.reproduction import ReproduceArguments, plan
 
     args = ReproduceArguments(tasks=["rte", "multirc"], seeds=[1], methods=["pooled", "cot-zero-shot"])
@@ -321,7 +321,7 @@ def test_zero_shot_cot_rule_is_read_from_the_task(monkeypatch):
 
 
 def test_answer_words_are_read_from_the_task(monkeypatch, superglue_dir):
-    from dhrd.prompts import TASK_ANSWERS, task_items
+    from dhrd.teacher.prompts import TASK_ANSWERS, task_items
 
     assert [item.answer for item in task_items("rte", superglue_dir)[0][:2]] == ["No", "Yes"]
     _with_rule(monkeypatch, "rte", answers={"Entailed": "entailment", "Not entailed": "not_entailment"})
@@ -334,7 +334,7 @@ def test_answer_words_are_read_from_the_task(monkeypatch, superglue_dir):
 
 
 def test_candidate_rows_rule_decides_choice_metrics_and_floor(monkeypatch):
-    from dhrd.tasks import choices_by_group, majority_floor
+    from dhrd.data.tasks import choices_by_group, majority_floor
 
     rows = _rows("copa", [1, 0, 0, 1, 1, 0], list("aabbcc"), ["choice1", "choice2"] * 3)
     probs = np.array([[0.4, 0.6], [0.3, 0.7], [0.8, 0.2], [0.7, 0.3], [0.1, 0.9], [0.2, 0.8]])
@@ -348,7 +348,7 @@ def test_candidate_rows_rule_decides_choice_metrics_and_floor(monkeypatch):
 
 
 def test_per_answer_rule_decides_scoring(monkeypatch):
-    from dhrd.tasks import label_metrics
+    from dhrd.data.tasks import label_metrics
 
     rows = _rows("rte", [1, 0, 1, 1], ["q1", "q1", "q2", "q2"])
     probs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
@@ -361,7 +361,7 @@ def test_per_answer_rule_decides_scoring(monkeypatch):
 
 def test_a_task_lays_out_its_records_for_classifier_and_teacher(superglue_dir):
     """One record, both views: the classifier's rows and the teacher's items come from the same Task."""
-    from dhrd.prompts import task_items
+    from dhrd.teacher.prompts import task_items
 
     cb = TASKS["cb"]
     record = {"premise": "Ann came.", "hypothesis": "Ann is here", "label": "neutral", "idx": 7}
@@ -388,7 +388,7 @@ def test_teacher_refuses_a_label_the_task_does_not_have(tmp_path):
         tmp_path / "COPA" / "train.jsonl",
         [{"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": 2}],
     )
-    from dhrd.prompts import task_items
+    from dhrd.teacher.prompts import task_items
 
     with pytest.raises(DHRDInputError, match="row 1: field 'label': label 2 is not one of the task's"):
         task_items("copa", tmp_path)
@@ -412,10 +412,10 @@ def test_a_malformed_record_is_one_line_naming_its_row(tmp_path, folder, task, r
 def test_own_data_is_a_task_that_answers_for_its_rows(tmp_path):
     """The user's own rows are a task object with capabilities of its own (no name tests at the call sites):
     the rows read from a file carry it, and metrics, statistics, reports and messages ask it."""
-    from dhrd.class_report import class_report
-    from dhrd.data import Columns, load_file_examples
+    from dhrd.data.inputs import Columns, load_file_examples
+    from dhrd.data.tasks import OWN_DATA, chooses_candidate, task_rules
+    from dhrd.inference.class_report import class_report
     from dhrd.stats import check_against_metrics, has_macro_f1, per_answer
-    from dhrd.tasks import OWN_DATA, chooses_candidate, task_rules
 
     assert task_rules("custom") is OWN_DATA and task_rules("cb") is TASKS["cb"]
     assert OWN_DATA.own_data and not any(task.own_data for task in TASKS.values())

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import assert_provenance, write_jsonl
 
-from dhrd.data import Columns
+from dhrd.data.inputs import Columns
+from dhrd.data.rationales import RationaleCache, read_rationales
 from dhrd.errors import DHRDInputError
-from dhrd.prompts import (
+from dhrd.teacher.prompts import (
     SENTINEL,
     TeacherItem,
     builtin_template,
@@ -31,8 +32,7 @@ from dhrd.prompts import (
     parse_answer,
     task_items,
 )
-from dhrd.rationales import RationaleCache, read_rationales
-from dhrd.teacher import LocalTeacher, OpenAITeacher, generate_rationales, make_rationales
+from dhrd.teacher.teachers import LocalTeacher, OpenAITeacher, generate_rationales, make_rationales
 
 ITEM = TeacherItem(0, "entailment", "Yes", "Premise: a\nHypothesis: b", {})
 ANSWERS = ("Yes", "No")
@@ -142,7 +142,7 @@ def _multirc_dir(root: Path) -> Path:
 
 
 def test_multirc_items_are_answers(tmp_path):
-    from dhrd.tasks import load_task_split
+    from dhrd.data.tasks import load_task_split
 
     data = _multirc_dir(tmp_path)
     items, source = task_items("multirc", data)
@@ -537,7 +537,7 @@ def test_cli_kill_9_loses_nothing_and_resumes(server, superglue_dir, tmp_path):
 def test_generated_cache_trains_a_dhrd_model(server, superglue_dir, tiny_backbone, tmp_path):
     from conftest import tiny_run
 
-    from dhrd.training import DHRDTrainingArguments, train
+    from dhrd.training.run import DHRDTrainingArguments, train
 
     url, _ = server(lambda n, body: (200, _good_reply(body)))
     path, _ = _run_server(url, superglue_dir, tmp_path)
@@ -564,8 +564,8 @@ def _candidate_reply(body):
 
 
 def test_max_examples_asks_only_about_the_training_subset(server, tmp_path):
-    from dhrd.rationales import pair_rationales
-    from dhrd.tasks import load_task_split, sample_examples
+    from dhrd.data.rationales import pair_rationales
+    from dhrd.data.tasks import load_task_split, sample_examples
 
     data = _multirc_dir(tmp_path / "data")
     url, script = server(lambda n, body: (200, _candidate_reply(body)))
@@ -584,8 +584,8 @@ def test_max_examples_asks_only_about_the_training_subset(server, tmp_path):
 
 
 def test_max_examples_on_a_file_keys_rows_as_training_does(server, tmp_path):
-    from dhrd.data import file_label_names, load_file_examples
-    from dhrd.tasks import sample_examples
+    from dhrd.data.inputs import file_label_names, load_file_examples
+    from dhrd.data.tasks import sample_examples
 
     films = [{"text": f"film {i}", "label": "pos" if i % 2 else "neg"} for i in range(8)]
     train = write_jsonl(tmp_path / "d.jsonl", films)
@@ -602,7 +602,7 @@ def test_max_examples_on_a_file_keys_rows_as_training_does(server, tmp_path):
 def test_cli_max_examples(server, tmp_path):
     from typer.testing import CliRunner
 
-    from dhrd.cli import app
+    from dhrd.cli.commands import app
 
     data = _multirc_dir(tmp_path / "data")
     url, script = server(lambda n, body: (200, _candidate_reply(body)))
@@ -614,7 +614,7 @@ def test_cli_max_examples(server, tmp_path):
     assert "--max-examples 1, --selection seeded, --subset-seed 3" in result.output
     # exactly the capped examples were asked about and cached: the ones dhrd train --max-train-examples 1
     # --subset-seed 3 trains on (a passage whose seed-3 draw differs from the default seed's)
-    from dhrd.tasks import load_task_split, sample_examples
+    from dhrd.data.tasks import load_task_split, sample_examples
 
     rows = load_task_split("multirc", "train", "yesno", data)
     chosen = sorted(r.source_idx for r in sample_examples(rows, 1, 3))
@@ -628,7 +628,7 @@ def test_cli_max_examples(server, tmp_path):
 
 @pytest.mark.integration
 def test_shared_multirc_items_join_the_training_rows(shared_superglue):
-    from dhrd.tasks import load_task_split
+    from dhrd.data.tasks import load_task_split
 
     items, _ = task_items("multirc", shared_superglue)
     rows = load_task_split("multirc", "train", "yesno", shared_superglue)

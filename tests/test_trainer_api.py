@@ -10,11 +10,11 @@ import pytest
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
-from dhrd.argparser import parse_train_arguments
-from dhrd.cli import app
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.provenance import dhrd_version
-from dhrd.training import DHRDTrainer, DHRDTrainingArguments, train
+from dhrd.training.argparser import parse_train_arguments
+from dhrd.training.run import DHRDTrainer, DHRDTrainingArguments, train
 
 runner = CliRunner()
 POSITIVE = ["a good film", "great fun", "lovely acting", "a fine story", "good and warm", "great cast"]
@@ -172,7 +172,7 @@ def test_another_peft_config_is_another_run(tmp_path, tiny_backbone, reviews):
     from peft import LoraConfig
 
     from dhrd.errors import DHRDInputError
-    from dhrd.training import peft_fingerprint
+    from dhrd.training.run import peft_fingerprint
 
     def trainer(r):
         return DHRDTrainer(
@@ -276,7 +276,7 @@ def test_report_to_takes_several_integrations(tmp_path, superglue_dir, tiny_back
     one value stays the string it was (``optim_target_modules``' string is a pattern, its list names)."""
     from transformers.integrations import is_tensorboard_available
 
-    from dhrd.train_options import check_train_arguments
+    from dhrd.training.train_options import check_train_arguments
 
     argv = ["--report_to", "tensorboard", "wandb", "--epochs", "1"]
     check_train_arguments(argv)  # the fast table accepts it as the real parser does

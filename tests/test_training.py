@@ -13,7 +13,7 @@ from conftest import assert_provenance
 from safetensors.torch import load_file
 
 from dhrd import DHRDTrainingArguments, evaluate, load_classifier, predict, train
-from dhrd.training import lora_target_pattern
+from dhrd.training.run import lora_target_pattern
 
 
 def tiny_args(tmp_path, tiny_backbone, superglue_dir, **overrides):
@@ -165,7 +165,7 @@ def unbroken_run(tmp_path_factory, tiny_backbone, superglue_dir):
     [
         ((), "checkpoint-2/trainer_state.json"),  # first epoch
         # a later epoch: transformers' length-grouped order came from the global RNG, which a resumed run could
-        # not replay (CI failed on it about once in six runs, before dhrd.sampling seeded the order per epoch)
+        # not replay (CI failed on it about once in six runs, before dhrd.training.sampling seeded the order per epoch)
         ((), "checkpoint-22/trainer_state.json"),
         # third epoch, most often while that checkpoint is being written; slow (the default suite's CI budget):
         # random-batches-last-epoch below resumes a --last-epoch run inside a later epoch too
@@ -206,7 +206,7 @@ def test_kill_and_resume_matches_an_unbroken_run(
 
 
 def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path):
-    from dhrd.training import latest_complete_checkpoint
+    from dhrd.training.run import latest_complete_checkpoint
 
     for step, state in [(2, "{}"), (4, "{}"), (6, '{"global_st')]:
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -232,7 +232,7 @@ def test_step_checkpoints_leave_an_epoch_end_to_the_epoch_save():
     best epoch than an unbroken run. Step saves now skip epoch ends."""
     from transformers import TrainerControl, TrainerState
 
-    from dhrd.training import SaveEveryNSteps
+    from dhrd.training.run import SaveEveryNSteps
 
     callback = SaveEveryNSteps(2)
     for step, epoch, expected in [(2, 2 / 18, True), (3, 3 / 18, False), (18, 1.0, False), (20, 1 + 2 / 18, True)]:
@@ -247,7 +247,7 @@ def _records(data_dir, folder: str) -> dict:
 
 def official_scores(task: str, data_dir, run_dir: Path, input_format: str) -> dict:
     """A run's validation metrics recomputed with sklearn from its saved per-row probabilities and the raw jsonl
-    labels, independently of dhrd.tasks: the official metrics in percent and the task score."""
+    labels, independently of dhrd.data.tasks: the official metrics in percent and the task score."""
     from sklearn.metrics import accuracy_score, f1_score
 
     saved = json.loads((run_dir / "validation-predictions.json").read_text())
@@ -431,7 +431,7 @@ def _epoch_rows(run) -> tuple[list, int, int]:
 def test_length_grouped_batches_hold_every_candidate_row_once_with_its_label(
     tmp_path, tiny_backbone, superglue_dir, method
 ):
-    from dhrd.training import prepare_run
+    from dhrd.training.run import prepare_run
 
     def epoch(grouped: bool):
         args = tiny_args(
@@ -445,7 +445,8 @@ def test_length_grouped_batches_hold_every_candidate_row_once_with_its_label(
         return prepare_run(args, save_strategy="no", eval_strategy="no", load_best_model_at_end=False)
 
     grouped, plain = epoch(True), epoch(False)
-    assert type(grouped.trainer._get_train_sampler()).__name__ == "SeedableLengthGroupedSampler"  # dhrd.sampling
+    sampler = type(grouped.trainer._get_train_sampler()).__name__
+    assert sampler == "SeedableLengthGroupedSampler"  # dhrd.training.sampling
     rows, real, padded = _epoch_rows(grouped)
     expected = sorted((tuple(f["input_ids"]), f["labels"]) for f in grouped.trainer.train_dataset)
     assert sorted(rows) == expected and len(rows) == 36  # 12 CB examples x 3 relation rows, each once

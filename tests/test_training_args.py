@@ -7,8 +7,8 @@ import pytest
 from transformers import TrainingArguments
 
 from dhrd.errors import DHRDInputError
-from dhrd.training import RUN_DEFINING, changed_settings
-from dhrd.training_args import (
+from dhrd.training.run import RUN_DEFINING, changed_settings
+from dhrd.training.training_args import (
     TRAINER_NOT_RUN_DEFINING,
     TRAINER_RUN_DEFINING,
     DHRDTrainingArguments,

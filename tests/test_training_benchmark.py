@@ -8,8 +8,8 @@ import pytest
 from conftest import assert_provenance
 from typer.testing import CliRunner
 
-from dhrd.cli import app
-from dhrd.training_benchmark import TrainBenchmarkArguments, benchmark_training, step_flops
+from dhrd.benchmarks.training_benchmark import TrainBenchmarkArguments, benchmark_training, step_flops
+from dhrd.cli.commands import app
 
 runner = CliRunner()
 
@@ -38,8 +38,8 @@ def test_training_benchmark_measures_pooled_and_dhrd_side_by_side(tmp_path, tiny
     cells = {(c["variant"], c["method"]): c for c in result["cells"]}
     assert set(cells) == {("default", "pooled"), ("default", "dhrd"), ("before", "pooled"), ("before", "dhrd")}
     # the pooled rows are the 8 seeded examples' 24 input rows: their tokens, counted here with the tokenizer
+    from dhrd.data.tasks import load_task_split, sample_examples
     from dhrd.modeling import load_tokenizer
-    from dhrd.tasks import load_task_split, sample_examples
 
     tokenizer = load_tokenizer(str(tiny_backbone))
     rows = sample_examples(load_task_split("cb", "train", "yesno", superglue_dir), 8, args.seed)
@@ -95,7 +95,7 @@ def test_cli_training_benchmark_rejects_unknown_variants(tmp_path):
 
 
 def test_the_pooled_cells_of_a_dhrd_only_variant_give_the_noise_between_cells():
-    from dhrd.training_benchmark import noise_lines
+    from dhrd.benchmarks.training_benchmark import noise_lines
 
     cells = [
         {"variant": "default", "method": "pooled", "seconds": 25.0},

@@ -10,12 +10,12 @@ import pytest
 from conftest import tiny_run
 from typer.testing import CliRunner
 
-import dhrd.evaluation
-import dhrd.explain
+import dhrd.cot.explain
+import dhrd.inference.evaluation
+import dhrd.inference.prediction
 import dhrd.modeling
-import dhrd.prediction
-import dhrd.training
-from dhrd.cli import app
+import dhrd.training.run
+from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import build_classifier, load_classifier, save_classifier
 
@@ -139,7 +139,7 @@ class Stop(Exception):
 
 def _predict_modules() -> list:
     """Where ``predict`` is defined."""
-    return [dhrd.prediction]
+    return [dhrd.inference.prediction]
 
 
 def _stop_and_record(record):
@@ -156,20 +156,20 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
     # evaluate and predict load through engines.load_inference_model and explain through
     # modeling.reasoning_lm: both call modeling's own load_classifier
     monkeypatch.setattr(dhrd.modeling, "load_classifier", _stop_and_record(seen))
-    monkeypatch.setattr(dhrd.training, "resolve_backbone", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.training.run, "resolve_backbone", _stop_and_record(seen))
     (saved_models["dhrd"] / "reasoning_head.safetensors").touch()  # explain's check for the reasoning head
-    run = dhrd.training.DHRDTrainingArguments(
+    run = dhrd.training.run.DHRDTrainingArguments(
         **tiny_run(tiny_backbone, superglue_dir, output_dir=str(tmp_path / "run")), trust_remote_code=trust
     )
     predicts = [module.predict for module in _predict_modules()]
     calls = [
-        lambda: dhrd.evaluation.evaluate(saved_models["dhrd"], trust_remote_code=trust),
+        lambda: dhrd.inference.evaluation.evaluate(saved_models["dhrd"], trust_remote_code=trust),
         *[
             lambda f=f: f(saved_models["dhrd"], tmp_path / "p.jsonl", task="cb", trust_remote_code=trust)
             for f in predicts
         ],
-        lambda: dhrd.explain.explain(saved_models["dhrd"], [TEXT], trust_remote_code=trust),
-        lambda: dhrd.training.prepare_run(run),
+        lambda: dhrd.cot.explain.explain(saved_models["dhrd"], [TEXT], trust_remote_code=trust),
+        lambda: dhrd.training.run.prepare_run(run),
     ]
     try:
         for call in calls:
@@ -183,16 +183,16 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
 @pytest.mark.parametrize("trust", [False, True])
 def test_cli_flag(saved_models, superglue_dir, tiny_backbone, tmp_path, monkeypatch, trust):
     seen = []
-    monkeypatch.setattr(dhrd.evaluation, "evaluate", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _stop_and_record(seen))
     for module in _predict_modules():
         monkeypatch.setattr(module, "predict", _stop_and_record(seen))
-    monkeypatch.setattr(dhrd.explain, "explain", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.cot.explain, "explain", _stop_and_record(seen))
 
     def fake_train(args):
         seen.append(args.trust_remote_code)
         return SimpleNamespace(is_main_process=False)
 
-    monkeypatch.setattr(dhrd.training, "train", fake_train)
+    monkeypatch.setattr(dhrd.training.run, "train", fake_train)
     flag = ["--trust-remote-code"] if trust else []
     model = str(saved_models["dhrd"])
     runner = CliRunner()

@@ -7,10 +7,10 @@ import pytest
 from conftest import tiny_run, write_jsonl
 
 from dhrd import DHRDTrainingArguments, train
-from dhrd.argparser import parse_train_arguments
+from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.tasks import Example, load_task_split
-from dhrd.training import carve_dev_split, prepare_parts
+from dhrd.training.argparser import parse_train_arguments
+from dhrd.training.run import carve_dev_split, prepare_parts
 
 pytest.importorskip("optuna", reason="--alpha auto needs optuna")
 
@@ -81,7 +81,7 @@ def _rationales(tmp_path):
 def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     """The tiny untrained backbone answers one class whatever the candidate: every dev score ties, and a tie
     goes to pooled (the smallest alpha)."""
-    from dhrd import tuning
+    from dhrd.training import tuning
 
     trials = []
     setup = tuning.AlphaSearchTrainer._hp_search_setup
@@ -135,7 +135,7 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
 def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     """Dev scores fixed by alpha (pooled 60, alpha 0.5 55, alpha 1 40): the third trial is below the median of
     the two before it at its first dev pass, so it stops there."""
-    from dhrd import tuning
+    from dhrd.training import tuning
 
     scores = {0.0: 60.0, 0.5: 55.0, 1.0: 40.0}
     passes = []

@@ -9,32 +9,32 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each on first use
+    from .data.tasks import TASKS, Example, load_task_split
     from .errors import DHRDInputError
-    from .evaluation import evaluate, predict_proba
+    from .inference.evaluation import evaluate, predict_proba
+    from .inference.prediction import predict
     from .modeling import build_classifier, load_classifier, save_classifier
-    from .prediction import predict
     from .reproduction import ReproduceArguments, make_arguments, reproduce
-    from .tasks import TASKS, Example, load_task_split
-    from .training import DHRDTrainer, DHRDTrainingArguments, train
+    from .training.run import DHRDTrainer, DHRDTrainingArguments, train
 
 # each public name and the module that defines it
 _HOMES = {
     "DHRDInputError": "errors",
-    "evaluate": "evaluation",
-    "predict_proba": "evaluation",
+    "evaluate": "inference.evaluation",
+    "predict_proba": "inference.evaluation",
     "build_classifier": "modeling",
     "load_classifier": "modeling",
     "save_classifier": "modeling",
-    "predict": "prediction",
+    "predict": "inference.prediction",
     "ReproduceArguments": "reproduction",
     "make_arguments": "reproduction",
     "reproduce": "reproduction",
-    "TASKS": "tasks",
-    "Example": "tasks",
-    "load_task_split": "tasks",
-    "DHRDTrainer": "training",
-    "DHRDTrainingArguments": "training",
-    "train": "training",
+    "TASKS": "data.tasks",
+    "Example": "data.tasks",
+    "load_task_split": "data.tasks",
+    "DHRDTrainer": "training.run",
+    "DHRDTrainingArguments": "training.run",
+    "train": "training.run",
 }
 __all__ = [
     "DHRDInputError",

@@ -1,13 +1,12 @@
-"""The one exception that the CLI turns into a one-line message and exit code 2, and where the CLI saves the
-traceback of an unexpected error (this module imports nothing heavy: the CLI uses it before torch loads)."""
+"""The one exception that the CLI turns into a one-line message and exit code 2, and how secrets are kept out of
+what dhrd writes (this module imports nothing heavy: the CLI uses it before torch loads; ``provenance.save_traceback``
+saves an unexpected error's traceback)."""
 
 from __future__ import annotations
 
 import os
 import re
 import sys
-import time
-import traceback
 from pathlib import Path
 
 # An option whose value is a secret (--hub-token, --token, an --api-key), and an environment variable that holds
@@ -64,16 +63,3 @@ def redact(text: str, hidden: set[str] | None = None) -> str:
 def cache_root() -> Path:
     """``$DHRD_CACHE``, else ``~/.cache/dhrd``: GGUF conversions and saved tracebacks."""
     return Path(os.environ.get("DHRD_CACHE", Path.home() / ".cache" / "dhrd"))
-
-
-def save_traceback(error: BaseException) -> Path:
-    """The command line and full traceback of an unexpected error, in ``<cache>/errors/<time>-<pid>.txt``, with
-    every secret (a hub token, an API key) blanked out."""
-    folder = cache_root() / "errors"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
-    lines = traceback.format_exception(type(error), error, error.__traceback__)
-    from .provenance import command_line  # here: provenance imports this module
-
-    path.write_text(redact(f"$ {command_line()}\n\n{''.join(lines)}"), encoding="utf-8")
-    return path

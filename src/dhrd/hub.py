@@ -17,6 +17,7 @@ from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, Mo
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import validate_repo_id
 
+from .data.tasks import TASKS
 from .errors import DHRDInputError
 from .modeling import (
     SPEC_KEY,
@@ -28,7 +29,6 @@ from .modeling import (
     run_settings,
 )
 from .runtime import write_text_atomic
-from .tasks import TASKS
 
 logger = logging.getLogger(__name__)
 

@@ -17,11 +17,13 @@ import platform
 import re
 import shlex
 import sys
+import time
+import traceback
 from collections.abc import Collection, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .errors import redact, secrets
+from .errors import cache_root, redact, secrets
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The packages whose versions change results, by their distribution names; absent ones are left out
@@ -183,3 +185,14 @@ def machine_text(record: dict) -> str:
     m = record.get("machine", {})
     cores, threads = m.get("cpu_count"), m.get("torch_threads")
     return f"{m.get('cpu')} ({m.get('gpu') or 'cpu'}), {cores} CPUs, {threads} torch threads"
+
+
+def save_traceback(error: BaseException) -> Path:
+    """The command line and full traceback of an unexpected error, in ``<cache>/errors/<time>-<pid>.txt``, with
+    every secret (a hub token, an API key) blanked out."""
+    folder = cache_root() / "errors"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    lines = traceback.format_exception(type(error), error, error.__traceback__)
+    path.write_text(redact(f"$ {command_line()}\n\n{''.join(lines)}"), encoding="utf-8")
+    return path

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .tasks import Example, choice_predictions, chooses_candidate, example_groups, task_metrics, task_rules
+from .data.tasks import Example, choice_predictions, chooses_candidate, example_groups, task_metrics, task_rules
 
 
 def has_macro_f1(task: str) -> bool:

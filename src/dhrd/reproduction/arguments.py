@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from ..cli_options import option
 from ..errors import DHRDInputError
+from ..options.cli_options import option
 from .methods import METHODS
 
 COT_SETTINGS = ("paper", "greedy")
@@ -89,7 +89,7 @@ class ReproduceArguments:
     title: str | None = option(None, "the tables' title")
 
     def validate(self) -> None:
-        from ..tasks import TASKS
+        from ..data.tasks import TASKS
         from .own_data import resolve_tasks
 
         self.tasks, self.own_data = resolve_tasks(self.tasks, self.own_data)
@@ -100,7 +100,7 @@ class ReproduceArguments:
             raise DHRDInputError("give at least one seed")
         if self.cot_setting not in COT_SETTINGS:
             raise DHRDInputError(f"cot_setting must be paper or greedy, not {self.cot_setting!r}")
-        from ..training import DHRDTrainingArguments
+        from ..training.run import DHRDTrainingArguments
 
         known = {f.name for f in fields(DHRDTrainingArguments)}
         bad = sorted(set(self.train) - known)
@@ -141,7 +141,7 @@ def parse_caps(text: str) -> int | dict:
 def read_config(path: str | Path) -> dict:
     """A YAML, JSON or TOML file of ``ReproduceArguments`` fields (dashes or underscores); unknown keys are
     errors. The same reader as ``dhrd train --config``'s."""
-    from ..train_options import read_config as read_settings
+    from ..training.train_options import read_config as read_settings
 
     return read_settings(Path(path), {f.name for f in fields(ReproduceArguments) if f.init})
 

@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
+from ..data.tasks import TASKS
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic
-from ..tasks import TASKS
 from .arguments import ReproduceArguments
 from .methods import METHOD_RULES, TRAINED_METHODS
 from .own_data import existing_rationales as own_existing_rationales
@@ -22,7 +22,7 @@ def run_dir(args: ReproduceArguments, task: str, method: str, seed: int) -> Path
 
 
 def training_arguments(args: ReproduceArguments, task: str, method: str, seed: int, rationales: str | None):
-    from ..training import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
 
     rules = METHOD_RULES[method]
     settings = dict(
@@ -52,7 +52,7 @@ def training_arguments(args: ReproduceArguments, task: str, method: str, seed: i
 
 def _same_run(train_args, output: Path) -> bool:
     """A finished run in ``output`` is reused only when it was made with these settings."""
-    from ..training import changed_settings
+    from ..training.run import changed_settings
 
     saved = output / "train_args.json"
     if not saved.is_file():
@@ -68,7 +68,7 @@ def _same_run(train_args, output: Path) -> bool:
 
 def train_cell(train_args) -> dict:
     """Train (or resume) one run; a finished run with the same settings is read back, not trained again."""
-    from ..training import train
+    from ..training.run import train
 
     output = Path(train_args.output_dir)
     metrics_file = output / "metrics.json"
@@ -81,8 +81,8 @@ def train_cell(train_args) -> dict:
 
 def _cot_examples(args: ReproduceArguments, task: str):
     """The validation examples CoT is scored on: the first ``cot_cap`` of the (capped) evaluation subset."""
-    from ..evaluation import first_examples
-    from ..tasks import sample_examples
+    from ..data.tasks import sample_examples
+    from ..inference.evaluation import first_examples
 
     return lambda rows: first_examples(sample_examples(rows, args.eval_cap(task), args.subset_seed), args.cot_cap(task))
 
@@ -92,8 +92,8 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
     task's official metric. ``cot``: the fine-tuned model of this seed continues ``x + "Reasoning:"``;
     ``cot-zero-shot``: the backbone, prompted to reason (greedy decoding does not depend on the seed, so it is
     one cell per task)."""
-    from ..cot import TransformersEngine, decode_and_score
-    from ..cot_setup import cot_inputs, decode_settings
+    from ..cot.baseline import TransformersEngine, decode_and_score
+    from ..cot.setup import cot_inputs, decode_settings
 
     target = run_dir(args, task, method, seed) / "cot-eval.json"
     if target.is_file() and not args.restart:
@@ -125,7 +125,7 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
 
 def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dict:
     """Throughput of every method, side by side in one benchmark run, on the first seed's models."""
-    from ..benchmark import BenchmarkArguments, benchmark
+    from ..benchmarks.benchmark import BenchmarkArguments, benchmark
 
     target = Path(args.output_dir) / task / "qps.json"
     if target.is_file() and not args.restart:
@@ -170,7 +170,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None) -> dic
 def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
     """The rationale folder a task's cells were trained with, without asking any teacher: the given folder or
     the reference set where it has the task, else the teacher's cache where one was made."""
-    from ..rationales import default_rationale_dir
+    from ..data.rationales import default_rationale_dir
 
     if (own := own_task(args, task)) is not None:
         return own_existing_rationales(args, own)
@@ -178,7 +178,7 @@ def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
     if base is not None and (base / TASKS[task].folder / "train.jsonl").is_file():
         return str(base)
     if args.teacher:
-        from ..teacher import teacher_slug
+        from ..teacher.teachers import teacher_slug
 
         cache = Path(args.output_dir) / "rationales" / teacher_slug(args.teacher)
         if (cache / TASKS[task].folder / "train.jsonl").is_file():
@@ -189,7 +189,7 @@ def existing_rationales(args: ReproduceArguments, task: str) -> str | None:
 def rationale_source(args: ReproduceArguments, task: str, progress: bool = True) -> tuple[str | None, dict]:
     """Where ``task``'s rationales come from: the given folder or the shared reference set when it has the
     task, else the teacher's cache (made now, resumably, for the capped training subset only)."""
-    from ..rationales import default_rationale_dir
+    from ..data.rationales import default_rationale_dir
 
     if (own := own_task(args, task)) is not None:
         return own_rationale_source(args, own, progress)
@@ -202,7 +202,7 @@ def rationale_source(args: ReproduceArguments, task: str, progress: bool = True)
             f"no rationales for {task} in {base or 'the shared reference set'}: give a teacher "
             "(--teacher, with --teacher-base-url for a server) or --rationales with a <Task>/train.jsonl"
         )
-    from ..teacher import make_rationales, teacher_slug
+    from ..teacher.teachers import make_rationales, teacher_slug
 
     output = Path(args.output_dir) / "rationales" / teacher_slug(args.teacher)
     options = dict(args.teacher_options)

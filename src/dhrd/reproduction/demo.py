@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ..cli_options import option
+from ..options.cli_options import option
 from .arguments import ReproduceArguments, make_arguments
 
 # The demo's task and budget, from results/learning-budget-smollm2-cpu.md: of the budgets that fit 10 minutes on

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.tasks import TASKS, task_rules
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic
-from ..tasks import TASKS, task_rules
 
 if TYPE_CHECKING:
     from .arguments import ReproduceArguments
@@ -40,7 +40,7 @@ def task_name(path: str | Path) -> str:
 def own_data_settings() -> frozenset[str]:
     """What an own-data config may set: ``dhrd train``'s data settings (and a rationale file), less those reproduce
     sets for every cell. Training settings (learning rate, epochs, ...) are reproduce's, the same for every task."""
-    from ..training import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
 
     data = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.metadata.get("group") == "data"}
     return frozenset((data | {"rationales"}) - REPRODUCE_SET)
@@ -68,7 +68,7 @@ class OwnDataTask:
 
     def data_spec(self, subset_seed: int):
         """The data spec every cell of the task trains with (the carved validation split seeded as theirs)."""
-        from ..training import DHRDTrainingArguments
+        from ..training.run import DHRDTrainingArguments
 
         args = DHRDTrainingArguments(output_dir="unused", subset_seed=subset_seed, **self.settings)
         spec = args.data_spec()
@@ -77,7 +77,7 @@ class OwnDataTask:
 
     def scored_examples(self, args: ReproduceArguments) -> list:
         """The examples every classifier of the task is scored on: the capped, seeded sample training scores."""
-        from ..tasks import sample_examples
+        from ..data.tasks import sample_examples
 
         spec = self.data_spec(args.subset_seed)
         labels = spec.label_names()
@@ -92,8 +92,8 @@ class OwnDataTask:
 def read_task(path: str | Path) -> OwnDataTask:
     """An own-data config, checked: its settings are data settings, it names a training file or dataset, and
     every file it names exists (one line naming the config and the setting otherwise)."""
-    from ..train_options import read_config
-    from ..training import DHRDTrainingArguments
+    from ..training.run import DHRDTrainingArguments
+    from ..training.train_options import read_config
 
     known = {f.name for f in dataclasses.fields(DHRDTrainingArguments) if f.init}
     settings = read_config(Path(path), known)
@@ -119,7 +119,7 @@ def read_task(path: str | Path) -> OwnDataTask:
 def resolve_tasks(entries, configs: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """``--tasks`` entries (SuperGLUE names, 'all', own-data config paths, or names of own-data tasks already
     resolved into ``configs``) as task names, and the own-data tasks' configs by name."""
-    from ..tasks import parse_task_names
+    from ..data.tasks import parse_task_names
 
     entries = [entries] if isinstance(entries, str) else list(entries)
     entries = [e.strip() for part in entries for e in str(part).split(",") if e.strip()]
@@ -178,7 +178,7 @@ def scored_result(args: ReproduceArguments, task: str, metrics: dict) -> dict:
 
 def predictions_file(args: ReproduceArguments, task: str) -> str:
     """The per-row probabilities of a training cell's scored split."""
-    from ..training import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE
+    from ..training.run import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE
 
     own = own_task(args, task)
     return TEST_PREDICTIONS_FILE if own is not None and own.scored_split == "test" else PREDICTIONS_FILE
@@ -199,8 +199,8 @@ def rationale_source(args: ReproduceArguments, own: OwnDataTask, progress: bool 
             f"{own.config}: no rationales for {own.name}: give its config a rationale_column or a rationales file, "
             "or reproduce a teacher (--teacher, with --teacher-base-url for a server)"
         )
-    from ..datasets_input import dataset_split
-    from ..teacher import make_rationales
+    from ..data.datasets_input import dataset_split
+    from ..teacher.teachers import make_rationales
 
     spec = own.data_spec(args.subset_seed)
     source = spec.train_file or dataset_split(spec.dataset, "train", spec.dataset_config)
@@ -234,7 +234,7 @@ def teacher_record(path: Path, summary: dict) -> dict:
 
 
 def _teacher_cache(args: ReproduceArguments, own: OwnDataTask) -> Path:
-    from ..teacher import teacher_slug
+    from ..teacher.teachers import teacher_slug
 
     return Path(args.output_dir) / "rationales" / teacher_slug(args.teacher) / own.name
 
@@ -251,12 +251,12 @@ def existing_rationales(args: ReproduceArguments, own: OwnDataTask) -> str | Non
 def qps_cell(args: ReproduceArguments, task: str) -> dict:
     """Throughput of an own-data task's classifiers (the first seed's), each timed on the first examples of its
     scored split as ``dhrd benchmark`` times a SuperGLUE task's; no CoT system decodes own data."""
-    from ..benchmark import time_classifier
-    from ..evaluation import first_examples
+    from ..benchmarks.timing import time_classifier
+    from ..data.tasks import evaluate_rows
+    from ..inference.evaluation import first_examples
     from ..modeling import load_classifier
     from ..provenance import provenance
     from ..runtime import bf16_supported
-    from ..tasks import evaluate_rows
     from .cells import run_dir
     from .methods import METHOD_RULES
 

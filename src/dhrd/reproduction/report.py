@@ -9,9 +9,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..data.tasks import task_rules
 from ..provenance import machine_text, versions_text
 from ..runtime import plot_colour, save_figure_atomic, write_json_atomic, write_text_atomic
-from ..tasks import task_rules
 from .methods import COT_METHODS, METHOD_RULES
 from .own_data import task_title
 from .paper import PAPER_QPS_SPEEDUP, PAPER_TABLE1

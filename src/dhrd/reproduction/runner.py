@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..data.tasks import task_rules
 from ..memory import release_memory, rss_gb
 from ..provenance import provenance
-from ..tasks import task_rules
 from .arguments import ReproduceArguments
 from .cells import (
     cot_cell,

@@ -8,7 +8,7 @@ import logging
 import statistics
 from typing import TYPE_CHECKING
 
-from ..tasks import task_rules
+from ..data.tasks import task_rules
 from .arguments import ReproduceArguments
 from .cells import run_dir
 from .methods import COT_METHODS, METHOD_RULES, PAIRED_METHODS
@@ -100,7 +100,7 @@ def _split(args: ReproduceArguments, task: str) -> dict:
 def evaluation_examples(args: ReproduceArguments, task: str) -> list:
     """The examples every classifier of ``task`` is scored on (the same capped, seeded sample): a SuperGLUE
     task's validation split, an own-data task's test file (else its validation split)."""
-    from ..tasks import load_task_split, sample_examples
+    from ..data.tasks import load_task_split, sample_examples
 
     own = own_task(args, task)
     if own is not None:
@@ -114,7 +114,7 @@ _FLOORS: dict[tuple, dict] = {}
 
 def task_floor(args: ReproduceArguments, task: str, examples: list) -> dict:
     """The majority floor (best constant predictor) and chance score on the evaluated examples."""
-    from ..tasks import floors
+    from ..data.tasks import floors
 
     key = (task, tuple(e.id for e in examples), _input_format(args))
     if key not in _FLOORS:

@@ -1,0 +1,1 @@
+"""Measurements: ``dhrd benchmark`` (accuracy and throughput), its engine rows, training throughput, CLI start-up."""

@@ -1,0 +1,5 @@
+"""The ``dhrd`` command: ``app`` (typer) and ``main``, its entry point (``dhrd = "dhrd.cli:main"``)."""
+
+from .commands import app, main
+
+__all__ = ["app", "main"]

@@ -1,0 +1,1 @@
+"""Command options declared once as dataclass fields: the typer glue and each command's arguments."""
