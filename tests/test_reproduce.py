@@ -423,12 +423,13 @@ def test_a_task_without_rationales_needs_a_teacher(tmp_path, tiny_backbone, supe
 
 
 def test_demo_defaults_are_small_and_can_be_overridden():
-    args = demo_arguments()
-    assert args.tasks == ["cb"] and args.seeds == [1] and args.train["input_format"] == "native"
+    args = demo_arguments(tasks=["cb"])
+    assert args.tasks == ["cb"] and args.seeds == [1] and args.train["head"] == "linear"
     assert {"pooled", "dhrd", "cot-zero-shot"} == set(args.methods) and args.eval_cap("cb") is None
     assert args.cot_cap("cb") >= 24  # CoT scored on enough examples to say something (with its error shown)
+    assert args.train_cap("cb") == 1000 and (args.epochs, args.learning_rate) == (1.0, 1e-3)
     assert demo_arguments(tasks=["copa"], max_train_examples=10).train_cap("copa") == 10
-    assert "input_format" in demo_arguments().train  # overrides never edit the shared defaults
+    assert "head" in demo_arguments(tasks=["cb"]).train  # overrides never edit the shared defaults
 
 
 def test_cli_reproduce_with_a_config(tmp_path, tiny_backbone, superglue_dir, rationale_dir):
@@ -487,8 +488,8 @@ def test_cli_results_dir_and_restart(tmp_path, tiny_backbone, superglue_dir, rat
 
 
 def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, rationale_dir, monkeypatch):
-    """``dhrd demo`` itself, with its embedded defaults (CB in the native format, one seed, one epoch, the best
-    epoch not chosen, pooled vs DHRD vs zero-shot CoT, throughput), on the tiny model and tiny CB files."""
+    """``dhrd demo --task cb`` with the demo's settings (one seed, one epoch, the best epoch not chosen, the linear
+    head, pooled vs DHRD vs zero-shot CoT, throughput), on the tiny model and tiny CB files."""
     from dhrd.reproduction import demo
 
     monkeypatch.setitem(demo.DEMO, "data_dir", str(superglue_dir))  # the shared data otherwise
@@ -496,7 +497,17 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
     out = tmp_path / "demo"
     result = runner.invoke(
         app,
-        ["demo", "--backbone", str(tiny_backbone), "--output-dir", str(out), "--max-train-examples", "6"],
+        [
+            "demo",
+            "--task",
+            "cb",
+            "--backbone",
+            str(tiny_backbone),
+            "--output-dir",
+            str(out),
+            "--max-train-examples",
+            "6",
+        ],
         env={"COLUMNS": "1000"},
     )
     assert result.exit_code == 0, result.output
@@ -513,6 +524,7 @@ def test_cli_demo_on_a_tiny_model(tmp_path, tiny_backbone, superglue_dir, ration
         run = out / "cb" / f"{method}-s1"
         train_args = json.loads((run / "train_args.json").read_text())
         assert train_args["input_format"] == "native" and train_args["best_epoch"] is False
+        assert train_args["head"] == "linear"
         assert (train_args["num_train_epochs"], train_args["learning_rate"]) == (1.0, 1e-3)
         assert train_args["method"] == method and train_args["max_train_examples"] == 6
         assert (train_args["rationales"] == str(rationale_dir)) == (method == "dhrd")

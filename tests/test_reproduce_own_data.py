@@ -147,9 +147,41 @@ def test_an_own_data_task_is_named_by_its_stem_beside_superglue_tasks(tmp_path):
     assert resolve_tasks(names, configs) == (names, configs)
     args = make_arguments(None, tasks=f"cb,{config}", max_train_examples="16,my-data:4", output_dir=str(tmp_path))
     assert args.tasks == ["cb", "my-data"] and args.train_cap("my-data") == 4 and args.train_cap("cb") == 16
-    # the demo takes an own-data task through its one task option; its defaults stay CB
+    # the demo takes an own-data task through its one task option
     assert DemoArguments(task=str(config)).reproduce_arguments().tasks == ["my-data"]
-    assert DemoArguments().reproduce_arguments().tasks == ["cb"]
+    assert DemoArguments(task="cb").reproduce_arguments().tasks == ["cb"]
+
+
+def comve_folder(root: Path) -> Path:
+    """ComVE's three files as the shared data folder holds them."""
+    folder = root / "shared" / "data" / "comve"
+    for name, rows in [("train", comparisons(12)), ("validation", comparisons(6, 100)), ("test", comparisons(8, 200))]:
+        write_jsonl(folder / f"{name}.jsonl", rows)
+    return folder
+
+
+def test_the_demo_runs_comve_from_the_shared_folder_as_the_example_config_gives_it(tmp_path, monkeypatch):
+    from dhrd.reproduction.demo import COMVE_FILES, COMVE_SETTINGS
+
+    monkeypatch.setenv("DHRD_COMVE_DIR", str(comve_folder(tmp_path)))
+    monkeypatch.chdir(tmp_path)
+    args = DemoArguments(output_dir="runs/demo").reproduce_arguments()
+    assert args.tasks == ["comve"] and args.own_data == {"comve": "runs/demo/comve.yaml"}
+    written = yaml.safe_load((tmp_path / "runs" / "demo" / "comve.yaml").read_text())
+    assert written["test_file"] == "shared/data/comve/test.jsonl"  # relative: no machine's paths in the tables
+    assert args.train_cap("comve") == 1000 and args.train["head"] == "linear"
+    # one ComVE: the demo's is the example config users copy, less where the files are
+    example = yaml.safe_load((Path(__file__).parent.parent / "examples" / "own-data" / "comve.yaml").read_text())
+    assert {k: v for k, v in example.items() if k not in COMVE_FILES} == COMVE_SETTINGS
+    assert {k: Path(v).name for k, v in example.items() if k in COMVE_FILES} == COMVE_FILES
+
+
+def test_the_demo_without_comve_is_one_line_and_exit_2(tmp_path, monkeypatch):
+    monkeypatch.setenv("DHRD_COMVE_DIR", str(tmp_path / "nowhere"))
+    result = runner.invoke(app, ["demo", "--output-dir", str(tmp_path / "demo")])
+    output = result.output.strip()
+    assert result.exit_code == 2 and len(output.splitlines()) == 1, output
+    assert "ComVE, was not found" in output and "dhrd demo --task cb" in output
 
 
 def test_an_own_data_task_without_a_test_file_is_scored_on_its_validation_file(tmp_path):
