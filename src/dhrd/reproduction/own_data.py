@@ -88,6 +88,38 @@ class OwnDataTask:
     def label_names(self, args: ReproduceArguments) -> tuple[str, ...]:
         return tuple(self.data_spec(args.subset_seed).label_names())
 
+    def check_zero_shot(self, subset_seed: int) -> None:
+        """Refuse zero-shot CoT on labels without names before any cell runs (``setup.zero_shot_labels``)."""
+        from ..cot.setup import zero_shot_labels
+
+        zero_shot_labels(self.data_spec(subset_seed), f"{self.config}: ")
+
+    def cot_inputs(self, args: ReproduceArguments, model: str | None):
+        """Zero-shot CoT on the first ``cot_eval_examples`` of the examples the classifiers are scored on."""
+        from ..cot.setup import own_data_inputs
+        from ..inference.evaluation import first_examples
+
+        examples = first_examples(self.scored_examples(args), args.cot_cap(self.name))
+        return own_data_inputs(self.data_spec(args.subset_seed), self.scored_split, examples, model)
+
+    def greedy_budget(self, args: ReproduceArguments, rationales: str | None, tokenizer) -> int | None:
+        """Greedy CoT's budget, fitted to the task's training rationales as a SuperGLUE task's is (None under
+        the paper's setting): its rationale column, its rationale file, else the teacher's cache ``rationales``."""
+        if args.cot_setting != "greedy":
+            return None
+        from ..cot.baseline import fitted_max_new_tokens
+        from ..data.inputs import file_rationales
+        from ..data.rationales import read_rationales
+
+        spec = self.data_spec(args.subset_seed)
+        if spec.rationale_column:
+            found = file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)
+        elif self.settings.get("rationales") or rationales:
+            found = read_rationales(Path(self.settings.get("rationales") or rationales), spec.encoding)
+        else:
+            raise DHRDInputError(f"{self.config}: no rationales to fit greedy CoT's budget to: use cot_setting paper")
+        return fitted_max_new_tokens(found.values(), tokenizer)
+
 
 def read_task(path: str | Path) -> OwnDataTask:
     """An own-data config, checked: its settings are data settings, it names a training file or dataset, and
@@ -250,7 +282,7 @@ def existing_rationales(args: ReproduceArguments, own: OwnDataTask) -> str | Non
 
 def qps_cell(args: ReproduceArguments, task: str) -> dict:
     """Throughput of an own-data task's classifiers (the first seed's), each timed on the first examples of its
-    scored split as ``dhrd benchmark`` times a SuperGLUE task's; no CoT system decodes own data."""
+    scored split as ``dhrd benchmark`` times a SuperGLUE task's (zero-shot CoT is scored, not timed, here)."""
     from ..benchmarks.timing import time_classifier
     from ..data.tasks import evaluate_rows
     from ..inference.evaluation import first_examples
