@@ -280,9 +280,9 @@ def existing_rationales(args: ReproduceArguments, own: OwnDataTask) -> str | Non
     return str(found[0]) if found else None
 
 
-def qps_cell(args: ReproduceArguments, task: str) -> dict:
-    """Throughput of an own-data task's classifiers (the first seed's), each timed on the first examples of its
-    scored split as ``dhrd benchmark`` times a SuperGLUE task's (zero-shot CoT is scored, not timed, here)."""
+def qps_cell(args: ReproduceArguments, task: str, rationales: str | None = None) -> dict:
+    """Throughput of an own-data task's classifiers (the first seed's) and of zero-shot CoT where it is a method,
+    each timed on the first examples of its scored split as ``dhrd benchmark`` times a SuperGLUE task's."""
     from ..benchmarks.timing import time_classifier
     from ..data.tasks import evaluate_rows
     from ..inference.evaluation import first_examples
@@ -306,6 +306,8 @@ def qps_cell(args: ReproduceArguments, task: str) -> dict:
         score = evaluate_rows(examples, timed.pop("probs"), "native")["score"]
         qps[method] = {k: timed[k] for k in ("examples_per_s", "latency_p50_ms", "examples")} | {"score": score}
         del model
+    if any(METHOD_RULES[m].cot == "zero-shot" for m in args.methods):
+        qps["cot-zero-shot"] = _zero_shot_qps(args, own_task(args, task), examples, rationales, bf16)
     data = {
         "qps": qps,
         "batch_size": args.qps_batch_size,
@@ -316,3 +318,22 @@ def qps_cell(args: ReproduceArguments, task: str) -> dict:
     }
     write_json_atomic(target, data)
     return data
+
+
+def _zero_shot_qps(args: ReproduceArguments, own: OwnDataTask, examples: list, rationales: str | None, bf16: bool):
+    """Zero-shot CoT timed as ``dhrd benchmark`` times it (a warm-up, then ``qps_repeats`` passes of decoding and
+    likelihood answers), on the classifiers' timed examples."""
+    from ..benchmarks.benchmark import cot_timing
+    from ..cot.baseline import TransformersEngine, decode_and_score
+    from ..cot.setup import decode_settings, own_data_inputs
+
+    inputs = own_data_inputs(own.data_spec(args.subset_seed), own.scored_split, examples, args.backbone)
+    budget = own.greedy_budget(args, rationales, inputs.tokenizer)
+    settings = decode_settings((args.cot_setting,), own.name, inputs.tokenizer, rationales, budget)[0]
+    engine = TransformersEngine(inputs.lm, inputs.tokenizer, bf16)
+    run = decode_and_score(
+        own.name, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer,
+        batch_size=args.qps_batch_size, seed=args.seeds[0], repeats=args.qps_repeats, warm_up=True, progress=False,
+    )  # fmt: skip
+    timed = cot_timing(run)
+    return {k: timed[k] for k in ("examples_per_s", "latency_p50_ms", "examples")} | {"score": run.metrics["score"]}
