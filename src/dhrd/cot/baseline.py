@@ -5,7 +5,8 @@ Two CoT systems, as in the paper (Table 3 and §6):
 
 * **zero-shot**: the untouched backbone, prompted with the task's instruction (through its chat template
   where it has one) to reason step by step and end with ``Answer: <one of the task's answer words>``; one
-  decode per original example, native labels (CB's three relations, COPA's two options).
+  decode per original example, native labels (CB's three relations, COPA's two options; an own-data
+  task's label names).
 * **fine-tuned** ("reasoning/CoT fine-tuned", alpha=1, beta=0): a model trained by ``dhrd train --method dhrd
   --alpha 1 --beta 0 --keep-reasoning-head`` continues ``x + "Reasoning:"`` with the LM head, exactly the
   sequence it was trained on, and its ``Final Answer:`` is parsed. Its inputs are the classifier's rows, so
