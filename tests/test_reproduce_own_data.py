@@ -84,7 +84,8 @@ def _arguments(tmp_path: Path, config: Path, tiny_backbone, **overrides):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_backbone):
     tmp_path = tmp_path_factory.mktemp("reproduce-own-data")
-    args = _arguments(tmp_path, own_data_config(tmp_path), tiny_backbone)
+    # greedy CoT: its budget fitted to the rationale column's explanations, as the demo decodes
+    args = _arguments(tmp_path, own_data_config(tmp_path), tiny_backbone, cot_setting="greedy", cot_eval_examples=4)
     return args, reproduce(args, progress=False)
 
 
@@ -92,10 +93,10 @@ def test_an_own_data_task_trains_pooled_and_dhrd_and_is_scored_on_its_test_file(
     args, result = finished
     assert result.finished and args.tasks == ["mine"]
     entry = result.summary["tasks"]["mine"]
-    assert set(entry["methods"]) == {"pooled", "dhrd"}
-    # the CoT methods have no cells for own data, and the tables say why
-    assert set(entry["skipped"]) == {"cot", "cot-zero-shot"}
-    assert not [c for c in plan(args) if c.method in ("cot", "cot-zero-shot")]
+    assert set(entry["methods"]) == {"pooled", "dhrd", "cot-zero-shot"}
+    # CoT fine-tuned has no cells for own data, and the tables say why; zero-shot CoT decodes once per task
+    assert set(entry["skipped"]) == {"cot"}
+    assert [c.name for c in plan(args) if c.kind == "cot"] == ["cot mine cot-zero-shot s1"]
     test_file = yaml.safe_load(Path(args.own_data["mine"]).read_text())["test_file"]
     labels = {row["id"]: row["label"] for row in map(json.loads, Path(test_file).open())}
     for method in ("pooled", "dhrd"):
@@ -115,18 +116,132 @@ def test_an_own_data_task_trains_pooled_and_dhrd_and_is_scored_on_its_test_file(
     assert paired["examples"] == 6 and paired["seeds"] == 2 and paired["ci"][0] <= paired["difference"]
     dhrd_rows = entry["methods"]["dhrd"]
     assert dhrd_rows["train_rows"] == 8 and dhrd_rows["rows_without_rationale"] == 0  # its human explanations
-    assert set(entry["qps"]) == {"pooled", "dhrd"} and entry["qps"]["dhrd"]["examples"] == 2
+    assert set(entry["qps"]) == {"pooled", "dhrd", "cot-zero-shot"}  # zero-shot CoT timed beside the classifiers
+    assert all(q["examples"] == 2 and q["examples_per_s"] > 0 for q in entry["qps"].values())
     assert result.summary["average"]["methods"] == {}  # the SuperGLUE average has no own-data task in it
 
     text = (Path(args.output_dir) / "results.md").read_text()
-    assert text.startswith("# dhrd reproduce: pooled vs DHRD on own data\n") and "| mine (test) |" in text
-    assert "| CoT" not in text and "paper Llama" not in text  # no CoT row, no SuperGLUE paper table
+    assert text.startswith("# dhrd reproduce: pooled vs DHRD vs CoT on own data\n") and "| mine (test) |" in text
+    assert "| CoT zero-shot |" in text and "paper Llama" not in text  # no SuperGLUE paper table
     assert "| mine | test | DHRD |" in text  # the paired table, with the task's split
     assert "| *Majority floor (best constant)* |" in text and "scored on test file" in text
-    assert "cot-zero-shot skipped (no zero-shot CoT prompt for this task)" in text
-    assert "cot skipped (CoT decoding reads SuperGLUE splits only" in text
+    assert "cot-zero-shot skipped" not in text and "cot skipped (CoT decoding reads SuperGLUE splits only" in text
     rows = (Path(args.output_dir) / "results.csv").read_text().splitlines()
     assert rows[0].split(",")[2] == "split" and all(",test," in row for row in rows[1:])
+
+
+def test_zero_shot_cot_answers_the_first_scored_test_examples_of_an_own_data_task(finished):
+    args, result = finished
+    cot = result.summary["tasks"]["mine"]["methods"]["cot-zero-shot"]
+    assert cot["eval_examples"] == 4 and cot["score"]["n"] == 1  # one cell: greedy does not depend on the seed
+    cell = json.loads((Path(args.output_dir) / "mine" / "cot-zero-shot-s1" / "cot-eval.json").read_text())
+    # every example answers: parsed from its text, else by the likelihood of a label name after "Answer:"
+    assert cell["parsed_examples"] + cell["likelihood_examples"] == 4 and cell["eval_examples"] == 4
+    assert cell["setting"].startswith("greedy, max_new_tokens=") and 0 <= cell["score"] <= 100
+    assert set(cell["tasks"]["mine"]) >= {"accuracy", "macro_f1", "score"}  # the own-data task's metrics
+    assert cell["tasks"]["mine"]["score"] == cell["tasks"]["mine"]["accuracy"]
+    text = (Path(args.output_dir) / "results.md").read_text()
+    answered = f"parsed {cell['parsed_examples']}, by likelihood {cell['likelihood_examples']}"
+    assert f"cot-zero-shot answers (all seeds): {answered}" in text and "cot eval examples 4" in text
+
+
+def test_own_data_cot_prompts_are_the_teachers_view_answered_with_the_label_names(tmp_path, tiny_backbone):
+    from dhrd.reproduction.own_data import own_task
+
+    config = own_data_config(tmp_path)
+    args = make_arguments(
+        None, tasks=[str(config)], max_eval_examples=6, cot_eval_examples=3, output_dir=str(tmp_path / "r")
+    )
+    own = own_task(args, "mine")
+    scored = own.scored_examples(args)
+    inputs = own.cot_inputs(args, str(tiny_backbone))
+    test_file = yaml.safe_load(config.read_text())["test_file"]
+    rows = {row["id"]: row for row in map(json.loads, Path(test_file).open())}
+    assert inputs.groups == [e.group for e in scored[:3]]  # the classifiers' first scored examples, in order
+    assert inputs.gold == {g: rows[g]["label"] for g in inputs.groups}
+    for query in inputs.queries:
+        row = rows[query.group]
+        system, user = (m["content"] for m in query.messages)
+        assert "first / second" in system and user.endswith("\nPossible answers: first / second")
+        assert f"Statement 1: {row['statement_1']}\nStatement 2: {row['statement_2']}" in user
+        assert "Question: Which statement is against common sense, the first or the second?" in user
+        assert query.answers == {"first": "first", "second": "second"} and query.cue == "\nAnswer: "
+
+
+def test_own_data_cot_on_a_carved_validation_split_reads_the_rows_training_carved(tmp_path, tiny_backbone):
+    """Without validation and test files, the scored rows are carved from the training file and keyed by their
+    row number there: each prompt must hold its own row's statements."""
+    from dhrd.reproduction.own_data import own_task
+
+    config = own_data_config(tmp_path, validation_file=None, test_file=None, id_column=None, validation_fraction=0.5)
+    args = make_arguments(None, tasks=[str(config)], cot_eval_examples=4, output_dir=str(tmp_path / "r"))
+    own = own_task(args, "mine")
+    inputs = own.cot_inputs(args, str(tiny_backbone))
+    train = comparisons(12)
+    assert len(inputs.queries) == 4 and own.scored_split == "validation"
+    for query in inputs.queries:
+        row = train[int(query.group) - 1]
+        assert row["statement_1"] in query.messages[1]["content"] and inputs.gold[query.group] == row["label"]
+
+
+def test_own_data_cot_answers_are_parsed_else_chosen_by_likelihood_and_scored_by_accuracy(tmp_path, tiny_backbone):
+    from dhrd.cot.baseline import Decoded, example_predictions, own_data_queries, score
+    from dhrd.data.tasks import Example, TeacherItem
+    from dhrd.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    examples = [Example(f"c{k}", "custom", "x", k % 2, f"c{k}") for k in range(3)]
+    items = [TeacherItem(f"c{k}", "", "", f"Statement 1: a{k}\nQuestion: which?") for k in (2, 1, 0)]
+    queries, gold = own_data_queries(examples, items, ("first", "second"), tokenizer)
+    assert [q.group for q in queries] == ["c0", "c1", "c2"] and "a1" in queries[1].messages[1]["content"]
+    assert gold == {"c0": "first", "c1": "second", "c2": "first"}
+    said = ["The second is odd.\nAnswer: second", "Hmm, hard to say", "Answer: **First**"]
+    likelihoods = {1: {"first": -1.0, "second": -3.0}}  # the unparsed one: "first" is likelier
+    predictions = example_predictions("mine", queries, [Decoded(t, 5, 0.1) for t in said], likelihoods)
+    assert predictions.labels == {"c0": "second", "c1": "first", "c2": "first"}
+    assert (predictions.parsed_examples, predictions.likelihood_examples) == (2, 1)
+    metrics = score("mine", predictions, gold)
+    assert metrics["accuracy"] == metrics["score"] == pytest.approx(100 / 3, abs=0.01) and "macro_f1" in metrics
+
+
+def test_greedy_cot_budget_of_an_own_data_task_fits_its_rationales(tmp_path, tiny_backbone):
+    from dhrd.cot.baseline import fitted_max_new_tokens
+    from dhrd.modeling import load_tokenizer
+    from dhrd.reproduction.own_data import own_task
+
+    tokenizer = load_tokenizer(str(tiny_backbone))
+    column = make_arguments(None, tasks=[str(own_data_config(tmp_path))], cot_setting="greedy", output_dir="r")
+    explanations = [row["explanation"] for row in comparisons(12)]
+    expected = fitted_max_new_tokens(explanations, tokenizer)
+    assert own_task(column, "mine").greedy_budget(column, None, tokenizer) == expected  # its rationale column
+    cache = write_jsonl(
+        tmp_path / "cache.jsonl", [{"idx": f"c{k}", "rationale": e} for k, e in enumerate(explanations)]
+    )
+    teacher = make_arguments(
+        None, tasks=[str(own_data_config(tmp_path, "taught", rationale_column=None))], cot_setting="greedy"
+    )
+    own = own_task(teacher, "taught")
+    assert own.greedy_budget(teacher, str(cache), tokenizer) == expected  # a teacher's cache
+    with pytest.raises(DHRDInputError, match="no rationales to fit greedy CoT's budget to"):
+        own.greedy_budget(teacher, None, tokenizer)
+    assert own.greedy_budget(dataclasses.replace(teacher, cot_setting="paper"), None, tokenizer) is None
+
+
+def test_zero_shot_cot_refuses_own_labels_that_are_bare_numbers(tmp_path):
+    rows = [{**row, "label": 0 if row["label"] == "first" else 1} for row in comparisons(12)]
+    numbered = write_jsonl(tmp_path / "numbered.jsonl", rows)
+    config = own_data_config(tmp_path, train_file=str(numbered), validation_file=str(numbered), test_file=None)
+    with pytest.raises(DHRDInputError, match="bare numbers \\(0, 1\\): name them with label_map"):
+        make_arguments(None, tasks=[str(config)], methods=["pooled", "cot-zero-shot"], output_dir=str(tmp_path))
+    make_arguments(None, tasks=[str(config)], methods=["pooled"], output_dir=str(tmp_path))  # no CoT: no names needed
+    named = own_data_config(
+        tmp_path, "named", train_file=str(numbered), validation_file=str(numbered), test_file=None,
+        label_map={0: "first", 1: "second"},
+    )  # fmt: skip
+    args = make_arguments(None, tasks=[str(named)], methods=["cot-zero-shot"], output_dir=str(tmp_path))
+    from dhrd.reproduction.own_data import own_task
+
+    assert own_task(args, "named").label_names(args) == ("first", "second")
 
 
 def test_resuming_a_finished_reproduce_over_own_data_reruns_nothing(finished, monkeypatch):

@@ -5,7 +5,8 @@ Two CoT systems, as in the paper (Table 3 and §6):
 
 * **zero-shot**: the untouched backbone, prompted with the task's instruction (through its chat template
   where it has one) to reason step by step and end with ``Answer: <one of the task's answer words>``; one
-  decode per original example, native labels (CB's three relations, COPA's two options).
+  decode per original example, native labels (CB's three relations, COPA's two options; an own-data
+  task's label names).
 * **fine-tuned** ("reasoning/CoT fine-tuned", alpha=1, beta=0): a model trained by ``dhrd train --method dhrd
   --alpha 1 --beta 0 --keep-reasoning-head`` continues ``x + "Reasoning:"`` with the LM head, exactly the
   sequence it was trained on, and its ``Final Answer:`` is parsed. Its inputs are the classifier's rows, so
@@ -32,7 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data.inputs import ANSWER_PREFIX, REASON_PREFIX
-from ..data.tasks import TASKS, Example, chooses_candidate, label_metrics
+from ..data.tasks import TASKS, Example, TeacherItem, chooses_candidate, label_metrics
 from ..errors import DHRDInputError
 from ..runtime import bf16_supported, device
 from ..teacher.generation import chat_prompt_ids, generate_batches
@@ -274,20 +275,38 @@ def zero_shot_queries(
     if task not in TASKS or not TASKS[task].zero_shot_cot:  # e.g. MultiRC: the teacher's items are answers
         raise DHRDInputError(f"zero-shot CoT does not support {task}: its answers are per candidate, not per example")
     items, _ = task_items(task, data_dir, split)
-    answers = TASK_ANSWERS[task]
     by_group = {f"{task}-{item.idx}": item for item in items}
     wanted = list(groups) if groups is not None else list(by_group)
+    queries = chat_queries([by_group[g] for g in wanted], wanted, TASK_ANSWERS[task], tokenizer)
+    return queries, {group: by_group[group].label for group in wanted}
+
+
+def own_data_queries(
+    examples: Sequence[Example], items: Sequence[TeacherItem], label_names: Sequence[str], tokenizer
+) -> tuple[list[Query], dict[str, str]]:
+    """Zero-shot prompts for the user's own rows: one per example of ``examples``, its input the teacher's view
+    of its row (``items``, keyed as the rows are), its answer words the label names; gold from the examples."""
+    by_key = {str(item.idx): item for item in items}
+    groups = list(dict.fromkeys(e.group for e in examples))
+    answers = {name: name for name in label_names}  # own labels are their own native labels
+    queries = chat_queries([by_key[g] for g in groups], groups, answers, tokenizer)
+    return queries, {e.group: label_names[e.label] for e in examples}
+
+
+def chat_queries(
+    items: Sequence[TeacherItem], groups: Sequence[str], answers: dict[str, str], tokenizer
+) -> list[Query]:
+    """The zero-shot prompt of each item: the system turn names the answer words, the user turn is the item's
+    input as the teacher sees it, then the possible answers."""
     system = ZERO_SHOT_SYSTEM.format(answers=" / ".join(answers))
-    queries, gold = [], {}
-    for group in wanted:
-        item = by_group[group]
+    queries = []
+    for group, item in zip(groups, items):
         messages = [
             {"role": "system", "content": system},
             {"role": "user", "content": f"{item.input}\nPossible answers: {' / '.join(answers)}"},
         ]
         queries.append(Query(group, chat_prompt_ids(tokenizer, messages), answers, messages=messages))
-        gold[group] = item.label
-    return queries, gold
+    return queries
 
 
 def reasoning_prompts(texts: Sequence[str], tokenizer) -> list[list[int]]:
@@ -498,6 +517,7 @@ __all__ = [
     "TransformersEngine",
     "ZERO_SHOT_CUE",
     "answer",
+    "chat_queries",
     "VLLMEngine",
     "decode_and_score",
     "example_predictions",
@@ -505,6 +525,7 @@ __all__ = [
     "finetuned_queries",
     "fitted_max_new_tokens",
     "greedy_settings",
+    "own_data_queries",
     "parse_label",
     "reasoning_prompts",
     "score",

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.inputs import DataSpec, bare_numbers
 from ..data.tasks import Example
 from ..errors import DHRDInputError
 from .baseline import (
@@ -19,6 +20,7 @@ from .baseline import (
     finetuned_queries,
     fitted_max_new_tokens,
     greedy_settings,
+    own_data_queries,
     zero_shot_queries,
 )
 
@@ -90,4 +92,38 @@ def cot_inputs(
     return CoTInputs(system, lm, tokenizer, queries, gold)
 
 
-__all__ = ["FINETUNED", "ZERO_SHOT", "CoTInputs", "cot_inputs", "decode_settings"]
+def zero_shot_labels(spec: DataSpec, where: str = "") -> tuple[str, ...]:
+    """An own-data task's label names, which zero-shot CoT answers with: bare numbers are refused, as the
+    teacher refuses them ("Answer: 1" names nothing the backbone can reason towards)."""
+    labels = tuple(spec.label_names())
+    if bare_numbers(labels):
+        raise DHRDInputError(
+            f"{where}zero-shot CoT answers with the label names, and these are bare numbers ({', '.join(labels)}): "
+            "name them with label_map (--label-names 0=<name>,...) and say what is asked with instruction"
+        )
+    return labels
+
+
+def own_data_inputs(spec: DataSpec, split: str, examples: Sequence[Example], model: str | None) -> CoTInputs:
+    """Zero-shot CoT on the user's own rows: the backbone (``model``, default the shared one) prompted with
+    ``examples`` (rows of ``spec``'s ``split``) as the teacher sees them (``prompts.file_items``: the texts under
+    their column names, then the instruction), answering with the task's label names."""
+    from ..modeling import default_backbone, load_causal_lm
+    from ..teacher.prompts import file_items
+
+    labels = zero_shot_labels(spec)
+    items, _ = file_items(spec.rows_source(split), spec.columns, spec.encoding, spec.instruction, labels)
+    lm, tokenizer = load_causal_lm(model or default_backbone())
+    queries, gold = own_data_queries(examples, items, labels, tokenizer)
+    return CoTInputs(ZERO_SHOT, lm, tokenizer, queries, gold)
+
+
+__all__ = [
+    "FINETUNED",
+    "ZERO_SHOT",
+    "CoTInputs",
+    "cot_inputs",
+    "decode_settings",
+    "own_data_inputs",
+    "zero_shot_labels",
+]

@@ -305,6 +305,17 @@ class DataSpec:
             )
         return path
 
+    def rows_source(self, split: str):
+        """The file (or ``datasets`` split) all of a split's rows are read from, numbered as training numbers
+        them: a carved validation split's rows are the training file's."""
+        if split == "test":
+            if self.test_file is None:
+                raise DHRDInputError("no test split: give a --test-file")
+            return self.test_file
+        if split == "validation" and self.carves_validation:
+            return self.train_file
+        return self.source(split)
+
     @property
     def columns(self) -> Columns:
         return Columns(

@@ -591,8 +591,8 @@ TASKS: dict[str, Task] = {
 
 class OwnData(Task):
     """The user's own rows (a file or a dataset) as a task: one row per example, with the labels its training
-    file has; scored by accuracy, with macro-F1 beside it. It has no SuperGLUE records, teacher view or
-    zero-shot prompt."""
+    file has; scored by accuracy, with macro-F1 beside it. It has no SuperGLUE records: its teacher view and
+    zero-shot prompt are the file's rows as ``prompts.file_items`` lays them out, answered with its label names."""
 
     def official_metrics(self, examples: Sequence[Example], probs: np.ndarray, input_format: str) -> dict:
         labels, row_pred = np.array([e.label for e in examples]), probs.argmax(-1)
@@ -603,7 +603,7 @@ class OwnData(Task):
 
 
 # Every Example read from the user's own rows carries this task (its name is saved in models and files)
-OWN_DATA = OwnData("custom", "custom", (), ("accuracy",), {}, zero_shot_cot=False, own_data=True)
+OWN_DATA = OwnData("custom", "custom", (), ("accuracy",), {}, own_data=True)
 
 
 def task_rules(name: str) -> Task:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import DHRDInputError
 from ..options.cli_options import option
-from .methods import METHODS
+from .methods import METHOD_RULES, METHODS
 
 COT_SETTINGS = ("paper", "greedy")
 # tasks.TASKS' names, written out: importing tasks takes seconds, which `dhrd reproduce --help` must not (a test
@@ -100,6 +100,11 @@ class ReproduceArguments:
             raise DHRDInputError("give at least one seed")
         if self.cot_setting not in COT_SETTINGS:
             raise DHRDInputError(f"cot_setting must be paper or greedy, not {self.cot_setting!r}")
+        if any(METHOD_RULES[m].cot == "zero-shot" for m in self.methods):  # before any cell trains
+            from .own_data import read_task
+
+            for config in self.own_data.values():
+                read_task(config).check_zero_shot(self.subset_seed)
         from ..training.run import DHRDTrainingArguments
 
         known = {f.name for f in fields(DHRDTrainingArguments)}

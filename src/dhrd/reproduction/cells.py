@@ -100,8 +100,13 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
         return json.loads(target.read_text())
     start = time.perf_counter()
     model = run_dir(args, task, method, seed) if METHOD_RULES[method].cot == "fine-tuned" else args.backbone
-    inputs = cot_inputs(method, task, model, args.data_dir, _cot_examples(args, task))
-    settings = decode_settings((args.cot_setting,), task, inputs.tokenizer, rationales)[0]
+    own = own_task(args, task)
+    if own is None:
+        inputs, budget = cot_inputs(method, task, model, args.data_dir, _cot_examples(args, task)), None
+    else:  # only zero-shot CoT decodes own data (``MethodRules.skip_reason``)
+        inputs = own.cot_inputs(args, model)
+        budget = own.greedy_budget(args, rationales, inputs.tokenizer)
+    settings = decode_settings((args.cot_setting,), task, inputs.tokenizer, rationales, budget)[0]
     engine = TransformersEngine(inputs.lm, inputs.tokenizer)
     run = decode_and_score(
         task, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer, batch_size=8, seed=seed

@@ -88,6 +88,38 @@ class OwnDataTask:
     def label_names(self, args: ReproduceArguments) -> tuple[str, ...]:
         return tuple(self.data_spec(args.subset_seed).label_names())
 
+    def check_zero_shot(self, subset_seed: int) -> None:
+        """Refuse zero-shot CoT on labels without names before any cell runs (``setup.zero_shot_labels``)."""
+        from ..cot.setup import zero_shot_labels
+
+        zero_shot_labels(self.data_spec(subset_seed), f"{self.config}: ")
+
+    def cot_inputs(self, args: ReproduceArguments, model: str | None):
+        """Zero-shot CoT on the first ``cot_eval_examples`` of the examples the classifiers are scored on."""
+        from ..cot.setup import own_data_inputs
+        from ..inference.evaluation import first_examples
+
+        examples = first_examples(self.scored_examples(args), args.cot_cap(self.name))
+        return own_data_inputs(self.data_spec(args.subset_seed), self.scored_split, examples, model)
+
+    def greedy_budget(self, args: ReproduceArguments, rationales: str | None, tokenizer) -> int | None:
+        """Greedy CoT's budget, fitted to the task's training rationales as a SuperGLUE task's is (None under
+        the paper's setting): its rationale column, its rationale file, else the teacher's cache ``rationales``."""
+        if args.cot_setting != "greedy":
+            return None
+        from ..cot.baseline import fitted_max_new_tokens
+        from ..data.inputs import file_rationales
+        from ..data.rationales import read_rationales
+
+        spec = self.data_spec(args.subset_seed)
+        if spec.rationale_column:
+            found = file_rationales(spec.source("train"), spec.columns, spec.rationale_column, spec.encoding)
+        elif self.settings.get("rationales") or rationales:
+            found = read_rationales(Path(self.settings.get("rationales") or rationales), spec.encoding)
+        else:
+            raise DHRDInputError(f"{self.config}: no rationales to fit greedy CoT's budget to: use cot_setting paper")
+        return fitted_max_new_tokens(found.values(), tokenizer)
+
 
 def read_task(path: str | Path) -> OwnDataTask:
     """An own-data config, checked: its settings are data settings, it names a training file or dataset, and
@@ -248,9 +280,9 @@ def existing_rationales(args: ReproduceArguments, own: OwnDataTask) -> str | Non
     return str(found[0]) if found else None
 
 
-def qps_cell(args: ReproduceArguments, task: str) -> dict:
-    """Throughput of an own-data task's classifiers (the first seed's), each timed on the first examples of its
-    scored split as ``dhrd benchmark`` times a SuperGLUE task's; no CoT system decodes own data."""
+def qps_cell(args: ReproduceArguments, task: str, rationales: str | None = None) -> dict:
+    """Throughput of an own-data task's classifiers (the first seed's) and of zero-shot CoT where it is a method,
+    each timed on the first examples of its scored split as ``dhrd benchmark`` times a SuperGLUE task's."""
     from ..benchmarks.timing import time_classifier
     from ..data.tasks import evaluate_rows
     from ..inference.evaluation import first_examples
@@ -274,6 +306,8 @@ def qps_cell(args: ReproduceArguments, task: str) -> dict:
         score = evaluate_rows(examples, timed.pop("probs"), "native")["score"]
         qps[method] = {k: timed[k] for k in ("examples_per_s", "latency_p50_ms", "examples")} | {"score": score}
         del model
+    if any(METHOD_RULES[m].cot == "zero-shot" for m in args.methods):
+        qps["cot-zero-shot"] = _zero_shot_qps(args, own_task(args, task), examples, rationales, bf16)
     data = {
         "qps": qps,
         "batch_size": args.qps_batch_size,
@@ -284,3 +318,22 @@ def qps_cell(args: ReproduceArguments, task: str) -> dict:
     }
     write_json_atomic(target, data)
     return data
+
+
+def _zero_shot_qps(args: ReproduceArguments, own: OwnDataTask, examples: list, rationales: str | None, bf16: bool):
+    """Zero-shot CoT timed as ``dhrd benchmark`` times it (a warm-up, then ``qps_repeats`` passes of decoding and
+    likelihood answers), on the classifiers' timed examples."""
+    from ..benchmarks.benchmark import cot_timing
+    from ..cot.baseline import TransformersEngine, decode_and_score
+    from ..cot.setup import decode_settings, own_data_inputs
+
+    inputs = own_data_inputs(own.data_spec(args.subset_seed), own.scored_split, examples, args.backbone)
+    budget = own.greedy_budget(args, rationales, inputs.tokenizer)
+    settings = decode_settings((args.cot_setting,), own.name, inputs.tokenizer, rationales, budget)[0]
+    engine = TransformersEngine(inputs.lm, inputs.tokenizer, bf16)
+    run = decode_and_score(
+        own.name, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer,
+        batch_size=args.qps_batch_size, seed=args.seeds[0], repeats=args.qps_repeats, warm_up=True, progress=False,
+    )  # fmt: skip
+    timed = cot_timing(run)
+    return {k: timed[k] for k in ("examples_per_s", "latency_p50_ms", "examples")} | {"score": run.metrics["score"]}

@@ -128,7 +128,7 @@ def reproduce(args: ReproduceArguments, progress: bool = True, on_cell: Callable
         elif cell.kind == "cot":
             value = cot_cell(args, cell.task, cell.method, cell.seed, sources[cell.task])
         elif task_rules(cell.task).own_data:  # no SuperGLUE benchmark: its classifiers, timed alike
-            value = own_data_qps_cell(args, cell.task)
+            value = own_data_qps_cell(args, cell.task, sources[cell.task])
         else:
             value = qps_cell(args, cell.task, sources[cell.task])
         record = {"kind": cell.kind, "task": cell.task, "method": cell.method, "seed": cell.seed, "result": value}

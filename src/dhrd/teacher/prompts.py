@@ -142,16 +142,21 @@ def file_titles(columns: Columns) -> tuple[str, str]:
 
 
 def file_items(
-    path: str | Path, columns: Columns, encoding: str | None = None, instruction: str | None = None
+    path: str | Path,
+    columns: Columns,
+    encoding: str | None = None,
+    instruction: str | None = None,
+    labels: Sequence[str] | None = None,
 ) -> tuple[list[TeacherItem], dict[str, str]]:
     """A user file's rows and its labels, each row laid out as the SuperGLUE prompts lay out theirs: the
     text(s), then the task's question. Rows are keyed as training keys them (``data.RowKeys``): by the
     ``columns.id`` column, or by their 1-based row number. Labels are their names (``--label-names``): bare
     numbers are left as they are here (an imported file needs no names); ``check_teacher_labels`` refuses them
-    before a teacher is asked. ``path`` may be a ``datasets`` split, read as a file is."""
+    before a teacher is asked. ``path`` may be a ``datasets`` split, read as a file is. ``labels``: the task's
+    label set where ``path`` is not its training file (a test file's rows are asked what training's were)."""
     path = table_source(path)
     columns = replace(columns, instruction=None)  # the question is placed below, in the teacher's layout
-    labels = file_label_names(path, columns, encoding)
+    labels = tuple(labels) if labels is not None else file_label_names(path, columns, encoding)
     question = file_question(instruction, labels)
     titles = file_titles(columns)
     keys = RowKeys(path, columns.id)
