@@ -66,7 +66,6 @@ NOT_YET_SPLIT = {
     "inference.onnx_export",
     "inference.prediction",
     "teacher.teachers",
-    "training.run",
     "training.training_args",
 }
 

@@ -537,7 +537,8 @@ def test_cli_kill_9_loses_nothing_and_resumes(server, superglue_dir, tmp_path):
 def test_generated_cache_trains_a_dhrd_model(server, superglue_dir, tiny_backbone, tmp_path):
     from conftest import tiny_run
 
-    from dhrd.training.run import DHRDTrainingArguments, train
+    from dhrd.training.run import train
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     url, _ = server(lambda n, body: (200, _good_reply(body)))
     path, _ = _run_server(url, superglue_dir, tmp_path)
