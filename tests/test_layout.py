@@ -65,7 +65,6 @@ NOT_YET_SPLIT = {
     "data.tasks",
     "inference.onnx_export",
     "inference.prediction",
-    "teacher.teachers",
     "training.training_args",
 }
 

@@ -21,6 +21,8 @@ from conftest import assert_provenance, write_jsonl
 from dhrd.data.inputs import Columns
 from dhrd.data.rationales import RationaleCache, read_rationales
 from dhrd.errors import DHRDInputError
+from dhrd.teacher.asking import generate_rationales
+from dhrd.teacher.backends import LocalTeacher, OpenAITeacher
 from dhrd.teacher.prompts import (
     SENTINEL,
     TeacherItem,
@@ -32,7 +34,7 @@ from dhrd.teacher.prompts import (
     parse_answer,
     task_items,
 )
-from dhrd.teacher.teachers import LocalTeacher, OpenAITeacher, generate_rationales, make_rationales
+from dhrd.teacher.teachers import make_rationales
 
 ITEM = TeacherItem(0, "entailment", "Yes", "Premise: a\nHypothesis: b", {})
 ANSWERS = ("Yes", "No")

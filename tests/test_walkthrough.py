@@ -211,7 +211,7 @@ def test_the_teacher_bar_counts_cached_rows_and_ctrl_c_prints_the_summary(server
     args = ["rationales", "--train-file", tmp_path / "train.csv", "--text-column", "premise", "--text-pair-column",
             "hypothesis", "--label-names", "0=entailment,1=contradiction,2=neutral", "--teacher", "m",
             "--base-url", url, "--output", tmp_path / "c", "--concurrency", "1"]  # fmt: skip
-    from dhrd.teacher.teachers import OpenAITeacher
+    from dhrd.teacher.backends import OpenAITeacher
 
     original = OpenAITeacher.generate
 

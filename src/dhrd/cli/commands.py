@@ -273,7 +273,8 @@ def rationales(args: RationalesArguments):
     reads. Resumable: kill it at any moment and run the same command again."""
     from ..data.datasets_input import dataset_split
     from ..data.inputs import Columns, parse_label_map
-    from ..teacher.teachers import RationalesInterrupted, make_rationales
+    from ..teacher.asking import RationalesInterrupted
+    from ..teacher.teachers import make_rationales
 
     def go():
         try:
