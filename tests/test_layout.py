@@ -63,7 +63,6 @@ MOST_LINES = 550
 NOT_YET_SPLIT = {
     "cli.commands",
     "data.tasks",
-    "inference.onnx_export",
     "inference.prediction",
     "training.training_args",
 }

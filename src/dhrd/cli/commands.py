@@ -241,7 +241,8 @@ def predict(args: PredictArguments):
 @command(app, ExportArguments, run=_one_line_errors)
 def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
-    from ..inference.onnx_export import export_onnx, int8_check_line
+    from ..inference.onnx_export import export_onnx
+    from ..inference.onnx_int8_check import int8_check_line
 
     summary = _run(
         lambda: export_onnx(
