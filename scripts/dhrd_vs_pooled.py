@@ -16,7 +16,8 @@ from pathlib import Path
 
 from dhrd.reproduction import score_stats as _stats
 from dhrd.runtime import write_json_atomic, write_text_atomic
-from dhrd.training.run import DHRDTrainingArguments, train
+from dhrd.training.run import train
+from dhrd.training.training_args import DHRDTrainingArguments
 
 # Caps keep one pooled + one DHRD run per task and seed to a few CPU minutes here (see the report).
 TASKS: dict[str, int | None] = {}  # task -> max training examples (None: the full split), from --tasks

@@ -30,16 +30,10 @@ import torch
 
 from dhrd.data.tasks import evaluate_rows
 from dhrd.inference.evaluation import examples_for_model, predict_proba
-from dhrd.inference.onnx_export import (
-    INT8_CONFIG,
-    ONNX_FILE,
-    QUANT_CONFIGS,
-    OnnxClassifier,
-    encode_batch,
-    export_onnx,
-    load_export_config,
-    quantize_int8,
-)
+from dhrd.inference.onnx_engine import OnnxClassifier, load_export_config
+from dhrd.inference.onnx_export import export_onnx
+from dhrd.inference.onnx_graph import ONNX_FILE, encode_batch
+from dhrd.inference.onnx_quantize import INT8_CONFIG, QUANT_CONFIGS, quantize_int8
 from dhrd.modeling import load_classifier, load_tokenizer
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from dhrd.data.tasks import TASKS, floors, sample_examples
 from dhrd.memory import rss_gb
 from dhrd.runtime import save_figure_atomic, write_json_atomic, write_text_atomic
-from dhrd.training.run import DHRDTrainingArguments, train
+from dhrd.training.run import train
+from dhrd.training.training_args import DHRDTrainingArguments
 
 OUT = Path("results/learning-budget-smollm2-cpu")
 RUNS = Path("runs/learning-budget")

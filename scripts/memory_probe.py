@@ -17,7 +17,8 @@ from dhrd.memory import peak_rss_gb as hwm
 from dhrd.memory import reset_peak
 from dhrd.memory import rss_gb as rss
 from dhrd.modeling import load_tokenizer, resolve_backbone
-from dhrd.training.run import build_model, reasoning_head, reasoning_loss_sum
+from dhrd.training.loss_terms import reasoning_loss_sum
+from dhrd.training.model_setup import build_model, reasoning_head
 from dhrd.training.training_args import DHRDTrainingArguments
 
 attn, ckpt, lens = sys.argv[1], sys.argv[2] == "1", [int(x) for x in sys.argv[3].split(",")]

@@ -22,7 +22,8 @@ from dhrd.data.inputs import load_file_examples  # noqa: E402
 from dhrd.data.tasks import TASKS  # noqa: E402
 from dhrd.runtime import write_json_atomic, write_text_atomic  # noqa: E402
 from dhrd.stats import example_statistics, paired_difference  # noqa: E402
-from dhrd.training.run import DHRDTrainingArguments, train  # noqa: E402
+from dhrd.training.run import train  # noqa: E402
+from dhrd.training.training_args import DHRDTrainingArguments  # noqa: E402
 
 RUNS = Path("runs/own-data-instruction")
 OUT = Path("results/own-data-instruction-smollm2-cpu")

@@ -113,7 +113,7 @@ class OwnData(Study):
     """An own-data config (train and validation files), scored on the test file beside the training file."""
 
     def __init__(self, config: Path):
-        from dhrd.training.run import DHRDTrainingArguments
+        from dhrd.training.training_args import DHRDTrainingArguments
 
         self.config = dict(yaml.safe_load(config.read_text()))
         spec = DHRDTrainingArguments(**self.config, output_dir="unused").data_spec()
@@ -161,7 +161,7 @@ class SuperGLUE(Study):
 
 
 def training_arguments(study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool):
-    from dhrd.training.run import DHRDTrainingArguments
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     own = isinstance(study, OwnData)
     return DHRDTrainingArguments(

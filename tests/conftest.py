@@ -196,7 +196,8 @@ def loss_trainer(backbone, tmp_path, n: int = 4, **settings):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from dhrd.data.inputs import ClassificationCollator
-    from dhrd.training.run import DHRDTrainer, DHRDTrainingArguments
+    from dhrd.training.trainer import DHRDTrainer
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     lm = AutoModelForCausalLM.from_pretrained(backbone)
     rows = datasets.Dataset.from_dict(

@@ -15,7 +15,8 @@ from transformers import (
 
 from dhrd.inference.evaluation import predict_proba
 from dhrd.modeling import build_classifier, save_classifier
-from dhrd.training.run import DHRDTrainingArguments, apply_lora
+from dhrd.training.model_setup import apply_lora
+from dhrd.training.training_args import DHRDTrainingArguments
 
 SMALL = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
 CONFIGS = {

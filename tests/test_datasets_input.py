@@ -140,7 +140,8 @@ def test_train_evaluate_and_predict_from_a_saved_dataset(tiny_backbone, sst, tmp
 
 def test_rationales_import_from_a_dataset_and_train_dhrd_on_them(tiny_backbone, sst, tmp_path):
     from dhrd.data.inputs import ANSWER_PREFIX, REASON_PREFIX
-    from dhrd.training.run import DHRDTrainingArguments, prepare_run
+    from dhrd.training.trainer import prepare_run
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     mine = write_jsonl(tmp_path / "mine.jsonl", [{"idx": k, "rationale": f"it says {WORDS[(k - 1) % 6]}"}
                                                  for k in range(1, 13)])  # fmt: skip

@@ -20,7 +20,7 @@ from dhrd.data.inputs import (
 from dhrd.data.rationales import pair_rationales, read_rationales
 from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
-from dhrd.training.run import reasoning_loss_sum
+from dhrd.training.loss_terms import reasoning_loss_sum
 
 
 def _rows(n=4, per_group=1):
@@ -88,7 +88,7 @@ def test_rationale_modes_are_seeded_and_move_whole_examples():
 def test_the_label_word_written_into_each_training_sequence(tmp_path, tiny_backbone, superglue_dir, mode):
     """Through train()'s own data path: shuffle_both ends each sequence with the label word of the example whose
     rationale it got; the other modes with the row's own label word."""
-    from dhrd.training.run import prepare_run
+    from dhrd.training.trainer import prepare_run
 
     rationales = write_jsonl(tmp_path / "rte.jsonl", [{"idx": i, "rationale": f"reason number {i}"} for i in range(8)])
     args = DHRDTrainingArguments(

@@ -20,7 +20,9 @@ from dhrd.cli.commands import app
 from dhrd.data.tasks import Example, choice_predictions, load_task_split
 from dhrd.errors import DHRDInputError
 from dhrd.inference.class_report import class_report
-from dhrd.training.run import DHRDTrainer, changed_settings, class_weight_values, prepare_run
+from dhrd.training.class_weights import class_weight_values
+from dhrd.training.resume import changed_settings
+from dhrd.training.trainer import DHRDTrainer, prepare_run
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

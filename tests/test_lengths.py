@@ -49,7 +49,7 @@ def test_left_truncation_cuts_only_the_long_inputs_from_the_left(tiny_backbone):
 
 def test_the_length_defaults_have_one_home(tiny_backbone):
     from dhrd.benchmarks.training_benchmark import TrainBenchmarkArguments
-    from dhrd.training.run import DHRDTrainingArguments
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     assert DHRDTrainingArguments(task="cb").max_length == DEFAULT_MAX_LENGTH
     assert TrainBenchmarkArguments().max_length == SUPERGLUE_MAX_LENGTH

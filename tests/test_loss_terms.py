@@ -8,7 +8,7 @@ from conftest import loss_trainer, tiny_run, write_jsonl
 
 from dhrd import DHRDTrainingArguments, train
 from dhrd.training.lm_loss import linear_cross_entropy_sum
-from dhrd.training.run import reasoning_loss_sum, trained_parameters
+from dhrd.training.loss_terms import reasoning_loss_sum, trained_parameters
 
 
 def _trainer_and_batch(tiny_backbone, tmp_path, **settings):

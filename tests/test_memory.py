@@ -64,7 +64,7 @@ def test_three_training_cells_in_one_process_do_not_pile_up(tmp_path, small_back
     and the tokenizer's caches, logging records, the allocator's free lists after ``malloc_trim``) measured
     under 10 MB here. The first cell is the baseline: it loads the libraries and warms their caches once."""
     from dhrd.hf.modeling_dhrd import DHRDForSequenceClassification
-    from dhrd.training.run import DHRDTrainer
+    from dhrd.training.trainer import DHRDTrainer
 
     models_before = _alive(DHRDForSequenceClassification)
     after = []

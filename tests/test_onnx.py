@@ -14,18 +14,14 @@ pytest.importorskip("onnxscript")
 
 from dhrd.cli.commands import app  # noqa: E402
 from dhrd.inference.evaluation import evaluate, predict_proba  # noqa: E402
-from dhrd.inference.onnx_export import (  # noqa: E402
-    CHECK_TEXTS,
+from dhrd.inference.onnx_engine import OnnxClassifier, load_onnx_classifier  # noqa: E402
+from dhrd.inference.onnx_export import export_onnx  # noqa: E402
+from dhrd.inference.onnx_graph import CHECK_TEXTS, INT8_FILE, METADATA_FILE, ONNX_FILE  # noqa: E402
+from dhrd.inference.onnx_int8_check import check_rows  # noqa: E402
+from dhrd.inference.onnx_quantize import (  # noqa: E402
     INT8_CONFIG,
-    INT8_FILE,
-    METADATA_FILE,
-    ONNX_FILE,
     QUANT_CONFIGS,
-    OnnxClassifier,
-    check_rows,
-    export_onnx,
     head_nodes,
-    load_onnx_classifier,
     quantize_int8,
     quantized_nodes,
 )
@@ -302,7 +298,7 @@ def test_int8_check_rows_fall_back_to_the_task_then_to_the_built_in_texts(
 
 def test_int8_check_reads_the_data_file_the_run_recorded(exported, tmp_path, monkeypatch):
     """A run trained on a file records it relative to where training ran: found from the run directory."""
-    from dhrd.inference.onnx_export import _recorded_data_file
+    from dhrd.inference.onnx_int8_check import _recorded_data_file
 
     model_dir, _, _ = exported
     run = tmp_path / "project" / "runs" / "mine"

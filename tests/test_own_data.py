@@ -144,7 +144,8 @@ def test_import_reads_raw_label_values_through_the_names(tmp_path):
 
 def test_named_labels_and_instruction_train_save_evaluate_and_predict(tiny_backbone, tmp_path):
     from dhrd.data.inputs import ANSWER_PREFIX, REASON_PREFIX
-    from dhrd.training.run import DHRDTrainingArguments, prepare_run
+    from dhrd.training.trainer import prepare_run
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     rows = reviews(12)
     for row in rows:
@@ -283,7 +284,8 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
     with their defaults: it is reused, not refused as a run with other settings."""
     from dataclasses import asdict
 
-    from dhrd.training.run import DHRDTrainingArguments, changed_settings
+    from dhrd.training.resume import changed_settings
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     args = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte")
     saved = {k: v for k, v in asdict(args).items() if k not in ("label_map", "instruction", "instruction_in_input")}
@@ -304,7 +306,8 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
 def test_label_names_as_a_string_or_a_mapping_are_the_same_run(tmp_path):
     """--label-names 0=a,1=b on the command line and {"0": "a", "1": "b"} in Python train the same model: a run
     saved with one resumes under the other; other names are another run."""
-    from dhrd.training.run import DHRDTrainingArguments, changed_settings
+    from dhrd.training.resume import changed_settings
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     def args(label_map):
         return DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", label_map=label_map)
@@ -334,7 +337,8 @@ def test_rationales_for_other_rows_than_the_run_trains_on_say_why_none_pair(tiny
 
 
 def test_a_test_file_is_scored_once_by_the_kept_model_and_capped_as_validation_is(tiny_backbone, tmp_path):
-    from dhrd.training.run import DHRDTrainingArguments, train
+    from dhrd.training.run import train
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     train_file = write_jsonl(tmp_path / "train.jsonl", reviews(12))
     validation = write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))

@@ -74,7 +74,7 @@ def loading_fails(monkeypatch):
     for target in (
         "dhrd.inference.prediction.load_inference_model",
         "dhrd.inference.evaluation.load_inference_model",
-        "dhrd.training.run.resolve_backbone",
+        "dhrd.training.prepare.resolve_backbone",
         "dhrd.training.run.prepare_run",
         "dhrd.inference.onnx_export.load_classifier",
         "dhrd.teacher.teachers.LocalTeacher",

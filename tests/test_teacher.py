@@ -21,6 +21,8 @@ from conftest import assert_provenance, write_jsonl
 from dhrd.data.inputs import Columns
 from dhrd.data.rationales import RationaleCache, read_rationales
 from dhrd.errors import DHRDInputError
+from dhrd.teacher.asking import generate_rationales
+from dhrd.teacher.backends import LocalTeacher, OpenAITeacher
 from dhrd.teacher.prompts import (
     SENTINEL,
     TeacherItem,
@@ -32,7 +34,7 @@ from dhrd.teacher.prompts import (
     parse_answer,
     task_items,
 )
-from dhrd.teacher.teachers import LocalTeacher, OpenAITeacher, generate_rationales, make_rationales
+from dhrd.teacher.teachers import make_rationales
 
 ITEM = TeacherItem(0, "entailment", "Yes", "Premise: a\nHypothesis: b", {})
 ANSWERS = ("Yes", "No")
@@ -537,7 +539,8 @@ def test_cli_kill_9_loses_nothing_and_resumes(server, superglue_dir, tmp_path):
 def test_generated_cache_trains_a_dhrd_model(server, superglue_dir, tiny_backbone, tmp_path):
     from conftest import tiny_run
 
-    from dhrd.training.run import DHRDTrainingArguments, train
+    from dhrd.training.run import train
+    from dhrd.training.training_args import DHRDTrainingArguments
 
     url, _ = server(lambda n, body: (200, _good_reply(body)))
     path, _ = _run_server(url, superglue_dir, tmp_path)

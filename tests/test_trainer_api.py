@@ -14,7 +14,9 @@ from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.provenance import dhrd_version
 from dhrd.training.argparser import parse_train_arguments
-from dhrd.training.run import DHRDTrainer, DHRDTrainingArguments, train
+from dhrd.training.run import train
+from dhrd.training.trainer import DHRDTrainer
+from dhrd.training.training_args import DHRDTrainingArguments
 
 runner = CliRunner()
 POSITIVE = ["a good film", "great fun", "lovely acting", "a fine story", "good and warm", "great cast"]
@@ -172,7 +174,7 @@ def test_another_peft_config_is_another_run(tmp_path, tiny_backbone, reviews):
     from peft import LoraConfig
 
     from dhrd.errors import DHRDInputError
-    from dhrd.training.run import peft_fingerprint
+    from dhrd.training.prepare import peft_fingerprint
 
     def trainer(r):
         return DHRDTrainer(

@@ -13,7 +13,7 @@ from conftest import assert_provenance
 from safetensors.torch import load_file
 
 from dhrd import DHRDTrainingArguments, evaluate, load_classifier, predict, train
-from dhrd.training.run import lora_target_pattern
+from dhrd.training.model_setup import lora_target_pattern
 
 
 def tiny_args(tmp_path, tiny_backbone, superglue_dir, **overrides):
@@ -206,7 +206,7 @@ def test_kill_and_resume_matches_an_unbroken_run(
 
 
 def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path):
-    from dhrd.training.run import latest_complete_checkpoint
+    from dhrd.training.resume import latest_complete_checkpoint
 
     for step, state in [(2, "{}"), (4, "{}"), (6, '{"global_st')]:
         (tmp_path / f"checkpoint-{step}").mkdir()
@@ -232,7 +232,7 @@ def test_step_checkpoints_leave_an_epoch_end_to_the_epoch_save():
     best epoch than an unbroken run. Step saves now skip epoch ends."""
     from transformers import TrainerControl, TrainerState
 
-    from dhrd.training.run import SaveEveryNSteps
+    from dhrd.training.callbacks import SaveEveryNSteps
 
     callback = SaveEveryNSteps(2)
     for step, epoch, expected in [(2, 2 / 18, True), (3, 3 / 18, False), (18, 1.0, False), (20, 1 + 2 / 18, True)]:
@@ -431,7 +431,7 @@ def _epoch_rows(run) -> tuple[list, int, int]:
 def test_length_grouped_batches_hold_every_candidate_row_once_with_its_label(
     tmp_path, tiny_backbone, superglue_dir, method
 ):
-    from dhrd.training.run import prepare_run
+    from dhrd.training.trainer import prepare_run
 
     def epoch(grouped: bool):
         args = tiny_args(

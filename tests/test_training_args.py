@@ -7,7 +7,7 @@ import pytest
 from transformers import TrainingArguments
 
 from dhrd.errors import DHRDInputError
-from dhrd.training.run import RUN_DEFINING, changed_settings
+from dhrd.training.resume import RUN_DEFINING, changed_settings
 from dhrd.training.training_args import (
     TRAINER_NOT_RUN_DEFINING,
     TRAINER_RUN_DEFINING,

@@ -14,7 +14,10 @@ import dhrd.cot.explain
 import dhrd.inference.evaluation
 import dhrd.inference.prediction
 import dhrd.modeling
+import dhrd.training.prepare
 import dhrd.training.run
+import dhrd.training.trainer
+import dhrd.training.training_args
 from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import build_classifier, load_classifier, save_classifier
@@ -156,9 +159,9 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
     # evaluate and predict load through engines.load_inference_model and explain through
     # modeling.reasoning_lm: both call modeling's own load_classifier
     monkeypatch.setattr(dhrd.modeling, "load_classifier", _stop_and_record(seen))
-    monkeypatch.setattr(dhrd.training.run, "resolve_backbone", _stop_and_record(seen))
+    monkeypatch.setattr(dhrd.training.prepare, "resolve_backbone", _stop_and_record(seen))
     (saved_models["dhrd"] / "reasoning_head.safetensors").touch()  # explain's check for the reasoning head
-    run = dhrd.training.run.DHRDTrainingArguments(
+    run = dhrd.training.training_args.DHRDTrainingArguments(
         **tiny_run(tiny_backbone, superglue_dir, output_dir=str(tmp_path / "run")), trust_remote_code=trust
     )
     predicts = [module.predict for module in _predict_modules()]
@@ -169,7 +172,7 @@ def test_python_api_threads_the_flag(saved_models, superglue_dir, tiny_backbone,
             for f in predicts
         ],
         lambda: dhrd.cot.explain.explain(saved_models["dhrd"], [TEXT], trust_remote_code=trust),
-        lambda: dhrd.training.run.prepare_run(run),
+        lambda: dhrd.training.trainer.prepare_run(run),
     ]
     try:
         for call in calls:

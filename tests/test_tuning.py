@@ -10,7 +10,8 @@ from dhrd import DHRDTrainingArguments, train
 from dhrd.data.tasks import Example, load_task_split
 from dhrd.errors import DHRDInputError
 from dhrd.training.argparser import parse_train_arguments
-from dhrd.training.run import carve_dev_split, prepare_parts
+from dhrd.training.prepare import prepare_parts
+from dhrd.training.run_rows import carve_dev_split
 
 pytest.importorskip("optuna", reason="--alpha auto needs optuna")
 

@@ -104,10 +104,10 @@ def test_a_training_file_alone_is_split_and_the_split_is_recorded(tiny_backbone,
     scored = json.loads((tmp_path / "run" / "model" / "eval-validation.json").read_text())
     assert scored["rows"] == 4 and scored["score"] == pytest.approx(metrics["score"], abs=1e-6)
     # a resumed run must carve the same rows: a changed file is refused, never mixed into the run
-    from dhrd.training.run import _record_validation_split
+    from dhrd.training.run_rows import record_validation_split
 
     with pytest.raises(DHRDInputError, match="carved from other rows than"):
-        _record_validation_split(tmp_path / "run", {**record, "validation_ids": [1, 2, 3, 4]}, resuming=True)
+        record_validation_split(tmp_path / "run", {**record, "validation_ids": [1, 2, 3, 4]}, resuming=True)
     # both a validation file and a fraction is one too many
     code, output = run("train", "--train-file", data, "--validation-file", data, "--validation-fraction", "0.2",
                        *columns, *common, "--output-dir", tmp_path / "both")  # fmt: skip
@@ -211,7 +211,7 @@ def test_the_teacher_bar_counts_cached_rows_and_ctrl_c_prints_the_summary(server
     args = ["rationales", "--train-file", tmp_path / "train.csv", "--text-column", "premise", "--text-pair-column",
             "hypothesis", "--label-names", "0=entailment,1=contradiction,2=neutral", "--teacher", "m",
             "--base-url", url, "--output", tmp_path / "c", "--concurrency", "1"]  # fmt: skip
-    from dhrd.teacher.teachers import OpenAITeacher
+    from dhrd.teacher.backends import OpenAITeacher
 
     original = OpenAITeacher.generate
 

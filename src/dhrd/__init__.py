@@ -15,7 +15,9 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each
     from .inference.prediction import predict
     from .modeling import build_classifier, load_classifier, save_classifier
     from .reproduction import ReproduceArguments, make_arguments, reproduce
-    from .training.run import DHRDTrainer, DHRDTrainingArguments, train
+    from .training.run import train
+    from .training.trainer import DHRDTrainer
+    from .training.training_args import DHRDTrainingArguments
 
 # each public name and the module that defines it
 _HOMES = {
@@ -32,8 +34,8 @@ _HOMES = {
     "TASKS": "data.tasks",
     "Example": "data.tasks",
     "load_task_split": "data.tasks",
-    "DHRDTrainer": "training.run",
-    "DHRDTrainingArguments": "training.run",
+    "DHRDTrainer": "training.trainer",
+    "DHRDTrainingArguments": "training.training_args",
     "train": "training.run",
 }
 __all__ = [

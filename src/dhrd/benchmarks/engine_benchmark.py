@@ -20,7 +20,9 @@ import numpy as np
 
 from ..data.tasks import Example, evaluate_rows
 from ..inference.evaluation import predict_proba
-from ..inference.onnx_export import INT8_FILE, export_onnx, load_onnx_classifier
+from ..inference.onnx_engine import load_onnx_classifier
+from ..inference.onnx_export import export_onnx
+from ..inference.onnx_graph import INT8_FILE
 from .timing import time_classifier
 
 ENGINE_COLUMNS = (

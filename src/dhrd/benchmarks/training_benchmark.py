@@ -161,7 +161,7 @@ def work_dir(args: TrainBenchmarkArguments) -> Path:
 def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path, **changes):
     """The training arguments of one benchmark run: one epoch, no real validation, every cell on the same
     seeded examples; ``args.extra`` then ``changes`` (a variant's) override the defaults."""
-    from ..training.run import DHRDTrainingArguments
+    from ..training.training_args import DHRDTrainingArguments
 
     settings = {
         "task": args.task,
@@ -183,7 +183,8 @@ def cell_arguments(args: TrainBenchmarkArguments, method: str, output_dir: Path,
 
 
 def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Path, peak: float) -> dict:
-    from ..training.run import MemoryCallback, prepare_run
+    from ..training.callbacks import MemoryCallback
+    from ..training.trainer import prepare_run
 
     output_dir = runs / f"{method}-{variant.replace(' ', '_').replace(',', '')}"
     train_args = cell_arguments(args, method, output_dir, max_train_examples=args.examples, **VARIANTS[variant])
@@ -243,7 +244,7 @@ def run_cell(args: TrainBenchmarkArguments, variant: str, method: str, runs: Pat
 def epoch_padding(args: TrainBenchmarkArguments, method: str) -> dict:
     """Padding share of one epoch over the task's whole training split, as the Trainer batches it, with
     random batches and with length-grouped ones (collation only, no model step)."""
-    from ..training.run import prepare_run
+    from ..training.trainer import prepare_run
 
     shares = {}
     for grouped in (False, True):

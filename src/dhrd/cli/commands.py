@@ -241,7 +241,8 @@ def predict(args: PredictArguments):
 @command(app, ExportArguments, run=_one_line_errors)
 def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
-    from ..inference.onnx_export import export_onnx, int8_check_line
+    from ..inference.onnx_export import export_onnx
+    from ..inference.onnx_int8_check import int8_check_line
 
     summary = _run(
         lambda: export_onnx(
@@ -273,7 +274,8 @@ def rationales(args: RationalesArguments):
     reads. Resumable: kill it at any moment and run the same command again."""
     from ..data.datasets_input import dataset_split
     from ..data.inputs import Columns, parse_label_map
-    from ..teacher.teachers import RationalesInterrupted, make_rationales
+    from ..teacher.asking import RationalesInterrupted
+    from ..teacher.teachers import make_rationales
 
     def go():
         try:

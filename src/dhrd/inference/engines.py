@@ -24,12 +24,12 @@ def load_inference_model(
 ):
     """(model, tokenizer) for ``engine``: a trained model or run directory for torch; an export directory (its
     ``model.onnx``) or one of its ``.onnx`` files (``model.int8.onnx``) for onnxruntime."""
-    from .onnx_export import is_onnx_export
+    from .onnx_engine import is_onnx_export
 
     if check_engine(engine) == "onnxruntime":
         if compile:
             raise DHRDInputError("--compile is for --engine torch (onnxruntime optimises the graph itself)")
-        from .onnx_export import load_onnx_classifier
+        from .onnx_engine import load_onnx_classifier
 
         return load_onnx_classifier(path, trust_remote_code=trust_remote_code)
     from ..modeling import load_classifier
@@ -43,7 +43,7 @@ def model_file(path: str | Path, engine: str = "torch") -> Path:
     """The file that identifies the model an engine runs (its path and time stamp key resumable predictions):
     the saved model's ``config.json`` for torch, the ``.onnx`` file for onnxruntime."""
     if check_engine(engine) == "onnxruntime":
-        from .onnx_export import find_export
+        from .onnx_engine import find_export
 
         return find_export(path)
     from ..modeling import find_model_dir

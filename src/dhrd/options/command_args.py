@@ -109,7 +109,7 @@ class BenchmarkArguments:
         if unknown:
             raise DHRDInputError(f"unknown CoT setting or engine: {', '.join(sorted(unknown))}")
         if self.onnx:
-            from ..inference.onnx_export import require_onnxruntime
+            from ..inference.onnx_graph import require_onnxruntime
 
             require_onnxruntime()  # before anything is timed
 

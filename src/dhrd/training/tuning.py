@@ -22,7 +22,10 @@ from pathlib import Path
 
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic, write_text_atomic
-from .run import DHRDTrainer, encode_rows, reasoning_head, train
+from .model_setup import reasoning_head
+from .run import train
+from .run_rows import encode_rows
+from .trainer import DHRDTrainer
 from .training_args import DHRDTrainingArguments
 
 logger = logging.getLogger(__name__)

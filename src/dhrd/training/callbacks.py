@@ -1,0 +1,82 @@
+"""The run's Trainer callbacks: early stopping that survives a resume, step checkpoints between epoch ones, and
+the record of resident memory."""
+
+from __future__ import annotations
+
+from transformers import EarlyStoppingCallback, TrainerCallback
+
+from ..memory import ActivationBudget, peak_rss_gb, release_memory, rss_gb
+
+
+def evaluations_without_improvement(history: list[dict], metric: str, greater_is_better: bool) -> int:
+    """How many validation passes since ``metric`` last improved, counted as EarlyStoppingCallback counts
+    (a tie is no improvement), over a run's ``log_history``."""
+    key = metric if metric.startswith("eval_") else f"eval_{metric}"
+    best, count = None, 0
+    for value in (h[key] for h in history if key in h):
+        if best is None or (value > best if greater_is_better else value < best):
+            best, count = value, 0
+        else:
+            count += 1
+    return count
+
+
+class EarlyStopping(EarlyStoppingCallback):
+    """transformers' early stopping, whose count of epochs without improvement is recounted from the run's
+    history whenever training (re)starts: a resumed run stops where an unbroken one with the same patience
+    would (Trainer does not restore a callback's own state by default)."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        super().on_train_begin(args, state, control, **kwargs)
+        self.early_stopping_patience_counter = evaluations_without_improvement(
+            state.log_history, args.metric_for_best_model, args.greater_is_better
+        )
+
+
+class SaveEveryNSteps(TrainerCallback):
+    """Resume checkpoints between epoch checkpoints, so a kill loses at most ``n`` steps."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # Not on an epoch's last step: the epoch-end save (after validation) writes the same checkpoint again,
+        # and a kill between the two left a complete-looking checkpoint without that epoch's validation, so
+        # the resumed run could pick another best epoch than an unbroken one.
+        last_step_of_epoch = state.epoch is not None and abs(state.epoch - round(state.epoch)) < 1e-6
+        if self.n and state.global_step % self.n == 0 and not last_step_of_epoch:
+            control.should_save = True
+        return control
+
+
+class MemoryCallback(TrainerCallback):
+    """Resident memory (GB, ``dhrd.memory``) at the points of a run: after the model is loaded (``loaded``), when
+    training begins, after the first optimiser step, at each epoch's end, and the run's peak (since train()'s
+    ``reset_peak``). Frees what the epoch left (``release_memory``) before each epoch-end figure."""
+
+    def __init__(self):
+        self.record: dict = {"unit": "GB", "peak_rss": None, "rss_after_load": None, "rss_at_train_begin": None}
+        self.record.update(rss_after_first_step=None, rss_at_epoch_end=[])
+
+    def loaded(self) -> None:
+        self.record["rss_after_load"] = rss_gb()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.record["rss_at_train_begin"] = rss_gb()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.record["rss_after_first_step"] is None:
+            self.record["rss_after_first_step"] = rss_gb()
+            self.record["peak_rss_first_step"] = peak_rss_gb()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        release_memory()
+        self.record["rss_at_epoch_end"].append({"epoch": round(state.epoch or 0.0, 3), "rss": rss_gb()})
+
+    def finish(self, budget: ActivationBudget | None = None, budget_gb: float | None = None) -> dict:
+        """The record, with the run's peak and what the activation budget did."""
+        self.record["peak_rss"] = peak_rss_gb()
+        self.record["rss_at_end"] = rss_gb()
+        self.record["activation_memory"] = budget_gb
+        self.record["most_layers_recomputed"] = None if budget is None else budget.most
+        return dict(self.record)
