@@ -13,9 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import DHRDInputError
 from ..memory import pin_mmap_threshold
@@ -75,8 +76,10 @@ def evaluation_file_name(split: str, file: Path | None = None, dataset: str | No
     return f"eval-{split}.json"
 
 
-def _metrics_table(metrics: dict, title: str) -> Table:
-    table = Table(title=title)
+def _metrics_table(metrics: dict, title: str) -> Group:
+    # the title (it names files and folders) is a line of its own: as a table title it would fold at the table's
+    # width, splitting a path mid-name however wide the terminal
+    table = Table()
     table.add_column("task")
     table.add_column("metrics")
     table.add_column("score", justify="right")
@@ -85,7 +88,7 @@ def _metrics_table(metrics: dict, title: str) -> Table:
         table.add_row(name, f"{shown} ({values['examples']} examples)", f"{values['score']:.2f}")
     if len(metrics["tasks"]) > 1:
         table.add_row("average", "", f"{metrics['score']:.2f}")
-    return table
+    return Group(Text(title, style="italic"), table)
 
 
 def _print_classes(classes: dict, shown: int = 20) -> None:
