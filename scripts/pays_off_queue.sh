@@ -1,0 +1,27 @@
+#!/bin/bash
+# The cells still owed to the DHRD-pays-off table (issue 24) and the head decision (issue 28), as two resumable
+# queues for a 2-core machine: each finished cell is kept in results/<study>.cells.json (commit it as it lands), a
+# killed one resumes from its last checkpoint (runs/ must survive for that; a new checkout starts the cell again).
+#   nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
+#   nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
+set -e
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1  # two queues side by side, one core each
+study() { python scripts/variants_study.py "$@"; }
+RTE=(--task rte --sizes 500 --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte --out results/variants-rte-smollm2-cpu
+     --title 'RTE: DHRD settings against pooled')
+case "$1" in
+  A)  # RTE with the MLP head, then auto on RTE (paired with the same pooled cells), then CB auto
+    study "${RTE[@]}" --variants pooled,dhrd
+    study "${RTE[@]}" --variants pooled,dhrd,auto
+    study --task cb --seeds 1,2,3 --variants pooled,auto --lr 1e-3 --runs runs/variants-cb \
+      --out results/auto-cb-smollm2-cpu --title 'CB: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
+    ;;
+  B)  # RTE with the linear head, then ComVE 1,000 rows: pooled and auto
+    study "${RTE[@]}" --variants pooled-linear,dhrd-linear
+    study --config examples/own-data/comve.yaml --runs runs/comve --sizes 1000 --lr 1e-3 --variants pooled,auto \
+      --seeds 1,2,3 --out results/auto-comve-1000-smollm2-cpu \
+      --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
+    ;;
+  *) echo "usage: $0 A|B" >&2; exit 2 ;;
+esac
