@@ -419,7 +419,8 @@ def test_own_data_is_a_task_that_answers_for_its_rows(tmp_path):
 
     assert task_rules("custom") is OWN_DATA and task_rules("cb") is TASKS["cb"]
     assert OWN_DATA.own_data and not any(task.own_data for task in TASKS.values())
-    assert not (OWN_DATA.per_answer or OWN_DATA.candidate_rows or OWN_DATA.zero_shot_cot)
+    assert not (OWN_DATA.per_answer or OWN_DATA.candidate_rows)
+    assert OWN_DATA.zero_shot_cot  # prompted with the teacher's view of a row and the label names as answers
     assert not (has_macro_f1("custom") or per_answer("custom") or chooses_candidate("custom"))
     assert OWN_DATA.not_comparable() is None and TASKS["cb"].not_comparable() is None
     path = tmp_path / "reviews.jsonl"
