@@ -391,3 +391,27 @@ def test_an_own_data_task_without_explanations_asks_the_teacher_for_its_capped_r
     # without a teacher, one line says where rationales can come from
     with pytest.raises(DHRDInputError, match="no rationales for mine: give its config a rationale_column"):
         reproduce(dataclasses.replace(args, teacher=None, output_dir=str(tmp_path / "other")), progress=False)
+
+
+def test_the_default_demo_on_a_tiny_model(tmp_path, tiny_backbone, monkeypatch):
+    """``dhrd demo`` as the README runs it (ComVE from the shared folder, pooled vs DHRD vs zero-shot CoT that
+    answers, throughput), on the tiny model and tiny ComVE files."""
+    monkeypatch.setenv("DHRD_COMVE_DIR", str(comve_folder(tmp_path)))
+    out = tmp_path / "demo"
+    result = runner.invoke(
+        app,
+        ["demo", "--backbone", str(tiny_backbone), "--output-dir", str(out), "--max-train-examples", "6"],
+        env={"COLUMNS": "1000"},
+    )
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["finished"] and set(saved["cells"]) == {
+        "train comve pooled s1",
+        "train comve dhrd s1",
+        "cot comve cot-zero-shot s1",
+        "qps comve",
+    }
+    cot = saved["cells"]["cot comve cot-zero-shot s1"]["result"]
+    assert cot["parsed_examples"] + cot["likelihood_examples"] == 8  # every test row answers
+    train_args = json.loads((out / "comve" / "dhrd-s1" / "train_args.json").read_text())
+    assert train_args["head"] == "linear" and train_args["rationale_column"] == "explanation"
