@@ -241,6 +241,15 @@ def load_kept(out: Path) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def keep_finished(runs: Path, out: Path, kept: dict[str, dict]) -> None:
+    """Add the finished cells under ``runs`` that ``kept`` lacks, and write them all beside the tables."""
+    for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
+        cell = parse_cell(path.parent.name)
+        if cell is not None and cell.name not in kept and (found := kept_cell(cell, runs)):
+            kept[cell.name] = found
+    write_json_atomic(cells_path(out), kept)
+
+
 def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
     floor = floors(study.examples, study.input_format, len(study.label_names))[study.task]
     results = {c: cell_result(study, c, kept[c.name]) for c in cells if c.name in kept}
@@ -387,11 +396,7 @@ def main() -> None:
 
     def save() -> None:
         # every finished cell, under runs/ or kept from an earlier checkout, stays in the tables
-        for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
-            cell = parse_cell(path.parent.name)
-            if cell is not None and cell.name not in kept and (found := kept_cell(cell, runs)):
-                kept[cell.name] = found
-        write_json_atomic(cells_path(out), kept)
+        keep_finished(runs, out, kept)
         known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
         ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))
         summary = summarise(study, ordered, kept)

@@ -78,11 +78,8 @@ def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, t
     right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
     _finish(study, runs, "n4-e1-lr0.001-pooled-s1", wrong)
     _finish(study, runs, "n4-e1-lr0.001-dhrd-s1", right)
-    kept = {}
-    for path in sorted(runs.glob("*/scored.json")):
-        cell = study.parse_cell(path.parent.name)
-        kept[cell.name] = study.kept_cell(cell, runs)
-    study.write_json_atomic(study.cells_path(out), kept)
+    study.keep_finished(runs, out, kept := {})
+    assert set(kept) == {"n4-e1-lr0.001-pooled-s1", "n4-e1-lr0.001-dhrd-s1"}
 
     import shutil
 
