@@ -19,6 +19,7 @@ import dhrd.training.run
 from dhrd.cli.commands import app
 from dhrd.errors import DHRDInputError
 from dhrd.reproduction import DemoArguments, make_arguments, plan, reproduce
+from dhrd.reproduction.demo import COMVE_SETTINGS
 from dhrd.reproduction.own_data import resolve_tasks
 
 runner = CliRunner()
@@ -49,12 +50,7 @@ def own_data_config(root: Path, name: str = "mine", **changes) -> Path:
         "train_file": str(write_jsonl(root / "data" / "train.jsonl", comparisons(12))),
         "validation_file": str(write_jsonl(root / "data" / "validation.jsonl", comparisons(6, 100))),
         "test_file": str(write_jsonl(root / "data" / "test.jsonl", comparisons(8, 200))),
-        "text_column": "statement_1",
-        "text_pair_column": "statement_2",
-        "label_column": "label",
-        "id_column": "id",
-        "rationale_column": "explanation",
-        "instruction": "Which statement is against common sense, the first or the second?",
+        **COMVE_SETTINGS,  # ComVE's columns and instruction (held to examples/own-data/comve.yaml by a test below)
         **changes,
     }
     path = root / f"{name}.yaml"
@@ -276,7 +272,7 @@ def comve_folder(root: Path) -> Path:
 
 
 def test_the_demo_runs_comve_from_the_shared_folder_as_the_example_config_gives_it(tmp_path, monkeypatch):
-    from dhrd.reproduction.demo import COMVE_FILES, COMVE_SETTINGS
+    from dhrd.reproduction.demo import COMVE_FILES
 
     monkeypatch.setenv("DHRD_COMVE_DIR", str(comve_folder(tmp_path)))
     monkeypatch.chdir(tmp_path)
