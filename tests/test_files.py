@@ -420,3 +420,23 @@ def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
     with atomic_directory(target) as tmp:
         (tmp / "weights").write_text("4")
     assert (target / "weights").read_text() == "4"
+
+
+def test_two_processes_writing_one_file_both_land(tmp_path):
+    """Two study queues keep one study's cells in one file: a write that starts while another is open must not
+    lose its temporary file to the other's rename; a temporary file of a killed writer goes with the next write."""
+    import subprocess
+    import sys
+
+    from dhrd.runtime import atomic_file
+
+    target = tmp_path / "cells.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stray = tmp_path / f".cells.json.{int(dead.stdout)}.tmp"  # its process has exited: abandoned
+    stray.write_text("half")
+    with atomic_file(target) as first:
+        first.write("first")
+        with atomic_file(target) as second:  # another writer, as if in another process
+            second.write("second")
+    assert target.read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["cells.json"]

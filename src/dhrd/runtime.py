@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
@@ -50,9 +51,10 @@ def atomic_file(path: str | Path):
     and ``path`` keeps its earlier content."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # One fixed temporary name per target: a run killed mid-write leaves at most this one file, which the
-    # next write of the same target overwrites and renames (one writer per target, as everywhere here).
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A temporary name per writer (process id and a token): two processes may write the same target (two study
+    # queues keeping one study's cells), and with one shared name the first rename left the second nothing to
+    # rename. A file left by a process killed mid-write is removed by the next successful write of the target.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(3)}.tmp")
     try:
         with tmp.open("w", encoding="utf-8") as handle:
             yield handle
@@ -62,6 +64,25 @@ def atomic_file(path: str | Path):
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    _remove_abandoned_temporaries(path)
+
+
+def _remove_abandoned_temporaries(path: Path) -> None:
+    """The temporary files of ``path`` whose writing process is gone (killed before its rename)."""
+    for stray in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stray.name[len(path.name) + 2 : -len(".tmp")].split("-")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            stray.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 @contextlib.contextmanager
