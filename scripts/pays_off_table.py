@@ -6,14 +6,17 @@ auto`), each with its paired difference to pooled, 95% CI and seeds, and trainin
         CB=results/variants-cb-smollm2-cpu.json RTE=results/variants-rte-smollm2-cpu.json \
         ComVE=results/variants-comve-smollm2-cpu.json --out results/dhrd-pays-off-smollm2-cpu
 
-Each study argument is NAME=RESULTS_JSON; every budget of a study is a row. Cells with fewer seeds than
-`--min-seeds` are shown but marked.
+Each study argument is NAME=RESULTS_JSON, or NAME=RESULTS_JSON@BUDGET for one budget of it; every budget is a row.
+A NAME given twice for the same budget merges the studies' columns (each cell stays paired with the pooled runs of
+its own study: `--alpha auto` studies run apart from the fixed variants). Cells with fewer seeds than `--min-seeds`
+are shown but marked, and so is a row whose pooled baseline did not learn (its differences measure nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from dhrd.provenance import command_line
@@ -22,12 +25,17 @@ from dhrd.runtime import write_json_atomic, write_text_atomic
 COLUMNS = (("dhrd", "DHRD alpha 1 (paper)"), ("fixed", "best fixed DHRD"), ("auto", "DHRD auto"))
 
 
-def budget_rows(name: str, study: dict, fixed: str) -> list[dict]:
+def budget_rows(name: str, study: dict, fixed: str, only_budget: str | None = None) -> list[dict]:
     rows = []
     by_budget: dict[str, dict[str, dict]] = {}
     for row in study["rows"]:
         by_budget.setdefault(row["budget"], {})[row["variant"]] = row
+    if only_budget is not None and only_budget not in by_budget:
+        print(f"{name}: no budget {only_budget!r} in the study (it has {', '.join(by_budget)})", file=sys.stderr)
+        raise SystemExit(2)
     for budget, variants in by_budget.items():
+        if only_budget is not None and budget != only_budget:
+            continue
         pooled = variants.get("pooled")
         if pooled is None or not pooled["scores"]:
             continue
@@ -38,11 +46,22 @@ def budget_rows(name: str, study: dict, fixed: str) -> list[dict]:
                 "budget": budget,
                 "floor": study["floor"],
                 "scored_split": study["scored_split"],
-                "pooled": {"mean": pooled["mean"], "seeds": len(pooled["scores"])},
+                "pooled": {"mean": pooled["mean"], "seeds": len(pooled["scores"]), "learnt": pooled["learnt"]},
                 **{key: _cell(cell) for key, cell in cells.items()},
             }
         )
     return rows
+
+
+def merged(rows: list[dict]) -> list[dict]:
+    """One row per task and budget: a later study's cells fill the columns an earlier one left empty."""
+    by_key: dict[tuple[str, str], dict] = {}
+    for row in rows:
+        kept = by_key.setdefault((row["task"], row["budget"]), row)
+        for key, _ in COLUMNS:
+            if kept[key] is None:
+                kept[key] = row[key]
+    return list(by_key.values())
 
 
 def _cell(row: dict | None) -> dict | None:
@@ -66,7 +85,8 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
         "",
         f"Each DHRD column: its mean score, its paired difference to pooled (points, 95% bootstrap CI over scored "
         f"examples and seeds), the seeds, and its training time relative to pooled's. Best fixed setting: `{fixed}`.",
-        f"Cells with fewer than {min_seeds} paired seeds are marked (prelim).",
+        f"Cells with fewer than {min_seeds} paired seeds are marked (prelim); a budget at which pooled did not learn "
+        "(mean below floor + 5) is marked: its differences measure nothing.",
         "",
         "| task | budget | floor | pooled | " + " | ".join(title for _, title in COLUMNS) + " |",
         "|---|---|---|---|" + "---|" * len(COLUMNS),
@@ -86,18 +106,16 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
                 f"{c['verdict']}, {c['seeds']} seeds{time}{chosen}{mark}"
             )
         pooled = r["pooled"]
-        lines.append(
-            f"| {r['task']} | {r['budget']} | {r['floor']:.1f} | {pooled['mean']:.1f} ({pooled['seeds']} seeds) | "
-            + " | ".join(cells)
-            + " |"
-        )
+        unlearnt = "" if pooled.get("learnt", True) else ", not learnt"
+        pooled_cell = f"{pooled['mean']:.1f} ({pooled['seeds']} seeds{unlearnt})"
+        lines.append(f"| {r['task']} | {r['budget']} | {r['floor']:.1f} | {pooled_cell} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("studies", nargs="+", help="NAME=RESULTS_JSON")
+    parser.add_argument("studies", nargs="+", help="NAME=RESULTS_JSON or NAME=RESULTS_JSON@BUDGET")
     parser.add_argument("--fixed", default="dhrd-a0.25", help="the best fixed DHRD setting (a variant name)")
     parser.add_argument("--min-seeds", type=int, default=3)
     parser.add_argument("--out", required=True)
@@ -105,7 +123,9 @@ def main() -> None:
     rows = []
     for spec in options.studies:
         name, path = spec.split("=", 1)
-        rows += budget_rows(name, json.loads(Path(path).read_text()), options.fixed)
+        path, _, budget = path.partition("@")
+        rows += budget_rows(name, json.loads(Path(path).read_text()), options.fixed, budget or None)
+    rows = merged(rows)
     command = command_line(program=("python", "scripts/pays_off_table.py"))
     out = Path(options.out)
     write_json_atomic(out.with_suffix(".json"), {"rows": rows, "fixed": options.fixed, "command": command})

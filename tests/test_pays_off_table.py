@@ -1,0 +1,55 @@
+"""The pays-off table: one row per task and budget, columns merged from several studies, unlearnt rows marked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).parent.parent / "scripts" / "pays_off_table.py"
+
+
+def _row(budget: str, variant: str, mean: float, difference: float | None = None, learnt: bool = True) -> dict:
+    row = {"budget": budget, "variant": variant, "mean": mean, "scores": [mean] * 3, "learnt": learnt}
+    if difference is not None:
+        row["paired"] = {"difference": difference, "ci": [difference - 2, difference + 2], "verdict": "x", "seeds": 3}
+        row["time_vs_pooled"] = 1.5
+    return row
+
+
+def _study(path: Path, rows: list[dict]) -> str:
+    path.write_text(json.dumps({"floor": 50.0, "scored_split": "test", "rows": rows}))
+    return str(path)
+
+
+def test_one_budget_of_a_study_and_an_auto_study_merge_into_one_row(tmp_path):
+    fixed = _study(
+        tmp_path / "fixed.json",
+        [
+            _row("n1000", "pooled", 57.0),
+            _row("n1000", "dhrd", 56.6, -0.4),
+            _row("n1000", "dhrd-linear", 61.9, 4.9),
+            _row("n5000", "pooled", 50.4, learnt=False),
+            _row("n5000", "dhrd", 84.4, 34.0),
+        ],
+    )
+    auto = _study(tmp_path / "auto.json", [_row("n1000", "pooled", 57.5), _row("n1000", "auto", 58.0, 0.5)])
+    out = tmp_path / "table"
+    command = [sys.executable, str(SCRIPT), "--fixed", "dhrd-linear", f"T={fixed}@n1000", f"T={auto}", f"U={fixed}"]
+    subprocess.run([*command, "--out", str(out)], check=True, capture_output=True, text=True)
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert [(r["task"], r["budget"]) for r in rows] == [("T", "n1000"), ("U", "n1000"), ("U", "n5000")]
+    first = rows[0]
+    assert first["pooled"]["mean"] == 57.0  # the first study's pooled; each cell is paired within its own study
+    assert (first["dhrd"]["difference"], first["fixed"]["difference"], first["auto"]["difference"]) == (-0.4, 4.9, 0.5)
+    table = out.with_suffix(".md").read_text()
+    assert "50.4 (3 seeds, not learnt)" in table and "57.0 (3 seeds) |" in table
+
+
+def test_a_budget_the_study_lacks_is_one_line(tmp_path):
+    study = _study(tmp_path / "s.json", [_row("n1000", "pooled", 57.0)])
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), f"T={study}@n9", "--out", str(tmp_path / "t")], capture_output=True, text=True
+    )
+    assert done.returncode == 2 and "no budget 'n9'" in done.stderr and "Traceback" not in done.stderr
