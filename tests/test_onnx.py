@@ -14,10 +14,11 @@ pytest.importorskip("onnxscript")
 
 from dhrd.cli.commands import app  # noqa: E402
 from dhrd.inference.evaluation import evaluate, predict_proba  # noqa: E402
+from dhrd.inference.int8_bar import judge  # noqa: E402
 from dhrd.inference.onnx_engine import OnnxClassifier, load_onnx_classifier  # noqa: E402
 from dhrd.inference.onnx_export import export_onnx  # noqa: E402
 from dhrd.inference.onnx_graph import CHECK_TEXTS, INT8_FILE, METADATA_FILE, ONNX_FILE  # noqa: E402
-from dhrd.inference.onnx_int8_check import check_rows  # noqa: E402
+from dhrd.inference.onnx_int8_check import check_rows, int8_check_line, refusal_line  # noqa: E402
 from dhrd.inference.onnx_quantize import (  # noqa: E402
     INT8_CONFIG,
     QUANT_CONFIGS,
@@ -50,7 +51,8 @@ def exported(request, tiny_backbone, tmp_path_factory):
     model_dir = _saved(tiny_backbone, root, request.param)
     rows = root / "rows.jsonl"  # the rows int8 is checked on: the model's text column, no labels
     rows.write_text("".join(json.dumps({"text": t}) + "\n" for t in TEXTS * 3))
-    summary = export_onnx(model_dir, root / "export", quantize="int8", check_file=rows)
+    # held to no bar: these tests are about the file (the bar has its own tests below)
+    summary = export_onnx(model_dir, root / "export", quantize="int8", check_file=rows, int8_min_agreement=0)
     return model_dir, root / "export", summary
 
 
@@ -289,11 +291,12 @@ def test_int8_check_rows_fall_back_to_the_task_then_to_the_built_in_texts(
     model_dir, _, _ = exported
     classifier, _ = load(model_dir)
     monkeypatch.setenv("DHRD_DATA_DIR", str(superglue_dir))
-    rows, source = check_rows(classifier, model_dir, None)
-    assert len(rows) == 6 and source == "cb validation"
+    rows = check_rows(classifier, model_dir, None)
+    assert len(rows.texts) == 6 and rows.source == "cb validation"
+    assert all(label in (0, 1, 2) for label in rows.labels)  # the split's gold labels: accuracy is checked too
     monkeypatch.setenv("DHRD_DATA_DIR", str(tmp_path / "nothing"))
-    rows, source = check_rows(classifier, model_dir, None)
-    assert rows == list(CHECK_TEXTS) and "built-in" in source
+    rows = check_rows(classifier, model_dir, None)
+    assert rows.texts == list(CHECK_TEXTS) and "built-in" in rows.source and rows.labels == [None] * 3
 
 
 def test_int8_check_reads_the_data_file_the_run_recorded(exported, tmp_path, monkeypatch):
@@ -322,4 +325,135 @@ def test_cli_export_int8_prints_agreement_and_speed_up(tiny_backbone, superglue_
     text = " ".join(result.output.split())
     assert f"int8 ({INT8_CONFIG.describe()})" in text
     assert "torch fp32's label on" in text and "/6 rows" in text and "of cb validation" in text
+    assert "on its 6 labelled rows" in text  # the split has gold labels: both accuracies are shown
     assert "x onnxruntime fp32's examples/s at batch 16" in text
+    metadata = json.loads((tmp_path / "e" / METADATA_FILE).read_text())
+    if metadata["int8"]["kept"]:  # the tiny model's int8 file met the default bar: kept
+        assert (tmp_path / "e" / INT8_FILE).is_file() and metadata["files"]["int8"] == INT8_FILE
+        assert metadata["int8"]["verdict"] == "bar met" and metadata["int8"]["min_agreement"] == 0.99
+
+
+def _check(**changes) -> dict:
+    """A recorded int8 check of 200 labelled rows that agreed on all of them."""
+    check = {
+        "quantization": INT8_CONFIG.name,
+        "description": INT8_CONFIG.describe(),
+        "rows": 200,
+        "rows_source": "validation.jsonl, recorded by the run",
+        "labels_agreeing": 200,
+        "agreement": 1.0,
+        "max_abs_prob_diff": 0.01,
+        "batch_size": 16,
+        "fp32_examples_per_s": 8.1,
+        "int8_examples_per_s": 4.8,
+        "speedup": 0.59,
+        "flipped_near_ties": 0,
+        "near_tie_margin": 0.05,
+        "labelled_rows": 200,
+        "fp32_accuracy": 55.0,
+        "int8_accuracy": 55.0,
+        "accuracy_change": 0.0,
+    }
+    return {**check, **changes}
+
+
+def test_the_int8_bar_counts_rows_and_points_and_is_not_judged_on_the_built_in_texts():
+    """198 of 200 meets 99% (counted, not rounded); 197 does not. Accuracy moved 0.5 points meets the default
+    bar, 1.0 does not, whichever way; rows without labels and the built-in texts are said to be unjudged."""
+    assert judge(_check(labels_agreeing=198, agreement=0.99), 0.99, 0.5)["kept"]
+    refused = judge(_check(labels_agreeing=197, agreement=0.985, flipped_near_ties=3), 0.99, 0.5)
+    assert not refused["kept"] and "98.5% of 200 rows" in refused["verdict"] and "99.0%" in refused["verdict"]
+    line = refusal_line(refused, "exports/rte")
+    assert "--int8_min_agreement 0" in line and "--int8_max_accuracy_change" not in line
+    assert "exports/rte/model.onnx is exported whole" in line and "\n" not in line
+    shown = int8_check_line(refused)
+    assert "197/200 rows (98.5%)" in shown and "(3 flipped, 3 of them near ties" in shown
+    assert "accuracy 55.0 -> 55.0 (+0.0 points) on its 200 labelled rows" in shown
+
+    assert judge(_check(int8_accuracy=54.5, accuracy_change=-0.5), 0.99, 0.5)["kept"]
+    for change in (-1.0, 1.0):
+        moved = judge(_check(int8_accuracy=55.0 + change, accuracy_change=change), 0.99, 0.5)
+        assert not moved["kept"] and f"{change:+.1f} points" in moved["verdict"]
+        line = refusal_line(moved, "e")
+        assert "--int8_max_accuracy_change 100" in line and "--int8_min_agreement" not in line
+    assert judge(_check(accuracy_change=-3.0), 0.99, None)["kept"]  # no accuracy bar
+    assert judge(_check(labels_agreeing=0, agreement=0.0), 0, 100)["kept"]  # the bar off
+
+    unlabelled = _check(labelled_rows=0, fp32_accuracy=None, int8_accuracy=None, accuracy_change=None)
+    assert judge(unlabelled, 0.99, 0.5)["kept"]
+    assert "no gold labels in these rows: accuracy not checked" in int8_check_line(unlabelled)
+    builtin = _check(rows=3, labels_agreeing=1, agreement=0.3333, rows_source="the 3 built-in check texts")
+    builtin = judge({**builtin, "labelled_rows": 0, "accuracy_change": None}, 0.99, 0.5)
+    assert builtin["kept"] and builtin["verdict"].startswith("bar not judged")
+    shown = int8_check_line(builtin)
+    assert "bar (--int8_min_agreement) is not judged and the file is kept" in shown and "no gold labels" not in shown
+
+
+def test_cli_export_int8_below_the_bar_keeps_the_fp32_export_alone(tiny_backbone, superglue_dir, tmp_path, monkeypatch):
+    """An int8 file under --int8-min-agreement is never renamed into the export: one line on stderr, code 2;
+    model.onnx is whole and serves predict; onnx_export.json says why; the same command again says the same
+    without exporting again; --int8_min_agreement 0 keeps the file."""
+    model_dir = _saved(tiny_backbone, tmp_path, "mlp")
+    monkeypatch.setenv("DHRD_DATA_DIR", str(superglue_dir))
+    export_dir = tmp_path / "e"
+    args = ["export", "--model", str(model_dir), "--output", str(export_dir), "--quantize", "int8"]
+    stamps = []
+    for _ in range(2):
+        result = runner.invoke(app, [*args, "--int8_min_agreement", "1.01"])  # above any agreement reached
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        assert errors and errors[-1].startswith("error: ") and sum("error" in line for line in errors) == 1, errors
+        assert f"{INT8_FILE} not kept" in errors[-1] and "of 6 rows of cb validation" in errors[-1]
+        assert "under the bar of 101.0% (--int8_min_agreement)" in errors[-1]
+        assert "export again with --int8_min_agreement 0" in errors[-1]
+        stamps.append((export_dir / ONNX_FILE).stat().st_mtime_ns)
+        text = " ".join(result.stdout.split())
+        assert "torch fp32's label on" in text and f"fp32: {export_dir / ONNX_FILE}" in text
+        assert not (export_dir / INT8_FILE).exists() and not list(tmp_path.glob(".e.*"))
+        metadata = json.loads((export_dir / METADATA_FILE).read_text())
+        assert metadata["files"] == {"fp32": ONNX_FILE} and metadata["max_abs_prob_diff_vs_torch_fp32"].keys() == {
+            "fp32"
+        }
+        assert metadata["int8"]["kept"] is False and metadata["int8"]["min_agreement"] == 1.01
+        assert "--int8_min_agreement" in metadata["int8"]["verdict"] and metadata["int8"]["rows"] == 6
+    assert stamps[0] == stamps[1]  # the same command again: the recorded check judged again, the same refusal
+
+    model, tokenizer = load_classifier(model_dir)
+    expected = predict_proba(model, tokenizer, TEXTS, batch_size=2, bf16=False, progress=False)
+    engine, onnx_tokenizer = load_onnx_classifier(export_dir)
+    np.testing.assert_allclose(
+        predict_proba(engine, onnx_tokenizer, TEXTS, 2, bf16=False, progress=False), expected, atol=1e-5
+    )
+    output = tmp_path / "p.jsonl"
+    predict = ["predict", "--model", str(export_dir), "--engine", "onnxruntime", "--task", "cb"]
+    result = runner.invoke(app, [*predict, "--split", "validation", "--output", str(output)])
+    assert result.exit_code == 0, result.output
+    assert len(output.read_text().splitlines()) == 6
+
+    result = runner.invoke(app, [*args, "--int8_min_agreement", "0", "--int8-max-accuracy-change", "100"])
+    assert result.exit_code == 0, result.output
+    assert (export_dir / ONNX_FILE).stat().st_mtime_ns != stamps[0]  # the refused file is made again, and kept
+    metadata = json.loads((export_dir / METADATA_FILE).read_text())
+    assert metadata["files"]["int8"] == INT8_FILE and (export_dir / INT8_FILE).is_file()
+    assert metadata["int8"]["kept"] is True and metadata["int8"]["verdict"] == "bar met"
+    assert metadata["int8"]["min_agreement"] == 0 and metadata["int8"]["max_accuracy_change"] == 100
+
+    result = runner.invoke(app, [*args, "--int8_min_agreement", "-0.5"])
+    _one_line_error(result, "--int8-min-agreement -0.5", "0.99 for 99%")
+    assert (export_dir / INT8_FILE).is_file()  # a bad option changes nothing
+
+
+def test_cli_export_int8_on_the_built_in_texts_keeps_the_file_and_says_the_bar_was_not_judged(
+    tiny_backbone, tmp_path, monkeypatch
+):
+    model_dir = _saved(tiny_backbone, tmp_path, "linear")
+    monkeypatch.setenv("DHRD_DATA_DIR", str(tmp_path / "nothing"))  # no rows of the model's task to check on
+    args = ["export", "--model", str(model_dir), "--output", str(tmp_path / "e"), "--quantize", "int8"]
+    result = runner.invoke(app, [*args, "--int8-min-agreement", "1.01"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "of the 3 built-in check texts" in text and "bar (--int8_min_agreement) is not judged" in text
+    assert (tmp_path / "e" / INT8_FILE).is_file()
+    metadata = json.loads((tmp_path / "e" / METADATA_FILE).read_text())
+    assert metadata["int8"]["kept"] is True and metadata["int8"]["verdict"].startswith("bar not judged")

@@ -245,7 +245,7 @@ def predict(args: PredictArguments):
 def export(args: ExportArguments):
     """Export a trained classifier (either head) to ONNX: the graph, its labels and tokenizer in one directory."""
     from ..inference.onnx_export import export_onnx
-    from ..inference.onnx_int8_check import int8_check_line
+    from ..inference.onnx_int8_check import int8_check_line, refusal_line
 
     summary = _run(
         lambda: export_onnx(
@@ -256,6 +256,8 @@ def export(args: ExportArguments):
             trust_remote_code=args.trust_remote_code,
             restart=args.restart,
             check_file=args.check_file,
+            int8_min_agreement=args.int8_min_agreement,
+            int8_max_accuracy_change=args.int8_max_accuracy_change,
         )
     )
     for precision, name in summary.files.items():
@@ -269,6 +271,10 @@ def export(args: ExportArguments):
         f"labels {', '.join(summary.labels)}; {summary.seconds:.0f} s. Run it with: dhrd predict --model "
         f"{summary.directory} --engine onnxruntime --file <file> --output <predictions>"
     )
+    if summary.int8_refused:  # the fp32 export is there and whole; the int8 file was not kept: one line, code 2
+        message = refusal_line(summary.int8_check, summary.directory)
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
 
 
 @command(app, RationalesArguments, run=_one_line_errors)

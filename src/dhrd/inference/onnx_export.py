@@ -11,7 +11,9 @@
 - ``model.int8.onnx`` (``--quantize int8``): the same graph with int8 weights, made as ``INT8_CONFIG`` says:
   the candidate that kept torch fp32's labels on trained models (scripts/int8_agreement.py,
   results/int8-agreement-smollm2-cpu.md). The export checks it on up to ``CHECK_ROWS`` rows and records its
-  label agreement with torch fp32 and its speed beside onnxruntime fp32 (``Int8Check``).
+  label agreement with torch fp32, its accuracy where the rows have labels and its speed beside onnxruntime
+  fp32 (``Int8Check``). A file below the bar (``int8_min_agreement``, ``int8_max_accuracy_change``) is not
+  kept: the export holds ``model.onnx`` alone, and ``onnx_export.json`` says why (``int8_bar.judge``).
 - ``config.json`` (the label names in ``id2label``; the training length policy under ``dhrd``), the tokenizer
   files, and ``onnx_export.json``: inputs, output, labels, files, the largest probability difference
   from torch fp32 measured on sample inputs when the export was made, the int8 check under ``int8``, and
@@ -44,6 +46,7 @@ from ..errors import DHRDInputError
 from ..modeling import find_model_dir, load_classifier
 from ..provenance import provenance
 from ..runtime import atomic_directory, write_json_atomic
+from .int8_bar import INT8_MAX_ACCURACY_CHANGE, INT8_MIN_AGREEMENT, judge
 from .onnx_engine import OnnxClassifier, find_export, is_onnx_export, load_onnx_classifier, onnx_probabilities, session
 from .onnx_graph import (
     CHECK_TEXTS,
@@ -73,7 +76,13 @@ class ExportSummary:
     head: str
     seconds: float
     max_abs_prob_diff: dict[str, float] = field(default_factory=dict)  # per file, vs torch fp32, on CHECK_TEXTS
-    int8_check: dict | None = None  # Int8Check as a dict: agreement and speed of the int8 file, where written
+    # Int8Check as a dict, judged: agreement and speed of the int8 file where one was made, and whether it was
+    # kept (``kept``, ``verdict``); where it was not, ``files`` has no "int8"
+    int8_check: dict | None = None
+
+    @property
+    def int8_refused(self) -> bool:
+        return bool(self.int8_check) and not self.int8_check.get("kept", True)
 
 
 def _check_target(output: Path) -> None:
@@ -90,16 +99,26 @@ def export_onnx(
     trust_remote_code: bool = False,
     restart: bool = False,
     check_file: str | Path | None = None,
+    int8_min_agreement: float = INT8_MIN_AGREEMENT,
+    int8_max_accuracy_change: float | None = INT8_MAX_ACCURACY_CHANGE,
 ) -> ExportSummary:
     """Export a trained classifier (a model or run directory) to ``output`` as described in this module's
     docstring, atomically (written beside ``output`` and renamed into place). An export of the same model and
     files already in ``output`` is left as it is, unless ``restart``. With ``quantize``, the int8 file is
     checked against torch fp32 on up to ``CHECK_ROWS`` rows of ``check_file`` (or of the data the run records,
-    or the built-in check texts): ``ExportSummary.int8_check``."""
+    or the built-in check texts): ``ExportSummary.int8_check``. It is kept only where it gives torch fp32's
+    label on at least ``int8_min_agreement`` of those rows and moves their accuracy (where they have gold
+    labels) by at most ``int8_max_accuracy_change`` points (None: any change); otherwise the export holds the
+    fp32 files alone, and ``ExportSummary.int8_refused`` is true (the bar is not judged on the built-in texts)."""
     if format not in FORMATS:
         raise DHRDInputError(f"unknown export format {format!r}: choose {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZATIONS:
         raise DHRDInputError(f"unknown quantization {quantize!r}: choose {', '.join(QUANTIZATIONS)}")
+    if not int8_min_agreement >= 0:
+        raise DHRDInputError(f"--int8-min-agreement {int8_min_agreement}: a fraction of rows, 0.99 for 99%")
+    if int8_max_accuracy_change is not None and not int8_max_accuracy_change >= 0:
+        raise DHRDInputError(f"--int8-max-accuracy-change {int8_max_accuracy_change}: points, 0 or more")
+    bar = {"min_agreement": int8_min_agreement, "max_accuracy_change": int8_max_accuracy_change}
     require_onnxruntime()
     started = time.perf_counter()
     model_dir = find_model_dir(model_path)
@@ -109,7 +128,7 @@ def export_onnx(
     _check_target(output)
     if check_file is not None:
         input_file("--check-file", check_file)
-    if not restart and (finished := _finished_export(output, model_dir, quantize)) is not None:
+    if not restart and (finished := _finished_export(output, model_dir, quantize, bar)) is not None:
         return finished
     with atomic_directory(output) as tmp:
         classifier, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
@@ -119,8 +138,8 @@ def export_onnx(
         if quantize == "int8":  # the torch fp32 answers the int8 file is held to, before the weights go
             from .evaluation import predict_proba
 
-            rows, rows_source = check_rows(classifier, model_dir, check_file)
-            reference = predict_proba(classifier, tokenizer, rows, CHECK_BATCH_SIZE, bf16=False, progress=False)
+            rows = check_rows(classifier, model_dir, check_file)
+            reference = predict_proba(classifier, tokenizer, rows.texts, CHECK_BATCH_SIZE, bf16=False, progress=False)
             classifier.to("cpu")
         files = {"fp32": ONNX_FILE}
         to_onnx(classifier, tokenizer, tmp / ONNX_FILE)
@@ -129,7 +148,11 @@ def export_onnx(
         int8_check = None
         if quantize == "int8":
             files["int8"] = quantize_int8(tmp / ONNX_FILE, tmp / INT8_FILE).name
-            int8_check = check_int8(tmp, config, tokenizer, rows, rows_source, reference)
+            int8_check = judge(asdict(check_int8(tmp, config, tokenizer, rows, reference)), **bar)
+            if not int8_check["kept"]:  # never renamed into place: the export holds the fp32 files alone
+                for path in (tmp / INT8_FILE, tmp / f"{INT8_FILE}.data"):
+                    path.unlink(missing_ok=True)
+                del files["int8"]
         diffs = {
             precision: float(np.abs(onnx_probabilities(session(tmp / name), check) - expected).max())
             for precision, name in files.items()
@@ -143,7 +166,7 @@ def export_onnx(
             head=config.head,
             seconds=0.0,
             max_abs_prob_diff={k: round(v, 8) for k, v in diffs.items()},
-            int8_check=asdict(int8_check) if int8_check else None,
+            int8_check=int8_check,
         )
         write_json_atomic(tmp / METADATA_FILE, _metadata(summary, model_dir, tmp / ONNX_FILE))
     if diffs["fp32"] > 1e-4:
@@ -172,23 +195,30 @@ def _source_id(model_dir: Path) -> str:
     return hashlib.sha256(str(model_dir.resolve()).encode()).hexdigest()[:16]
 
 
-def _finished_export(output: Path, model_dir: Path, quantize: str | None) -> ExportSummary | None:
-    """The export already in ``output`` where it is this model's, with these files: left as it is."""
+def _finished_export(output: Path, model_dir: Path, quantize: str | None, bar: dict) -> ExportSummary | None:
+    """The export already in ``output`` where it is this model's, with these files: left as it is. Its recorded
+    int8 check is judged again against today's ``bar``: an int8 file the bar no longer keeps, or one an earlier
+    bar did not keep and today's would, is made again (the export is replaced whole)."""
     try:
         metadata = json.loads((output / METADATA_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    files = {"fp32": ONNX_FILE, **({"int8": INT8_FILE} if quantize == "int8" else {})}
-    same = metadata.get("source_model_id") == _source_id(model_dir) and metadata.get("files") == files
+    int8 = None
     if quantize == "int8":  # an int8 file of another quantization than today's is made again
-        same = same and (metadata.get("int8") or {}).get("quantization") == INT8_CONFIG.name
+        if (metadata.get("int8") or {}).get("quantization") != INT8_CONFIG.name:
+            return None
+        int8 = judge(metadata["int8"], **bar)
+    files = {"fp32": ONNX_FILE, **({"int8": INT8_FILE} if int8 and int8["kept"] else {})}
+    same = metadata.get("source_model_id") == _source_id(model_dir) and metadata.get("files") == files
     if not same or metadata.get("source_stamp") != _source_stamp(model_dir):
         return None
     if not all((output / name).is_file() for name in files.values()):
         return None
     logger.info("already complete: %s, exported from %s (--restart exports it again)", output, model_dir)
+    if int8 is not None and int8 != metadata["int8"]:  # the same verdict under another bar: recorded as judged
+        write_json_atomic(output / METADATA_FILE, {**metadata, "int8": int8})
     diffs = metadata.get("max_abs_prob_diff_vs_torch_fp32", {})
-    return ExportSummary(str(output), files, metadata["labels"], metadata["head"], 0.0, diffs, metadata.get("int8"))
+    return ExportSummary(str(output), files, metadata["labels"], metadata["head"], 0.0, diffs, int8)
 
 
 def _metadata(summary: ExportSummary, model_dir: Path, onnx_path: Path) -> dict:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..data.lengths import TRUNCATIONS
 from ..errors import DHRDInputError
 from ..inference.engines import ENGINES
+from ..inference.int8_bar import INT8_MAX_ACCURACY_CHANGE, INT8_MIN_AGREEMENT
 from .cli_options import option
 
 # the reproduce runner's method names: ``cot`` is the CoT fine-tuned model (alpha 1, beta 0)
@@ -213,6 +214,16 @@ class ExportArguments:
         None,
         "rows in the model's columns (labels not needed) to check int8 on (the first 200); default: the data "
         "the run records, else three built-in texts",
+    )
+    int8_min_agreement: float = option(
+        INT8_MIN_AGREEMENT,
+        "keep model.int8.onnx only where it gives torch fp32's label on at least this fraction of the check rows "
+        "(else exit code 2, model.onnx kept); 0 keeps it whatever it agrees on. Not judged on the built-in texts",
+    )
+    int8_max_accuracy_change: float = option(
+        INT8_MAX_ACCURACY_CHANGE,
+        "and only where it moves accuracy by at most this many points on check rows with gold labels; 100 keeps it "
+        "whatever the change",
     )
     trust_remote_code: bool = trust_option()
     restart: bool = switch("restart", "export again where the same export is already there")
