@@ -62,7 +62,6 @@ MOST_LINES = 550
 # modules still to split, each an issue: the list only shrinks
 NOT_YET_SPLIT = {
     "cli.commands",
-    "data.tasks",
     "inference.prediction",
     "training.training_args",
 }

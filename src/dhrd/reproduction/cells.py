@@ -81,7 +81,7 @@ def train_cell(train_args) -> dict:
 
 def _cot_examples(args: ReproduceArguments, task: str):
     """The validation examples CoT is scored on: the first ``cot_cap`` of the (capped) evaluation subset."""
-    from ..data.tasks import sample_examples
+    from ..data.selection import sample_examples
     from ..inference.evaluation import first_examples
 
     return lambda rows: first_examples(sample_examples(rows, args.eval_cap(task), args.subset_seed), args.cot_cap(task))

@@ -77,7 +77,7 @@ class OwnDataTask:
 
     def scored_examples(self, args: ReproduceArguments) -> list:
         """The examples every classifier of the task is scored on: the capped, seeded sample training scores."""
-        from ..data.tasks import sample_examples
+        from ..data.selection import sample_examples
 
         spec = self.data_spec(args.subset_seed)
         labels = spec.label_names()
@@ -284,7 +284,7 @@ def qps_cell(args: ReproduceArguments, task: str, rationales: str | None = None)
     """Throughput of an own-data task's classifiers (the first seed's) and of zero-shot CoT where it is a method,
     each timed on the first examples of its scored split as ``dhrd benchmark`` times a SuperGLUE task's."""
     from ..benchmarks.timing import time_classifier
-    from ..data.tasks import evaluate_rows
+    from ..data.task_metrics import evaluate_rows
     from ..inference.evaluation import first_examples
     from ..modeling import load_classifier
     from ..provenance import provenance
