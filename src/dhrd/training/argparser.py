@@ -19,6 +19,7 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from ..errors import DHRDInputError
+from .option_fields import DATA, LOSS, MODEL, TRAINING
 from .train_options import (
     DESCRIPTION,
     HelpFormatter,
@@ -28,7 +29,7 @@ from .train_options import (
     usage_error,
     with_config,
 )
-from .training_args import DATA, LOSS, MODEL, TRAINING, DHRDTrainingArguments
+from .training_args import DHRDTrainingArguments
 
 GROUPS = (DATA, MODEL, LOSS, TRAINING)
 TRAINER_GROUP = "transformers.TrainingArguments (every Trainer option)"

@@ -27,7 +27,16 @@ from ..provenance import dhrd_version
 
 PACKAGED = Path(__file__).with_name("train_options.json")
 # the modules whose text decides the parser: a change to any of them retires every table made before it
-SOURCES = ("training_args.py", "argparser.py", "train_options.py")
+# the modules the table is made from: DHRDTrainingArguments' own and its field groups', the parser's and this one
+SOURCES = (
+    "training_args.py",
+    "option_fields.py",
+    "data_fields.py",
+    "model_fields.py",
+    "loss_fields.py",
+    "argparser.py",
+    "train_options.py",
+)
 DESCRIPTION = (
     "Train a classifier, evaluate it on the validation split every epoch, keep the best, save it. Flags are "
     "DHRDTrainingArguments' fields (transformers' names: --num_train_epochs, --learning_rate, --report_to, ...), "
