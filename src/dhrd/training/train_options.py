@@ -320,18 +320,10 @@ def check_train_arguments(argv: list[str]) -> None:
         raise no_such_option(left, parser.prog)
 
 
-def write_packaged() -> Path:
-    """Regenerates ``train_options.json`` from the real parser (after a change to ``dhrd train``'s options)."""
-    from .argparser import FIELDS, DHRDArgumentParser
+if __name__ == "__main__":  # run as a program this module is __main__: argparser imports the package's own copy
+    from .argparser import write_packaged
 
-    table = table_of(DHRDArgumentParser(), FIELDS)
-    if table is None:
-        raise SystemExit("dhrd train's parser holds an action a table cannot carry: no table written")
-    return write_table(PACKAGED, {"key": table_key(), **table})
-
-
-if __name__ == "__main__":
     print(f"written: {write_packaged()}")
 
 
-__all__ = ["check_train_arguments", "load_table", "parser_from", "remember", "table_of", "write_packaged"]
+__all__ = ["check_train_arguments", "load_table", "parser_from", "remember", "table_of"]
