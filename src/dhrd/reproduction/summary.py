@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from typing import TYPE_CHECKING
 
 from ..data.tasks import task_rules
 from .arguments import ReproduceArguments
@@ -14,10 +13,7 @@ from .cells import run_dir
 from .methods import COT_METHODS, METHOD_RULES, PAIRED_METHODS
 from .own_data import own_task, predictions_file
 from .paper import paper_gains
-
-if TYPE_CHECKING:
-    from .runner import ReproduceResult
-
+from .result import ReproduceResult
 
 logger = logging.getLogger(__name__)
 
