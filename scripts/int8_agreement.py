@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from dhrd.data.tasks import evaluate_rows
+from dhrd.data.task_metrics import evaluate_rows
 from dhrd.inference.evaluation import examples_for_model, predict_proba
 from dhrd.inference.onnx_engine import OnnxClassifier, load_export_config
 from dhrd.inference.onnx_export import export_onnx

@@ -21,7 +21,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dhrd.data.tasks import TASKS, floors, sample_examples
+from dhrd.data.selection import sample_examples
+from dhrd.data.task_metrics import floors
+from dhrd.data.tasks import TASKS
 from dhrd.memory import rss_gb
 from dhrd.runtime import save_figure_atomic, write_json_atomic, write_text_atomic
 from dhrd.training.run import train

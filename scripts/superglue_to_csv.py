@@ -13,7 +13,8 @@ import csv
 import shlex
 from pathlib import Path
 
-from dhrd.data.tasks import TASKS, read_records
+from dhrd.data.task_splits import read_records
+from dhrd.data.tasks import TASKS
 from dhrd.runtime import atomic_file
 
 # The text columns each exported task keeps, and its question as a user would state it (--instruction).

@@ -34,7 +34,8 @@ import numpy as np
 import yaml
 
 from dhrd.data.inputs import load_file_examples
-from dhrd.data.tasks import floors, load_task_split
+from dhrd.data.task_metrics import floors
+from dhrd.data.task_splits import load_task_split
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.stats import example_statistics, paired_difference, resampled_scores

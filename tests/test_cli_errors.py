@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-import dhrd.cli.commands
+import dhrd.cli.entry_point
 import dhrd.inference.evaluation
 
 
@@ -63,7 +63,7 @@ def test_bad_input_is_still_one_line(tmp_path):
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:
-        dhrd.cli.commands.main()
+        dhrd.cli.entry_point.main()
     return exit_info.value.code, capsys.readouterr()
 
 
@@ -101,7 +101,7 @@ def test_developers_can_ask_for_the_traceback(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(dhrd.inference.evaluation, "evaluate", _bug)
     monkeypatch.setattr(sys, "argv", ["dhrd", "evaluate", "--model", str(tmp_path), "--output", str(tmp_path / "m")])
     with pytest.raises(RuntimeError, match="something broke"):
-        dhrd.cli.commands.main()
+        dhrd.cli.entry_point.main()
 
 
 def test_an_error_naming_user_text_prints_it_as_written(tmp_path):
@@ -118,7 +118,7 @@ def test_messages_go_to_the_stderr_of_the_moment_not_to_a_closed_one(monkeypatch
 
     first = io.StringIO()
     monkeypatch.setattr(sys, "stderr", first)
-    dhrd.cli.commands.show_messages()
+    dhrd.cli.entry_point.show_messages()
     first.close()
     second = io.StringIO()
     monkeypatch.setattr(sys, "stderr", second)

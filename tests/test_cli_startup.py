@@ -74,8 +74,9 @@ def test_importing_the_package_is_light_and_its_names_load_on_use():
 
 
 def test_packaged_table_is_current():
-    """Fails after a change to dhrd train's options (training_args.py, argparser.py, train_options.py) until the
-    packaged table is regenerated; until then the CLI builds the real parser once and caches its table."""
+    """Fails after a change to dhrd train's options (train_options.SOURCES: training_args.py and its field groups,
+    argparser.py, train_options.py) until the packaged table is regenerated; until then the CLI builds the real
+    parser once and caches its table."""
     live = {"key": train_options.table_key(), **train_options.table_of(DHRDArgumentParser(), FIELDS)}
     packaged = json.loads(train_options.PACKAGED.read_text(encoding="utf-8"))
     assert packaged == live, "regenerate it: python -m dhrd.training.train_options"

@@ -35,7 +35,7 @@ from dhrd.cot.baseline import (
     parse_label,
     zero_shot_queries,
 )
-from dhrd.data.tasks import label_metrics
+from dhrd.data.task_metrics import label_metrics
 from dhrd.errors import DHRDInputError
 from dhrd.modeling import load_causal_lm
 from dhrd.stats import latency_percentiles
@@ -263,7 +263,7 @@ def test_classifier_pass_statistics_come_from_the_measured_passes(monkeypatch):
     import types
 
     import dhrd.benchmarks.timing
-    from dhrd.data.tasks import Example
+    from dhrd.data.examples import Example
 
     clock = FakeClock()
     passes = iter(

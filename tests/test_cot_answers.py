@@ -18,7 +18,8 @@ from dhrd.cot.baseline import (
 )
 from dhrd.cot.likelihood import cued_text, rows_to_score
 from dhrd.data.inputs import ANSWER_PREFIX
-from dhrd.data.tasks import label_metrics, load_task_split
+from dhrd.data.task_metrics import label_metrics
+from dhrd.data.task_splits import load_task_split
 from dhrd.modeling import load_causal_lm
 
 YES_NO = {"No": "No", "Yes": "Yes"}

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from dhrd.cli.commands import app
 from dhrd.data.datasets_input import dataset_name, dataset_split, open_dataset
 from dhrd.data.inputs import DataSpec
-from dhrd.data.tasks import sample_examples
+from dhrd.data.selection import sample_examples
 from dhrd.errors import DHRDInputError
 
 runner = CliRunner()

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from dhrd import DHRDTrainingArguments, train
+from dhrd.data.examples import Example
 from dhrd.data.inputs import (
     ANSWER_PREFIX,
     REASON_PREFIX,
@@ -18,7 +19,7 @@ from dhrd.data.inputs import (
     encode_examples,
 )
 from dhrd.data.rationales import pair_rationales, read_rationales
-from dhrd.data.tasks import Example, load_task_split
+from dhrd.data.task_splits import load_task_split
 from dhrd.errors import DHRDInputError
 from dhrd.training.loss_terms import reasoning_loss_sum
 

@@ -17,7 +17,9 @@ from typer.testing import CliRunner
 
 from dhrd import DHRDTrainingArguments, evaluate, predict, train
 from dhrd.cli.commands import app
-from dhrd.data.tasks import Example, choice_predictions, load_task_split
+from dhrd.data.examples import Example
+from dhrd.data.task_splits import load_task_split
+from dhrd.data.tasks import choice_predictions
 from dhrd.errors import DHRDInputError
 from dhrd.inference.class_report import class_report
 from dhrd.training.class_weights import class_weight_values

@@ -18,7 +18,8 @@ from dhrd.data.rationales import read_rationales
 from dhrd.data.tables import iter_table, read_table
 from dhrd.errors import DHRDInputError
 from dhrd.inference.evaluation import token_batches
-from dhrd.inference.prediction import PredictionSink, predict
+from dhrd.inference.prediction import predict
+from dhrd.inference.prediction_sink import PredictionSink
 from dhrd.teacher.prompts import load_template
 
 runner = CliRunner()

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dhrd import DHRDTrainingArguments, evaluate, load_classifier, predict_proba, train
-from dhrd.data.tasks import load_task_split
+from dhrd.data.task_splits import load_task_split
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,7 @@ def test_pooled_baseline_trains_and_evaluates_on_real_cb(cb_run, shared_superglu
     saved = json.loads((out / "validation-predictions.json").read_text())
     rows = load_task_split("cb", "validation", "yesno", shared_superglue)
     by_id = {e.id: e for e in rows}
-    from dhrd.data.tasks import evaluate_rows
+    from dhrd.data.task_metrics import evaluate_rows
 
     rescored = evaluate_rows([by_id[i] for i in saved["ids"]], np.asarray(saved["probs"]), "yesno")
     assert rescored["tasks"]["cb"]["accuracy"] == pytest.approx(metrics["tasks"]["cb"]["accuracy"], abs=1e-3)

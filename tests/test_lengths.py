@@ -8,9 +8,9 @@ import pytest
 import tomllib
 from transformers import AutoTokenizer
 
+from dhrd.data.examples import Example
 from dhrd.data.inputs import encode_examples
 from dhrd.data.lengths import DEFAULT_MAX_LENGTH, SUPERGLUE_MAX_LENGTH, UNKNOWN_CONTEXT_LENGTH, encode_within
-from dhrd.data.tasks import Example
 from dhrd.errors import DHRDInputError
 from dhrd.inference.evaluation import encode_for_inference, inference_limits
 

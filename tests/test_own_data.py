@@ -102,7 +102,7 @@ def _explaining_server(seen):
 
 
 def test_a_teacher_on_bare_numbers_stops_with_one_line_saying_how_to_name_them(tmp_path):
-    from dhrd.cli.commands import show_messages
+    from dhrd.cli.entry_point import show_messages
 
     show_messages()  # dhrd's information lines printed, as the dhrd command prints them (the row choice was)
     train = write_jsonl(tmp_path / "train.jsonl", reviews(6))

@@ -15,11 +15,12 @@ import pytest
 from conftest import write_jsonl
 from typer.testing import CliRunner
 
-import dhrd.inference.prediction
+import dhrd.inference.prediction_rows
 from dhrd.cli.commands import app
 from dhrd.data.tables import read_table
 from dhrd.errors import DHRDInputError
-from dhrd.inference.prediction import PredictionSink, predict, shards_dir
+from dhrd.inference.prediction import predict
+from dhrd.inference.prediction_sink import PredictionSink, shards_dir
 
 WORDS = ["good", "great", "fine", "bad", "awful", "poor"]
 
@@ -130,13 +131,13 @@ def killing_at(monkeypatch, n: int) -> None:
 
 def predicted_texts(monkeypatch) -> list:
     """Every text the model is asked about from here on."""
-    seen, original = [], dhrd.inference.prediction._probabilities
+    seen, original = [], dhrd.inference.prediction_rows.probabilities
 
     def counting(run, texts, *args, **kwargs):
         seen.extend(texts)
         return original(run, texts, *args, **kwargs)
 
-    monkeypatch.setattr(dhrd.inference.prediction, "_probabilities", counting)
+    monkeypatch.setattr(dhrd.inference.prediction_rows, "probabilities", counting)
     return seen
 
 
@@ -257,7 +258,7 @@ def test_a_killed_launch_resumes_each_shard(model, tmp_path):
             """
             import os
             from dhrd.cli.commands import app
-            from dhrd.inference.prediction import PredictionSink
+            from dhrd.inference.prediction_sink import PredictionSink
 
             original, calls = PredictionSink.write, []
 

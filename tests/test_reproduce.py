@@ -568,10 +568,10 @@ def test_tasks_without_rationales_ask_the_teacher_for_the_capped_subset(
 
 
 def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
-    import dhrd.data.tasks
+    import dhrd.data.boolq
     from dhrd.reproduction import ReproduceResult
 
-    monkeypatch.setattr(dhrd.data.tasks, "boolq_carved", lambda data_dir=None: True)
+    monkeypatch.setattr(dhrd.data.boolq, "boolq_carved", lambda data_dir=None: True)
     # the table's floor reads the validation split: a tiny one here, so the test needs neither ../shared nor the hub
     rows = [{"question": "is it", "passage": f"T{i} -- p", "label": bool(i % 2), "idx": i} for i in range(4)]
     write_jsonl(tmp_path / "BoolQ" / "val.jsonl", rows)
@@ -580,7 +580,7 @@ def test_a_carved_boolq_is_flagged_as_not_comparable(monkeypatch, tmp_path):
     result = ReproduceResult(args.__dict__.copy())
     result.cells = {"train boolq pooled s1": {"kind": "train", "task": "boolq", "method": "pooled", "result": metrics}}
     result.summary = summarise(args, result)
-    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.data.tasks.BOOLQ_CARVE_NOTE
+    assert result.summary["tasks"]["boolq"]["not_comparable"] == dhrd.data.boolq.BOOLQ_CARVE_NOTE
     assert "Not comparable to the paper" in markdown(result)
 
 

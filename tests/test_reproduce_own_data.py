@@ -182,7 +182,7 @@ def test_own_data_cot_on_a_carved_validation_split_reads_the_rows_training_carve
 
 def test_own_data_cot_answers_are_parsed_else_chosen_by_likelihood_and_scored_by_accuracy(tmp_path, tiny_backbone):
     from dhrd.cot.baseline import Decoded, example_predictions, own_data_queries, score
-    from dhrd.data.tasks import Example, TeacherItem
+    from dhrd.data.examples import Example, TeacherItem
     from dhrd.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_backbone))

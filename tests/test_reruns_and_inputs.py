@@ -11,7 +11,7 @@ from conftest import write_jsonl
 from faults_support import teacher_server
 from typer.testing import CliRunner
 
-import dhrd.cli.commands
+import dhrd.cli.entry_point
 from dhrd.cli.commands import app
 from dhrd.data.inputs import Columns, file_label_names, load_file_examples
 from dhrd.data.tables import read_table
@@ -272,7 +272,7 @@ def test_no_secret_reaches_any_file_dhrd_writes(tiny_backbone, tmp_path, monkeyp
     monkeypatch.setattr("dhrd.training.run.train", breaks)  # an unexpected error saves its traceback and command line
     monkeypatch.setattr(sys, "argv", ["dhrd", *map(str, command), f"--hub_token={FAKE_TOKEN}"])
     with pytest.raises(SystemExit) as stopped:
-        dhrd.cli.commands.main()
+        dhrd.cli.entry_point.main()
     assert stopped.value.code == 1
     saved = list((tmp_path / "cache" / "errors").glob("*.txt"))
     assert len(saved) == 1 and "--hub_token=<secret>" in saved[0].read_text()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dhrd.data.tasks import load_task_split, majority_floor, task_metrics
+from dhrd.data.task_metrics import majority_floor, task_metrics
+from dhrd.data.task_splits import load_task_split
 from dhrd.stats import check_against_metrics, example_statistics, paired_difference, resampled_scores
 
 

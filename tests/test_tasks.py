@@ -2,7 +2,10 @@ import numpy as np
 import pytest
 from conftest import write_jsonl
 
-from dhrd.data.tasks import TASKS, Example, evaluate_rows, load_task_split, parse_task_names, task_metrics
+from dhrd.data.examples import Example
+from dhrd.data.task_metrics import evaluate_rows, task_metrics
+from dhrd.data.task_splits import load_task_split
+from dhrd.data.tasks import TASKS, parse_task_names
 from dhrd.errors import DHRDInputError
 
 
@@ -108,7 +111,7 @@ def test_superglue_average_takes_pairs_first():
 
 @pytest.mark.integration
 def test_official_files_load(shared_superglue):
-    from dhrd.data.tasks import boolq_carved
+    from dhrd.data.boolq import boolq_carved
 
     expected = {
         "cb": (56, 168),
@@ -204,14 +207,15 @@ def _title(row: dict) -> str:
 @pytest.fixture
 def offline_hub(monkeypatch):
     """The hub check answers "no train split" at once, without touching ``datasets``."""
-    from dhrd.data import tasks
+    from dhrd.data import boolq
 
-    monkeypatch.setattr(tasks, "_hub_boolq_train", lambda: None)
-    monkeypatch.setattr(tasks, "BOOLQ_HELD_OUT", 5)
+    monkeypatch.setattr(boolq, "_hub_boolq_train", lambda: None)
+    monkeypatch.setattr(boolq, "BOOLQ_HELD_OUT", 5)
 
 
 def test_boolq_carve_is_disjoint_by_title_and_deterministic(offline_hub, tmp_path):
-    from dhrd.data.tasks import boolq_carved, read_records
+    from dhrd.data.boolq import boolq_carved
+    from dhrd.data.task_splits import read_records
 
     rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2, "Cat": 4, "Dog": 1, "Eel": 2, "Fox": 3})
     train, train_source = read_records(TASKS["boolq"], "train", tmp_path)
@@ -237,35 +241,35 @@ def test_boolq_carve_needs_titles(offline_hub, tmp_path):
 
 
 def test_boolq_with_a_train_file_is_not_carved(monkeypatch, tmp_path):
-    from dhrd.data import tasks
+    from dhrd.data import boolq, task_splits
 
     def no_hub():
         raise AssertionError("the hub must not be asked when train.jsonl exists")
 
-    monkeypatch.setattr(tasks, "_hub_boolq_train", no_hub)
+    monkeypatch.setattr(boolq, "_hub_boolq_train", no_hub)
     rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2})
     write_jsonl(tmp_path / "BoolQ" / "train.jsonl", rows[:2])
-    validation, source = tasks.read_records(TASKS["boolq"], "validation", tmp_path)
+    validation, source = task_splits.read_records(TASKS["boolq"], "validation", tmp_path)
     assert validation == rows and source == str(tmp_path / "BoolQ" / "val.jsonl")
-    assert len(tasks.read_records(TASKS["boolq"], "train", tmp_path)[0]) == 2
-    assert not tasks.boolq_carved(tmp_path)
+    assert len(task_splits.read_records(TASKS["boolq"], "train", tmp_path)[0]) == 2
+    assert not boolq.boolq_carved(tmp_path)
 
 
 def test_boolq_train_from_the_hub_keeps_the_whole_validation_file(monkeypatch, tmp_path):
-    from dhrd.data import tasks
+    from dhrd.data import boolq, task_splits
 
     hub_rows = [{"question": "q", "passage": "Hub -- text", "label": True, "idx": 0}]
-    monkeypatch.setattr(tasks, "_hub_boolq_train", lambda: (hub_rows, "hub:super_glue/boolq/train"))
+    monkeypatch.setattr(boolq, "_hub_boolq_train", lambda: (hub_rows, "hub:super_glue/boolq/train"))
     rows = _boolq_val(tmp_path, {"Ant": 3, "Bee": 2})
-    assert tasks.read_records(TASKS["boolq"], "train", tmp_path) == (hub_rows, "hub:super_glue/boolq/train")
-    assert tasks.read_records(TASKS["boolq"], "validation", tmp_path)[0] == rows
-    assert not tasks.boolq_carved(tmp_path)
+    assert task_splits.read_records(TASKS["boolq"], "train", tmp_path) == (hub_rows, "hub:super_glue/boolq/train")
+    assert task_splits.read_records(TASKS["boolq"], "validation", tmp_path)[0] == rows
+    assert not boolq.boolq_carved(tmp_path)
 
 
 def test_the_hub_is_asked_once_for_both_splits(monkeypatch, tmp_path):
     import datasets
 
-    from dhrd.data import tasks
+    from dhrd.data import boolq, task_splits
 
     calls = []
 
@@ -274,20 +278,21 @@ def test_the_hub_is_asked_once_for_both_splits(monkeypatch, tmp_path):
         raise ConnectionError("offline")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    monkeypatch.setattr(tasks, "BOOLQ_HELD_OUT", 2)
-    tasks._hub_boolq_train.cache_clear()
+    monkeypatch.setattr(boolq, "BOOLQ_HELD_OUT", 2)
+    boolq._hub_boolq_train.cache_clear()
     try:
         _boolq_val(tmp_path, {"Ant": 3, "Bee": 2, "Cat": 1})
         for split in ("train", "validation", "train"):
-            assert "carved" in tasks.read_records(TASKS["boolq"], split, tmp_path)[1]
-        assert tasks.boolq_carved(tmp_path) and calls == [("super_glue", "boolq")]
+            assert "carved" in task_splits.read_records(TASKS["boolq"], split, tmp_path)[1]
+        assert boolq.boolq_carved(tmp_path) and calls == [("super_glue", "boolq")]
     finally:
-        tasks._hub_boolq_train.cache_clear()  # the next test asks the real (offline) hub again
+        boolq._hub_boolq_train.cache_clear()  # the next test asks the real (offline) hub again
 
 
 @pytest.mark.integration
 def test_shared_boolq_carve_sizes(shared_superglue):
-    from dhrd.data.tasks import BOOLQ_CARVE_NOTE, boolq_carved, read_records
+    from dhrd.data.boolq import BOOLQ_CARVE_NOTE, boolq_carved
+    from dhrd.data.task_splits import read_records
 
     if not boolq_carved(shared_superglue):
         pytest.skip("BoolQ is not carved here (the data or the hub has its train split)")
@@ -300,7 +305,7 @@ def test_shared_boolq_carve_sizes(shared_superglue):
 
 
 # ------------------------------------------------------------------------------------- task rules
-# Each rule lives on the task (``tasks.Task``): changing it there changes every place that reads it.
+# Each rule lives on the task (``task_base.Task``): changing it there changes every place that reads it.
 def _with_rule(monkeypatch, name: str, **rule):
     from dataclasses import replace
 
@@ -334,7 +339,8 @@ def test_answer_words_are_read_from_the_task(monkeypatch, superglue_dir):
 
 
 def test_candidate_rows_rule_decides_choice_metrics_and_floor(monkeypatch):
-    from dhrd.data.tasks import choices_by_group, majority_floor
+    from dhrd.data.task_metrics import majority_floor
+    from dhrd.data.tasks import choices_by_group
 
     rows = _rows("copa", [1, 0, 0, 1, 1, 0], list("aabbcc"), ["choice1", "choice2"] * 3)
     probs = np.array([[0.4, 0.6], [0.3, 0.7], [0.8, 0.2], [0.7, 0.3], [0.1, 0.9], [0.2, 0.8]])
@@ -348,7 +354,7 @@ def test_candidate_rows_rule_decides_choice_metrics_and_floor(monkeypatch):
 
 
 def test_per_answer_rule_decides_scoring(monkeypatch):
-    from dhrd.data.tasks import label_metrics
+    from dhrd.data.task_metrics import label_metrics
 
     rows = _rows("rte", [1, 0, 1, 1], ["q1", "q1", "q2", "q2"])
     probs = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])

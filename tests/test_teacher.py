@@ -144,7 +144,7 @@ def _multirc_dir(root: Path) -> Path:
 
 
 def test_multirc_items_are_answers(tmp_path):
-    from dhrd.data.tasks import load_task_split
+    from dhrd.data.task_splits import load_task_split
 
     data = _multirc_dir(tmp_path)
     items, source = task_items("multirc", data)
@@ -568,7 +568,8 @@ def _candidate_reply(body):
 
 def test_max_examples_asks_only_about_the_training_subset(server, tmp_path):
     from dhrd.data.rationales import pair_rationales
-    from dhrd.data.tasks import load_task_split, sample_examples
+    from dhrd.data.selection import sample_examples
+    from dhrd.data.task_splits import load_task_split
 
     data = _multirc_dir(tmp_path / "data")
     url, script = server(lambda n, body: (200, _candidate_reply(body)))
@@ -588,7 +589,7 @@ def test_max_examples_asks_only_about_the_training_subset(server, tmp_path):
 
 def test_max_examples_on_a_file_keys_rows_as_training_does(server, tmp_path):
     from dhrd.data.inputs import file_label_names, load_file_examples
-    from dhrd.data.tasks import sample_examples
+    from dhrd.data.selection import sample_examples
 
     films = [{"text": f"film {i}", "label": "pos" if i % 2 else "neg"} for i in range(8)]
     train = write_jsonl(tmp_path / "d.jsonl", films)
@@ -617,7 +618,8 @@ def test_cli_max_examples(server, tmp_path):
     assert "--max-examples 1, --selection seeded, --subset-seed 3" in result.output
     # exactly the capped examples were asked about and cached: the ones dhrd train --max-train-examples 1
     # --subset-seed 3 trains on (a passage whose seed-3 draw differs from the default seed's)
-    from dhrd.data.tasks import load_task_split, sample_examples
+    from dhrd.data.selection import sample_examples
+    from dhrd.data.task_splits import load_task_split
 
     rows = load_task_split("multirc", "train", "yesno", data)
     chosen = sorted(r.source_idx for r in sample_examples(rows, 1, 3))
@@ -631,7 +633,7 @@ def test_cli_max_examples(server, tmp_path):
 
 @pytest.mark.integration
 def test_shared_multirc_items_join_the_training_rows(shared_superglue):
-    from dhrd.data.tasks import load_task_split
+    from dhrd.data.task_splits import load_task_split
 
     items, _ = task_items("multirc", shared_superglue)
     rows = load_task_split("multirc", "train", "yesno", shared_superglue)

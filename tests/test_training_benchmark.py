@@ -38,7 +38,8 @@ def test_training_benchmark_measures_pooled_and_dhrd_side_by_side(tmp_path, tiny
     cells = {(c["variant"], c["method"]): c for c in result["cells"]}
     assert set(cells) == {("default", "pooled"), ("default", "dhrd"), ("before", "pooled"), ("before", "dhrd")}
     # the pooled rows are the 8 seeded examples' 24 input rows: their tokens, counted here with the tokenizer
-    from dhrd.data.tasks import load_task_split, sample_examples
+    from dhrd.data.selection import sample_examples
+    from dhrd.data.task_splits import load_task_split
     from dhrd.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_backbone))

@@ -7,7 +7,8 @@ import pytest
 from conftest import tiny_run, write_jsonl
 
 from dhrd import DHRDTrainingArguments, train
-from dhrd.data.tasks import Example, load_task_split
+from dhrd.data.examples import Example
+from dhrd.data.task_splits import load_task_split
 from dhrd.errors import DHRDInputError
 from dhrd.training.argparser import parse_train_arguments
 from dhrd.training.prepare import prepare_parts

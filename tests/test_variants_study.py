@@ -69,7 +69,7 @@ def _finish(study, runs: Path, name: str, probs: list[list[float]]) -> None:
 
 def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, tmp_path):
     """A new checkout has no runs/: the tables and their paired intervals come back from the kept cells."""
-    from dhrd.data.tasks import Example
+    from dhrd.data.examples import Example
 
     study.Example = Example
     fake = _TinyStudy(study)

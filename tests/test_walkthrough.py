@@ -15,8 +15,10 @@ from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-com
 from typer.testing import CliRunner
 
 from dhrd.cli.commands import app
+from dhrd.data.examples import Example
 from dhrd.data.inputs import DataSpec
-from dhrd.data.tasks import TASK_ANSWERS, Example, carve_split, sample_examples
+from dhrd.data.selection import carve_split, sample_examples
+from dhrd.data.tasks import TASK_ANSWERS
 from dhrd.errors import DHRDInputError
 from dhrd.teacher.prompts import SENTINEL, TeacherItem, check_output, conclusion_answer, is_short
 

@@ -9,7 +9,9 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports each on first use
-    from .data.tasks import TASKS, Example, load_task_split
+    from .data.examples import Example
+    from .data.task_splits import load_task_split
+    from .data.tasks import TASKS
     from .errors import DHRDInputError
     from .inference.evaluation import evaluate, predict_proba
     from .inference.prediction import predict
@@ -32,8 +34,8 @@ _HOMES = {
     "make_arguments": "reproduction",
     "reproduce": "reproduction",
     "TASKS": "data.tasks",
-    "Example": "data.tasks",
-    "load_task_split": "data.tasks",
+    "Example": "data.examples",
+    "load_task_split": "data.task_splits",
     "DHRDTrainer": "training.trainer",
     "DHRDTrainingArguments": "training.training_args",
     "train": "training.run",

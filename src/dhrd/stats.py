@@ -14,7 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .data.tasks import Example, choice_predictions, chooses_candidate, example_groups, task_metrics, task_rules
+from .data.examples import Example, example_groups
+from .data.task_metrics import task_metrics
+from .data.tasks import choice_predictions, chooses_candidate, task_rules
 
 
 def has_macro_f1(task: str) -> bool:

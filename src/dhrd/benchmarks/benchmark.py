@@ -22,7 +22,8 @@ import torch
 
 from ..cot.baseline import CoTScore, LlamaCppEngine, TransformersEngine, VLLMEngine, decode_and_score
 from ..cot.setup import FINETUNED, ZERO_SHOT, CoTInputs, cot_inputs, decode_settings
-from ..data.tasks import Example, evaluate_rows
+from ..data.examples import Example
+from ..data.task_metrics import evaluate_rows
 from ..errors import DHRDInputError
 from ..inference.evaluation import examples_for_model, first_examples
 from ..modeling import (

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.tasks import Example, evaluate_rows
+from ..data.examples import Example
+from ..data.task_metrics import evaluate_rows
 from ..inference.evaluation import predict_proba
 from ..inference.onnx_engine import load_onnx_classifier
 from ..inference.onnx_export import export_onnx

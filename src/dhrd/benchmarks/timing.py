@@ -9,7 +9,7 @@ import time
 
 import torch
 
-from ..data.tasks import Example
+from ..data.examples import Example
 from ..inference.evaluation import predict_proba
 from ..runtime import device
 from ..stats import latency_percentiles

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..data.examples import Example, TeacherItem
 from ..data.inputs import ANSWER_PREFIX, REASON_PREFIX
-from ..data.tasks import TASKS, Example, TeacherItem, chooses_candidate, label_metrics
+from ..data.task_metrics import label_metrics
+from ..data.tasks import TASKS, chooses_candidate
 from ..errors import DHRDInputError
 from ..runtime import bf16_supported, device
 from ..teacher.generation import chat_prompt_ids, generate_batches

@@ -9,8 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.examples import Example
 from ..data.inputs import DataSpec, bare_numbers
-from ..data.tasks import Example
 from ..errors import DHRDInputError
 from .baseline import (
     PAPER_SETTINGS,
@@ -83,7 +83,7 @@ def cot_inputs(
         rows = choose(examples_for_model(classifier, task, "validation", data_dir)[0])
         queries, gold = finetuned_queries(rows, tokenizer, labels), finetuned_gold(rows, labels)
         return CoTInputs(system, lm, tokenizer, queries, gold)
-    from ..data.tasks import load_task_split
+    from ..data.task_splits import load_task_split
     from ..modeling import default_backbone, load_causal_lm
 
     lm, tokenizer = load_causal_lm(model or default_backbone())

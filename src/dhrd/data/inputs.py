@@ -9,9 +9,12 @@ import torch
 
 from ..errors import DHRDInputError, where
 from .datasets_input import DatasetSplit, dataset_name, dataset_split
+from .examples import Example
 from .lengths import encode_within
+from .selection import sample_positions
 from .tables import check_encoding, id_key, is_missing, iter_table, table_source
-from .tasks import OWN_DATA, Example, load_task_split, parse_task_names, sample_positions, task_rules
+from .task_splits import load_task_split
+from .tasks import OWN_DATA, parse_task_names, task_rules
 
 PAIR_SEPARATOR = "\n"
 
@@ -255,7 +258,7 @@ class DataSpec:
     dataset: str | None = None  # a save_to_disk directory or a hub name: its train and validation splits
     dataset_config: str | None = None  # the hub dataset's configuration (load_dataset's second argument)
     # a training file without a validation file: this seeded, stratified fraction of its rows is the validation
-    # split, never trained on (``tasks.carve_split``, seeded by ``validation_seed``)
+    # split, never trained on (``selection.carve_split``, seeded by ``validation_seed``)
     validation_fraction: float | None = None
     validation_seed: int = 42
     # ``datasets.Dataset`` objects by split ("train", "validation"), handed to DHRDTrainer in memory; never saved
@@ -272,7 +275,7 @@ class DataSpec:
         ``validation_seed`` and stratified by label, so every run (and a resumed one, and ``dhrd rationales``)
         carves the same rows from the same file."""
         if self._carved is None or self._carved[0] != label_names:
-            from .tasks import carve_split
+            from .selection import carve_split
 
             rows = load_file_examples(self.train_file, self.columns, label_names, True, self.train_file, self.encoding)
             kept, held = carve_split(rows, self.validation_fraction, self.validation_seed, "--validation-fraction")
@@ -373,7 +376,7 @@ class DataSpec:
         self, split: str, label_names: tuple[str, ...], max_examples: int | None = None, seed: int = 0
     ) -> list[Example]:
         """Rows of a split: ``train``, ``validation`` (the evaluation split) or ``test``. ``max_examples``
-        reads from a dataset only the rows ``tasks.sample_examples(rows, max_examples, seed)`` would keep
+        reads from a dataset only the rows ``selection.sample_examples(rows, max_examples, seed)`` would keep
         (other sources are read whole: the caller samples)."""
         if self.own_data:
             if split == "test" and self.test_file is not None:

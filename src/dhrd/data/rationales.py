@@ -13,8 +13,9 @@ import numpy as np
 
 from ..errors import DHRDInputError, missing_file, where
 from ..runtime import find_shared
+from .examples import Example
 from .tables import Undecodable, decode_error, id_key, iter_lines
-from .tasks import TASKS, Example, task_rules
+from .tasks import TASKS, task_rules
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
-from ..data.tasks import Example, choice_predictions, chooses_candidate, task_rules
+from ..data.examples import Example
+from ..data.tasks import choice_predictions, chooses_candidate, task_rules
 from ..runtime import save_figure_atomic
 
 CLASS_METRICS = ("precision", "recall", "f1")

@@ -13,10 +13,11 @@ from tqdm.auto import tqdm
 
 from ..checks import inference_options, input_file, output_file
 from ..data.datasets_input import DatasetSplit, dataset_name, dataset_split
+from ..data.examples import Example
 from ..data.inputs import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
 from ..data.lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
 from ..data.tables import check_encoding, iter_table
-from ..data.tasks import Example, evaluate_rows
+from ..data.task_metrics import evaluate_rows
 from ..errors import DHRDInputError
 from ..hub import CARD, write_model_card
 from ..modeling import find_model_dir, model_spec

@@ -22,7 +22,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
-from .prediction import FileRows, PredictionSink, PredictSummary, predict_chunks, shards_dir
+from .prediction_rows import FileRows, PredictSummary, predict_chunks
+from .prediction_sink import PredictionSink, shards_dir
 
 
 class Processes:

@@ -36,7 +36,7 @@ _LAZY = {
     "paper_gains": "paper",
     "markdown": "report",
     "write_results": "report",
-    "ReproduceResult": "runner",
+    "ReproduceResult": "result",
     "plan": "runner",
     "reproduce": "runner",
     "score_stats": "summary",

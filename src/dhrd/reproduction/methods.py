@@ -54,7 +54,7 @@ class MethodRules:
         return self.beta if self.beta is not None else run_beta
 
     def skip_reason(self, task) -> str | None:
-        """Why the method has no cells for ``task`` (its ``tasks.Task`` rules), which the tables state; None
+        """Why the method has no cells for ``task`` (its ``task_base.Task`` rules), which the tables state; None
         where it runs."""
         if self.cot == "zero-shot" and not task.zero_shot_cot:
             return "no zero-shot CoT prompt for this task"

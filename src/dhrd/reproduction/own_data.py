@@ -8,15 +8,12 @@ a SuperGLUE task's."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data.tasks import TASKS, task_rules
 from ..errors import DHRDInputError
-from ..runtime import write_json_atomic
 
 if TYPE_CHECKING:
     from .arguments import ReproduceArguments
@@ -77,7 +74,7 @@ class OwnDataTask:
 
     def scored_examples(self, args: ReproduceArguments) -> list:
         """The examples every classifier of the task is scored on: the capped, seeded sample training scores."""
-        from ..data.tasks import sample_examples
+        from ..data.selection import sample_examples
 
         spec = self.data_spec(args.subset_seed)
         labels = spec.label_names()
@@ -278,62 +275,3 @@ def existing_rationales(args: ReproduceArguments, own: OwnDataTask) -> str | Non
         return None
     found = sorted(_teacher_cache(args, own).glob("*/train.jsonl"))
     return str(found[0]) if found else None
-
-
-def qps_cell(args: ReproduceArguments, task: str, rationales: str | None = None) -> dict:
-    """Throughput of an own-data task's classifiers (the first seed's) and of zero-shot CoT where it is a method,
-    each timed on the first examples of its scored split as ``dhrd benchmark`` times a SuperGLUE task's."""
-    from ..benchmarks.timing import time_classifier
-    from ..data.tasks import evaluate_rows
-    from ..inference.evaluation import first_examples
-    from ..modeling import load_classifier
-    from ..provenance import provenance
-    from ..runtime import bf16_supported
-    from .cells import run_dir
-    from .methods import METHOD_RULES
-
-    target = Path(args.output_dir) / task / "qps.json"
-    if target.is_file() and not args.restart:
-        return json.loads(target.read_text())
-    start = time.perf_counter()
-    examples = first_examples(own_task(args, task).scored_examples(args), args.qps_examples)
-    bf16 = args.train.get("bf16")
-    bf16 = bf16_supported() if bf16 is None else bool(bf16)  # as the cells trained
-    qps = {}
-    for method in (m for m in args.methods if METHOD_RULES[m].classifier):
-        model, tokenizer = load_classifier(run_dir(args, task, method, args.seeds[0]))
-        timed = time_classifier(model, tokenizer, examples, args.qps_batch_size, args.qps_repeats, bf16=bf16)
-        score = evaluate_rows(examples, timed.pop("probs"), "native")["score"]
-        qps[method] = {k: timed[k] for k in ("examples_per_s", "latency_p50_ms", "examples")} | {"score": score}
-        del model
-    if any(METHOD_RULES[m].cot == "zero-shot" for m in args.methods):
-        qps["cot-zero-shot"] = _zero_shot_qps(args, own_task(args, task), examples, rationales, bf16)
-    data = {
-        "qps": qps,
-        "batch_size": args.qps_batch_size,
-        "examples": len(examples),
-        "split": own_task(args, task).scored_split,
-        "provenance": provenance(),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    write_json_atomic(target, data)
-    return data
-
-
-def _zero_shot_qps(args: ReproduceArguments, own: OwnDataTask, examples: list, rationales: str | None, bf16: bool):
-    """Zero-shot CoT timed as ``dhrd benchmark`` times it (a warm-up, then ``qps_repeats`` passes of decoding and
-    likelihood answers), on the classifiers' timed examples."""
-    from ..benchmarks.benchmark import cot_timing
-    from ..cot.baseline import TransformersEngine, decode_and_score
-    from ..cot.setup import decode_settings, own_data_inputs
-
-    inputs = own_data_inputs(own.data_spec(args.subset_seed), own.scored_split, examples, args.backbone)
-    budget = own.greedy_budget(args, rationales, inputs.tokenizer)
-    settings = decode_settings((args.cot_setting,), own.name, inputs.tokenizer, rationales, budget)[0]
-    engine = TransformersEngine(inputs.lm, inputs.tokenizer, bf16)
-    run = decode_and_score(
-        own.name, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer,
-        batch_size=args.qps_batch_size, seed=args.seeds[0], repeats=args.qps_repeats, warm_up=True, progress=False,
-    )  # fmt: skip
-    timed = cot_timing(run)
-    return {k: timed[k] for k in ("examples_per_s", "latency_p50_ms", "examples")} | {"score": run.metrics["score"]}

@@ -7,7 +7,6 @@ import io
 import statistics
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..data.tasks import task_rules
 from ..provenance import machine_text, versions_text
@@ -15,9 +14,7 @@ from ..runtime import plot_colour, save_figure_atomic, write_json_atomic, write_
 from .methods import COT_METHODS, METHOD_RULES
 from .own_data import task_title
 from .paper import PAPER_QPS_SPEEDUP, PAPER_TABLE1
-
-if TYPE_CHECKING:
-    from .runner import ReproduceResult
+from .result import ReproduceResult
 
 
 def _epochs_text(epochs) -> str:

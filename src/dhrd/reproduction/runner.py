@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..data.tasks import task_rules
@@ -17,6 +17,7 @@ from .arguments import ReproduceArguments
 from .cells import (
     cot_cell,
     existing_rationales,
+    own_data_qps_cell,
     qps_cell,
     rationale_source,
     run_dir,
@@ -24,9 +25,9 @@ from .cells import (
     training_arguments,
 )
 from .methods import METHOD_RULES
-from .own_data import qps_cell as own_data_qps_cell
 from .own_data import scored_result
 from .report import write_results
+from .result import ReproduceResult
 from .summary import summarise
 
 
@@ -77,15 +78,6 @@ def cell_finished(args: ReproduceArguments, cell: Cell) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------- run
-@dataclass
-class ReproduceResult:
-    arguments: dict
-    cells: dict = field(default_factory=dict)  # name -> {"kind", "task", "method", "seed", "result"/"error"}
-    rationales: dict = field(default_factory=dict)
-    summary: dict = field(default_factory=dict)
-    seconds: float = 0.0
-    provenance: dict = field(default_factory=dict)  # dhrd.provenance's record: versions, commit, machine, command
-    finished: bool = False
 
 
 def announce(line: str, progress: bool) -> None:

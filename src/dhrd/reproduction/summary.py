@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import statistics
-from typing import TYPE_CHECKING
 
 from ..data.tasks import task_rules
 from .arguments import ReproduceArguments
@@ -14,10 +13,7 @@ from .cells import run_dir
 from .methods import COT_METHODS, METHOD_RULES, PAIRED_METHODS
 from .own_data import own_task, predictions_file
 from .paper import paper_gains
-
-if TYPE_CHECKING:
-    from .runner import ReproduceResult
-
+from .result import ReproduceResult
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +96,8 @@ def _split(args: ReproduceArguments, task: str) -> dict:
 def evaluation_examples(args: ReproduceArguments, task: str) -> list:
     """The examples every classifier of ``task`` is scored on (the same capped, seeded sample): a SuperGLUE
     task's validation split, an own-data task's test file (else its validation split)."""
-    from ..data.tasks import load_task_split, sample_examples
+    from ..data.selection import sample_examples
+    from ..data.task_splits import load_task_split
 
     own = own_task(args, task)
     if own is not None:
@@ -114,7 +111,7 @@ _FLOORS: dict[tuple, dict] = {}
 
 def task_floor(args: ReproduceArguments, task: str, examples: list) -> dict:
     """The majority floor (best constant predictor) and chance score on the evaluated examples."""
-    from ..data.tasks import floors
+    from ..data.task_metrics import floors
 
     key = (task, tuple(e.id for e in examples), _input_format(args))
     if key not in _FLOORS:

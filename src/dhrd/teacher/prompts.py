@@ -16,10 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..data.examples import TeacherItem
 from ..data.inputs import Columns, RowKeys, bare_numbers, file_label_names, row_text
 from ..data.tables import iter_table, read_text, table_source
+from ..data.task_splits import read_records
 from ..data.tasks import TASK_ANSWERS as TASK_ANSWERS  # re-exported: the teacher's answer words, read from each Task
-from ..data.tasks import TASKS, TeacherItem, read_records
+from ..data.tasks import TASKS
 from ..errors import DHRDInputError, where
 
 SENTINEL = "[END OF REASONING]"
@@ -113,7 +115,7 @@ def load_template(
 
 # ------------------------------------------------------------------------------------------ task items
 def task_items(task: str, data_dir: str | Path | None = None, split: str = "train") -> tuple[list[TeacherItem], str]:
-    """The teacher's view of a SuperGLUE split (each task lays out its own records: ``tasks.Task``)."""
+    """The teacher's view of a SuperGLUE split (each task lays out its own records: ``task_base.Task``)."""
     if task not in TASKS:
         raise DHRDInputError(f"the teacher does not support {task!r}: choose from {', '.join(TASKS)}")
     rules = TASKS[task]

@@ -41,7 +41,7 @@ def training_subset(
     ``sample_examples`` pick them, and an item joins on the row's ``source_idx``, exactly as training joins
     rationales (``pair_rationales``)."""
     from ..data.inputs import DataSpec
-    from ..data.tasks import sample_examples
+    from ..data.selection import sample_examples
 
     if max_examples and subset_seed is None and selection == "seeded":  # a None seed: a fresh random subset
         raise DHRDInputError("--max-examples needs --subset-seed (dhrd train's default is its --seed, 42)")

@@ -19,16 +19,21 @@ from transformers import HfArgumentParser
 from transformers.hf_argparser import string_to_bool
 
 from ..errors import DHRDInputError
+from .option_fields import DATA, LOSS, MODEL, TRAINING
 from .train_options import (
     DESCRIPTION,
+    PACKAGED,
     HelpFormatter,
     no_such_option,
     read_config,
     remember,
+    table_key,
+    table_of,
     usage_error,
     with_config,
+    write_table,
 )
-from .training_args import DATA, LOSS, MODEL, TRAINING, DHRDTrainingArguments
+from .training_args import DHRDTrainingArguments
 
 GROUPS = (DATA, MODEL, LOSS, TRAINING)
 TRAINER_GROUP = "transformers.TrainingArguments (every Trainer option)"
@@ -159,4 +164,13 @@ def parse_train_arguments(argv: list[str]) -> DHRDTrainingArguments:
     return parser.parse(argv)
 
 
-__all__ = ["DHRDArgumentParser", "parse_train_arguments"]
+def write_packaged() -> Path:
+    """Regenerates ``train_options.json`` from the real parser (after a change to ``dhrd train``'s options:
+    ``python -m dhrd.training.train_options``). Here, beside the parser: the table module sits below it."""
+    table = table_of(DHRDArgumentParser(), FIELDS)
+    if table is None:
+        raise SystemExit("dhrd train's parser holds an action a table cannot carry: no table written")
+    return write_table(PACKAGED, {"key": table_key(), **table})
+
+
+__all__ = ["DHRDArgumentParser", "parse_train_arguments", "write_packaged"]

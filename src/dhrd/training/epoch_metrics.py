@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import torch
 
-from ..data.tasks import evaluate_rows, flatten_metrics
+from ..data.task_metrics import evaluate_rows, flatten_metrics
 from ..errors import DHRDInputError
 from ..inference.class_report import class_report, flat_class_metrics
 from .run_rows import RunRows

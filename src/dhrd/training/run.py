@@ -7,6 +7,7 @@ Its names also include those earlier code imported from it (``from dhrd.training
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -17,7 +18,7 @@ from ..checks import training_options
 from ..hub import push_trained
 from ..memory import pin_mmap_threshold, release_memory, reset_peak
 from ..modeling import save_reasoning_head
-from ..runtime import write_json_atomic
+from ..runtime import write_json_atomic, write_text_atomic
 from .callbacks import MemoryCallback, evaluations_without_improvement
 from .loss_terms import LOSS_TERM_KEYS
 from .prepare import PreparedRun
@@ -26,6 +27,7 @@ from .run_rows import VALIDATION_SPLIT_FILE, record_validation_split
 from .saving import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE, save_scored
 from .trainer import DHRDTrainer, prepare_run
 from .training_args import DHRDTrainingArguments
+from .tuning import SEARCH_DIR, run_search, search_markdown
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     if trainer is None and args is not None:
         training_options(args)  # a bad number or path stops here, before any data or model loads
     if trainer is None and args is not None and args.alpha_search:
-        from .tuning import train_with_alpha_search
-
         return train_with_alpha_search(args)
     if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
         return finished
@@ -172,6 +172,31 @@ def finished_run(args: DHRDTrainingArguments) -> TrainResult | None:
     metrics = json.loads(files[0].read_text())
     logger.info("already complete: %s, trained on %s rows (--restart trains again)", output, metrics.get("train_rows"))
     return TrainResult(output / "model", metrics, [])
+
+
+# here, not in ``tuning``: it trains the chosen setting with ``train``, and ``tuning`` sits below this module
+def train_with_alpha_search(args: DHRDTrainingArguments):
+    """``--alpha auto``: the search (``tuning``), then the chosen setting trained on all the training rows, saved
+    with the search table (``alpha-search.{json,md}`` in the run and model directories, ``alpha_search`` in metrics)."""
+    table = run_search(args)
+    output = Path(args.output_dir)
+    final = dataclasses.replace(
+        args,
+        alpha_search=False,
+        method="pooled" if table["alpha"] == 0 else "dhrd",
+        alpha=None if table["alpha"] == 0 else table["alpha"],
+        lm_scope=table["lm_scope"],
+        push_to_hub=False,  # train() pushes once the search table is saved beside the model
+    )
+    logger.warning("alpha search chose %s; training it on all the training rows", table["chosen"])
+    result = train(final)
+    text = search_markdown(table)
+    for folder in (output, result.model_dir):
+        write_json_atomic(folder / f"{SEARCH_DIR}.json", table)
+        write_text_atomic(folder / f"{SEARCH_DIR}.md", text)
+    result.metrics["alpha_search"] = table
+    write_json_atomic(output / "metrics.json", result.metrics)
+    return result
 
 
 __all__ = [

@@ -9,7 +9,8 @@ from pathlib import Path
 from ..data.inputs import DataSpec, add_reasoning_targets, file_rationales
 from ..data.rationales import check_rationale_keys, pair_rationales, rationale_file, read_rationale_rows
 from ..data.tables import id_key
-from ..data.tasks import OWN_DATA, TASKS, Task
+from ..data.task_base import Task
+from ..data.tasks import OWN_DATA, TASKS
 from ..errors import DHRDInputError
 from .training_args import DHRDTrainingArguments
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..data.inputs import DataSpec, bare_numbers, encode_examples
-from ..data.tasks import carve_split, sample_examples
+from ..data.selection import carve_split, sample_examples
 from ..errors import DHRDInputError
 from ..runtime import write_json_atomic
 from .run_rationales import add_rationales
@@ -99,7 +99,7 @@ def encode_rows(args: DHRDTrainingArguments, rows: RunRows, tokenizer, given_rat
 
 
 def carve_dev_split(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """The alpha search's seeded, stratified dev split and the rows left to train on (``tasks.carve_split``)."""
+    """The alpha search's seeded, stratified dev split and the rows left to train on (``selection.carve_split``)."""
     return carve_split(rows, fraction, seed, "--dev-fraction")
 
 

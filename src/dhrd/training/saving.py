@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.tasks import evaluate_rows
+from ..data.task_metrics import evaluate_rows
 from ..hub import write_model_card
 from ..inference.class_report import class_report, confusion_png_path, save_confusion_png
 from ..inference.evaluation import predict_proba

@@ -27,7 +27,16 @@ from ..provenance import dhrd_version
 
 PACKAGED = Path(__file__).with_name("train_options.json")
 # the modules whose text decides the parser: a change to any of them retires every table made before it
-SOURCES = ("training_args.py", "argparser.py", "train_options.py")
+# the modules the table is made from: DHRDTrainingArguments' own and its field groups', the parser's and this one
+SOURCES = (
+    "training_args.py",
+    "option_fields.py",
+    "data_fields.py",
+    "model_fields.py",
+    "loss_fields.py",
+    "argparser.py",
+    "train_options.py",
+)
 DESCRIPTION = (
     "Train a classifier, evaluate it on the validation split every epoch, keep the best, save it. Flags are "
     "DHRDTrainingArguments' fields (transformers' names: --num_train_epochs, --learning_rate, --report_to, ...), "
@@ -311,18 +320,10 @@ def check_train_arguments(argv: list[str]) -> None:
         raise no_such_option(left, parser.prog)
 
 
-def write_packaged() -> Path:
-    """Regenerates ``train_options.json`` from the real parser (after a change to ``dhrd train``'s options)."""
-    from .argparser import FIELDS, DHRDArgumentParser
+if __name__ == "__main__":  # run as a program this module is __main__: argparser imports the package's own copy
+    from .argparser import write_packaged
 
-    table = table_of(DHRDArgumentParser(), FIELDS)
-    if table is None:
-        raise SystemExit("dhrd train's parser holds an action a table cannot carry: no table written")
-    return write_table(PACKAGED, {"key": table_key(), **table})
-
-
-if __name__ == "__main__":
     print(f"written: {write_packaged()}")
 
 
-__all__ = ["check_train_arguments", "load_table", "parser_from", "remember", "table_of", "write_packaged"]
+__all__ = ["check_train_arguments", "load_table", "parser_from", "remember", "table_of"]

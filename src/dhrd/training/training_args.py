@@ -4,8 +4,11 @@ redeclared here carry the paper's defaults (Appendix E), and the settings DHRD n
 under ``output_dir/checkpoints``, a validation pass and a checkpoint every epoch with the best one kept) are
 defaults resolved in ``__post_init__``, which an explicit value overrides.
 
-Each field's help, choices and command-line aliases are declared here once: ``dhrd train`` is generated from
-them (``dhrd.training.argparser``).
+Each field's help, choices and command-line aliases are declared once, with the field (``option_fields.option``):
+``dhrd train`` is generated from them (``dhrd.training.argparser``). DHRD's own fields come in groups, each a
+dataclass of its own that this class inherits: ``data_fields``, ``model_fields``, ``loss_fields``; here are
+transformers' fields with DHRD's defaults, the input's length, DHRD's training choices, the defaults resolved
+and the checks.
 """
 
 from __future__ import annotations
@@ -23,354 +26,122 @@ from ..data.lengths import DEFAULT_MAX_LENGTH, TRUNCATIONS
 from ..data.tasks import OWN_DATA
 from ..errors import DHRDInputError
 from ..runtime import bf16_supported
-
-DATA, MODEL, LOSS, TRAINING = "data", "model", "loss", "training (the paper's defaults)"
-
-
-def _option(default, help: str, group: str, *, run=True, choices=None, aliases=(), negative=(), factory=None):
-    """A dataclass field whose metadata is what the command line shows: help, choices, aliases, the group
-    (DHRD's groups are listed before transformers'), and ``negative`` flags that set a bool to False; and
-    whether it defines the run (``run``): a run resumed, or found finished, under a different value of a
-    run-defining setting would mix two runs, so it is refused (``run_defining``). ``run=False``: logging,
-    output, resources and when to validate, which change nothing a checkpoint means."""
-    metadata = {"help": help, "group": group, "defines_run": run}
-    if choices:
-        metadata["choices"] = list(choices)
-    if aliases:
-        metadata["aliases"] = list(aliases)
-    if negative:
-        metadata["negative"] = list(negative)
-    if factory is not None:
-        return field(default_factory=factory, metadata=metadata)
-    return field(default=default, metadata=metadata)
+from .data_fields import DataFields
+from .loss_fields import LossFields
+from .model_fields import ModelFields
+from .option_fields import DATA, TRAINING, option
 
 
+# dataclasses lists the fields of the bases furthest back first: TrainingArguments', then data, model, loss (so the
+# groups are listed in reverse here), then this class's own; a field redeclared here keeps TrainingArguments' place
 @dataclass
-class DHRDTrainingArguments(TrainingArguments):
+class DHRDTrainingArguments(LossFields, ModelFields, DataFields, TrainingArguments):
     """Everything a run needs. Defaults follow the paper (Appendix E): LoRA r=16, alpha 32, dropout 0.1 on
     every attention and MLP projection, AdamW lr 2e-4, weight decay 0.01, cosine schedule, 5 warm-up steps,
     3 epochs, evaluation and a checkpoint every epoch, the best one kept. ``output_dir`` is the run directory
     (checkpoints/, model/, metrics.json); Trainer's checkpoints go to its ``checkpoints/``."""
 
     # ---- transformers' fields with DHRD's defaults
-    output_dir: str | None = _option(
+    output_dir: str | None = option(
         None,
         "run directory: checkpoints/, model/, metrics.json (None: runs/<task>-<method>)",
         DATA,
         run=False,
     )
-    learning_rate: float = _option(2e-4, "AdamW's peak learning rate", TRAINING, aliases=["--lr"])
-    num_train_epochs: float = _option(3.0, "epochs", TRAINING, aliases=["--epochs"])
-    per_device_train_batch_size: int = _option(8, "training batch size", TRAINING, aliases=["--batch-size"])
-    per_device_eval_batch_size: int = _option(
+    learning_rate: float = option(2e-4, "AdamW's peak learning rate", TRAINING, aliases=["--lr"])
+    num_train_epochs: float = option(3.0, "epochs", TRAINING, aliases=["--epochs"])
+    per_device_train_batch_size: int = option(8, "training batch size", TRAINING, aliases=["--batch-size"])
+    per_device_eval_batch_size: int = option(
         32, "validation batch size", TRAINING, aliases=["--eval-batch-size"], run=False
     )
-    gradient_accumulation_steps: int = _option(
+    gradient_accumulation_steps: int = option(
         1, "micro-batches per optimiser step", TRAINING, aliases=["--gradient-accumulation"]
     )
-    warmup_steps: float = _option(5, "linear warm-up steps (a ratio if below 1)", TRAINING)
-    weight_decay: float = _option(0.01, "AdamW's weight decay", TRAINING)
-    lr_scheduler_type: str = _option("cosine", "learning-rate schedule (transformers' SchedulerType)", TRAINING)
-    seed: int = _option(42, "seed of the head's initialisation, shuffling, dropout and capped samples", TRAINING)
-    bf16: bool | None = _option(None, "bf16 autocast (None: where the hardware supports it)", TRAINING, run=False)
-    optim: str = _option("adamw_torch", "optimiser (transformers' OptimizerNames)", TRAINING)
-    save_steps: float | None = _option(
+    warmup_steps: float = option(5, "linear warm-up steps (a ratio if below 1)", TRAINING)
+    weight_decay: float = option(0.01, "AdamW's weight decay", TRAINING)
+    lr_scheduler_type: str = option("cosine", "learning-rate schedule (transformers' SchedulerType)", TRAINING)
+    seed: int = option(42, "seed of the head's initialisation, shuffling, dropout and capped samples", TRAINING)
+    bf16: bool | None = option(None, "bf16 autocast (None: where the hardware supports it)", TRAINING, run=False)
+    optim: str = option("adamw_torch", "optimiser (transformers' OptimizerNames)", TRAINING)
+    save_steps: float | None = option(
         None,
         "with --save-strategy epoch: extra resume checkpoints every N optimiser steps; with steps: "
         "transformers' (None: --eval-steps, else 500)",
         TRAINING,
         run=False,
     )
-    save_total_limit: int | None = _option(2, "checkpoints kept (the best one always is)", TRAINING, run=False)
-    logging_steps: float = _option(10, "log the loss every N steps", TRAINING, run=False)
+    save_total_limit: int | None = option(2, "checkpoints kept (the best one always is)", TRAINING, run=False)
+    logging_steps: float = option(10, "log the loss every N steps", TRAINING, run=False)
     # 'score' is the task's official score as compute_metrics logs it; see best_metric_key
-    metric_for_best_model: str | None = _option(
+    metric_for_best_model: str | None = option(
         "score",
         "what the best checkpoint is chosen by: score (the task's official score), loss, accuracy, macro_f1, "
         "any metric the task reports, or a class's precision|recall|f1:<label> (f1:positive); <task>/<name> "
         "in a joint run",
         TRAINING,
     )
-    eval_strategy: str | None = _option(
+    eval_strategy: str | None = option(
         None,
         "validation passes: no, steps or epoch (None: epoch when the best epoch is kept, else no)",
         TRAINING,
         choices=["no", "steps", "epoch"],
         run=False,
     )
-    save_strategy: str | None = _option(
+    save_strategy: str | None = option(
         None,
         "checkpoints: no, steps, epoch or best (None: as --eval-strategy, epoch without one)",
         TRAINING,
         choices=["no", "steps", "epoch", "best"],
         run=False,
     )
-    load_best_model_at_end: bool | None = _option(
+    load_best_model_at_end: bool | None = option(
         None,
         "keep the best checkpoint (None: with --best-epoch and more than one epoch)",
         TRAINING,
         run=False,
     )
-    use_cpu: bool | None = _option(None, "train on the CPU (None: when there is no GPU)", TRAINING, run=False)
-    data_seed: int | None = _option(None, "seed of the data sampler (None: --seed)", TRAINING)
-    remove_unused_columns: bool = _option(False, "drop dataset columns the model does not take", TRAINING, run=False)
+    use_cpu: bool | None = option(None, "train on the CPU (None: when there is no GPU)", TRAINING, run=False)
+    data_seed: int | None = option(None, "seed of the data sampler (None: --seed)", TRAINING)
+    remove_unused_columns: bool = option(False, "drop dataset columns the model does not take", TRAINING, run=False)
     # DHRD's collator always names the labels "labels"; not an option (--label-names is DHRD's label_map)
     label_names: list[str] | None = field(default_factory=lambda: ["labels"], init=False)
-    disable_tqdm: bool | None = _option(False, "no progress bars", TRAINING, run=False)
-    train_sampling_strategy: str | None = _option(
+    disable_tqdm: bool | None = option(False, "no progress bars", TRAINING, run=False)
+    train_sampling_strategy: str | None = option(
         None,
         "sampler: random, sequential, group_by_length or batch_rebalance (None: from --group-by-length)",
         TRAINING,
         choices=["random", "sequential", "group_by_length", "batch_rebalance"],
     )
-    # ---- data
-    task: str | None = _option(
-        "cb",
-        "SuperGLUE task (boolq, cb, copa, multirc, rte, wic, wsc), a list 'cb,rte', or 'all' for one joint "
-        "model; ignored with --train-file or --dataset",
-        DATA,
-    )
-    input_format: str = _option(
-        "yesno",
-        "yesno: the paper's single Yes/No prompt; native: each task's own labels",
-        DATA,
-        choices=["yesno", "native"],
-    )
-    data_dir: str | None = _option(None, "folder with <Task>/{train,val,test}.jsonl (None: the shared set)", DATA)
-    train_file: str | None = _option(None, "your own CSV/JSONL/Parquet training file", DATA)
-    validation_file: str | None = _option(
-        None, "your own validation file (the evaluation split; None: --validation-fraction of --train-file)", DATA
-    )
-    # scored once, by the kept model, after training: never seen by a choice (the validation file picks the epoch)
-    test_file: str | None = _option(
-        None,
-        "your own test file, read as --train-file is: the kept model is scored on it at the end (metrics.json's "
-        "test, test-predictions.json); --max-eval-examples caps it too",
-        DATA,
-        run=False,
-    )
-    validation_fraction: float | None = _option(
-        None,
-        "with --train-file and no --validation-file: this seeded (--subset-seed), stratified fraction of its "
-        f"rows is the validation split, never trained on (None: {DEFAULT_VALIDATION_FRACTION} there)",
-        DATA,
-    )
-    dataset: str | None = _option(
-        None,
-        "a datasets dataset: a save_to_disk directory or a hub name, read as your files are (the same column "
-        "options; a ClassLabel label column names the labels): its train split trains, its validation split "
-        "(else its test split) is evaluated",
-        DATA,
-    )
-    dataset_config: str | None = _option(None, "the hub dataset's configuration (load_dataset's second argument)", DATA)
-    text_column: str = _option("text", "text column of your data", DATA)
-    text_pair_column: str | None = _option(None, "optional second text column", DATA)
-    label_column: str = _option("label", "label column (strings or integers)", DATA)
-    id_column: str | None = _option(
-        None,
-        "your rows' id column: rationale files and predictions are keyed by it (None: the 1-based row number)",
-        DATA,
-    )
-    rationale_column: str | None = _option(
-        None,
-        "a column of the training data with an explanation per row (empty: that row trains the classifier only)",
-        DATA,
-    )
-    encoding: str = _option(
-        "utf-8", "of your files: utf-8 (a byte-order mark is fine), latin-1, cp1252", DATA, run=False
-    )
-    label_map: dict[str, str] | str | None = _option(
-        None,
-        "your labels' names, value=name in label order: 0=negative,1=positive (or a mapping)",
-        DATA,
-        aliases=["--label-names"],
-    )
-    instruction: str | None = _option(
-        None,
-        "your task's question ('Is this review positive or negative?'): the teacher's prompt asks it; saved "
-        "with the model",
-        DATA,
-    )
-    # off by default: with it, pooled SmolLM2 scored 7.7 points lower on CB as a CSV
-    # (results/own-data-instruction-smollm2-cpu.md)
-    instruction_in_input: bool = _option(False, "the classifier's input ends with --instruction too", DATA)
-    max_train_examples: int | None = _option(
-        None, "cap the training examples (a seeded sample, or the first N with --selection first)", DATA
-    )
-    selection: str = _option(
-        "seeded",
-        "which rows --max-train-examples takes: seeded (a sample drawn with --subset-seed, as dhrd rationales "
-        "--max-examples takes it) or first (the first N training rows in file order)",
-        DATA,
-        choices=["seeded", "first"],
-    )
-    max_eval_examples: int | None = _option(
-        None, "cap the validation examples (and --test-file's): a seeded sample", DATA, run=False
-    )
-    subset_seed: int | None = _option(
-        None, "seed of the capped samples (None: --seed); fixed, it pairs runs across seeds", DATA
-    )
-    # ---- model
-    backbone: str | None = _option(
-        None,
-        "hub name, local directory or .gguf file (None: the shared SmolLM2-135M-Instruct GGUF, else "
-        "HuggingFaceTB/SmolLM2-135M-Instruct)",
-        MODEL,
-    )
-    gguf_file: str | None = _option(None, "GGUF file name inside --backbone's directory", MODEL)
-    head: str = _option(
-        "mlp",
-        "mlp (the paper's 2-layer MLP) or linear (exports as a standard *ForSequenceClassification)",
-        MODEL,
-        choices=["mlp", "linear"],
-    )
-    pooling: str = _option("last", "last real input token (the paper's) or mean", MODEL, choices=["last", "mean"])
-    head_dropout: float = _option(0.1, "dropout inside the classification head", MODEL)
-    lora: bool = _option(
-        True, "LoRA (the paper's r=16, alpha=32); --full: full fine-tuning", MODEL, negative=["--full"]
-    )
-    lora_r: int = _option(16, "LoRA rank", MODEL)
-    lora_alpha: int = _option(32, "LoRA alpha", MODEL)
-    lora_dropout: float = _option(0.1, "LoRA dropout", MODEL)
-    # "auto": eager attention on a CPU (its matmuls beat SDPA's CPU flash kernel by 10% of a training step),
-    # SDPA on a GPU. The saved model keeps the backbone's own setting.
-    attention: str = _option(
-        "auto",
-        "attention kernel while training: auto (eager on a CPU, SDPA on a GPU), eager or sdpa",
-        MODEL,
-        choices=["auto", "eager", "sdpa"],
-        run=False,
-    )
-    # The activations a LoRA step keeps for its backward pass are about 70 KB a token a layer on SmolLM2 (8 x 512
-    # tokens: 10 GB); layers beyond the budget are recomputed in the backward pass (dhrd.memory).
-    activation_memory: float = _option(
-        1.0,
-        "GB of activations a training step may keep for its backward pass; the layers beyond are recomputed "
-        "(activation checkpointing, only for batches that need it). 0: no limit",
-        MODEL,
-        run=False,
-    )
-    bits_dropout: bool = _option(
-        True, "LoRA's input dropout with 3x cheaper masks on a CPU (dhrd.training.dropout)", MODEL, run=False
-    )
-    chunked_lm_loss: bool = _option(
-        True,
-        "the reasoning head's loss a chunk of targets at a time, never holding all their logits "
-        "(dhrd.training.lm_loss); "
-        "off: one projection of every target, as autograd does it",
-        MODEL,
-        run=False,
-    )
-    trust_remote_code: bool = _option(
-        False,
-        "run Python code shipped with the backbone (its auto_map); off: never",
-        MODEL,
-        run=False,
-    )
-    keep_reasoning_head: bool = _option(
-        False,
-        "also save the LM head beside the classifier, so that `dhrd explain` can use it",
-        MODEL,
-        run=False,
-    )
-    # ---- loss: beta * L_cls + alpha * L_reason; "pooled" is alpha = 0 with no rationale (the paper's baseline)
-    method: str = _option(
-        "pooled",
-        "pooled (the paper's baseline: alpha = 0, no rationale) or dhrd (the reasoning head learns the "
-        "teacher's rationales)",
-        LOSS,
-        choices=["pooled", "dhrd"],
-    )
-    alpha: float | None = _option(
-        None,
-        "weight of the reasoning (LM) loss (None: 1 for dhrd, 0 for pooled); auto: chosen on a dev split carved "
-        "from the training data (--alpha-search)",
-        LOSS,
-    )
-    alpha_search: bool = _option(
-        False,
-        "choose alpha and --lm-scope on a seeded, stratified dev split carved from the training rows (the "
-        "validation split is never seen by the choice) among --alpha-candidates x --lm-scope-candidates, alpha 0 "
-        "being pooled, through Trainer.hyperparameter_search with bad trials pruned; the winner is trained again "
-        "on all the training rows and saved with the search table",
-        LOSS,
-        run=False,
-    )
-    alpha_candidates: str = _option("0,0.1,0.25,0.5,1", "the alpha search's alphas (0: pooled)", LOSS, run=False)
-    lm_scope_candidates: str = _option("all,reasoning", "the alpha search's --lm-scope values", LOSS, run=False)
-    dev_fraction: float | None = _option(
-        None,
-        "validate on a seeded, stratified fraction of the training rows instead of the validation split (the "
-        "alpha search's dev split; default there: 0.2)",
-        DATA,
-    )
-    beta: float = _option(1.0, "weight of the classification loss", LOSS)
-    # sklearn's compute_class_weight on the training labels, or per label name {"positive": 3} (others 1)
-    class_weights: dict[str, float] | str | None = _option(
-        None,
-        "weights of the classification loss's classes: balanced (n_rows / (n_labels x rows of the label)) "
-        "or label=weight pairs, e.g. positive=3 (others 1)",
-        LOSS,
-    )
-    rationales: str | None = _option(
-        None, "rationale file, or a folder of <Task>/train.jsonl (None: the shared set for SuperGLUE tasks)", LOSS
-    )
-    rationale_mode: str = _option(
-        "consistent",
-        "the paper's Table 2 ablations",
-        LOSS,
-        choices=["consistent", "only_label", "shuffle_reasoning", "shuffle_both"],
-    )
-    lm_scope: str = _option(
-        "all",
-        "what the LM loss covers: all (input + rationale + answer, the paper's) or reasoning",
-        LOSS,
-        choices=["all", "reasoning"],
-    )
-    max_rationale_tokens: int = _option(160, "longest rationale kept, in tokens", LOSS)
-    lm_normalization: str = _option(
-        "token",
-        "how the LM loss is averaged: token (over every target token of the step, the paper's: long inputs weigh "
-        "more) or example (each example's mean over its own tokens, then the mean over examples)",
-        LOSS,
-        choices=["token", "example"],
-    )
-    log_grad_norms: bool = _option(
-        False,
-        "log each loss term's gradient norm on the trained parameters and their cosine at every logging step "
-        "(two more backward passes a logging step); the terms themselves are always logged",
-        LOSS,
-        run=False,
-    )
-    max_length: int = _option(
+    # ---- the input's length (declared after the loss fields: the options keep their order)
+    max_length: int = option(
         DEFAULT_MAX_LENGTH, "longest input in tokens; longer inputs are an error unless --truncation left", DATA
     )
-    truncation: str = _option(
+    truncation: str = option(
         "error", "error, or left: drop the start of long passages", DATA, choices=list(TRUNCATIONS)
     )
     # ---- DHRD's training choices
     # the validation split is also the evaluation split, so choosing on it flatters every score a little
-    best_epoch: bool = _option(
+    best_epoch: bool = option(
         True,
         "keep the epoch with the best validation score (the paper's); --last-epoch: the last one, with no "
         "per-epoch validation pass",
         TRAINING,
         negative=["--last-epoch"],
     )
-    early_stopping_patience: int | None = _option(
+    early_stopping_patience: int | None = option(
         None,
         "stop after N validation passes whose --metric-for-best-model is no better",
         TRAINING,
         run=False,
     )
     # transformers' LengthGroupedSampler: far less padding on SuperGLUE's mixed-length inputs
-    group_by_length: bool = _option(
+    group_by_length: bool = option(
         True,
         "batches of similar lengths (less padding, faster); --random-batches: shuffled",
         TRAINING,
         negative=["--random-batches"],
     )
-    resume: bool = _option(
+    resume: bool = option(
         True,
         "continue from the last checkpoint in --output-dir; --restart: discard it",
         TRAINING,
@@ -583,7 +354,7 @@ TRAINER_NOT_RUN_DEFINING = frozenset(
 
 
 def run_defining() -> tuple[str, ...]:
-    """The settings that define a run, in field order: DHRD's fields declared so (``_option(run=...)``) and
+    """The settings that define a run, in field order: DHRD's fields declared so (``option(run=...)``) and
     ``TRAINER_RUN_DEFINING``. Resuming, or reusing a finished run, under another value of any is refused."""
     return tuple(
         f.name

@@ -5,7 +5,8 @@ never sees the reported split: a seeded, stratified dev split is carved from the
 (``carve_dev_split``), every candidate (alpha 0, which is the pooled baseline, then each alpha x scope) trains on
 the rest and is scored on it, through transformers' ``Trainer.hyperparameter_search`` with the optuna backend,
 a trial scoring below the median of earlier trials at the same point pruned. The winner is trained again on all
-the training rows and saved; the search table is written beside it. Pooled being a candidate, the search ships
+the training rows and saved, the search table beside it, by ``run.train_with_alpha_search`` (it needs ``train``,
+which sits above this module). Pooled being a candidate, the search ships
 pooled unless another candidate beat it on dev.
 
 The study lives in ``<output_dir>/alpha-search/optuna.db``: a killed search keeps its finished trials and runs
@@ -16,19 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import math
 from pathlib import Path
 
 from ..errors import DHRDInputError
-from ..runtime import write_json_atomic, write_text_atomic
 from .model_setup import reasoning_head
-from .run import train
 from .run_rows import encode_rows
 from .trainer import DHRDTrainer
 from .training_args import DHRDTrainingArguments
-
-logger = logging.getLogger(__name__)
 
 SEARCH_DIR = "alpha-search"
 STUDY_NAME = "dhrd-alpha-search"
@@ -222,30 +218,6 @@ def search_markdown(table: dict) -> str:
     ratio = f" ({cost / pooled:.1f}x one pooled trial)" if pooled else ""
     lines += ["", f"Search cost: {cost:.0f} s{ratio}, {table['trials_pruned']} trial(s) pruned.", ""]
     return "\n".join(lines)
-
-
-def train_with_alpha_search(args: DHRDTrainingArguments):
-    """``--alpha auto``: the search, then the chosen setting trained on all the training rows, saved with the
-    search table (``alpha-search.{json,md}`` in the run and model directories, ``alpha_search`` in metrics)."""
-    table = run_search(args)
-    output = Path(args.output_dir)
-    final = dataclasses.replace(
-        args,
-        alpha_search=False,
-        method="pooled" if table["alpha"] == 0 else "dhrd",
-        alpha=None if table["alpha"] == 0 else table["alpha"],
-        lm_scope=table["lm_scope"],
-        push_to_hub=False,  # train() pushes once the search table is saved beside the model
-    )
-    logger.warning("alpha search chose %s; training it on all the training rows", table["chosen"])
-    result = train(final)
-    text = search_markdown(table)
-    for folder in (output, result.model_dir):
-        write_json_atomic(folder / f"{SEARCH_DIR}.json", table)
-        write_text_atomic(folder / f"{SEARCH_DIR}.md", text)
-    result.metrics["alpha_search"] = table
-    write_json_atomic(output / "metrics.json", result.metrics)
-    return result
 
 
 def read_search(run_dir: str | Path) -> dict | None:
