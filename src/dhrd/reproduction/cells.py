@@ -102,11 +102,10 @@ def cot_cell(args: ReproduceArguments, task: str, method: str, seed: int, ration
     model = run_dir(args, task, method, seed) if METHOD_RULES[method].cot == "fine-tuned" else args.backbone
     own = own_task(args, task)
     if own is None:
-        inputs, budget = cot_inputs(method, task, model, args.data_dir, _cot_examples(args, task)), None
+        inputs = cot_inputs(method, task, model, args.data_dir, _cot_examples(args, task))
+        settings = decode_settings((args.cot_setting,), task, inputs.tokenizer, rationales, None)[0]
     else:  # only zero-shot CoT decodes own data (``MethodRules.skip_reason``)
-        inputs = own.cot_inputs(args, model)
-        budget = own.greedy_budget(args, rationales, inputs.tokenizer)
-    settings = decode_settings((args.cot_setting,), task, inputs.tokenizer, rationales, budget)[0]
+        inputs, settings = own.zero_shot_setup(args, model, rationales)
     engine = TransformersEngine(inputs.lm, inputs.tokenizer)
     run = decode_and_score(
         task, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer, batch_size=8, seed=seed
@@ -269,11 +268,8 @@ def _own_zero_shot_qps(args: ReproduceArguments, own: OwnDataTask, examples: lis
     likelihood answers), on the classifiers' timed examples."""
     from ..benchmarks.benchmark import cot_timing
     from ..cot.baseline import TransformersEngine, decode_and_score
-    from ..cot.setup import decode_settings, own_data_inputs
 
-    inputs = own_data_inputs(own.data_spec(args.subset_seed), own.scored_split, examples, args.backbone)
-    budget = own.greedy_budget(args, rationales, inputs.tokenizer)
-    settings = decode_settings((args.cot_setting,), own.name, inputs.tokenizer, rationales, budget)[0]
+    inputs, settings = own.zero_shot_setup(args, args.backbone, rationales, examples)
     engine = TransformersEngine(inputs.lm, inputs.tokenizer, bf16)
     run = decode_and_score(
         own.name, engine, inputs.queries, inputs.gold, settings, tokenizer=inputs.tokenizer,

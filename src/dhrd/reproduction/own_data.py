@@ -91,13 +91,24 @@ class OwnDataTask:
 
         zero_shot_labels(self.data_spec(subset_seed), f"{self.config}: ")
 
-    def cot_inputs(self, args: ReproduceArguments, model: str | None):
-        """Zero-shot CoT on the first ``cot_eval_examples`` of the examples the classifiers are scored on."""
+    def cot_inputs(self, args: ReproduceArguments, model: str | None, examples: list | None = None):
+        """Zero-shot CoT's queries on ``examples``, by default the first ``cot_eval_examples`` of the examples the
+        classifiers are scored on."""
         from ..cot.setup import own_data_inputs
         from ..inference.evaluation import first_examples
 
-        examples = first_examples(self.scored_examples(args), args.cot_cap(self.name))
+        if examples is None:
+            examples = first_examples(self.scored_examples(args), args.cot_cap(self.name))
         return own_data_inputs(self.data_spec(args.subset_seed), self.scored_split, examples, model)
+
+    def zero_shot_setup(self, args: ReproduceArguments, model: str | None, rationales: str | None, examples=None):
+        """Zero-shot CoT's queries (``cot_inputs``) and its decode setting: one setup for the CoT cell, which
+        scores it, and the throughput cell, which times it."""
+        from ..cot.setup import decode_settings
+
+        inputs = self.cot_inputs(args, model, examples)
+        budget = self.greedy_budget(args, rationales, inputs.tokenizer)
+        return inputs, decode_settings((args.cot_setting,), self.name, inputs.tokenizer, rationales, budget)[0]
 
     def greedy_budget(self, args: ReproduceArguments, rationales: str | None, tokenizer) -> int | None:
         """Greedy CoT's budget, fitted to the task's training rationales as a SuperGLUE task's is (None under
