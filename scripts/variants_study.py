@@ -16,8 +16,9 @@ intervals survive the loss of `<runs>` (a new checkout): a cell found there is n
     python scripts/variants_study.py ... --render              # rewrite the tables from finished cells only
 
 A variant is `pooled`, or `dhrd` with optional `-a<alpha>`, `-reasoning` (`--lm-scope reasoning`) and `-example`
-(`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). A `-linear` suffix
-(`pooled-linear`, `dhrd-linear`) trains `--head linear` instead of the default MLP head. `--grad-norms`
+(`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). Every variant trains
+the paper's MLP head (`--head mlp`, the default until this study chose linear) unless it ends in `-linear`
+(`pooled-linear`, `dhrd-linear`: `--head linear`), so a variant means the same before and after. `--grad-norms`
 logs each loss term's gradient norm (two more backward passes a logging step: not for timing cells).
 """
 
@@ -75,13 +76,14 @@ LINEAR = "-linear"
 def variant_settings(variant: str) -> dict:
     """The training settings of a variant name (see the module's help)."""
     if variant == "auto":
-        return {"method": "dhrd", "alpha_search": True}
+        return {"method": "dhrd", "alpha_search": True, "head": "mlp"}  # paired with pooled's head
     match = re.fullmatch(r"(pooled|dhrd)(?:-a([0-9.]+))?(-reasoning)?(-example)?(-linear)?", variant)
     if not match or (match.group(1) == "pooled" and any(match.groups()[1:4])):
         raise SystemExit(
             f"unknown variant {variant!r}: pooled[-linear], auto, or dhrd[-a<alpha>][-reasoning][-example][-linear]"
         )
-    head = {"head": "linear"} if match.group(5) else {}  # the head comparison (issue 28): the MLP is the default
+    # the head comparison (issue 28), named in every variant: the default became linear on this study's evidence
+    head = {"head": "linear" if match.group(5) else "mlp"}
     if match.group(1) == "pooled":
         return {"method": "pooled", **head}
     settings = {"method": "dhrd", "alpha": float(match.group(2) or 1.0), **head}

@@ -81,7 +81,9 @@ def test_train_push_to_hub_uploads_the_saved_model_folder(trained):
     assert list(hub.repos) == ["me/cb-tiny"] and hub.commits == {"me/cb-tiny": ["Upload a DHRD classifier (dhrd push)"]}
     sent = hub.files["me/cb-tiny"]
     assert set(sent) == set(upload_files(model))
-    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "modeling_dhrd.py"} <= set(sent)
+    # the default linear head: a plain *ForSequenceClassification, no modeling code sent
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md"} <= set(sent)
+    assert not [name for name in sent if name.endswith(".py")]
     assert not [name for name in sent if "adapter" in name or "checkpoint" in name or name == "training_args.bin"]
     assert sent["model.safetensors"] == (model / "model.safetensors").read_bytes()  # the merged, usable weights
     # Trainer never pushed (no repository created as it was built, no checkpoint pushes): only dhrd's one push
@@ -92,7 +94,8 @@ def test_train_push_to_hub_uploads_the_saved_model_folder(trained):
         "/api/models/me/cb-tiny/commit/main",
     ]
     card = ModelCard(sent["README.md"].decode())
-    assert card.data.model_name == "cb-tiny" and 'from_pretrained("me/cb-tiny", trust_remote_code=True)' in card.text
+    assert card.data.model_name == "cb-tiny" and 'pipeline("text-classification", model="me/cb-tiny"' in card.text
+    assert "trust_remote_code" not in card.text
     assert PLACEHOLDER in (model / "README.md").read_text()  # the local card was not rewritten
     cb = metrics["tasks"]["cb"]
     scored = {r.metric_type: (r.metric_name, r.metric_value) for r in card.data.eval_results}
@@ -149,7 +152,7 @@ def test_push_sends_the_model_and_its_card_only(trained, tiny_backbone, superglu
             for local in (out, tiny_backbone, superglue_dir):
                 assert str(local) not in content.decode(), (name, local)
     card = sent["README.md"].decode()
-    assert 'from_pretrained("team/cb-small", trust_remote_code=True)' in card and PLACEHOLDER not in card
+    assert 'model="team/cb-small"' in card and "trust_remote_code" not in card and PLACEHOLDER not in card
     assert fingerprint(out) == before  # nothing local was written, the card included
 
 

@@ -23,9 +23,10 @@ def reviews(n: int, start: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def task_run(tmp_path_factory, tiny_backbone, superglue_dir):
-    """A pooled CB model with the default MLP head, trained for seconds on the tiny files."""
+    """A pooled CB model with the paper's MLP head (saved with its modeling code), trained for seconds on the tiny
+    files."""
     out = tmp_path_factory.mktemp("card") / "cb"
-    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-3, seed=7)
+    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-3, seed=7, head="mlp")
     result = train(DHRDTrainingArguments(**settings, output_dir=str(out)))
     return out, result.metrics
 

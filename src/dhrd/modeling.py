@@ -259,7 +259,7 @@ def load_causal_lm(
 def build_classifier(
     backbone: str | None,
     label_names: tuple[str, ...] | list[str],
-    head: str = "mlp",
+    head: str = "linear",
     pooling: str = "last",
     head_dropout: float = 0.1,
     gguf_file: str | None = None,
