@@ -170,6 +170,8 @@ def finished_run(args: DHRDTrainingArguments) -> TrainResult | None:
     if earlier.get("peft_config") is not None or changed_settings(earlier, args):
         return None
     metrics = json.loads(files[0].read_text())
+    if args.score_validation and metrics.get("validation_scored") is False:
+        return None  # finished with --skip-validation: resumed from its last checkpoint, only to be scored
     logger.info("already complete: %s, trained on %s rows (--restart trains again)", output, metrics.get("train_rows"))
     return TrainResult(output / "model", metrics, [])
 
