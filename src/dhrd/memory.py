@@ -115,9 +115,10 @@ def pin_mmap_threshold() -> bool:
 def cap_onednn_cache() -> bool:
     """Keep oneDNN's primitive cache (bf16 matmuls on a CPU) to ``ONEDNN_CACHE_CAPACITY`` primitives for this
     process, as ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` would. Its default, 1,024, holds a primitive (with its
-    JIT-compiled kernels) for every shape met, and dynamic padding meets a new one with every batch length: the
-    cache held about 0.3 GB after the demo's pooled cell, alive for the process (a second cell started there).
-    One training step reuses a few dozen shapes across its layers, which a smaller cache still keeps. oneDNN
+    JIT-compiled kernels) for every shape met, and dynamic padding meets new ones with every batch length: 30
+    SmolLM2 steps of varying lengths left 240 MB more of the heap in use, alive for the process, so a second
+    training cell started on top of it (results/memory-smollm2-cpu.md). One training step reuses a few dozen
+    shapes across its layers, which a smaller cache still keeps. oneDNN
     reads the setting when it makes its first primitive: before any, or it is left as it is; a value the user
     set is kept. Returns whether it was set."""
     if any(os.environ.get(f"{p}_PRIMITIVE_CACHE_CAPACITY") for p in ("ONEDNN", "DNNL")):
