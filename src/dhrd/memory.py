@@ -17,6 +17,9 @@ Measured on SmolLM2-135M with LoRA (fp32, 2-core CPU, ``results/memory-smollm2-c
   ``results/memory-smollm2-cpu.md``.)
 * **Freed memory between runs.** ``release_memory`` collects reference cycles (a trainer and the run that holds
   it) and trims the allocator's free lists, after each run and at each epoch's end.
+* **oneDNN's primitive cache.** bf16 matmuls keep JIT-compiled kernels for up to 1,024 shapes for the life of the
+  process, and every padded batch length brings new ones: a second cell in one process started on what the
+  first had cached. ``cap_onednn_cache`` keeps 128.
 
 Figures are in GB (2**30 bytes) from ``/proc/self/status``: ``VmRSS`` now and ``VmHWM`` (the peak), which
 ``reset_peak`` resets (Linux's ``clear_refs``) so that each run of a process gets its own peak.
