@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_run
 
 from dhrd import DHRDTrainingArguments, train
-from dhrd.memory import ActivationBudget, layer_activation_bytes, release_memory, rss_gb
+from dhrd.memory import ActivationBudget, cap_onednn_cache, layer_activation_bytes, release_memory, rss_gb
 
 pytestmark = pytest.mark.skipif(rss_gb() is None, reason="resident memory is read from /proc (Linux)")
 
@@ -79,6 +79,21 @@ def test_three_training_cells_in_one_process_do_not_pile_up(tmp_path, small_back
         assert memory["rss_after_load"] > 0 and len(memory["rss_at_epoch_end"]) == 1
     growth_mb = (after[2] - after[0]) * 1024
     assert growth_mb < 25, f"resident memory grew {growth_mb:.0f} MB from the first cell to the third: {after}"
+
+
+def test_onednn_primitive_cache_is_capped_unless_the_user_set_it(monkeypatch):
+    """oneDNN's default cache (1,024 primitives, one set per padded shape) outlived a training cell by ~0.3 GB;
+    dhrd train and the CLI cap it before the first matmul, and leave a capacity the user gave."""
+    import os
+
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"):
+        monkeypatch.setenv(name, "")  # unset, and restored after the test
+    assert cap_onednn_cache() and os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "128"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "1024")
+    assert not cap_onednn_cache() and os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "1024"
+    monkeypatch.setenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "")
+    monkeypatch.setenv("DNNL_PRIMITIVE_CACHE_CAPACITY", "16")  # oneDNN's older name
+    assert not cap_onednn_cache()
 
 
 def test_activation_budget_recomputes_only_what_a_batch_needs(small_backbone):

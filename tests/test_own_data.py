@@ -366,6 +366,47 @@ def test_a_test_file_is_scored_once_by_the_kept_model_and_capped_as_validation_i
     assert code == 2 and "--test-file" in output and "no.jsonl" in output and len(output.splitlines()) == 1
 
 
+def test_a_run_scored_on_its_test_file_alone_does_not_read_its_validation_file(tiny_backbone, tmp_path, monkeypatch):
+    """--skip-validation (dhrd reproduce's and dhrd demo's cells with a test file): with one epoch nothing is
+    validated, so the validation file is not read nor scored; the same run asked again with validation scores
+    (dhrd train's default) is resumed from its last checkpoint and scored on it."""
+    from dhrd.training.run import train
+    from dhrd.training.training_args import DHRDTrainingArguments
+
+    read = []
+    split = DataSpec.split
+    monkeypatch.setattr(DataSpec, "split", lambda self, name, *a, **k: read.append(name) or split(self, name, *a, **k))
+    settings = dict(
+        train_file=str(write_jsonl(tmp_path / "train.jsonl", reviews(12))),
+        validation_file=str(write_jsonl(tmp_path / "val.jsonl", reviews(6, 12))),
+        test_file=str(write_jsonl(tmp_path / "test.jsonl", reviews(8, 18))),
+        id_column="id", backbone=str(tiny_backbone), bf16=False, max_length=64, num_train_epochs=1,
+        per_device_train_batch_size=4, output_dir=str(tmp_path / "run"),
+    )  # fmt: skip
+    metrics = train(DHRDTrainingArguments(**settings, score_validation=False)).metrics
+    assert "validation" not in read and {"train", "test"} <= set(read)
+    assert metrics["validation_scored"] is False and "score" not in metrics and metrics["eval_rows"] == 0
+    assert metrics["test"]["tasks"]["custom"]["examples"] == 8
+    assert not (tmp_path / "run" / "validation-predictions.json").exists()
+    read.clear()
+    metrics = train(DHRDTrainingArguments(**settings)).metrics  # the default: the validation file's metrics too
+    assert "validation" in read and metrics["tasks"]["custom"]["examples"] == 6 and metrics["eval_rows"] == 6
+    assert "validation_scored" not in metrics and metrics["resumed_from"] is not None
+    assert len(json.loads((tmp_path / "run" / "validation-predictions.json").read_text())["ids"]) == 6
+    # more than one epoch with the best kept: validated every epoch, so read, but not scored again at the end
+    read.clear()
+    more = {**settings, "num_train_epochs": 2, "output_dir": str(tmp_path / "two")}
+    metrics = train(DHRDTrainingArguments(**more, score_validation=False)).metrics
+    assert "validation" in read and len(metrics["epochs"]) == 2 and "score" not in metrics
+    code, output = run(
+        "train", "--config", write_config(tmp_path, settings), "--skip-validation", "--output-dir", tmp_path / "cli"
+    )
+    assert code == 0 and "validation: not scored" in output and "test metrics" in output, output
+    del settings["test_file"]
+    with pytest.raises(DHRDInputError, match="--skip-validation needs --test-file"):
+        DHRDTrainingArguments(**settings, score_validation=False).validate()
+
+
 def write_config(root, settings: dict):
     path = root / "config.json"
     path.write_text(json.dumps(settings))

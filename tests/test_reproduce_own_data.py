@@ -103,6 +103,8 @@ def test_an_own_data_task_trains_pooled_and_dhrd_and_is_scored_on_its_test_file(
             train_args = json.loads((run / "train_args.json").read_text())
             assert train_args["test_file"] == test_file and train_args["rationale_column"] == "explanation"
             assert train_args["max_train_examples"] == 8
+            # scored on the test file alone: the validation file is neither read nor scored (--skip-validation)
+            assert train_args["score_validation"] is False and not (run / "validation-predictions.json").exists()
         assert entry["methods"][method]["eval_examples"] == 6 and entry["methods"][method]["score"]["n"] == 2
     # the scored split is the test file's, everywhere: the split, the floor and the paired comparison
     assert entry["split"] == "test" and "test file" in entry["split_source"]

@@ -17,6 +17,9 @@ Measured on SmolLM2-135M with LoRA (fp32, 2-core CPU, ``results/memory-smollm2-c
   ``results/memory-smollm2-cpu.md``.)
 * **Freed memory between runs.** ``release_memory`` collects reference cycles (a trainer and the run that holds
   it) and trims the allocator's free lists, after each run and at each epoch's end.
+* **oneDNN's primitive cache.** bf16 matmuls keep JIT-compiled kernels for up to 1,024 shapes for the life of the
+  process, and every padded batch length brings new ones: a second cell in one process started on what the
+  first had cached. ``cap_onednn_cache`` keeps 128.
 
 Figures are in GB (2**30 bytes) from ``/proc/self/status``: ``VmRSS`` now and ``VmHWM`` (the peak), which
 ``reset_peak`` resets (Linux's ``clear_refs``) so that each run of a process gets its own peak.
@@ -47,6 +50,9 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 # faults); 128 KB (glibc's initial value) faulted every block in afresh each step, the dynamic one (up to 32 MB)
 # let the heap hold the activations' holes (results/memory-smollm2-cpu.md)
 _MMAP_THRESHOLD = 4 * 2**20
+# oneDNN's primitive cache: above the few dozen primitives of one training step's shapes, far below the default
+# 1,024, which kept every padded length's kernels (cap_onednn_cache)
+ONEDNN_CACHE_CAPACITY = 128
 
 
 def _status_kb(field: str) -> int | None:
@@ -107,6 +113,21 @@ def pin_mmap_threshold() -> bool:
         return False
     libc = _libc()
     return bool(libc is not None and libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1)
+
+
+def cap_onednn_cache() -> bool:
+    """Keep oneDNN's primitive cache (bf16 matmuls on a CPU) to ``ONEDNN_CACHE_CAPACITY`` primitives for this
+    process, as ``ONEDNN_PRIMITIVE_CACHE_CAPACITY`` would. Its default, 1,024, holds a primitive (with its
+    JIT-compiled kernels) for every shape met, and dynamic padding meets new ones with every batch length: 30
+    SmolLM2 steps of varying lengths left 240 MB more of the heap in use, alive for the process, so a second
+    training cell started on top of it (results/memory-smollm2-cpu.md). One training step reuses a few dozen
+    shapes across its layers, which a smaller cache still keeps. oneDNN
+    reads the setting when it makes its first primitive: before any, or it is left as it is; a value the user
+    set is kept. Returns whether it was set."""
+    if any(os.environ.get(f"{p}_PRIMITIVE_CACHE_CAPACITY") for p in ("ONEDNN", "DNNL")):
+        return False
+    os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(ONEDNN_CACHE_CAPACITY)
+    return True
 
 
 def release_memory() -> None:

@@ -85,8 +85,11 @@ def train(ctx: typer.Context):
     kept = f"best epoch by {chosen_by}" if chosen_by else "last epoch"
     if result.metrics.get("stopped_early"):
         kept += f", stopped early after epoch {result.metrics['epochs'][-1]['epoch']:g}"
-    out.print(metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
-    print_classes(result.metrics.get("classes", {}))
+    if result.metrics.get("validation_scored") is False:
+        out.print(f"validation: not scored (--skip-validation; {kept}) - {result.model_dir}")
+    else:
+        out.print(metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
+        print_classes(result.metrics.get("classes", {}))
     test = result.metrics.get("test")
     if test:  # --test-file: scored once, by the kept model
         out.print(metrics_table(test, f"test metrics ({test['file']}) - {result.model_dir}"))

@@ -198,9 +198,13 @@ def task_title(task: str) -> str:
 
 # ------------------------------------------------------------------------------------ the cells' parts
 def training_settings(args: ReproduceArguments, task: str) -> dict:
-    """An own-data task's settings on top of every training cell's (none for a SuperGLUE task)."""
+    """An own-data task's settings on top of every training cell's (none for a SuperGLUE task). A task scored on
+    its test file does not score its validation file at the end (``--skip-validation``): no table reads it, and it
+    is still read where an epoch is chosen on it."""
     own = own_task(args, task)
-    return {} if own is None else {"task": None, **own.settings}
+    if own is None:
+        return {}
+    return {"task": None, **own.settings, **({"score_validation": False} if own.scored_split == "test" else {})}
 
 
 def scored_result(args: ReproduceArguments, task: str, metrics: dict) -> dict:

@@ -20,7 +20,9 @@ def run_metrics(args: DHRDTrainingArguments, rows: RunRows, compute_metrics=None
     """The logged name of the metric that chooses the best epoch, and the validation metrics of an epoch: the
     caller's ``compute_metrics`` beside DHRD's, which the best checkpoint and the run's history need."""
     eval_rows, input_format, label_names = rows.eval_rows, rows.input_format, rows.label_names
-    metric_key = best_metric_key(args.metric_for_best_model, eval_rows, input_format, label_names)
+    # no validation rows (--skip-validation): no validation pass, nothing to choose by
+    name = args.metric_for_best_model
+    metric_key = best_metric_key(name, eval_rows, input_format, label_names) if eval_rows else name
     if metric_key != "score" and not args.choose_best:
         logger.warning("--metric-for-best-model %s has no effect: no best epoch is chosen", args.metric_for_best_model)
 

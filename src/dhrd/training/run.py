@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..checks import training_options
 from ..hub import push_trained
-from ..memory import pin_mmap_threshold, release_memory, reset_peak
+from ..memory import cap_onednn_cache, pin_mmap_threshold, release_memory, reset_peak
 from ..modeling import save_reasoning_head
 from ..runtime import write_json_atomic, write_text_atomic
 from .callbacks import MemoryCallback, evaluations_without_improvement
@@ -62,6 +62,7 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
         return finished
     pin_mmap_threshold()  # freed activations go back to the system at once (dhrd.memory)
+    cap_onednn_cache()  # before the first bf16 matmul of the process, or oneDNN keeps its default
     reset_peak()  # this run's peak, not an earlier run's of the same process
     own_trainer = trainer is None  # built here: nothing outside needs it once the run is saved
     if trainer is None:
@@ -170,6 +171,8 @@ def finished_run(args: DHRDTrainingArguments) -> TrainResult | None:
     if earlier.get("peft_config") is not None or changed_settings(earlier, args):
         return None
     metrics = json.loads(files[0].read_text())
+    if args.score_validation and metrics.get("validation_scored") is False:
+        return None  # finished with --skip-validation: resumed from its last checkpoint, only to be scored
     logger.info("already complete: %s, trained on %s rows (--restart trains again)", output, metrics.get("train_rows"))
     return TrainResult(output / "model", metrics, [])
 

@@ -65,6 +65,8 @@ def read_rows(args: DHRDTrainingArguments, splits: dict | None = None) -> RunRow
     if args.dev_fraction:
         # the validation split is carved from the training rows: the reported split is never read
         train_rows, eval_rows = carve_dev_split(train_rows, args.dev_fraction, subset_seed)
+    elif not args.reads_validation:
+        eval_rows = []  # --skip-validation with no validation pass while training: scored on --test-file only
     else:
         eval_rows = sample_examples(
             spec.split("validation", label_names, args.max_eval_examples, subset_seed),
@@ -84,7 +86,9 @@ def encode_rows(args: DHRDTrainingArguments, rows: RunRows, tokenizer, given_rat
     """The rows as model inputs under the length policy; with --method dhrd the training rows extended with
     their rationale and answer (the reasoning head's targets)."""
     train_set = encode_examples(rows.train_rows, tokenizer, args.max_length, args.truncation, "train split")
-    eval_set = encode_examples(rows.eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
+    eval_set = []  # none read (--skip-validation)
+    if rows.eval_rows:
+        eval_set = encode_examples(rows.eval_rows, tokenizer, args.max_length, args.truncation, "validation split")
     missing = add_rationales(
         args,
         rows.spec,

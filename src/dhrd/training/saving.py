@@ -31,9 +31,9 @@ def save_scored(
     memory=None,
     test_rows=(),
 ) -> None:
-    """Score the best model the way it will be served (``predict_proba``) on the validation rows and the test
-    rows (``--test-file``), then save it and its metrics (with ``memory()``'s record of the run's resident
-    memory, taken last, and ``provenance``)."""
+    """Score the best model the way it will be served (``predict_proba``) on the validation rows (unless
+    ``--skip-validation``) and the test rows (``--test-file``), then save it and its metrics (with ``memory()``'s
+    record of the run's resident memory, taken last, and ``provenance``)."""
     best.eval()
     # served as loaded: with the default attention kernel, not training's eager one on a CPU. In bf16 the two
     # differ enough to flip near-ties, and training's score then disagreed with `dhrd evaluate` by an example.
@@ -59,7 +59,11 @@ def save_scored(
         )
         return {**evaluate_rows(rows, probs, input_format), "classes": classes, "confusion_png": str(figure)}
 
-    metrics = {**scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json")), **run}
+    metrics = dict(run)
+    if args.score_validation:
+        metrics = {**scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json")), **run}
+    else:  # --skip-validation: the test file's scores are the run's
+        metrics["validation_scored"] = False
     if test_rows:
         test = scored(test_rows, TEST_PREDICTIONS_FILE, output / "test-confusion.png")
         metrics["test"] = {"file": args.test_file, **test}
