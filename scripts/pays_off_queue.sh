@@ -2,12 +2,16 @@
 # The cells still owed to the DHRD-pays-off table (issue 24) and the head decision (issue 28), as two resumable
 # queues for a 2-core machine: each finished cell is kept in results/<study>.cells.json (commit it as it lands), a
 # killed one resumes from its last checkpoint (runs/ must survive for that; a new checkout starts the cell again).
-#   nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
-#   nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
+#   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
+#   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
 set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1  # two queues side by side, one core each
-study() { python scripts/variants_study.py "$@"; }
+# DHRD_QUEUE_CODE: a frozen checkout (git worktree add --detach DIR HEAD) whose script and package the cells run, so
+# that commits and merges here cannot change a running queue's code half-way (a script from one tree importing
+# the package of another failed on a moved module); results and runs stay in this checkout
+CODE="${DHRD_QUEUE_CODE:-.}"
+study() { PYTHONPATH="$CODE/src${PYTHONPATH:+:$PYTHONPATH}" python "$CODE/scripts/variants_study.py" "$@"; }
 RTE=(--task rte --sizes 500 --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte --out results/variants-rte-smollm2-cpu
      --title 'RTE: DHRD settings against pooled')
 case "$1" in

@@ -339,7 +339,7 @@ def markdown(summary: dict, title: str, command: str) -> str:
     if heads:
         lines += [
             "",
-            "## The linear head against the MLP head (the default), paired by seed",
+            "## The linear head (the default since this comparison) against the paper's MLP head, paired by seed",
             "",
             "| budget | variant | seeds | linear minus MLP [95% CI] | minus pooled-linear [95% CI] |",
             "|---|---|---|---|---|",
