@@ -313,7 +313,7 @@ def test_help_lists_every_default_in_groups():
     text = result.output
     for shown in ("--epochs", "--num_train_epochs", "--report_to", "--full", "--restart", "--config"):
         assert shown in text
-    for default in ("(default: 0.0002)", "(default: 3.0)", "(default: 8)", "(default: cosine)", "(default: mlp)"):
+    for default in ("(default: 0.0002)", "(default: 3.0)", "(default: 8)", "(default: cosine)", "(default: linear)"):
         assert default in text
     assert text.index("\ndata:") < text.index("\nloss:") < text.index("\ntransformers.TrainingArguments")
     assert "[default: ..." not in runner.invoke(app, ["evaluate", "--help"]).output
