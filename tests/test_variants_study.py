@@ -23,13 +23,14 @@ def study():
 @pytest.mark.parametrize(
     "name, settings",
     [
-        ("pooled", {"method": "pooled"}),
+        # every variant names its head: "pooled" means the paper's MLP before and after linear became the default
+        ("pooled", {"method": "pooled", "head": "mlp"}),
         ("pooled-linear", {"method": "pooled", "head": "linear"}),
-        ("dhrd", {"method": "dhrd", "alpha": 1.0}),
+        ("dhrd", {"method": "dhrd", "alpha": 1.0, "head": "mlp"}),
         ("dhrd-linear", {"method": "dhrd", "alpha": 1.0, "head": "linear"}),
-        ("dhrd-a0.25-reasoning", {"method": "dhrd", "alpha": 0.25, "lm_scope": "reasoning"}),
-        ("dhrd-example", {"method": "dhrd", "alpha": 1.0, "lm_normalization": "example"}),
-        ("auto", {"method": "dhrd", "alpha_search": True}),
+        ("dhrd-a0.25-reasoning", {"method": "dhrd", "alpha": 0.25, "lm_scope": "reasoning", "head": "mlp"}),
+        ("dhrd-example", {"method": "dhrd", "alpha": 1.0, "lm_normalization": "example", "head": "mlp"}),
+        ("auto", {"method": "dhrd", "alpha_search": True, "head": "mlp"}),
     ],
 )
 def test_a_variant_name_is_its_settings(study, name, settings):
