@@ -165,3 +165,38 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
     assert passes.count(0.0) == passes.count(0.5) >= tuning.EVALUATIONS_PER_TRIAL and passes.count(1.0) == 1
     assert table["chosen"] == "pooled" and table["trials_pruned"] == 1
     assert "pruned" in (output / "alpha-search.md").read_text()
+
+
+def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """A search stopped in its second trial leaves the third enqueued and never started (WAITING, no params yet):
+    run again, it reads that candidate from the trial's fixed params, trains what is left and finishes."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from dhrd.training import tuning
+
+    setup, started = tuning.AlphaSearchTrainer._hp_search_setup, []
+
+    def stopping_setup(self, trial):
+        if trial is not None:
+            started.append(trial)
+            if len(started) == 2:
+                raise RuntimeError("killed")
+        setup(self, trial)
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", stopping_setup)
+    output = tmp_path / "auto"
+    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-9)
+    args = DHRDTrainingArguments(
+        output_dir=str(output), alpha="auto", alpha_candidates="0,1", lm_scope_candidates="all,reasoning",
+        rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="killed"):
+        train(args)
+    storage = f"sqlite:///{output / 'alpha-search' / 'optuna.db'}"
+    states = [t.state for t in optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials]
+    assert TrialState.WAITING in states  # the premise: a candidate enqueued and never started
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", setup)
+    train(args)
+    table = json.loads((output / "alpha-search.json").read_text())
+    assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"

@@ -84,7 +84,10 @@ def _study(storage: str):
     return study
 
 
-def _key(params: dict) -> tuple[float, str]:
+def candidate_key(trial) -> tuple[float, str]:
+    """The (alpha, lm_scope) candidate a trial runs. An enqueued trial that has not started (WAITING, as a killed
+    search leaves those it had not reached) has no params yet: its candidate is in ``fixed_params``."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
     return float(params["alpha"]), "all" if not float(params["alpha"]) else params["lm_scope"]
 
 
@@ -99,8 +102,8 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{folder / 'optuna.db'}"
     study = _study(storage)
-    ended = {_key(t.params) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
-    waiting = {_key(t.params) for t in study.trials if t.state == TrialState.WAITING}
+    ended = {candidate_key(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    waiting = {candidate_key(t) for t in study.trials if t.state == TrialState.WAITING}
     pending = [c for c in candidates if c not in ended]
     for alpha, scope in pending:
         if (alpha, scope) not in waiting:
@@ -163,7 +166,7 @@ def search_table(study, candidates, base: DHRDTrainingArguments) -> dict:
     latest = {}
     for trial in study.trials:
         if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-            latest[_key(trial.params)] = trial
+            latest[candidate_key(trial)] = trial
     rows = []
     for alpha, scope in candidates:
         trial = latest.get((alpha, scope))
