@@ -441,3 +441,17 @@ def test_two_processes_writing_one_file_both_land(tmp_path):
             second.write("second")
     assert target.read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["cells.json"]
+
+
+@pytest.mark.parametrize("cap, expected", [("AVX2", False), ("avx512_core_vnni", False), ("", None)])
+def test_onednn_held_below_bf16_turns_bf16_off(monkeypatch, cap, expected):
+    """A bf16 machine made to run as one without (ONEDNN_MAX_CPU_ISA=AVX2) trains and scores in float32; without
+    a cap, the CPU's own flags decide."""
+    import torch
+
+    from dhrd.runtime import bf16_supported
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    if expected is None:
+        expected = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert bf16_supported() is expected

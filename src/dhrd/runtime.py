@@ -30,10 +30,20 @@ def device() -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
+# oneDNN's instruction sets below AVX512_CORE_BF16: capped at one of these (ONEDNN_MAX_CPU_ISA), oneDNN computes
+# bf16 by conversion, slower than float32
+_ISAS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
 def bf16_supported() -> bool:
-    """bf16 autocast pays off on GPUs with bf16 and on CPUs with AVX512-BF16 or AMX (about 3x here)."""
+    """bf16 autocast pays off on GPUs with bf16 and on CPUs with AVX512-BF16 or AMX (about 3x here), unless
+    oneDNN is held below those instructions (``ONEDNN_MAX_CPU_ISA=AVX2``: how a bf16 machine is made to run as
+    one without, to time the float32 path)."""
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
+    cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    if cap in _ISAS_WITHOUT_BF16:
+        return False
     checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check() for check in checks if check is not None)
 
