@@ -130,6 +130,13 @@ def cap_onednn_cache() -> bool:
     return True
 
 
+def bound_process_memory() -> None:
+    """The process-wide settings every dhrd entry (the CLI, ``train()``, the training benchmark) runs with, before
+    the first tensor: the fixed mmap threshold and the capped oneDNN cache (each leaves a value the user set)."""
+    pin_mmap_threshold()
+    cap_onednn_cache()
+
+
 def release_memory() -> None:
     """Free what nothing refers to any more (reference cycles too) and give the allocator's free pages back."""
     gc.collect()

@@ -24,7 +24,7 @@ from transformers import TrainerCallback
 from ..data.inputs import ClassificationCollator
 from ..data.lengths import SUPERGLUE_MAX_LENGTH
 from ..errors import DHRDInputError
-from ..memory import cap_onednn_cache, pin_mmap_threshold, release_memory, reset_peak, rss_gb
+from ..memory import bound_process_memory, release_memory, reset_peak, rss_gb
 from ..provenance import machine_text, provenance, versions_text
 from ..runtime import bf16_supported, save_figure_atomic, write_json_atomic, write_text_atomic
 from .timing import gemm_peak
@@ -311,8 +311,7 @@ def speedups(cells: list[dict]) -> list[dict]:
 def benchmark_training(args: TrainBenchmarkArguments, progress: bool = True) -> dict:
     args.validate()
     bf16 = bf16_supported()
-    pin_mmap_threshold()  # as dhrd train does (dhrd.memory)
-    cap_onednn_cache()
+    bound_process_memory()  # as dhrd train does (dhrd.memory)
     out = Path(args.output)
     runs = work_dir(args)
     peak = gemm_peak(torch.bfloat16 if bf16 else torch.float32)

@@ -12,7 +12,7 @@ import warnings
 import typer
 
 from ..errors import DHRDInputError
-from ..memory import cap_onednn_cache, pin_mmap_threshold
+from ..memory import bound_process_memory
 from ..openmp import passive_openmp_wait
 from ..provenance import save_traceback
 from .commands import app
@@ -82,8 +82,7 @@ def main() -> None:
     """The ``dhrd`` entry point: every failure is one line on stderr. Bad input and bad options exit with 2,
     an interrupt with 130, a bug with 1 (its traceback saved to a file; ``DHRD_TRACEBACK=1`` raises it)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    pin_mmap_threshold()  # freed tensors go back to the system at once (dhrd.memory); loads no torch
-    cap_onednn_cache()  # oneDNN keeps kernels for 128 shapes, not 1,024 (dhrd.memory)
+    bound_process_memory()  # freed tensors go back to the system at once, oneDNN keeps 128 kernels (dhrd.memory)
     passive_openmp_wait()  # torch's threads sleep instead of spinning between operations (dhrd.openmp)
     show_messages()
     try:

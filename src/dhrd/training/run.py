@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..checks import training_options
 from ..hub import push_trained
-from ..memory import cap_onednn_cache, pin_mmap_threshold, release_memory, reset_peak
+from ..memory import bound_process_memory, release_memory, reset_peak
 from ..modeling import save_reasoning_head
 from ..runtime import write_json_atomic, write_text_atomic
 from .callbacks import MemoryCallback, evaluations_without_improvement
@@ -61,8 +61,7 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
         return train_with_alpha_search(args)
     if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
         return finished
-    pin_mmap_threshold()  # freed activations go back to the system at once (dhrd.memory)
-    cap_onednn_cache()  # before the first bf16 matmul of the process, or oneDNN keeps its default
+    bound_process_memory()  # before the first matmul of the process (dhrd.memory)
     reset_peak()  # this run's peak, not an earlier run's of the same process
     own_trainer = trainer is None  # built here: nothing outside needs it once the run is saved
     if trainer is None:

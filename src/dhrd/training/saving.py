@@ -59,11 +59,11 @@ def save_scored(
         )
         return {**evaluate_rows(rows, probs, input_format), "classes": classes, "confusion_png": str(figure)}
 
-    metrics = dict(run)
     if args.score_validation:
-        metrics = {**scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json")), **run}
+        validation = scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json"))
     else:  # --skip-validation: the test file's scores are the run's
-        metrics["validation_scored"] = False
+        validation = {"validation_scored": False}
+    metrics = {**validation, **run}
     if test_rows:
         test = scored(test_rows, TEST_PREDICTIONS_FILE, output / "test-confusion.png")
         metrics["test"] = {"file": args.test_file, **test}
