@@ -42,6 +42,7 @@ from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.stats import example_statistics, paired_difference, resampled_scores
 
 TEST_FILE = "test.jsonl"  # an own-data study's scored split, beside its training file
+DEFAULT_STUDENT = "SmolLM2-135M-Instruct"  # dhrd's default backbone, the student of every study without --backbone
 MARGIN = 5.0  # points above the majority floor that count as learning (as in the learning-budget study)
 
 
@@ -163,13 +164,17 @@ class SuperGLUE(Study):
         return np.array([by_id[e.id] for e in self.examples])
 
 
-def training_arguments(study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool):
+def training_arguments(
+    study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool, backbone: str | None = None
+):
     from dhrd.training.training_args import DHRDTrainingArguments
 
     own = isinstance(study, OwnData)
+    settings = {**study.settings(), **variant_settings(cell.variant)}
+    if backbone:  # else the study's config's, else dhrd's default
+        settings.update(backbone=backbone, gguf_file=None)
     return DHRDTrainingArguments(
-        **study.settings(),
-        **variant_settings(cell.variant),
+        **settings,
         output_dir=str(runs / cell.name),
         max_train_examples=cell.size,
         subset_seed=1,  # every seed and variant of a budget trains on the same rows: paired comparisons
@@ -277,12 +282,15 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
                 "predicted_classes": [r["predicted_classes"] for r in done],
                 "chosen": [r["chosen"] for r in done if r["chosen"]],
             }
-            paired = paired_with("pooled", here, done, results)
-            if variant != "pooled" and paired:
+            # against pooled (the MLP head); a study of linear-head variants only pairs with pooled-linear
+            base = "pooled" if any(c.variant == "pooled" for c in here) else "pooled" + LINEAR
+            paired = paired_with(base, here, done, results)
+            if variant != base and paired:
+                row["baseline"] = base
                 row["paired"] = difference(study, paired)
-                base = sum(p["train_seconds"] or 0 for p, _ in paired)
+                base_seconds = sum(p["train_seconds"] or 0 for p, _ in paired)
                 row["time_vs_pooled"] = (
-                    round(sum(r["train_seconds"] or 0 for _, r in paired) / base, 2) if base else None
+                    round(sum(r["train_seconds"] or 0 for _, r in paired) / base_seconds, 2) if base_seconds else None
                 )
             if variant.endswith(LINEAR):  # the head comparison: against the same variant with the MLP head
                 if pairs := paired_with(variant[: -len(LINEAR)], here, done, results):
@@ -315,7 +323,8 @@ def markdown(summary: dict, title: str, command: str) -> str:
     lines = [
         f"# {title}",
         "",
-        f"SmolLM2-135M-Instruct, LoRA, 2 CPU cores. Scored on {summary['scored_split']}; seeds paired on the same",
+        f"{summary.get('backbone') or DEFAULT_STUDENT}, LoRA, 2 CPU cores. Scored on {summary['scored_split']};",
+        "seeds paired on the same",
         f"training rows. Majority floor **{summary['floor']:.1f}**, chance {summary['chance']:.1f}; a budget is",
         f"learnt when its mean is at least floor + {MARGIN:g}. Differences are the variant minus pooled in points of",
         "the task score, with a 95% bootstrap interval over scored examples and seeds. Time: training (and for",
@@ -327,6 +336,8 @@ def markdown(summary: dict, title: str, command: str) -> str:
     for r in summary["rows"]:
         p = r.get("paired")
         diff = f"{p['difference']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']})" if p else ""
+        if p and r.get("baseline", "pooled") != "pooled":
+            diff += f" vs {r['baseline']}"
         scores = ", ".join(f"{s:.1f}" for s in r["scores"])
         mean = "" if r["mean"] is None else f"{r['mean']:.1f}"
         ratio = f"{r['time_vs_pooled']:.2f}x" if r.get("time_vs_pooled") else ""
@@ -370,6 +381,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--eval-cap", type=int, default=300, help="own data: validation rows of a per-epoch pass")
     parser.add_argument("--grad-norms", action="store_true", help="log each loss term's gradient norm")
+    parser.add_argument(
+        "--backbone",
+        help=f"the student (hub name, directory or .gguf; default: {DEFAULT_STUDENT}); give each its own --runs/--out",
+    )
     parser.add_argument("--runs", required=True, help="the cells' run directories")
     parser.add_argument("--out", required=True, help="results path without suffix (.md and .json are written)")
     parser.add_argument("--title", default=None)
@@ -390,6 +405,7 @@ def main() -> None:
     command = command_line(drop=("--render",), program=("python", "scripts/variants_study.py"))
     title = options.title or f"DHRD variants against pooled: {options.task or Path(options.config).stem}"
 
+    backbone_name = Path(options.backbone).name if options.backbone else DEFAULT_STUDENT
     kept = load_kept(out)
     if not kept and out.with_suffix(".json").is_file() and not options.restart_tables:
         raise SystemExit(
@@ -402,7 +418,7 @@ def main() -> None:
         keep_finished(runs, out, kept)
         known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
         ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))
-        summary = summarise(study, ordered, kept)
+        summary = {**summarise(study, ordered, kept), "backbone": backbone_name}
         write_json_atomic(out.with_suffix(".json"), {**summary, "command": command})
         write_text_atomic(out.with_suffix(".md"), markdown(summary, title, command))
 
@@ -417,7 +433,7 @@ def main() -> None:
             continue
         print(f"== {cell.name}", flush=True)
         if not (run / "metrics.json").is_file():
-            train(training_arguments(study, cell, runs, options.eval_cap, options.grad_norms))
+            train(training_arguments(study, cell, runs, options.eval_cap, options.grad_norms, options.backbone))
         score_cell(study, run)
         save()
 

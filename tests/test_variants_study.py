@@ -92,3 +92,34 @@ def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, t
     assert rows["pooled"]["scores"] == [50.0] and rows["dhrd"]["scores"] == [100.0]
     assert rows["dhrd"]["paired"]["difference"] == 50.0
     assert rows["dhrd"]["train_seconds"] == [10.0]
+
+
+def test_a_study_of_linear_heads_only_pairs_with_pooled_linear(study, tmp_path):
+    """The bigger-student study trains the default (linear) head only: its DHRD is paired with pooled-linear."""
+    from dhrd.data.examples import Example
+
+    study.Example = Example
+    fake = _TinyStudy(study)
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", right)
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s1", wrong)
+    study.keep_finished(runs, out, kept := {})
+    summary = study.summarise(fake, [study.parse_cell(name) for name in kept], kept)
+    rows = {r["variant"]: r for r in summary["rows"]}
+    assert rows["dhrd-linear"]["baseline"] == "pooled-linear"
+    assert rows["dhrd-linear"]["paired"]["difference"] == -50.0
+    assert "paired" not in rows["pooled-linear"]
+    table = study.markdown({**summary, "backbone": "qwen.gguf"}, "t", "c")
+    assert "qwen.gguf, LoRA" in table and ") vs pooled-linear |" in table
+
+
+def test_the_backbone_option_names_the_student_whatever_the_config_says(study, tmp_path):
+    class _Config(_TinyStudy):
+        def settings(self):
+            return {"task": "cb", "backbone": "from/config", "gguf_file": "x.gguf"}
+
+    cell = study.Cell(4, "dhrd-linear", 1, 1.0, 1e-3)
+    args = study.training_arguments(_Config(study), cell, tmp_path, None, False, "students/qwen.gguf")
+    assert (args.backbone, args.gguf_file, args.head) == ("students/qwen.gguf", None, "linear")
+    assert study.training_arguments(_Config(study), cell, tmp_path, None, False).backbone == "from/config"
