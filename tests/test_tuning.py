@@ -123,6 +123,9 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
     assert config["dhrd"]["method"] == "pooled" and config["dhrd"]["alpha"] == 0
     assert (result.model_dir / "alpha-search.md").is_file() and (output / "alpha-search.md").is_file()
     assert result.metrics["alpha_search"]["chosen"] == "pooled"
+    # "score" ranked the trials, but one epoch leaves no epoch to choose: the run says none was (the CLI prints
+    # "last epoch", not "best epoch by score")
+    assert result.metrics["metric_for_best_model"] is None
     assert json.loads((output / "metrics.json").read_text())["alpha_search"]["chosen"] == "pooled"
     # started again: the finished trials are read back, none trains again
     db = output / "alpha-search" / "optuna.db"

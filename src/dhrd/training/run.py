@@ -85,7 +85,8 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     train_seconds = time.perf_counter() - start
 
     history = [h for h in trainer.state.log_history if "eval_score" in h]
-    chosen_by = trainer.args.metric_for_best_model
+    # the search's trainers name "score" to rank trials even where no epoch is chosen (one epoch): not a choice
+    chosen_by = trainer.args.metric_for_best_model if trainer.args.load_best_model_at_end else None
     shown = chosen_by if chosen_by not in (None, "score") else None  # each epoch's value of the chosen metric
     run = {
         "split": "validation",
