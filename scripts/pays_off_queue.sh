@@ -4,6 +4,10 @@
 # killed one resumes from its last checkpoint (runs/ must survive for that; a new checkout starts the cell again).
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
+#   DHRD_QUEUE_CODE=/work/queue-snap-c nohup bash scripts/pays_off_queue.sh C > runs/queueC.log 2>&1 &
+# The whole script is one block that ends in exit: bash reads it all before running any of it, so editing this
+# file while a queue runs (hours) cannot change what that queue does next.
+{
 set -e
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=1  # two queues side by side, one core each
@@ -27,5 +31,16 @@ case "$1" in
       --seeds 1,2,3 --out results/auto-comve-1000-smollm2-cpu \
       --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     ;;
-  *) echo "usage: $0 A|B" >&2; exit 2 ;;
+  C)  # the bigger student (item 5): Qwen2.5-Coder-0.5B on CB and ComVE 1,000 at SmolLM2's budgets, the default head
+    QWEN="$(bash "$CODE/scripts/get_qwen05.sh" runs/models)"
+    study --task cb --seeds 1,2,3 --variants pooled-linear,dhrd-linear --lr 1e-3 --backbone "$QWEN" \
+      --runs runs/qwen05-cb --out results/student-qwen05-cb-cpu \
+      --title 'CB with a bigger student: Qwen2.5-Coder-0.5B-Instruct, DHRD against pooled'
+    study --config examples/own-data/comve.yaml --sizes 1000 --seeds 1,2,3 --variants pooled-linear,dhrd-linear \
+      --lr 1e-3 --backbone "$QWEN" --runs runs/qwen05-comve --out results/student-qwen05-comve-1000-cpu \
+      --title 'ComVE, 1,000 rows, with a bigger student: Qwen2.5-Coder-0.5B-Instruct, DHRD against pooled'
+    ;;
+  *) echo "usage: $0 A|B|C" >&2; exit 2 ;;
 esac
+exit
+}
