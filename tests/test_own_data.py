@@ -5,6 +5,7 @@ import json
 
 import pytest
 from conftest import write_jsonl
+from huggingface_hub import ModelCard
 from test_teacher import _completion, server  # noqa: F401  (the fake OpenAI-compatible server fixture)
 from typer.testing import CliRunner
 
@@ -388,11 +389,16 @@ def test_a_run_scored_on_its_test_file_alone_does_not_read_its_validation_file(t
     assert metrics["validation_scored"] is False and "score" not in metrics and metrics["eval_rows"] == 0
     assert metrics["test"]["tasks"]["custom"]["examples"] == 8
     assert not (tmp_path / "run" / "validation-predictions.json").exists()
+    card = ModelCard.load(tmp_path / "run" / "model" / "README.md")  # the test file's scores are the run's
+    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    assert "| test | training run's evaluation | custom |" in card.text and "| validation |" not in card.text
     read.clear()
     metrics = train(DHRDTrainingArguments(**settings)).metrics  # the default: the validation file's metrics too
     assert "validation" in read and metrics["tasks"]["custom"]["examples"] == 6 and metrics["eval_rows"] == 6
     assert "validation_scored" not in metrics and metrics["resumed_from"] is not None
     assert len(json.loads((tmp_path / "run" / "validation-predictions.json").read_text())["ids"]) == 6
+    card = ModelCard.load(tmp_path / "run" / "model" / "README.md")
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation", "test"}
     # more than one epoch with the best kept: validated every epoch, so read, but not scored again at the end
     read.clear()
     more = {**settings, "num_train_epochs": 2, "output_dir": str(tmp_path / "two")}

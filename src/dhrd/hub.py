@@ -131,12 +131,20 @@ def eval_results(spec: dict, metrics: dict, split: str, source: str | None = Non
     return results
 
 
+def run_splits(metrics: dict) -> list[tuple[str, dict]]:
+    """(split, scores) of each split the training run scored: its validation split (unless --skip-validation)
+    and its --test-file, scored once by the kept model."""
+    splits = [(metrics.get("split", "validation"), metrics)] if metrics.get("tasks") else []
+    test = metrics.get("test") or {}
+    return splits + ([("test", test)] if test.get("tasks") else [])
+
+
 def card_data(config: dict, settings: dict, metrics: dict, evaluations: list[dict], model_name: str) -> ModelCardData:
     spec = portable_spec(config[SPEC_KEY])
     # from the run's own record (a local path is recognised there; the config holds only its name)
     base = hub_backbone_name(backbone_source(settings.get("backbone"), settings.get("gguf_file")))
     dataset_type, _ = _dataset(spec)
-    results = eval_results(spec, metrics, metrics.get("split", "validation"))
+    results = [r for split, scores in run_splits(metrics) for r in eval_results(spec, scores, split)]
     for evaluation in evaluations:
         results += eval_results(spec, evaluation, evaluation.get("split", "validation"), evaluation_source(evaluation))
     # evaluate on the run's own validation split repeats the run's entries: the hub lists each result once
@@ -266,7 +274,9 @@ def model_card(
     name = model_id.split("/")[-1] if model_id != MODEL_ID_PLACEHOLDER else default_name
     data = card_data(config, settings, metrics, list(evaluations), model_name=name)
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
-    scores = _metrics_rows(metrics, metrics.get("split", "validation"), "training run's evaluation")
+    scores = [
+        row for split, run in run_splits(metrics) for row in _metrics_rows(run, split, "training run's evaluation")
+    ]
     for evaluation in evaluations:
         source = evaluation_source(evaluation) or "dhrd evaluate"
         scores += _metrics_rows(evaluation, evaluation.get("split", "validation"), source)
