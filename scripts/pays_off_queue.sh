@@ -1,7 +1,6 @@
 #!/bin/bash
-# The cells still owed to the DHRD-pays-off table (issue 24) and the head decision (issue 28), as two resumable
-# queues for a 2-core machine: each finished cell is kept in results/<study>.cells.json (commit it as it lands), a
-# killed one resumes from its last checkpoint (runs/ must survive for that; a new checkout starts the cell again).
+# The cells still owed to the DHRD-pays-off table (issue 24), as resumable queues for a 2-core machine: each
+# finished cell is kept in results/<study>.cells.json (commit it as it lands), a killed one resumes from its last checkpoint (runs/ must survive for that; a new checkout starts the cell again).
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap-c nohup bash scripts/pays_off_queue.sh C > runs/queueC.log 2>&1 &
@@ -18,18 +17,20 @@ CODE="${DHRD_QUEUE_CODE:-.}"
 study() { PYTHONPATH="$CODE/src${PYTHONPATH:+:$PYTHONPATH}" python "$CODE/scripts/variants_study.py" "$@"; }
 RTE=(--task rte --sizes 500 --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte --out results/variants-rte-smollm2-cpu
      --title 'RTE: DHRD settings against pooled')
+COMVE=(--config examples/own-data/comve.yaml --seeds 1,2,3)
+COMVE5000=(--sizes 5000 --lr 3e-4 --runs runs/comve-5000 --out results/comve-5000-smollm2-cpu
+           --title 'ComVE, 5,000 rows: DHRD settings against pooled')
 case "$1" in
-  A)  # RTE with the MLP head, then auto on RTE (paired with the same pooled cells), then CB auto
-    study "${RTE[@]}" --variants pooled,dhrd
-    study "${RTE[@]}" --variants pooled,dhrd,auto
-    study --task cb --seeds 1,2,3 --variants pooled,auto --lr 1e-3 --runs runs/variants-cb \
+  A)  # DHRD auto with dhrd's default (linear) head: on RTE, paired with the RTE study's pooled-linear cells; then CB
+    study "${RTE[@]}" --variants pooled-linear,auto-linear
+    study --task cb --seeds 1,2,3 --variants pooled-linear,auto-linear --lr 1e-3 --runs runs/variants-cb \
       --out results/auto-cb-smollm2-cpu --title 'CB: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     ;;
-  B)  # RTE with the linear head, then ComVE 1,000 rows: pooled and auto
-    study "${RTE[@]}" --variants pooled-linear,dhrd-linear
-    study --config examples/own-data/comve.yaml --runs runs/comve --sizes 1000 --lr 1e-3 --variants pooled,auto \
-      --seeds 1,2,3 --out results/auto-comve-1000-smollm2-cpu \
-      --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
+  B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings first
+    study "${COMVE[@]}" --sizes 1000 --lr 1e-3 --variants pooled-linear,auto-linear --runs runs/comve \
+      --out results/auto-comve-1000-smollm2-cpu --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
+    study "${COMVE[@]}" "${COMVE5000[@]}" --variants pooled,pooled-linear,dhrd,dhrd-linear
+    study "${COMVE[@]}" "${COMVE5000[@]}" --variants pooled-linear,auto-linear
     ;;
   C)  # the bigger student (item 5): Qwen2.5-Coder-0.5B on CB and ComVE 1,000 at SmolLM2's budgets, the default head
     QWEN="$(bash "$CODE/scripts/get_qwen05.sh" runs/models)"

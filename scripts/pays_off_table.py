@@ -1,6 +1,7 @@
 """Does DHRD pay off? One table over the variant studies (`scripts/variants_study.py`): per task and budget, the
-majority floor, pooled, DHRD with the paper's alpha 1, the best fixed DHRD setting, and DHRD auto (`--alpha
-auto`), each with its paired difference to pooled, 95% CI and seeds, and training time relative to pooled.
+majority floor, pooled with each head (the paper's MLP; linear, dhrd's default), DHRD with the paper's alpha 1 and
+head, the best fixed DHRD setting, and DHRD auto (`--alpha auto`: `auto-linear`, else the MLP head's `auto`), each
+with its paired difference to pooled of its own head, 95% CI and seeds, and training time relative to that pooled.
 
     python scripts/pays_off_table.py --fixed dhrd-a0.25 \
         CB=results/variants-cb-smollm2-cpu.json RTE=results/variants-rte-smollm2-cpu.json \
@@ -22,6 +23,7 @@ from pathlib import Path
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 
+POOLED = (("pooled", "pooled"), ("pooled_linear", "pooled-linear"))  # (column, variant): the baseline of each head
 COLUMNS = (("dhrd", "DHRD alpha 1 (paper)"), ("fixed", "best fixed DHRD"), ("auto", "DHRD auto"))
 
 
@@ -36,21 +38,44 @@ def budget_rows(name: str, study: dict, fixed: str, only_budget: str | None = No
     for budget, variants in by_budget.items():
         if only_budget is not None and budget != only_budget:
             continue
-        pooled = variants.get("pooled")
-        if pooled is None or not pooled["scores"]:
+        baselines = {key: _pooled(variants.get(variant)) for key, variant in POOLED}
+        if not any(baselines.values()):
             continue
-        cells = {"dhrd": variants.get("dhrd"), "fixed": variants.get(fixed), "auto": variants.get("auto")}
+        auto = variants.get("auto-linear") or variants.get("auto")
+        cells = {
+            key: _same_head(row, variants)
+            for key, row in (("dhrd", variants.get("dhrd")), ("fixed", variants.get(fixed)), ("auto", auto))
+        }
         rows.append(
             {
                 "task": name,
                 "budget": budget,
                 "floor": study["floor"],
                 "scored_split": study["scored_split"],
-                "pooled": {"mean": pooled["mean"], "seeds": len(pooled["scores"]), "learnt": pooled["learnt"]},
+                **baselines,
                 **{key: _cell(cell) for key, cell in cells.items()},
             }
         )
     return rows
+
+
+def _same_head(row: dict | None, variants: dict[str, dict]) -> dict | None:
+    """A linear-head variant of a study written before each variant was paired with pooled of its own head (its
+    "paired" is against the MLP's pooled): paired with pooled-linear instead, from the row's own record of it."""
+    if row is None or "baseline" in row or not row["variant"].endswith("-linear") or not row.get("vs_pooled_linear"):
+        return row
+    base = variants["pooled-linear"]
+    seconds = dict(zip(base["seeds"], base["train_seconds"]))
+    seeds = [seed for seed in row["seeds"] if seconds.get(seed)]
+    own = dict(zip(row["seeds"], row["train_seconds"]))
+    ratio = sum(own[s] for s in seeds) / sum(seconds[s] for s in seeds) if seeds else None
+    return {**row, "paired": row["vs_pooled_linear"], "baseline": "pooled-linear", "time_vs_pooled": ratio}
+
+
+def _pooled(row: dict | None) -> dict | None:
+    if row is None or not row["scores"]:
+        return None
+    return {"mean": row["mean"], "seeds": len(row["scores"]), "learnt": row["learnt"]}
 
 
 def merged(rows: list[dict]) -> list[dict]:
@@ -58,7 +83,7 @@ def merged(rows: list[dict]) -> list[dict]:
     by_key: dict[tuple[str, str], dict] = {}
     for row in rows:
         kept = by_key.setdefault((row["task"], row["budget"]), row)
-        for key, _ in COLUMNS:
+        for key in [k for k, _ in POOLED] + [k for k, _ in COLUMNS]:
             if kept[key] is None:
                 kept[key] = row[key]
     return list(by_key.values())
@@ -76,6 +101,8 @@ def _cell(row: dict | None) -> dict | None:
         "seeds": paired["seeds"],
         "time_vs_pooled": row.get("time_vs_pooled"),
         "chosen": row.get("chosen") or [],
+        "variant": row["variant"],
+        "baseline": row.get("baseline", "pooled"),
     }
 
 
@@ -83,13 +110,15 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
     lines = [
         "# Does DHRD pay off? SmolLM2-135M-Instruct on 2 CPU cores",
         "",
-        f"Each DHRD column: its mean score, its paired difference to pooled (points, 95% bootstrap CI over scored "
-        f"examples and seeds), the seeds, and its training time relative to pooled's. Best fixed setting: `{fixed}`.",
+        "Pooled with each head: the paper's MLP (`--head mlp`) and linear (`--head linear`, dhrd's default). Each DHRD "
+        "column: its variant, its mean score, its paired difference to pooled with the same head (what `--method "
+        "pooled` gives beside it; points, 95% bootstrap CI over scored examples and seeds), the seeds, and its "
+        f"training time relative to that pooled's. Best fixed setting: `{fixed}`.",
         f"Cells with fewer than {min_seeds} paired seeds are marked (prelim); a budget at which pooled did not learn "
         "(mean below floor + 5) is marked: its differences measure nothing.",
         "",
-        "| task | budget | floor | pooled | " + " | ".join(title for _, title in COLUMNS) + " |",
-        "|---|---|---|---|" + "---|" * len(COLUMNS),
+        "| task | budget | floor | pooled (MLP) | pooled-linear | " + " | ".join(title for _, title in COLUMNS) + " |",
+        "|---|---|---|---|---|" + "---|" * len(COLUMNS),
     ]
     for r in rows:
         cells = []
@@ -102,15 +131,21 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
             time = f", {c['time_vs_pooled']:.2f}x time" if c.get("time_vs_pooled") else ""
             chosen = f", chose {'; '.join(c['chosen'])}" if c["chosen"] else ""
             cells.append(
-                f"{c['mean']:.1f}: {c['difference']:+.1f} [{c['ci'][0]:+.1f}, {c['ci'][1]:+.1f}] "
-                f"{c['verdict']}, {c['seeds']} seeds{time}{chosen}{mark}"
+                f"`{c.get('variant', key)}` {c['mean']:.1f}: {c['difference']:+.1f} [{c['ci'][0]:+.1f}, "
+                f"{c['ci'][1]:+.1f}] {c['verdict']} vs {c.get('baseline', 'pooled')}, {c['seeds']} seeds{time}"
+                f"{chosen}{mark}"
             )
-        pooled = r["pooled"]
-        unlearnt = "" if pooled.get("learnt", True) else ", not learnt"
-        pooled_cell = f"{pooled['mean']:.1f} ({pooled['seeds']} seeds{unlearnt})"
-        lines.append(f"| {r['task']} | {r['budget']} | {r['floor']:.1f} | {pooled_cell} | " + " | ".join(cells) + " |")
+        pooled = " | ".join(_pooled_cell(r.get(key)) for key, _ in POOLED)
+        lines.append(f"| {r['task']} | {r['budget']} | {r['floor']:.1f} | {pooled} | " + " | ".join(cells) + " |")
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
+
+
+def _pooled_cell(pooled: dict | None) -> str:
+    if pooled is None:
+        return ""
+    unlearnt = "" if pooled.get("learnt", True) else ", not learnt"
+    return f"{pooled['mean']:.1f} ({pooled['seeds']} seeds{unlearnt})"
 
 
 def main() -> None:

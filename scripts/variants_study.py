@@ -18,7 +18,9 @@ intervals survive the loss of `<runs>` (a new checkout): a cell found there is n
 A variant is `pooled`, or `dhrd` with optional `-a<alpha>`, `-reasoning` (`--lm-scope reasoning`) and `-example`
 (`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). Every variant trains
 the paper's MLP head (`--head mlp`, the default until this study chose linear) unless it ends in `-linear`
-(`pooled-linear`, `dhrd-linear`: `--head linear`), so a variant means the same before and after. `--grad-norms`
+(`pooled-linear`, `dhrd-linear`, `auto-linear`: `--head linear`), so a variant means the same before and after.
+Each variant's "minus pooled" is paired with pooled of its own head (what `--method pooled` gives beside it), or
+with the other head's where a study has none (said beside the difference). `--grad-norms`
 logs each loss term's gradient norm (two more backward passes a logging step: not for timing cells).
 """
 
@@ -76,12 +78,13 @@ LINEAR = "-linear"
 
 def variant_settings(variant: str) -> dict:
     """The training settings of a variant name (see the module's help)."""
-    if variant == "auto":
-        return {"method": "dhrd", "alpha_search": True, "head": "mlp"}  # paired with pooled's head
+    if variant in ("auto", "auto" + LINEAR):  # the search over alpha and lm-scope, with the head its name says
+        return {"method": "dhrd", "alpha_search": True, "head": "linear" if variant.endswith(LINEAR) else "mlp"}
     match = re.fullmatch(r"(pooled|dhrd)(?:-a([0-9.]+))?(-reasoning)?(-example)?(-linear)?", variant)
     if not match or (match.group(1) == "pooled" and any(match.groups()[1:4])):
         raise SystemExit(
-            f"unknown variant {variant!r}: pooled[-linear], auto, or dhrd[-a<alpha>][-reasoning][-example][-linear]"
+            f"unknown variant {variant!r}: pooled[-linear], auto[-linear], or "
+            "dhrd[-a<alpha>][-reasoning][-example][-linear]"
         )
     # the head comparison (issue 28), named in every variant: the default became linear on this study's evidence
     head = {"head": "linear" if match.group(5) else "mlp"}
@@ -282,10 +285,11 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
                 "predicted_classes": [r["predicted_classes"] for r in done],
                 "chosen": [r["chosen"] for r in done if r["chosen"]],
             }
-            # against pooled (the MLP head); a study of linear-head variants only pairs with pooled-linear
-            base = "pooled" if any(c.variant == "pooled" for c in here) else "pooled" + LINEAR
+            # against pooled with the same head (what `--method pooled` gives beside `--method dhrd`), else the other
+            own, other = ("pooled" + LINEAR, "pooled") if variant.endswith(LINEAR) else ("pooled", "pooled" + LINEAR)
+            base = own if any(c.variant == own for c in here) else other
             paired = paired_with(base, here, done, results)
-            if variant != base and paired:
+            if not variant.startswith("pooled") and paired:
                 row["baseline"] = base
                 row["paired"] = difference(study, paired)
                 base_seconds = sum(p["train_seconds"] or 0 for p, _ in paired)

@@ -53,3 +53,33 @@ def test_a_budget_the_study_lacks_is_one_line(tmp_path):
         [sys.executable, str(SCRIPT), f"T={study}@n9", "--out", str(tmp_path / "t")], capture_output=True, text=True
     )
     assert done.returncode == 2 and "no budget 'n9'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_each_head_has_its_pooled_column_and_auto_linear_is_preferred(tmp_path):
+    linear = dict(baseline="pooled-linear")
+    study = _study(
+        tmp_path / "s.json",
+        [
+            _row("n1000", "pooled", 57.0),
+            _row("n1000", "pooled-linear", 56.0),
+            _row("n1000", "auto", 55.0, -2.0),
+            {**_row("n1000", "auto-linear", 60.0, 4.0), **linear},
+            {**_row("n1000", "dhrd-linear", 61.0, 5.0), **linear},
+        ],
+    )
+    out = tmp_path / "t"
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--fixed", "dhrd-linear", f"T={study}", "--out", str(out)],
+        check=True,
+        capture_output=True,
+    )
+    (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert (row["pooled"]["mean"], row["pooled_linear"]["mean"]) == (57.0, 56.0)
+    assert (row["auto"]["variant"], row["auto"]["difference"], row["auto"]["baseline"]) == (
+        "auto-linear",
+        4.0,
+        linear["baseline"],
+    )
+    table = out.with_suffix(".md").read_text()
+    assert "| 57.0 (3 seeds) | 56.0 (3 seeds) |" in table
+    assert "`auto-linear` 60.0: +4.0 [+2.0, +6.0] x vs pooled-linear, 3 seeds" in table

@@ -31,13 +31,14 @@ def study():
         ("dhrd-a0.25-reasoning", {"method": "dhrd", "alpha": 0.25, "lm_scope": "reasoning", "head": "mlp"}),
         ("dhrd-example", {"method": "dhrd", "alpha": 1.0, "lm_normalization": "example", "head": "mlp"}),
         ("auto", {"method": "dhrd", "alpha_search": True, "head": "mlp"}),
+        ("auto-linear", {"method": "dhrd", "alpha_search": True, "head": "linear"}),
     ],
 )
 def test_a_variant_name_is_its_settings(study, name, settings):
     assert study.variant_settings(name) == settings
 
 
-@pytest.mark.parametrize("name", ["pooled-a0.5", "pooled-reasoning", "dhrd-mlp", "linear"])
+@pytest.mark.parametrize("name", ["pooled-a0.5", "pooled-reasoning", "dhrd-mlp", "linear", "auto-a0.5"])
 def test_an_unknown_variant_is_refused(study, name):
     with pytest.raises(SystemExit, match="unknown variant"):
         study.variant_settings(name)
@@ -92,6 +93,25 @@ def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, t
     assert rows["pooled"]["scores"] == [50.0] and rows["dhrd"]["scores"] == [100.0]
     assert rows["dhrd"]["paired"]["difference"] == 50.0
     assert rows["dhrd"]["train_seconds"] == [10.0]
+
+
+def test_each_variant_is_paired_with_pooled_of_its_own_head(study, tmp_path):
+    """DHRD against what `--method pooled` gives with the same head; a study without it pairs with the other."""
+    from dhrd.data.examples import Example
+
+    study.Example = Example
+    fake = _TinyStudy(study)
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    right, wrong, half = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2, [[0.9, 0.1], [0.8, 0.2]] * 2
+    _finish(study, runs, "n4-e1-lr0.001-pooled-s1", wrong)
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", half)
+    _finish(study, runs, "n4-e1-lr0.001-auto-linear-s1", right)
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-s1", right)
+    study.keep_finished(runs, out, kept := {})
+    rows = {r["variant"]: r for r in study.summarise(fake, [study.parse_cell(n) for n in kept], kept)["rows"]}
+    assert (rows["auto-linear"]["baseline"], rows["auto-linear"]["paired"]["difference"]) == ("pooled-linear", 50.0)
+    assert (rows["dhrd"]["baseline"], rows["dhrd"]["paired"]["difference"]) == ("pooled", 50.0)
+    assert "paired" not in rows["pooled-linear"] and rows["pooled-linear"]["vs_mlp"]["difference"] == 0.0
 
 
 def test_a_study_of_linear_heads_only_pairs_with_pooled_linear(study, tmp_path):
