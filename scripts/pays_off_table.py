@@ -41,7 +41,8 @@ def budget_rows(name: str, study: dict, fixed: str, only_budget: str | None = No
         baselines = {key: _pooled(variants.get(variant)) for key, variant in POOLED}
         if not any(baselines.values()):
             continue
-        auto = variants.get("auto-linear") or variants.get("auto")
+        # the default head's search where its cells have landed, else the MLP head's
+        auto = next((variants[v] for v in ("auto-linear", "auto") if (variants.get(v) or {}).get("paired")), None)
         cells = {
             key: _same_head(row, variants)
             for key, row in (("dhrd", variants.get("dhrd")), ("fixed", variants.get(fixed)), ("auto", auto))

@@ -75,6 +75,19 @@ def test_each_head_has_its_pooled_column_and_auto_linear_is_preferred(tmp_path):
     )
     (row,) = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert (row["pooled"]["mean"], row["pooled_linear"]["mean"]) == (57.0, 56.0)
+    # before auto-linear's cells land (a row without scores), the MLP head's auto fills the column
+    early = _study(
+        tmp_path / "early.json",
+        [
+            _row("n1000", "pooled", 57.0),
+            _row("n1000", "auto", 55.0, -2.0),
+            {"budget": "n1000", "variant": "auto-linear", "mean": None, "scores": [], "learnt": False},
+        ],
+    )
+    subprocess.run(
+        [sys.executable, str(SCRIPT), f"T={early}", "--out", str(tmp_path / "e")], check=True, capture_output=True
+    )
+    assert json.loads((tmp_path / "e.json").read_text())["rows"][0]["auto"]["variant"] == "auto"
     assert (row["auto"]["variant"], row["auto"]["difference"], row["auto"]["baseline"]) == (
         "auto-linear",
         4.0,
