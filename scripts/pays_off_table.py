@@ -85,9 +85,14 @@ def merged(rows: list[dict]) -> list[dict]:
     for row in rows:
         kept = by_key.setdefault((row["task"], row["budget"]), row)
         for key in [k for k, _ in POOLED] + [k for k, _ in COLUMNS]:
-            if kept[key] is None:
+            if kept[key] is None or (key == "auto" and _auto_rank(row[key]) > _auto_rank(kept[key])):
                 kept[key] = row[key]
     return list(by_key.values())
+
+
+def _auto_rank(cell: dict | None) -> tuple:
+    """Which auto cell a merged row shows: the default (linear) head's search over the MLP's, then more seeds."""
+    return (-1,) if cell is None else (cell.get("variant") == "auto-linear", cell["seeds"])
 
 
 def _cell(row: dict | None) -> dict | None:

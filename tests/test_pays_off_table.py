@@ -88,6 +88,10 @@ def test_each_head_has_its_pooled_column_and_auto_linear_is_preferred(tmp_path):
         [sys.executable, str(SCRIPT), f"T={early}", "--out", str(tmp_path / "e")], check=True, capture_output=True
     )
     assert json.loads((tmp_path / "e.json").read_text())["rows"][0]["auto"]["variant"] == "auto"
+    # merged with a study whose auto-linear has landed: that one is shown, whichever study came first
+    both = [f"T={early}", f"T={study}"]
+    subprocess.run([sys.executable, str(SCRIPT), *both, "--out", str(tmp_path / "b")], check=True, capture_output=True)
+    assert json.loads((tmp_path / "b.json").read_text())["rows"][0]["auto"]["variant"] == "auto-linear"
     assert (row["auto"]["variant"], row["auto"]["difference"], row["auto"]["baseline"]) == (
         "auto-linear",
         4.0,
