@@ -283,6 +283,24 @@ def test_export_int8_is_the_chosen_quantization_and_records_its_check(exported, 
         _head_weights_stay_fp32(export_dir / INT8_FILE)
 
 
+def test_export_from_python_warns_when_the_int8_file_is_not_kept(exported, tmp_path, caplog):
+    """`int8_refused` alone was easy to miss: a caller from Python gets the refusal as a warning too, on a fresh
+    export and on a rerun that re-judges the recorded check; the CLI, which ends with it as its error, turns it
+    off."""
+    model_dir, export_dir, _ = exported
+    rows = export_dir.parent / "rows.jsonl"
+    target = tmp_path / "refused"
+    for warn in (True, False, True):
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dhrd.inference.onnx_export"):
+            summary = export_onnx(
+                model_dir, target, quantize="int8", check_file=rows, int8_min_agreement=1.01, warn_if_refused=warn
+            )
+        assert summary.int8_refused and not (target / INT8_FILE).exists()
+        refusals = [r.getMessage() for r in caplog.records if "not kept" in r.getMessage()]
+        assert refusals == ([refusal_line(summary.int8_check, target)] if warn else [])
+
+
 def test_int8_check_rows_fall_back_to_the_task_then_to_the_built_in_texts(
     exported, superglue_dir, monkeypatch, tmp_path
 ):

@@ -59,7 +59,7 @@ from .onnx_graph import (
     require_onnxruntime,
     to_onnx,
 )
-from .onnx_int8_check import CHECK_BATCH_SIZE, check_int8, check_rows
+from .onnx_int8_check import CHECK_BATCH_SIZE, check_int8, check_rows, refusal_line
 from .onnx_quantize import INT8_CONFIG, quantize_int8
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def export_onnx(
     check_file: str | Path | None = None,
     int8_min_agreement: float = INT8_MIN_AGREEMENT,
     int8_max_accuracy_change: float | None = INT8_MAX_ACCURACY_CHANGE,
+    warn_if_refused: bool = True,
 ) -> ExportSummary:
     """Export a trained classifier (a model or run directory) to ``output`` as described in this module's
     docstring, atomically (written beside ``output`` and renamed into place). An export of the same model and
@@ -109,7 +110,8 @@ def export_onnx(
     or the built-in check texts): ``ExportSummary.int8_check``. It is kept only where it gives torch fp32's
     label on at least ``int8_min_agreement`` of those rows and moves their accuracy (where they have gold
     labels) by at most ``int8_max_accuracy_change`` points (None: any change); otherwise the export holds the
-    fp32 files alone, and ``ExportSummary.int8_refused`` is true (the bar is not judged on the built-in texts)."""
+    fp32 files alone, ``ExportSummary.int8_refused`` is true (the bar is not judged on the built-in texts), and a
+    warning says why, unless ``warn_if_refused`` is off (``dhrd export`` ends with that line as its error)."""
     if format not in FORMATS:
         raise DHRDInputError(f"unknown export format {format!r}: choose {', '.join(FORMATS)}")
     if quantize is not None and quantize not in QUANTIZATIONS:
@@ -129,7 +131,7 @@ def export_onnx(
     if check_file is not None:
         input_file("--check-file", check_file)
     if not restart and (finished := _finished_export(output, model_dir, quantize, bar)) is not None:
-        return finished
+        return _warned(finished, warn_if_refused)
     with atomic_directory(output) as tmp:
         classifier, tokenizer = load_classifier(model_dir, trust_remote_code=trust_remote_code)
         config = classifier.config
@@ -172,6 +174,13 @@ def export_onnx(
     if diffs["fp32"] > 1e-4:
         logger.warning("the fp32 export differs from torch by up to %.2g in probability", diffs["fp32"])
     summary.seconds = round(time.perf_counter() - started, 1)
+    return _warned(summary, warn_if_refused)
+
+
+def _warned(summary: ExportSummary, warn: bool) -> ExportSummary:
+    """A caller from Python learns of a refused int8 file from the log too, not only from ``int8_refused``."""
+    if warn and summary.int8_refused:
+        logger.warning(refusal_line(summary.int8_check, summary.directory))
     return summary
 
 
