@@ -3,11 +3,11 @@
 The paper chose alpha per backbone on the validation split and found results sensitive to it. Here the choice never
 sees the reported split: a seeded, stratified dev split is carved from the training rows (``carve_dev_split``),
 every candidate (alpha 0, which is the pooled baseline, then each alpha x scope) trains on the rest and is scored on
-it, through transformers' ``Trainer.hyperparameter_search`` with the optuna backend, a trial scoring below the
-median of earlier trials at the same point pruned (from its second dev pass on). The winner is trained again on all
-the training rows and saved, the search table beside it, by ``run.train_with_alpha_search`` (it needs ``train``,
-which sits above this module). Pooled being a candidate, the search ships pooled unless another candidate beat it on
-dev.
+it, through transformers' ``Trainer.hyperparameter_search`` with the optuna backend, a trial whose best score so far
+is below the median of the finished trials at the same point pruned (from its second dev pass on). The winner is
+trained again on all the training rows and saved, the search table beside it, by ``run.train_with_alpha_search`` (it
+needs ``train``, which sits above this module). Pooled being a candidate, the search ships pooled unless another
+candidate beat it on dev.
 
 The study lives in ``<output_dir>/alpha-search/optuna.db``: a killed search keeps its finished trials and runs
 only the others when started again.
@@ -158,9 +158,9 @@ def _optimise(base: DHRDTrainingArguments, candidates, storage: str, trials: int
         study_name=STUDY_NAME,
         storage=storage,
         load_if_exists=True,
-        # a trial below the median of the trials before it at the same dev pass (from PRUNE_FROM_PASS on) stops
-        # there; the first two (pooled, then the first DHRD candidate) always finish. Trainer reports a pass at
-        # its optimiser step, and optuna prunes from the step that reaches n_warmup_steps
+        # a trial whose best dev score so far is below the median of the finished trials at the same pass (from
+        # PRUNE_FROM_PASS on) stops there; the first two (pooled, then the first DHRD candidate) always finish.
+        # Trainer reports a pass at its optimiser step, and optuna prunes from the step that reaches n_warmup_steps
         pruner=optuna.pruners.MedianPruner(
             n_startup_trials=2, n_warmup_steps=PRUNE_FROM_PASS * trainer.args.eval_steps
         ),
