@@ -390,7 +390,7 @@ def test_a_run_scored_on_its_test_file_alone_does_not_read_its_validation_file(t
     assert metrics["test"]["tasks"]["custom"]["examples"] == 8
     assert not (tmp_path / "run" / "validation-predictions.json").exists()
     card = ModelCard.load(tmp_path / "run" / "model" / "README.md")  # the test file's scores are the run's
-    assert {r.dataset_split for r in card.data.eval_results} == {"test"}
+    assert {(r.dataset_split, r.dataset_name) for r in card.data.eval_results} == {("test", "test.jsonl")}
     assert "| test | training run's evaluation | custom |" in card.text and "| validation |" not in card.text
     read.clear()
     metrics = train(DHRDTrainingArguments(**settings)).metrics  # the default: the validation file's metrics too
@@ -398,7 +398,10 @@ def test_a_run_scored_on_its_test_file_alone_does_not_read_its_validation_file(t
     assert "validation_scored" not in metrics and metrics["resumed_from"] is not None
     assert len(json.loads((tmp_path / "run" / "validation-predictions.json").read_text())["ids"]) == 6
     card = ModelCard.load(tmp_path / "run" / "model" / "README.md")
-    assert {r.dataset_split for r in card.data.eval_results} == {"validation", "test"}
+    assert {(r.dataset_split, r.dataset_name) for r in card.data.eval_results} == {
+        ("validation", "val.jsonl"),
+        ("test", "test.jsonl"),
+    }
     # more than one epoch with the best kept: validated every epoch, so read, but not scored again at the end
     read.clear()
     more = {**settings, "num_train_epochs": 2, "output_dir": str(tmp_path / "two")}

@@ -131,12 +131,13 @@ def eval_results(spec: dict, metrics: dict, split: str, source: str | None = Non
     return results
 
 
-def run_splits(metrics: dict) -> list[tuple[str, dict]]:
-    """(split, scores) of each split the training run scored: its validation split (unless --skip-validation)
-    and its --test-file, scored once by the kept model."""
-    splits = [(metrics.get("split", "validation"), metrics)] if metrics.get("tasks") else []
+def run_splits(metrics: dict) -> list[tuple[str, dict, str | None]]:
+    """(split, scores, source) of each split the training run scored: its validation split (unless
+    --skip-validation; the model's own data), and its --test-file, scored once by the kept model (named by the
+    file's name: never this machine's path)."""
+    splits = [(metrics.get("split", "validation"), metrics, None)] if metrics.get("tasks") else []
     test = metrics.get("test") or {}
-    return splits + ([("test", test)] if test.get("tasks") else [])
+    return splits + ([("test", test, Path(test.get("file") or "test file").name)] if test.get("tasks") else [])
 
 
 def card_data(config: dict, settings: dict, metrics: dict, evaluations: list[dict], model_name: str) -> ModelCardData:
@@ -144,7 +145,7 @@ def card_data(config: dict, settings: dict, metrics: dict, evaluations: list[dic
     # from the run's own record (a local path is recognised there; the config holds only its name)
     base = hub_backbone_name(backbone_source(settings.get("backbone"), settings.get("gguf_file")))
     dataset_type, _ = _dataset(spec)
-    results = [r for split, scores in run_splits(metrics) for r in eval_results(spec, scores, split)]
+    results = [r for split, scores, source in run_splits(metrics) for r in eval_results(spec, scores, split, source)]
     for evaluation in evaluations:
         results += eval_results(spec, evaluation, evaluation.get("split", "validation"), evaluation_source(evaluation))
     # evaluate on the run's own validation split repeats the run's entries: the hub lists each result once
@@ -275,7 +276,7 @@ def model_card(
     data = card_data(config, settings, metrics, list(evaluations), model_name=name)
     labels = [config["id2label"][k] for k in sorted(config["id2label"], key=int)]
     scores = [
-        row for split, run in run_splits(metrics) for row in _metrics_rows(run, split, "training run's evaluation")
+        row for split, run, _ in run_splits(metrics) for row in _metrics_rows(run, split, "training run's evaluation")
     ]
     for evaluation in evaluations:
         source = evaluation_source(evaluation) or "dhrd evaluate"
