@@ -26,13 +26,13 @@ case "$1" in
     study --task cb --seeds 1,2,3 --variants pooled-linear,auto-linear --lr 1e-3 --runs runs/variants-cb \
       --out results/auto-cb-smollm2-cpu --title 'CB: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     ;;
-  B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings first
+  B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings (auto: C)
     study "${COMVE[@]}" --sizes 1000 --lr 1e-3 --variants pooled-linear,auto-linear --runs runs/comve \
       --out results/auto-comve-1000-smollm2-cpu --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     study "${COMVE[@]}" "${COMVE5000[@]}" --variants pooled,pooled-linear,dhrd,dhrd-linear
-    study "${COMVE[@]}" "${COMVE5000[@]}" --variants pooled-linear,auto-linear
     ;;
-  C)  # the bigger student (item 5): Qwen2.5-Coder-0.5B on CB and ComVE 1,000 at SmolLM2's budgets, the default head
+  C)  # the bigger student (item 5): Qwen2.5-Coder-0.5B on CB and ComVE 1,000 at SmolLM2's budgets, the default head;
+      # then SmolLM2's auto on ComVE 5,000 rows
     QWEN="$(bash "$CODE/scripts/get_qwen05.sh" runs/models)"
     study --task cb --seeds 1,2,3 --variants pooled-linear,dhrd-linear --lr 1e-3 --backbone "$QWEN" \
       --runs runs/qwen05-cb --out results/student-qwen05-cb-cpu \
@@ -40,6 +40,11 @@ case "$1" in
     study --config examples/own-data/comve.yaml --sizes 1000 --seeds 1,2,3 --variants pooled-linear,dhrd-linear \
       --lr 1e-3 --backbone "$QWEN" --runs runs/qwen05-comve --out results/student-qwen05-comve-1000-cpu \
       --title 'ComVE, 1,000 rows, with a bigger student: Qwen2.5-Coder-0.5B-Instruct, DHRD against pooled'
+    # then ComVE 5,000 rows' auto (the longest cells: a 9-trial search on 4,000 rows each), beside queue B's fixed
+    # settings in the same runs directory, so its tables pair it with B's pooled-linear cells as they land; only
+    # auto-linear is trained here, so the two queues never train the same cell
+    study "${COMVE[@]}" "${COMVE5000[@]}" --variants auto-linear --out results/auto-comve-5000-smollm2-cpu \
+      --title 'ComVE, 5,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     ;;
   *) echo "usage: $0 A|B|C" >&2; exit 2 ;;
 esac

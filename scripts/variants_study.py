@@ -252,6 +252,12 @@ def load_kept(out: Path) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def tables_without_cells(out: Path) -> bool:
+    """Tables written before their cells were kept beside them (a rerun would replace them). A study whose first
+    run kept none yet has an empty cells file: it is not one (its second start resumed nothing otherwise)."""
+    return out.with_suffix(".json").is_file() and not cells_path(out).is_file()
+
+
 def keep_finished(runs: Path, out: Path, kept: dict[str, dict]) -> None:
     """Add the finished cells under ``runs`` that ``kept`` lacks, and write them all beside the tables."""
     for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
@@ -411,7 +417,7 @@ def main() -> None:
 
     backbone_name = Path(options.backbone).name if options.backbone else DEFAULT_STUDENT
     kept = load_kept(out)
-    if not kept and out.with_suffix(".json").is_file() and not options.restart_tables:
+    if tables_without_cells(out) and not options.restart_tables:
         raise SystemExit(
             f"{out.with_suffix('.json')} holds tables whose cells are not kept in {cells_path(out)} (written before"
             " cells were kept): rerunning would replace them. Write to another --out, or pass --restart-tables."

@@ -95,6 +95,17 @@ def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, t
     assert rows["dhrd"]["train_seconds"] == [10.0]
 
 
+def test_a_study_stopped_before_its_first_cell_finished_starts_again(study, tmp_path):
+    """Its first start wrote the tables and an empty cells file: the second resumes it (it was refused as a study
+    written before cells were kept); tables with no cells file beside them are still protected."""
+    out = tmp_path / "variants"
+    study.keep_finished(tmp_path / "runs", out, {})
+    out.with_suffix(".json").write_text("{}")
+    assert study.load_kept(out) == {} and not study.tables_without_cells(out)
+    study.cells_path(out).unlink()
+    assert study.tables_without_cells(out)
+
+
 def test_each_variant_is_paired_with_pooled_of_its_own_head(study, tmp_path):
     """DHRD against what `--method pooled` gives with the same head; a study without it pairs with the other."""
     from dhrd.data.examples import Example
