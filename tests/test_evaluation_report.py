@@ -239,3 +239,36 @@ def test_early_stopping_stops_a_run_whose_metric_does_not_improve(tmp_path, tiny
     again = train(args)
     assert [e["epoch"] for e in again.metrics["epochs"]] == epochs and again.metrics["stopped_early"]
     assert again.metrics["best_checkpoint"] == result.metrics["best_checkpoint"]
+
+
+# ------------------------------------------------------------------------------------------ not learnt
+def test_a_score_at_the_majority_floor_is_reported_as_not_learnt():
+    """A run's metrics carry each task's majority floor; a score not above it gets a line, one above it none."""
+    from dhrd.data.task_metrics import floors, not_learnt
+
+    rows = [Example(id=f"r{i}", task="custom", text="t", label=int(i < 3), group=f"r{i}") for i in range(4)]
+    floor = floors(rows, "native", 2, chance=False, label_names=["neg", "pos"])
+    assert floor == {"custom": {"score": 75.0, "predictor": "always 'pos'"}}  # 3 of 4 rows are label 1
+    assert floors(rows, "native", 2, chance=False)["custom"]["predictor"] == "always label 1"
+    at_floor = {"tasks": {"custom": {"score": 75.0}}, "floors": floor}
+    assert len(lines := not_learnt(at_floor)) == 1 and "majority floor 75.00 (always 'pos')" in lines[0]
+    assert not_learnt({"tasks": {"custom": {"score": 100.0}}, "floors": floor}) == []
+    assert not_learnt({"tasks": {"custom": {"score": 50.0}}}) == []  # metrics without floors (evaluate's)
+
+
+def test_training_on_a_one_label_validation_file_warns_that_it_cannot_show_learning(tmp_path, tiny_backbone):
+    """Every validation row is 'pos': always 'pos' scores 100, so no model is above the floor; `dhrd train`
+    prints the scores, then the warning on stderr, and metrics.json keeps the floor."""
+    data = _files(tmp_path, _reviews(4, 12), _reviews(0, 6, start=100))
+    cli = runner.invoke(
+        app,
+        ["train", "--train-file", data["train_file"], "--validation-file", data["validation_file"]]
+        + ["--text-column", "review", "--label-column", "stars", "--backbone", str(tiny_backbone)]
+        + ["--output-dir", str(tmp_path / "run"), "--no-bf16", "--no-lora", "--max-length", "64"],
+        env={"COLUMNS": "400"},
+    )
+    assert cli.exit_code == 0, cli.output
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["floors"]["custom"] == {"score": 100.0, "predictor": "always 'pos'"}
+    warning = next(line for line in cli.output.splitlines() if line.startswith("warning:"))
+    assert "validation: custom: score" in warning and "not above the majority floor 100.00" in warning

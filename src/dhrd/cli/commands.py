@@ -24,7 +24,17 @@ from ..options.command_args import (
 )
 from ..reproduction.arguments import ReproduceArguments
 from ..reproduction.demo import DemoArguments
-from .printing import command_work, console, fail, metrics_table, one_line_errors, out, print_classes, print_table
+from .printing import (
+    command_work,
+    console,
+    fail,
+    metrics_table,
+    one_line_errors,
+    out,
+    print_classes,
+    print_table,
+    warn_not_learnt,
+)
 from .rationales_report import print_rationales_summary, train_commands
 
 app = typer.Typer(
@@ -90,9 +100,11 @@ def train(ctx: typer.Context):
     else:
         out.print(metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
         print_classes(result.metrics.get("classes", {}))
+        warn_not_learnt(result.metrics, "validation")
     test = result.metrics.get("test")
     if test:  # --test-file: scored once, by the kept model
         out.print(metrics_table(test, f"test metrics ({test['file']}) - {result.model_dir}"))
+        warn_not_learnt(test, test["file"])
     out.print(f"model: {result.model_dir}\nmetrics: {Path(args.output_dir) / 'metrics.json'}")
 
 

@@ -61,6 +61,14 @@ def metrics_table(metrics: dict, title: str) -> Group:
     return Group(Text(title, style="italic"), table)
 
 
+def warn_not_learnt(metrics: dict, split: str) -> None:
+    """A warning on stderr for each task the model scored no better than always answering one label."""
+    from ..data.task_metrics import not_learnt
+
+    for line in not_learnt(metrics):
+        console.print(f"[bold yellow]warning:[/] {escape(split)}: {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def print_classes(classes: dict, shown: int = 20) -> None:
     """The per-class report, one table per task (the first ``shown`` classes; the JSON has them all)."""
     for task, report in classes.items():

@@ -31,9 +31,11 @@ def _with_score(task_name: str, result: dict) -> dict:
     return {k: result[k] for k in [*metric_names, *sorted(set(result) - set(metric_names))]}
 
 
-def constant_predictions(examples: Sequence[Example], num_labels: int) -> dict[str, np.ndarray]:
-    """Probabilities of every constant predictor: one per label, and for candidate rows (yes/no CB and COPA)
-    one per candidate (that candidate chosen for every example)."""
+def constant_predictions(
+    examples: Sequence[Example], num_labels: int, label_names: Sequence[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Probabilities of every constant predictor: one per label (named by ``label_names`` where given), and for
+    candidate rows (yes/no CB and COPA) one per candidate (that candidate chosen for every example)."""
     predictors = {}
     candidates = sorted({e.candidate for e in examples if e.candidate and chooses_candidate(e.task)})
     for candidate in candidates:
@@ -41,15 +43,22 @@ def constant_predictions(examples: Sequence[Example], num_labels: int) -> dict[s
         predictors[f"always {candidate}"] = np.stack([1 - yes, yes], -1)
     if not candidates:
         for label in range(num_labels):
-            predictors[f"always label {label}"] = np.eye(num_labels)[[label] * len(examples)]
+            name = repr(label_names[label]) if label_names else f"label {label}"
+            predictors[f"always {name}"] = np.eye(num_labels)[[label] * len(examples)]
     return predictors
 
 
-def majority_floor(task_name: str, examples: Sequence[Example], input_format: str, num_labels: int) -> dict:
+def majority_floor(
+    task_name: str,
+    examples: Sequence[Example],
+    input_format: str,
+    num_labels: int,
+    label_names: Sequence[str] | None = None,
+) -> dict:
     """The task score of the best constant predictor on these examples (always the majority class, or for CB
     the constant whose F1/accuracy mean is highest): a model must beat it to have learnt anything."""
     best = None
-    for name, probs in constant_predictions(examples, num_labels).items():
+    for name, probs in constant_predictions(examples, num_labels, label_names).items():
         metrics = task_metrics(task_name, examples, probs, input_format)
         if best is None or metrics["score"] > best["score"]:
             best = {"score": metrics["score"], "predictor": name}
@@ -68,18 +77,43 @@ def chance_score(
     return round(float(np.mean(scores)), 2)
 
 
-def floors(examples: Sequence[Example], input_format: str, num_labels: int) -> dict[str, dict]:
-    """Per task in ``examples``: its majority floor (best constant predictor) and chance score."""
+def floors(
+    examples: Sequence[Example],
+    input_format: str,
+    num_labels: int,
+    chance: bool = True,
+    label_names: Sequence[str] | None = None,
+) -> dict[str, dict]:
+    """Per task in ``examples``: its majority floor (best constant predictor, named by its label where
+    ``label_names`` are given) and, with ``chance``, chance score (a Monte Carlo mean: a training run's report
+    skips it)."""
     by_task: dict[str, list[Example]] = defaultdict(list)
     for example in examples:
         by_task[example.task].append(example)
     return {
         name: {
-            **majority_floor(name, rows, input_format, num_labels),
-            "chance": chance_score(name, rows, input_format, num_labels),
+            **majority_floor(name, rows, input_format, num_labels, label_names),
+            **({"chance": chance_score(name, rows, input_format, num_labels)} if chance else {}),
         }
         for name, rows in by_task.items()
     }
+
+
+def not_learnt(metrics: dict) -> list[str]:
+    """One line per task whose score is not above its majority floor (``metrics["floors"]``, a training run's):
+    the model answers no better than always giving one label, which a too-high learning rate does quietly (the
+    0.5B student at lr 1e-3 on ComVE: 299 of 300 validation rows one class, its loss at or above ln 2 nearly all
+    epoch)."""
+    lines = []
+    for task, floor in metrics.get("floors", {}).items():
+        score = metrics["tasks"][task]["score"]
+        if score <= floor["score"]:
+            lines.append(
+                f"{task}: score {score:.2f} is not above the majority floor {floor['score']:.2f}"
+                f" ({floor['predictor']}): the model has not learnt the task; a smaller --learning-rate, more rows"
+                " or more epochs may help"
+            )
+    return lines
 
 
 def label_metrics(task_name: str, predicted: Sequence[str | None], gold: Sequence[str]) -> dict:

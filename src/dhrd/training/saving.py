@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.task_metrics import evaluate_rows
+from ..data.task_metrics import evaluate_rows, floors
 from ..hub import write_model_card
 from ..inference.class_report import class_report, confusion_png_path, save_confusion_png
 from ..inference.evaluation import predict_proba
@@ -57,7 +57,13 @@ def save_scored(
             output / predictions_file,
             {"ids": [e.id for e in rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
         )
-        return {**evaluate_rows(rows, probs, input_format), "classes": classes, "confusion_png": str(figure)}
+        return {
+            **evaluate_rows(rows, probs, input_format),
+            # what always answering one label scores on these rows: the line a model must be above to have learnt
+            "floors": floors(rows, input_format, len(label_names), chance=False, label_names=label_names),
+            "classes": classes,
+            "confusion_png": str(figure),
+        }
 
     if args.score_validation:
         validation = scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json"))
