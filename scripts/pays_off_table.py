@@ -138,7 +138,7 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
             chosen = f", chose {'; '.join(c['chosen'])}" if c["chosen"] else ""
             cells.append(
                 f"`{c.get('variant', key)}` {c['mean']:.1f}: {c['difference']:+.1f} [{c['ci'][0]:+.1f}, "
-                f"{c['ci'][1]:+.1f}] {c['verdict']} vs {c.get('baseline', 'pooled')}, {c['seeds']} seeds{time}"
+                f"{c['ci'][1]:+.1f}] {c['verdict']} vs {c.get('baseline', 'pooled')}, {_seeds(c['seeds'])}{time}"
                 f"{chosen}{mark}"
             )
         pooled = " | ".join(_pooled_cell(r.get(key)) for key, _ in POOLED)
@@ -147,11 +147,15 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
     return "\n".join(lines)
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def _pooled_cell(pooled: dict | None) -> str:
     if pooled is None:
         return ""
     unlearnt = "" if pooled.get("learnt", True) else ", not learnt"
-    return f"{pooled['mean']:.1f} ({pooled['seeds']} seeds{unlearnt})"
+    return f"{pooled['mean']:.1f} ({_seeds(pooled['seeds'])}{unlearnt})"
 
 
 def main() -> None:
