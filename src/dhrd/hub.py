@@ -170,7 +170,10 @@ def _metrics_rows(metrics: dict, split: str, source: str) -> list[str]:
     for task, values in metrics.get("tasks", {}).items():
         shown = ", ".join(f"{METRIC_NAMES[k]} {v:.2f}" for k, v in values.items() if k in METRIC_NAMES and k != "score")
         score, examples = values.get("score", 0.0), values.get("examples")
-        rows.append(f"| {split} | {source} | {task} | {shown} | {score:.2f} | {examples} |")
+        # the score of always answering one label, where the run recorded it (dhrd evaluate does not)
+        floor = metrics.get("floors", {}).get(task)
+        floor = f"{floor['score']:.2f}" if floor else "-"
+        rows.append(f"| {split} | {source} | {task} | {shown} | {score:.2f} | {floor} | {examples} |")
     return rows
 
 
@@ -301,10 +304,12 @@ At inference the model is a plain pooled classifier: one forward pass per input,
 
 ## Scores
 
-Metrics in percent, on the original examples (each task's official metric; `score` averages a task's pair).
+Metrics in percent, on the original examples (each task's official metric; `score` averages a task's pair;
+`floor`: the score of always answering the best single label on the same examples, which a model must beat to
+have learnt anything).
 
-| split | scored by | task | metrics | score | examples |
-|---|---|---|---|---:|---:|
+| split | scored by | task | metrics | score | floor | examples |
+|---|---|---|---|---:|---:|---:|
 {chr(10).join(scores)}
 
 ## Training
