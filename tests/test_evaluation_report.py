@@ -94,6 +94,7 @@ def test_evaluate_writes_the_per_class_report_and_confusion_matrix_of_its_predic
     assert report["macro_avg"]["f1"] == pytest.approx(saved["tasks"]["custom"]["macro_f1"], abs=1e-3)
     assert report["confusion_matrix"] == confusion_matrix(gold, said, labels=["neg", "pos"]).tolist()
     assert saved["confusion_png"] == str(tmp_path / "eval-confusion.png")
+    assert saved["floors"]["custom"] == {"score": 70.0, "predictor": "always 'pos'"}  # 7 of the 10 rows
     assert (tmp_path / "eval-confusion.png").read_bytes()[:8] == PNG_MAGIC
 
     cli = runner.invoke(
@@ -272,3 +273,14 @@ def test_training_on_a_one_label_validation_file_warns_that_it_cannot_show_learn
     assert saved["floors"]["custom"] == {"score": 100.0, "predictor": "always 'pos'"}
     warning = next(line for line in cli.output.splitlines() if line.startswith("warning:"))
     assert "validation: custom: score" in warning and "not above the majority floor 100.00" in warning
+    # `dhrd evaluate` on the same file: the floor in its JSON, the same warning naming the file
+    evaluated = runner.invoke(
+        app,
+        ["evaluate", "--model", str(tmp_path / "run"), "--file", data["validation_file"]],
+        env={"COLUMNS": "400"},
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    warning = next(line for line in evaluated.output.splitlines() if line.startswith("warning:"))
+    assert f"{data['validation_file']}: custom: score" in warning and "majority floor 100.00" in warning
+    saved = json.loads(next((tmp_path / "run" / "model").glob("eval-file-*.json")).read_text())
+    assert saved["floors"]["custom"]["score"] == 100.0

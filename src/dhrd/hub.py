@@ -170,7 +170,7 @@ def _metrics_rows(metrics: dict, split: str, source: str) -> list[str]:
     for task, values in metrics.get("tasks", {}).items():
         shown = ", ".join(f"{METRIC_NAMES[k]} {v:.2f}" for k, v in values.items() if k in METRIC_NAMES and k != "score")
         score, examples = values.get("score", 0.0), values.get("examples")
-        # the score of always answering one label, where the run recorded it (dhrd evaluate does not)
+        # the score of always answering one label on the same rows (scores written before it was recorded: none)
         floor = metrics.get("floors", {}).get(task)
         floor = f"{floor['score']:.2f}" if floor else "-"
         rows.append(f"| {split} | {source} | {task} | {shown} | {score:.2f} | {floor} | {examples} |")

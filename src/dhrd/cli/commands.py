@@ -145,6 +145,7 @@ def evaluate(args: EvaluateArguments):
     scored = f"{file}" if file else f"{dataset} {split}" if dataset else f"the {split} split"
     out.print(metrics_table(metrics, f"metrics on {scored} - {model}"))
     print_classes(metrics["classes"])
+    warn_not_learnt(metrics, scored)
     out.print(
         f"{metrics['rows']} rows in {metrics['seconds']:.1f} s ({metrics['rows_per_second']:.1f} rows/s); "
         f"written to {target} and {metrics['confusion_png']}"

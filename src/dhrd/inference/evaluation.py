@@ -17,7 +17,7 @@ from ..data.examples import Example
 from ..data.inputs import ClassificationCollator, Columns, DataSpec, file_example, load_file_examples
 from ..data.lengths import UNKNOWN_CONTEXT_LENGTH, check_truncation, encode_within
 from ..data.tables import check_encoding, iter_table
-from ..data.task_metrics import evaluate_rows
+from ..data.task_metrics import evaluate_rows, floors
 from ..errors import DHRDInputError
 from ..hub import CARD, write_model_card
 from ..modeling import find_model_dir, model_spec
@@ -273,6 +273,7 @@ def evaluate(
     metrics = evaluate_rows(examples, probs, input_format)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
     metrics["classes"] = class_report(examples, probs, input_format, label_names)
+    metrics["floors"] = floors(examples, input_format, len(label_names), chance=False, label_names=label_names)
     metrics.update(
         split=split,
         rows=len(examples),
