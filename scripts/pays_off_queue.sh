@@ -42,7 +42,8 @@ case "$1" in
     study --config examples/own-data/comve.yaml --sizes 1000 --seeds 1,2,3 --variants pooled-linear,dhrd-linear \
       --lr 3e-4 --backbone "$QWEN" --runs runs/qwen05-comve --out results/student-qwen05-comve-1000-cpu \
       --title 'ComVE, 1,000 rows, with a bigger student: Qwen2.5-Coder-0.5B-Instruct, DHRD against pooled'
-    # CB at the same lr: at 1e-3 pooled learnt CB but DHRD's first gradient norms were 4-7x pooled's (clipped at 1)
+    # CB at the same lr: at 1e-3 pooled learnt CB, but both runs overshot (classification loss above ln 3 for 20
+    # steps), DHRD's for longer; its LM gradient was a small share (results/loss-terms-students-cb-cpu.md)
     study --task cb --seeds 1,2,3 --variants pooled-linear,dhrd-linear --lr 3e-4 --backbone "$QWEN" \
       --runs runs/qwen05-cb --out results/student-qwen05-cb-lr3e-4-cpu \
       --title 'CB with a bigger student at lr 3e-4: Qwen2.5-Coder-0.5B-Instruct, DHRD against pooled'

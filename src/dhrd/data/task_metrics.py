@@ -100,10 +100,10 @@ def floors(
 
 
 def not_learnt(metrics: dict) -> list[str]:
-    """One line per task whose score is not above its majority floor (``metrics["floors"]``, a training run's):
-    the model answers no better than always giving one label, which a too-high learning rate does quietly (the
-    0.5B student at lr 1e-3 on ComVE: 299 of 300 validation rows one class, its loss at or above ln 2 nearly all
-    epoch)."""
+    """One line per task whose score is not above its majority floor (``metrics["floors"]``, as training and
+    ``evaluate`` record it; none for metrics without it): the model answers no better than always giving one
+    label, which a too-high learning rate does quietly (the 0.5B student at lr 1e-3 on ComVE: 299 of 300
+    validation rows one class, its loss at or above ln 2 nearly all epoch)."""
     lines = []
     for task, floor in metrics.get("floors", {}).items():
         score = metrics["tasks"][task]["score"]
