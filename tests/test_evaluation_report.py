@@ -254,7 +254,7 @@ def test_a_score_at_the_majority_floor_is_reported_as_not_learnt():
     at_floor = {"tasks": {"custom": {"score": 75.0}}, "floors": floor}
     assert len(lines := not_learnt(at_floor)) == 1 and "majority floor 75.00 (always 'pos')" in lines[0]
     assert not_learnt({"tasks": {"custom": {"score": 100.0}}, "floors": floor}) == []
-    assert not_learnt({"tasks": {"custom": {"score": 50.0}}}) == []  # metrics without floors (evaluate's)
+    assert not_learnt({"tasks": {"custom": {"score": 50.0}}}) == []  # scores written before floors were kept
 
 
 def test_training_on_a_one_label_validation_file_warns_that_it_cannot_show_learning(tmp_path, tiny_backbone):

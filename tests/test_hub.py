@@ -132,10 +132,8 @@ def test_the_model_index_of_an_own_data_model_has_macro_f1(trained):
     scored = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
     assert scored == {("accuracy", "accuracy"): 75.0, ("f1", "macro-F1"): 71.43, ("score", "score"): 75.0}
     assert {(r.dataset_type, r.dataset_name) for r in card.data.eval_results} == {("csv", "reviews-val.csv")}
-    assert (
-        "| validation | training run's evaluation | custom | accuracy 75.00, macro-F1 71.43 | 75.00 | 62.50 | 8 |"
-        in (card.text)
-    )  # the floor beside the score
+    row = "| validation | training run's evaluation | custom | accuracy 75.00, macro-F1 71.43 | 75.00 | 62.50 | 8 |"
+    assert row in card.text  # the floor beside the score
 
 
 def test_push_sends_the_model_and_its_card_only(trained, tiny_backbone, superglue_dir):
