@@ -216,6 +216,17 @@ def examples_for_model(
     return spec.split(split, label_names), spec.input_format
 
 
+def scores_report(examples: list[Example], probs, input_format: str, label_names: list[str]) -> dict:
+    """What a scoring of labelled rows records, for `evaluate` and for training's own: the official metrics, each
+    task's majority floor (always answering one label: the line a model must be above to have learnt) and the
+    per-class report."""
+    return {
+        **evaluate_rows(examples, probs, input_format),
+        "floors": floors(examples, input_format, len(label_names), chance=False, label_names=label_names),
+        "classes": class_report(examples, probs, input_format, label_names),
+    }
+
+
 def evaluate(
     model_path: str | Path,
     task: str | None = None,
@@ -270,10 +281,8 @@ def evaluate(
         source = f"{task or 'the model task'} {split}"
         probs = predict_proba(model, tokenizer, texts, source=source, names=[e.id for e in examples], **settings)
     seconds = time.perf_counter() - start
-    metrics = evaluate_rows(examples, probs, input_format)
     label_names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    metrics["classes"] = class_report(examples, probs, input_format, label_names)
-    metrics["floors"] = floors(examples, input_format, len(label_names), chance=False, label_names=label_names)
+    metrics = scores_report(examples, probs, input_format, label_names)
     metrics.update(
         split=split,
         rows=len(examples),

@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.task_metrics import evaluate_rows, floors
 from ..hub import write_model_card
-from ..inference.class_report import class_report, confusion_png_path, save_confusion_png
-from ..inference.evaluation import predict_proba
+from ..inference.class_report import confusion_png_path, save_confusion_png
+from ..inference.evaluation import predict_proba, scores_report
 from ..modeling import save_classifier
 from ..provenance import provenance
 from ..runtime import write_json_atomic
@@ -51,19 +50,13 @@ def save_scored(
         probs = predict_proba(
             best, tokenizer, texts, args.per_device_eval_batch_size, args.max_length, args.truncation, args.bf16
         )
-        classes = class_report(rows, probs, input_format, label_names)
-        figure = save_confusion_png(classes, figure)
+        report = scores_report(rows, probs, input_format, label_names)
+        figure = save_confusion_png(report["classes"], figure)
         write_json_atomic(
             output / predictions_file,
             {"ids": [e.id for e in rows], "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist()},
         )
-        return {
-            **evaluate_rows(rows, probs, input_format),
-            # what always answering one label scores on these rows: the line a model must be above to have learnt
-            "floors": floors(rows, input_format, len(label_names), chance=False, label_names=label_names),
-            "classes": classes,
-            "confusion_png": str(figure),
-        }
+        return {**report, "confusion_png": str(figure)}
 
     if args.score_validation:
         validation = scored(eval_rows, PREDICTIONS_FILE, confusion_png_path(output / "metrics.json"))
