@@ -141,7 +141,7 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
     """Dev scores fixed by alpha (pooled 60, alpha 0.5 55, alpha 1 40): the third trial is below the median of
     the two before it from its first dev pass, and stops at the first pass where pruning is on (the second: at
     the first, candidates are within noise of each other)."""
-    from dhrd.training import tuning
+    from dhrd.training import search_backends, tuning
 
     scores = {0.0: 60.0, 0.5: 55.0, 1.0: 40.0}
     passes = []
@@ -166,8 +166,8 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
     states = {r["candidate"]: r["state"] for r in table["candidates"]}
     assert states == {"pooled": "complete", "alpha 0.5, lm-scope all": "complete", "alpha 1, lm-scope all": "pruned"}
     # the finished trials were scored at each of their dev passes (every quarter of the run, and at its end)
-    assert passes.count(0.0) == passes.count(0.5) >= tuning.EVALUATIONS_PER_TRIAL
-    assert passes.count(1.0) == tuning.PRUNE_FROM_PASS == 2
+    assert passes.count(0.0) == passes.count(0.5) >= search_backends.EVALUATIONS_PER_TRIAL
+    assert passes.count(1.0) == search_backends.PRUNE_FROM_PASS == 2
     assert table["chosen"] == "pooled" and table["trials_pruned"] == 1
     assert "pruned" in (output / "alpha-search.md").read_text()
 
@@ -203,5 +203,143 @@ def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, su
     assert TrialState.WAITING in states  # the premise: a candidate enqueued and never started
     monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", setup)
     train(args)
+    table = json.loads((output / "alpha-search.json").read_text())
+    assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"
+
+
+@pytest.mark.slow
+def test_the_ray_backend_runs_each_candidate_and_resumes(tmp_path, tiny_backbone, superglue_dir):
+    """--alpha-search-backend ray on a local ray: each candidate a trial of one grid search, each trained as its own
+    candidate (reported by the trial's worker), every dev pass kept, the same table and choice as optuna's (a tie
+    on the untrained model goes to pooled); started again, the ended trials are read back and none runs."""
+    pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'dhrd[ray]'")
+    import ray
+    from ray.tune import ExperimentAnalysis
+
+    output = tmp_path / "auto"
+    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-9)
+    args = DHRDTrainingArguments(
+        output_dir=str(output), alpha="auto", alpha_candidates="0,1", lm_scope_candidates="all,reasoning",
+        alpha_search_backend="ray", rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+    try:
+        result = train(args)
+    finally:
+        ray.shutdown()
+    table = json.loads((output / "alpha-search.json").read_text())
+    assert table["backend"] == "ray"
+    assert [r["candidate"] for r in table["candidates"]] == [
+        "pooled",
+        "alpha 1, lm-scope all",
+        "alpha 1, lm-scope reasoning",
+    ]
+    assert all(r["state"] == "complete" and len(r["dev_scores"]) >= 1 for r in table["candidates"]), table
+    experiment = output / "alpha-search" / "ray"
+    trials = ExperimentAnalysis(str(experiment)).trials
+    trained = sorted((t.last_result["alpha"], t.last_result["lm_scope"]) for t in trials)
+    assert trained == [(0.0, "all"), (1.0, "all"), (1.0, "reasoning")]
+    assert table["chosen"] == "pooled"
+    config = json.loads((result.model_dir / "config.json").read_text())
+    assert config["dhrd"]["method"] == "pooled"
+    state = sorted(experiment.glob("experiment_state-*.json"))
+    before = [p.stat().st_mtime_ns for p in state]
+    train(args)  # started again: read back, no ray started, no trial run
+    assert not ray.is_initialized()
+    assert [p.stat().st_mtime_ns for p in sorted(experiment.glob("experiment_state-*.json"))] == before
+
+
+def test_a_ray_trial_is_unpacked_into_its_candidate(tmp_path, tiny_backbone, superglue_dir):
+    """ray hands a trial its grid point as {"candidate": {...}}: the trainer sets that alpha and scope and trains on
+    the rows encoded for them (pooled without LM targets), as an optuna trial does."""
+    from transformers.trainer_utils import HPSearchBackend
+
+    from dhrd.training import tuning
+
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "auto"), alpha="auto", rationales=str(_rationales(tmp_path)),
+        **tiny_run(tiny_backbone, superglue_dir),
+    )  # fmt: skip
+    trainer = tuning.AlphaSearchTrainer(tuning.search_arguments(args), {"all", "reasoning", "pooled"})
+    trainer.hp_search_backend = HPSearchBackend.RAY
+    for alpha, scope, rows in [(1.0, "reasoning", "reasoning"), (0.0, "all", "pooled"), (0.5, "all", "all")]:
+        trainer._hp_search_setup({"candidate": {"alpha": alpha, "lm_scope": scope}})
+        assert (trainer.alpha, trainer.args.lm_scope) == (alpha, scope)
+        assert trainer.train_dataset is trainer.train_sets[rows]
+
+
+def test_the_ray_backend_without_ray_says_how_to_install_it(tmp_path, monkeypatch):
+    from dhrd.training.search_backends import ray_trials
+
+    monkeypatch.setitem(__import__("sys").modules, "ray", None)  # import ray fails as where it is not installed
+    with pytest.raises(DHRDInputError, match=r"pip install 'dhrd\[ray\]'"):
+        ray_trials(tmp_path, [(0.0, "all")], make_trainer=lambda: None)
+
+
+def test_the_search_table_reads_either_backends_trials():
+    """One record shape from optuna or ray: pruned trials have no final score and cannot be chosen, a tie goes
+    to the smaller alpha, the cost is the trials' seconds against the pooled trial's."""
+    from dhrd.training.search_backends import TrialRecord
+    from dhrd.training.tuning import search_markdown, search_table
+
+    records = [
+        TrialRecord(0.0, "all", False, 55.0, {2: 50.0, 4: 55.0}, 10.0),
+        TrialRecord(1.0, "all", True, None, {2: 40.0}, 6.0),
+        TrialRecord(0.5, "reasoning", False, 55.0, {2: 52.0, 4: 55.0}, 14.0),
+    ]
+    base = DHRDTrainingArguments(task="cb", output_dir="x", dev_fraction=0.2, alpha_search_backend="ray")
+    table = search_table(records, [(0.0, "all"), (0.5, "reasoning"), (1.0, "all")], base)
+    assert table["chosen"] == "pooled" and table["backend"] == "ray" and table["trials_pruned"] == 1
+    passes = [r["dev_scores"] for r in table["candidates"]]
+    assert passes == [{"2": 50.0, "4": 55.0}, {"2": 52.0, "4": 55.0}, {"2": 40.0}]
+    assert table["search_seconds"] == 30.0 and table["pooled_trial_seconds"] == 10.0
+    assert "3.0x one pooled trial" in search_markdown(table) and "(ray)" in search_markdown(table)
+    records[2].value = 56.0
+    assert search_table(records, [(0.0, "all"), (0.5, "reasoning"), (1.0, "all")], base)["lm_scope"] == "reasoning"
+    with pytest.raises(DHRDInputError, match="no finished trial for alpha 0.25"):
+        search_table(records, [(0.0, "all"), (0.25, "all")], base)
+
+
+@pytest.mark.faults
+def test_a_ray_search_killed_after_a_trial_ended_keeps_it(tmp_path, tiny_backbone, superglue_dir):
+    """kill -9 of the whole ``dhrd train --alpha auto --alpha-search-backend ray`` (driver and the local ray it
+    started) once ray has recorded a trial as ended (40 epochs: trials long enough that one is still to run); the
+    same command then finishes without training that trial again, and ships the same choice."""
+    pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'dhrd[ray]'")
+    import time
+
+    from faults_support import cli_env, kill_group, run, start
+
+    output = tmp_path / "auto"
+    experiment = output / "alpha-search" / "ray"
+    args = ["train", "--task", "cb", "--data-dir", superglue_dir, "--backbone", tiny_backbone, "--output-dir", output,
+            "--no-bf16", "--batch-size", "4", "--max-length", "128", "--lr", "1e-9", "--epochs", "40",
+            "--alpha", "auto", "--alpha-candidates", "0,1", "--lm-scope-candidates", "all,reasoning",
+            "--alpha-search-backend", "ray", "--rationales", _rationales(tmp_path)]  # fmt: skip
+    env = cli_env(tmp_path / "dhrd-cache")
+
+    def ended_trials() -> list[str]:
+        states = sorted(experiment.glob("experiment_state-*.json"))
+        if not states:
+            return []
+        try:
+            trials = [json.loads(t[0]) for t in json.loads(states[-1].read_text())["trial_data"]]
+        except (ValueError, KeyError):  # being rewritten
+            return []
+        return [t["trial_id"] for t in trials if t["status"] == "TERMINATED"]
+
+    process = start(args, env, tmp_path)
+    began = time.monotonic()
+    while process.poll() is None and not ended_trials() and time.monotonic() - began < 900:
+        time.sleep(0.5)
+    assert process.poll() is None, "the search ended before it could be killed"
+    kill_group(process)
+    ended = ended_trials()
+    assert 1 <= len(ended) < 3, ended
+    results = {p: p.read_bytes() for t in ended for p in experiment.glob(f"*_{t}_*/result.json")}
+    assert len(results) == len(ended)
+    rerun = run(args, env, tmp_path, timeout=1800)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert {p: p.read_bytes() for p in results} == results  # the ended trial did not train again
+    assert len(list(experiment.glob("*/result.json"))) == 3
     table = json.loads((output / "alpha-search.json").read_text())
     assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"

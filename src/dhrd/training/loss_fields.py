@@ -36,6 +36,14 @@ class LossFields:
         LOSS,
         run=False,
     )
+    alpha_search_backend: str = option(
+        "optuna",
+        "where the alpha search's trials run: optuna (one machine, one trial after another) or ray (side by side, "
+        "one CPU each, on a local ray or the cluster RAY_ADDRESS names; pip install 'dhrd[ray]')",
+        LOSS,
+        run=False,
+        choices=["optuna", "ray"],
+    )
     alpha_candidates: str = option("0,0.1,0.25,0.5,1", "the alpha search's alphas (0: pooled)", LOSS, run=False)
     lm_scope_candidates: str = option("all,reasoning", "the alpha search's --lm-scope values", LOSS, run=False)
     dev_fraction: float | None = option(

@@ -1,0 +1,205 @@
+"""Where ``--alpha auto``'s trials run: transformers' ``Trainer.hyperparameter_search`` with optuna (the default:
+one machine, trials one after another, the study a SQLite file) or ray (``--alpha-search-backend ray``: trials side
+by side on a local ray, or spread over a cluster named by ray's own ``RAY_ADDRESS``). Each backend keeps its trials
+in the search folder, so that a killed search started again runs only the candidates that had not ended, and hands
+back one ``TrialRecord`` a trial, whichever backend ran it, for ``tuning.search_table``.
+
+Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS``), the first two trials always
+finishing: optuna's ``MedianPruner`` (a trial's best dev score so far below the median of the finished trials at
+the same pass) and ray's ``MedianStoppingRule`` (below the median of the finished trials' running means).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DHRDInputError
+
+STUDY_NAME = "dhrd-alpha-search"
+OPTUNA_STORE = "optuna.db"
+RAY_EXPERIMENT = "ray"
+EVALUATIONS_PER_TRIAL = 4  # dev passes a trial reports, the points at which it can be pruned
+# the first dev pass a trial can be pruned at: at the first (a quarter of a one-epoch run) the candidates were all
+# within noise of the floor (ComVE, 1,000 rows: 49.5-52.5 on 200 dev rows, pooled lowest, then best at its third
+# pass), so a prune there was a draw; from the second on, the scores have begun to separate
+PRUNE_FROM_PASS = 2
+FINISHED_BEFORE_PRUNING = 2  # trials that end before any can be pruned: pooled and the first DHRD candidate
+
+Candidate = tuple[float, str]  # (alpha, lm_scope)
+
+
+@dataclass
+class TrialRecord:
+    """One ended trial, as either backend kept it."""
+
+    alpha: float
+    lm_scope: str
+    pruned: bool
+    value: float | None  # the dev score the trial ended with; None when pruned
+    dev_scores: dict[int, float]  # optimiser step -> dev score, at each pass the trial reached
+    seconds: float
+
+
+def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable) -> list[TrialRecord]:
+    """Run the candidates not yet ended through optuna (enqueued, so each runs exactly once), then every ended trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{folder / OPTUNA_STORE}"
+    study = _optuna_study(storage)
+    ended = {_optuna_candidate(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    waiting = {_optuna_candidate(t) for t in study.trials if t.state == TrialState.WAITING}
+    pending = [c for c in candidates if c not in ended]
+    for alpha, scope in pending:
+        if (alpha, scope) not in waiting:
+            study.enqueue_trial({"alpha": alpha, "lm_scope": scope})
+    if pending:
+        trainer = make_trainer()
+        alphas, scopes = sorted({a for a, _ in candidates}), sorted({s for _, s in candidates})
+        trainer.hyperparameter_search(
+            direction="maximize",
+            backend="optuna",
+            hp_space=lambda trial: {
+                "alpha": trial.suggest_categorical("alpha", alphas),
+                "lm_scope": trial.suggest_categorical("lm_scope", scopes),
+            },
+            n_trials=len(pending),
+            compute_objective=lambda metrics: metrics["eval_score"],
+            study_name=STUDY_NAME,
+            storage=storage,
+            load_if_exists=True,
+            # Trainer reports a pass at its optimiser step, and optuna prunes from the step that reaches
+            # n_warmup_steps
+            pruner=optuna.pruners.MedianPruner(
+                n_startup_trials=FINISHED_BEFORE_PRUNING, n_warmup_steps=PRUNE_FROM_PASS * trainer.args.eval_steps
+            ),
+        )
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    return [_optuna_record(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def _optuna_study(storage: str):
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.create_study(direction="maximize", storage=storage, study_name=STUDY_NAME, load_if_exists=True)
+    for trial in study.trials:  # a trial that was running when its process was killed never finishes
+        if trial.state == TrialState.RUNNING:
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    return study
+
+
+def _optuna_candidate(trial) -> Candidate:
+    """The (alpha, lm_scope) candidate a trial runs. An enqueued trial that has not started (WAITING, as a killed
+    search leaves those it had not reached) has no params yet: its candidate is in ``fixed_params``."""
+    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    return float(params["alpha"]), "all" if not float(params["alpha"]) else params["lm_scope"]
+
+
+def _optuna_record(trial) -> TrialRecord:
+    from optuna.trial import TrialState
+
+    alpha, scope = _optuna_candidate(trial)
+    return TrialRecord(
+        alpha=alpha,
+        lm_scope=scope,
+        pruned=trial.state == TrialState.PRUNED,
+        value=None if trial.value is None else float(trial.value),
+        dev_scores={int(s): float(v) for s, v in sorted(trial.intermediate_values.items())},
+        seconds=(trial.datetime_complete - trial.datetime_start).total_seconds(),
+    )
+
+
+def ray_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable) -> list[TrialRecord]:
+    """Run the candidates as one ray ``grid_search`` (each once, side by side as the cluster's CPUs allow: one CPU
+    a trial, and one GPU where there is one, transformers' default), resuming the experiment kept in
+    ``<folder>/ray`` (its ended trials kept, the others run again from the start), then every ended trial."""
+    try:
+        import ray
+        from ray import tune
+        from ray.tune.schedulers import MedianStoppingRule
+    except ImportError:
+        raise DHRDInputError("--alpha-search-backend ray needs ray: pip install 'dhrd[ray]'") from None
+    folder = folder.resolve()  # ray keeps an experiment at an absolute path (or a URI, for a cluster)
+    records = _ray_records(folder / RAY_EXPERIMENT, candidates)
+    if {(r.alpha, r.lm_scope) for r in records} >= set(candidates):
+        return records
+    trainer = make_trainer()
+    if not ray.is_initialized():  # a local ray, or the cluster that RAY_ADDRESS names
+        ray.init(include_dashboard=False, configure_logging=False)
+    grid = [{"alpha": alpha, "lm_scope": scope} for alpha, scope in candidates]
+    trainer.hyperparameter_search(
+        direction="maximize",
+        backend="ray",
+        hp_space=lambda _: {"candidate": tune.grid_search(grid)},  # unpacked by AlphaSearchTrainer._hp_search_setup
+        n_trials=1,  # samples of the grid: each candidate once
+        compute_objective=lambda metrics: metrics["eval_score"],
+        scheduler=_median_rule(MedianStoppingRule)(
+            time_attr="training_iteration",  # a trial's dev passes
+            metric="objective",
+            mode="max",
+            grace_period=PRUNE_FROM_PASS,
+            min_samples_required=FINISHED_BEFORE_PRUNING,
+        ),
+        storage_path=str(folder),
+        name=RAY_EXPERIMENT,
+        resume="AUTO+RESTART_ERRORED",
+        verbose=1,
+    )
+    return _ray_records(folder / RAY_EXPERIMENT, candidates)
+
+
+def _median_rule(median_stopping_rule: type) -> type:
+    """ray's ``MedianStoppingRule`` without its yielding: with fewer finished trials than it needs, it pauses a
+    trial to let a waiting one run, and a trial keeps no checkpoint (``save_strategy="no"``), so each pause threw
+    its training away and started it again (seen: three tiny trials going round for 15 minutes)."""
+
+    class MedianRuleWithoutYielding(median_stopping_rule):
+        def _on_insufficient_samples(self, tune_controller, trial, time):
+            from ray.tune.schedulers import TrialScheduler
+
+            return TrialScheduler.CONTINUE
+
+    return MedianRuleWithoutYielding
+
+
+def _ray_records(experiment: Path, candidates: list[Candidate]) -> list[TrialRecord]:
+    """The ended trials of the ray experiment in ``experiment`` (none if it has not started). A trial reports
+    its optimiser step and the run's last (``AlphaSearchTrainer._report_to_hp_search``): one that stopped before
+    the last was stopped by the scheduler, pruned."""
+    if not (experiment / "tuner.pkl").is_file() and not any(experiment.glob("experiment_state-*.json")):
+        return []
+    from ray.tune import ExperimentAnalysis
+
+    analysis = ExperimentAnalysis(str(experiment))
+    kept = {(float(t.config["candidate"]["alpha"]), t.config["candidate"]["lm_scope"]) for t in analysis.trials}
+    if kept != set(candidates):
+        raise DHRDInputError(
+            f"{experiment}: this ray search was started with other candidates ({sorted(kept)}); remove the folder "
+            "to search again, or choose another --output-dir"
+        )
+    frames = analysis.trial_dataframes
+    records = []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        if trial.status != "TERMINATED" or "step" not in last:
+            continue
+        frame = frames.get(trial.path)
+        passes = zip(frame["step"], frame["objective"]) if frame is not None else [(last["step"], last["objective"])]
+        pruned = last["step"] < last["max_steps"]
+        records.append(
+            TrialRecord(
+                alpha=float(trial.config["candidate"]["alpha"]),
+                lm_scope=trial.config["candidate"]["lm_scope"],
+                pruned=pruned,
+                value=None if pruned else float(last["objective"]),
+                dev_scores={int(s): float(v) for s, v in passes},
+                seconds=float(last["time_total_s"]),
+            )
+        )
+    return records
+
+
+BACKENDS = {"optuna": optuna_trials, "ray": ray_trials}
