@@ -343,3 +343,36 @@ def test_a_ray_search_killed_after_a_trial_ended_keeps_it(tmp_path, tiny_backbon
     assert len(list(experiment.glob("*/result.json"))) == 3
     table = json.loads((output / "alpha-search.json").read_text())
     assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"
+
+
+def test_one_trials_model_is_alive_at_a_time_and_memory_is_bounded_first(
+    tmp_path, tiny_backbone, superglue_dir, monkeypatch
+):
+    """Each trial's model is let go before the next is built (nine trials of a 135M model in one process would
+    otherwise hold on to more than they need), and ``train(alpha="auto")`` makes the process's memory settings
+    before the search, as a plain run does (the search once ran without them: 10 GB on RTE in one process)."""
+    import gc
+    import weakref
+
+    from dhrd.training import run, tuning
+
+    earlier_alive, models = [], []  # per trial: how many earlier trials' models were alive; weak refs to all
+    trial_model = tuning.AlphaSearchTrainer.trial_model
+
+    def watched(self, trial=None):
+        model = trial_model(self, trial)
+        gc.collect()
+        earlier_alive.append(sum(ref() is not None for ref in models))
+        models.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "trial_model", watched)
+    bounded = []
+    monkeypatch.setattr(run, "bound_process_memory", lambda: bounded.append(len(models)))
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)), **tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-9),
+    )  # fmt: skip
+    train(args)
+    assert earlier_alive == [0, 0, 0]  # no earlier trial's model alive when a trial's model was built
+    assert bounded[0] == 0  # before the first trial

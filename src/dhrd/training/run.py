@@ -57,11 +57,11 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
 def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | None) -> TrainResult:
     if trainer is None and args is not None:
         training_options(args)  # a bad number or path stops here, before any data or model loads
+    bound_process_memory()  # before the first matmul of the process (dhrd.memory): the search's trials' too
     if trainer is None and args is not None and args.alpha_search:
         return train_with_alpha_search(args)
     if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
         return finished
-    bound_process_memory()  # before the first matmul of the process (dhrd.memory)
     reset_peak()  # this run's peak, not an earlier run's of the same process
     own_trainer = trainer is None  # built here: nothing outside needs it once the run is saved
     if trainer is None:

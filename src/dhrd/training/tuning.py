@@ -23,6 +23,7 @@ from pathlib import Path
 from transformers.trainer_utils import HPSearchBackend
 
 from ..errors import DHRDInputError
+from ..memory import bound_process_memory, release_memory
 from .model_setup import reasoning_head
 from .run_rows import encode_rows
 from .search_backends import BACKENDS, EVALUATIONS_PER_TRIAL, TrialRecord
@@ -50,7 +51,14 @@ class AlphaSearchTrainer(DHRDTrainer):
         self.model_init = self.trial_model  # Trainer builds each trial's model with it
 
     def trial_model(self, trial=None):
-        """A freshly initialised model, whose reasoning head the loss then reads."""
+        """A freshly initialised model, whose reasoning head the loss then reads. The last trial's model and
+        optimiser are let go first (Trainer would drop them only once this returns), so that one trial's
+        weights are alive at a time; and the process's memory settings are made, for a ray worker's first trial."""
+        self.model = self.model_wrapped = self.optimizer = self.lr_scheduler = self.reasoning_weight = None
+        handler = self.callback_handler  # callbacks are handed the last trial's model and optimiser
+        handler.model = handler.optimizer = handler.lr_scheduler = None
+        bound_process_memory()
+        release_memory()
         model, classifier, causal_lm = self.prepared.model_parts()
         self.reasoning_weight = reasoning_head(classifier, causal_lm)
         return model
