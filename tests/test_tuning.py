@@ -376,3 +376,67 @@ def test_one_trials_model_is_alive_at_a_time_and_memory_is_bounded_first(
     train(args)
     assert earlier_alive == [0, 0, 0]  # no earlier trial's model alive when a trial's model was built
     assert bounded[0] == 0  # before the first trial
+
+
+def test_pooled_is_never_pruned_even_when_it_runs_last(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """A search killed in its first trial (pooled) runs pooled last when started again, after the trials that make
+    the medians: scoring below them, it would be pruned, and the search could then ship a DHRD candidate that never
+    beat pooled. Pooled runs to its end instead, and counts."""
+    from dhrd.training import search_backends, tuning
+
+    scores = {0.0: 40.0, 0.5: 60.0, 1.0: 55.0}
+    setup, passes, started = tuning.AlphaSearchTrainer._hp_search_setup, [], []
+
+    def stopping_setup(self, trial):
+        if trial is not None:
+            started.append(trial)
+            if len(started) == 1:
+                raise RuntimeError("killed")
+        setup(self, trial)
+
+    def fixed_evaluate(self, *args, **kwargs):
+        passes.append(self.alpha)
+        return {"eval_score": scores[self.alpha]}
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", stopping_setup)
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "evaluate", fixed_evaluate)
+    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match="killed"):
+        train(args)
+    train(args)
+    table = json.loads((tmp_path / "auto" / "alpha-search.json").read_text())
+    assert passes[-1] == 0.0  # the premise: pooled ran last
+    assert passes.count(0.0) >= search_backends.EVALUATIONS_PER_TRIAL
+    states = {r["candidate"]: r["state"] for r in table["candidates"]}
+    assert states["pooled"] == "complete" and table["chosen"] == "alpha 0.5, lm-scope all"
+
+
+def test_rays_median_rule_never_stops_pooled():
+    """The scheduler's decision on a trial below the median: a DHRD candidate stops, pooled goes on."""
+    pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'dhrd[ray]'")
+    from ray.tune.schedulers import MedianStoppingRule, TrialScheduler
+
+    from dhrd.training.search_backends import _median_rule
+
+    class Trial:  # what the rule reads of a trial
+        def __init__(self, alpha):
+            self.config, self.trial_id = {"candidate": {"alpha": alpha, "lm_scope": "all"}}, f"alpha-{alpha}"
+
+    rule = _median_rule(MedianStoppingRule)(
+        time_attr="training_iteration", metric="objective", mode="max", grace_period=2, min_samples_required=2
+    )
+    for trial in (Trial(0.5), Trial(1.0)):
+        for step in (1, 2, 3):
+            assert rule.on_trial_result(None, trial, {"training_iteration": step, "objective": 60.0}) == "CONTINUE"
+    low_dhrd, low_pooled = Trial(0.25), Trial(0.0)
+    for step in (1, 2):
+        decisions = [
+            rule.on_trial_result(None, t, {"training_iteration": step, "objective": 40.0})
+            for t in (low_dhrd, low_pooled)
+        ]
+    assert decisions == [TrialScheduler.STOP, TrialScheduler.CONTINUE]
+    assert rule.on_trial_result(None, low_pooled, {"training_iteration": 3, "objective": 40.0}) == "CONTINUE"

@@ -6,7 +6,8 @@ back one ``TrialRecord`` a trial, whichever backend ran it, for ``tuning.search_
 
 Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS``), the first two trials always
 finishing: optuna's ``MedianPruner`` (a trial's best dev score so far below the median of the finished trials at
-the same pass) and ray's ``MedianStoppingRule`` (below the median of the finished trials' running means).
+the same pass) and ray's ``MedianStoppingRule`` (below the median of the finished trials' running means). Pooled is
+never pruned by either: the search ships pooled unless a DHRD candidate beat pooled's whole run on dev.
 """
 
 from __future__ import annotations
@@ -49,7 +50,12 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
 
     storage = f"sqlite:///{folder / OPTUNA_STORE}"
     study = _optuna_study(storage)
-    ended = {_optuna_candidate(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    # pooled is never pruned now; a pooled trial pruned by an earlier version runs again, to the end
+    ended = {
+        _optuna_candidate(t)
+        for t in study.trials
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and _optuna_candidate(t)[0] != 0)
+    }
     waiting = {_optuna_candidate(t) for t in study.trials if t.state == TrialState.WAITING}
     pending = [c for c in candidates if c not in ended]
     for alpha, scope in pending:
@@ -152,15 +158,23 @@ def ray_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable
 
 
 def _median_rule(median_stopping_rule: type) -> type:
-    """ray's ``MedianStoppingRule`` without its yielding: with fewer finished trials than it needs, it pauses a
-    trial to let a waiting one run, and a trial keeps no checkpoint (``save_strategy="no"``), so each pause threw
-    its training away and started it again (seen: three tiny trials going round for 15 minutes)."""
+    """ray's ``MedianStoppingRule`` without its yielding, and never stopping pooled. With fewer finished trials than
+    it needs, it pauses a trial to let a waiting one run, and a trial keeps no checkpoint (``save_strategy="no"``),
+    so each pause threw its training away and started it again (seen: three tiny trials going round for 15
+    minutes). Pooled is the baseline a DHRD candidate must beat on dev: its scores count, it always finishes."""
+
+    from ray.tune.schedulers import TrialScheduler
 
     class MedianRuleWithoutYielding(median_stopping_rule):
         def _on_insufficient_samples(self, tune_controller, trial, time):
-            from ray.tune.schedulers import TrialScheduler
-
             return TrialScheduler.CONTINUE
+
+        def on_trial_result(self, tune_controller, trial, result):
+            decision = super().on_trial_result(tune_controller, trial, result)  # its scores count in the medians
+            if float(trial.config["candidate"]["alpha"]) == 0:  # pooled, the baseline: never stopped
+                self._stopped_trials.discard(trial)
+                return TrialScheduler.CONTINUE
+            return decision
 
     return MedianRuleWithoutYielding
 

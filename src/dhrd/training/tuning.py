@@ -78,6 +78,12 @@ class AlphaSearchTrainer(DHRDTrainer):
         if self.hp_search_backend == HPSearchBackend.RAY:
             setting = {"alpha": self.alpha, "lm_scope": self.args.lm_scope}
             metrics = {**metrics, **setting, "step": step, "max_steps": self.state.max_steps}
+        if not self.alpha and self.hp_search_backend == HPSearchBackend.OPTUNA and trial is not None:
+            # pooled is the baseline that a DHRD candidate must beat on dev to be shipped: reported, never pruned
+            # (it runs first and finishes as a startup trial, but a search resumed after a kill in it runs it last)
+            self.objective = self.compute_objective(dict(metrics))
+            trial.report(self.objective, step)
+            return
         super()._report_to_hp_search(trial, step, metrics)
 
 
@@ -126,7 +132,11 @@ def evaluation_steps(args: DHRDTrainingArguments, train_rows: int) -> int:
 
 
 def search_table(records: list[TrialRecord], candidates, base: DHRDTrainingArguments) -> dict:
-    latest = {(r.alpha, r.lm_scope): r for r in records}
+    latest = {}
+    for r in records:  # in the order they ran; a complete trial outranks a pruned one of the same candidate
+        key = (r.alpha, r.lm_scope)
+        if key not in latest or not r.pruned or latest[key].pruned:
+            latest[key] = r
     rows = []
     for alpha, scope in candidates:
         trial = latest.get((alpha, scope))
