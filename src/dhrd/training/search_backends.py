@@ -4,10 +4,11 @@ by side on a local ray, or spread over a cluster named by ray's own ``RAY_ADDRES
 in the search folder, so that a killed search started again runs only the candidates that had not ended, and hands
 back one ``TrialRecord`` a trial, whichever backend ran it, for ``tuning.search_table``.
 
-Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS``), the first two trials always
-finishing: optuna's ``MedianPruner`` (a trial's best dev score so far below the median of the finished trials at
-the same pass) and ray's ``MedianStoppingRule`` (below the median of the finished trials' running means). Pooled is
-never pruned by either: the search ships pooled unless a DHRD candidate beat pooled's whole run on dev.
+Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS``): optuna's ``MedianPruner`` (a
+trial's best dev score so far below the median of the finished trials at the same pass, the first two trials always
+finishing) and ray's ``MedianStoppingRule`` (below the median of the running means of two or more other trials that
+reached the same pass). Pooled is never pruned by either: the search ships pooled unless a DHRD candidate beat
+pooled's whole run on dev.
 """
 
 from __future__ import annotations
