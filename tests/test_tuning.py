@@ -137,13 +137,28 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
     assert len(study.trials) == 3 and before <= db.stat().st_mtime_ns
 
 
-def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
-    """Dev scores fixed by alpha (pooled 60, alpha 0.5 55, alpha 1 40): the third trial is below the median of
-    the two before it from its first dev pass, and stops at the first pass where pruning is on (the second: at
-    the first, candidates are within noise of each other)."""
-    from dhrd.training import search_backends, tuning
+def _killed_in_trial(monkeypatch, n):
+    """Make the search raise "killed" as its n-th trial starts (a kill with what came before kept); returns a
+    function that puts the real trial setup back."""
+    from dhrd.training import tuning
 
-    scores = {0.0: 60.0, 0.5: 55.0, 1.0: 40.0}
+    setup, started = tuning.AlphaSearchTrainer._hp_search_setup, []
+
+    def stopping_setup(self, trial):
+        if trial is not None:
+            started.append(trial)
+            if len(started) == n:
+                raise RuntimeError("killed")
+        setup(self, trial)
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", stopping_setup)
+    return lambda: monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", setup)
+
+
+def _fixed_dev_scores(monkeypatch, scores):
+    """Make every dev pass score by the trial's alpha alone; returns the alphas of the passes, in order."""
+    from dhrd.training import tuning
+
     passes = []
 
     def fixed_evaluate(self, *args, **kwargs):
@@ -151,6 +166,16 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
         return {"eval_score": scores[self.alpha]}
 
     monkeypatch.setattr(tuning.AlphaSearchTrainer, "evaluate", fixed_evaluate)
+    return passes
+
+
+def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """Dev scores fixed by alpha (pooled 60, alpha 0.5 55, alpha 1 40): the third trial is below the median of
+    the two before it from its first dev pass, and stops at the first pass where pruning is on (the second: at
+    the first, candidates are within noise of each other)."""
+    from dhrd.training import search_backends
+
+    passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 55.0, 1.0: 40.0})
     output = tmp_path / "auto"
     settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
     args = DHRDTrainingArguments(
@@ -178,18 +203,7 @@ def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, su
     import optuna
     from optuna.trial import TrialState
 
-    from dhrd.training import tuning
-
-    setup, started = tuning.AlphaSearchTrainer._hp_search_setup, []
-
-    def stopping_setup(self, trial):
-        if trial is not None:
-            started.append(trial)
-            if len(started) == 2:
-                raise RuntimeError("killed")
-        setup(self, trial)
-
-    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", stopping_setup)
+    resume = _killed_in_trial(monkeypatch, 2)
     output = tmp_path / "auto"
     settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-9)
     args = DHRDTrainingArguments(
@@ -201,7 +215,7 @@ def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, su
     storage = f"sqlite:///{output / 'alpha-search' / 'optuna.db'}"
     states = [t.state for t in optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials]
     assert TrialState.WAITING in states  # the premise: a candidate enqueued and never started
-    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", setup)
+    resume()
     train(args)
     table = json.loads((output / "alpha-search.json").read_text())
     assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"
@@ -382,24 +396,10 @@ def test_pooled_is_never_pruned_even_when_it_runs_last(tmp_path, tiny_backbone, 
     """A search killed in its first trial (pooled) runs pooled last when started again, after the trials that make
     the medians: scoring below them, it would be pruned, and the search could then ship a DHRD candidate that never
     beat pooled. Pooled runs to its end instead, and counts."""
-    from dhrd.training import search_backends, tuning
+    from dhrd.training import search_backends
 
-    scores = {0.0: 40.0, 0.5: 60.0, 1.0: 55.0}
-    setup, passes, started = tuning.AlphaSearchTrainer._hp_search_setup, [], []
-
-    def stopping_setup(self, trial):
-        if trial is not None:
-            started.append(trial)
-            if len(started) == 1:
-                raise RuntimeError("killed")
-        setup(self, trial)
-
-    def fixed_evaluate(self, *args, **kwargs):
-        passes.append(self.alpha)
-        return {"eval_score": scores[self.alpha]}
-
-    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", stopping_setup)
-    monkeypatch.setattr(tuning.AlphaSearchTrainer, "evaluate", fixed_evaluate)
+    _killed_in_trial(monkeypatch, 1)  # only the first trial: started again, the search runs on
+    passes = _fixed_dev_scores(monkeypatch, {0.0: 40.0, 0.5: 60.0, 1.0: 55.0})
     settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
     args = DHRDTrainingArguments(
         output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",

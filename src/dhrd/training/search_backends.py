@@ -184,7 +184,7 @@ def _ray_records(experiment: Path, candidates: list[Candidate]) -> list[TrialRec
     """The ended trials of the ray experiment in ``experiment`` (none if it has not started). A trial reports
     its optimiser step and the run's last (``AlphaSearchTrainer._report_to_hp_search``): one that stopped before
     the last was stopped by the scheduler, pruned."""
-    if not (experiment / "tuner.pkl").is_file() and not any(experiment.glob("experiment_state-*.json")):
+    if not any(experiment.glob("experiment_state-*.json")):  # what tune.run writes as the experiment starts
         return []
     from ray.tune import ExperimentAnalysis
 
