@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import yaml
 from dhrd.data.inputs import load_file_examples
 from dhrd.data.task_metrics import floors
 from dhrd.data.task_splits import load_task_split
+from dhrd.memory import peak_rss_gb, reset_peak
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 from dhrd.stats import example_statistics, paired_difference, resampled_scores
@@ -197,11 +197,12 @@ def score_cell(study: Study, run: Path) -> dict:
     target = run / "scored.json"
     if not target.is_file():
         probs = study.scored_probs(run)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # this process's peak so far, GB
+        peak = peak_rss_gb()  # since the cell started (``main`` resets it): the cell's own, not the queue's
         data = {
             "ids": [e.id for e in study.examples],
             "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist(),
-            "peak_rss_gb": round(peak, 2),
+            "peak_rss_gb": None if peak is None else round(peak, 2),
+            "peak_rss_scope": "cell",  # earlier cells kept the study process's peak so far: an upper bound
         }
         write_json_atomic(target, data)
     return json.loads(target.read_text())
@@ -222,6 +223,7 @@ def kept_cell(cell: Cell, runs: Path) -> dict | None:
         "probs": saved["probs"],
         "train_seconds": (search["search_seconds"] if search else 0) + (seconds or 0),
         "peak_rss_gb": saved.get("peak_rss_gb"),
+        "peak_rss_scope": saved.get("peak_rss_scope", "process"),
         "chosen": search["chosen"] if search else None,
     }
 
@@ -237,6 +239,7 @@ def cell_result(study: Study, cell: Cell, kept: dict) -> dict:
         "score": round(score, 2),
         "train_seconds": kept["train_seconds"],
         "peak_rss_gb": kept["peak_rss_gb"],
+        "peak_rss_scope": kept.get("peak_rss_scope", "process"),
         "predicted_classes": len(set(probs.argmax(-1).tolist())),
         "chosen": kept["chosen"],
     }
@@ -288,6 +291,7 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
                 "learnt": bool(scores) and bool(float(np.mean(scores)) >= floor["score"] + MARGIN),
                 "train_seconds": [r["train_seconds"] for r in done],
                 "peak_rss_gb": [r["peak_rss_gb"] for r in done],
+                "peak_rss_scope": [r["peak_rss_scope"] for r in done],
                 "predicted_classes": [r["predicted_classes"] for r in done],
                 "chosen": [r["chosen"] for r in done if r["chosen"]],
             }
@@ -329,6 +333,15 @@ def difference(study: Study, pairs: list[tuple[dict, dict]]) -> dict:
     return paired_difference(study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs])
 
 
+def peak_memory(row: dict) -> str:
+    """The row's largest cell peak in GB, marked ≤ where a cell kept its process's peak rather than its own."""
+    peaks = [(gb, scope) for gb, scope in zip(row["peak_rss_gb"], row.get("peak_rss_scope", [])) if gb is not None]
+    if not peaks:
+        return ""
+    most, own = max(gb for gb, _ in peaks), [gb for gb, scope in peaks if scope == "cell"]
+    return f"{most:.1f}" if own and max(own) == most else f"≤{most:.1f}"  # exact where a cell's own peak is largest
+
+
 def markdown(summary: dict, title: str, command: str) -> str:
     lines = [
         f"# {title}",
@@ -338,10 +351,12 @@ def markdown(summary: dict, title: str, command: str) -> str:
         f"training rows. Majority floor **{summary['floor']:.1f}**, chance {summary['chance']:.1f}; a budget is",
         f"learnt when its mean is at least floor + {MARGIN:g}. Differences are the variant minus pooled in points of",
         "the task score, with a 95% bootstrap interval over scored examples and seeds. Time: training (and for",
-        "auto, the search) relative to the paired pooled runs.",
+        "auto, the search) relative to the paired pooled runs. Peak: the most resident memory of any of the",
+        "variant's cells, training and scoring (≤: a cell that kept its study process's peak so far, an upper bound).",
         "",
-        "| budget | variant | seeds | score per seed | mean | learnt | minus pooled [95% CI] | time vs pooled |",
-        "|---|---|---|---|---|---|---|---|",
+        "| budget | variant | seeds | score per seed | mean | learnt | minus pooled [95% CI] | time vs pooled"
+        " | peak GB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary["rows"]:
         p = r.get("paired")
@@ -354,7 +369,7 @@ def markdown(summary: dict, title: str, command: str) -> str:
         chosen = f" (chose: {'; '.join(r['chosen'])})" if r["chosen"] else ""
         lines.append(
             f"| {r['budget']} | {r['variant']}{chosen} | {','.join(map(str, r['seeds']))} | {scores} | {mean} | "
-            f"{'yes' if r['learnt'] else 'no'} | {diff} | {ratio} |"
+            f"{'yes' if r['learnt'] else 'no'} | {diff} | {ratio} | {peak_memory(r)} |"
         )
     heads = [r for r in summary["rows"] if r.get("vs_mlp")]
     if heads:
@@ -442,6 +457,7 @@ def main() -> None:
         if cell.name in kept:
             continue
         print(f"== {cell.name}", flush=True)
+        reset_peak()  # this cell's peak memory, training and scoring, not the earlier cells' of this process
         if not (run / "metrics.json").is_file():
             train(training_arguments(study, cell, runs, options.eval_cap, options.grad_norms, options.backbone))
         score_cell(study, run)

@@ -60,12 +60,13 @@ class _TinyStudy:
         return "test (4 rows)"
 
 
-def _finish(study, runs: Path, name: str, probs: list[list[float]]) -> None:
+def _finish(study, runs: Path, name: str, probs: list[list[float]], peak: dict | None = None) -> None:
     import json
 
     run = runs / name
     run.mkdir(parents=True)
-    (run / "scored.json").write_text(json.dumps({"ids": ["r0", "r1", "r2", "r3"], "probs": probs, "peak_rss_gb": 1.0}))
+    scored = {"ids": ["r0", "r1", "r2", "r3"], "probs": probs, **(peak or {"peak_rss_gb": 1.0})}
+    (run / "scored.json").write_text(json.dumps(scored))
     (run / "metrics.json").write_text(json.dumps({"train_seconds": 10.0}))
 
 
@@ -154,3 +155,47 @@ def test_the_backbone_option_names_the_student_whatever_the_config_says(study, t
     args = study.training_arguments(_Config(study), cell, tmp_path, None, False, "students/qwen.gguf")
     assert (args.backbone, args.gguf_file, args.head) == ("students/qwen.gguf", None, "linear")
     assert study.training_arguments(_Config(study), cell, tmp_path, None, False).backbone == "from/config"
+
+
+def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
+    """A queue runs many cells in one process: each cell's peak starts when the cell does, so a bigger cell before
+    it (here a freed 512 MB array) does not count."""
+    import json
+
+    import numpy as np
+
+    from dhrd.data.examples import Example
+    from dhrd.memory import peak_rss_gb, reset_peak
+
+    study.Example = Example
+    fake = _TinyStudy(study)
+    fake.scored_probs = lambda run: [[0.9, 0.1]] * 4
+    earlier = np.ones(2**26)  # 512 MB, touched
+    del earlier
+    before = peak_rss_gb()
+    if not reset_peak():
+        pytest.skip("this kernel cannot reset a process's peak resident memory (/proc/self/clear_refs)")
+    (tmp_path / "run").mkdir()
+    study.score_cell(fake, tmp_path / "run")
+    scored = json.loads((tmp_path / "run" / "scored.json").read_text())
+    assert scored["peak_rss_scope"] == "cell" and scored["peak_rss_gb"] <= before - 0.4
+
+
+def test_the_table_gives_each_variants_peak_memory_and_marks_an_upper_bound(study, tmp_path):
+    """The largest cell peak of a variant; a cell from before peaks were per cell kept its process's peak so far,
+    an upper bound, marked ≤ where it is the largest."""
+    from dhrd.data.examples import Example
+
+    study.Example = Example
+    fake = _TinyStudy(study)
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    right = [[0.9, 0.1], [0.2, 0.8]] * 2
+    own = {"peak_rss_scope": "cell"}
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", right, {"peak_rss_gb": 2.5, **own})
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s2", right, {"peak_rss_gb": 1.5})  # a process's peak
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s1", right, {"peak_rss_gb": 3.0, **own})
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s2", right, {"peak_rss_gb": 4.3})
+    study.keep_finished(runs, out, kept := {})
+    table = study.markdown(study.summarise(fake, [study.parse_cell(n) for n in kept], kept), "t", "c")
+    lines = [line.rstrip(" |").split(" | ") for line in table.splitlines() if line.startswith("| n4")]
+    assert {cells[1]: cells[-1] for cells in lines} == {"pooled-linear": "2.5", "dhrd-linear": "≤4.3"}
