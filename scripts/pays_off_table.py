@@ -20,6 +20,8 @@ import json
 import sys
 from pathlib import Path
 
+from variants_study import peak_memory  # the study's own reading of its cells' peaks (this script's folder)
+
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 
@@ -76,7 +78,11 @@ def _same_head(row: dict | None, variants: dict[str, dict]) -> dict | None:
 def _pooled(row: dict | None) -> dict | None:
     if row is None or not row["scores"]:
         return None
-    return {"mean": row["mean"], "seeds": len(row["scores"]), "learnt": row["learnt"]}
+    return {"mean": row["mean"], "seeds": len(row["scores"]), "learnt": row["learnt"], "peak_gb": _peak(row)}
+
+
+def _peak(row: dict) -> str:
+    return peak_memory(row) if row.get("peak_rss_gb") else ""
 
 
 def merged(rows: list[dict]) -> list[dict]:
@@ -109,6 +115,7 @@ def _cell(row: dict | None) -> dict | None:
         "chosen": row.get("chosen") or [],
         "variant": row["variant"],
         "baseline": row.get("baseline", "pooled"),
+        "peak_gb": _peak(row),
     }
 
 
@@ -119,7 +126,8 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
         "Pooled with each head: the paper's MLP (`--head mlp`) and linear (`--head linear`, dhrd's default). Each DHRD "
         "column: its variant, its mean score, its paired difference to pooled with the same head (what `--method "
         "pooled` gives beside it; points, 95% bootstrap CI over scored examples and seeds), the seeds, and its "
-        f"training time relative to that pooled's. Best fixed setting: `{fixed}`.",
+        "training time relative to that pooled's, and the most resident memory of any of its cells (≤: a cell that "
+        f"kept its study process's peak so far, an upper bound). Best fixed setting: `{fixed}`.",
         f"Cells with fewer than {min_seeds} paired seeds are marked (prelim); a budget at which pooled did not learn "
         "(mean below floor + 5) is marked: its differences measure nothing.",
         "",
@@ -136,6 +144,7 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
             mark = "" if c["seeds"] >= min_seeds else " (prelim)"
             time = f", {c['time_vs_pooled']:.2f}x time" if c.get("time_vs_pooled") else ""
             chosen = f", chose {'; '.join(c['chosen'])}" if c["chosen"] else ""
+            time += f", {c['peak_gb']} GB" if c.get("peak_gb") else ""
             cells.append(
                 f"`{c.get('variant', key)}` {c['mean']:.1f}: {c['difference']:+.1f} [{c['ci'][0]:+.1f}, "
                 f"{c['ci'][1]:+.1f}] {c['verdict']} vs {c.get('baseline', 'pooled')}, {_seeds(c['seeds'])}{time}"
@@ -155,7 +164,8 @@ def _pooled_cell(pooled: dict | None) -> str:
     if pooled is None:
         return ""
     unlearnt = "" if pooled.get("learnt", True) else ", not learnt"
-    return f"{pooled['mean']:.1f} ({_seeds(pooled['seeds'])}{unlearnt})"
+    peak = f", {pooled['peak_gb']} GB" if pooled.get("peak_gb") else ""
+    return f"{pooled['mean']:.1f} ({_seeds(pooled['seeds'])}{peak}{unlearnt})"
 
 
 def main() -> None:

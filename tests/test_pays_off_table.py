@@ -100,3 +100,19 @@ def test_each_head_has_its_pooled_column_and_auto_linear_is_preferred(tmp_path):
     table = out.with_suffix(".md").read_text()
     assert "| 57.0 (3 seeds) | 56.0 (3 seeds) |" in table
     assert "`auto-linear` 60.0: +4.0 [+2.0, +6.0] x vs pooled-linear, 3 seeds" in table
+
+
+def test_each_cell_gives_its_peak_memory(tmp_path):
+    """The most resident memory of any of a column's cells, ≤ where the largest is a study process's peak so far."""
+    own = {"peak_rss_gb": [2.0, 2.5, 2.1], "peak_rss_scope": ["cell"] * 3}
+    study = _study(
+        tmp_path / "s.json",
+        [
+            {**_row("n1000", "pooled", 57.0), "peak_rss_gb": [3.0, 2.0, 2.0]},  # kept before peaks were per cell
+            {**_row("n1000", "dhrd", 58.0, 1.0), **own},
+        ],
+    )
+    out = tmp_path / "t"
+    subprocess.run([sys.executable, str(SCRIPT), f"T={study}", "--out", str(out)], check=True, capture_output=True)
+    table = out.with_suffix(".md").read_text()
+    assert "57.0 (3 seeds, ≤3.0 GB) |" in table and "1.50x time, 2.5 GB" in table
