@@ -31,6 +31,7 @@ case "$1" in
     # little; the paper-loss reproduction's -6.5 was at this budget). The fixed settings' three seeds first, then auto
     study "${RTE_ALL[@]}" --variants pooled-linear,dhrd-linear
     study "${RTE_ALL[@]}" --variants auto-linear
+    study "${RTE_ALL[@]}" --variants pooled,dhrd  # the paper's MLP head, for the table's MLP columns
     ;;
   B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings (auto: C)
     study "${COMVE[@]}" --sizes 1000 --lr 1e-3 --variants pooled-linear,auto-linear --runs runs/comve \
