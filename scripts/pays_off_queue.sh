@@ -55,9 +55,10 @@ case "$1" in
       --runs runs/qwen05-cb --out results/student-qwen05-cb-lr3e-4-cpu \
       --title 'CB with a bigger student at lr 3e-4: Qwen2.5-Coder-0.5B-Instruct, DHRD against pooled'
     # then ComVE 5,000 rows' auto (the longest cells: a 9-trial search on 4,000 rows each), beside queue B's fixed
-    # settings in the same runs directory, so its tables pair it with B's pooled-linear cells as they land; only
-    # auto-linear is trained here, so the two queues never train the same cell
-    study "${COMVE[@]}" "${COMVE5000[@]}" --variants auto-linear --out results/auto-comve-5000-smollm2-cpu \
+    # settings in the same runs directory; only auto-linear is trained here, so the two queues never train the same
+    # cell, and it pairs with B's pooled-linear cells as they land (from B's kept cells once a checkout has no runs/)
+    study "${COMVE[@]}" "${COMVE5000[@]}" --variants auto-linear --pair-with results/comve-5000-smollm2-cpu \
+      --out results/auto-comve-5000-smollm2-cpu \
       --title 'ComVE, 5,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     ;;
   *) echo "usage: $0 A|B|C" >&2; exit 2 ;;

@@ -14,6 +14,7 @@ intervals survive the loss of `<runs>` (a new checkout): a cell found there is n
     python scripts/variants_study.py --config examples/own-data/comve.yaml --sizes 1000 --variants pooled,dhrd
     python scripts/variants_study.py --task rte --lr 2e-4 --variants pooled,dhrd,dhrd-a0.25,dhrd-example
     python scripts/variants_study.py ... --render              # rewrite the tables from finished cells only
+    python scripts/variants_study.py ... --variants auto-linear --pair-with results/fixed-study  # its pooled cells
 
 A variant is `pooled`, or `dhrd` with optional `-a<alpha>`, `-reasoning` (`--lm-scope reasoning`) and `-example`
 (`--lm-normalization example`), for example `dhrd-a0.25-reasoning`; or `auto` (`--alpha auto`). Every variant trains
@@ -255,6 +256,27 @@ def load_kept(out: Path) -> dict[str, dict]:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def pair_with_pooled_of(others: list[Path], study: Study, backbone: str, kept: dict[str, dict]) -> None:
+    """Add to ``kept`` the pooled cells (either head) of other studies of the same scored rows and student that it
+    lacks: an auto study that trains only auto pairs with the fixed-settings study's pooled cells, from their kept
+    cells, so the pairing outlives the runs folder the two once shared (a new checkout has none)."""
+    rows = sorted(e.id for e in study.examples)
+    for other in others:
+        summary_path = other.with_suffix(".json")
+        if not summary_path.is_file():
+            raise SystemExit(f"--pair-with {other}: no study there ({summary_path} is missing)")
+        theirs = json.loads(summary_path.read_text()).get("backbone") or DEFAULT_STUDENT
+        if theirs != backbone:
+            raise SystemExit(f"--pair-with {other}: its student is {theirs}, this study's {backbone}")
+        for name, cell in load_kept(other).items():
+            parsed = parse_cell(name)
+            if parsed is None or parsed.variant not in ("pooled", "pooled" + LINEAR) or name in kept:
+                continue
+            if sorted(cell["ids"]) != rows:
+                raise SystemExit(f"--pair-with {other}: its cell {name} scored other rows than this study's")
+            kept[name] = cell
+
+
 def tables_without_cells(out: Path) -> bool:
     """Tables written before their cells were kept beside them (a rerun would replace them). A study whose first
     run kept none yet has an empty cells file: it is not one (its second start resumed nothing otherwise)."""
@@ -414,6 +436,13 @@ def main() -> None:
     parser.add_argument("--runs", required=True, help="the cells' run directories")
     parser.add_argument("--out", required=True, help="results path without suffix (.md and .json are written)")
     parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--pair-with",
+        action="append",
+        default=[],
+        metavar="RESULTS",
+        help="another study's results path (its --out) whose pooled cells this one pairs with (repeatable)",
+    )
     parser.add_argument("--render", action="store_true", help="only rewrite the tables from finished cells")
     parser.add_argument(
         "--restart-tables", action="store_true", help="replace tables written before cells were kept beside them"
@@ -441,6 +470,7 @@ def main() -> None:
 
     def save() -> None:
         # every finished cell, under runs/ or kept from an earlier checkout, stays in the tables
+        pair_with_pooled_of([Path(p) for p in options.pair_with], study, backbone_name, kept)
         keep_finished(runs, out, kept)
         known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
         ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))

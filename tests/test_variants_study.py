@@ -199,3 +199,37 @@ def test_the_table_gives_each_variants_peak_memory_and_marks_an_upper_bound(stud
     table = study.markdown(study.summarise(fake, [study.parse_cell(n) for n in kept], kept), "t", "c")
     lines = [line.rstrip(" |").split(" | ") for line in table.splitlines() if line.startswith("| n4")]
     assert {cells[1]: cells[-1] for cells in lines} == {"pooled-linear": "2.5", "dhrd-linear": "≤4.3"}
+
+
+def test_an_auto_study_pairs_with_another_studys_pooled_cells_after_the_runs_are_gone(study, tmp_path):
+    """Queue C's auto study trains only auto; its pooled-linear cells are the fixed-settings study's. Once a new
+    checkout has no runs/, `--pair-with` reads them from that study's kept cells: pooled only, the same student
+    and scored rows, or one line that says why not."""
+    import json
+
+    from dhrd.data.examples import Example
+
+    study.Example = Example
+    fake = _TinyStudy(study)
+    right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
+    fixed_runs, fixed = tmp_path / "runs-fixed", tmp_path / "fixed"
+    _finish(study, fixed_runs, "n4-e1-lr0.001-pooled-linear-s1", wrong)
+    _finish(study, fixed_runs, "n4-e1-lr0.001-dhrd-linear-s1", right)
+    study.keep_finished(fixed_runs, fixed, {})
+    fixed.with_suffix(".json").write_text(json.dumps({"backbone": study.DEFAULT_STUDENT}))
+    auto_runs, auto = tmp_path / "runs-auto", tmp_path / "auto"
+    _finish(study, auto_runs, "n4-e1-lr0.001-auto-linear-s1", right)
+    study.keep_finished(auto_runs, auto, kept := {})
+
+    study.pair_with_pooled_of([fixed], fake, study.DEFAULT_STUDENT, kept)
+    assert set(kept) == {"n4-e1-lr0.001-auto-linear-s1", "n4-e1-lr0.001-pooled-linear-s1"}  # not its DHRD cells
+    rows = {r["variant"]: r for r in study.summarise(fake, [study.parse_cell(n) for n in kept], kept)["rows"]}
+    assert (rows["auto-linear"]["baseline"], rows["auto-linear"]["paired"]["difference"]) == ("pooled-linear", 50.0)
+
+    with pytest.raises(SystemExit, match="its student is SmolLM2.*this study's qwen.gguf"):
+        study.pair_with_pooled_of([fixed], fake, "qwen.gguf", {})
+    fake.examples = fake.examples[:3]
+    with pytest.raises(SystemExit, match="pooled-linear-s1 scored other rows"):
+        study.pair_with_pooled_of([fixed], fake, study.DEFAULT_STUDENT, {})
+    with pytest.raises(SystemExit, match="no study there"):
+        study.pair_with_pooled_of([tmp_path / "nowhere"], fake, study.DEFAULT_STUDENT, {})
