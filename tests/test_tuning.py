@@ -363,21 +363,27 @@ def test_one_trials_model_is_alive_at_a_time_and_memory_is_bounded_first(
     tmp_path, tiny_backbone, superglue_dir, monkeypatch
 ):
     """Each trial's model is let go before the next is built (nine trials of a 135M model in one process would
-    otherwise hold on to more than they need), and ``train(alpha="auto")`` makes the process's memory settings
-    before the search, as a plain run does (the search once ran without them: 10 GB on RTE in one process)."""
+    otherwise hold on to more than they need), layers included; each trial's long batches are held to the
+    activation budget on its own model's layers (the budget once stayed on the first model's: a trial kept every
+    layer's activations, 7.4 GB on CB); and ``train(alpha="auto")`` makes the process's memory settings before the
+    search, as a plain run does (the search once ran without them: 10 GB on RTE in one process)."""
     import gc
     import weakref
 
+    from dhrd.memory import checkpointable_layers
     from dhrd.training import run, tuning
 
-    earlier_alive, models = [], []  # per trial: how many earlier trials' models were alive; weak refs to all
+    earlier_alive, models, budgeted = [], [], []  # per trial: earlier models or layers alive; weak refs; budget's
     trial_model = tuning.AlphaSearchTrainer.trial_model
 
     def watched(self, trial=None):
         model = trial_model(self, trial)
         gc.collect()
-        earlier_alive.append(sum(ref() is not None for ref in models))
-        models.append(weakref.ref(model))
+        earlier_alive.append(sum(ref() is not None for pair in models for ref in pair))
+        layers = checkpointable_layers(model)
+        models.append((weakref.ref(model), weakref.ref(layers[0])))
+        budget = self.activation_budget
+        budgeted.append(budget is not None and budget.enabled and budget.layers == layers)
         return model
 
     monkeypatch.setattr(tuning.AlphaSearchTrainer, "trial_model", watched)
@@ -388,7 +394,8 @@ def test_one_trials_model_is_alive_at_a_time_and_memory_is_bounded_first(
         rationales=str(_rationales(tmp_path)), **tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-9),
     )  # fmt: skip
     train(args)
-    assert earlier_alive == [0, 0, 0]  # no earlier trial's model alive when a trial's model was built
+    assert earlier_alive == [0, 0, 0]  # no earlier trial's model or layers alive when a trial's model was built
+    assert budgeted == [True, True, True]
     assert bounded[0] == 0  # before the first trial
 
 

@@ -104,9 +104,15 @@ class DHRDTrainer(Trainer):
         self.class_weights = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         self.reasoning_weight = prepared.reasoning_weight  # () -> the LM head's weight (tied or frozen)
         self.model_accepts_loss_kwargs = False  # Trainer must not rescale by the number of processes
+        self.budget_activations(self.model)
+
+    def budget_activations(self, model) -> None:
+        """Keep the activations of ``model``'s training steps under ``--activation-memory`` (``dhrd.memory``).
+        The budget holds the model's layers: a search trial's fresh model needs its own, and must not keep the
+        last trial's layers alive."""
         every_layer = bool(self.args.gradient_checkpointing or getattr(self.args, "activation_checkpointing", False))
         self.activation_budget = activation_budget_for(
-            self.model, getattr(self.args, "activation_memory", None), every_layer
+            model, getattr(self.args, "activation_memory", None), every_layer
         )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

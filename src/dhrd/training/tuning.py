@@ -51,16 +51,19 @@ class AlphaSearchTrainer(DHRDTrainer):
         self.model_init = self.trial_model  # Trainer builds each trial's model with it
 
     def trial_model(self, trial=None):
-        """A freshly initialised model, whose reasoning head the loss then reads. The last trial's model and
-        optimiser are let go first (Trainer would drop them only once this returns), so that one trial's
-        weights are alive at a time; and the process's memory settings are made, for a ray worker's first trial."""
+        """A freshly initialised model, whose reasoning head the loss then reads and whose layers its activation
+        budget recomputes. The last trial's model, optimiser and budget are let go first (Trainer would drop them
+        only once this returns), so that one trial's weights are alive at a time; and the process's memory
+        settings are made, for a ray worker's first trial."""
         self.model = self.model_wrapped = self.optimizer = self.lr_scheduler = self.reasoning_weight = None
+        self.activation_budget = None  # it holds the last model's layers
         handler = self.callback_handler  # callbacks are handed the last trial's model and optimiser
         handler.model = handler.optimizer = handler.lr_scheduler = None
         bound_process_memory()
         release_memory()
         model, classifier, causal_lm = self.prepared.model_parts()
         self.reasoning_weight = reasoning_head(classifier, causal_lm)
+        self.budget_activations(model)  # without it a trial's long batches kept every layer's activations
         return model
 
     def _hp_search_setup(self, trial) -> None:
