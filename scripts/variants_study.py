@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,13 @@ from dhrd.stats import example_statistics, paired_difference, resampled_scores
 
 TEST_FILE = "test.jsonl"  # an own-data study's scored split, beside its training file
 DEFAULT_STUDENT = "SmolLM2-135M-Instruct"  # dhrd's default backbone, the student of every study without --backbone
+
+
+class Refused(ValueError):
+    """A study's input that cannot be run (a variant, a study to pair with, tables it would replace): one line on
+    standard error and exit code 2, as every dhrd command does."""
+
+
 MARGIN = 5.0  # points above the majority floor that count as learning (as in the learning-budget study)
 
 
@@ -83,7 +91,7 @@ def variant_settings(variant: str) -> dict:
         return {"method": "dhrd", "alpha_search": True, "head": "linear" if variant.endswith(LINEAR) else "mlp"}
     match = re.fullmatch(r"(pooled|dhrd)(?:-a([0-9.]+))?(-reasoning)?(-example)?(-linear)?", variant)
     if not match or (match.group(1) == "pooled" and any(match.groups()[1:4])):
-        raise SystemExit(
+        raise Refused(
             f"unknown variant {variant!r}: pooled[-linear], auto[-linear], or "
             "dhrd[-a<alpha>][-reasoning][-example][-linear]"
         )
@@ -264,16 +272,16 @@ def pair_with_pooled_of(others: list[Path], study: Study, backbone: str, kept: d
     for other in others:
         summary_path = other.with_suffix(".json")
         if not summary_path.is_file():
-            raise SystemExit(f"--pair-with {other}: no study there ({summary_path} is missing)")
+            raise Refused(f"--pair-with {other}: no study there ({summary_path} is missing)")
         theirs = json.loads(summary_path.read_text()).get("backbone") or DEFAULT_STUDENT
         if theirs != backbone:
-            raise SystemExit(f"--pair-with {other}: its student is {theirs}, this study's {backbone}")
+            raise Refused(f"--pair-with {other}: its student is {theirs}, this study's {backbone}")
         for name, cell in load_kept(other).items():
             parsed = parse_cell(name)
             if parsed is None or parsed.variant not in ("pooled", "pooled" + LINEAR) or name in kept:
                 continue
             if sorted(cell["ids"]) != rows:
-                raise SystemExit(f"--pair-with {other}: its cell {name} scored other rows than this study's")
+                raise Refused(f"--pair-with {other}: its cell {name} scored other rows than this study's")
             kept[name] = cell
 
 
@@ -448,13 +456,13 @@ def main() -> None:
         "--restart-tables", action="store_true", help="replace tables written before cells were kept beside them"
     )
     options = parser.parse_args()
+    variants = [v.strip() for v in options.variants.split(",") if v.strip()]
+    for variant in variants:
+        variant_settings(variant)  # before any data loads
     study = OwnData(Path(options.config)) if options.config else SuperGLUE(options.task, options.input_format)
     runs, out = Path(options.runs), Path(options.out)
     sizes = [None if s == "all" else int(s) for s in options.sizes.split(",")]
     seeds = [int(s) for s in options.seeds.split(",")]
-    variants = [v.strip() for v in options.variants.split(",") if v.strip()]
-    for variant in variants:
-        variant_settings(variant)
     # seed-major: every seed's variants land before the next seed starts
     cells = [Cell(n, v, s, options.epochs, options.lr) for n in sizes for s in seeds for v in variants]
     command = command_line(drop=("--render",), program=("python", "scripts/variants_study.py"))
@@ -463,7 +471,7 @@ def main() -> None:
     backbone_name = Path(options.backbone).name if options.backbone else DEFAULT_STUDENT
     kept = load_kept(out)
     if tables_without_cells(out) and not options.restart_tables:
-        raise SystemExit(
+        raise Refused(
             f"{out.with_suffix('.json')} holds tables whose cells are not kept in {cells_path(out)} (written before"
             " cells were kept): rerunning would replace them. Write to another --out, or pass --restart-tables."
         )
@@ -496,4 +504,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Refused as refused:
+        print(f"variants_study: {refused}", file=sys.stderr)
+        raise SystemExit(2) from None

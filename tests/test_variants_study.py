@@ -40,7 +40,7 @@ def test_a_variant_name_is_its_settings(study, name, settings):
 
 @pytest.mark.parametrize("name", ["pooled-a0.5", "pooled-reasoning", "dhrd-mlp", "linear", "auto-a0.5"])
 def test_an_unknown_variant_is_refused(study, name):
-    with pytest.raises(SystemExit, match="unknown variant"):
+    with pytest.raises(study.Refused, match="unknown variant"):
         study.variant_settings(name)
 
 
@@ -226,10 +226,22 @@ def test_an_auto_study_pairs_with_another_studys_pooled_cells_after_the_runs_are
     rows = {r["variant"]: r for r in study.summarise(fake, [study.parse_cell(n) for n in kept], kept)["rows"]}
     assert (rows["auto-linear"]["baseline"], rows["auto-linear"]["paired"]["difference"]) == ("pooled-linear", 50.0)
 
-    with pytest.raises(SystemExit, match="its student is SmolLM2.*this study's qwen.gguf"):
+    with pytest.raises(study.Refused, match="its student is SmolLM2.*this study's qwen.gguf"):
         study.pair_with_pooled_of([fixed], fake, "qwen.gguf", {})
     fake.examples = fake.examples[:3]
-    with pytest.raises(SystemExit, match="pooled-linear-s1 scored other rows"):
+    with pytest.raises(study.Refused, match="pooled-linear-s1 scored other rows"):
         study.pair_with_pooled_of([fixed], fake, study.DEFAULT_STUDENT, {})
-    with pytest.raises(SystemExit, match="no study there"):
+    with pytest.raises(study.Refused, match="no study there"):
         study.pair_with_pooled_of([tmp_path / "nowhere"], fake, study.DEFAULT_STUDENT, {})
+
+
+def test_a_refused_study_is_one_line_and_exit_code_2(tmp_path):
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--task", "cb", "--variants", "pooled,dhrd-mlp", "--runs", str(tmp_path / "r"),
+         "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "unknown variant 'dhrd-mlp'" in done.stderr
