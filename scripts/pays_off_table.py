@@ -78,11 +78,7 @@ def _same_head(row: dict | None, variants: dict[str, dict]) -> dict | None:
 def _pooled(row: dict | None) -> dict | None:
     if row is None or not row["scores"]:
         return None
-    return {"mean": row["mean"], "seeds": len(row["scores"]), "learnt": row["learnt"], "peak_gb": _peak(row)}
-
-
-def _peak(row: dict) -> str:
-    return peak_memory(row) if row.get("peak_rss_gb") else ""
+    return {"mean": row["mean"], "seeds": len(row["scores"]), "learnt": row["learnt"], "peak_gb": peak_memory(row)}
 
 
 def merged(rows: list[dict]) -> list[dict]:
@@ -115,7 +111,7 @@ def _cell(row: dict | None) -> dict | None:
         "chosen": row.get("chosen") or [],
         "variant": row["variant"],
         "baseline": row.get("baseline", "pooled"),
-        "peak_gb": _peak(row),
+        "peak_gb": peak_memory(row),
     }
 
 
@@ -142,12 +138,12 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
                 cells.append("")
                 continue
             mark = "" if c["seeds"] >= min_seeds else " (prelim)"
-            time = f", {c['time_vs_pooled']:.2f}x time" if c.get("time_vs_pooled") else ""
+            cost = f", {c['time_vs_pooled']:.2f}x time" if c.get("time_vs_pooled") else ""
+            cost += f", {c['peak_gb']} GB" if c.get("peak_gb") else ""
             chosen = f", chose {'; '.join(c['chosen'])}" if c["chosen"] else ""
-            time += f", {c['peak_gb']} GB" if c.get("peak_gb") else ""
             cells.append(
                 f"`{c.get('variant', key)}` {c['mean']:.1f}: {c['difference']:+.1f} [{c['ci'][0]:+.1f}, "
-                f"{c['ci'][1]:+.1f}] {c['verdict']} vs {c.get('baseline', 'pooled')}, {_seeds(c['seeds'])}{time}"
+                f"{c['ci'][1]:+.1f}] {c['verdict']} vs {c.get('baseline', 'pooled')}, {_seeds(c['seeds'])}{cost}"
                 f"{chosen}{mark}"
             )
         pooled = " | ".join(_pooled_cell(r.get(key)) for key, _ in POOLED)

@@ -365,8 +365,9 @@ def difference(study: Study, pairs: list[tuple[dict, dict]]) -> dict:
 
 def peak_memory(row: dict) -> str:
     """The row's largest cell peak in GB, marked ≤ where a cell kept its process's peak rather than its own."""
-    scopes = row.get("peak_rss_scope") or ["process"] * len(row["peak_rss_gb"])  # a study kept before scopes were
-    peaks = [(gb, scope) for gb, scope in zip(row["peak_rss_gb"], scopes) if gb is not None]
+    recorded = row.get("peak_rss_gb") or []
+    scopes = row.get("peak_rss_scope") or ["process"] * len(recorded)  # a study kept before scopes were
+    peaks = [(gb, scope) for gb, scope in zip(recorded, scopes) if gb is not None]
     if not peaks:
         return ""
     most, own = max(gb for gb, _ in peaks), [gb for gb, scope in peaks if scope == "cell"]

@@ -51,10 +51,10 @@ class _TinyStudy:
     input_format = "native"
     label_names = ("no", "yes")
 
-    def __init__(self, module):
-        self.examples = [
-            module.Example(id=f"r{i}", task="custom", text="t", label=i % 2, group=f"r{i}") for i in range(4)
-        ]
+    def __init__(self):
+        from dhrd.data.examples import Example
+
+        self.examples = [Example(id=f"r{i}", task="custom", text="t", label=i % 2, group=f"r{i}") for i in range(4)]
 
     def scored_split(self) -> str:
         return "test (4 rows)"
@@ -72,10 +72,7 @@ def _finish(study, runs: Path, name: str, probs: list[list[float]], peak: dict |
 
 def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, tmp_path):
     """A new checkout has no runs/: the tables and their paired intervals come back from the kept cells."""
-    from dhrd.data.examples import Example
-
-    study.Example = Example
-    fake = _TinyStudy(study)
+    fake = _TinyStudy()
     runs, out = tmp_path / "runs", tmp_path / "results" / "variants"
     out.parent.mkdir()
     right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
@@ -109,10 +106,7 @@ def test_a_study_stopped_before_its_first_cell_finished_starts_again(study, tmp_
 
 def test_each_variant_is_paired_with_pooled_of_its_own_head(study, tmp_path):
     """DHRD against what `--method pooled` gives with the same head; a study without it pairs with the other."""
-    from dhrd.data.examples import Example
-
-    study.Example = Example
-    fake = _TinyStudy(study)
+    fake = _TinyStudy()
     runs, out = tmp_path / "runs", tmp_path / "variants"
     right, wrong, half = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2, [[0.9, 0.1], [0.8, 0.2]] * 2
     _finish(study, runs, "n4-e1-lr0.001-pooled-s1", wrong)
@@ -128,10 +122,7 @@ def test_each_variant_is_paired_with_pooled_of_its_own_head(study, tmp_path):
 
 def test_a_study_of_linear_heads_only_pairs_with_pooled_linear(study, tmp_path):
     """The bigger-student study trains the default (linear) head only: its DHRD is paired with pooled-linear."""
-    from dhrd.data.examples import Example
-
-    study.Example = Example
-    fake = _TinyStudy(study)
+    fake = _TinyStudy()
     runs, out = tmp_path / "runs", tmp_path / "variants"
     right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
     _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", right)
@@ -152,9 +143,9 @@ def test_the_backbone_option_names_the_student_whatever_the_config_says(study, t
             return {"task": "cb", "backbone": "from/config", "gguf_file": "x.gguf"}
 
     cell = study.Cell(4, "dhrd-linear", 1, 1.0, 1e-3)
-    args = study.training_arguments(_Config(study), cell, tmp_path, None, False, "students/qwen.gguf")
+    args = study.training_arguments(_Config(), cell, tmp_path, None, False, "students/qwen.gguf")
     assert (args.backbone, args.gguf_file, args.head) == ("students/qwen.gguf", None, "linear")
-    assert study.training_arguments(_Config(study), cell, tmp_path, None, False).backbone == "from/config"
+    assert study.training_arguments(_Config(), cell, tmp_path, None, False).backbone == "from/config"
 
 
 def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
@@ -164,11 +155,9 @@ def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
 
     import numpy as np
 
-    from dhrd.data.examples import Example
     from dhrd.memory import peak_rss_gb, reset_peak
 
-    study.Example = Example
-    fake = _TinyStudy(study)
+    fake = _TinyStudy()
     fake.scored_probs = lambda run: [[0.9, 0.1]] * 4
     earlier = np.ones(2**26)  # 512 MB, touched
     del earlier
@@ -184,10 +173,7 @@ def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
 def test_the_table_gives_each_variants_peak_memory_and_marks_an_upper_bound(study, tmp_path):
     """The largest cell peak of a variant; a cell from before peaks were per cell kept its process's peak so far,
     an upper bound, marked ≤ where it is the largest."""
-    from dhrd.data.examples import Example
-
-    study.Example = Example
-    fake = _TinyStudy(study)
+    fake = _TinyStudy()
     runs, out = tmp_path / "runs", tmp_path / "variants"
     right = [[0.9, 0.1], [0.2, 0.8]] * 2
     own = {"peak_rss_scope": "cell"}
@@ -207,10 +193,7 @@ def test_an_auto_study_pairs_with_another_studys_pooled_cells_after_the_runs_are
     and scored rows, or one line that says why not."""
     import json
 
-    from dhrd.data.examples import Example
-
-    study.Example = Example
-    fake = _TinyStudy(study)
+    fake = _TinyStudy()
     right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
     fixed_runs, fixed = tmp_path / "runs-fixed", tmp_path / "fixed"
     _finish(study, fixed_runs, "n4-e1-lr0.001-pooled-linear-s1", wrong)
