@@ -221,6 +221,48 @@ def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, su
     assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"
 
 
+def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """A search killed after a trial reported its last dev pass but before optuna heard that the trial ended (a
+    ComVE search lost a finished 25-minute trial so): run again, it keeps that trial complete, with its last pass's
+    score and the time it took to reach it, and trains only the candidates that had not ended."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from dhrd.training import tuning
+
+    passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 70.0, 1.0: 50.0})
+    real_final_pass, finished = tuning.final_pass, []
+
+    def killed_after_second(trial, seconds):
+        real_final_pass(trial, seconds)
+        finished.append(trial.number)
+        if len(set(finished)) == 2:  # the last step can be reported twice (its pass, then the run's end)
+            raise SystemExit("killed")  # not an Exception: optuna leaves the trial running, as a kill does
+
+    monkeypatch.setattr(tuning, "final_pass", killed_after_second)
+    output = tmp_path / "auto"
+    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
+    args = DHRDTrainingArguments(
+        output_dir=str(output), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+    with pytest.raises(SystemExit, match="killed"):
+        train(args)
+    storage = f"sqlite:///{output / 'alpha-search' / 'optuna.db'}"
+    killed = optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials[1]
+    assert killed.state == TrialState.RUNNING and killed.params["alpha"] == 0.5  # the premise
+    reached = killed.user_attrs["final_pass_seconds"]
+    before = len(passes)
+    train(args)
+    assert 0.5 not in passes[before:] and 1.0 in passes[before:]  # only alpha 1 trained after the kill
+    table = json.loads((output / "alpha-search.json").read_text())
+    kept = next(r for r in table["candidates"] if r["alpha"] == 0.5)
+    assert kept["state"] == "complete" and kept["dev_score"] == 70.0 and kept["seconds"] == round(reached, 1)
+    assert table["chosen"] == "alpha 0.5, lm-scope all"
+    study = optuna.load_study(study_name="dhrd-alpha-search", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+
+
 @pytest.mark.slow
 def test_the_ray_backend_runs_each_candidate_and_resumes(tmp_path, tiny_backbone, superglue_dir):
     """--alpha-search-backend ray on a local ray: each candidate a trial of one grid search, each trained as its own

@@ -29,6 +29,11 @@ EVALUATIONS_PER_TRIAL = 4  # dev passes a trial reports, the points at which it 
 PRUNE_FROM_PASS = 2
 FINISHED_BEFORE_PRUNING = 2  # trials that end before any can be pruned: pooled and the first DHRD candidate
 
+# optuna user attributes: the seconds a trial took to report its last dev pass, and that it was kept complete from
+# them after its process was killed
+FINAL_PASS_SECONDS = "final_pass_seconds"
+KEPT_AFTER_KILL = "kept_after_kill"
+
 Candidate = tuple[float, str]  # (alpha, lm_scope)
 
 
@@ -87,13 +92,27 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
     return [_optuna_record(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+def final_pass(trial, seconds: float) -> None:
+    """Mark an optuna trial as having reported its last dev pass (its result), ``seconds`` after it started."""
+    trial.set_user_attr(FINAL_PASS_SECONDS, seconds)
+
+
 def _optuna_study(storage: str):
+    """The search's study, its trials that were running when their process was killed ended: one that had
+    reported its last dev pass (the objective Trainer hands optuna is that pass's score) is complete, with that
+    score and the time it took to reach it; any other never finishes and runs again."""
     import optuna
     from optuna.trial import TrialState
 
     study = optuna.create_study(direction="maximize", storage=storage, study_name=STUDY_NAME, load_if_exists=True)
-    for trial in study.trials:  # a trial that was running when its process was killed never finishes
-        if trial.state == TrialState.RUNNING:
+    for trial in study.trials:
+        if trial.state != TrialState.RUNNING:
+            continue
+        if FINAL_PASS_SECONDS in trial.user_attrs and trial.intermediate_values:
+            last = trial.intermediate_values[max(trial.intermediate_values)]
+            study._storage.set_trial_user_attr(trial._trial_id, KEPT_AFTER_KILL, True)
+            study._storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [last])
+        else:
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
     return study
 
@@ -115,7 +134,10 @@ def _optuna_record(trial) -> TrialRecord:
         pruned=trial.state == TrialState.PRUNED,
         value=None if trial.value is None else float(trial.value),
         dev_scores={int(s): float(v) for s, v in sorted(trial.intermediate_values.items())},
-        seconds=(trial.datetime_complete - trial.datetime_start).total_seconds(),
+        # a trial kept after a kill ended at its last pass, not when the search was started again
+        seconds=trial.user_attrs[FINAL_PASS_SECONDS]
+        if trial.user_attrs.get(KEPT_AFTER_KILL)
+        else (trial.datetime_complete - trial.datetime_start).total_seconds(),
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 
 from transformers.trainer_utils import HPSearchBackend
@@ -26,7 +27,7 @@ from ..errors import DHRDInputError
 from ..memory import bound_process_memory, release_memory
 from .model_setup import reasoning_head
 from .run_rows import encode_rows
-from .search_backends import BACKENDS, EVALUATIONS_PER_TRIAL, TrialRecord
+from .search_backends import BACKENDS, EVALUATIONS_PER_TRIAL, TrialRecord, final_pass
 from .trainer import DHRDTrainer
 from .training_args import DHRDTrainingArguments
 
@@ -81,13 +82,18 @@ class AlphaSearchTrainer(DHRDTrainer):
         if self.hp_search_backend == HPSearchBackend.RAY:
             setting = {"alpha": self.alpha, "lm_scope": self.args.lm_scope}
             metrics = {**metrics, **setting, "step": step, "max_steps": self.state.max_steps}
-        if not self.alpha and self.hp_search_backend == HPSearchBackend.OPTUNA and trial is not None:
+        optuna_trial = self.hp_search_backend == HPSearchBackend.OPTUNA and trial is not None
+        if not self.alpha and optuna_trial:
             # pooled is the baseline that a DHRD candidate must beat on dev to be shipped: reported, never pruned
             # (it runs first and finishes as a startup trial, but a search resumed after a kill in it runs it last)
             self.objective = self.compute_objective(dict(metrics))
             trial.report(self.objective, step)
-            return
-        super()._report_to_hp_search(trial, step, metrics)
+        else:
+            super()._report_to_hp_search(trial, step, metrics)  # optuna: raises TrialPruned for a pruned trial
+        if optuna_trial and step >= self.state.max_steps:
+            # the last pass, reported and not pruned, is the trial's result (the objective Trainer hands optuna):
+            # a search killed before optuna hears that the trial ended keeps it
+            final_pass(trial, time.time() - trial.datetime_start.timestamp())
 
 
 def search_arguments(args: DHRDTrainingArguments) -> DHRDTrainingArguments:
