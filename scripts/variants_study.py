@@ -206,7 +206,11 @@ def score_cell(study: Study, run: Path) -> dict:
     target = run / "scored.json"
     if not target.is_file():
         probs = study.scored_probs(run)
-        peak = peak_rss_gb()  # since the cell started (``main`` resets it): the cell's own, not the queue's
+        # since the cell started (``main`` resets it): the cell's own, not the queue's; and a resumed cell's
+        # training counts its earlier processes' peak (kept in its checkpoints, reported in metrics.json)
+        training = json.loads((run / "metrics.json").read_text()).get("memory") or {}
+        peaks = [p for p in (peak_rss_gb(), training.get("peak_rss")) if p is not None]
+        peak = max(peaks) if peaks else None
         data = {
             "ids": [e.id for e in study.examples],
             "probs": np.round(np.asarray(probs, dtype=np.float64), 6).tolist(),

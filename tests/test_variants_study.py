@@ -165,9 +165,23 @@ def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
     if not reset_peak():
         pytest.skip("this kernel cannot reset a process's peak resident memory (/proc/self/clear_refs)")
     (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"memory": {"peak_rss": 0.5}}))  # its training's
     study.score_cell(fake, tmp_path / "run")
     scored = json.loads((tmp_path / "run" / "scored.json").read_text())
     assert scored["peak_rss_scope"] == "cell" and scored["peak_rss_gb"] <= before - 0.4
+
+
+def test_a_resumed_cells_peak_counts_its_training_before_the_kill(study, tmp_path):
+    """A cell killed in its training and resumed by another process: its training's peak (metrics.json, which
+    counts the processes before the resume) is the cell's when it is above what this process reached."""
+    import json
+
+    fake = _TinyStudy()
+    fake.scored_probs = lambda run: [[0.9, 0.1]] * 4
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"memory": {"peak_rss": 99.0}}))
+    study.score_cell(fake, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "scored.json").read_text())["peak_rss_gb"] == 99.0
 
 
 def test_the_table_gives_each_variants_peak_memory_and_marks_an_upper_bound(study, tmp_path):

@@ -4,6 +4,7 @@ the record of resident memory."""
 from __future__ import annotations
 
 from transformers import EarlyStoppingCallback, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from ..memory import ActivationBudget, peak_rss_gb, release_memory, rss_gb
 
@@ -49,20 +50,37 @@ class SaveEveryNSteps(TrainerCallback):
         return control
 
 
-class MemoryCallback(TrainerCallback):
+class MemoryCallback(TrainerCallback, ExportableState):
     """Resident memory (GB, ``dhrd.memory``) at the points of a run: after the model is loaded (``loaded``), when
     training begins, after the first optimiser step, at each epoch's end, and the run's peak (since train()'s
-    ``reset_peak``). Frees what the epoch left (``release_memory``) before each epoch-end figure."""
+    ``reset_peak``). Frees what the epoch left (``release_memory``) before each epoch-end figure.
+
+    A resumed run's peak counts the processes before it too: each checkpoint's trainer state keeps the peak so far
+    (``state``; Trainer saves an ``ExportableState`` callback's), read back when training resumes. dhrd leaves
+    ``restore_callback_states_from_checkpoint`` off, so Trainer keeps this instance rather than building another."""
 
     def __init__(self):
         self.record: dict = {"unit": "GB", "peak_rss": None, "rss_after_load": None, "rss_at_train_begin": None}
         self.record.update(rss_after_first_step=None, rss_at_epoch_end=[])
+        self.earlier_peak: float | None = None  # a resumed run's processes before this one, to its checkpoint
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"peak_rss": self.peak_so_far()}}
+
+    def peak_so_far(self) -> float | None:
+        peaks = [p for p in (peak_rss_gb(), self.earlier_peak) if p is not None]
+        return max(peaks) if peaks else None
 
     def loaded(self) -> None:
         self.record["rss_after_load"] = rss_gb()
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.record["rss_at_train_begin"] = rss_gb()
+        if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' peak
+            kept = state.stateful_callbacks.get(type(self).__name__) or {}
+            kept = kept[0] if isinstance(kept, list) else kept
+            self.earlier_peak = (kept.get("attributes") or {}).get("peak_rss")
+        self.record["peak_rss_before_resume"] = self.earlier_peak
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.record["rss_after_first_step"] is None:
@@ -75,7 +93,7 @@ class MemoryCallback(TrainerCallback):
 
     def finish(self, budget: ActivationBudget | None = None, budget_gb: float | None = None) -> dict:
         """The record, with the run's peak and what the activation budget did."""
-        self.record["peak_rss"] = peak_rss_gb()
+        self.record["peak_rss"] = self.peak_so_far()
         self.record["rss_at_end"] = rss_gb()
         self.record["activation_memory"] = budget_gb
         self.record["most_layers_recomputed"] = None if budget is None else budget.most
