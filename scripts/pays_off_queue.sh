@@ -29,14 +29,20 @@ case "$1" in
       --out results/auto-cb-smollm2-cpu --title 'CB: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     # RTE where pooled learns: all 2,490 rows (at 500 pooled was 0.5 points short of floor + 5, so that row measures
     # little; the paper-loss reproduction's -6.5 was at this budget). The fixed settings' three seeds first, then auto
+    # (its auto cells: queue B, beside these)
     study "${RTE_ALL[@]}" --variants pooled-linear,dhrd-linear
-    study "${RTE_ALL[@]}" --variants auto-linear
     study "${RTE_ALL[@]}" --variants pooled,dhrd  # the paper's MLP head, for the table's MLP columns
     ;;
-  B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings (auto: C)
+  B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings (auto: C);
+      # then RTE's auto on all rows
     study "${COMVE[@]}" --sizes 1000 --lr 1e-3 --variants pooled-linear,auto-linear --runs runs/comve \
       --out results/auto-comve-1000-smollm2-cpu --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     study "${COMVE[@]}" "${COMVE5000[@]}" --variants pooled,pooled-linear,dhrd,dhrd-linear
+    # then RTE's auto on all 2,490 rows (a 9-trial search each), beside queue A's fixed settings in the same runs
+    # directory: only auto-linear is trained here, and it pairs with A's pooled-linear cells as they land
+    study "${RTE_ALL[@]}" --variants auto-linear --pair-with results/variants-rte-all-smollm2-cpu \
+      --out results/auto-rte-all-smollm2-cpu \
+      --title 'RTE, all 2,490 training rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     ;;
   C)  # the bigger student (item 5): Qwen2.5-Coder-0.5B on CB and ComVE 1,000 at SmolLM2's budgets, the default head;
       # then SmolLM2's auto on ComVE 5,000 rows
