@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -203,6 +204,36 @@ def test_kill_and_resume_matches_an_unbroken_run(
     m1, m2 = (json.loads((d / "metrics.json").read_text()) for d in (unbroken, killed))
     assert m1["tasks"] == m2["tasks"]
     assert m2["resumed_from"] is not None
+
+
+def test_a_resumed_runs_time_and_peak_count_the_processes_before_it(tmp_path, tiny_backbone, superglue_dir):
+    """Each checkpoint keeps the run's training seconds and peak memory so far; a run resumed from it (another
+    process, after a kill) adds those seconds to its own and reports the larger peak, so a long run killed and
+    resumed does not under-report its time or its memory."""
+    settings = dict(
+        output_dir=str(tmp_path / "run"), task="cb", data_dir=str(superglue_dir), backbone=str(tiny_backbone),
+        num_train_epochs=2, per_device_train_batch_size=8, bf16=False, max_length=128, max_train_examples=8,
+    )  # fmt: skip
+    first = train(DHRDTrainingArguments(**settings)).metrics
+    assert first["train_seconds_before_resume"] is None and first["memory"]["peak_rss_before_resume"] is None
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    shutil.rmtree(checkpoints[-1])  # as if killed before the last epoch's checkpoint
+    (tmp_path / "run" / "metrics.json").unlink()
+    state_file = checkpoints[0] / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    kept = state["stateful_callbacks"]
+    # the first process's, to that checkpoint
+    assert 0 < kept["MemoryCallback"]["attributes"]["peak_rss"] <= first["memory"]["peak_rss"]
+    assert 0 < kept["RunClock"]["attributes"]["seconds"] < first["train_seconds"]
+    # as if the process that wrote it had trained for 1,000 s and peaked at 99 GB
+    kept["MemoryCallback"]["attributes"]["peak_rss"], kept["RunClock"]["attributes"]["seconds"] = 99.0, 1000.0
+    state_file.write_text(json.dumps(state))
+    again = train(DHRDTrainingArguments(**settings)).metrics
+    assert again["resumed_from"] == str(checkpoints[0])
+    assert again["memory"]["peak_rss_before_resume"] == 99.0 and again["memory"]["peak_rss"] == 99.0
+    assert again["train_seconds_before_resume"] == 1000.0 and again["train_seconds"] > 1000
+    # two epochs: the first's time in the 1,000 s, the second's in this process's
+    assert again["optimizer_seconds_per_epoch"] > 1000 / 2
 
 
 def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path):

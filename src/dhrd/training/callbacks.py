@@ -1,7 +1,9 @@
-"""The run's Trainer callbacks: early stopping that survives a resume, step checkpoints between epoch ones, and
-the record of resident memory."""
+"""The run's Trainer callbacks: early stopping that survives a resume, step checkpoints between epoch ones, the
+record of resident memory and the run's training seconds (both counting a resumed run's earlier processes)."""
 
 from __future__ import annotations
+
+import time
 
 from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -50,6 +52,35 @@ class SaveEveryNSteps(TrainerCallback):
         return control
 
 
+class RunClock(TrainerCallback, ExportableState):
+    """The seconds a run has trained, over the processes of a run killed and resumed: each checkpoint's trainer
+    state keeps the seconds so far (``state``), read back when training resumes (``earlier_seconds``), so that a
+    resumed run's time is not only its last process's. The work between the last checkpoint and the kill, done
+    again by the resumed process, counts once."""
+
+    def __init__(self):
+        self.earlier_seconds = 0.0
+        self.started: float | None = None
+
+    def state(self) -> dict:
+        return {"args": {}, "attributes": {"seconds": self.seconds_so_far()}}
+
+    def seconds_so_far(self) -> float:
+        return self.earlier_seconds + (0.0 if self.started is None else time.perf_counter() - self.started)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' seconds
+            self.earlier_seconds = float(_kept_attributes(state, self).get("seconds") or 0.0)
+
+
+def _kept_attributes(state, callback) -> dict:
+    """What a checkpoint's trainer state kept of ``callback``'s (``ExportableState``) attributes."""
+    kept = state.stateful_callbacks.get(type(callback).__name__) or {}
+    kept = kept[0] if isinstance(kept, list) else kept
+    return kept.get("attributes") or {}
+
+
 class MemoryCallback(TrainerCallback, ExportableState):
     """Resident memory (GB, ``dhrd.memory``) at the points of a run: after the model is loaded (``loaded``), when
     training begins, after the first optimiser step, at each epoch's end, and the run's peak (since train()'s
@@ -77,9 +108,7 @@ class MemoryCallback(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         self.record["rss_at_train_begin"] = rss_gb()
         if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' peak
-            kept = state.stateful_callbacks.get(type(self).__name__) or {}
-            kept = kept[0] if isinstance(kept, list) else kept
-            self.earlier_peak = (kept.get("attributes") or {}).get("peak_rss")
+            self.earlier_peak = _kept_attributes(state, self).get("peak_rss")
         self.record["peak_rss_before_resume"] = self.earlier_peak
 
     def on_step_end(self, args, state, control, **kwargs):

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from ..data.inputs import ClassificationCollator, DataSpec
 from ..errors import DHRDInputError
 from ..modeling import check_causal_lm, load_tokenizer, resolve_backbone, with_pad_token
-from .callbacks import EarlyStopping, MemoryCallback, SaveEveryNSteps
+from .callbacks import EarlyStopping, MemoryCallback, RunClock, SaveEveryNSteps
 from .class_weights import class_weight_values
 from .epoch_metrics import run_metrics
 from .model_setup import model_builder, reasoning_head
@@ -197,8 +197,8 @@ def run_tokenizer(args: DHRDTrainingArguments, given_lm=None, tokenizer=None) ->
 
 
 def run_callbacks(args: DHRDTrainingArguments, callbacks, memory: MemoryCallback) -> list:
-    """The caller's callbacks, then the run's: memory, step checkpoints and early stopping where asked."""
-    callbacks = [*(callbacks or []), memory]
+    """The caller's callbacks, then the run's: memory, the clock, step checkpoints and early stopping where asked."""
+    callbacks = [*(callbacks or []), memory, RunClock()]
     if args.save_steps and strategy_name(args.save_strategy) == "epoch":
         callbacks.append(SaveEveryNSteps(int(args.save_steps)))
     if args.early_stopping_patience:

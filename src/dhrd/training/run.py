@@ -19,7 +19,7 @@ from ..hub import push_trained
 from ..memory import bound_process_memory, release_memory, reset_peak
 from ..modeling import save_reasoning_head
 from ..runtime import write_json_atomic, write_text_atomic
-from .callbacks import MemoryCallback, evaluations_without_improvement
+from .callbacks import MemoryCallback, RunClock, evaluations_without_improvement
 from .loss_terms import LOSS_TERM_KEYS
 from .prepare import PreparedRun
 from .resume import RUN_DEFINING, changed_settings, checkpoint_to_resume, stop_if_stopped_early
@@ -80,9 +80,14 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
         logger.warning("resuming from %s", checkpoint)
         stop_if_stopped_early(trainer, checkpoint, args.early_stopping_patience)
     memory = next((c for c in trainer.callback_handler.callbacks if isinstance(c, MemoryCallback)), None)
+    clock = next((c for c in trainer.callback_handler.callbacks if isinstance(c, RunClock)), None)
     start = time.perf_counter()
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
-    train_seconds = time.perf_counter() - start
+    # a resumed run's time counts its earlier processes' too, to their last checkpoint (Trainer's train_runtime
+    # is this process's alone)
+    earlier_seconds = clock.earlier_seconds if clock is not None else 0.0
+    train_seconds = time.perf_counter() - start + earlier_seconds
+    runtime = train_output.metrics.get("train_runtime", train_seconds - earlier_seconds) + earlier_seconds
 
     history = [h for h in trainer.state.log_history if "eval_score" in h]
     # the search's trainers name "score" to rank trials even where no epoch is chosen (one epoch): not a choice
@@ -114,9 +119,9 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
         },
         "processes": trainer.args.world_size,
         "train_seconds": round(train_seconds, 2),
+        "train_seconds_before_resume": round(earlier_seconds, 2) if checkpoint else None,
         "train_seconds_per_epoch": round(
-            train_output.metrics.get("train_runtime", train_seconds)
-            / max(train_output.metrics.get("epoch", args.num_train_epochs), 1e-9),
+            runtime / max(train_output.metrics.get("epoch", args.num_train_epochs), 1e-9),
             2,
         ),
         "resumed_from": checkpoint,
@@ -131,8 +136,7 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     eval_seconds = sum(h.get("eval_runtime", 0.0) for h in history)
     run["eval_seconds"] = round(eval_seconds, 2)
     run["optimizer_seconds_per_epoch"] = round(
-        (train_output.metrics.get("train_runtime", train_seconds) - eval_seconds)
-        / max(train_output.metrics.get("epoch", args.num_train_epochs), 1e-9),
+        (runtime - eval_seconds) / max(train_output.metrics.get("epoch", args.num_train_epochs), 1e-9),
         2,
     )
     if trainer.is_world_process_zero():  # one writer; the other processes wait for it
