@@ -56,9 +56,14 @@ def pass_stats(times: list[float], examples: int, rows: int) -> dict:
         "rows": rows,
         "seconds_min": round(best, 4),
         "seconds_median": round(median, 4),
-        "examples_per_s": round(examples / best, 3),
-        "examples_per_s_median": round(examples / median, 3),
+        "examples_per_s": significant(examples / best),
+        "examples_per_s_median": significant(examples / median),
     }
+
+
+def significant(rate: float, digits: int = 4) -> float:
+    """A rate to ``digits`` significant figures: three decimals left CoT's 0.0355 examples/s at 0.036, 1.3% off."""
+    return float(f"{rate:.{digits}g}")
 
 
 def time_classifier(model, tokenizer, rows: list[Example], batch_size: int, repeats: int, **switches) -> dict:
