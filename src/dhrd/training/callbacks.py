@@ -59,19 +59,19 @@ class RunClock(TrainerCallback, ExportableState):
     again by the resumed process, counts once."""
 
     def __init__(self):
-        self.earlier_seconds = 0.0
+        self.earlier_seconds: float | None = None  # None: not resumed, or from a checkpoint that kept none
         self.started: float | None = None
 
     def state(self) -> dict:
         return {"args": {}, "attributes": {"seconds": self.seconds_so_far()}}
 
     def seconds_so_far(self) -> float:
-        return self.earlier_seconds + (0.0 if self.started is None else time.perf_counter() - self.started)
+        return (self.earlier_seconds or 0.0) + (0.0 if self.started is None else time.perf_counter() - self.started)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
         if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' seconds
-            self.earlier_seconds = float(_kept_attributes(state, self).get("seconds") or 0.0)
+            self.earlier_seconds = _kept_attributes(state, self).get("seconds")
 
 
 def _kept_attributes(state, callback) -> dict:

@@ -85,7 +85,8 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
     train_output = trainer.train(resume_from_checkpoint=checkpoint)
     # a resumed run's time counts its earlier processes' too, to their last checkpoint (Trainer's train_runtime
     # is this process's alone)
-    earlier_seconds = clock.earlier_seconds if clock is not None else 0.0
+    kept_seconds = clock.earlier_seconds if clock is not None else None  # None: not kept (or not resumed)
+    earlier_seconds = kept_seconds or 0.0
     train_seconds = time.perf_counter() - start + earlier_seconds
     runtime = train_output.metrics.get("train_runtime", train_seconds - earlier_seconds) + earlier_seconds
 
@@ -119,7 +120,7 @@ def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | N
         },
         "processes": trainer.args.world_size,
         "train_seconds": round(train_seconds, 2),
-        "train_seconds_before_resume": round(earlier_seconds, 2) if checkpoint else None,
+        "train_seconds_before_resume": None if kept_seconds is None else round(kept_seconds, 2),
         "train_seconds_per_epoch": round(
             runtime / max(train_output.metrics.get("epoch", args.num_train_epochs), 1e-9),
             2,
