@@ -155,6 +155,14 @@ def _killed_in_trial(monkeypatch, n):
     return lambda: monkeypatch.setattr(tuning.AlphaSearchTrainer, "_hp_search_setup", setup)
 
 
+def _search_trials(output):
+    """The trials of the optuna search kept under a run's output directory."""
+    import optuna
+
+    storage = f"sqlite:///{output / 'alpha-search' / 'optuna.db'}"
+    return optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials
+
+
 def _fixed_dev_scores(monkeypatch, scores):
     """Make every dev pass score by the trial's alpha alone; returns the alphas of the passes, in order."""
     from dhrd.training import tuning
@@ -200,7 +208,6 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
 def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     """A search stopped in its second trial leaves the third enqueued and never started (WAITING, no params yet):
     run again, it reads that candidate from the trial's fixed params, trains what is left and finishes."""
-    import optuna
     from optuna.trial import TrialState
 
     resume = _killed_in_trial(monkeypatch, 2)
@@ -212,8 +219,7 @@ def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, su
     )  # fmt: skip
     with pytest.raises(RuntimeError, match="killed"):
         train(args)
-    storage = f"sqlite:///{output / 'alpha-search' / 'optuna.db'}"
-    states = [t.state for t in optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials]
+    states = [t.state for t in _search_trials(output)]
     assert TrialState.WAITING in states  # the premise: a candidate enqueued and never started
     resume()
     train(args)
@@ -225,7 +231,6 @@ def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone,
     """A search killed after a trial reported its last dev pass but before optuna heard that the trial ended (a
     ComVE search lost a finished 25-minute trial so): run again, it keeps that trial complete, with its last pass's
     score and the time it took to reach it, and trains only the candidates that had not ended."""
-    import optuna
     from optuna.trial import TrialState
 
     from dhrd.training import tuning
@@ -248,8 +253,7 @@ def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone,
     )  # fmt: skip
     with pytest.raises(SystemExit, match="killed"):
         train(args)
-    storage = f"sqlite:///{output / 'alpha-search' / 'optuna.db'}"
-    killed = optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials[1]
+    killed = _search_trials(output)[1]
     assert killed.state == TrialState.RUNNING and killed.params["alpha"] == 0.5  # the premise
     reached = killed.user_attrs["final_pass_seconds"]
     before = len(passes)
@@ -259,8 +263,7 @@ def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone,
     kept = next(r for r in table["candidates"] if r["alpha"] == 0.5)
     assert kept["state"] == "complete" and kept["dev_score"] == 70.0 and kept["seconds"] == round(reached, 1)
     assert table["chosen"] == "alpha 0.5, lm-scope all"
-    study = optuna.load_study(study_name="dhrd-alpha-search", storage=storage)
-    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
+    assert [t.state for t in _search_trials(output)] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
 
 
 @pytest.mark.slow
