@@ -17,11 +17,12 @@ CODE="${DHRD_QUEUE_CODE:-.}"
 study() { PYTHONPATH="$CODE/src${PYTHONPATH:+:$PYTHONPATH}" python "$CODE/scripts/variants_study.py" "$@"; }
 RTE=(--task rte --sizes 500 --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte --out results/variants-rte-smollm2-cpu
      --title 'RTE: DHRD settings against pooled')
-RTE_ALL=(--task rte --sizes all --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte-all --out results/variants-rte-all-smollm2-cpu
-         --title 'RTE, all 2,490 training rows: DHRD settings against pooled')
+# the cells of a budget, then each study's tables (--out, --title): the fixed settings' and auto's share a runs folder
+RTE_ALL=(--task rte --sizes all --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte-all)
+RTE_ALL_FIXED=(--out results/variants-rte-all-smollm2-cpu --title 'RTE, all 2,490 training rows: DHRD settings against pooled')
 COMVE=(--config examples/own-data/comve.yaml --seeds 1,2,3)
-COMVE5000=(--sizes 5000 --lr 3e-4 --runs runs/comve-5000 --out results/comve-5000-smollm2-cpu
-           --title 'ComVE, 5,000 rows: DHRD settings against pooled')
+COMVE5000=(--sizes 5000 --lr 3e-4 --runs runs/comve-5000)
+COMVE5000_FIXED=(--out results/comve-5000-smollm2-cpu --title 'ComVE, 5,000 rows: DHRD settings against pooled')
 case "$1" in
   A)  # DHRD auto with dhrd's default (linear) head: on RTE, paired with the RTE study's pooled-linear cells; then CB
     study "${RTE[@]}" --variants pooled-linear,auto-linear
@@ -30,14 +31,14 @@ case "$1" in
     # RTE where pooled learns: all 2,490 rows (at 500 pooled was 0.5 points short of floor + 5, so that row measures
     # little; the paper-loss reproduction's -6.5 was at this budget). The fixed settings' three seeds first, then auto
     # (its auto cells: queue B, beside these)
-    study "${RTE_ALL[@]}" --variants pooled-linear,dhrd-linear
-    study "${RTE_ALL[@]}" --variants pooled,dhrd  # the paper's MLP head, for the table's MLP columns
+    study "${RTE_ALL[@]}" "${RTE_ALL_FIXED[@]}" --variants pooled-linear,dhrd-linear
+    study "${RTE_ALL[@]}" "${RTE_ALL_FIXED[@]}" --variants pooled,dhrd  # the paper's MLP head, for the table's MLP columns
     ;;
   B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings (auto: C);
       # then RTE's auto on all rows
     study "${COMVE[@]}" --sizes 1000 --lr 1e-3 --variants pooled-linear,auto-linear --runs runs/comve \
       --out results/auto-comve-1000-smollm2-cpu --title 'ComVE, 1,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
-    study "${COMVE[@]}" "${COMVE5000[@]}" --variants pooled,pooled-linear,dhrd,dhrd-linear
+    study "${COMVE[@]}" "${COMVE5000[@]}" "${COMVE5000_FIXED[@]}" --variants pooled,pooled-linear,dhrd,dhrd-linear
     # then RTE's auto on all 2,490 rows (a 9-trial search each), beside queue A's fixed settings in the same runs
     # directory: only auto-linear is trained here, and it pairs with A's pooled-linear cells as they land
     study "${RTE_ALL[@]}" --variants auto-linear --pair-with results/variants-rte-all-smollm2-cpu \

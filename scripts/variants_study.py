@@ -295,11 +295,23 @@ def tables_without_cells(out: Path) -> bool:
     return out.with_suffix(".json").is_file() and not cells_path(out).is_file()
 
 
-def keep_finished(runs: Path, out: Path, kept: dict[str, dict]) -> None:
-    """Add the finished cells under ``runs`` that ``kept`` lacks, and write them all beside the tables."""
+def ours(cell: Cell, named: list[Cell]) -> bool:
+    """Whether a finished cell of a shared runs folder belongs to the study that names ``named``: one of them, or a
+    pooled cell (either head) of their budgets and seeds, which its variants pair with. Two queues share a runs
+    folder (the fixed settings and auto of one task), and each table is what its own command measured."""
+    # by name: a cell read back from its folder's name has the budget that name rounds to
+    if cell.name in {c.name for c in named}:
+        return True
+    pooled = cell.variant in ("pooled", "pooled" + LINEAR)
+    return pooled and (cell.budget, cell.seed) in {(c.budget, c.seed) for c in named}
+
+
+def keep_finished(runs: Path, out: Path, kept: dict[str, dict], named: list[Cell]) -> None:
+    """Add the study's finished cells under ``runs`` that ``kept`` lacks (see ``ours``), and write them all beside
+    the tables. Cells kept before stay: tables that several commands wrote to keep every one's rows."""
     for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
         cell = parse_cell(path.parent.name)
-        if cell is not None and cell.name not in kept and (found := kept_cell(cell, runs)):
+        if cell is not None and cell.name not in kept and ours(cell, named) and (found := kept_cell(cell, runs)):
             kept[cell.name] = found
     write_json_atomic(cells_path(out), kept)
 
@@ -484,7 +496,7 @@ def main() -> None:
     def save() -> None:
         # every finished cell, under runs/ or kept from an earlier checkout, stays in the tables
         pair_with_pooled_of([Path(p) for p in options.pair_with], study, backbone_name, kept)
-        keep_finished(runs, out, kept)
+        keep_finished(runs, out, kept, cells)
         known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
         ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))
         summary = {**summarise(study, ordered, kept), "backbone": backbone_name}

@@ -70,6 +70,11 @@ def _finish(study, runs: Path, name: str, probs: list[list[float]], peak: dict |
     (run / "metrics.json").write_text(json.dumps({"train_seconds": 10.0}))
 
 
+def _cells(study, *variants: str, seed: int = 1, lr: float = 0.001) -> list:
+    """The cells a study command names: 4 rows, one epoch, the given variants and seed."""
+    return [study.Cell(4, variant, seed, 1.0, lr) for variant in variants]
+
+
 def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, tmp_path):
     """A new checkout has no runs/: the tables and their paired intervals come back from the kept cells."""
     fake = _TinyStudy()
@@ -78,7 +83,7 @@ def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, t
     right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
     _finish(study, runs, "n4-e1-lr0.001-pooled-s1", wrong)
     _finish(study, runs, "n4-e1-lr0.001-dhrd-s1", right)
-    study.keep_finished(runs, out, kept := {})
+    study.keep_finished(runs, out, kept := {}, _cells(study, "pooled", "dhrd"))
     assert set(kept) == {"n4-e1-lr0.001-pooled-s1", "n4-e1-lr0.001-dhrd-s1"}
 
     import shutil
@@ -97,7 +102,7 @@ def test_a_study_stopped_before_its_first_cell_finished_starts_again(study, tmp_
     """Its first start wrote the tables and an empty cells file: the second resumes it (it was refused as a study
     written before cells were kept); tables with no cells file beside them are still protected."""
     out = tmp_path / "variants"
-    study.keep_finished(tmp_path / "runs", out, {})
+    study.keep_finished(tmp_path / "runs", out, {}, _cells(study, "pooled"))
     out.with_suffix(".json").write_text("{}")
     assert study.load_kept(out) == {} and not study.tables_without_cells(out)
     study.cells_path(out).unlink()
@@ -113,7 +118,7 @@ def test_each_variant_is_paired_with_pooled_of_its_own_head(study, tmp_path):
     _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", half)
     _finish(study, runs, "n4-e1-lr0.001-auto-linear-s1", right)
     _finish(study, runs, "n4-e1-lr0.001-dhrd-s1", right)
-    study.keep_finished(runs, out, kept := {})
+    study.keep_finished(runs, out, kept := {}, _cells(study, "pooled", "pooled-linear", "auto-linear", "dhrd"))
     rows = {r["variant"]: r for r in study.summarise(fake, [study.parse_cell(n) for n in kept], kept)["rows"]}
     assert (rows["auto-linear"]["baseline"], rows["auto-linear"]["paired"]["difference"]) == ("pooled-linear", 50.0)
     assert (rows["dhrd"]["baseline"], rows["dhrd"]["paired"]["difference"]) == ("pooled", 50.0)
@@ -127,7 +132,7 @@ def test_a_study_of_linear_heads_only_pairs_with_pooled_linear(study, tmp_path):
     right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
     _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", right)
     _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s1", wrong)
-    study.keep_finished(runs, out, kept := {})
+    study.keep_finished(runs, out, kept := {}, _cells(study, "pooled-linear", "dhrd-linear"))
     summary = study.summarise(fake, [study.parse_cell(name) for name in kept], kept)
     rows = {r["variant"]: r for r in summary["rows"]}
     assert rows["dhrd-linear"]["baseline"] == "pooled-linear"
@@ -195,7 +200,8 @@ def test_the_table_gives_each_variants_peak_memory_and_marks_an_upper_bound(stud
     _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s2", right, {"peak_rss_gb": 1.5})  # a process's peak
     _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s1", right, {"peak_rss_gb": 3.0, **own})
     _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s2", right, {"peak_rss_gb": 4.3})
-    study.keep_finished(runs, out, kept := {})
+    named = [c for seed in (1, 2) for c in _cells(study, "pooled-linear", "dhrd-linear", seed=seed)]
+    study.keep_finished(runs, out, kept := {}, named)
     table = study.markdown(study.summarise(fake, [study.parse_cell(n) for n in kept], kept), "t", "c")
     lines = [line.rstrip(" |").split(" | ") for line in table.splitlines() if line.startswith("| n4")]
     assert {cells[1]: cells[-1] for cells in lines} == {"pooled-linear": "2.5", "dhrd-linear": "≤4.3"}
@@ -212,11 +218,11 @@ def test_an_auto_study_pairs_with_another_studys_pooled_cells_after_the_runs_are
     fixed_runs, fixed = tmp_path / "runs-fixed", tmp_path / "fixed"
     _finish(study, fixed_runs, "n4-e1-lr0.001-pooled-linear-s1", wrong)
     _finish(study, fixed_runs, "n4-e1-lr0.001-dhrd-linear-s1", right)
-    study.keep_finished(fixed_runs, fixed, {})
+    study.keep_finished(fixed_runs, fixed, {}, _cells(study, "pooled-linear", "dhrd-linear"))
     fixed.with_suffix(".json").write_text(json.dumps({"backbone": study.DEFAULT_STUDENT}))
     auto_runs, auto = tmp_path / "runs-auto", tmp_path / "auto"
     _finish(study, auto_runs, "n4-e1-lr0.001-auto-linear-s1", right)
-    study.keep_finished(auto_runs, auto, kept := {})
+    study.keep_finished(auto_runs, auto, kept := {}, _cells(study, "auto-linear"))
 
     study.pair_with_pooled_of([fixed], fake, study.DEFAULT_STUDENT, kept)
     assert set(kept) == {"n4-e1-lr0.001-auto-linear-s1", "n4-e1-lr0.001-pooled-linear-s1"}  # not its DHRD cells
@@ -230,6 +236,37 @@ def test_an_auto_study_pairs_with_another_studys_pooled_cells_after_the_runs_are
         study.pair_with_pooled_of([fixed], fake, study.DEFAULT_STUDENT, {})
     with pytest.raises(study.Refused, match="no study there"):
         study.pair_with_pooled_of([tmp_path / "nowhere"], fake, study.DEFAULT_STUDENT, {})
+
+
+def test_studies_sharing_a_runs_folder_each_table_only_their_own_cells(study, tmp_path):
+    """Queues B and C trained ComVE's fixed settings and its auto in one runs folder, and each table listed the
+    other's cells (the fixed table an auto row of one seed; the auto table DHRD rows of seeds 2 and 3 only). A
+    study keeps the cells its command names and the pooled cells of their budgets and seeds, which it pairs with;
+    another budget's cells (the Qwen study at another learning rate) are not its either."""
+    right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
+    runs = tmp_path / "runs"
+    for name, probs in [
+        ("n4-e1-lr0.001-pooled-s1", wrong),
+        ("n4-e1-lr0.001-pooled-linear-s1", wrong),
+        ("n4-e1-lr0.001-dhrd-linear-s1", right),
+        ("n4-e1-lr0.001-auto-linear-s1", right),
+        ("n4-e1-lr0.001-pooled-linear-s2", wrong),  # a seed neither command names
+        ("n4-e1-lr0.0003-dhrd-linear-s1", right),  # another budget
+        ("n4-e1-lr0.0003-pooled-linear-s1", right),
+    ]:
+        _finish(study, runs, name, probs)
+
+    study.keep_finished(runs, tmp_path / "fixed", fixed := {}, _cells(study, "pooled-linear", "dhrd-linear"))
+    assert set(fixed) == {"n4-e1-lr0.001-pooled-s1", "n4-e1-lr0.001-pooled-linear-s1", "n4-e1-lr0.001-dhrd-linear-s1"}
+    study.keep_finished(runs, tmp_path / "auto", auto := {}, _cells(study, "auto-linear"))
+    assert set(auto) == {"n4-e1-lr0.001-pooled-s1", "n4-e1-lr0.001-pooled-linear-s1", "n4-e1-lr0.001-auto-linear-s1"}
+    rows = {r["variant"]: r for r in study.summarise(_TinyStudy(), [study.parse_cell(n) for n in auto], auto)["rows"]}
+    assert (rows["auto-linear"]["baseline"], rows["auto-linear"]["paired"]["difference"]) == ("pooled-linear", 50.0)
+
+    # a cell kept by an earlier command that wrote the same tables stays (their rows are that command's)
+    study.keep_finished(runs, tmp_path / "auto", auto, _cells(study, "pooled-linear", seed=2))
+    assert "n4-e1-lr0.001-auto-linear-s1" in auto and "n4-e1-lr0.001-pooled-linear-s2" in auto
+    assert study.load_kept(tmp_path / "auto") == auto
 
 
 def test_a_refused_study_is_one_line_and_exit_code_2(tmp_path):
