@@ -236,6 +236,33 @@ def test_a_resumed_runs_time_and_peak_count_the_processes_before_it(tmp_path, ti
     assert again["optimizer_seconds_per_epoch"] > 1000 / 2
 
 
+def test_a_run_resumes_from_a_checkpoint_that_kept_none_of_its_callbacks(tmp_path, tiny_backbone, superglue_dir):
+    """A checkpoint written before dhrd kept its clock and memory callbacks in the trainer state (an upgrade
+    between the kill and the resume) lacks their entries; Trainer's next save indexed them and the resumed run
+    died with a KeyError at its first checkpoint. It now trains on, saves them, and says the earlier processes'
+    time and peak were not kept."""
+    settings = dict(
+        output_dir=str(tmp_path / "run"), task="cb", data_dir=str(superglue_dir), backbone=str(tiny_backbone),
+        num_train_epochs=2, per_device_train_batch_size=8, bf16=False, max_length=128, max_train_examples=8,
+    )  # fmt: skip
+    train(DHRDTrainingArguments(**settings))
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    shutil.rmtree(checkpoints[-1])  # killed before the last epoch's checkpoint
+    (tmp_path / "run" / "metrics.json").unlink()
+    state_file = checkpoints[0] / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    for name in ("MemoryCallback", "RunClock"):  # as the dhrd that wrote it kept them: not at all
+        del state["stateful_callbacks"][name]
+    state_file.write_text(json.dumps(state))
+
+    again = train(DHRDTrainingArguments(**settings)).metrics  # saves the second epoch's checkpoint
+    assert again["resumed_from"] == str(checkpoints[0])
+    assert again["train_seconds_before_resume"] is None and again["memory"]["peak_rss_before_resume"] is None
+    last = max((tmp_path / "run" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name[11:]))
+    kept = json.loads((last / "trainer_state.json").read_text())["stateful_callbacks"]
+    assert kept["RunClock"]["attributes"]["seconds"] > 0 and kept["MemoryCallback"]["attributes"]["peak_rss"] > 0
+
+
 def test_a_checkpoint_cut_short_is_not_resumed_from(tmp_path):
     from dhrd.training.resume import latest_complete_checkpoint
 

@@ -52,7 +52,19 @@ class SaveEveryNSteps(TrainerCallback):
         return control
 
 
-class RunClock(TrainerCallback, ExportableState):
+class KeptInCheckpoints(TrainerCallback, ExportableState):
+    """A callback whose ``state()`` each checkpoint's trainer state keeps (Trainer saves an ``ExportableState``'s).
+
+    A run resumed from a checkpoint written by a dhrd that did not keep this callback (an older version, or
+    another run's settings) loads a trainer state without its entry, and Trainer's next checkpoint save indexes
+    that entry and fails with a KeyError (queue A's RTE cell, resumed across an upgrade, died at its first save).
+    ``on_train_begin`` runs after the state is loaded: the entry is added there when it is missing."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
+
+
+class RunClock(KeptInCheckpoints):
     """The seconds a run has trained, over the processes of a run killed and resumed: each checkpoint's trainer
     state keeps the seconds so far (``state``), read back when training resumes (``earlier_seconds``), so that a
     resumed run's time is not only its last process's. The work between the last checkpoint and the kill, done
@@ -72,6 +84,7 @@ class RunClock(TrainerCallback, ExportableState):
         self.started = time.perf_counter()
         if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' seconds
             self.earlier_seconds = _kept_attributes(state, self).get("seconds")
+        super().on_train_begin(args, state, control, **kwargs)
 
 
 def _kept_attributes(state, callback) -> dict:
@@ -81,7 +94,7 @@ def _kept_attributes(state, callback) -> dict:
     return kept.get("attributes") or {}
 
 
-class MemoryCallback(TrainerCallback, ExportableState):
+class MemoryCallback(KeptInCheckpoints):
     """Resident memory (GB, ``dhrd.memory``) at the points of a run: after the model is loaded (``loaded``), when
     training begins, after the first optimiser step, at each epoch's end, and the run's peak (since train()'s
     ``reset_peak``). Frees what the epoch left (``release_memory``) before each epoch-end figure.
@@ -110,6 +123,7 @@ class MemoryCallback(TrainerCallback, ExportableState):
         if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' peak
             self.earlier_peak = _kept_attributes(state, self).get("peak_rss")
         self.record["peak_rss_before_resume"] = self.earlier_peak
+        super().on_train_begin(args, state, control, **kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.record["rss_after_first_step"] is None:
