@@ -9,7 +9,9 @@ the same seeds on the same rows and scored on the same split:
 Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
 one resumes from its checkpoint, and the tables are rewritten after every cell. Each finished cell's scored
 probabilities and costs are also kept beside the tables (`<out>.cells.json`, committed with them), so the paired
-intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again.
+intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again. Two studies may
+share `<runs>` (a task's fixed settings and its auto, in two queues): each keeps from it only the cells its command
+names and the pooled cells of their budgets and seeds; cells kept earlier (an earlier command's, same `--out`) stay.
 
     python scripts/variants_study.py --config examples/own-data/comve.yaml --sizes 1000 --variants pooled,dhrd
     python scripts/variants_study.py --task rte --lr 2e-4 --variants pooled,dhrd,dhrd-a0.25,dhrd-example
