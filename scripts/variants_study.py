@@ -496,7 +496,7 @@ def main() -> None:
         )
 
     def save() -> None:
-        # every finished cell, under runs/ or kept from an earlier checkout, stays in the tables
+        # every finished cell of this study, under runs/ or kept from an earlier checkout, stays in the tables
         pair_with_pooled_of([Path(p) for p in options.pair_with], study, backbone_name, kept)
         keep_finished(runs, out, kept, cells)
         known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
