@@ -70,9 +70,9 @@ def _finish(study, runs: Path, name: str, probs: list[list[float]], peak: dict |
     (run / "metrics.json").write_text(json.dumps({"train_seconds": 10.0}))
 
 
-def _cells(study, *variants: str, seed: int = 1, lr: float = 0.001) -> list:
-    """The cells a study command names: 4 rows, one epoch, the given variants and seed."""
-    return [study.Cell(4, variant, seed, 1.0, lr) for variant in variants]
+def _cells(study, *variants: str, seed: int = 1) -> list:
+    """The cells a study command names: 4 rows, one epoch at lr 1e-3, the given variants and seed."""
+    return [study.Cell(4, variant, seed, 1.0, 0.001) for variant in variants]
 
 
 def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, tmp_path):
