@@ -65,7 +65,7 @@ def main() -> None:
     same = found["max_probability_difference"] == 0.0
     print(
         f"{found['rows']} rows: largest probability difference {found['max_probability_difference']:.6f}, "
-        f"{found['predictions_that_differ']} predictions differ ({'the same model' if same else 'not the same model'})"
+        f"predictions that differ: {found['predictions_that_differ']} ({'the same' if same else 'not the same'} model)"
     )
     if options.out:
         write_json_atomic(Path(options.out), {**found, "same_model": same})

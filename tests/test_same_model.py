@@ -33,7 +33,7 @@ def test_a_run_and_a_kept_cell_compare_row_by_row(tmp_path):
     done = _run(str(run), f"{kept}:other", "--out", str(tmp_path / "other.json"))
     found = json.loads((tmp_path / "other.json").read_text())
     assert (found["max_probability_difference"], found["predictions_that_differ"]) == (0.3, 1)
-    assert found["same_model"] is False and "1 predictions differ (not the same model)" in done.stdout
+    assert found["same_model"] is False and "predictions that differ: 1 (not the same model)" in done.stdout
 
     for args, says in [
         ((str(run), f"{kept}:elsewhere"), "scored different rows"),
