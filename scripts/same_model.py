@@ -20,11 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dhrd.errors import DHRDInputError
 from dhrd.runtime import write_json_atomic
-
-
-class Refused(Exception):
-    """Bad input: one line, exit code 2."""
 
 
 def scored(cell: str) -> dict:
@@ -33,20 +30,20 @@ def scored(cell: str) -> dict:
     if path.is_dir():
         target = path / "scored.json"
         if not target.is_file():
-            raise Refused(f"{cell}: not a finished cell (no scored.json)")
+            raise DHRDInputError(f"{cell}: not a finished cell (no scored.json)")
         return json.loads(target.read_text())
     file, _, name = cell.rpartition(":")
     if not file or not Path(file).is_file():
-        raise Refused(f"{cell}: neither a run directory nor FILE.cells.json:CELL")
+        raise DHRDInputError(f"{cell}: neither a run directory nor FILE.cells.json:CELL")
     kept = json.loads(Path(file).read_text())
     if name not in kept:
-        raise Refused(f"{cell}: {file} keeps no cell {name}")
+        raise DHRDInputError(f"{cell}: {file} keeps no cell {name}")
     return kept[name]
 
 
 def compare(a: dict, b: dict) -> dict:
     if a["ids"] != b["ids"]:
-        raise Refused("the two cells scored different rows")
+        raise DHRDInputError("the two cells scored different rows")
     pa, pb = np.asarray(a["probs"]), np.asarray(b["probs"])
     return {
         "rows": len(a["ids"]),
@@ -74,6 +71,6 @@ def main() -> None:
 if __name__ == "__main__":
     try:
         main()
-    except Refused as refused:
-        print(f"same_model: {refused}", file=sys.stderr)
+    except DHRDInputError as error:  # bad input: one line, exit code 2
+        print(f"same_model: {error}", file=sys.stderr)
         raise SystemExit(2) from None
