@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from variants_study import peak_memory  # the study's own reading of its cells' peaks (this script's folder)
+from variants_study import peak_memory, time_text  # the study's own readings of its cells (this script's folder)
 
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
@@ -69,10 +69,12 @@ def _same_head(row: dict | None, variants: dict[str, dict]) -> dict | None:
         return row
     base = variants["pooled-linear"]
     seconds = dict(zip(base["seeds"], base["train_seconds"]))
-    seeds = [seed for seed in row["seeds"] if seconds.get(seed)]
     own = dict(zip(row["seeds"], row["train_seconds"]))
+    paired = [seed for seed in row["seeds"] if seed in seconds]
+    seeds = [seed for seed in paired if seconds[seed] and own[seed]]  # both times known
     ratio = sum(own[s] for s in seeds) / sum(seconds[s] for s in seeds) if seeds else None
-    return {**row, "paired": row["vs_pooled_linear"], "baseline": "pooled-linear", "time_vs_pooled": ratio}
+    timed = {"time_seeds": seeds} if len(seeds) < len(paired) else {}
+    return {**row, "paired": row["vs_pooled_linear"], "baseline": "pooled-linear", "time_vs_pooled": ratio, **timed}
 
 
 def _pooled(row: dict | None) -> dict | None:
@@ -108,6 +110,7 @@ def _cell(row: dict | None) -> dict | None:
         "verdict": paired["verdict"],
         "seeds": paired["seeds"],
         "time_vs_pooled": row.get("time_vs_pooled"),
+        **({"time_seeds": row["time_seeds"]} if "time_seeds" in row else {}),
         "chosen": row.get("chosen") or [],
         "variant": row["variant"],
         "baseline": row.get("baseline", "pooled"),
@@ -138,7 +141,7 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
                 cells.append("")
                 continue
             mark = "" if c["seeds"] >= min_seeds else " (prelim)"
-            cost = f", {c['time_vs_pooled']:.2f}x time" if c.get("time_vs_pooled") else ""
+            cost = f", {time_text(c, ' time')}" if c.get("time_vs_pooled") else ""
             cost += f", {c['peak_gb']} GB" if c.get("peak_gb") else ""
             chosen = f", chose {'; '.join(c['chosen'])}" if c["chosen"] else ""
             cells.append(

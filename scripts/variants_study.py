@@ -233,10 +233,14 @@ def kept_cell(cell: Cell, runs: Path) -> dict | None:
     metrics = json.loads((run / "metrics.json").read_text())
     search = metrics.get("alpha_search")
     seconds = metrics.get("optimizer_seconds_per_epoch", 0) * cell.epochs or metrics.get("train_seconds")
+    if metrics.get("resumed_from") and metrics.get("train_seconds_before_resume") is None:
+        # resumed from a checkpoint that kept no clock (written before it): only the last process was timed, so
+        # the run's time is unknown, not that process's (which would read as a faster run)
+        seconds = None
     return {
         "ids": saved["ids"],
         "probs": saved["probs"],
-        "train_seconds": (search["search_seconds"] if search else 0) + (seconds or 0),
+        "train_seconds": None if seconds is None else (search["search_seconds"] if search else 0) + seconds,
         "peak_rss_gb": saved.get("peak_rss_gb"),
         "peak_rss_scope": saved.get("peak_rss_scope", "process"),
         "chosen": search["chosen"] if search else None,
@@ -350,10 +354,7 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
             if not variant.startswith("pooled") and paired:
                 row["baseline"] = base
                 row["paired"] = difference(study, paired)
-                base_seconds = sum(p["train_seconds"] or 0 for p, _ in paired)
-                row["time_vs_pooled"] = (
-                    round(sum(r["train_seconds"] or 0 for _, r in paired) / base_seconds, 2) if base_seconds else None
-                )
+                row.update(time_vs_pooled(paired))
             if variant.endswith(LINEAR):  # the head comparison: against the same variant with the MLP head
                 if pairs := paired_with(variant[: -len(LINEAR)], here, done, results):
                     row["vs_mlp"] = difference(study, pairs)
@@ -368,6 +369,32 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
         "chance": floor["chance"],
         "rows": rows,
     }
+
+
+def time_vs_pooled(paired: list[tuple[dict, dict]]) -> dict:
+    """The variant's training time over its pooled's, summed over the seeds where both times are known; which
+    seeds, where a time is unknown (a run resumed from a checkpoint that kept no clock)."""
+    timed = [(p, r) for p, r in paired if p["train_seconds"] and r["train_seconds"]]
+    base = sum(p["train_seconds"] for p, _ in timed)
+    ratio = round(sum(r["train_seconds"] for _, r in timed) / base, 2) if base else None
+    return {
+        "time_vs_pooled": ratio,
+        **({"time_seeds": [r["cell"].seed for _, r in timed]} if len(timed) < len(paired) else {}),
+    }
+
+
+def time_text(row: dict, unit: str = "") -> str:
+    """``1.96x``, and the seeds it is over where it is not over every paired one."""
+    if not row.get("time_vs_pooled"):
+        return ""
+    seeds = row.get("time_seeds")
+    plural = "s" if seeds is not None and len(seeds) != 1 else ""
+    known = (
+        f" (seed{plural} {','.join(map(str, seeds))} only: the other seeds' times are unknown)"
+        if seeds is not None
+        else ""
+    )
+    return f"{row['time_vs_pooled']:.2f}x{unit}{known}"
 
 
 def paired_with(other: str, here: list, done: list[dict], results: dict) -> list[tuple[dict, dict]]:
@@ -415,7 +442,7 @@ def markdown(summary: dict, title: str, command: str) -> str:
             diff += f" vs {r['baseline']}"
         scores = ", ".join(f"{s:.1f}" for s in r["scores"])
         mean = "" if r["mean"] is None else f"{r['mean']:.1f}"
-        ratio = f"{r['time_vs_pooled']:.2f}x" if r.get("time_vs_pooled") else ""
+        ratio = time_text(r)
         chosen = f" (chose: {'; '.join(r['chosen'])})" if r["chosen"] else ""
         lines.append(
             f"| {r['budget']} | {r['variant']}{chosen} | {','.join(map(str, r['seeds']))} | {scores} | {mean} | "

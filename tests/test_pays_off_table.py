@@ -116,3 +116,16 @@ def test_each_cell_gives_its_peak_memory(tmp_path):
     subprocess.run([sys.executable, str(SCRIPT), f"T={study}", "--out", str(out)], check=True, capture_output=True)
     table = out.with_suffix(".md").read_text()
     assert "57.0 (3 seeds, ≤3.0 GB) |" in table and "1.50x time, 2.5 GB" in table
+
+
+def test_a_time_ratio_over_some_seeds_says_which(tmp_path):
+    """A seed whose time is unknown (resumed from a checkpoint that kept no clock) is left out of the ratio, and the
+    cell says so rather than passing the ratio off as every seed's."""
+    study = _study(
+        tmp_path / "s.json",
+        [_row("n1000", "pooled", 57.0), {**_row("n1000", "dhrd", 58.0, 1.0), "time_seeds": [1, 3]}],
+    )
+    out = tmp_path / "t"
+    subprocess.run([sys.executable, str(SCRIPT), f"T={study}", "--out", str(out)], check=True, capture_output=True)
+    table = out.with_suffix(".md").read_text()
+    assert "1.50x time (seeds 1,3 only: the other seeds' times are unknown)" in table

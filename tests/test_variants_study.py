@@ -60,14 +60,16 @@ class _TinyStudy:
         return "test (4 rows)"
 
 
-def _finish(study, runs: Path, name: str, probs: list[list[float]], peak: dict | None = None) -> None:
+def _finish(
+    study, runs: Path, name: str, probs: list[list[float]], peak: dict | None = None, metrics: dict | None = None
+) -> None:
     import json
 
     run = runs / name
     run.mkdir(parents=True)
     scored = {"ids": ["r0", "r1", "r2", "r3"], "probs": probs, **(peak or {"peak_rss_gb": 1.0})}
     (run / "scored.json").write_text(json.dumps(scored))
-    (run / "metrics.json").write_text(json.dumps({"train_seconds": 10.0}))
+    (run / "metrics.json").write_text(json.dumps(metrics or {"train_seconds": 10.0}))
 
 
 def _cells(study, *variants: str, seed: int = 1) -> list:
@@ -96,6 +98,30 @@ def test_finished_cells_are_kept_beside_the_tables_and_outlive_the_runs(study, t
     assert rows["pooled"]["scores"] == [50.0] and rows["dhrd"]["scores"] == [100.0]
     assert rows["dhrd"]["paired"]["difference"] == 50.0
     assert rows["dhrd"]["train_seconds"] == [10.0]
+
+
+def test_a_cell_resumed_from_a_checkpoint_without_a_clock_has_no_time_and_the_ratio_leaves_its_seed_out(
+    study, tmp_path
+):
+    """Such a run timed its last process only (RTE on all rows, pooled-linear seed 2: 1,848 s of a ~2,200 s run):
+    counted, its pooled would read faster than it was and every DHRD ratio paired with it higher."""
+    fake = _TinyStudy()
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    probs = [[0.9, 0.1], [0.2, 0.8]] * 2
+    resumed = {"optimizer_seconds_per_epoch": 6.0, "resumed_from": "checkpoint-50", "train_seconds_before_resume": None}
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", probs, metrics={"optimizer_seconds_per_epoch": 10.0})
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s2", probs, metrics=resumed)
+    kept_clock = {**resumed, "optimizer_seconds_per_epoch": 30.0, "train_seconds_before_resume": 12.0}
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s1", probs, metrics={"optimizer_seconds_per_epoch": 20.0})
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s2", probs, metrics=kept_clock)  # resumed, its time known
+    cells = _cells(study, "pooled-linear", "dhrd-linear") + _cells(study, "pooled-linear", "dhrd-linear", seed=2)
+    study.keep_finished(runs, out, kept := {}, cells)
+    assert kept["n4-e1-lr0.001-pooled-linear-s2"]["train_seconds"] is None
+    assert kept["n4-e1-lr0.001-dhrd-linear-s2"]["train_seconds"] == 30.0
+    row = {r["variant"]: r for r in study.summarise(fake, cells, kept)["rows"]}["dhrd-linear"]
+    assert row["paired"]["seeds"] == 2  # the scores pair on both seeds; the time on seed 1 only
+    assert (row["time_vs_pooled"], row["time_seeds"]) == (2.0, [1])
+    assert study.time_text(row) == "2.00x (seed 1 only: the other seeds' times are unknown)"
 
 
 def test_a_study_stopped_before_its_first_cell_finished_starts_again(study, tmp_path):
