@@ -313,11 +313,13 @@ def ours(cell: Cell, named: list[Cell]) -> bool:
 
 
 def keep_finished(runs: Path, out: Path, kept: dict[str, dict], named: list[Cell]) -> None:
-    """Add the study's finished cells under ``runs`` that ``kept`` lacks (see ``ours``), and write them all beside
-    the tables. Cells kept before stay: tables that several commands wrote to keep every one's rows."""
+    """Read the study's finished cells under ``runs`` into ``kept`` (see ``ours``), and write them all beside the
+    tables. A run still there is read again (what its cell records follows the study's reading of a run: a time
+    found unknown after it was first kept); cells kept before stay: tables that several commands wrote to keep
+    every one's rows, and cells whose runs are gone."""
     for path in sorted(runs.glob("*/scored.json")) if runs.is_dir() else []:
         cell = parse_cell(path.parent.name)
-        if cell is not None and cell.name not in kept and ours(cell, named) and (found := kept_cell(cell, runs)):
+        if cell is not None and ours(cell, named) and (found := kept_cell(cell, runs)):
             kept[cell.name] = found
     write_json_atomic(cells_path(out), kept)
 

@@ -123,6 +123,10 @@ def test_a_cell_resumed_from_a_checkpoint_without_a_clock_has_no_time_and_the_ra
     assert (row["time_vs_pooled"], row["time_seeds"]) == (2.0, [1])
     assert study.time_text(row) == "2.00x (seed 1 only: the other seeds' times are unknown)"
 
+    kept["n4-e1-lr0.001-pooled-linear-s2"]["train_seconds"] = 6.0  # kept before the rule: read again from its run
+    study.keep_finished(runs, out, kept, cells)
+    assert study.load_kept(out)["n4-e1-lr0.001-pooled-linear-s2"]["train_seconds"] is None
+
 
 def test_a_study_stopped_before_its_first_cell_finished_starts_again(study, tmp_path):
     """Its first start wrote the tables and an empty cells file: the second resumes it (it was refused as a study
