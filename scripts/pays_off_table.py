@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from variants_study import peak_memory, time_text  # the study's own readings of its cells (this script's folder)
+from variants_study import peak_memory, time_text, time_vs_pooled  # the study's own readings (this script's folder)
 
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
@@ -69,12 +69,8 @@ def _same_head(row: dict | None, variants: dict[str, dict]) -> dict | None:
         return row
     base = variants["pooled-linear"]
     seconds = dict(zip(base["seeds"], base["train_seconds"]))
-    own = dict(zip(row["seeds"], row["train_seconds"]))
-    paired = [seed for seed in row["seeds"] if seed in seconds]
-    seeds = [seed for seed in paired if seconds[seed] and own[seed]]  # both times known
-    ratio = sum(own[s] for s in seeds) / sum(seconds[s] for s in seeds) if seeds else None
-    timed = {"time_seeds": seeds} if len(seeds) < len(paired) else {}
-    return {**row, "paired": row["vs_pooled_linear"], "baseline": "pooled-linear", "time_vs_pooled": ratio, **timed}
+    timed = time_vs_pooled([(s, seconds[s], own) for s, own in zip(row["seeds"], row["train_seconds"]) if s in seconds])
+    return {**row, "paired": row["vs_pooled_linear"], "baseline": "pooled-linear", **timed}
 
 
 def _pooled(row: dict | None) -> dict | None:

@@ -356,7 +356,9 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
             if not variant.startswith("pooled") and paired:
                 row["baseline"] = base
                 row["paired"] = difference(study, paired)
-                row.update(time_vs_pooled(paired))
+                row.update(
+                    time_vs_pooled([(r["cell"].seed, p["train_seconds"], r["train_seconds"]) for p, r in paired])
+                )
             if variant.endswith(LINEAR):  # the head comparison: against the same variant with the MLP head
                 if pairs := paired_with(variant[: -len(LINEAR)], here, done, results):
                     row["vs_mlp"] = difference(study, pairs)
@@ -373,16 +375,14 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
     }
 
 
-def time_vs_pooled(paired: list[tuple[dict, dict]]) -> dict:
-    """The variant's training time over its pooled's, summed over the seeds where both times are known; which
-    seeds, where a time is unknown (a run resumed from a checkpoint that kept no clock)."""
-    timed = [(p, r) for p, r in paired if p["train_seconds"] and r["train_seconds"]]
-    base = sum(p["train_seconds"] for p, _ in timed)
-    ratio = round(sum(r["train_seconds"] for _, r in timed) / base, 2) if base else None
-    return {
-        "time_vs_pooled": ratio,
-        **({"time_seeds": [r["cell"].seed for _, r in timed]} if len(timed) < len(paired) else {}),
-    }
+def time_vs_pooled(seconds: list[tuple[int, float | None, float | None]]) -> dict:
+    """The variant's training time over its pooled's from (seed, pooled's seconds, the variant's) of each paired
+    seed, summed over the seeds where both times are known; which seeds, where a time is unknown (a run resumed
+    from a checkpoint that kept no clock)."""
+    timed = [(seed, base, own) for seed, base, own in seconds if base and own]
+    base = sum(b for _, b, _ in timed)
+    ratio = round(sum(own for _, _, own in timed) / base, 2) if base else None
+    return {"time_vs_pooled": ratio, **({"time_seeds": [s for s, _, _ in timed]} if len(timed) < len(seconds) else {})}
 
 
 def time_text(row: dict, unit: str = "") -> str:
