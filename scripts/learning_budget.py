@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+# torch's threads sleep between operations instead of spinning, as under the dhrd command (dhrd.openmp); set before
+# the dhrd imports below load torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dhrd.data.selection import sample_examples
 from dhrd.data.task_metrics import floors
 from dhrd.data.tasks import TASKS

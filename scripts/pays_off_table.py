@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from variants_study import peak_memory, time_text, time_vs_pooled  # the study's own readings (this script's folder)
 
+from dhrd.errors import DHRDInputError, exit_on_input_error, missing_file
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
 
@@ -35,8 +35,7 @@ def budget_rows(name: str, study: dict, fixed: str, only_budget: str | None = No
     for row in study["rows"]:
         by_budget.setdefault(row["budget"], {})[row["variant"]] = row
     if only_budget is not None and only_budget not in by_budget:
-        print(f"{name}: no budget {only_budget!r} in the study (it has {', '.join(by_budget)})", file=sys.stderr)
-        raise SystemExit(2)
+        raise DHRDInputError(f"{name}: no budget {only_budget!r} in the study (it has {', '.join(by_budget)})")
     for budget, variants in by_budget.items():
         if only_budget is not None and budget != only_budget:
             continue
@@ -163,6 +162,20 @@ def _pooled_cell(pooled: dict | None) -> str:
     return f"{pooled['mean']:.1f} ({_seeds(pooled['seeds'])}{peak}{unlearnt})"
 
 
+def read_study(spec: str) -> tuple[str, dict, str | None]:
+    """``NAME=RESULTS_JSON[@BUDGET]``: the task's name, the study's results and the one budget asked for."""
+    name, equals, path = spec.partition("=")
+    path, _, budget = path.partition("@")
+    if not equals or not name or not path:
+        raise DHRDInputError(f"{spec}: not NAME=RESULTS_JSON or NAME=RESULTS_JSON@BUDGET")
+    if not Path(path).is_file():
+        raise missing_file(path, "study's results (a variants_study.py --out, .json)")
+    try:
+        return name, json.loads(Path(path).read_text()), budget or None
+    except json.JSONDecodeError as error:
+        raise DHRDInputError(f"{path}: not JSON ({error})") from None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="NAME=RESULTS_JSON or NAME=RESULTS_JSON@BUDGET")
@@ -172,9 +185,8 @@ def main() -> None:
     options = parser.parse_args()
     rows = []
     for spec in options.studies:
-        name, path = spec.split("=", 1)
-        path, _, budget = path.partition("@")
-        rows += budget_rows(name, json.loads(Path(path).read_text()), options.fixed, budget or None)
+        name, study, budget = read_study(spec)
+        rows += budget_rows(name, study, options.fixed, budget)
     rows = merged(rows)
     command = command_line(program=("python", "scripts/pays_off_table.py"))
     out = Path(options.out)
@@ -184,4 +196,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_on_input_error(main, "pays_off_table")

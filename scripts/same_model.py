@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from dhrd.errors import DHRDInputError
+from dhrd.errors import DHRDInputError, exit_on_input_error
 from dhrd.runtime import write_json_atomic
 
 
@@ -69,8 +68,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except DHRDInputError as error:  # bad input: one line, exit code 2
-        print(f"same_model: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_input_error(main, "same_model")

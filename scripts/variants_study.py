@@ -31,17 +31,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+# torch's threads sleep between operations instead of spinning, as under the dhrd command (dhrd.openmp): two threads
+# beside other jobs took 134 s a step without it, 2.1 s with it; set before the dhrd imports below load torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from dhrd.data.inputs import load_file_examples
 from dhrd.data.task_metrics import floors
 from dhrd.data.task_splits import load_task_split
+from dhrd.errors import DHRDInputError, exit_on_input_error
 from dhrd.memory import peak_rss_gb, reset_peak
 from dhrd.provenance import command_line
 from dhrd.runtime import write_json_atomic, write_text_atomic
@@ -51,7 +55,7 @@ TEST_FILE = "test.jsonl"  # an own-data study's scored split, beside its trainin
 DEFAULT_STUDENT = "SmolLM2-135M-Instruct"  # dhrd's default backbone, the student of every study without --backbone
 
 
-class Refused(ValueError):
+class Refused(DHRDInputError):
     """A study's input that cannot be run (a variant, a study to pair with, tables it would replace): one line on
     standard error and exit code 2, as every dhrd command does."""
 
@@ -406,8 +410,21 @@ def paired_with(other: str, here: list, done: list[dict], results: dict) -> list
 
 
 def difference(study: Study, pairs: list[tuple[dict, dict]]) -> dict:
-    """The second of each pair minus the first, with its confidence interval (``paired_difference``)."""
-    return paired_difference(study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs])
+    """The second of each pair minus the first, with its confidence interval (``paired_difference``) and the seeds
+    it pairs (fewer than the row's where the other variant has fewer cells so far)."""
+    found = paired_difference(study.task, [p["stats"] for p, _ in pairs], [r["stats"] for _, r in pairs])
+    return {**found, "paired_seeds": [r["cell"].seed for _, r in pairs]}
+
+
+def difference_text(paired: dict | None, row_seeds: list[int]) -> str:
+    """``+1.2 [-0.3, +2.7] (verdict)``, and which seeds it pairs where they are not all of the row's."""
+    if not paired:
+        return ""
+    text = f"{paired['difference']:+.1f} [{paired['ci'][0]:+.1f}, {paired['ci'][1]:+.1f}] ({paired['verdict']})"
+    seeds = paired.get("paired_seeds", row_seeds)  # a study kept before differences named their seeds: all
+    if seeds == row_seeds:
+        return text
+    return text + f", seed{'s' if len(seeds) > 1 else ''} {','.join(map(str, seeds))} only"
 
 
 def peak_memory(row: dict) -> str:
@@ -439,7 +456,7 @@ def markdown(summary: dict, title: str, command: str) -> str:
     ]
     for r in summary["rows"]:
         p = r.get("paired")
-        diff = f"{p['difference']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']})" if p else ""
+        diff = difference_text(p, r["seeds"])
         if p and r.get("baseline", "pooled") != "pooled":
             diff += f" vs {r['baseline']}"
         scores = ", ".join(f"{s:.1f}" for s in r["scores"])
@@ -459,15 +476,10 @@ def markdown(summary: dict, title: str, command: str) -> str:
             "| budget | variant | seeds | linear minus MLP [95% CI] | minus pooled-linear [95% CI] |",
             "|---|---|---|---|---|",
         ]
-
-        def cell(p: dict | None) -> str:
-            return f"{p['difference']:+.1f} [{p['ci'][0]:+.1f}, {p['ci'][1]:+.1f}] ({p['verdict']})" if p else ""
-
         for r in heads:
-            lines.append(
-                f"| {r['budget']} | {r['variant']} | {','.join(map(str, r['seeds']))} | {cell(r['vs_mlp'])} | "
-                f"{cell(r.get('vs_pooled_linear'))} |"
-            )
+            against = (difference_text(r.get(key), r["seeds"]) for key in ("vs_mlp", "vs_pooled_linear"))
+            seeds = ",".join(map(str, r["seeds"]))
+            lines.append(f"| {r['budget']} | {r['variant']} | {seeds} | {' | '.join(against)} |")
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
 
@@ -552,8 +564,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Refused as refused:
-        print(f"variants_study: {refused}", file=sys.stderr)
-        raise SystemExit(2) from None
+    exit_on_input_error(main, "variants_study")

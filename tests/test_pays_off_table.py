@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).parent.parent / "scripts" / "pays_off_table.py"
 
 
@@ -53,6 +55,19 @@ def test_a_budget_the_study_lacks_is_one_line(tmp_path):
         [sys.executable, str(SCRIPT), f"T={study}@n9", "--out", str(tmp_path / "t")], capture_output=True, text=True
     )
     assert done.returncode == 2 and "no budget 'n9'" in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [("T", "not NAME=RESULTS_JSON"), ("T=missing.json", "missing.json: study's results"), ("T={bad}", "not JSON")],
+)
+def test_a_bad_study_argument_is_one_line_naming_it(tmp_path, spec, says):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    command = [sys.executable, str(SCRIPT), spec.format(bad=bad), "--out", str(tmp_path / "t")]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("pays_off_table: ") and says in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
 
 
 def test_each_head_has_its_pooled_column_and_auto_linear_is_preferred(tmp_path):

@@ -155,6 +155,52 @@ def test_each_variant_is_paired_with_pooled_of_its_own_head(study, tmp_path):
     assert "paired" not in rows["pooled-linear"] and rows["pooled-linear"]["vs_mlp"]["difference"] == 0.0
 
 
+def test_a_difference_over_fewer_seeds_than_its_row_names_them(study, tmp_path):
+    """pooled-linear has seeds 1-3 but the MLP's pooled only seed 1 so far (a queue part way): the head comparison
+    is over seed 1 and says so, instead of standing beside the row's three seeds."""
+    fake = _TinyStudy()
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    right, wrong = [[0.9, 0.1], [0.2, 0.8]] * 2, [[0.1, 0.9], [0.2, 0.8]] * 2
+    _finish(study, runs, "n4-e1-lr0.001-pooled-s1", right)
+    for seed in (1, 2, 3):
+        _finish(study, runs, f"n4-e1-lr0.001-pooled-linear-s{seed}", wrong)
+    cells = _cells(study, "pooled") + [c for seed in (1, 2, 3) for c in _cells(study, "pooled-linear", seed=seed)]
+    study.keep_finished(runs, out, kept := {}, cells)
+    summary = study.summarise(fake, [study.parse_cell(n) for n in kept], kept)
+    row = next(r for r in summary["rows"] if r["variant"] == "pooled-linear")
+    assert row["seeds"] == [1, 2, 3] and row["vs_mlp"]["paired_seeds"] == [1]
+    assert row["vs_mlp"]["difference"] == -50.0
+    table = study.markdown(summary, "t", "c")
+    head_table = table[table.index("## The linear head") :]
+    assert "| pooled-linear | 1,2,3 | -50.0 [" in head_table and "), seed 1 only |  |" in head_table
+
+
+def test_bad_input_to_a_study_is_one_line_and_exit_code_2(tmp_path):
+    """The scripts share dhrd's rule: a refused study is one line on stderr, exit code 2, no traceback."""
+    import subprocess
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--task",
+            "cb",
+            "--variants",
+            "pooled,nonsense",
+            "--runs",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "t"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("variants_study: ") and "unknown variant" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_study_of_linear_heads_only_pairs_with_pooled_linear(study, tmp_path):
     """The bigger-student study trains the default (linear) head only: its DHRD is paired with pooled-linear."""
     fake = _TinyStudy()
@@ -309,3 +355,36 @@ def test_a_refused_study_is_one_line_and_exit_code_2(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines() == [done.stderr.strip()] and "unknown variant 'dhrd-mlp'" in done.stderr
+
+
+@pytest.mark.parametrize("script", ["variants_study.py", "learning_budget.py"])
+def test_study_scripts_start_torch_with_the_passive_openmp_wait(script):
+    """A study beside other jobs (the queues) with two threads took 134 s a step with OpenMP's spinning wait, 2.1 s
+    with the passive one: the scripts set it as the dhrd command does, before their imports load torch, and keep
+    a policy the user set."""
+    import os
+    import subprocess
+
+    # what OMP_WAIT_POLICY is at the moment torch is first imported (OpenMP reads it when torch's runtime starts)
+    probe = f"""
+import os, runpy, sys
+seen = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not seen:
+            seen.append(os.environ.get("OMP_WAIT_POLICY"))
+sys.meta_path.insert(0, Watch())
+sys.argv, sys.path[0:0] = ["study", "--help"], [{str(SCRIPT.parent)!r}]
+try:
+    runpy.run_path({str(SCRIPT.parent / script)!r}, run_name="study")
+except SystemExit:
+    pass
+print(seen)
+"""
+    clean = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    found = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True, timeout=300)
+    assert found.stdout.strip().splitlines()[-1] == "['PASSIVE']", found.stderr
+    own = subprocess.run(
+        [sys.executable, "-c", probe], env={**clean, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True
+    )
+    assert own.stdout.strip().splitlines()[-1] == "['ACTIVE']", own.stderr

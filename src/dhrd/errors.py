@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 # An option whose value is a secret (--hub-token, --token, an --api-key), and an environment variable that holds
@@ -17,6 +18,16 @@ SHORTEST_SECRET = 8  # shorter values of such variables (a flag, a path part) wo
 
 class DHRDInputError(Exception):
     """Bad input from the user: a file, row, field, option or model that cannot be used as given."""
+
+
+def exit_on_input_error(main: Callable[[], object], program: str) -> None:
+    """Run a script's ``main`` as the ``dhrd`` command runs its commands: bad input (``DHRDInputError``) is one
+    line, ``program: message``, on standard error and exit code 2, never a traceback."""
+    try:
+        main()
+    except DHRDInputError as error:
+        print(f"{program}: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def where(path: object, row: int | None = None, field: str | None = None) -> str:
