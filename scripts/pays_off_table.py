@@ -121,7 +121,8 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
         "column: its variant, its mean score, its paired difference to pooled with the same head (what `--method "
         "pooled` gives beside it; points, 95% bootstrap CI over scored examples and seeds), the seeds, and its "
         "training time relative to that pooled's, and the most resident memory of any of its cells (≤: a cell that "
-        f"kept its study process's peak so far, an upper bound). Best fixed setting: `{fixed}`.",
+        "kept its study process's peak so far, an upper bound; ≥: a cell resumed from a checkpoint that kept no peak, "
+        f"its last process's only, a lower bound). Best fixed setting: `{fixed}`.",
         f"Cells with fewer than {min_seeds} paired seeds are marked (prelim); a budget at which pooled did not learn "
         "(mean below floor + 5) is marked: its differences measure nothing.",
         "",

@@ -60,6 +60,9 @@ class Refused(DHRDInputError):
     standard error and exit code 2, as every dhrd command does."""
 
 
+# a cell's peak_rss_scope: "cell" (its own), "process" (its study process's so far: an upper bound), or this (a run
+# resumed from a checkpoint that kept no peak: the last process's only, a lower bound)
+LAST_PROCESS = "last-process"
 MARGIN = 5.0  # points above the majority floor that count as learning (as in the learning-budget study)
 
 
@@ -241,12 +244,19 @@ def kept_cell(cell: Cell, runs: Path) -> dict | None:
         # resumed from a checkpoint that kept no clock (written before it): only the last process was timed, so
         # the run's time is unknown, not that process's (which would read as a faster run)
         seconds = None
+    scope = saved.get("peak_rss_scope", "process")
+    if (
+        scope == "cell"
+        and metrics.get("resumed_from")
+        and (metrics.get("memory") or {}).get("peak_rss_before_resume") is None
+    ):
+        scope = LAST_PROCESS  # nor its peak: the processes before the resume are not in it, a lower bound
     return {
         "ids": saved["ids"],
         "probs": saved["probs"],
         "train_seconds": None if seconds is None else (search["search_seconds"] if search else 0) + seconds,
         "peak_rss_gb": saved.get("peak_rss_gb"),
-        "peak_rss_scope": saved.get("peak_rss_scope", "process"),
+        "peak_rss_scope": scope,
         "chosen": search["chosen"] if search else None,
     }
 
@@ -428,14 +438,18 @@ def difference_text(paired: dict | None, row_seeds: list[int]) -> str:
 
 
 def peak_memory(row: dict) -> str:
-    """The row's largest cell peak in GB, marked ≤ where a cell kept its process's peak rather than its own."""
+    """The row's largest cell peak in GB: marked ≤ where the largest is a process's peak rather than its cell's (an
+    upper bound), ≥ where a cell's peak is its last process's only (a lower bound: the row's could be higher)."""
     recorded = row.get("peak_rss_gb") or []
     scopes = row.get("peak_rss_scope") or ["process"] * len(recorded)  # a study kept before scopes were
     peaks = [(gb, scope) for gb, scope in zip(recorded, scopes) if gb is not None]
     if not peaks:
         return ""
-    most, own = max(gb for gb, _ in peaks), [gb for gb, scope in peaks if scope == "cell"]
-    return f"{most:.1f}" if own and max(own) == most else f"≤{most:.1f}"  # exact where a cell's own peak is largest
+    most = max(gb for gb, _ in peaks)
+    measured = [gb for gb, scope in peaks if scope != "process"]  # each cell's own peak (or its last process's)
+    if not measured or max(measured) < most:
+        return f"≤{most:.1f}"  # the largest is a study process's peak: an upper bound
+    return f"≥{most:.1f}" if any(scope == LAST_PROCESS for _, scope in peaks) else f"{most:.1f}"
 
 
 def markdown(summary: dict, title: str, command: str) -> str:
@@ -448,7 +462,8 @@ def markdown(summary: dict, title: str, command: str) -> str:
         f"learnt when its mean is at least floor + {MARGIN:g}. Differences are the variant minus pooled in points of",
         "the task score, with a 95% bootstrap interval over scored examples and seeds. Time: training (and for",
         "auto, the search) relative to the paired pooled runs. Peak: the most resident memory of any of the",
-        "variant's cells, training and scoring (≤: a cell that kept its study process's peak so far, an upper bound).",
+        "variant's cells, training and scoring (≤: a cell that kept its study process's peak so far, an upper bound;",
+        "≥: a cell resumed from a checkpoint that kept no peak, its last process's only, a lower bound).",
         "",
         "| budget | variant | seeds | score per seed | mean | learnt | minus pooled [95% CI] | time vs pooled"
         " | peak GB |",

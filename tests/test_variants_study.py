@@ -246,7 +246,7 @@ def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
     if not reset_peak():
         pytest.skip("this kernel cannot reset a process's peak resident memory (/proc/self/clear_refs)")
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"memory": {"peak_rss": 0.5}}))  # its training's
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"memory": {"peak_rss": 0.1}}))  # its training's
     study.score_cell(fake, tmp_path / "run")
     scored = json.loads((tmp_path / "run" / "scored.json").read_text())
     assert scored["peak_rss_scope"] == "cell" and scored["peak_rss_gb"] <= before - 0.4
@@ -281,6 +281,28 @@ def test_the_table_gives_each_variants_peak_memory_and_marks_an_upper_bound(stud
     table = study.markdown(study.summarise(fake, [study.parse_cell(n) for n in kept], kept), "t", "c")
     lines = [line.rstrip(" |").split(" | ") for line in table.splitlines() if line.startswith("| n4")]
     assert {cells[1]: cells[-1] for cells in lines} == {"pooled-linear": "2.5", "dhrd-linear": "≤4.3"}
+
+
+def test_a_cell_resumed_from_a_checkpoint_without_a_peak_is_a_lower_bound_marked(study, tmp_path):
+    """Such a run's peak is its last process's only (RTE on all rows, pooled-linear seed 2: 3.9 GB): the row's
+    largest could be higher, so it is marked ≥, whether that cell or another is the largest; a resumed run whose
+    checkpoint kept its peak is exact."""
+    fake = _TinyStudy()
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    right, own = [[0.9, 0.1], [0.2, 0.8]] * 2, {"peak_rss_scope": "cell"}
+    lost = {"train_seconds": 5.0, "resumed_from": "checkpoint-50", "memory": {"peak_rss_before_resume": None}}
+    known = {**lost, "memory": {"peak_rss_before_resume": 2.0}}
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s1", right, {"peak_rss_gb": 2.5, **own})
+    _finish(study, runs, "n4-e1-lr0.001-pooled-linear-s2", right, {"peak_rss_gb": 1.5, **own}, metrics=lost)
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s1", right, {"peak_rss_gb": 3.0, **own}, metrics=known)
+    _finish(study, runs, "n4-e1-lr0.001-dhrd-linear-s2", right, {"peak_rss_gb": 4.3, **own})
+    named = [c for seed in (1, 2) for c in _cells(study, "pooled-linear", "dhrd-linear", seed=seed)]
+    study.keep_finished(runs, out, kept := {}, named)
+    assert kept["n4-e1-lr0.001-pooled-linear-s2"]["peak_rss_scope"] == study.LAST_PROCESS
+    assert kept["n4-e1-lr0.001-dhrd-linear-s1"]["peak_rss_scope"] == "cell"
+    table = study.markdown(study.summarise(fake, [study.parse_cell(n) for n in kept], kept), "t", "c")
+    lines = [line.rstrip(" |").split(" | ") for line in table.splitlines() if line.startswith("| n4")]
+    assert {cells[1]: cells[-1] for cells in lines} == {"pooled-linear": "≥2.5", "dhrd-linear": "4.3"}
 
 
 def test_an_auto_study_pairs_with_another_studys_pooled_cells_after_the_runs_are_gone(study, tmp_path):
