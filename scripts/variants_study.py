@@ -12,6 +12,8 @@ probabilities and costs are also kept beside the tables (`<out>.cells.json`, com
 intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again. Two studies may
 share `<runs>` (a task's fixed settings and its auto, in two queues): each keeps from it only the cells its command
 names and the pooled cells of their budgets and seeds; cells kept earlier (an earlier command's, same `--out`) stay.
+Two queues may also run the same command (`--seeds 3,2,1` in one, `1,2,3` in the other): a cell is trained by the
+process that holds its run directory's lock (`dhrd.training.run_lock`); the other moves on to the next cell.
 
     python scripts/variants_study.py --config examples/own-data/comve.yaml --sizes 1000 --variants pooled,dhrd
     python scripts/variants_study.py --task rte --lr 2e-4 --variants pooled,dhrd,dhrd-a0.25,dhrd-example
@@ -34,6 +36,7 @@ import json
 import os
 import re
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -567,15 +570,31 @@ def main() -> None:
     from dhrd.training.run import train
 
     for cell in cells:
-        run = runs / cell.name
         if cell.name in kept:
             continue
         print(f"== {cell.name}", flush=True)
         reset_peak()  # this cell's peak memory, training and scoring, not the earlier cells' of this process
-        if not (run / "metrics.json").is_file():
-            train(training_arguments(study, cell, runs, options.eval_cap, options.grad_norms, options.backbone))
-        score_cell(study, run)
+        arguments = training_arguments(study, cell, runs, options.eval_cap, options.grad_norms, options.backbone)
+        if not finish_cell(study, runs / cell.name, partial(train, arguments)):
+            print(f"== {cell.name}: another process is training it; left to that one", flush=True)
+            continue
         save()
+
+
+def finish_cell(study: Study, run: Path, train_run) -> bool:
+    """Train the cell's run (``train_run``) unless it has finished training, and score it, holding the run
+    directory's lock throughout; False, having done nothing, when another process holds it: two queues whose commands
+    name the same cells share them out, and the other keeps the cell when it lands."""
+    from dhrd.training.run_lock import RunInUse, run_lock
+
+    try:
+        with run_lock(run):
+            if not (run / "metrics.json").is_file():
+                train_run()
+            score_cell(study, run)
+    except RunInUse:
+        return False
+    return True
 
 
 if __name__ == "__main__":

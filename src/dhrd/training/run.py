@@ -23,6 +23,7 @@ from .callbacks import MemoryCallback, RunClock, evaluations_without_improvement
 from .loss_terms import LOSS_TERM_KEYS
 from .prepare import PreparedRun
 from .resume import RUN_DEFINING, changed_settings, checkpoint_to_resume, stop_if_stopped_early
+from .run_lock import run_lock
 from .run_rows import VALIDATION_SPLIT_FILE, record_validation_split
 from .saving import PREDICTIONS_FILE, TEST_PREDICTIONS_FILE, save_scored
 from .trainer import DHRDTrainer, prepare_run
@@ -46,17 +47,19 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     run instead of one built from ``args``. A run with the same settings in ``output_dir`` is resumed. With
     ``alpha_search`` (``--alpha auto``), alpha is chosen first on a dev split of the training rows
     (``dhrd.training.tuning``). With ``push_to_hub``, the saved ``model/`` and its card go to the hub at the end (also
-    when the run had finished before)."""
+    when the run had finished before). Another process training in ``output_dir`` meanwhile: ``RunInUse``."""
     run_args = args if trainer is None else getattr(trainer.prepared, "args", None)
-    result = _train_and_save(args, trainer)
-    if run_args is not None and run_args.push_to_hub and result.is_main_process:
-        push_trained(result.model_dir, run_args)
+    if trainer is None and args is not None:
+        training_options(args)  # a bad number or path stops here, before any data or model loads (or a lock is taken)
+    output_dir = (run_args or (trainer.args if trainer is not None else DHRDTrainingArguments())).output_dir
+    with run_lock(output_dir):  # one process a run directory (run_lock): a second is refused, in one line
+        result = _train_and_save(args, trainer)
+        if run_args is not None and run_args.push_to_hub and result.is_main_process:
+            push_trained(result.model_dir, run_args)
     return result
 
 
 def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | None) -> TrainResult:
-    if trainer is None and args is not None:
-        training_options(args)  # a bad number or path stops here, before any data or model loads
     bound_process_memory()  # before the first matmul of the process (dhrd.memory): the search's trials' too
     if trainer is None and args is not None and args.alpha_search:
         return train_with_alpha_search(args)
