@@ -20,6 +20,14 @@ RTE=(--task rte --sizes 500 --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte --o
 # the cells of a budget, then each study's tables (--out, --title): the fixed settings' and auto's share a runs folder
 RTE_ALL=(--task rte --sizes all --seeds 1,2,3 --lr 2e-4 --runs runs/variants-rte-all)
 RTE_ALL_FIXED=(--out results/variants-rte-all-smollm2-cpu --title 'RTE, all 2,490 training rows: DHRD settings against pooled')
+# RTE's auto on all 2,490 rows (a 9-trial search a seed, about 5 hours each beside the others): B's last study, and
+# A's and C's once their own are done, seeds from the other end; two queues never train one cell (its run directory's
+# lock, dhrd.training.run_lock: the one without it moves on), and each pairs with A's pooled-linear cells
+rte_all_auto() {
+  study "${RTE_ALL[@]}" --variants auto-linear --pair-with results/variants-rte-all-smollm2-cpu \
+    --out results/auto-rte-all-smollm2-cpu \
+    --title 'RTE, all 2,490 training rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled' "$@"
+}
 COMVE=(--config examples/own-data/comve.yaml --seeds 1,2,3)
 COMVE5000=(--sizes 5000 --lr 3e-4 --runs runs/comve-5000)
 COMVE5000_FIXED=(--out results/comve-5000-smollm2-cpu --title 'ComVE, 5,000 rows: DHRD settings against pooled')
@@ -33,6 +41,7 @@ case "$1" in
     # (its auto cells: queue B, beside these)
     study "${RTE_ALL[@]}" "${RTE_ALL_FIXED[@]}" --variants pooled-linear,dhrd-linear
     study "${RTE_ALL[@]}" "${RTE_ALL_FIXED[@]}" --variants pooled,dhrd  # the paper's MLP head, for the table's MLP columns
+    rte_all_auto --seeds 3,2,1  # then B's last study from its far end (each cell trained by one queue: its lock)
     ;;
   B)  # ComVE 1,000 rows: auto with the linear head; then ComVE 5,000 rows, 3 seeds, the fixed settings (auto: C);
       # then RTE's auto on all rows
@@ -41,9 +50,7 @@ case "$1" in
     study "${COMVE[@]}" "${COMVE5000[@]}" "${COMVE5000_FIXED[@]}" --variants pooled,pooled-linear,dhrd,dhrd-linear
     # then RTE's auto on all 2,490 rows (a 9-trial search each), beside queue A's fixed settings in the same runs
     # directory: only auto-linear is trained here, and it pairs with A's pooled-linear cells as they land
-    study "${RTE_ALL[@]}" --variants auto-linear --pair-with results/variants-rte-all-smollm2-cpu \
-      --out results/auto-rte-all-smollm2-cpu \
-      --title 'RTE, all 2,490 training rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
+    rte_all_auto
     ;;
   C)  # the bigger student (item 5): Qwen2.5-Coder-0.5B on CB and ComVE 1,000 at SmolLM2's budgets, the default head;
       # then SmolLM2's auto on ComVE 5,000 rows
@@ -67,6 +74,7 @@ case "$1" in
     study "${COMVE[@]}" "${COMVE5000[@]}" --variants auto-linear --pair-with results/comve-5000-smollm2-cpu \
       --out results/auto-comve-5000-smollm2-cpu \
       --title 'ComVE, 5,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
+    rte_all_auto --seeds 3,2,1  # then B's last study from its far end, beside B and A (a cell held by one is skipped)
     ;;
   *) echo "usage: $0 A|B|C" >&2; exit 2 ;;
 esac

@@ -341,6 +341,13 @@ def keep_finished(runs: Path, out: Path, kept: dict[str, dict], named: list[Cell
     write_json_atomic(cells_path(out), kept)
 
 
+def table_cells(named: list[Cell], kept: dict[str, dict]) -> list[Cell]:
+    """The tables' cells: those the command names and every kept one, by budget, then seed whatever order the command
+    gave the seeds in (a queue working from the far end: ``--seeds 3,2,1``), variants in the command's order."""
+    known = {c.name: c for c in named} | {n: c for n in kept if (c := parse_cell(n))}
+    return sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate, c.seed))
+
+
 def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
     floor = floors(study.examples, study.input_format, len(study.label_names))[study.task]
     results = {c: cell_result(study, c, kept[c.name]) for c in cells if c.name in kept}
@@ -558,9 +565,7 @@ def main() -> None:
         # every finished cell of this study, under runs/ or kept from an earlier checkout, stays in the tables
         pair_with_pooled_of([Path(p) for p in options.pair_with], study, backbone_name, kept)
         keep_finished(runs, out, kept, cells)
-        known = {c.name: c for c in cells} | {n: c for n in kept if (c := parse_cell(n))}
-        ordered = sorted(known.values(), key=lambda c: (c.size or 10**9, c.epochs, c.learning_rate))
-        summary = {**summarise(study, ordered, kept), "backbone": backbone_name}
+        summary = {**summarise(study, table_cells(cells, kept), kept), "backbone": backbone_name}
         write_json_atomic(out.with_suffix(".json"), {**summary, "command": command})
         write_text_atomic(out.with_suffix(".md"), markdown(summary, title, command))
 

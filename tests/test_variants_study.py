@@ -410,3 +410,16 @@ print(seen)
         [sys.executable, "-c", probe], env={**clean, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True
     )
     assert own.stdout.strip().splitlines()[-1] == "['ACTIVE']", own.stderr
+
+
+def test_seeds_read_in_order_whatever_order_a_queue_took_them(study, tmp_path):
+    """A second queue works a study from its far end (--seeds 3,2,1): the tables still list seeds 1, 2, 3."""
+    fake = _TinyStudy()
+    runs, out = tmp_path / "runs", tmp_path / "variants"
+    right = [[0.9, 0.1], [0.2, 0.8]] * 2
+    named = [c for seed in (3, 2, 1) for c in _cells(study, "pooled-linear", "dhrd-linear", seed=seed)]
+    for cell in named:
+        _finish(study, runs, cell.name, right)
+    study.keep_finished(runs, out, kept := {}, named)
+    rows = study.summarise(fake, study.table_cells(named, kept), kept)["rows"]
+    assert [(r["variant"], r["seeds"]) for r in rows] == [("pooled-linear", [1, 2, 3]), ("dhrd-linear", [1, 2, 3])]
