@@ -15,16 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# torch's threads sleep between operations instead of spinning, as under the dhrd command (dhrd.openmp); set before
-# the dhrd imports below load torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from dhrd.openmp import passive_openmp_wait
+
+# torch's threads sleep between operations instead of spinning, as under the dhrd command (dhrd.openmp): two threads
+# beside other jobs took 134 s a step without it, 2.1 s with it; before the dhrd imports below load torch
+passive_openmp_wait()
 from dhrd.data.selection import sample_examples
 from dhrd.data.task_metrics import floors
 from dhrd.data.tasks import TASKS

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -42,9 +41,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from dhrd.openmp import passive_openmp_wait
+
 # torch's threads sleep between operations instead of spinning, as under the dhrd command (dhrd.openmp): two threads
-# beside other jobs took 134 s a step without it, 2.1 s with it; set before the dhrd imports below load torch
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# beside other jobs took 134 s a step without it, 2.1 s with it; before the dhrd imports below load torch
+passive_openmp_wait()
 from dhrd.data.inputs import load_file_examples
 from dhrd.data.task_metrics import floors
 from dhrd.data.task_splits import load_task_split

@@ -382,8 +382,8 @@ def test_a_refused_study_is_one_line_and_exit_code_2(tmp_path):
 @pytest.mark.parametrize("script", ["variants_study.py", "learning_budget.py"])
 def test_study_scripts_start_torch_with_the_passive_openmp_wait(script):
     """A study beside other jobs (the queues) with two threads took 134 s a step with OpenMP's spinning wait, 2.1 s
-    with the passive one: the scripts set it as the dhrd command does, before their imports load torch, and keep
-    a policy the user set."""
+    with the passive one: the scripts set it as the dhrd command does (dhrd.openmp), before their imports load torch,
+    and keep a policy the user set or DHRD_KEEP_OPENMP=1."""
     import os
     import subprocess
 
@@ -410,6 +410,10 @@ print(seen)
         [sys.executable, "-c", probe], env={**clean, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True
     )
     assert own.stdout.strip().splitlines()[-1] == "['ACTIVE']", own.stderr
+    kept = subprocess.run(  # the dhrd command's opt-out holds for the scripts too
+        [sys.executable, "-c", probe], env={**clean, "DHRD_KEEP_OPENMP": "1"}, capture_output=True, text=True
+    )
+    assert kept.stdout.strip().splitlines()[-1] == "[None]", kept.stderr
 
 
 def test_seeds_read_in_order_whatever_order_a_queue_took_them(study, tmp_path):
