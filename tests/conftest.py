@@ -216,3 +216,28 @@ def loss_trainer(backbone, tmp_path, n: int = 4, **settings):
     classifier = model.get_base_model() if hasattr(model, "get_base_model") else model
     batch = ClassificationCollator(trainer.prepared.tokenizer.pad_token_id)(list(trainer.train_dataset))
     return trainer, classifier, lm, batch
+
+
+# a process that holds a run directory's training lock (dhrd.training.run_lock) until it is killed
+LOCK_HOLDER = """
+import sys, time
+from dhrd.training.run_lock import run_lock
+with run_lock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.fixture
+def lock_holder(tmp_path):
+    """Another process holding ``tmp_path / 'run'``'s training lock until the test ends (or kills it)."""
+    import subprocess
+    import sys
+
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout.readline().strip() == "held"
+    yield process
+    process.kill()
+    process.wait()

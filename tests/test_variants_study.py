@@ -427,3 +427,24 @@ def test_seeds_read_in_order_whatever_order_a_queue_took_them(study, tmp_path):
     study.keep_finished(runs, out, kept := {}, named)
     rows = study.summarise(fake, study.table_cells(named, kept), kept)["rows"]
     assert [(r["variant"], r["seeds"]) for r in rows] == [("pooled-linear", [1, 2, 3]), ("dhrd-linear", [1, 2, 3])]
+
+
+def test_a_study_leaves_a_cell_that_another_process_trains(study, tmp_path, lock_holder):
+    """Two queues with the same cells: the one without the run directory's lock neither trains nor scores it."""
+    trained = []
+    assert study.finish_cell(_TinyStudy(), tmp_path / "run", lambda: trained.append(1)) is False
+    assert trained == [] and not (tmp_path / "run" / "scored.json").exists()
+
+
+def test_a_study_trains_and_scores_a_free_cell_once(study, tmp_path):
+    fake = _TinyStudy()
+    fake.scored_probs = lambda run: [[0.9, 0.1]] * 4
+    trained = []
+
+    def train_run():
+        trained.append(1)
+        (tmp_path / "run" / "metrics.json").write_text("{}")
+
+    assert study.finish_cell(fake, tmp_path / "run", train_run) is True
+    assert study.finish_cell(fake, tmp_path / "run", train_run) is True  # finished: scored again from its file
+    assert trained == [1] and (tmp_path / "run" / "scored.json").is_file()
