@@ -48,11 +48,12 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
     ``alpha_search`` (``--alpha auto``), alpha is chosen first on a dev split of the training rows
     (``dhrd.training.tuning``). With ``push_to_hub``, the saved ``model/`` and its card go to the hub at the end (also
     when the run had finished before). Another process training in ``output_dir`` meanwhile: ``RunInUse``."""
-    run_args = args if trainer is None else getattr(trainer.prepared, "args", None)
     if trainer is None and args is not None:
         training_options(args)  # a bad number or path stops here, before any data or model loads (or a lock is taken)
-    output_dir = (run_args or (trainer.args if trainer is not None else DHRDTrainingArguments())).output_dir
-    with run_lock(output_dir):  # one process a run directory (run_lock): a second is refused, in one line
+    if trainer is None and args is None:
+        args = DHRDTrainingArguments()  # every default
+    run_args = args if trainer is None else getattr(trainer.prepared, "args", None)
+    with run_lock((run_args or trainer.args).output_dir):  # one process a run directory: a second is refused
         result = _train_and_save(args, trainer)
         if run_args is not None and run_args.push_to_hub and result.is_main_process:
             push_trained(result.model_dir, run_args)
@@ -60,15 +61,16 @@ def train(args: DHRDTrainingArguments | None = None, *, trainer: DHRDTrainer | N
 
 
 def _train_and_save(args: DHRDTrainingArguments | None, trainer: DHRDTrainer | None) -> TrainResult:
+    """The run inside ``train``'s lock: from ``args`` (given, or every default) when ``trainer`` is None."""
     bound_process_memory()  # before the first matmul of the process (dhrd.memory): the search's trials' too
-    if trainer is None and args is not None and args.alpha_search:
+    if trainer is None and args.alpha_search:
         return train_with_alpha_search(args)
-    if trainer is None and (finished := finished_run(args or DHRDTrainingArguments())) is not None:
+    if trainer is None and (finished := finished_run(args)) is not None:
         return finished
     reset_peak()  # this run's peak, not an earlier run's of the same process
     own_trainer = trainer is None  # built here: nothing outside needs it once the run is saved
     if trainer is None:
-        run_parts = prepare_run(args if args is not None else DHRDTrainingArguments())
+        run_parts = prepare_run(args)
     else:
         run_parts = trainer.prepared
     args = run_parts.args
