@@ -9,9 +9,11 @@ the same seeds on the same rows and scored on the same split:
 Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
 one resumes from its checkpoint, and the tables are rewritten after every cell. Each finished cell's scored
 probabilities and costs are also kept beside the tables (`<out>.cells.json`, committed with them), so the paired
-intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again. Two studies may
-share `<runs>` (a task's fixed settings and its auto, in two queues): each keeps from it only the cells its command
-names and the pooled cells of their budgets and seeds; cells kept earlier (an earlier command's, same `--out`) stay.
+intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again. So are the commands
+that named them (`<out>.commands.json`): the tables show each one that is still the last to name a cell of theirs, and
+run in that order those rebuild the tables. Two studies may share `<runs>` (a task's fixed settings and its auto, in
+two queues): each keeps from it only the cells its command names and the pooled cells of their budgets and seeds;
+cells kept earlier (an earlier command's, same `--out`) stay.
 Two queues may also run the same command (`--seeds 3,2,1` in one, `1,2,3` in the other): a cell is trained by the
 process that holds its run directory's lock (`dhrd.training.run_lock`); the other moves on to the next cell.
 
@@ -463,7 +465,7 @@ def peak_memory(row: dict) -> str:
     return f"≥{most:.1f}" if any(scope == LAST_PROCESS for _, scope in peaks) else f"{most:.1f}"
 
 
-def markdown(summary: dict, title: str, command: str) -> str:
+def markdown(summary: dict, title: str, commands: list[str]) -> str:
     lines = [
         f"# {title}",
         "",
@@ -506,11 +508,21 @@ def markdown(summary: dict, title: str, command: str) -> str:
             against = (difference_text(r.get(key), r["seeds"]) for key in ("vs_mlp", "vs_pooled_linear"))
             seeds = ",".join(map(str, r["seeds"]))
             lines.append(f"| {r['budget']} | {r['variant']} | {seeds} | {' | '.join(against)} |")
-    lines += ["", f"Command: `{command}`", ""]
+    if len(commands) == 1:
+        lines += ["", f"Command: `{commands[0]}`", ""]
+    else:  # each trains and scores the cells it names and leaves the kept ones: together they rebuild the tables
+        lines += [
+            "",
+            "Commands, oldest first, each the last to name some of these cells (cells none of them names are a "
+            "`--pair-with` study's):",
+            "",
+            *(f"- `{c}`" for c in commands),
+            "",
+        ]
     return "\n".join(lines)
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--config", help="an own-data config (YAML of dhrd train settings), scored on its test file")
@@ -541,16 +553,48 @@ def main() -> None:
     parser.add_argument(
         "--restart-tables", action="store_true", help="replace tables written before cells were kept beside them"
     )
-    options = parser.parse_args()
+    return parser
+
+
+def named_cells(options: argparse.Namespace) -> list[Cell]:
+    """The cells a command names, seed-major: every seed's variants land before the next seed starts."""
     variants = [v.strip() for v in options.variants.split(",") if v.strip()]
     for variant in variants:
         variant_settings(variant)  # before any data loads
-    study = OwnData(Path(options.config)) if options.config else SuperGLUE(options.task, options.input_format)
-    runs, out = Path(options.runs), Path(options.out)
     sizes = [None if s == "all" else int(s) for s in options.sizes.split(",")]
     seeds = [int(s) for s in options.seeds.split(",")]
-    # seed-major: every seed's variants land before the next seed starts
-    cells = [Cell(n, v, s, options.epochs, options.lr) for n in sizes for s in seeds for v in variants]
+    return [Cell(n, v, s, options.epochs, options.lr) for n in sizes for s in seeds for v in variants]
+
+
+def commands_path(out: Path) -> Path:
+    return out.with_name(out.name + ".commands.json")
+
+
+def record_command(out: Path, command: str, cells: list[Cell]) -> None:
+    """Add ``command`` and the cells it names to the study's commands (``<out>.commands.json``, committed with the
+    tables), last: a study's tables gather cells from several commands (a task's MLP pair, then its linear pair), and
+    the one command the tables used to show reproduced only the last one's rows. A command run again moves last."""
+    path = commands_path(out)
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = [e for e in entries if e["command"] != command]
+    write_json_atomic(path, [*entries, {"command": command, "cells": [c.name for c in cells]}])
+
+
+def table_commands(out: Path, cells: list[Cell]) -> list[str]:
+    """The recorded commands, oldest first, that are the last to name one of the tables' ``cells`` (a later command
+    naming every cell an earlier one named replaces it)."""
+    path = commands_path(out)
+    entries = json.loads(path.read_text()) if path.is_file() else []
+    last = {name: i for i, e in enumerate(entries) for name in e["cells"]}
+    used = {last[c.name] for c in cells if c.name in last}
+    return [e["command"] for i, e in enumerate(entries) if i in used]
+
+
+def main() -> None:
+    options = build_parser().parse_args()
+    cells = named_cells(options)
+    study = OwnData(Path(options.config)) if options.config else SuperGLUE(options.task, options.input_format)
+    runs, out = Path(options.runs), Path(options.out)
     command = command_line(drop=("--render",), program=("python", "scripts/variants_study.py"))
     title = options.title or f"DHRD variants against pooled: {options.task or Path(options.config).stem}"
 
@@ -566,10 +610,14 @@ def main() -> None:
         # every finished cell of this study, under runs/ or kept from an earlier checkout, stays in the tables
         pair_with_pooled_of([Path(p) for p in options.pair_with], study, backbone_name, kept)
         keep_finished(runs, out, kept, cells)
-        summary = {**summarise(study, table_cells(cells, kept), kept), "backbone": backbone_name}
-        write_json_atomic(out.with_suffix(".json"), {**summary, "command": command})
-        write_text_atomic(out.with_suffix(".md"), markdown(summary, title, command))
+        shown = table_cells(cells, kept)
+        summary = {**summarise(study, shown, kept), "backbone": backbone_name}
+        commands = table_commands(out, shown) or [command]
+        write_json_atomic(out.with_suffix(".json"), {**summary, "command": command, "commands": commands})
+        write_text_atomic(out.with_suffix(".md"), markdown(summary, title, commands))
 
+    if not options.render:  # a rendering trains nothing: it is not one of the commands that wrote the cells
+        record_command(out, command, cells)
     save()
     if options.render:
         return

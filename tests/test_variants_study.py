@@ -448,3 +448,48 @@ def test_a_study_trains_and_scores_a_free_cell_once(study, tmp_path):
     assert study.finish_cell(fake, tmp_path / "run", train_run) is True
     assert study.finish_cell(fake, tmp_path / "run", train_run) is True  # finished: scored again from its file
     assert trained == [1] and (tmp_path / "run" / "scored.json").is_file()
+
+
+def test_the_tables_name_every_command_that_is_still_the_last_to_name_one_of_their_cells(study, tmp_path):
+    """A study's tables gather cells from several commands (the MLP pair, then the linear pair): the one command
+    they showed reproduced the last one's rows only. Each command still the last to name a shown cell is listed."""
+    out = tmp_path / "variants"
+
+    def command(variants: str, seeds: str = "1") -> tuple[str, list]:
+        words = ["--task", "rte", "--sizes", "4", "--seeds", seeds, "--runs", "r", "--out", str(out)]
+        options = study.build_parser().parse_args([*words, "--variants", variants])
+        return f"python scripts/variants_study.py --variants {variants} --seeds {seeds}", study.named_cells(options)
+
+    first, only_seed_1 = command("pooled,dhrd")
+    study.record_command(out, first, only_seed_1)
+    mlp, mlp_cells = command("pooled,dhrd", "1,2")  # names every cell the first did: it replaces it
+    study.record_command(out, mlp, mlp_cells)
+    linear, linear_cells = command("pooled-linear,dhrd-linear", "1,2")
+    study.record_command(out, linear, linear_cells)
+    shown = mlp_cells + linear_cells
+    assert study.table_commands(out, shown) == [mlp, linear]
+    assert study.table_commands(out, linear_cells) == [linear]  # a table without the MLP rows needs none of theirs
+
+    study.record_command(out, mlp, mlp_cells)  # run again (a queue restarted): now the last
+    assert study.table_commands(out, shown) == [linear, mlp]
+    assert [c.name for c in mlp_cells] == [
+        "n4-e1-lr0.001-pooled-s1",
+        "n4-e1-lr0.001-dhrd-s1",
+        "n4-e1-lr0.001-pooled-s2",
+        "n4-e1-lr0.001-dhrd-s2",
+    ]  # seed-major, as the study trains them
+
+    summary = study.summarise(_TinyStudy(), [], {})
+    several = study.markdown(summary, "t", [linear, mlp])
+    assert f"- `{linear}`\n- `{mlp}`" in several and "Command: " not in several
+    assert f"Command: `{linear}`" in study.markdown(summary, "t", [linear])
+
+
+def test_a_rendering_is_not_recorded_as_a_command_that_wrote_cells(study, tmp_path, monkeypatch):
+    """--render trains nothing: rendering with other variants must not claim their cells."""
+    out = tmp_path / "variants"
+    monkeypatch.setattr(study, "SuperGLUE", lambda task, input_format: _TinyStudy())
+    words = ["--task", "rte", "--sizes", "4", "--runs", str(tmp_path / "runs"), "--out", str(out), "--lr", "1e-3"]
+    monkeypatch.setattr(sys, "argv", ["variants_study.py", *words, "--variants", "pooled,dhrd", "--render"])
+    study.main()
+    assert not study.commands_path(out).exists() and out.with_suffix(".md").is_file()
