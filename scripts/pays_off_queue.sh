@@ -1,6 +1,8 @@
 #!/bin/bash
 # The cells still owed to the DHRD-pays-off table (issue 24), as resumable queues for a 2-core machine: each
-# finished cell is kept in results/<study>.cells.json (commit it as it lands), a killed one resumes from its last checkpoint (runs/ must survive for that; a new checkout starts the cell again).
+# finished cell is kept in results/<study>.cells.json and the commands that named the cells in
+# results/<study>.commands.json (commit both as cells land); a killed cell resumes from its last checkpoint (runs/
+# must survive for that; a new checkout starts the cell again).
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap-c nohup bash scripts/pays_off_queue.sh C > runs/queueC.log 2>&1 &
