@@ -2,6 +2,7 @@
 majority floor, pooled with each head (the paper's MLP; linear, dhrd's default), DHRD with the paper's alpha 1 and
 head, the best fixed DHRD setting, and DHRD auto (`--alpha auto`: `auto-linear`, else the MLP head's `auto`), each
 with its paired difference to pooled of its own head, 95% CI and seeds, and training time relative to that pooled.
+Below it, the default head's evidence: per task, pooled's and DHRD's linear head against their MLP head, by seed.
 
     python scripts/pays_off_table.py --fixed dhrd-a0.25 \
         CB=results/variants-cb-smollm2-cpu.json RTE=results/variants-rte-smollm2-cpu.json \
@@ -27,6 +28,8 @@ from dhrd.runtime import write_json_atomic, write_text_atomic
 
 POOLED = (("pooled", "pooled"), ("pooled_linear", "pooled-linear"))  # (column, variant): the baseline of each head
 COLUMNS = (("dhrd", "DHRD alpha 1 (paper)"), ("fixed", "best fixed DHRD"), ("auto", "DHRD auto"))
+# the default head's evidence: each method's linear-head variant against its MLP-head twin, paired by seed
+HEADS = (("head_pooled", "pooled-linear"), ("head_dhrd", "dhrd-linear"))
 
 
 def budget_rows(name: str, study: dict, fixed: str, only_budget: str | None = None) -> list[dict]:
@@ -56,9 +59,20 @@ def budget_rows(name: str, study: dict, fixed: str, only_budget: str | None = No
                 "scored_split": study["scored_split"],
                 **baselines,
                 **{key: _cell(cell) for key, cell in cells.items()},
+                **{key: _head(variants.get(variant)) for key, variant in HEADS},
             }
         )
     return rows
+
+
+def _head(row: dict | None) -> dict | None:
+    """A linear-head variant minus the MLP head's, paired by seed (the study's ``vs_mlp``), and the seeds it pairs."""
+    found = (row or {}).get("vs_mlp")
+    if not found:
+        return None
+    seeds = found.get("paired_seeds") or row["seeds"]  # a study kept before differences named their seeds: all
+    keys = ("difference", "ci", "verdict", "per_seed")
+    return {**{key: found[key] for key in keys}, "seeds": len(seeds), "paired_seeds": seeds}
 
 
 def _same_head(row: dict | None, variants: dict[str, dict]) -> dict | None:
@@ -83,8 +97,8 @@ def merged(rows: list[dict]) -> list[dict]:
     by_key: dict[tuple[str, str], dict] = {}
     for row in rows:
         kept = by_key.setdefault((row["task"], row["budget"]), row)
-        for key in [k for k, _ in POOLED] + [k for k, _ in COLUMNS]:
-            if kept[key] is None or (key == "auto" and _auto_rank(row[key]) > _auto_rank(kept[key])):
+        for key in [k for k, _ in POOLED] + [k for k, _ in COLUMNS] + [k for k, _ in HEADS]:
+            if kept.get(key) is None or (key == "auto" and _auto_rank(row[key]) > _auto_rank(kept[key])):
                 kept[key] = row[key]
     return list(by_key.values())
 
@@ -147,8 +161,48 @@ def markdown(rows: list[dict], fixed: str, min_seeds: int, command: str) -> str:
             )
         pooled = " | ".join(_pooled_cell(r.get(key)) for key, _ in POOLED)
         lines.append(f"| {r['task']} | {r['budget']} | {r['floor']:.1f} | {pooled} | " + " | ".join(cells) + " |")
+    lines += head_section(rows, min_seeds)
     lines += ["", f"Command: `{command}`", ""]
     return "\n".join(lines)
+
+
+def head_section(rows: list[dict], min_seeds: int) -> list[str]:
+    """The default head's evidence: per task, each method's linear head minus its MLP head, paired by seed, and how
+    many paired seeds the linear head won, lost and tied over the table (each task's interval is its own; no
+    interval over tasks is drawn: their scored rows differ in number and kind)."""
+    if not any(r.get(key) for r in rows for key, _ in HEADS):
+        return []
+    lines = [
+        "",
+        "## The default head: linear minus the paper's MLP, each method paired by seed",
+        "",
+        "| task | budget | pooled: linear minus MLP | DHRD alpha 1: linear minus MLP |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        if any(r.get(key) for key, _ in HEADS):
+            texts = (_head_text(r.get(key), min_seeds) for key, _ in HEADS)
+            lines.append(f"| {r['task']} | {r['budget']} | " + " | ".join(texts) + " |")
+    counts = []
+    for key, variant in HEADS:
+        per_seed = [d for r in rows if r.get(key) for d in r[key]["per_seed"]]
+        if per_seed:
+            won, lost = sum(d > 0 for d in per_seed), sum(d < 0 for d in per_seed)
+            counts.append(
+                f"{variant.removesuffix('-linear')}: the linear head ahead on {won} of {len(per_seed)} paired seeds, "
+                f"behind on {lost}, level on {len(per_seed) - won - lost}"
+            )
+    return [*lines, "", "Over the table's tasks: " + "; ".join(counts) + "."]
+
+
+def _head_text(head: dict | None, min_seeds: int) -> str:
+    if head is None:
+        return ""
+    seeds = ",".join(map(str, head["paired_seeds"]))
+    mark = "" if head["seeds"] >= min_seeds else " (prelim)"
+    low, high = head["ci"]
+    plural = "s" if head["seeds"] > 1 else ""
+    return f"{head['difference']:+.1f} [{low:+.1f}, {high:+.1f}] {head['verdict']}, seed{plural} {seeds}{mark}"
 
 
 def _seeds(n: int) -> str:

@@ -144,3 +144,47 @@ def test_a_time_ratio_over_some_seeds_says_which(tmp_path):
     subprocess.run([sys.executable, str(SCRIPT), f"T={study}", "--out", str(out)], check=True, capture_output=True)
     table = out.with_suffix(".md").read_text()
     assert "1.50x time (seeds 1,3 only: the other seeds' times are unknown)" in table
+
+
+def test_the_default_heads_evidence_is_each_methods_linear_minus_mlp_paired_by_seed(tmp_path):
+    """The table's second part: per task, pooled-linear and dhrd-linear against their MLP twins (the studies'
+    ``vs_mlp``), the seeds each pairs, and the linear head's wins and losses over every paired seed of the table."""
+
+    def linear(budget: str, variant: str, per_seed: list[float], seeds: list[int] | None = None) -> dict:
+        row = _row(budget, variant, 60.0, None if variant.startswith("pooled") else 1.0)
+        difference = sum(per_seed) / len(per_seed)
+        row["vs_mlp"] = {"difference": difference, "ci": [difference - 3, difference + 3], "verdict": "x"}
+        row["vs_mlp"] |= {"per_seed": per_seed, "seeds": len(per_seed)}
+        row["seeds"] = [1, 2, 3]
+        if seeds:
+            row["vs_mlp"]["paired_seeds"] = seeds
+        return row
+
+    first = _study(
+        tmp_path / "a.json",
+        [
+            _row("n1", "pooled", 61.0),
+            linear("n1", "pooled-linear", [-1.0, 0.0, -2.0]),
+            linear("n1", "dhrd-linear", [3.0, 1.0, -1.0]),
+        ],
+    )
+    second = _study(
+        tmp_path / "b.json", [_row("n2", "pooled", 61.0), linear("n2", "pooled-linear", [1.0, -3.0], [1, 2])]
+    )
+    out = tmp_path / "table"
+    subprocess.run([sys.executable, str(SCRIPT), f"A={first}", f"B={second}", "--out", str(out)], check=True)
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert rows[0]["head_pooled"]["paired_seeds"] == [1, 2, 3] and rows[1]["head_pooled"]["paired_seeds"] == [1, 2]
+    assert rows[0]["head_dhrd"]["per_seed"] == [3.0, 1.0, -1.0] and rows[1]["head_dhrd"] is None
+    table = out.with_suffix(".md").read_text()
+    assert "| B | n2 | -1.0 [-4.0, +2.0] x, seeds 1,2 (prelim) |  |" in table
+    assert "+1.0 [-2.0, +4.0] x, seeds 1,2,3 |" in table  # a study that did not name its seeds: the row's
+    assert "pooled: the linear head ahead on 1 of 5 paired seeds, behind on 3, level on 1" in table
+    assert "dhrd: the linear head ahead on 2 of 3 paired seeds, behind on 1, level on 0" in table
+
+
+def test_a_table_without_linear_heads_has_no_head_section(tmp_path):
+    study = _study(tmp_path / "s.json", [_row("n1", "pooled", 57.0), _row("n1", "dhrd", 58.0, 1.0)])
+    out = tmp_path / "t"
+    subprocess.run([sys.executable, str(SCRIPT), f"T={study}", "--out", str(out)], check=True, capture_output=True)
+    assert "The default head" not in out.with_suffix(".md").read_text()
