@@ -492,3 +492,29 @@ def test_rays_median_rule_never_stops_pooled():
         ]
     assert decisions == [TrialScheduler.STOP, TrialScheduler.CONTINUE]
     assert rule.on_trial_result(None, low_pooled, {"training_iteration": 3, "objective": 40.0}) == "CONTINUE"
+
+
+def test_a_trial_is_never_pruned_at_its_last_dev_pass(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """Its training is done: pruning it there saves nothing and drops a finished trial from the medians (RTE, all
+    rows: alpha 1 ran its four passes, 64.5 at the last against a median of 64.7, and was listed as pruned). Dev
+    scores by alpha and pass: pooled 50 then 70 at its last pass, alpha 0.5 50 then 60, alpha 1 55 throughout:
+    above the medians (50) until the last pass, under its median (65) there. It ends complete, as under ray."""
+    from dhrd.training import tuning
+
+    def evaluate(self, *args, **kwargs):
+        last = self.state.global_step >= self.state.max_steps
+        return {"eval_score": {0.0: (50.0, 70.0), 0.5: (50.0, 60.0), 1.0: (55.0, 55.0)}[self.alpha][last]}
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "evaluate", evaluate)
+    output = tmp_path / "auto"
+    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
+    args = DHRDTrainingArguments(
+        output_dir=str(output), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+    train(args)
+    table = json.loads((output / "alpha-search.json").read_text())
+    rows = {r["candidate"]: r for r in table["candidates"]}
+    assert {name: r["state"] for name, r in rows.items()} == dict.fromkeys(rows, "complete")
+    assert rows["alpha 1, lm-scope all"]["dev_score"] == 55.0 and table["trials_pruned"] == 0
+    assert table["chosen"] == "pooled"

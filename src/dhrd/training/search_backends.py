@@ -8,7 +8,7 @@ Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS`
 trial's best dev score so far below the median of the finished trials at the same pass, the first two trials always
 finishing) and ray's ``MedianStoppingRule`` (below the median of the running means of two or more other trials that
 reached the same pass). Pooled is never pruned by either: the search ships pooled unless a DHRD candidate beat
-pooled's whole run on dev.
+pooled's whole run on dev. Nor is a trial at its last pass: its training is done, and it is one of the finished.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ sees the reported split: a seeded, stratified dev split is carved from the train
 every candidate (alpha 0, which is the pooled baseline, then each alpha x scope) trains on the rest and is scored on
 it, through transformers' ``Trainer.hyperparameter_search`` (optuna by default, ray for a cluster:
 ``search_backends``), a trial whose dev score falls below the median of the finished trials pruned (from its second
-dev pass on). The winner is trained again on all the training rows and saved, the search table beside it, by
-``run.train_with_alpha_search`` (it needs ``train``, which sits above this module). Pooled being a candidate, the
-search ships pooled unless another candidate beat it on dev.
+dev pass on, never at its last: its training is done). The winner is trained again on all the training rows and
+saved, the search table beside it, by ``run.train_with_alpha_search`` (it needs ``train``, which sits above this
+module). Pooled being a candidate, the search ships pooled unless another candidate beat it on dev.
 
 The trials are kept in ``<output_dir>/alpha-search/`` (``optuna.db``, or ray's experiment in ``ray/``): a killed
 search keeps its ended trials and runs only the others when started again.
@@ -83,14 +83,17 @@ class AlphaSearchTrainer(DHRDTrainer):
             setting = {"alpha": self.alpha, "lm_scope": self.args.lm_scope}
             metrics = {**metrics, **setting, "step": step, "max_steps": self.state.max_steps}
         optuna_trial = self.hp_search_backend == HPSearchBackend.OPTUNA and trial is not None
-        if not self.alpha and optuna_trial:
-            # pooled is the baseline that a DHRD candidate must beat on dev to be shipped: reported, never pruned
-            # (it runs first and finishes as a startup trial, but a search resumed after a kill in it runs it last)
+        last_pass = step >= self.state.max_steps
+        if optuna_trial and (not self.alpha or last_pass):
+            # reported, never pruned: pooled, the baseline that a DHRD candidate must beat on dev to be shipped (it
+            # runs first and finishes as a startup trial, but a search resumed after a kill in it runs it last); and
+            # any trial's last pass, whose training is done (pruning it saves nothing and would drop a finished
+            # trial from the medians; ray's record of a trial that reached its last step is complete too)
             self.objective = self.compute_objective(dict(metrics))
             trial.report(self.objective, step)
         else:
             super()._report_to_hp_search(trial, step, metrics)  # optuna: raises TrialPruned for a pruned trial
-        if optuna_trial and step >= self.state.max_steps:
+        if optuna_trial and last_pass:
             # the last pass, reported and not pruned, is the trial's result (the objective Trainer hands optuna):
             # a search killed before optuna hears that the trial ended keeps it
             final_pass(trial, time.time() - trial.datetime_start.timestamp())
