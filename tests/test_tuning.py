@@ -163,6 +163,16 @@ def _search_trials(output):
     return optuna.load_study(study_name="dhrd-alpha-search", storage=storage).trials
 
 
+def _three_trial_search(tmp_path, tiny_backbone, superglue_dir) -> DHRDTrainingArguments:
+    """A search of three trials (pooled, alpha 0.5 and alpha 1, the LM loss on every token) into ``tmp_path/auto``:
+    two epochs of batches of 2, so that each trial has its four dev passes."""
+    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
+    return DHRDTrainingArguments(
+        output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+
+
 def _fixed_dev_scores(monkeypatch, scores):
     """Make every dev pass score by the trial's alpha alone; returns the alphas of the passes, in order."""
     from dhrd.training import tuning
@@ -185,16 +195,7 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
 
     passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 55.0, 1.0: 40.0})
     output = tmp_path / "auto"
-    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
-    args = DHRDTrainingArguments(
-        output_dir=str(output),
-        alpha="auto",
-        alpha_candidates="0,0.5,1",
-        lm_scope_candidates="all",
-        rationales=str(_rationales(tmp_path)),
-        **settings,
-    )
-    train(args)
+    train(_three_trial_search(tmp_path, tiny_backbone, superglue_dir))
     table = json.loads((output / "alpha-search.json").read_text())
     states = {r["candidate"]: r["state"] for r in table["candidates"]}
     assert states == {"pooled": "complete", "alpha 0.5, lm-scope all": "complete", "alpha 1, lm-scope all": "pruned"}
@@ -246,11 +247,7 @@ def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone,
 
     monkeypatch.setattr(tuning, "final_pass", killed_after_second)
     output = tmp_path / "auto"
-    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
-    args = DHRDTrainingArguments(
-        output_dir=str(output), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
-        rationales=str(_rationales(tmp_path)), **settings,
-    )  # fmt: skip
+    args = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
     with pytest.raises(SystemExit, match="killed"):
         train(args)
     killed = _search_trials(output)[1]
@@ -452,11 +449,7 @@ def test_pooled_is_never_pruned_even_when_it_runs_last(tmp_path, tiny_backbone, 
 
     _killed_in_trial(monkeypatch, 1)  # only the first trial: started again, the search runs on
     passes = _fixed_dev_scores(monkeypatch, {0.0: 40.0, 0.5: 60.0, 1.0: 55.0})
-    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
-    args = DHRDTrainingArguments(
-        output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
-        rationales=str(_rationales(tmp_path)), **settings,
-    )  # fmt: skip
+    args = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
     with pytest.raises(RuntimeError, match="killed"):
         train(args)
     train(args)
@@ -507,11 +500,7 @@ def test_a_trial_is_never_pruned_at_its_last_dev_pass(tmp_path, tiny_backbone, s
 
     monkeypatch.setattr(tuning.AlphaSearchTrainer, "evaluate", evaluate)
     output = tmp_path / "auto"
-    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
-    args = DHRDTrainingArguments(
-        output_dir=str(output), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
-        rationales=str(_rationales(tmp_path)), **settings,
-    )  # fmt: skip
+    args = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
     train(args)
     table = json.loads((output / "alpha-search.json").read_text())
     rows = {r["candidate"]: r for r in table["candidates"]}
