@@ -513,8 +513,8 @@ def markdown(summary: dict, title: str, commands: list[str]) -> str:
     else:  # each trains and scores the cells it names and leaves the kept ones: together they rebuild the tables
         lines += [
             "",
-            "Commands, oldest first, each the last to name some of these cells (cells none of them names are a "
-            "`--pair-with` study's):",
+            "Commands, oldest first, each the last to name some of these cells (cells none of them names are another "
+            "study's: `--pair-with`, or one sharing `--runs`):",
             "",
             *(f"- `{c}`" for c in commands),
             "",
