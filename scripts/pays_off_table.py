@@ -98,7 +98,7 @@ def merged(rows: list[dict]) -> list[dict]:
     for row in rows:
         kept = by_key.setdefault((row["task"], row["budget"]), row)
         for key in [k for k, _ in POOLED] + [k for k, _ in COLUMNS] + [k for k, _ in HEADS]:
-            if kept.get(key) is None or (key == "auto" and _auto_rank(row[key]) > _auto_rank(kept[key])):
+            if kept[key] is None or (key == "auto" and _auto_rank(row[key]) > _auto_rank(kept[key])):
                 kept[key] = row[key]
     return list(by_key.values())
 

@@ -570,21 +570,24 @@ def commands_path(out: Path) -> Path:
     return out.with_name(out.name + ".commands.json")
 
 
+def load_commands(out: Path) -> list[dict]:
+    """The commands kept beside the tables, oldest first: each with the names of the cells it names."""
+    path = commands_path(out)
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
 def record_command(out: Path, command: str, cells: list[Cell]) -> None:
     """Add ``command`` and the cells it names to the study's commands (``<out>.commands.json``, committed with the
     tables), last: a study's tables gather cells from several commands (a task's MLP pair, then its linear pair), and
     the one command the tables used to show reproduced only the last one's rows. A command run again moves last."""
-    path = commands_path(out)
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    entries = [e for e in entries if e["command"] != command]
-    write_json_atomic(path, [*entries, {"command": command, "cells": [c.name for c in cells]}])
+    entries = [e for e in load_commands(out) if e["command"] != command]
+    write_json_atomic(commands_path(out), [*entries, {"command": command, "cells": [c.name for c in cells]}])
 
 
 def table_commands(out: Path, cells: list[Cell]) -> list[str]:
     """The recorded commands, oldest first, that are the last to name one of the tables' ``cells`` (a later command
     naming every cell an earlier one named replaces it)."""
-    path = commands_path(out)
-    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = load_commands(out)
     last = {name: i for i, e in enumerate(entries) for name in e["cells"]}
     used = {last[c.name] for c in cells if c.name in last}
     return [e["command"] for i, e in enumerate(entries) if i in used]
