@@ -119,6 +119,9 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
     scores = {r["dev_score"] for r in table["candidates"] if r["state"] == "complete"}
     assert len(scores) == 1, table  # the premise of the test: a tie
     assert table["chosen"] == "pooled" and table["alpha"] == 0
+    from dhrd.training.search_backends import _optuna_record
+
+    _leads_follow_the_kept_statistics(table, [_optuna_record(t) for t in _search_trials(output)])
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["dhrd"]["method"] == "pooled" and config["dhrd"]["alpha"] == 0
     assert (result.model_dir / "alpha-search.md").is_file() and (output / "alpha-search.md").is_file()
@@ -127,10 +130,23 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
     # "last epoch", not "best epoch by score")
     assert result.metrics["metric_for_best_model"] is None
     assert json.loads((output / "metrics.json").read_text())["alpha_search"]["chosen"] == "pooled"
-    # started again: the finished trials are read back, none trains again
+    # started again, from the command line: the finished trials are read back, none trains again, and the search
+    # is printed with what was chosen
+    from typer.testing import CliRunner
+
+    from dhrd.cli.commands import app
+
     db = output / "alpha-search" / "optuna.db"
     before = db.stat().st_mtime_ns
-    train(args)
+    flags = dict(task="cb", data_dir=superglue_dir, backbone=tiny_backbone, output_dir=output, epochs=1, batch_size=4,
+                 max_length=128, learning_rate=1e-9, alpha="auto", alpha_candidates="0,1",
+                 lm_scope_candidates="all,reasoning", rationales=args.rationales)  # fmt: skip
+    command = [word for k, v in flags.items() for word in (f"--{k.replace('_', '-')}", str(v))]
+    printed = CliRunner().invoke(app, ["train", *command, "--no-bf16"])
+    assert printed.exit_code == 0, printed.output
+    assert "alpha search on a dev split of 0.2" in printed.output and "chosen: pooled" in printed.output
+    # both DHRD candidates (a tie on the untrained model: the same answers) against pooled on dev
+    assert printed.output.count("+0.0 [+0.0, +0.0]") == 2 and "reasoning" in printed.output
     import optuna
 
     study = optuna.load_study(study_name="dhrd-alpha-search", storage=f"sqlite:///{db}")
@@ -295,6 +311,9 @@ def test_the_ray_backend_runs_each_candidate_and_resumes(tmp_path, tiny_backbone
     trained = sorted((t.last_result["alpha"], t.last_result["lm_scope"]) for t in trials)
     assert trained == [(0.0, "all"), (1.0, "all"), (1.0, "reasoning")]
     assert table["chosen"] == "pooled"
+    from dhrd.training.search_backends import _ray_records
+
+    _leads_follow_the_kept_statistics(table, _ray_records(experiment, args.search_candidates()))
     config = json.loads((result.model_dir / "config.json").read_text())
     assert config["dhrd"]["method"] == "pooled"
     state = sorted(experiment.glob("experiment_state-*.json"))
@@ -353,6 +372,66 @@ def test_the_search_table_reads_either_backends_trials():
     assert search_table(records, [(0.0, "all"), (0.5, "reasoning"), (1.0, "all")], base)["lm_scope"] == "reasoning"
     with pytest.raises(DHRDInputError, match="no finished trial for alpha 0.25"):
         search_table(records, [(0.0, "all"), (0.25, "all")], base)
+
+
+def _correct(*answers):
+    return {"task": "rte", "statistics": {"correct": list(answers)}}
+
+
+def test_each_candidate_is_paired_with_pooled_by_dev_example():
+    """A finished candidate's lead over pooled is its dev score minus pooled's, with a bootstrap interval over the
+    dev examples: on 10 examples a 20-point lead (2 examples) is within noise, and the report says so; on 100, a
+    30-point lead is a gain. Pooled, a pruned trial and a trial kept without statistics have none."""
+    from dhrd.training.search_backends import TrialRecord
+    from dhrd.training.tuning import search_markdown, search_table
+
+    base = DHRDTrainingArguments(task="rte", output_dir="x", dev_fraction=0.2)
+    candidates = [(0.0, "all"), (0.1, "all"), (0.5, "all"), (1.0, "all")]
+    pooled = TrialRecord(0.0, "all", False, 50.0, {4: 50.0}, 10.0, _correct(*[1, 0] * 5))
+    records = [
+        pooled,
+        TrialRecord(0.1, "all", False, 70.0, {4: 70.0}, 12.0, _correct(1, 1, 1, 0, 1, 1, 1, 0, 1, 0)),
+        TrialRecord(0.5, "all", True, None, {2: 30.0}, 6.0),
+        TrialRecord(1.0, "all", False, 40.0, {4: 40.0}, 12.0),  # kept by a version without the statistics
+    ]
+    table = search_table(records, candidates, base)
+    leads = [r["against_pooled"] for r in table["candidates"]]
+    assert leads[0] is None and leads[2] is None and leads[3] is None
+    assert table["chosen"] == "alpha 0.1, lm-scope all"
+    assert leads[1]["difference"] == 20.0 and leads[1]["examples"] == 10
+    low, high = leads[1]["ci"]
+    # the two examples only the candidate answered are left out of a tenth of the resamples: the lower end is 0
+    assert low == 0.0 and 20.0 < high <= 50.0 and leads[1]["verdict"] == "no measurable difference"
+    text = search_markdown(table)
+    assert "+20.0 [+0.0, " in text and "within the dev split's noise" in text and "the best of several" in text
+    assert "| pooled | complete | 50.0 |  |" in text and "| alpha 1, lm-scope all | complete | 40.0 |  |" in text
+
+    records[0] = TrialRecord(0.0, "all", False, 50.0, {4: 50.0}, 10.0, _correct(*[1, 0] * 50))
+    records[1] = TrialRecord(0.1, "all", False, 80.0, {4: 80.0}, 12.0, _correct(*[1, 1, 1, 1, 1, 0, 1, 0, 1, 1] * 10))
+    lead = search_table(records, candidates, base)["candidates"][1]["against_pooled"]
+    assert lead["difference"] == 30.0 and lead["ci"][0] > 15 and lead["verdict"] == "gain"
+    assert "within the dev split's noise" not in search_markdown(search_table(records, candidates, base))
+
+
+def _leads_follow_the_kept_statistics(table, records):
+    """Each finished trial kept its last dev pass's statistics, row for row: they give its dev score; and each
+    finished candidate's lead over pooled in the table is the difference of the two scores."""
+    import numpy as np
+
+    from dhrd.stats import resampled_scores
+
+    for record in (r for r in records if not r.pruned):
+        kept = record.dev_statistics
+        statistics = {k: np.asarray(v) for k, v in kept["statistics"].items()}
+        everything = np.arange(len(next(iter(statistics.values()))))[None, :]
+        assert resampled_scores(kept["task"], statistics, everything)[0] == pytest.approx(record.value, abs=0.01)
+    complete = [r for r in table["candidates"] if r["state"] == "complete"]
+    pooled = next(r for r in complete if r["alpha"] == 0)
+    assert pooled["against_pooled"] is None
+    for row in complete:
+        if row is not pooled:
+            lead = row["against_pooled"]
+            assert lead["difference"] == pytest.approx(row["dev_score"] - pooled["dev_score"], abs=0.02), row
 
 
 @pytest.mark.faults

@@ -31,6 +31,7 @@ from .printing import (
     metrics_table,
     one_line_errors,
     out,
+    print_alpha_search,
     print_classes,
     print_table,
     warn_not_learnt,
@@ -101,6 +102,8 @@ def train(ctx: typer.Context):
         out.print(metrics_table(result.metrics, f"validation metrics ({kept}) - {result.model_dir}"))
         print_classes(result.metrics.get("classes", {}))
         warn_not_learnt(result.metrics, "validation")
+    if result.metrics.get("alpha_search"):  # --alpha auto: what was chosen, from what, at what cost
+        print_alpha_search(result.metrics["alpha_search"])
     test = result.metrics.get("test")
     if test:  # --test-file: scored once, by the kept model
         out.print(metrics_table(test, f"test metrics ({test['file']}) - {result.model_dir}"))

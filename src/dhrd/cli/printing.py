@@ -84,6 +84,26 @@ def print_classes(classes: dict, shown: int = 20) -> None:
             out.print(f"({len(rows) - shown} more classes in the JSON)")
 
 
+def print_alpha_search(table: dict) -> None:
+    """``--alpha auto``'s search, as its ``alpha-search.md`` gives it: each candidate's dev score, its lead over
+    pooled with the interval, the time it trained; then what the chosen lead is worth and the search's cost."""
+    from ..training.tuning import chosen_lead, interval_text, search_cost
+
+    rows = [
+        (
+            escape(r["candidate"]),
+            r["state"],
+            "" if r["dev_score"] is None else f"{r['dev_score']:.1f}",
+            interval_text(r.get("against_pooled")),
+            f"{r['seconds']:.0f}",
+        )
+        for r in table["candidates"]
+    ]
+    title = f"alpha search on a dev split of {table['dev_fraction']:g} of the training rows"
+    print_table(title, ("candidate", "state", "dev score", "vs pooled (95% CI)", "seconds"), rows)
+    out.print(f"chosen: {escape(table['chosen'])}; {search_cost(table)}.{escape(chosen_lead(table))}", soft_wrap=True)
+
+
 def print_table(title: str, columns, rows) -> None:
     table = Table(title=title)
     for column in columns:

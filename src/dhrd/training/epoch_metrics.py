@@ -27,12 +27,17 @@ def run_metrics(args: DHRDTrainingArguments, rows: RunRows, compute_metrics=None
         logger.warning("--metric-for-best-model %s has no effect: no best epoch is chosen", args.metric_for_best_model)
 
     def dhrd_metrics(prediction) -> dict:
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        probs = torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
+        probs = prediction_probabilities(prediction)
         found = validation_metrics(eval_rows, probs, input_format, label_names, wanted=(metric_key,))
         return {**(compute_metrics(prediction) if compute_metrics else {}), **found}
 
     return metric_key, dhrd_metrics
+
+
+def prediction_probabilities(prediction) -> np.ndarray:
+    """The class probabilities of a validation pass's ``EvalPrediction``, one row per validation row."""
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return torch.softmax(torch.from_numpy(np.asarray(logits, dtype=np.float32)), -1).numpy()
 
 
 def validation_metrics(eval_rows, probs, input_format: str, label_names, wanted=()) -> dict[str, float]:

@@ -13,6 +13,7 @@ pooled's whole run on dev. Nor is a trial at its last pass: its training is done
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,9 @@ FINISHED_BEFORE_PRUNING = 2  # trials that end before any can be pruned: pooled 
 # them after its process was killed
 FINAL_PASS_SECONDS = "final_pass_seconds"
 KEPT_AFTER_KILL = "kept_after_kill"
+# what a trial's last dev score is made of, per dev example (``tuning.dev_statistics``): an optuna user attribute,
+# a ray result's field (as JSON); the search table pairs each candidate with pooled by dev example from it
+DEV_STATISTICS = "dev_statistics"
 
 Candidate = tuple[float, str]  # (alpha, lm_scope)
 
@@ -47,6 +51,7 @@ class TrialRecord:
     value: float | None  # the dev score the trial ended with; None when pruned
     dev_scores: dict[int, float]  # optimiser step -> dev score, at each pass the trial reached
     seconds: float
+    dev_statistics: dict | None = None  # its last pass's, per dev example; None: pruned, or not kept by this version
 
 
 def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable) -> list[TrialRecord]:
@@ -138,6 +143,7 @@ def _optuna_record(trial) -> TrialRecord:
         seconds=trial.user_attrs[FINAL_PASS_SECONDS]
         if trial.user_attrs.get(KEPT_AFTER_KILL)
         else (trial.datetime_complete - trial.datetime_start).total_seconds(),
+        dev_statistics=trial.user_attrs.get(DEV_STATISTICS),
     )
 
 
@@ -234,6 +240,7 @@ def _ray_records(experiment: Path, candidates: list[Candidate]) -> list[TrialRec
                 value=None if pruned else float(last["objective"]),
                 dev_scores={int(s): float(v) for s, v in passes},
                 seconds=float(last["time_total_s"]),
+                dev_statistics=None if pruned or not last.get(DEV_STATISTICS) else json.loads(last[DEV_STATISTICS]),
             )
         )
     return records

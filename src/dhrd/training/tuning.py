@@ -7,7 +7,9 @@ it, through transformers' ``Trainer.hyperparameter_search`` (optuna by default, 
 ``search_backends``), a trial whose dev score falls below the median of the finished trials pruned (from its second
 dev pass on, never at its last: its training is done). The winner is trained again on all the training rows and
 saved, the search table beside it, by ``run.train_with_alpha_search`` (it needs ``train``, which sits above this
-module). Pooled being a candidate, the search ships pooled unless another candidate beat it on dev.
+module). Pooled being a candidate, the search ships pooled unless another candidate beat it on dev. Each finished
+candidate's lead over pooled is given with a 95% bootstrap interval over the dev examples (paired by example,
+``dhrd.stats``): a dev split of a few hundred rows leaves a lead of a few points within its noise.
 
 The trials are kept in ``<output_dir>/alpha-search/`` (``optuna.db``, or ray's experiment in ``ray/``): a killed
 search keeps its ended trials and runs only the others when started again.
@@ -21,13 +23,16 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 from transformers.trainer_utils import HPSearchBackend
 
 from ..errors import DHRDInputError
 from ..memory import bound_process_memory, release_memory
+from ..stats import example_statistics, paired_difference
+from .epoch_metrics import prediction_probabilities
 from .model_setup import reasoning_head
 from .run_rows import encode_rows
-from .search_backends import BACKENDS, EVALUATIONS_PER_TRIAL, TrialRecord, final_pass
+from .search_backends import BACKENDS, DEV_STATISTICS, EVALUATIONS_PER_TRIAL, TrialRecord, final_pass
 from .trainer import DHRDTrainer
 from .training_args import DHRDTrainingArguments
 
@@ -50,6 +55,16 @@ class AlphaSearchTrainer(DHRDTrainer):
         self.train_sets = {"all": self.train_dataset, **scope_sets(self.prepared, scopes)}
         self.args.eval_steps = evaluation_steps(args, len(self.train_dataset))
         self.model_init = self.trial_model  # Trainer builds each trial's model with it
+        self.dev_statistics = None  # the last dev pass's, per dev example: kept with the trial at its last pass
+        score = self.compute_metrics
+
+        def score_and_keep(prediction) -> dict:
+            rows = self.prepared.eval_rows
+            probs = prediction_probabilities(prediction)
+            self.dev_statistics = dev_statistics(rows, probs, self.prepared.input_format)
+            return score(prediction)
+
+        self.compute_metrics = score_and_keep
 
     def trial_model(self, trial=None):
         """A freshly initialised model, whose reasoning head the loss then reads and whose layers its activation
@@ -79,11 +94,14 @@ class AlphaSearchTrainer(DHRDTrainer):
     def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
         # ray keeps what a trial reports, not whether the scheduler stopped it: the step and the run's last tell;
         # and the setting the trial trained, as its worker unpacked it
+        last_pass = step >= self.state.max_steps
+        kept = {DEV_STATISTICS: json.dumps(self.dev_statistics)} if last_pass and self.dev_statistics else {}
         if self.hp_search_backend == HPSearchBackend.RAY:
             setting = {"alpha": self.alpha, "lm_scope": self.args.lm_scope}
-            metrics = {**metrics, **setting, "step": step, "max_steps": self.state.max_steps}
+            metrics = {**metrics, **setting, "step": step, "max_steps": self.state.max_steps, **kept}
         optuna_trial = self.hp_search_backend == HPSearchBackend.OPTUNA and trial is not None
-        last_pass = step >= self.state.max_steps
+        if optuna_trial and kept:  # before the trial can end: a trial kept after a kill keeps them too
+            trial.set_user_attr(DEV_STATISTICS, self.dev_statistics)
         if optuna_trial and (not self.alpha or last_pass):
             # reported, never pruned: pooled, the baseline that a DHRD candidate must beat on dev to be shipped (it
             # runs first and finishes as a startup trial, but a search resumed after a kill in it runs it last); and
@@ -143,6 +161,32 @@ def evaluation_steps(args: DHRDTrainingArguments, train_rows: int) -> int:
     return max(1, math.ceil(total / EVALUATIONS_PER_TRIAL))
 
 
+def dev_statistics(eval_rows, probs, input_format: str) -> dict | None:
+    """What a dev pass's score is made of, per dev example (``stats.example_statistics``: all integers), with its
+    task: what pairs a candidate with pooled by example. None where the dev rows are of several tasks (their score
+    averages the tasks', which the interval does not resample)."""
+    tasks = {row.task for row in eval_rows}
+    if len(tasks) != 1:
+        return None
+    task = tasks.pop()
+    statistics = example_statistics(task, eval_rows, probs, input_format)
+    return {"task": task, "statistics": {k: np.asarray(v).astype(int).tolist() for k, v in statistics.items()}}
+
+
+def against_pooled(trial: TrialRecord, pooled: TrialRecord | None) -> dict | None:
+    """A finished candidate's dev score minus pooled's, in points, with its 95% bootstrap interval over the dev
+    examples (both scored on the same examples, so resampled together); None without both trials' statistics."""
+    if pooled is None or trial is pooled or not trial.dev_statistics or not pooled.dev_statistics:
+        return None
+    task = pooled.dev_statistics["task"]
+
+    def arrays(record: TrialRecord) -> dict:
+        return {k: np.asarray(v) for k, v in record.dev_statistics["statistics"].items()}
+
+    found = paired_difference(task, [arrays(pooled)], [arrays(trial)])
+    return {k: found[k] for k in ("difference", "ci", "verdict", "examples")}
+
+
 def search_table(records: list[TrialRecord], candidates, base: DHRDTrainingArguments) -> dict:
     latest = {}
     for r in records:  # in the order they ran; a complete trial outranks a pruned one of the same candidate
@@ -150,6 +194,7 @@ def search_table(records: list[TrialRecord], candidates, base: DHRDTrainingArgum
         if key not in latest or not r.pruned or latest[key].pruned:
             latest[key] = r
     rows = []
+    pooled_trial = next((t for (alpha, _), t in latest.items() if alpha == 0 and not t.pruned), None)
     for alpha, scope in candidates:
         trial = latest.get((alpha, scope))
         if trial is None:
@@ -163,6 +208,7 @@ def search_table(records: list[TrialRecord], candidates, base: DHRDTrainingArgum
                 "dev_score": None if trial.value is None else round(trial.value, 2),
                 "dev_scores": {str(s): round(v, 2) for s, v in sorted(trial.dev_scores.items())},
                 "seconds": round(trial.seconds, 1),
+                "against_pooled": None if trial.pruned else against_pooled(trial, pooled_trial),
             }
         )
     complete = [r for r in rows if r["state"] == "complete"]
@@ -188,26 +234,48 @@ def search_markdown(table: dict) -> str:
         "",
         f"Candidates scored on a dev split of {table['dev_fraction']:g} of the training rows (seeded, stratified),",
         "each trained on the rest; the reported validation split was never seen. Chosen: "
-        f"**{table['chosen']}**, then trained again on all the training rows.",
+        f"**{table['chosen']}**, then trained again on all the training rows.{chosen_lead(table)}",
         "",
-        "| candidate | state | dev score | dev score at each pass | seconds |",
-        "|---|---|---|---|---|",
+        "| candidate | state | dev score | against pooled on dev (95% CI) | dev score at each pass | seconds |",
+        "|---|---|---|---|---|---|",
     ]
     for r in table["candidates"]:
         passes = ", ".join(f"{v:.1f}" for v in r["dev_scores"].values())
         score = "" if r["dev_score"] is None else f"{r['dev_score']:.1f}"
-        lines.append(f"| {r['candidate']} | {r['state']} | {score} | {passes} | {r['seconds']:.0f} |")
-    cost = table["search_seconds"]
-    pooled = table.get("pooled_trial_seconds")
-    ratio = f" ({cost / pooled:.1f}x one pooled trial)" if pooled else ""
+        lead = interval_text(r.get("against_pooled"))
+        lines.append(f"| {r['candidate']} | {r['state']} | {score} | {lead} | {passes} | {r['seconds']:.0f} |")
     backend = table.get("backend", "optuna")
-    lines += [
-        "",
-        f"Search cost: {cost:.0f} s of training over its trials{ratio}, {table['trials_pruned']} trial(s) pruned "
-        f"({backend}).",
-        "",
-    ]
+    lines += ["", f"Search cost: {search_cost(table)}, {table['trials_pruned']} trial(s) pruned ({backend}).", ""]
     return "\n".join(lines)
+
+
+def search_cost(table: dict) -> str:
+    """``1234 s of training over its trials (3.2x one pooled trial)``."""
+    cost, pooled = table["search_seconds"], table.get("pooled_trial_seconds")
+    return f"{cost:.0f} s of training over its trials" + (f" ({cost / pooled:.1f}x one pooled trial)" if pooled else "")
+
+
+def interval_text(lead: dict | None) -> str:
+    """``+2.6 [-2.1, +7.3]``, or empty where there is no paired interval (pooled itself, a pruned trial)."""
+    if not lead:
+        return ""
+    low, high = lead["ci"]
+    return f"{lead['difference']:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def chosen_lead(table: dict) -> str:
+    """What the chosen DHRD candidate's lead over pooled on dev is worth: a sentence, or nothing for pooled."""
+    chosen = next((r for r in table["candidates"] if r["candidate"] == table["chosen"]), None)
+    lead = chosen and chosen.get("against_pooled")
+    if not lead:
+        return ""
+    text = (
+        f" On dev it led pooled by {interval_text(lead)} points ({lead['examples']} dev examples, paired by example; "
+        "the best of several candidates, so the interval flatters it)"
+    )
+    if lead["verdict"] == "gain":
+        return text + "."
+    return text + ": within the dev split's noise, so on new data it may do no better than pooled."
 
 
 def read_search(run_dir: str | Path) -> dict | None:
