@@ -212,6 +212,74 @@ def test_kill_9_train(work, env, tiny_backbone, superglue_dir):
     report(tally)
 
 
+def _search_state(output: Path) -> dict:
+    """What a finished ``--alpha auto`` run must have whether or not it was killed: each candidate's dev score at
+    each pass, the choice, and the saved model (not the seconds)."""
+    from safetensors.torch import load_file
+
+    table = json.loads((output / "alpha-search.json").read_text())
+    candidates = {r["candidate"]: (r["state"], r["dev_scores"], r["against_pooled"]) for r in table["candidates"]}
+    weights = load_file(str(output / "model" / "model.safetensors"))
+    return {"chosen": table["chosen"], "candidates": candidates, "weights": weights}
+
+
+def _progress_of_search(output: Path) -> str:
+    if (output / "metrics.json").is_file():
+        return "finished"
+    kept = sorted(
+        p.parent.name + "/" + p.name for p in (output / "alpha-search" / "checkpoints").glob("*/checkpoint-*")
+    )
+    return ", ".join(kept) or "no trial checkpoint"
+
+
+def test_kill_9_train_alpha_auto(work, env, tiny_backbone, superglue_dir):
+    """``dhrd train --alpha auto`` (optuna; pooled and alpha 1, which the pruner cannot stop: the first two
+    trials always finish) killed at random moments, then run again: the same dev scores at every pass, the same
+    choice and the same model as the unbroken search, a trial killed past a dev pass resuming from its
+    checkpoint; no trial checkpoint is left."""
+    root = work / "train-alpha-auto"
+    root.mkdir()
+    tally = Tally("train --alpha auto")
+    rationales = write_jsonl(
+        root / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so on day {i}."} for i in range(12)]
+    )
+
+    def args(output):
+        return ["train", "--task", "cb", "--data-dir", superglue_dir, "--backbone", tiny_backbone, "--output-dir",
+                output, "--no-bf16", "--epochs", "2", "--batch-size", "2", "--max-length", "128", "--alpha", "auto",
+                "--alpha-candidates", "0,1", "--lm-scope-candidates", "all", "--rationales", rationales]  # fmt: skip
+
+    def working(output):
+        return (output / "alpha-search" / "optuna.db").exists()
+
+    def complete(output):
+        return (output / "metrics.json").exists()
+
+    ref = root / "ref"
+    reference = run_reference(args(ref), env, root, lambda: working(ref), lambda: complete(ref))
+    ok(reference.result)
+    expected = _search_state(ref)
+    at_kill, strays = [], []
+    for k, delay in enumerate(delays("train-alpha-auto", reference.window)):
+        output = root / f"trial-{k}"
+        trial_kill(tally, args(output), env, root, lambda o=output: working(o), lambda o=output: complete(o), delay)
+        at_kill.append(_progress_of_search(output))
+        rerun = run(args(output), env, root)
+        ok(rerun)
+        tally.reruns_finished += 1
+        got = _search_state(output)
+        assert (got["chosen"], got["candidates"]) == (expected["chosen"], expected["candidates"])
+        assert _max_weight_difference(got["weights"], expected["weights"]) == 0.0
+        assert not list((output / "alpha-search" / "checkpoints").glob("trial-*"))
+        tally.identical += 1
+        strays += stray_temp_files(output)
+        shutil.rmtree(output)
+    tally.notes.append(f"trial checkpoints at each kill: {at_kill}")
+    tally.notes.append(f"stray temporary files left: {len(strays)}")
+    assert not strays, strays
+    report(tally)
+
+
 # ------------------------------------------------------------------------------------------- reproduce
 REPRODUCE_CONFIG = """\
 max_train_examples = 8

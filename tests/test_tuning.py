@@ -279,6 +279,47 @@ def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone,
     assert [t.state for t in _search_trials(output)] == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.PRUNED]
 
 
+def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """A search killed in a trial (alpha 0.5, after its second dev pass's checkpoint): run again, that trial
+    resumes from the checkpoint and trains only the passes after it; its row has all four passes and the seconds
+    of both processes. A trial that has ended leaves no checkpoint, nor does the finished search."""
+    from dhrd.training import tuning
+    from dhrd.training.search_backends import EARLIER_SECONDS
+
+    passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 70.0, 1.0: 50.0})
+    save, saved = tuning.AlphaSearchTrainer._save_checkpoint, []
+
+    def killed_after_second_save(self, model, trial):
+        save(self, model, trial)
+        saved.append((self.alpha, self.state.global_step))
+        if saved.count((0.5, 2 * self.args.eval_steps)):
+            raise SystemExit("killed")  # not an Exception: optuna leaves the trial running, as a kill does
+
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_save_checkpoint", killed_after_second_save)
+    args = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
+    with pytest.raises(SystemExit, match="killed"):
+        train(args)
+    trials = tmp_path / "auto" / "alpha-search" / "checkpoints"
+    step = saved[-1][1]
+    assert [p.name for p in trials.iterdir()] == ["trial-alpha0.5-all"]  # pooled ended: its folder is gone
+    assert [p.name for p in (trials / "trial-alpha0.5-all").iterdir()] == [f"checkpoint-{step}"]  # the last only
+    monkeypatch.setattr(tuning.AlphaSearchTrainer, "_save_checkpoint", save)
+    before = len(passes)
+    train(args)
+    # alpha 1 (waiting since before the kill: first) trains all its passes, the resumed alpha 0.5 two fewer
+    after = passes[before:]
+    assert after[0] == 1.0 and after.count(0.5) == after.count(1.0) - 2 > 0, after
+    table = json.loads((tmp_path / "auto" / "alpha-search.json").read_text())
+    resumed = next(r for r in table["candidates"] if r["alpha"] == 0.5)
+    assert resumed["state"] == "complete" and list(resumed["dev_scores"].values()) == [70.0] * 4
+    assert [int(s) for s in resumed["dev_scores"]][:3] == [step // 2, step, 3 * step // 2]  # then the last step
+    trial = next(
+        t for t in _search_trials(tmp_path / "auto") if t.params["alpha"] == 0.5 and t.state.name == "COMPLETE"
+    )
+    assert 0 < trial.user_attrs[EARLIER_SECONDS] < resumed["seconds"]
+    assert table["chosen"] == "alpha 0.5, lm-scope all" and not list(trials.glob("trial-*"))
+
+
 @pytest.mark.slow
 def test_the_ray_backend_runs_each_candidate_and_resumes(tmp_path, tiny_backbone, superglue_dir):
     """--alpha-search-backend ray on a local ray: each candidate a trial of one grid search, each trained as its own

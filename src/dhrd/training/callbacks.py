@@ -82,8 +82,9 @@ class RunClock(KeptInCheckpoints):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
-        if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' seconds
-            self.earlier_seconds = _kept_attributes(state, self).get("seconds")
+        # resumed: the checkpoint's trainer state holds the earlier processes' seconds; a fresh start (an alpha
+        # search's next trial, by the same trainer and callback) has none
+        self.earlier_seconds = _kept_attributes(state, self).get("seconds") if state.global_step else None
         super().on_train_begin(args, state, control, **kwargs)
 
 

@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 from ..data.inputs import parse_label_map
 from ..errors import DHRDInputError
 from .callbacks import evaluations_without_improvement
-from .training_args import DEFAULT_VALIDATION_FRACTION, DHRDTrainingArguments, run_defining, saved_value, strategy_name
+from .training_args import (
+    DEFAULT_VALIDATION_FRACTION,
+    DHRDTrainingArguments,
+    checkpoints_folder,
+    run_defining,
+    saved_value,
+    strategy_name,
+)
 
 if TYPE_CHECKING:  # annotations only: the trainer module is heavy and builds on much else
     from .trainer import DHRDTrainer
@@ -77,7 +84,7 @@ def _setting(key: str, value):
 def checkpoint_to_resume(args: DHRDTrainingArguments, output: Path, peft_config: str | None = None) -> str | None:
     """The last checkpoint of an earlier run of the same settings (and the same given peft config, by its
     fingerprint); ``--restart`` removes old checkpoints."""
-    checkpoints = output / "checkpoints"
+    checkpoints = checkpoints_folder(output)
     if not args.resume and checkpoints.is_dir():
         shutil.rmtree(checkpoints)
     output.mkdir(parents=True, exist_ok=True)

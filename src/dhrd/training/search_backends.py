@@ -37,6 +37,8 @@ KEPT_AFTER_KILL = "kept_after_kill"
 # what a trial's last dev score is made of, per dev example (``tuning.dev_statistics``): an optuna user attribute,
 # a ray result's field (as JSON); the search table pairs each candidate with pooled by dev example from it
 DEV_STATISTICS = "dev_statistics"
+# the seconds a trial resumed from its checkpoint had trained in the processes before (``tuning.resume_trial``)
+EARLIER_SECONDS = "earlier_seconds"
 
 Candidate = tuple[float, str]  # (alpha, lm_scope)
 
@@ -63,11 +65,11 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
     study = _optuna_study(storage)
     # pooled is never pruned now; a pooled trial pruned by an earlier version runs again, to the end
     ended = {
-        _optuna_candidate(t)
+        optuna_candidate(t)
         for t in study.trials
-        if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and _optuna_candidate(t)[0] != 0)
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and optuna_candidate(t)[0] != 0)
     }
-    waiting = {_optuna_candidate(t) for t in study.trials if t.state == TrialState.WAITING}
+    waiting = {optuna_candidate(t) for t in study.trials if t.state == TrialState.WAITING}
     pending = [c for c in candidates if c not in ended]
     for alpha, scope in pending:
         if (alpha, scope) not in waiting:
@@ -122,27 +124,38 @@ def _optuna_study(storage: str):
     return study
 
 
-def _optuna_candidate(trial) -> Candidate:
+def optuna_candidate(trial) -> Candidate:
     """The (alpha, lm_scope) candidate a trial runs. An enqueued trial that has not started (WAITING, as a killed
     search leaves those it had not reached) has no params yet: its candidate is in ``fixed_params``."""
-    params = trial.params or trial.system_attrs.get("fixed_params", {})
+    system_attrs = (
+        trial.system_attrs
+        if hasattr(trial, "system_attrs")
+        else trial.storage.get_trial_system_attrs(
+            trial._trial_id  # a running trial (optuna.Trial) reads them from its storage
+        )
+    )
+    params = trial.params or system_attrs.get("fixed_params", {})
     return float(params["alpha"]), "all" if not float(params["alpha"]) else params["lm_scope"]
 
 
 def _optuna_record(trial) -> TrialRecord:
     from optuna.trial import TrialState
 
-    alpha, scope = _optuna_candidate(trial)
+    alpha, scope = optuna_candidate(trial)
     return TrialRecord(
         alpha=alpha,
         lm_scope=scope,
         pruned=trial.state == TrialState.PRUNED,
         value=None if trial.value is None else float(trial.value),
         dev_scores={int(s): float(v) for s, v in sorted(trial.intermediate_values.items())},
-        # a trial kept after a kill ended at its last pass, not when the search was started again
-        seconds=trial.user_attrs[FINAL_PASS_SECONDS]
-        if trial.user_attrs.get(KEPT_AFTER_KILL)
-        else (trial.datetime_complete - trial.datetime_start).total_seconds(),
+        # a trial kept after a kill ended at its last pass, not when the search was started again; one resumed from
+        # its checkpoint trained in the processes before too
+        seconds=trial.user_attrs.get(EARLIER_SECONDS, 0.0)
+        + (
+            trial.user_attrs[FINAL_PASS_SECONDS]
+            if trial.user_attrs.get(KEPT_AFTER_KILL)
+            else (trial.datetime_complete - trial.datetime_start).total_seconds()
+        ),
         dev_statistics=trial.user_attrs.get(DEV_STATISTICS),
     )
 

@@ -320,7 +320,7 @@ class DHRDTrainingArguments(LossFields, ModelFields, DataFields, TrainingArgumen
         ``push_to_hub`` is off in it: Trainer would create the repository as it is built and push the checkpoint
         folder (a LoRA adapter, not the usable model) at every save; ``dhrd.train`` pushes the saved ``model/``
         with its card instead (``dhrd.hub.push_trained``)."""
-        settings = {"output_dir": str(Path(self.output_dir) / "checkpoints"), "push_to_hub": False, **overrides}
+        settings = {"output_dir": str(checkpoints_folder(self.output_dir)), "push_to_hub": False, **overrides}
         return dataclasses.replace(self, **settings)
 
     def __getstate__(self) -> dict:
@@ -332,6 +332,11 @@ class DHRDTrainingArguments(LossFields, ModelFields, DataFields, TrainingArgumen
 # transformers' own fields that DHRD does not redeclare (their metadata is transformers'): which of them define a
 # run, and which do not. A field in neither (a newer transformers') is not checked on resume, and the test of
 # this classification names it.
+def checkpoints_folder(run_dir: str | Path) -> Path:
+    """Where Trainer keeps a run's checkpoints (its arguments' ``output_dir``)."""
+    return Path(run_dir) / "checkpoints"
+
+
 TRAINER_RUN_DEFINING = frozenset(
     {
         "max_steps",

@@ -12,32 +12,48 @@ candidate's lead over pooled is given with a 95% bootstrap interval over the dev
 ``dhrd.stats``): a dev split of a few hundred rows leaves a lead of a few points within its noise.
 
 The trials are kept in ``<output_dir>/alpha-search/`` (``optuna.db``, or ray's experiment in ``ray/``): a killed
-search keeps its ended trials and runs only the others when started again.
+search keeps its ended trials and runs only the others when started again. With optuna, the trial that was running
+resumes from its checkpoint, kept at each dev pass in its candidate's folder (``trial_folder``) until it ends; ray
+starts it again.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import shutil
 import time
 from pathlib import Path
 
 import numpy as np
-from transformers.trainer_utils import HPSearchBackend
+from transformers.trainer_utils import HPSearchBackend, SaveStrategy
 
 from ..errors import DHRDInputError
 from ..memory import bound_process_memory, release_memory
 from ..stats import example_statistics, paired_difference
 from .epoch_metrics import prediction_probabilities
 from .model_setup import reasoning_head
+from .resume import latest_complete_checkpoint
 from .run_rows import encode_rows
-from .search_backends import BACKENDS, DEV_STATISTICS, EVALUATIONS_PER_TRIAL, TrialRecord, final_pass
+from .search_backends import (
+    BACKENDS,
+    DEV_STATISTICS,
+    EARLIER_SECONDS,
+    EVALUATIONS_PER_TRIAL,
+    TrialRecord,
+    final_pass,
+    optuna_candidate,
+)
 from .trainer import DHRDTrainer
-from .training_args import DHRDTrainingArguments
+from .training_args import DHRDTrainingArguments, checkpoints_folder
+
+logger = logging.getLogger(__name__)
 
 SEARCH_DIR = "alpha-search"
 DEFAULT_DEV_FRACTION = 0.2
+TRIAL_FOLDER_PREFIX = "trial-"
 
 
 def candidate_name(alpha: float, scope: str) -> str:
@@ -49,7 +65,8 @@ class AlphaSearchTrainer(DHRDTrainer):
     (``model_init``) on the training rows encoded for its scope (pooled: without rationales)."""
 
     def __init__(self, args: DHRDTrainingArguments, scopes: set[str]):
-        # dev passes every eval_steps (set below, once the rows are counted), no checkpoints, the dev score
+        # dev passes every eval_steps (set below, once the rows are counted), the dev score; checkpoints only in an
+        # optuna trial (``_hp_search_setup``)
         trial = dict(eval_strategy="steps", save_strategy="no", load_best_model_at_end=False)
         super().__init__(args=args, trainer_overrides={**trial, "metric_for_best_model": "score"})
         self.train_sets = {"all": self.train_dataset, **scope_sets(self.prepared, scopes)}
@@ -90,6 +107,49 @@ class AlphaSearchTrainer(DHRDTrainer):
             return
         self.alpha = float(self.args.alpha)
         self.train_dataset = self.train_sets["pooled" if not self.alpha else self.args.lm_scope]
+        if self.hp_search_backend == HPSearchBackend.OPTUNA:
+            # a checkpoint at each dev pass (the newest kept: ``_save_checkpoint``), for a killed search to resume
+            # the trial from (ray's trials keep none: a ray trial starts again)
+            self.args.save_strategy, self.args.save_steps = SaveStrategy.STEPS, self.args.eval_steps
+
+    def _get_output_dir(self, trial) -> str:
+        # an optuna trial's checkpoints in its candidate's folder, not its trial number's: the trial that runs the
+        # candidate after a kill is another trial, and resumes from them
+        if self.hp_search_backend == HPSearchBackend.OPTUNA and trial is not None:
+            return str(trial_folder(self.args.output_dir, self.alpha, self.args.lm_scope))
+        return super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        if trial is None:
+            return super()._save_checkpoint(model, trial)
+        if self.state.global_step >= self.state.max_steps:
+            return  # the trial's last pass is its result: nothing is left to resume
+        super()._save_checkpoint(model, trial)
+        # only the newest is resumed from; Trainer's rotation would keep the best pass's too (a second model and
+        # optimiser on disk), the trials naming a metric to rank them by
+        newest = f"checkpoint-{self.state.global_step}"
+        for older in Path(self._get_output_dir(trial)).glob("checkpoint-*"):
+            if older.name != newest:
+                shutil.rmtree(older, ignore_errors=True)
+
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """An optuna trial resumes from its candidate's checkpoint, kept by a trial of a killed search, and removes
+        the folder once it has ended (finished or pruned); a trial cut short otherwise keeps it."""
+        if trial is None or self.hp_search_backend != HPSearchBackend.OPTUNA:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+        import optuna
+
+        folder = trial_folder(self.args.output_dir, *optuna_candidate(trial))
+        checkpoint = resume_from_checkpoint or latest_complete_checkpoint(folder)
+        if checkpoint:
+            resume_trial(trial, checkpoint)
+        try:
+            result = super().train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
+        except optuna.TrialPruned:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+        return result
 
     def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
         # ray keeps what a trial reports, not whether the scheduler stopped it: the step and the run's last tell;
@@ -117,6 +177,33 @@ class AlphaSearchTrainer(DHRDTrainer):
             final_pass(trial, time.time() - trial.datetime_start.timestamp())
 
 
+def trial_folder(checkpoints: str | Path, alpha: float, scope: str) -> Path:
+    """Where an optuna trial of the candidate keeps its checkpoint: ``trial-pooled``, ``trial-alpha0.1-all``."""
+    name = "pooled" if not alpha else f"alpha{alpha:g}-{scope}"
+    return Path(checkpoints) / f"{TRIAL_FOLDER_PREFIX}{name}"
+
+
+def resume_trial(trial, checkpoint: str) -> None:
+    """Carry over to ``trial`` what the candidate's killed trial had done up to ``checkpoint``: its dev passes, as
+    optuna recorded them (the table shows every pass; the pruner compares the passes still to come), and the
+    seconds it had trained (its checkpoint's ``RunClock``), which the trial's own time does not count."""
+    from optuna.trial import TrialState
+
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    step, candidate = state["global_step"], optuna_candidate(trial)
+    killed = [
+        t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if optuna_candidate(t) == candidate
+    ]
+    passes = killed[-1].intermediate_values if killed else {}
+    for at, value in sorted(passes.items()):
+        if at <= step:
+            trial.report(value, at)
+    clock = state.get("stateful_callbacks", {}).get("RunClock") or {}
+    clock = clock[0] if isinstance(clock, list) else clock
+    trial.set_user_attr(EARLIER_SECONDS, float(clock.get("attributes", {}).get("seconds") or 0.0))
+    logger.warning("alpha search: resuming the trial of %s from %s", candidate_name(*candidate), checkpoint)
+
+
 def search_arguments(args: DHRDTrainingArguments) -> DHRDTrainingArguments:
     return dataclasses.replace(
         args,
@@ -139,7 +226,11 @@ def run_search(args: DHRDTrainingArguments) -> dict:
         return AlphaSearchTrainer(base, {scope if alpha else "pooled" for alpha, scope in candidates})
 
     records = BACKENDS[args.alpha_search_backend](folder, candidates, make_trainer)
-    return search_table(records, candidates, base)
+    table = search_table(records, candidates, base)
+    # every trial has ended: a checkpoint left by one killed just after its last pass resumes nothing
+    for kept in checkpoints_folder(base.output_dir).glob(f"{TRIAL_FOLDER_PREFIX}*"):
+        shutil.rmtree(kept, ignore_errors=True)
+    return table
 
 
 def scope_sets(prepared, scopes: set[str]) -> dict:
