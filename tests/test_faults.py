@@ -186,30 +186,43 @@ def test_kill_9_train(work, env, tiny_backbone, superglue_dir):
     def complete(output):
         return (output / "metrics.json").exists()
 
-    ref = root / "ref"
-    reference = run_reference(args(ref), env, root, lambda: working(ref), lambda: complete(ref))
-    ok(reference.result)
-    expected = _train_state(root / "ref")
-    at_kill, strays = [], []
-    for k, delay in enumerate(delays("train", reference.window)):
-        output = root / f"trial-{k}"
-        trial_kill(tally, args(output), env, root, lambda o=output: working(o), lambda o=output: complete(o), delay)
-        at_kill.append(_progress_of_training(output))
-        rerun = run(args(output), env, root)
-        ok(rerun)
+    def same(got, expected, output):
         assert (output / "metrics.json").is_file()
-        tally.reruns_finished += 1
-        got = _train_state(output)
         assert got["metrics"] == expected["metrics"]
         assert got["predictions"] == expected["predictions"]
         assert _max_weight_difference(got["weights"], expected["weights"]) == 0.0
+
+    at_kill = _kills_then_reruns(tally, env, root, "train", args, working, complete, _train_state, same,
+                                 _progress_of_training)  # fmt: skip
+    tally.notes.append(f"state at each kill (of 27 steps): {at_kill}")
+    report(tally)
+
+
+def _kills_then_reruns(tally, env, root: Path, name: str, args, working, complete, state, same, progress) -> list:
+    """The unbroken reference run of the command ``args(output)``, then each kill: the command started afresh,
+    killed at a seeded random moment, run again to its end, and its final state (``state(output)``) checked
+    against the reference's (``same(got, expected, output)``); no stray temporary file left. Each trial's folder is
+    removed once checked (checkpoints: keep the disk use small). Returns what ``progress(output)`` found at each
+    kill."""
+    ref = root / "ref"
+    reference = run_reference(args(ref), env, root, lambda: working(ref), lambda: complete(ref))
+    ok(reference.result)
+    expected = state(ref)
+    at_kill, strays = [], []
+    for k, delay in enumerate(delays(name, reference.window)):
+        output = root / f"trial-{k}"
+        trial_kill(tally, args(output), env, root, lambda o=output: working(o), lambda o=output: complete(o), delay)
+        at_kill.append(progress(output))
+        rerun = run(args(output), env, root)
+        ok(rerun)
+        tally.reruns_finished += 1
+        same(state(output), expected, output)
         tally.identical += 1
         strays += stray_temp_files(output)
-        shutil.rmtree(output)  # checkpoints of 27 steps: keep the disk use small
-    tally.notes.append(f"state at each kill (of 27 steps): {at_kill}")
+        shutil.rmtree(output)
     tally.notes.append(f"stray temporary files left: {len(strays)}")
     assert not strays, strays
-    report(tally)
+    return at_kill
 
 
 def _search_state(output: Path) -> dict:
@@ -255,28 +268,14 @@ def test_kill_9_train_alpha_auto(work, env, tiny_backbone, superglue_dir):
     def complete(output):
         return (output / "metrics.json").exists()
 
-    ref = root / "ref"
-    reference = run_reference(args(ref), env, root, lambda: working(ref), lambda: complete(ref))
-    ok(reference.result)
-    expected = _search_state(ref)
-    at_kill, strays = [], []
-    for k, delay in enumerate(delays("train-alpha-auto", reference.window)):
-        output = root / f"trial-{k}"
-        trial_kill(tally, args(output), env, root, lambda o=output: working(o), lambda o=output: complete(o), delay)
-        at_kill.append(_progress_of_search(output))
-        rerun = run(args(output), env, root)
-        ok(rerun)
-        tally.reruns_finished += 1
-        got = _search_state(output)
+    def same(got, expected, output):
         assert (got["chosen"], got["candidates"]) == (expected["chosen"], expected["candidates"])
         assert _max_weight_difference(got["weights"], expected["weights"]) == 0.0
         assert not list((output / "alpha-search" / "checkpoints").glob("trial-*"))
-        tally.identical += 1
-        strays += stray_temp_files(output)
-        shutil.rmtree(output)
+
+    at_kill = _kills_then_reruns(tally, env, root, "train-alpha-auto", args, working, complete, _search_state, same,
+                                 _progress_of_search)  # fmt: skip
     tally.notes.append(f"trial checkpoints at each kill: {at_kill}")
-    tally.notes.append(f"stray temporary files left: {len(strays)}")
-    assert not strays, strays
     report(tally)
 
 
