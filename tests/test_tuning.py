@@ -103,6 +103,7 @@ def test_auto_with_pooled_best_saves_a_pooled_model_with_its_table(tmp_path, tin
         alpha="auto",
         alpha_candidates="0,1",
         lm_scope_candidates="all,reasoning",
+        lm_scope="reasoning",  # the run's own scope: each candidate's scope is the candidate's
         rationales=str(_rationales(tmp_path)),
         **settings,
     )
@@ -317,7 +318,31 @@ def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, tiny_backbone, sup
         t for t in _search_trials(tmp_path / "auto") if t.params["alpha"] == 0.5 and t.state.name == "COMPLETE"
     )
     assert 0 < trial.user_attrs[EARLIER_SECONDS] < resumed["seconds"]
-    assert table["chosen"] == "alpha 0.5, lm-scope all" and not list(trials.glob("trial-*"))
+    assert table["chosen"] == "alpha 0.5, lm-scope all" and not trials.exists()  # every trial's checkpoint gone
+
+
+def test_a_search_continues_only_under_its_settings_and_restart_discards_it(
+    tmp_path, tiny_backbone, superglue_dir, monkeypatch
+):
+    """Its ended trials (and its trials' checkpoints) were trained under the settings it started with: started
+    again with another learning rate, the search refuses in one line, as a plain run does; --restart searches again
+    from nothing."""
+    import dataclasses
+
+    _fixed_dev_scores(monkeypatch, {0.0: 60.0, 1.0: 50.0})
+    settings = tiny_run(tiny_backbone, superglue_dir, learning_rate=1e-4)
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,1", lm_scope_candidates="all",
+        rationales=str(_rationales(tmp_path)), **settings,
+    )  # fmt: skip
+    train(args)
+    assert len(_search_trials(tmp_path / "auto")) == 2
+    with pytest.raises(DHRDInputError, match=r"holds an alpha search with other settings \(learning_rate\).*--restart"):
+        train(dataclasses.replace(args, learning_rate=2e-4))
+    train(dataclasses.replace(args, learning_rate=2e-4, resume=False))
+    assert len(_search_trials(tmp_path / "auto")) == 2  # a new study, not the old one's two trials and two more
+    saved = json.loads((tmp_path / "auto" / "alpha-search" / "search_args.json").read_text())
+    assert saved["learning_rate"] == 2e-4
 
 
 @pytest.mark.slow

@@ -32,10 +32,11 @@ from transformers.trainer_utils import HPSearchBackend, SaveStrategy
 
 from ..errors import DHRDInputError
 from ..memory import bound_process_memory, release_memory
+from ..runtime import write_json_atomic
 from ..stats import example_statistics, paired_difference
 from .epoch_metrics import prediction_probabilities
 from .model_setup import reasoning_head
-from .resume import latest_complete_checkpoint
+from .resume import changed_settings, latest_complete_checkpoint
 from .run_rows import encode_rows
 from .search_backends import (
     BACKENDS,
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 SEARCH_DIR = "alpha-search"
 DEFAULT_DEV_FRACTION = 0.2
 TRIAL_FOLDER_PREFIX = "trial-"
+SEARCH_ARGS = "search_args.json"  # the settings the search started with
 
 
 def candidate_name(alpha: float, scope: str) -> str:
@@ -177,6 +179,21 @@ class AlphaSearchTrainer(DHRDTrainer):
             final_pass(trial, time.time() - trial.datetime_start.timestamp())
 
 
+def check_same_search(folder: Path, base: DHRDTrainingArguments) -> None:
+    """A search kept in ``folder`` continues only under the settings it started with: its ended trials and its
+    trials' checkpoints were trained under them (``resume.changed_settings``, as a plain run resumed; the
+    candidates may differ: a new one is run, and each is scored on the same dev split)."""
+    saved = folder / SEARCH_ARGS
+    if not saved.is_file():
+        return
+    changed = changed_settings(json.loads(saved.read_text()), base)
+    if changed:
+        raise DHRDInputError(
+            f"{folder}: holds an alpha search with other settings ({', '.join(changed)}); use another --output-dir, "
+            "or --restart to search again"
+        )
+
+
 def trial_folder(checkpoints: str | Path, alpha: float, scope: str) -> Path:
     """Where an optuna trial of the candidate keeps its checkpoint: ``trial-pooled``, ``trial-alpha0.1-all``."""
     name = "pooled" if not alpha else f"alpha{alpha:g}-{scope}"
@@ -205,12 +222,15 @@ def resume_trial(trial, checkpoint: str) -> None:
 
 
 def search_arguments(args: DHRDTrainingArguments) -> DHRDTrainingArguments:
+    """The trials' settings: the run's, with the LM loss on every token for the rows encoded first (the "all"
+    candidates train on them; ``scope_sets`` encodes the others), whatever ``--lm-scope`` the run names."""
     return dataclasses.replace(
         args,
         output_dir=str(Path(args.output_dir) / SEARCH_DIR),
         alpha_search=False,
         method="dhrd",
         alpha=1.0,
+        lm_scope="all",
         dev_fraction=args.dev_fraction or DEFAULT_DEV_FRACTION,
     )
 
@@ -220,16 +240,21 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     candidates = args.search_candidates()
     base = search_arguments(args)
     folder = Path(base.output_dir)
+    if not args.resume and folder.is_dir():
+        shutil.rmtree(folder)  # --restart: the search starts again, its trials and checkpoints discarded
+    check_same_search(folder, base)
     folder.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(folder / SEARCH_ARGS, base.to_dict())
 
     def make_trainer():
         return AlphaSearchTrainer(base, {scope if alpha else "pooled" for alpha, scope in candidates})
 
     records = BACKENDS[args.alpha_search_backend](folder, candidates, make_trainer)
     table = search_table(records, candidates, base)
-    # every trial has ended: a checkpoint left by one killed just after its last pass resumes nothing
-    for kept in checkpoints_folder(base.output_dir).glob(f"{TRIAL_FOLDER_PREFIX}*"):
-        shutil.rmtree(kept, ignore_errors=True)
+    # every trial has ended: nothing in their checkpoints folder resumes anything (a trial killed just after its last
+    # pass left its folder; --save-steps's extra checkpoints, which earlier versions wrote to Trainer's run-<trial>
+    # folders and never removed: 57 MB a trial for SmolLM2 with LoRA, up to nine a search)
+    shutil.rmtree(checkpoints_folder(base.output_dir), ignore_errors=True)
     return table
 
 
