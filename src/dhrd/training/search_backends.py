@@ -126,14 +126,12 @@ def _optuna_study(storage: str):
 
 def optuna_candidate(trial) -> Candidate:
     """The (alpha, lm_scope) candidate a trial runs. An enqueued trial that has not started (WAITING, as a killed
-    search leaves those it had not reached) has no params yet: its candidate is in ``fixed_params``."""
-    system_attrs = (
-        trial.system_attrs
-        if hasattr(trial, "system_attrs")
-        else trial.storage.get_trial_system_attrs(
-            trial._trial_id  # a running trial (optuna.Trial) reads them from its storage
-        )
-    )
+    search leaves those it had not reached), or a running one before its parameters are suggested, has no params
+    yet: its candidate is in ``fixed_params``."""
+    if hasattr(trial, "system_attrs"):  # a trial as the study lists it (FrozenTrial)
+        system_attrs = trial.system_attrs
+    else:  # the running trial (optuna.Trial): from its storage
+        system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
     params = trial.params or system_attrs.get("fixed_params", {})
     return float(params["alpha"]), "all" if not float(params["alpha"]) else params["lm_scope"]
 

@@ -329,14 +329,14 @@ class DHRDTrainingArguments(LossFields, ModelFields, DataFields, TrainingArgumen
         return {k: None if k.endswith("_token") else v for k, v in self.__dict__.items()}
 
 
-# transformers' own fields that DHRD does not redeclare (their metadata is transformers'): which of them define a
-# run, and which do not. A field in neither (a newer transformers') is not checked on resume, and the test of
-# this classification names it.
 def checkpoints_folder(run_dir: str | Path) -> Path:
     """Where Trainer keeps a run's checkpoints (its arguments' ``output_dir``)."""
     return Path(run_dir) / "checkpoints"
 
 
+# transformers' own fields that DHRD does not redeclare (their metadata is transformers'): which of them define a
+# run, and which do not. A field in neither (a newer transformers') is not checked on resume, and the test of
+# this classification names it.
 TRAINER_RUN_DEFINING = frozenset(
     {
         "max_steps",
