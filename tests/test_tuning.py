@@ -183,7 +183,10 @@ def _search_trials(output):
 def _three_trial_search(tmp_path, tiny_backbone, superglue_dir) -> DHRDTrainingArguments:
     """A search of three trials (pooled, alpha 0.5 and alpha 1, the LM loss on every token) into ``tmp_path/auto``:
     two epochs of batches of 2, so that each trial has its four dev passes."""
-    settings = tiny_run(tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2)
+    # one checkpoint kept, as the studies run: Trainer's end of training then removes the others but the best pass's
+    settings = tiny_run(
+        tiny_backbone, superglue_dir, num_train_epochs=2, per_device_train_batch_size=2, save_total_limit=1
+    )
     return DHRDTrainingArguments(
         output_dir=str(tmp_path / "auto"), alpha="auto", alpha_candidates="0,0.5,1", lm_scope_candidates="all",
         rationales=str(_rationales(tmp_path)), **settings,

@@ -133,6 +133,9 @@ class AlphaSearchTrainer(DHRDTrainer):
         for older in Path(self._get_output_dir(trial)).glob("checkpoint-*"):
             if older.name != newest:
                 shutil.rmtree(older, ignore_errors=True)
+        # nor is a best checkpoint kept: Trainer's end of training, with one checkpoint kept (--save-total-limit 1),
+        # looks for the one named here, and failed on the removed folder (RTE-all's seed 3, its first trial)
+        self.state.best_model_checkpoint = None
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """An optuna trial resumes from its candidate's checkpoint, kept by a trial of a killed search, and removes
