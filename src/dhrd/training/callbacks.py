@@ -84,13 +84,18 @@ class RunClock(KeptInCheckpoints):
         self.started = time.perf_counter()
         # resumed: the checkpoint's trainer state holds the earlier processes' seconds; a fresh start (an alpha
         # search's next trial, by the same trainer and callback) has none
-        self.earlier_seconds = _kept_attributes(state, self).get("seconds") if state.global_step else None
+        self.earlier_seconds = self.kept_seconds(state) if state.global_step else None
         super().on_train_begin(args, state, control, **kwargs)
 
+    @classmethod
+    def kept_seconds(cls, state) -> float | None:
+        """The seconds a checkpoint's trainer state kept: the run's training up to that checkpoint."""
+        return _kept_attributes(state, cls).get("seconds")
 
-def _kept_attributes(state, callback) -> dict:
-    """What a checkpoint's trainer state kept of ``callback``'s (``ExportableState``) attributes."""
-    kept = state.stateful_callbacks.get(type(callback).__name__) or {}
+
+def _kept_attributes(state, callback: type) -> dict:
+    """What a checkpoint's trainer state kept of the attributes of a ``callback`` (``ExportableState``) class."""
+    kept = state.stateful_callbacks.get(callback.__name__) or {}
     kept = kept[0] if isinstance(kept, list) else kept
     return kept.get("attributes") or {}
 
@@ -122,7 +127,7 @@ class MemoryCallback(KeptInCheckpoints):
     def on_train_begin(self, args, state, control, **kwargs):
         self.record["rss_at_train_begin"] = rss_gb()
         if state.global_step:  # resumed: the checkpoint's trainer state holds the earlier processes' peak
-            self.earlier_peak = _kept_attributes(state, self).get("peak_rss")
+            self.earlier_peak = _kept_attributes(state, type(self)).get("peak_rss")
         self.record["peak_rss_before_resume"] = self.earlier_peak
         super().on_train_begin(args, state, control, **kwargs)
 

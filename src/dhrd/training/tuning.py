@@ -34,6 +34,7 @@ from ..errors import DHRDInputError
 from ..memory import bound_process_memory, release_memory
 from ..runtime import write_json_atomic
 from ..stats import example_statistics, paired_difference
+from .callbacks import RunClock
 from .epoch_metrics import prediction_probabilities
 from .model_setup import reasoning_head
 from .resume import changed_settings, latest_complete_checkpoint
@@ -54,7 +55,6 @@ logger = logging.getLogger(__name__)
 
 SEARCH_DIR = "alpha-search"
 DEFAULT_DEV_FRACTION = 0.2
-TRIAL_FOLDER_PREFIX = "trial-"
 SEARCH_ARGS = "search_args.json"  # the settings the search started with
 
 
@@ -200,7 +200,7 @@ def check_same_search(folder: Path, base: DHRDTrainingArguments) -> None:
 def trial_folder(checkpoints: str | Path, alpha: float, scope: str) -> Path:
     """Where an optuna trial of the candidate keeps its checkpoint: ``trial-pooled``, ``trial-alpha0.1-all``."""
     name = "pooled" if not alpha else f"alpha{alpha:g}-{scope}"
-    return Path(checkpoints) / f"{TRIAL_FOLDER_PREFIX}{name}"
+    return Path(checkpoints) / f"trial-{name}"
 
 
 def resume_trial(trial, checkpoint: str) -> None:
@@ -208,9 +208,10 @@ def resume_trial(trial, checkpoint: str) -> None:
     optuna recorded them (the table shows every pass; the pruner compares the passes still to come), and the
     seconds it had trained (its checkpoint's ``RunClock``), which the trial's own time does not count."""
     from optuna.trial import TrialState
+    from transformers import TrainerState
 
-    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
-    step, candidate = state["global_step"], optuna_candidate(trial)
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    step, candidate = state.global_step, optuna_candidate(trial)
     killed = [
         t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if optuna_candidate(t) == candidate
     ]
@@ -218,9 +219,7 @@ def resume_trial(trial, checkpoint: str) -> None:
     for at, value in sorted(passes.items()):
         if at <= step:
             trial.report(value, at)
-    clock = state.get("stateful_callbacks", {}).get("RunClock") or {}
-    clock = clock[0] if isinstance(clock, list) else clock
-    trial.set_user_attr(EARLIER_SECONDS, float(clock.get("attributes", {}).get("seconds") or 0.0))
+    trial.set_user_attr(EARLIER_SECONDS, float(RunClock.kept_seconds(state) or 0.0))
     logger.warning("alpha search: resuming the trial of %s from %s", candidate_name(*candidate), checkpoint)
 
 
