@@ -6,6 +6,12 @@
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap-c nohup bash scripts/pays_off_queue.sh C > runs/queueC.log 2>&1 &
+# What is left, RTE's auto on all rows (seeds 2 and 3), as two queues under seed 1's pruning rule (a trial could be
+# pruned at its last dev pass; seed 1 ran before that changed): each search keeps its ended trials in
+# results/auto-rte-all-smollm2-cpu.searches/<cell>.log (commit it as trials land: a new checkout runs only the rest)
+#   git worktree add --detach /work/queue-snap-r HEAD && git -C /work/queue-snap-r apply scripts/patches/seed1-pruning-rule.patch
+#   DHRD_QUEUE_CODE=/work/queue-snap-r nohup bash scripts/pays_off_queue.sh R > runs/queueB.log 2>&1 &
+#   DHRD_QUEUE_CODE=/work/queue-snap-r nohup bash scripts/pays_off_queue.sh R --seeds 3,2,1 > runs/queueC.log 2>&1 &
 # The whole script is one block that ends in exit: bash reads it all before running any of it, so editing this
 # file while a queue runs (hours) cannot change what that queue does next.
 {
@@ -78,7 +84,10 @@ case "$1" in
       --title 'ComVE, 5,000 rows: DHRD auto (alpha chosen on a dev split of the training rows) against pooled'
     rte_all_auto --seeds 3,2,1  # then B's last study from its far end, beside B and A (a cell held by one is skipped)
     ;;
-  *) echo "usage: $0 A|B|C" >&2; exit 2 ;;
+  R)  # RTE's auto on all rows alone (B's and C's last study), its seeds in the order the arguments give
+    rte_all_auto "${@:2}"
+    ;;
+  *) echo "usage: $0 A|B|C|R [--seeds ...]" >&2; exit 2 ;;
 esac
 exit
 }

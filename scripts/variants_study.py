@@ -6,14 +6,16 @@ the same seeds on the same rows and scored on the same split:
 - your own data through an own-data config (`--config examples/own-data/comve.yaml`: ComVE with its human
   explanations as rationales): scored on its `test_file` (else the test.jsonl beside the training file), the
   validation file only picking the epoch where there are several. No dataset-specific code.
-Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed
-one resumes from its checkpoint, and the tables are rewritten after every cell. Each finished cell's scored
-probabilities and costs are also kept beside the tables (`<out>.cells.json`, committed with them), so the paired
-intervals survive the loss of `<runs>` (a new checkout): a cell found there is not trained again. So are the commands
-that named them (`<out>.commands.json`): the tables show each one that is still the last to name a cell of theirs, and
-run in that order those rebuild the tables. Two studies may share `<runs>` (a task's fixed settings and its auto, in
-two queues): each keeps from it only the cells its command names and the pooled cells of their budgets and seeds;
-cells kept earlier (an earlier command's, same `--out`) stay.
+Every cell is one `dhrd.train` run in `<runs>/<cell>`; a finished cell (its `scored.json`) is read back, a killed one
+resumes from its checkpoint, and the tables are rewritten after every cell. Each finished cell's scored probabilities
+and costs are also kept beside the tables (`<out>.cells.json`, committed with them), so the paired intervals survive the
+loss of `<runs>` (a new checkout): a cell found there is not trained again. So are the commands that named them
+(`<out>.commands.json`): the tables show each one that is still the last to name a cell of theirs, and run in that order
+those rebuild the tables. An auto cell's search keeps its ended trials in `<out>.searches/<cell>.log`
+(`--alpha-search-storage`, an optuna journal: commit it as trials land), so a search longer than a session, started
+again in a new checkout, trains only the candidates that had not ended. Two studies may share `<runs>` (a task's fixed
+settings and its auto, in two queues): each keeps from it only the cells its command names and the pooled cells of their
+budgets and seeds; cells kept earlier (an earlier command's, same `--out`) stay.
 Two queues may also run the same command (`--seeds 3,2,1` in one, `1,2,3` in the other): a cell is trained by the
 process that holds its run directory's lock (`dhrd.training.run_lock`); the other moves on to the next cell.
 
@@ -192,7 +194,13 @@ class SuperGLUE(Study):
 
 
 def training_arguments(
-    study: Study, cell: Cell, runs: Path, eval_cap: int | None, grad_norms: bool, backbone: str | None = None
+    study: Study,
+    cell: Cell,
+    runs: Path,
+    eval_cap: int | None,
+    grad_norms: bool,
+    backbone: str | None = None,
+    searches: Path | None = None,
 ):
     from dhrd.training.training_args import DHRDTrainingArguments
 
@@ -213,7 +221,19 @@ def training_arguments(
         save_steps=50,  # a cell may span sessions
         save_total_limit=1,
         log_grad_norms=grad_norms,
+        # an auto cell's search (9 trials: longer than a session) keeps its ended trials beside the tables, committed as
+        # they land: a new checkout, with no runs/, runs only the trials that had not ended
+        alpha_search_storage=str(search_journal(searches, cell)) if searches and settings.get("alpha_search") else None,
     )
+
+
+def searches_path(out: Path) -> Path:
+    """Where a study's auto cells keep their searches: ``<out>.searches/<cell>.log``, optuna journals."""
+    return out.with_name(out.name + ".searches")
+
+
+def search_journal(searches: Path, cell: Cell) -> Path:
+    return searches / f"{cell.name}.log"
 
 
 def score_cell(study: Study, run: Path) -> dict:
@@ -631,7 +651,9 @@ def main() -> None:
             continue
         print(f"== {cell.name}", flush=True)
         reset_peak()  # this cell's peak memory, training and scoring, not the earlier cells' of this process
-        arguments = training_arguments(study, cell, runs, options.eval_cap, options.grad_norms, options.backbone)
+        arguments = training_arguments(
+            study, cell, runs, options.eval_cap, options.grad_norms, options.backbone, searches_path(out)
+        )
         if not finish_cell(study, runs / cell.name, partial(train, arguments)):
             print(f"== {cell.name}: another process is training it; left to that one", flush=True)
             continue

@@ -655,3 +655,71 @@ def test_a_trial_is_never_pruned_at_its_last_dev_pass(tmp_path, tiny_backbone, s
     assert {name: r["state"] for name, r in rows.items()} == dict.fromkeys(rows, "complete")
     assert rows["alpha 1, lm-scope all"]["dev_score"] == 55.0 and table["trials_pruned"] == 0
     assert table["chosen"] == "pooled"
+
+
+def test_a_search_kept_in_a_journal_outlives_its_output_directory(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """--alpha-search-storage names a journal file outside the output directory: a search killed in its second trial,
+    its output directory then lost (a fresh checkout has no runs/), started again elsewhere runs only the trials that
+    had not ended; the table and choice are those of the same search killed and resumed in its output directory. A
+    journal left with a torn last line by a kill still reads; one holding a search with other settings is refused in
+    one line; --restart empties it."""
+    import dataclasses
+    import shutil
+
+    from optuna.trial import TrialState
+
+    from dhrd.training.search_backends import optuna_storage
+
+    passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 70.0, 1.0: 50.0})
+    journal = tmp_path / "kept" / "search.log"
+    base = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
+    # the same kill, resumed in its own output directory (the candidate waiting since the kill runs first, before
+    # pruning starts: the order differs from an uninterrupted search's, in either storage)
+    in_folder = dataclasses.replace(base, output_dir=str(tmp_path / "in-folder"))
+    resume = _killed_in_trial(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(in_folder)
+    resume()
+    train(in_folder)
+    expected = json.loads((tmp_path / "in-folder" / "alpha-search.json").read_text())
+
+    args = dataclasses.replace(base, alpha_search_storage=str(journal))
+    resume = _killed_in_trial(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(args)
+    shutil.rmtree(tmp_path / "auto")  # the output directory lost: only the journal is left
+    with open(journal, "ab") as f:
+        f.write(b'{"op_code":')  # what a kill in the middle of a write leaves
+    resume()
+    before = len(passes)
+    train(dataclasses.replace(args, output_dir=str(tmp_path / "elsewhere")))
+    assert 0.0 not in passes[before:]  # pooled had ended: kept in the journal, not trained again
+    assert {0.5, 1.0} <= set(passes[before:])
+    table = json.loads((tmp_path / "elsewhere" / "alpha-search.json").read_text())
+    keys = ("candidate", "state", "dev_score", "dev_scores")
+    assert [{k: r[k] for k in keys} for r in table["candidates"]] == [
+        {k: r[k] for k in keys} for r in expected["candidates"]
+    ]
+    assert table["chosen"] == expected["chosen"] == "alpha 0.5, lm-scope all"
+    assert not (tmp_path / "elsewhere" / "alpha-search" / "optuna.db").exists()  # the journal held the trials
+    import optuna
+
+    trials = optuna.load_study(study_name="dhrd-alpha-search", storage=optuna_storage(str(journal), tmp_path)).trials
+    assert [t.state for t in trials].count(TrialState.FAIL) == 1 and len(trials) == 4  # the killed trial, and one each
+    # another learning rate: another search, refused wherever the output directory is
+    other = dataclasses.replace(args, output_dir=str(tmp_path / "third"), learning_rate=args.learning_rate * 2)
+    with pytest.raises(DHRDInputError, match=r"search\.log: holds an alpha search with other settings \(learning_rate"):
+        train(other)
+    train(dataclasses.replace(other, resume=False))  # --restart: the journal's search deleted, a new one run
+    trials = optuna.load_study(study_name="dhrd-alpha-search", storage=optuna_storage(str(journal), tmp_path)).trials
+    assert len(trials) == 3
+
+
+def test_the_ray_backend_refuses_an_optuna_storage(tmp_path, tiny_backbone, superglue_dir):
+    args = DHRDTrainingArguments(
+        output_dir=str(tmp_path / "auto"), alpha="auto", alpha_search_backend="ray",
+        alpha_search_storage=str(tmp_path / "search.log"), rationales=str(_rationales(tmp_path)),
+        **tiny_run(tiny_backbone, superglue_dir),
+    )  # fmt: skip
+    with pytest.raises(DHRDInputError, match="--alpha-search-storage is where optuna keeps the trials"):
+        train(args)

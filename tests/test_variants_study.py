@@ -229,6 +229,25 @@ def test_the_backbone_option_names_the_student_whatever_the_config_says(study, t
     assert study.training_arguments(_Config(), cell, tmp_path, None, False).backbone == "from/config"
 
 
+def test_an_auto_cell_keeps_its_search_beside_the_tables(study, tmp_path):
+    """An auto cell's search (longer than a session) keeps its trials in an optuna journal beside the tables, which
+    a new checkout (no runs/) has: ``<out>.searches/<cell>.log``. A cell that searches nothing names none."""
+
+    class _Task(_TinyStudy):
+        def settings(self):
+            return {"task": "rte"}
+
+    out = tmp_path / "results" / "auto-rte"
+    searches = study.searches_path(out)
+    assert searches == tmp_path / "results" / "auto-rte.searches"
+    runs = tmp_path / "runs"
+    auto, fixed = (study.Cell(None, variant, 1, 1.0, 2e-4) for variant in ("auto-linear", "dhrd-linear"))
+    args = study.training_arguments(_Task(), auto, runs, None, False, None, searches)
+    assert args.alpha_search and args.alpha_search_storage == str(searches / f"{auto.name}.log")
+    assert args.output_dir == str(runs / auto.name)  # the run itself stays under runs/
+    assert study.training_arguments(_Task(), fixed, runs, None, False, None, searches).alpha_search_storage is None
+
+
 def test_a_cells_peak_memory_is_its_own_not_the_study_processs(study, tmp_path):
     """A queue runs many cells in one process: each cell's peak starts when the cell does, so a bigger cell before
     it (here a freed 512 MB array) does not count."""

@@ -44,6 +44,14 @@ class LossFields:
         run=False,
         choices=["optuna", "ray"],
     )
+    alpha_search_storage: str | None = option(
+        None,
+        "where optuna keeps the alpha search's trials: an optuna storage URL (postgresql://...), or a journal file "
+        "(any other path: append-only text, one operation a line), which outlives --output-dir: a search started "
+        "again anywhere runs only the candidates that had not ended (default: <output-dir>/alpha-search/optuna.db)",
+        LOSS,
+        run=False,
+    )
     alpha_candidates: str = option("0,0.1,0.25,0.5,1", "the alpha search's alphas (0: pooled)", LOSS, run=False)
     lm_scope_candidates: str = option("all,reasoning", "the alpha search's --lm-scope values", LOSS, run=False)
     dev_fraction: float | None = option(

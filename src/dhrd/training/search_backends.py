@@ -4,6 +4,12 @@ by side on a local ray, or spread over a cluster named by ray's own ``RAY_ADDRES
 in the search folder, so that a killed search started again runs only the candidates that had not ended, and hands
 back one ``TrialRecord`` a trial, whichever backend ran it, for ``tuning.search_table``.
 
+Where optuna keeps them is ``--alpha-search-storage``: by default ``optuna.db`` in the search folder; or any optuna
+storage URL (``postgresql://...``), or a journal file (optuna's append-only text log, one operation a line), which
+outlives the output directory: on shared storage, or committed beside a study's results, a search started on
+another machine (a fresh checkout: no ``runs/``) runs only the candidates that had not ended there. The search's
+settings are kept in the study itself, so a storage holding another run's search is refused (``tuning``).
+
 Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS``): optuna's ``MedianPruner`` (a
 trial's best dev score so far below the median of the finished trials at the same pass, the first two trials always
 finishing) and ray's ``MedianStoppingRule`` (below the median of the running means of two or more other trials that
@@ -20,8 +26,9 @@ from pathlib import Path
 
 from ..errors import DHRDInputError
 
-STUDY_NAME = "dhrd-alpha-search"
+STUDY_NAME = "dhrd-alpha-search"  # one search a storage
 OPTUNA_STORE = "optuna.db"
+SEARCH_SETTINGS = "search_args"  # the study's user attribute: the settings the search started with
 RAY_EXPERIMENT = "ray"
 EVALUATIONS_PER_TRIAL = 4  # dev passes a trial reports, the points at which it can be pruned
 # the first dev pass a trial can be pruned at: at the first (a quarter of a one-epoch run) the candidates were all
@@ -56,12 +63,71 @@ class TrialRecord:
     dev_statistics: dict | None = None  # its last pass's, per dev example; None: pruned, or not kept by this version
 
 
-def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable) -> list[TrialRecord]:
-    """Run the candidates not yet ended through optuna (enqueued, so each runs exactly once), then every ended trial."""
+def optuna_storage(spec: str | None, folder: Path):
+    """The storage an optuna search keeps its trials in (``--alpha-search-storage``, ``spec``): ``optuna.db`` in the
+    search ``folder`` (None), an optuna storage URL (``scheme://...``), or else a journal file at that path."""
+    if spec is None:
+        return f"sqlite:///{folder / OPTUNA_STORE}"
+    if "://" in spec:
+        return spec
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    path = Path(spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _drop_torn_line(path)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+
+
+def _drop_torn_line(journal: Path) -> None:
+    """Cut a journal's last line if a kill left it unfinished: optuna skips an unfinished last line, but appends
+    the next operation to it, and then fails on the line they make together."""
+    if not journal.is_file() or journal.stat().st_size == 0:
+        return
+    data = journal.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(journal, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def optuna_settings(storage) -> dict | None:
+    """The settings the search kept in ``storage`` started with; None where it holds no search, or one from before
+    they were kept there."""
+    study = _existing_study(storage)
+    return None if study is None else study.user_attrs.get(SEARCH_SETTINGS)
+
+
+def keep_optuna_settings(storage, settings: dict) -> None:
+    """Keep the search's settings in its study (created here if need be), once: those it started with."""
+    study = _optuna_study(storage)
+    if SEARCH_SETTINGS not in study.user_attrs:
+        study.set_user_attr(SEARCH_SETTINGS, settings)
+
+
+def forget_optuna_search(storage) -> None:
+    """Delete the search kept in ``storage`` (``--restart``), if there is one."""
+    import optuna
+
+    if _existing_study(storage) is not None:
+        optuna.delete_study(study_name=STUDY_NAME, storage=storage)
+
+
+def _existing_study(storage):
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    except KeyError:  # no such study in the storage
+        return None
+
+
+def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable, storage=None) -> list[TrialRecord]:
+    """Run the candidates not yet ended through optuna (enqueued, so each runs exactly once), then every ended trial.
+    ``storage``: where the trials are kept (``optuna_storage``; None: ``optuna.db`` in ``folder``)."""
     import optuna
     from optuna.trial import TrialState
 
-    storage = f"sqlite:///{folder / OPTUNA_STORE}"
+    storage = storage or optuna_storage(None, folder)
     study = _optuna_study(storage)
     # pooled is never pruned now; a pooled trial pruned by an earlier version runs again, to the end
     ended = {
@@ -104,7 +170,7 @@ def final_pass(trial, seconds: float) -> None:
     trial.set_user_attr(FINAL_PASS_SECONDS, seconds)
 
 
-def _optuna_study(storage: str):
+def _optuna_study(storage):
     """The search's study, its trials that were running when their process was killed ended: one that had
     reported its last dev pass (the objective Trainer hands optuna is that pass's score) is complete, with that
     score and the time it took to reach it; any other never finishes and runs again."""
@@ -158,10 +224,11 @@ def _optuna_record(trial) -> TrialRecord:
     )
 
 
-def ray_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable) -> list[TrialRecord]:
+def ray_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable, storage=None) -> list[TrialRecord]:
     """Run the candidates as one ray ``grid_search`` (each once, side by side as the cluster's CPUs allow: one CPU
     a trial, and one GPU where there is one, transformers' default), resuming the experiment kept in
-    ``<folder>/ray`` (its ended trials kept, the others run again from the start), then every ended trial."""
+    ``<folder>/ray`` (its ended trials kept, the others run again from the start), then every ended trial.
+    ``storage`` is optuna's (``tuning.run_search`` refuses one for ray)."""
     try:
         import ray
         from ray import tune

@@ -11,10 +11,11 @@ module). Pooled being a candidate, the search ships pooled unless another candid
 candidate's lead over pooled is given with a 95% bootstrap interval over the dev examples (paired by example,
 ``dhrd.stats``): a dev split of a few hundred rows leaves a lead of a few points within its noise.
 
-The trials are kept in ``<output_dir>/alpha-search/`` (``optuna.db``, or ray's experiment in ``ray/``): a killed
-search keeps its ended trials and runs only the others when started again. With optuna, the trial that was running
-resumes from its checkpoint, kept at each dev pass in its candidate's folder (``trial_folder``) until it ends; ray
-starts it again.
+The trials are kept in ``<output_dir>/alpha-search/`` (``optuna.db``, or ray's experiment in ``ray/``), or where
+``--alpha-search-storage`` names (optuna: a storage URL or a journal file, which outlives the output directory): a
+killed search keeps its ended trials and runs only the others when started again. With optuna, the trial that was
+running resumes from its checkpoint, kept at each dev pass in its candidate's folder (``trial_folder``) until it ends;
+ray starts it again.
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ from .search_backends import (
     DEV_STATISTICS,
     EARLIER_SECONDS,
     EVALUATIONS_PER_TRIAL,
+    RAY_EXPERIMENT,
     TrialRecord,
     final_pass,
+    forget_optuna_search,
+    keep_optuna_settings,
     optuna_candidate,
+    optuna_settings,
+    optuna_storage,
 )
 from .trainer import DHRDTrainer
 from .training_args import DHRDTrainingArguments, checkpoints_folder
@@ -182,18 +188,17 @@ class AlphaSearchTrainer(DHRDTrainer):
             final_pass(trial, time.time() - trial.datetime_start.timestamp())
 
 
-def check_same_search(folder: Path, base: DHRDTrainingArguments) -> None:
-    """A search kept in ``folder`` continues only under the settings it started with: its ended trials and its
-    trials' checkpoints were trained under them (``resume.changed_settings``, as a plain run resumed; the
-    candidates may differ: a new one is run, and each is scored on the same dev split)."""
-    saved = folder / SEARCH_ARGS
-    if not saved.is_file():
-        return
-    changed = changed_settings(json.loads(saved.read_text()), base)
+def check_same_search(saved: dict | None, base: DHRDTrainingArguments, where: str) -> None:
+    """A search kept in ``where`` (its folder, or its ``--alpha-search-storage``) continues only under the settings it
+    started with, ``saved``: its ended trials and its trials' checkpoints were trained under them
+    (``resume.changed_settings``, as a plain run resumed; the candidates may differ: a new one is run, and each is
+    scored on the same dev split)."""
+    changed = changed_settings(saved, base) if saved else []
     if changed:
         raise DHRDInputError(
-            f"{folder}: holds an alpha search with other settings ({', '.join(changed)}); use another --output-dir, "
-            "or --restart to search again"
+            f"{where}: holds an alpha search with other settings ({', '.join(changed)}); use another --output-dir"
+            f"{' or --alpha-search-storage' if where == base.alpha_search_storage else ''}, or --restart to search "
+            "again"
         )
 
 
@@ -244,20 +249,41 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     folder = Path(base.output_dir)
     if not args.resume and folder.is_dir():
         shutil.rmtree(folder)  # --restart: the search starts again, its trials and checkpoints discarded
-    check_same_search(folder, base)
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / SEARCH_ARGS, base.to_dict())
+    storage = search_storage(args, folder)
+    if not args.resume and args.alpha_search_storage:
+        forget_optuna_search(storage)  # and the trials kept outside the folder
+    saved = folder / SEARCH_ARGS
+    check_same_search(json.loads(saved.read_text()) if saved.is_file() else None, base, str(folder))
+    if args.alpha_search_storage:  # the settings travel with the trials: the folder may be gone, or another run's
+        check_same_search(optuna_settings(storage), base, args.alpha_search_storage)
+    write_json_atomic(saved, base.to_dict())
+    if storage is not None:
+        keep_optuna_settings(storage, base.to_dict())
 
     def make_trainer():
         return AlphaSearchTrainer(base, {scope if alpha else "pooled" for alpha, scope in candidates})
 
-    records = BACKENDS[args.alpha_search_backend](folder, candidates, make_trainer)
+    records = BACKENDS[args.alpha_search_backend](folder, candidates, make_trainer, storage)
     table = search_table(records, candidates, base)
     # every trial has ended: nothing in their checkpoints folder resumes anything (a trial killed just after its last
     # pass left its folder; --save-steps's extra checkpoints, which earlier versions wrote to Trainer's run-<trial>
     # folders and never removed: 57 MB a trial for SmolLM2 with LoRA, up to nine a search)
     shutil.rmtree(checkpoints_folder(base.output_dir), ignore_errors=True)
     return table
+
+
+def search_storage(args: DHRDTrainingArguments, folder: Path):
+    """Where the search's optuna trials are kept (``search_backends.optuna_storage``); None for ray, which keeps
+    its experiment in the search folder."""
+    if args.alpha_search_backend == "optuna":
+        return optuna_storage(args.alpha_search_storage, folder)
+    if args.alpha_search_storage:
+        raise DHRDInputError(
+            "--alpha-search-storage is where optuna keeps the trials; ray keeps its experiment in "
+            f"{folder / RAY_EXPERIMENT} (leave --alpha-search-storage out, or use --alpha-search-backend optuna)"
+        )
+    return None
 
 
 def scope_sets(prepared, scopes: set[str]) -> dict:
