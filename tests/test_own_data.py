@@ -305,6 +305,24 @@ def test_a_run_saved_before_these_settings_existed_is_still_the_same_run(tmp_pat
     assert changed_settings(told, inside) == ["instruction_in_input"]
 
 
+def test_a_finished_cell_made_with_other_settings_is_refused_in_one_line(tmp_path):
+    """A reproduce cell's finished run is reused only under the settings it was made with: else one line naming
+    them, where it is and what to do (the words a resumed run and an alpha search use too)."""
+    import json
+
+    from dhrd.reproduction.cells import _same_run
+    from dhrd.training.training_args import DHRDTrainingArguments
+
+    args = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte")
+    assert not _same_run(args, tmp_path)  # nothing saved: not the same run, nothing refused
+    (tmp_path / "train_args.json").write_text(json.dumps(args.to_dict()))
+    assert _same_run(args, tmp_path)
+    other = DHRDTrainingArguments(output_dir=str(tmp_path), task="rte", lora_r=8)
+    message = rf"^{tmp_path}: holds a finished run with other settings \(lora_r\); use another --output-dir, or "
+    with pytest.raises(DHRDInputError, match=message + "--restart to run it again$"):
+        _same_run(other, tmp_path)
+
+
 def test_label_names_as_a_string_or_a_mapping_are_the_same_run(tmp_path):
     """--label-names 0=a,1=b on the command line and {"0": "a", "1": "b"} in Python train the same model: a run
     saved with one resumes under the other; other names are another run."""

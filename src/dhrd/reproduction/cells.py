@@ -52,17 +52,14 @@ def training_arguments(args: ReproduceArguments, task: str, method: str, seed: i
 
 def _same_run(train_args, output: Path) -> bool:
     """A finished run in ``output`` is reused only when it was made with these settings."""
+    from ..training.resume import refuse_other_settings
     from ..training.run import changed_settings
 
     saved = output / "train_args.json"
     if not saved.is_file():
         return False
     changed = changed_settings(json.loads(saved.read_text()), train_args, ("max_eval_examples", "test_file"))
-    if changed:
-        raise DHRDInputError(
-            f"{output}: holds a finished run with other settings ({', '.join(changed)}); use another "
-            "--output-dir, or --restart to run it again"
-        )
+    refuse_other_settings(output, "a finished run", changed, "run it again")
     return True
 
 

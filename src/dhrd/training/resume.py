@@ -96,12 +96,18 @@ def checkpoint_to_resume(args: DHRDTrainingArguments, output: Path, peft_config:
     changed = [] if earlier is None else changed_settings(earlier, args)
     if earlier is not None and earlier.get("peft_config") != peft_config:
         changed.append("peft_config")
+    refuse_other_settings(output, "a run", changed, "discard its checkpoints")
+    return last
+
+
+def refuse_other_settings(where, held: str, changed: list[str], restart: str, elsewhere: str = "--output-dir") -> None:
+    """Stop, in one line, a run that would continue (or reuse) ``held`` kept in ``where`` under other settings: the
+    run-defining ``changed`` (``changed_settings``). None changed: nothing to say."""
     if changed:
         raise DHRDInputError(
-            f"{output}: holds a run with other settings ({', '.join(changed)}); use another --output-dir, "
-            "or --restart to discard its checkpoints"
+            f"{where}: holds {held} with other settings ({', '.join(changed)}); use another {elsewhere}, or --restart "
+            f"to {restart}"
         )
-    return last
 
 
 def stop_if_stopped_early(trainer: DHRDTrainer, checkpoint: str, patience: int | None) -> None:

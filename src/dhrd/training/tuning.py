@@ -38,7 +38,7 @@ from ..stats import example_statistics, paired_difference
 from .callbacks import RunClock
 from .epoch_metrics import prediction_probabilities
 from .model_setup import reasoning_head
-from .resume import changed_settings, latest_complete_checkpoint
+from .resume import changed_settings, latest_complete_checkpoint, refuse_other_settings
 from .run_rows import encode_rows
 from .search_backends import (
     BACKENDS,
@@ -193,13 +193,9 @@ def check_same_search(saved: dict | None, base: DHRDTrainingArguments, where: st
     started with, ``saved``: its ended trials and its trials' checkpoints were trained under them
     (``resume.changed_settings``, as a plain run resumed; the candidates may differ: a new one is run, and each is
     scored on the same dev split)."""
+    elsewhere = "--alpha-search-storage" if where == base.alpha_search_storage else "--output-dir"
     changed = changed_settings(saved, base) if saved else []
-    if changed:
-        raise DHRDInputError(
-            f"{where}: holds an alpha search with other settings ({', '.join(changed)}); use another --output-dir"
-            f"{' or --alpha-search-storage' if where == base.alpha_search_storage else ''}, or --restart to search "
-            "again"
-        )
+    refuse_other_settings(where, "an alpha search", changed, "search again", elsewhere)
 
 
 def trial_folder(checkpoints: str | Path, alpha: float, scope: str) -> Path:
