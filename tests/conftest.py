@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dhrd.openmp import passive_openmp_wait
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DHRD_SHARED", REPO.parent / "shared"))
 SHARED_GGUF = SHARED / "models" / "smollm2-135m-instruct-q4_1" / "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -19,6 +21,9 @@ os.environ.setdefault("DHRD_CACHE", str(REPO / ".cache" / "dhrd"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# torch's threads sleep between operations, as under the dhrd command: a suite run beside a training (two queues on
+# a 2-core machine) otherwise spins on the cores the training needs, and waits on them itself (dhrd.openmp)
+passive_openmp_wait()
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
