@@ -198,10 +198,13 @@ def test_kill_9_train(work, env, tiny_backbone, superglue_dir):
     report(tally)
 
 
-def _kills_then_reruns(tally, env, root: Path, name: str, args, working, complete, state, same, progress) -> list:
+def _kills_then_reruns(
+    tally, env, root: Path, name: str, args, working, complete, state, same, progress, lose=None
+) -> list:
     """The unbroken reference run of the command ``args(output)``, then each kill: the command started afresh,
     killed at a seeded random moment, run again to its end, and its final state (``state(output)``) checked
-    against the reference's (``same(got, expected, output)``); no stray temporary file left. Each trial's folder is
+    against the reference's (``same(got, expected, output)``); no stray temporary file left. ``lose(output)``, if
+    given, is done between the kill and the rerun (what a new machine would not have). Each trial's folder is
     removed once checked (checkpoints: keep the disk use small). Returns what ``progress(output)`` found at each
     kill."""
     ref = root / "ref"
@@ -213,6 +216,8 @@ def _kills_then_reruns(tally, env, root: Path, name: str, args, working, complet
         output = root / f"trial-{k}"
         trial_kill(tally, args(output), env, root, lambda o=output: working(o), lambda o=output: complete(o), delay)
         at_kill.append(progress(output))
+        if lose:
+            lose(output)
         rerun = run(args(output), env, root)
         ok(rerun)
         tally.reruns_finished += 1
@@ -245,25 +250,40 @@ def _progress_of_search(output: Path) -> str:
     return ", ".join(kept) or "no trial checkpoint"
 
 
-def test_kill_9_train_alpha_auto(work, env, tiny_backbone, superglue_dir):
+@pytest.mark.parametrize("kept", ["output-dir", "journal"])
+def test_kill_9_train_alpha_auto(work, env, tiny_backbone, superglue_dir, kept):
     """``dhrd train --alpha auto`` (optuna; pooled and alpha 1, which the pruner cannot stop: the first two
     trials always finish) killed at random moments, then run again: the same dev scores at every pass, the same
     choice and the same model as the unbroken search, a trial killed past a dev pass resuming from its
-    checkpoint; no trial checkpoint is left."""
-    root = work / "train-alpha-auto"
+    checkpoint; no trial checkpoint is left. ``journal``: the trials kept in a journal outside the output directory
+    (``--alpha-search-storage``), and the output directory deleted after each kill (a new machine): the rerun trains
+    only the trials the journal does not hold as ended, from their start, to the same result; a kill in the middle
+    of a journal write leaves a torn line, which the rerun cuts."""
+    root = work / f"train-alpha-auto-{kept}"
     root.mkdir()
-    tally = Tally("train --alpha auto")
+    tally = Tally(f"train --alpha auto ({kept})")
     rationales = write_jsonl(
         root / "cb.jsonl", [{"idx": i, "rationale": f"Ann said so on day {i}."} for i in range(12)]
     )
 
+    def journal(output):
+        return output.with_name(output.name + "-search.log")
+
     def args(output):
+        storage = ["--alpha-search-storage", journal(output)] if kept == "journal" else []
         return ["train", "--task", "cb", "--data-dir", superglue_dir, "--backbone", tiny_backbone, "--output-dir",
                 output, "--no-bf16", "--epochs", "2", "--batch-size", "2", "--max-length", "128", "--alpha", "auto",
-                "--alpha-candidates", "0,1", "--lm-scope-candidates", "all", "--rationales", rationales]  # fmt: skip
+                "--alpha-candidates", "0,1", "--lm-scope-candidates", "all", "--rationales", rationales,
+                *storage]  # fmt: skip
 
     def working(output):
-        return (output / "alpha-search" / "optuna.db").exists()
+        return journal(output).exists() if kept == "journal" else (output / "alpha-search" / "optuna.db").exists()
+
+    torn = []
+
+    def lose(output):
+        torn.append(not journal(output).read_bytes().endswith(b"\n"))  # killed in the middle of a journal write
+        shutil.rmtree(output, ignore_errors=True)
 
     def complete(output):
         return (output / "metrics.json").exists()
@@ -274,8 +294,10 @@ def test_kill_9_train_alpha_auto(work, env, tiny_backbone, superglue_dir):
         assert not list((output / "alpha-search" / "checkpoints").glob("trial-*"))
 
     at_kill = _kills_then_reruns(tally, env, root, "train-alpha-auto", args, working, complete, _search_state, same,
-                                 _progress_of_search)  # fmt: skip
+                                 _progress_of_search, lose if kept == "journal" else None)  # fmt: skip
     tally.notes.append(f"trial checkpoints at each kill: {at_kill}")
+    if kept == "journal":
+        tally.notes.append(f"journals left with a torn last line: {sum(torn)} of {len(torn)}")
     report(tally)
 
 
