@@ -207,7 +207,9 @@ def _fixed_dev_scores(monkeypatch, scores):
     return passes
 
 
-def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(
+    tmp_path, tiny_backbone, superglue_dir, monkeypatch, caplog
+):
     """Dev scores fixed by alpha (pooled 60, alpha 0.5 55, alpha 1 40): the third trial is below the median of
     the two before it from its first dev pass, and stops at the first pass where pruning is on (the second: at
     the first, candidates are within noise of each other)."""
@@ -224,6 +226,19 @@ def test_a_trial_below_the_median_is_pruned_and_cannot_be_chosen(tmp_path, tiny_
     assert passes.count(1.0) == search_backends.PRUNE_FROM_PASS == 2
     assert table["chosen"] == "pooled" and table["trials_pruned"] == 1
     assert "pruned" in (output / "alpha-search.md").read_text()
+    # each trial said which candidate it trained, how far the search was, and how the trial ended
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("alpha search: ")]
+    steps = table["candidates"][0]["dev_scores"]
+    pruned_at, last = list(steps)[search_backends.PRUNE_FROM_PASS - 1], list(steps)[-1]
+    assert said[:6] == [
+        "alpha search: training pooled (0 of 3 candidates ended)",
+        "alpha search: pooled finished: dev score 60.0",
+        "alpha search: training alpha 0.5, lm-scope all (1 of 3 candidates ended)",
+        "alpha search: alpha 0.5, lm-scope all finished: dev score 55.0",
+        "alpha search: training alpha 1, lm-scope all (2 of 3 candidates ended)",
+        f"alpha search: alpha 1, lm-scope all pruned at step {pruned_at} of {last}: its dev score 40.0 is below the "
+        "median of the finished trials at that pass",
+    ], said
 
 
 def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, superglue_dir, monkeypatch):

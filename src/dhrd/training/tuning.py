@@ -74,9 +74,12 @@ class AlphaSearchTrainer(DHRDTrainer):
 
     def __init__(self, args: DHRDTrainingArguments, scopes: set[str]):
         # dev passes every eval_steps (set below, once the rows are counted), the dev score; checkpoints only in an
-        # optuna trial (``_hp_search_setup``)
+        # optuna trial (``_hp_search_setup``). No best pass is tracked: a trial's result is its last pass (the
+        # objective reads ``eval_score``), and a best checkpoint named in the trial's state outlived the folder that
+        # only the newest is kept in (Trainer's end of training looked for it: RTE-all's seed 3 failed so; resumed,
+        # it warned that the checkpoint "does not exist anymore")
         trial = dict(eval_strategy="steps", save_strategy="no", load_best_model_at_end=False)
-        super().__init__(args=args, trainer_overrides={**trial, "metric_for_best_model": "score"})
+        super().__init__(args=args, trainer_overrides={**trial, "metric_for_best_model": None})
         self.train_sets = {"all": self.train_dataset, **scope_sets(self.prepared, scopes)}
         self.args.eval_steps = evaluation_steps(args, len(self.train_dataset))
         self.model_init = self.trial_model  # Trainer builds each trial's model with it
@@ -133,24 +136,23 @@ class AlphaSearchTrainer(DHRDTrainer):
         if self.state.global_step >= self.state.max_steps:
             return  # the trial's last pass is its result: nothing is left to resume
         super()._save_checkpoint(model, trial)
-        # only the newest is resumed from; Trainer's rotation would keep the best pass's too (a second model and
-        # optimiser on disk), the trials naming a metric to rank them by
+        # only the newest is resumed from (whatever --save-total-limit keeps of a plain run's)
         newest = f"checkpoint-{self.state.global_step}"
         for older in Path(self._get_output_dir(trial)).glob("checkpoint-*"):
             if older.name != newest:
                 shutil.rmtree(older, ignore_errors=True)
-        # nor is a best checkpoint kept: Trainer's end of training, with one checkpoint kept (--save-total-limit 1),
-        # looks for the one named here, and failed on the removed folder (RTE-all's seed 3, its first trial)
-        self.state.best_model_checkpoint = None
 
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """An optuna trial resumes from its candidate's checkpoint, kept by a trial of a killed search, and removes
-        the folder once it has ended (finished or pruned); a trial cut short otherwise keeps it."""
+        the folder once it has ended (finished or pruned); a trial cut short otherwise keeps it. Each trial says
+        which candidate it trains and how it ended: a search runs for hours, one progress bar a trial."""
         if trial is None or self.hp_search_backend != HPSearchBackend.OPTUNA:
             return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
         import optuna
 
-        folder = trial_folder(self.args.output_dir, *optuna_candidate(trial))
+        candidate = optuna_candidate(trial)
+        folder = trial_folder(self.args.output_dir, *candidate)
+        logger.warning("alpha search: training %s (%s)", candidate_name(*candidate), search_progress(trial.study))
         checkpoint = resume_from_checkpoint or latest_complete_checkpoint(folder)
         if checkpoint:
             resume_trial(trial, checkpoint)
@@ -158,8 +160,14 @@ class AlphaSearchTrainer(DHRDTrainer):
             result = super().train(resume_from_checkpoint=checkpoint, trial=trial, **kwargs)
         except optuna.TrialPruned:
             shutil.rmtree(folder, ignore_errors=True)
+            logger.warning(
+                "alpha search: %s pruned at step %d of %d: its dev score %.1f is below the median of the finished "
+                "trials at that pass", candidate_name(*candidate), self.state.global_step, self.state.max_steps,
+                self.objective,
+            )  # fmt: skip
             raise
         shutil.rmtree(folder, ignore_errors=True)
+        logger.warning("alpha search: %s finished: dev score %.1f", candidate_name(*candidate), self.objective)
         return result
 
     def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
@@ -186,6 +194,16 @@ class AlphaSearchTrainer(DHRDTrainer):
             # the last pass, reported and not pruned, is the trial's result (the objective Trainer hands optuna):
             # a search killed before optuna hears that the trial ended keeps it
             final_pass(trial, time.time() - trial.datetime_start.timestamp())
+
+
+def search_progress(study) -> str:
+    """``2 of 9 candidates ended``: the search's candidates (its trials', enqueued ones included) and how many have
+    a finished or pruned trial."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    ended = {optuna_candidate(t) for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)}
+    return f"{len(ended)} of {len({optuna_candidate(t) for t in trials})} candidates ended"
 
 
 def check_same_search(saved: dict | None, base: DHRDTrainingArguments, where: str) -> None:
