@@ -731,6 +731,8 @@ def test_a_search_kept_in_a_journal_outlives_its_output_directory(tmp_path, tiny
 
 
 def test_the_ray_backend_refuses_an_optuna_storage(tmp_path, tiny_backbone, superglue_dir):
+    import dataclasses
+
     args = DHRDTrainingArguments(
         output_dir=str(tmp_path / "auto"), alpha="auto", alpha_search_backend="ray",
         alpha_search_storage=str(tmp_path / "search.log"), rationales=str(_rationales(tmp_path)),
@@ -738,3 +740,9 @@ def test_the_ray_backend_refuses_an_optuna_storage(tmp_path, tiny_backbone, supe
     )  # fmt: skip
     with pytest.raises(DHRDInputError, match="--alpha-search-storage is where optuna keeps the trials"):
         train(args)
+    kept = tmp_path / "auto" / "alpha-search" / "ray" / "experiment_state-1.json"  # an earlier search's
+    kept.parent.mkdir(parents=True)
+    kept.write_text("{}")
+    with pytest.raises(DHRDInputError, match="--alpha-search-storage is where optuna keeps the trials"):
+        train(dataclasses.replace(args, resume=False))  # refused before --restart removes anything
+    assert kept.is_file()

@@ -261,10 +261,11 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     candidates = args.search_candidates()
     base = search_arguments(args)
     folder = Path(base.output_dir)
+    refuse_ray_storage(args, folder)  # before --restart removes anything
     if not args.resume and folder.is_dir():
         shutil.rmtree(folder)  # --restart: the search starts again, its trials and checkpoints discarded
     folder.mkdir(parents=True, exist_ok=True)
-    storage = search_storage(args, folder)
+    storage = optuna_storage(args.alpha_search_storage, folder) if args.alpha_search_backend == "optuna" else None
     if not args.resume and args.alpha_search_storage:
         forget_optuna_search(storage)  # and the trials kept outside the folder
     saved = folder / SEARCH_ARGS
@@ -287,17 +288,13 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     return table
 
 
-def search_storage(args: DHRDTrainingArguments, folder: Path):
-    """Where the search's optuna trials are kept (``search_backends.optuna_storage``); None for ray, which keeps
-    its experiment in the search folder."""
-    if args.alpha_search_backend == "optuna":
-        return optuna_storage(args.alpha_search_storage, folder)
-    if args.alpha_search_storage:
+def refuse_ray_storage(args: DHRDTrainingArguments, folder: Path) -> None:
+    """``--alpha-search-storage`` is optuna's: ray keeps its experiment in the search folder."""
+    if args.alpha_search_storage and args.alpha_search_backend != "optuna":
         raise DHRDInputError(
             "--alpha-search-storage is where optuna keeps the trials; ray keeps its experiment in "
             f"{folder / RAY_EXPERIMENT} (leave --alpha-search-storage out, or use --alpha-search-backend optuna)"
         )
-    return None
 
 
 def scope_sets(prepared, scopes: set[str]) -> dict:
