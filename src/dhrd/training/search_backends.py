@@ -7,7 +7,7 @@ back one ``TrialRecord`` a trial, whichever backend ran it, for ``tuning.search_
 Where optuna keeps them is ``--alpha-search-storage``: by default ``optuna.db`` in the search folder; or any optuna
 storage URL (``postgresql://...``), or a journal file (optuna's append-only text log, one operation a line), which
 outlives the output directory: on shared storage, or committed beside a study's results, a search started on
-another machine (a fresh checkout: no ``runs/``) runs only the candidates that had not ended there. The search's
+another machine (a fresh checkout: no ``runs/``) runs only the candidates that had not ended there. There the search's
 settings are kept in the study itself, so a storage holding another run's search is refused (``tuning``).
 
 Pruning is each backend's median rule from the same dev pass (``PRUNE_FROM_PASS``): optuna's ``MedianPruner`` (a
@@ -84,10 +84,12 @@ def _drop_torn_line(journal: Path) -> None:
     the next operation to it, and then fails on the line they make together."""
     if not journal.is_file() or journal.stat().st_size == 0:
         return
-    data = journal.read_bytes()
-    if not data.endswith(b"\n"):
-        with open(journal, "r+b") as f:
-            f.truncate(data.rfind(b"\n") + 1)
+    with open(journal, "r+b") as f:
+        f.seek(-1, 2)  # its last byte: a whole journal ends its last line
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)  # torn (rare): only then is the journal read, to its last whole line
 
 
 def optuna_settings(storage) -> dict | None:

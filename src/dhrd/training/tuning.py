@@ -206,14 +206,13 @@ def search_progress(study) -> str:
     return f"{len(ended)} of {len({optuna_candidate(t) for t in trials})} candidates ended"
 
 
-def check_same_search(saved: dict | None, base: DHRDTrainingArguments, where: str) -> None:
-    """A search kept in ``where`` (its folder, or its ``--alpha-search-storage``) continues only under the settings it
-    started with, ``saved``: its ended trials and its trials' checkpoints were trained under them
-    (``resume.changed_settings``, as a plain run resumed; the candidates may differ: a new one is run, and each is
-    scored on the same dev split)."""
-    elsewhere = "--alpha-search-storage" if where == base.alpha_search_storage else "--output-dir"
+def check_same_search(saved: dict | None, base: DHRDTrainingArguments, where: str, option: str) -> None:
+    """A search kept in ``where`` (its folder, or its ``--alpha-search-storage``: the ``option`` that names it)
+    continues only under the settings it started with, ``saved``: its ended trials and its trials' checkpoints were
+    trained under them (``resume.changed_settings``, as a plain run resumed; the candidates may differ: a new one is
+    run, and each is scored on the same dev split)."""
     changed = changed_settings(saved, base) if saved else []
-    refuse_other_settings(where, "an alpha search", changed, "search again", elsewhere)
+    refuse_other_settings(where, "an alpha search", changed, "search again", option)
 
 
 def trial_folder(checkpoints: str | Path, alpha: float, scope: str) -> Path:
@@ -266,14 +265,15 @@ def run_search(args: DHRDTrainingArguments) -> dict:
         shutil.rmtree(folder)  # --restart: the search starts again, its trials and checkpoints discarded
     folder.mkdir(parents=True, exist_ok=True)
     storage = optuna_storage(args.alpha_search_storage, folder) if args.alpha_search_backend == "optuna" else None
-    if not args.resume and args.alpha_search_storage:
-        forget_optuna_search(storage)  # and the trials kept outside the folder
     saved = folder / SEARCH_ARGS
-    check_same_search(json.loads(saved.read_text()) if saved.is_file() else None, base, str(folder))
-    if args.alpha_search_storage:  # the settings travel with the trials: the folder may be gone, or another run's
-        check_same_search(optuna_settings(storage), base, args.alpha_search_storage)
-    write_json_atomic(saved, base.to_dict())
-    if storage is not None:
+    check_same_search(json.loads(saved.read_text()) if saved.is_file() else None, base, str(folder), "--output-dir")
+    outside = args.alpha_search_storage  # trials kept outside the folder: their settings travel with them
+    if outside and not args.resume:
+        forget_optuna_search(storage)  # --restart discards those too
+    if outside:
+        check_same_search(optuna_settings(storage), base, outside, "--alpha-search-storage")
+    write_json_atomic(saved, base.to_dict())  # once every check has passed: a refused run changes nothing
+    if outside:
         keep_optuna_settings(storage, base.to_dict())
 
     def make_trainer():
