@@ -263,6 +263,36 @@ def test_a_search_killed_with_trials_waiting_resumes(tmp_path, tiny_backbone, su
     assert [r["state"] for r in table["candidates"]] == ["complete"] * 3 and table["chosen"] == "pooled"
 
 
+def test_a_killed_search_resumes_in_the_unbroken_order(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
+    """A search killed in its second trial (alpha 0.5) runs alpha 0.5 again before alpha 1, as the unbroken search
+    did: the pruner judges a trial by those that finished before it, and alpha 0.5 (below pooled and alpha 1) run
+    after both would be pruned where the unbroken search finished it (before, it was enqueued again last)."""
+    import dataclasses
+
+    scores = {0.0: 60.0, 0.5: 40.0, 1.0: 70.0}
+    passes = _fixed_dev_scores(monkeypatch, scores)
+    base = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
+    unbroken = dataclasses.replace(base, output_dir=str(tmp_path / "unbroken"))
+    train(unbroken)
+    expected = json.loads((tmp_path / "unbroken" / "alpha-search.json").read_text())
+    assert [r["state"] for r in expected["candidates"]] == ["complete"] * 3  # the premise: nothing pruned unbroken
+
+    resume = _killed_in_trial(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(base)
+    resume()
+    before = len(passes)
+    train(base)
+    after = passes[before:]
+    assert after[0] == 0.5 and after[-1] == 1.0 and sorted(after) == after, after
+    table = json.loads((tmp_path / "auto" / "alpha-search.json").read_text())
+    keys = ("candidate", "state", "dev_score", "dev_scores")
+    assert [{k: r[k] for k in keys} for r in table["candidates"]] == [
+        {k: r[k] for k in keys} for r in expected["candidates"]
+    ]
+    assert table["chosen"] == expected["chosen"] == "alpha 1, lm-scope all"
+
+
 def test_a_trial_killed_after_its_last_dev_pass_is_kept(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
     """A search killed after a trial reported its last dev pass but before optuna heard that the trial ended (a
     ComVE search lost a finished 25-minute trial so): run again, it keeps that trial complete, with its last pass's
@@ -303,7 +333,7 @@ def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, tiny_backbone, sup
     resumes from the checkpoint and trains only the passes after it; its row has all four passes and the seconds
     of both processes. A trial that has ended leaves no checkpoint, nor does the finished search."""
     from dhrd.training import tuning
-    from dhrd.training.search_backends import EARLIER_SECONDS
+    from dhrd.training.search_backends import EARLIER_SECONDS, optuna_candidate
 
     passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 70.0, 1.0: 50.0})
     save, saved = tuning.AlphaSearchTrainer._save_checkpoint, []
@@ -325,15 +355,16 @@ def test_a_killed_trial_resumes_from_its_checkpoint(tmp_path, tiny_backbone, sup
     monkeypatch.setattr(tuning.AlphaSearchTrainer, "_save_checkpoint", save)
     before = len(passes)
     train(args)
-    # alpha 1 (waiting since before the kill: first) trains all its passes, the resumed alpha 0.5 two fewer
+    # the resumed alpha 0.5 first, in its place: its last two passes (the last reported twice: its pass, then the
+    # run's end); then alpha 1, below both, pruned at its second pass, as in the unbroken search
     after = passes[before:]
-    assert after[0] == 1.0 and after.count(0.5) == after.count(1.0) - 2 > 0, after
+    assert after == [0.5] * 3 + [1.0] * 2, after
     table = json.loads((tmp_path / "auto" / "alpha-search.json").read_text())
     resumed = next(r for r in table["candidates"] if r["alpha"] == 0.5)
     assert resumed["state"] == "complete" and list(resumed["dev_scores"].values()) == [70.0] * 4
     assert [int(s) for s in resumed["dev_scores"]][:3] == [step // 2, step, 3 * step // 2]  # then the last step
     trial = next(
-        t for t in _search_trials(tmp_path / "auto") if t.params["alpha"] == 0.5 and t.state.name == "COMPLETE"
+        t for t in _search_trials(tmp_path / "auto") if t.state.name == "COMPLETE" and optuna_candidate(t)[0] == 0.5
     )
     assert 0 < trial.user_attrs[EARLIER_SECONDS] < resumed["seconds"]
     assert table["chosen"] == "alpha 0.5, lm-scope all" and not trials.exists()  # every trial's checkpoint gone
@@ -605,22 +636,23 @@ def test_one_trials_model_is_alive_at_a_time_and_memory_is_bounded_first(
 
 
 def test_pooled_is_never_pruned_even_when_it_runs_last(tmp_path, tiny_backbone, superglue_dir, monkeypatch):
-    """A search killed in its first trial (pooled) runs pooled last when started again, after the trials that make
-    the medians: scoring below them, it would be pruned, and the search could then ship a DHRD candidate that never
-    beat pooled. Pooled runs to its end instead, and counts."""
+    """A search that first ran without pooled (--alpha-candidates 0.5,1), started again with it, runs pooled last,
+    after the trials that make the medians: scoring below them, it would be pruned, and the search could then ship a
+    DHRD candidate that never beat pooled. Pooled runs to its end instead, and counts. (Before, optuna refused the
+    new candidate with a traceback: a study keeps a parameter's choices fixed.)"""
+    import dataclasses
+
     from dhrd.training import search_backends
 
-    _killed_in_trial(monkeypatch, 1)  # only the first trial: started again, the search runs on
     passes = _fixed_dev_scores(monkeypatch, {0.0: 40.0, 0.5: 60.0, 1.0: 55.0})
     args = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
-    with pytest.raises(RuntimeError, match="killed"):
-        train(args)
+    train(dataclasses.replace(args, alpha_candidates="0.5,1"))
     train(args)
     table = json.loads((tmp_path / "auto" / "alpha-search.json").read_text())
     assert passes[-1] == 0.0  # the premise: pooled ran last
     assert passes.count(0.0) >= search_backends.EVALUATIONS_PER_TRIAL
     states = {r["candidate"]: r["state"] for r in table["candidates"]}
-    assert states["pooled"] == "complete" and table["chosen"] == "alpha 0.5, lm-scope all"
+    assert states["pooled"] == "complete" and len(states) == 3 and table["chosen"] == "alpha 0.5, lm-scope all"
 
 
 def test_rays_median_rule_never_stops_pooled():
@@ -688,8 +720,7 @@ def test_a_search_kept_in_a_journal_outlives_its_output_directory(tmp_path, tiny
     passes = _fixed_dev_scores(monkeypatch, {0.0: 60.0, 0.5: 70.0, 1.0: 50.0})
     journal = tmp_path / "kept" / "search.log"
     base = _three_trial_search(tmp_path, tiny_backbone, superglue_dir)
-    # the same kill, resumed in its own output directory (the candidate waiting since the kill runs first, before
-    # pruning starts: the order differs from an uninterrupted search's, in either storage)
+    # the same kill, resumed in its own output directory
     in_folder = dataclasses.replace(base, output_dir=str(tmp_path / "in-folder"))
     resume = _killed_in_trial(monkeypatch, 2)
     with pytest.raises(RuntimeError, match="killed"):
@@ -720,7 +751,8 @@ def test_a_search_kept_in_a_journal_outlives_its_output_directory(tmp_path, tiny
     import optuna
 
     trials = optuna.load_study(study_name="dhrd-alpha-search", storage=optuna_storage(str(journal), tmp_path)).trials
-    assert [t.state for t in trials].count(TrialState.FAIL) == 1 and len(trials) == 4  # the killed trial, and one each
+    # the killed trial and alpha 1's, set aside unstarted to run after alpha 0.5 again; one ended trial a candidate
+    assert [t.state for t in trials].count(TrialState.FAIL) == 2 and len(trials) == 5
     # another learning rate: another search, refused wherever the output directory is
     other = dataclasses.replace(args, output_dir=str(tmp_path / "third"), learning_rate=args.learning_rate * 2)
     with pytest.raises(DHRDInputError, match=r"search\.log: holds an alpha search with other settings \(learning_rate"):

@@ -46,6 +46,8 @@ KEPT_AFTER_KILL = "kept_after_kill"
 DEV_STATISTICS = "dev_statistics"
 # the seconds a trial resumed from its checkpoint had trained in the processes before (``tuning.resume_trial``)
 EARLIER_SECONDS = "earlier_seconds"
+# an enqueued trial set aside before it started, its candidate enqueued again in the search's order
+SUPERSEDED = "superseded"
 
 Candidate = tuple[float, str]  # (alpha, lm_scope)
 
@@ -137,21 +139,15 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
         for t in study.trials
         if t.state == TrialState.COMPLETE or (t.state == TrialState.PRUNED and optuna_candidate(t)[0] != 0)
     }
-    waiting = {optuna_candidate(t) for t in study.trials if t.state == TrialState.WAITING}
     pending = [c for c in candidates if c not in ended]
-    for alpha, scope in pending:
-        if (alpha, scope) not in waiting:
-            study.enqueue_trial({"alpha": alpha, "lm_scope": scope})
+    _enqueue_in_order(study, pending)
     if pending:
         trainer = make_trainer()
-        alphas, scopes = sorted({a for a, _ in candidates}), sorted({s for _, s in candidates})
+        choices = {"alpha": sorted({a for a, _ in candidates}), "lm_scope": sorted({s for _, s in candidates})}
         trainer.hyperparameter_search(
             direction="maximize",
             backend="optuna",
-            hp_space=lambda trial: {
-                "alpha": trial.suggest_categorical("alpha", alphas),
-                "lm_scope": trial.suggest_categorical("lm_scope", scopes),
-            },
+            hp_space=lambda trial: _candidate_params(trial, choices),
             n_trials=len(pending),
             compute_objective=lambda metrics: metrics["eval_score"],
             study_name=STUDY_NAME,
@@ -165,6 +161,50 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
         )
     study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
     return [_optuna_record(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+
+
+def _candidate_params(trial, choices: dict[str, list]) -> dict:
+    """The enqueued candidate a trial runs, as Trainer's hyperparameters, recorded as the trial's optuna params
+    where optuna allows: it keeps a parameter's choices fixed for the life of a study (other choices raise
+    "CategoricalDistribution does not support dynamic value space"), so a search started again with other
+    candidates records them under the choices it started with; a candidate outside those is read from the
+    trial's enqueued (fixed) params alone (``optuna_candidate``)."""
+    alpha, scope = optuna_candidate(trial)
+    for name, value in (("alpha", alpha), ("lm_scope", scope)):
+        started_with = next((t.distributions[name] for t in trial.study.trials if name in t.distributions), None)
+        allowed = started_with.choices if started_with is not None else choices[name]
+        if value in allowed:
+            trial.suggest_categorical(name, allowed)
+    return {"alpha": alpha, "lm_scope": scope}
+
+
+def _enqueue_in_order(study, pending: list[Candidate]) -> None:
+    """Leave ``pending`` waiting in the study in the candidates' order. A killed trial's candidate was enqueued
+    again behind those waiting since before the kill; but the pruner judges each trial by the trials that finished
+    before it, so a search resumed in another order could prune what the unbroken search kept. When the waiting
+    trials are not ``pending`` in order (a kill in a trial, or other candidates), they are set aside (failed, marked
+    ``SUPERSEDED``) and ``pending`` enqueued afresh."""
+    from optuna.trial import TrialState
+
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    if [optuna_candidate(t) for t in waiting] == pending:
+        return
+    for trial in waiting:
+        study._storage.set_trial_user_attr(trial._trial_id, SUPERSEDED, True)
+        study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    for alpha, scope in pending:
+        study.enqueue_trial({"alpha": alpha, "lm_scope": scope})
+
+
+def killed_trials(study, candidate: Candidate) -> list:
+    """The trials of ``candidate`` that a kill ended (failed), oldest first: not those set aside unstarted."""
+    from optuna.trial import TrialState
+
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if optuna_candidate(t) == candidate and not t.user_attrs.get(SUPERSEDED)
+    ]
 
 
 def final_pass(trial, seconds: float) -> None:
@@ -195,12 +235,13 @@ def _optuna_study(storage):
 def optuna_candidate(trial) -> Candidate:
     """The (alpha, lm_scope) candidate a trial runs. An enqueued trial that has not started (WAITING, as a killed
     search leaves those it had not reached), or a running one before its parameters are suggested, has no params
-    yet: its candidate is in ``fixed_params``."""
+    yet: its candidate is in ``fixed_params``, as is any part of it outside the choices the study started with
+    (``_candidate_params``)."""
     if hasattr(trial, "system_attrs"):  # a trial as the study lists it (FrozenTrial)
         system_attrs = trial.system_attrs
     else:  # the running trial (optuna.Trial): from its storage
         system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-    params = trial.params or system_attrs.get("fixed_params", {})
+    params = {**system_attrs.get("fixed_params", {}), **trial.params}
     return float(params["alpha"]), "all" if not float(params["alpha"]) else params["lm_scope"]
 
 

@@ -50,6 +50,7 @@ from .search_backends import (
     final_pass,
     forget_optuna_search,
     keep_optuna_settings,
+    killed_trials,
     optuna_candidate,
     optuna_settings,
     optuna_storage,
@@ -225,14 +226,11 @@ def resume_trial(trial, checkpoint: str) -> None:
     """Carry over to ``trial`` what the candidate's killed trial had done up to ``checkpoint``: its dev passes, as
     optuna recorded them (the table shows every pass; the pruner compares the passes still to come), and the
     seconds it had trained (its checkpoint's ``RunClock``), which the trial's own time does not count."""
-    from optuna.trial import TrialState
     from transformers import TrainerState
 
     state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
     step, candidate = state.global_step, optuna_candidate(trial)
-    killed = [
-        t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if optuna_candidate(t) == candidate
-    ]
+    killed = killed_trials(trial.study, candidate)
     passes = killed[-1].intermediate_values if killed else {}
     for at, value in sorted(passes.items()):
         if at <= step:
