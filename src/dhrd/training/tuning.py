@@ -184,9 +184,9 @@ class AlphaSearchTrainer(DHRDTrainer):
             trial.set_user_attr(DEV_STATISTICS, self.dev_statistics)
         if optuna_trial and (not self.alpha or last_pass):
             # reported, never pruned: pooled, the baseline that a DHRD candidate must beat on dev to be shipped (it
-            # runs first and finishes as a startup trial, but a search resumed after a kill in it runs it last); and
-            # any trial's last pass, whose training is done (pruning it saves nothing and would drop a finished
-            # trial from the medians; ray's record of a trial that reached its last step is complete too)
+            # runs first and finishes as a startup trial, but a search started again with pooled added runs it
+            # last); and any trial's last pass, whose training is done (pruning it saves nothing and would drop a
+            # finished trial from the medians; ray's record of a trial that reached its last step is complete too)
             self.objective = self.compute_objective(dict(metrics))
             trial.report(self.objective, step)
         else:
