@@ -143,7 +143,7 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
     _enqueue_in_order(study, pending)
     if pending:
         trainer = make_trainer()
-        choices = {"alpha": sorted({a for a, _ in candidates}), "lm_scope": sorted({s for _, s in candidates})}
+        choices = _study_choices(study, candidates)
         trainer.hyperparameter_search(
             direction="maximize",
             backend="optuna",
@@ -163,18 +163,26 @@ def optuna_trials(folder: Path, candidates: list[Candidate], make_trainer: Calla
     return [_optuna_record(t) for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
 
 
+def _study_choices(study, candidates: list[Candidate]) -> dict[str, list]:
+    """Each parameter's choices for the study's trials: those it started with, for optuna keeps a parameter's choices
+    fixed for the life of a study (other choices raise "CategoricalDistribution does not support dynamic value
+    space"); a new study's are the candidates'."""
+    choices = {"alpha": sorted({a for a, _ in candidates}), "lm_scope": sorted({s for _, s in candidates})}
+    for name in choices:
+        started_with = next((t.distributions[name] for t in study.trials if name in t.distributions), None)
+        if started_with is not None:
+            choices[name] = list(started_with.choices)
+    return choices
+
+
 def _candidate_params(trial, choices: dict[str, list]) -> dict:
-    """The enqueued candidate a trial runs, as Trainer's hyperparameters, recorded as the trial's optuna params
-    where optuna allows: it keeps a parameter's choices fixed for the life of a study (other choices raise
-    "CategoricalDistribution does not support dynamic value space"), so a search started again with other
-    candidates records them under the choices it started with; a candidate outside those is read from the
+    """The enqueued candidate a trial runs, as Trainer's hyperparameters, recorded as the trial's optuna params under
+    the study's ``choices``; a candidate outside them (a search started again with other candidates) is read from the
     trial's enqueued (fixed) params alone (``optuna_candidate``)."""
     alpha, scope = optuna_candidate(trial)
     for name, value in (("alpha", alpha), ("lm_scope", scope)):
-        started_with = next((t.distributions[name] for t in trial.study.trials if name in t.distributions), None)
-        allowed = started_with.choices if started_with is not None else choices[name]
-        if value in allowed:
-            trial.suggest_categorical(name, allowed)
+        if value in choices[name]:
+            trial.suggest_categorical(name, choices[name])
     return {"alpha": alpha, "lm_scope": scope}
 
 

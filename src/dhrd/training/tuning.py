@@ -266,13 +266,12 @@ def run_search(args: DHRDTrainingArguments) -> dict:
     saved = folder / SEARCH_ARGS
     check_same_search(json.loads(saved.read_text()) if saved.is_file() else None, base, str(folder), "--output-dir")
     outside = args.alpha_search_storage  # trials kept outside the folder: their settings travel with them
-    if outside and not args.resume:
-        forget_optuna_search(storage)  # --restart discards those too
     if outside:
+        if not args.resume:
+            forget_optuna_search(storage)  # --restart discards those too
         check_same_search(optuna_settings(storage), base, outside, "--alpha-search-storage")
-    write_json_atomic(saved, base.to_dict())  # once every check has passed: a refused run changes nothing
-    if outside:
         keep_optuna_settings(storage, base.to_dict())
+    write_json_atomic(saved, base.to_dict())  # once every check has passed: a refused run changes nothing
 
     def make_trainer():
         return AlphaSearchTrainer(base, {scope if alpha else "pooled" for alpha, scope in candidates})
