@@ -6,9 +6,10 @@
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh A > runs/queueA.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap nohup bash scripts/pays_off_queue.sh B > runs/queueB.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap-c nohup bash scripts/pays_off_queue.sh C > runs/queueC.log 2>&1 &
-# What is left, RTE's auto on all rows (seeds 2 and 3), as two queues under seed 1's pruning rule (a trial could be
-# pruned at its last dev pass; seed 1 ran before that changed): each search keeps its ended trials in
-# results/auto-rte-all-smollm2-cpu.searches/<cell>.log (commit it as trials land: a new checkout runs only the rest)
+# Every cell has landed (2026-12-06): run again, a queue skips them all. The last, RTE's auto on all rows (seeds 2
+# and 3), ran as two queues under seed 1's pruning rule (a trial could be pruned at its last dev pass; seed 1 ran
+# before that changed): each search keeps its ended trials in results/auto-rte-all-smollm2-cpu.searches/<cell>.log
+# (commit it as trials land: a new checkout runs only the rest)
 #   git worktree add --detach /work/queue-snap-r HEAD && git -C /work/queue-snap-r apply scripts/patches/seed1-pruning-rule.patch
 #   DHRD_QUEUE_CODE=/work/queue-snap-r nohup bash scripts/pays_off_queue.sh R > runs/queueB.log 2>&1 &
 #   DHRD_QUEUE_CODE=/work/queue-snap-r nohup bash scripts/pays_off_queue.sh R --seeds 3,2,1 > runs/queueC.log 2>&1 &
