@@ -119,7 +119,7 @@ def _cell(row: dict | None) -> dict | None:
         "verdict": paired["verdict"],
         "seeds": paired["seeds"],
         "time_vs_pooled": row.get("time_vs_pooled"),
-        **({"time_seeds": row["time_seeds"]} if "time_seeds" in row else {}),
+        **{key: row[key] for key in ("time_seeds", "untimed_seeds") if key in row},
         "chosen": row.get("chosen") or [],
         "variant": row["variant"],
         "baseline": row.get("baseline", "pooled"),

@@ -424,12 +424,15 @@ def summarise(study: Study, cells: list[Cell], kept: dict[str, dict]) -> dict:
 
 def time_vs_pooled(seconds: list[tuple[int, float | None, float | None]]) -> dict:
     """The variant's training time over its pooled's from (seed, pooled's seconds, the variant's) of each paired
-    seed, summed over the seeds where both times are known; which seeds, where a time is unknown (a run resumed
-    from a checkpoint that kept no clock)."""
+    seed, summed over the seeds where both times are known; which seeds, and which not, where a time is unknown (a
+    run resumed from a checkpoint that kept no clock)."""
     timed = [(seed, base, own) for seed, base, own in seconds if base and own]
     base = sum(b for _, b, _ in timed)
     ratio = round(sum(own for _, _, own in timed) / base, 2) if base else None
-    return {"time_vs_pooled": ratio, **({"time_seeds": [s for s, _, _ in timed]} if len(timed) < len(seconds) else {})}
+    if len(timed) == len(seconds):
+        return {"time_vs_pooled": ratio}
+    untimed = [seed for seed, *_ in seconds if seed not in {s for s, _, _ in timed}]
+    return {"time_vs_pooled": ratio, "time_seeds": [s for s, _, _ in timed], "untimed_seeds": untimed}
 
 
 def time_text(row: dict, unit: str = "") -> str:
@@ -437,13 +440,22 @@ def time_text(row: dict, unit: str = "") -> str:
     if not row.get("time_vs_pooled"):
         return ""
     seeds = row.get("time_seeds")
-    plural = "s" if seeds is not None and len(seeds) != 1 else ""
-    known = (
-        f" (seed{plural} {','.join(map(str, seeds))} only: the other seeds' times are unknown)"
-        if seeds is not None
-        else ""
-    )
-    return f"{row['time_vs_pooled']:.2f}x{unit}{known}"
+    if seeds is None:
+        return f"{row['time_vs_pooled']:.2f}x{unit}"
+    unknown = row.get("untimed_seeds")
+    missing = "the other seeds' times are unknown"  # a row kept before rows named them
+    if unknown:
+        missing = (
+            f"{_seeds_text(unknown)}'s time is unknown"
+            if len(unknown) == 1
+            else f"{_seeds_text(unknown)}' times are unknown"
+        )
+    return f"{row['time_vs_pooled']:.2f}x{unit} ({_seeds_text(seeds)} only: {missing})"
+
+
+def _seeds_text(seeds: list[int]) -> str:
+    """``seed 2``, ``seeds 1,3``."""
+    return f"seed{'s' if len(seeds) != 1 else ''} {','.join(map(str, seeds))}"
 
 
 def paired_with(other: str, here: list, done: list[dict], results: dict) -> list[tuple[dict, dict]]:

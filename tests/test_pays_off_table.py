@@ -138,12 +138,15 @@ def test_a_time_ratio_over_some_seeds_says_which(tmp_path):
     cell says so rather than passing the ratio off as every seed's."""
     study = _study(
         tmp_path / "s.json",
-        [_row("n1000", "pooled", 57.0), {**_row("n1000", "dhrd", 58.0, 1.0), "time_seeds": [1, 3]}],
+        [
+            _row("n1000", "pooled", 57.0),
+            {**_row("n1000", "dhrd", 58.0, 1.0), "time_seeds": [1, 3], "untimed_seeds": [2]},
+        ],
     )
     out = tmp_path / "t"
     subprocess.run([sys.executable, str(SCRIPT), f"T={study}", "--out", str(out)], check=True, capture_output=True)
     table = out.with_suffix(".md").read_text()
-    assert "1.50x time (seeds 1,3 only: the other seeds' times are unknown)" in table
+    assert "1.50x time (seeds 1,3 only: seed 2's time is unknown)" in table
 
 
 def test_the_default_heads_evidence_is_each_methods_linear_minus_mlp_paired_by_seed(tmp_path):

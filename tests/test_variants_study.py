@@ -120,8 +120,11 @@ def test_a_cell_resumed_from_a_checkpoint_without_a_clock_has_no_time_and_the_ra
     assert kept["n4-e1-lr0.001-dhrd-linear-s2"]["train_seconds"] == 30.0
     row = {r["variant"]: r for r in study.summarise(fake, cells, kept)["rows"]}["dhrd-linear"]
     assert row["paired"]["seeds"] == 2  # the scores pair on both seeds; the time on seed 1 only
-    assert (row["time_vs_pooled"], row["time_seeds"]) == (2.0, [1])
-    assert study.time_text(row) == "2.00x (seed 1 only: the other seeds' times are unknown)"
+    assert (row["time_vs_pooled"], row["time_seeds"], row["untimed_seeds"]) == (2.0, [1], [2])
+    assert study.time_text(row) == "2.00x (seed 1 only: seed 2's time is unknown)"
+    assert study.time_text({**row, "untimed_seeds": [2, 3]}) == "2.00x (seed 1 only: seeds 2,3' times are unknown)"
+    kept_before = {k: v for k, v in row.items() if k != "untimed_seeds"}  # a row kept before rows named them
+    assert study.time_text(kept_before) == "2.00x (seed 1 only: the other seeds' times are unknown)"
 
     kept["n4-e1-lr0.001-pooled-linear-s2"]["train_seconds"] = 6.0  # kept before the rule: read again from its run
     study.keep_finished(runs, out, kept, cells)
