@@ -401,6 +401,8 @@ def test_the_ray_backend_runs_each_candidate_and_resumes(tmp_path, tiny_backbone
     on the untrained model goes to pooled); started again, the ended trials are read back and none runs."""
     pytest.importorskip("ray", reason="the ray backend needs ray: pip install 'dhrd[ray]'")
     import ray
+    import torch
+    from accelerate.state import GradientState
     from ray.tune import ExperimentAnalysis
 
     output = tmp_path / "auto"
@@ -409,6 +411,10 @@ def test_the_ray_backend_runs_each_candidate_and_resumes(tmp_path, tiny_backbone
         output_dir=str(output), alpha="auto", alpha_candidates="0,1", lm_scope_candidates="all,reasoning",
         alpha_search_backend="ray", rationales=str(_rationales(tmp_path)), **settings,
     )  # fmt: skip
+    # a loop an earlier run of this process left before its end (accelerate keeps a weak reference to its dataloader
+    # in the state its Accelerators share, which ray, pickling the trainer, cannot): the search starts regardless
+    left = torch.utils.data.DataLoader(range(4))
+    GradientState()._add_dataloader(left)
     try:
         result = train(args)
     finally:

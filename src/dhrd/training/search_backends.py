@@ -291,6 +291,7 @@ def ray_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable
     if {(r.alpha, r.lm_scope) for r in records} >= set(candidates):
         return records
     trainer = make_trainer()
+    _forget_left_dataloaders(trainer)
     if not ray.is_initialized():  # a local ray, or the cluster that RAY_ADDRESS names
         ray.init(include_dashboard=False, configure_logging=False)
     grid = [{"alpha": alpha, "lm_scope": scope} for alpha, scope in candidates]
@@ -313,6 +314,14 @@ def ray_trials(folder: Path, candidates: list[Candidate], make_trainer: Callable
         verbose=1,
     )
     return _ray_records(folder / RAY_EXPERIMENT, candidates)
+
+
+def _forget_left_dataloaders(trainer) -> None:
+    """ray pickles the trainer for its trials, and with it accelerate's gradient state, which every ``Accelerator``
+    of the process shares: it holds a weak reference (unpicklable) to each dataloader a loop is in, and a loop left
+    before its end (a run's ``max_steps``, a prediction stopped early) leaves its reference behind. A search starts
+    in no loop, so an earlier run in this process (a notebook's first ``train``) cannot stop it."""
+    trainer.accelerator.gradient_state.dataloader_references = [None]
 
 
 def _median_rule(median_stopping_rule: type) -> type:
