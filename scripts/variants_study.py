@@ -431,7 +431,7 @@ def time_vs_pooled(seconds: list[tuple[int, float | None, float | None]]) -> dic
     ratio = round(sum(own for _, _, own in timed) / base, 2) if base else None
     if len(timed) == len(seconds):
         return {"time_vs_pooled": ratio}
-    untimed = [seed for seed, *_ in seconds if seed not in {s for s, _, _ in timed}]
+    untimed = [seed for seed, b, o in seconds if not (b and o)]  # the seeds left out of timed
     return {"time_vs_pooled": ratio, "time_seeds": [s for s, _, _ in timed], "untimed_seeds": untimed}
 
 
